@@ -1,0 +1,51 @@
+# workerfleet: `make demo` runs the main job, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install binaries cluster-up cluster-down cluster-status lint unit e2e test demo clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) ## create .venv with workerfleet and its dev tools
+
+binaries: $(INSTALLED) ## build (or reuse) the pinned control-plane binaries
+	$(BIN)/python -m e2e.toolchain
+
+cluster-up: $(INSTALLED) ## start the local control plane (idempotent)
+	$(BIN)/python -m e2e.cluster up
+
+cluster-down: $(INSTALLED) ## stop the local control plane and remove its state
+	$(BIN)/python -m e2e.cluster down
+
+cluster-status: $(INSTALLED) ## show each component's pid, health and log
+	$(BIN)/python -m e2e.cluster status
+
+lint: $(INSTALLED) ## ruff, mypy (strict), import-linter contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(INSTALLED) ## tests that need no cluster
+	$(BIN)/pytest tests
+
+e2e: $(INSTALLED) binaries ## tests against the local control plane (brought up when not running)
+	$(BIN)/pytest e2e
+
+test: lint unit e2e ## lint + unit + e2e
+
+demo: cluster-up ## a local cluster with workerfleet doing real work
+	$(BIN)/python -m e2e.demo
+
+clean: cluster-down
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,463 @@
+"""A real local Kubernetes control plane with no container runtime.
+
+etcd, kube-apiserver (RBAC, PodSecurity admission, service-account tokens, the aggregation layer),
+kube-controller-manager, kube-scheduler, and kwok as the kubelet of fake nodes, all on loopback.
+
+    python -m e2e.cluster up       # idempotent: starts what is not running, waits until Ready
+    python -m e2e.cluster status
+    python -m e2e.cluster down     # stops only the processes it started (by pid), removes state
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2e import pki, toolchain
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+ETCD_CLIENT_PORT = 23790
+ETCD_PEER_PORT = 23800
+APISERVER_PORT = 6443
+CONTROLLER_MANAGER_PORT = 10257
+SCHEDULER_PORT = 10259
+KWOK_PORT = 10247
+FAKE_NODES = ("kwok-node-0", "kwok-node-1")
+HPA_SYNC_PERIOD = "5s"
+STARTUP_TIMEOUT_SECONDS = 120.0
+
+
+class ClusterError(RuntimeError):
+    """The control plane did not come up, or is not in a state this module can act on."""
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("WORKERFLEET_CLUSTER_DIR", REPOSITORY / ".cluster"))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a cluster's state lives on disk."""
+
+    root: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    def component_kubeconfig(self, name: str) -> Path:
+        return self.root / "kubeconfigs" / f"{name}.kubeconfig"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def pid(self, name: str) -> Path:
+        return self.pids / f"{name}.pid"
+
+
+def _write_kubeconfig(path: Path, ca: Path, client: pki.Pair, user: str) -> None:
+    def encoded(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "workerfleet",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{APISERVER_PORT}",
+                    "certificate-authority-data": encoded(ca),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": encoded(client.cert),
+                    "client-key-data": encoded(client.key),
+                },
+            }
+        ],
+        "contexts": [{"name": "workerfleet", "context": {"cluster": "workerfleet", "user": user}}],
+        "current-context": "workerfleet",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+
+
+HEALTH_URLS = {
+    "etcd": f"http://127.0.0.1:{ETCD_CLIENT_PORT}/health",
+    "kube-apiserver": f"https://127.0.0.1:{APISERVER_PORT}/readyz",
+    "kube-controller-manager": f"https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz",
+    "kube-scheduler": f"https://127.0.0.1:{SCHEDULER_PORT}/healthz",
+    "kwok": f"http://127.0.0.1:{KWOK_PORT}/healthz",
+}
+"""Start order; each component is a binary of the same name. Stopped in reverse."""
+COMPONENTS = tuple(HEALTH_URLS)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One control-plane process and the arguments it starts with."""
+
+    name: str
+    args: tuple[str, ...]
+
+
+def _components(layout: Layout, certs: pki.ClusterPki) -> list[Component]:
+    kubeconfig = layout.component_kubeconfig
+    apiserver_args = (
+        f"--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={APISERVER_PORT}",
+        f"--tls-cert-file={certs.apiserver.cert}",
+        f"--tls-private-key-file={certs.apiserver.key}",
+        f"--client-ca-file={certs.ca.cert}",
+        "--authorization-mode=Node,RBAC",
+        # PodSecurity is in the default admission chain; NodeRestriction is the one default-off we want.
+        "--enable-admission-plugins=NodeRestriction",
+        # Privileged pods must reach PodSecurity admission so its verdict is the one users see.
+        "--allow-privileged=true",
+        f"--service-cluster-ip-range={pki.SERVICE_CLUSTER_IP_RANGE}",
+        f"--service-account-key-file={certs.service_account_public_key}",
+        f"--service-account-signing-key-file={certs.service_account_key}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        # The aggregation layer, so an external metrics APIService can be served.
+        f"--requestheader-client-ca-file={certs.front_proxy_ca.cert}",
+        f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={certs.front_proxy_client.cert}",
+        f"--proxy-client-key-file={certs.front_proxy_client.key}",
+        # Endpoints may not hold loopback addresses, so the apiserver must not try to publish its own.
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+    )
+    delegated_auth = (
+        f"--authentication-kubeconfig={kubeconfig('controller-manager')}",
+        f"--authorization-kubeconfig={kubeconfig('controller-manager')}",
+    )
+    return [
+        Component(
+            name="etcd",
+            args=(
+                "--name=workerfleet",
+                f"--data-dir={layout.etcd_data}",
+                f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                f"--initial-cluster=workerfleet=http://127.0.0.1:{ETCD_PEER_PORT}",
+                # A throwaway test cluster: durability on power loss buys nothing here.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ),
+        ),
+        Component(
+            name="kube-apiserver",
+            args=apiserver_args,
+        ),
+        Component(
+            name="kube-controller-manager",
+            args=(
+                f"--kubeconfig={kubeconfig('controller-manager')}",
+                *delegated_auth,
+                "--bind-address=127.0.0.1",
+                f"--secure-port={CONTROLLER_MANAGER_PORT}",
+                "--controllers=*",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={certs.service_account_key}",
+                f"--root-ca-file={certs.ca.cert}",
+                f"--cluster-signing-cert-file={certs.ca.cert}",
+                f"--cluster-signing-key-file={certs.ca.key}",
+                f"--service-cluster-ip-range={pki.SERVICE_CLUSTER_IP_RANGE}",
+                f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
+                "--profiling=false",
+            ),
+        ),
+        Component(
+            name="kube-scheduler",
+            args=(
+                f"--kubeconfig={kubeconfig('scheduler')}",
+                f"--authentication-kubeconfig={kubeconfig('scheduler')}",
+                f"--authorization-kubeconfig={kubeconfig('scheduler')}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={SCHEDULER_PORT}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ),
+        ),
+        Component(
+            name="kwok",
+            args=(
+                f"--kubeconfig={kubeconfig('kwok')}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--manage-nodes-with-label-selector=",
+                "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+                "--disregard-status-with-label-selector=",
+                "--cidr=10.244.0.1/16",
+                "--node-ip=10.244.0.1",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{KWOK_PORT}",
+            ),
+        ),
+    ]
+
+
+def _is_healthy(name: str, layout: Layout) -> bool:
+    url = HEALTH_URLS[name]
+    context: ssl.SSLContext | None = None
+    if name == "kube-apiserver":
+        # /readyz is not public: ask as the admin, and verify the serving certificate.
+        context = ssl.create_default_context(cafile=str(layout.pki / "ca.crt"))
+        context.load_cert_chain(str(layout.pki / "admin.crt"), str(layout.pki / "admin.key"))
+    elif url.startswith("https://"):
+        # Controller-manager and scheduler serve self-signed certificates; /healthz is public.
+        context = ssl._create_unverified_context()  # noqa: S323
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _binary(name: str) -> Path:
+    return toolchain.binaries()[name].path
+
+
+def _running_pid(layout: Layout, name: str) -> int | None:
+    """The pid this module recorded for a component, if that process still runs the same binary."""
+    pid_file = layout.pid(name)
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().strip())
+    try:
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if _is_zombie(pid):
+        return None
+    return pid if command_line[0] == str(_binary(name)).encode() else None
+
+
+def _wait_until(predicate: Callable[[], bool], what: str, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    hint = f"; see {log}" if log else ""
+    raise ClusterError(f"{what} not ready after {timeout:.0f}s{hint}")
+
+
+class Cluster:
+    """The local control plane, addressed by its state directory."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.layout = Layout(root or state_dir())
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.layout.kubeconfig
+
+    def kubectl(
+        self, *args: str, check: bool = True, input_text: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl against this cluster as the admin."""
+        return subprocess.run(
+            [str(_binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def is_ready(self) -> bool:
+        """Every component runs (started from this state directory) and answers healthy."""
+        if not self.kubeconfig.exists():
+            return False
+        return all(
+            _running_pid(self.layout, name) is not None and _is_healthy(name, self.layout)
+            for name in COMPONENTS
+        )
+
+    def up(self) -> None:
+        toolchain.ensure()
+        for directory in (self.layout.logs, self.layout.pids):
+            directory.mkdir(parents=True, exist_ok=True)
+        certs = pki.ensure_pki(self.layout.pki)
+        _write_kubeconfig(self.kubeconfig, certs.ca.cert, certs.admin, "admin")
+        for user, client in (
+            ("controller-manager", certs.controller_manager),
+            ("scheduler", certs.scheduler),
+            ("kwok", certs.kwok),
+        ):
+            _write_kubeconfig(self.layout.component_kubeconfig(user), certs.ca.cert, client, user)
+        for component in _components(self.layout, certs):
+            self._start(component)
+        self._ensure_fake_nodes()
+
+    def _start(self, component: Component) -> None:
+        log = self.layout.log(component.name)
+        if _running_pid(self.layout, component.name) is None:
+            with log.open("ab") as output:
+                process = subprocess.Popen(
+                    [str(_binary(component.name)), *component.args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=self.layout.root,
+                )
+            self.layout.pid(component.name).write_text(str(process.pid))
+            print(f"started {component.name} (pid {process.pid}), log: {log}", flush=True)
+        _wait_until(
+            lambda: _is_healthy(component.name, self.layout), component.name, STARTUP_TIMEOUT_SECONDS, log
+        )
+
+    def _ensure_fake_nodes(self) -> None:
+        nodes = {"apiVersion": "v1", "kind": "List", "items": [_fake_node(name) for name in FAKE_NODES]}
+        self.kubectl("apply", "-f", "-", input_text=json.dumps(nodes))
+        self.kubectl(
+            "wait", "--for=condition=Ready", "--timeout=120s", *(f"node/{name}" for name in FAKE_NODES)
+        )
+        # Pods need their namespace's default ServiceAccount, which the controller-manager creates.
+        _wait_until(
+            lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+            "default ServiceAccount",
+            STARTUP_TIMEOUT_SECONDS,
+            self.layout.log("kube-controller-manager"),
+        )
+
+    def down(self) -> None:
+        """Stop the processes this module started, last started first, then remove all state."""
+        if not self.layout.root.exists():
+            return
+        for name in reversed(COMPONENTS):
+            pid = _running_pid(self.layout, name)
+            if pid is not None:
+                _stop(pid)
+                print(f"stopped {name} (pid {pid})", flush=True)
+        shutil.rmtree(self.layout.root)
+
+    def status(self) -> list[tuple[str, str]]:
+        rows = []
+        for name in COMPONENTS:
+            pid = _running_pid(self.layout, name)
+            if pid is None:
+                rows.append((name, "stopped"))
+            else:
+                health = "healthy" if _is_healthy(name, self.layout) else "unhealthy"
+                rows.append((name, f"pid {pid}, {health}, log {self.layout.log(name)}"))
+        return rows
+
+
+def _stop(pid: int, grace_seconds: float = 15.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _fake_node(name: str) -> dict[str, object]:
+    capacity = {"cpu": "32", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "node-role.kubernetes.io/worker": "",
+                "type": "kwok",
+            },
+        },
+        "status": {"allocatable": capacity, "capacity": capacity},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    cluster = Cluster()
+    if args.action == "up":
+        started = time.monotonic()
+        cluster.up()
+        print(f"cluster ready in {time.monotonic() - started:.1f}s")
+        print(f"kubeconfig: {cluster.kubeconfig}")
+        print(f"logs:       {cluster.layout.logs}/")
+        print(f"kubectl:    {toolchain.binaries()['kubectl'].path}")
+        print(cluster.kubectl("get", "nodes", "-o", "wide").stdout)
+    elif args.action == "down":
+        cluster.down()
+    else:
+        for name, state in cluster.status():
+            print(f"{name:<24} {state}")
+        if cluster.kubeconfig.exists():
+            nodes = cluster.kubectl("get", "nodes", check=False)
+            print(nodes.stdout or nodes.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

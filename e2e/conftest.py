@@ -1,0 +1,45 @@
+"""Fixtures for tests against the real local control plane."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from e2e.cluster import Cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The running local cluster; brought up (and torn down afterwards) when none is running.
+
+    Set WORKERFLEET_KEEP_CLUSTER=1 to leave a cluster this session started running for inspection.
+    """
+    existing = Cluster()
+    if existing.is_ready():
+        yield existing
+        return
+    existing.up()
+    try:
+        yield existing
+    finally:
+        if not os.environ.get("WORKERFLEET_KEEP_CLUSTER"):
+            existing.down()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards with everything in it."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,1 @@
+"""The `workerfleet` command line."""

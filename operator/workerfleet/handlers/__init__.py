@@ -1,0 +1,8 @@
+"""kopf handlers: thin glue between the API server's events and workerfleet's planners.
+
+Importing this package registers the handlers with kopf's default registry.
+"""
+
+from workerfleet.handlers import startup
+
+__all__ = ["startup"]

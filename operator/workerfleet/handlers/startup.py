@@ -1,0 +1,39 @@
+"""Operator-wide settings that matter in production, applied once at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+FIELD_MANAGER = "workerfleet"
+ANNOTATION_PREFIX = "workerfleet.dev"
+
+WATCH_SERVER_TIMEOUT_SECONDS = 300
+WATCH_CLIENT_TIMEOUT_SECONDS = 330
+# Bookmarks arrive every 60 s; a stream silent for longer than this is dead, so reconnect.
+WATCH_INACTIVITY_TIMEOUT_SECONDS = 90
+# Objects reconciled at once: caps the API calls in flight from one operator replica.
+MAX_CONCURRENT_RECONCILES = 20
+REQUEST_TIMEOUT_SECONDS = 30
+
+
+def apply_settings(settings: kopf.OperatorSettings) -> None:
+    """Tune kopf for a long-running, shared production API server."""
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
+    settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT_SECONDS
+    settings.networking.request_timeout = REQUEST_TIMEOUT_SECONDS
+    settings.networking.connect_timeout = 10
+    settings.queueing.worker_limit = MAX_CONCURRENT_RECONCILES
+    # kopf's bookkeeping goes into annotations: a structural CRD schema would prune it from status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = "workerfleet"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    apply_settings(settings)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import kopf
+
+from workerfleet.handlers.startup import (
+    MAX_CONCURRENT_RECONCILES,
+    WATCH_INACTIVITY_TIMEOUT_SECONDS,
+    apply_settings,
+)
+
+
+def test_settings_for_production() -> None:
+    settings = kopf.OperatorSettings()
+    apply_settings(settings)
+    assert settings.watching.inactivity_timeout == WATCH_INACTIVITY_TIMEOUT_SECONDS
+    assert settings.watching.server_timeout is not None
+    assert settings.watching.client_timeout is not None
+    assert settings.watching.client_timeout > settings.watching.server_timeout
+    assert settings.queueing.worker_limit == MAX_CONCURRENT_RECONCILES
+    assert settings.posting.reporting_component == "workerfleet"
+
+
+def test_kopf_bookkeeping_lives_in_annotations_not_status() -> None:
+    # A structural CRD schema prunes unknown status fields; annotations survive.
+    settings = kopf.OperatorSettings()
+    apply_settings(settings)
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.persistence.progress_storage.prefix == "workerfleet.dev"
