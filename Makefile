@@ -44,8 +44,8 @@ e2e: $(INSTALLED) binaries ## tests against the local control plane (brought up 
 
 test: lint unit e2e ## lint + unit + e2e
 
-demo: cluster-up ## a local cluster with workerfleet doing real work
-	$(BIN)/python -m e2e.demo
+demo: cluster-up ## the local cluster; later: workerfleet with example pools doing real work
+	$(BIN)/python -m e2e.cluster status
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -227,13 +227,15 @@ def _components(layout: Layout, certs: pki.ClusterPki) -> list[Component]:
             name="kwok",
             args=(
                 f"--kubeconfig={kubeconfig('kwok')}",
+                f"--config={toolchain.kwok_stages_path()}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--manage-nodes-with-label-selector=",
                 "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
                 "--disregard-status-with-label-selector=",
                 "--cidr=10.244.0.1/16",
-                "--node-ip=10.244.0.1",
+                # Anything that dials a node (kubectl logs, exec) must stay on loopback.
+                "--node-ip=127.0.0.1",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{KWOK_PORT}",
             ),

@@ -24,6 +24,14 @@ KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# kwok does nothing without stages; these are the pinned release's own defaults (what kwokctl uses).
+KWOK_DEFAULT_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
 
 
 def cache_root() -> Path:
@@ -48,6 +56,10 @@ def binaries() -> dict[str, Binary]:
         Binary("helm", HELM_VERSION),
     ]
     return {binary.name: binary for binary in pinned}
+
+
+def kwok_stages_path() -> Path:
+    return binaries()["kwok"].path.parent / "stages.yaml"
 
 
 def _go_env() -> dict[str, str]:
@@ -139,6 +151,13 @@ def build_etcd(version: str) -> None:
     _install(workdir / "etcd", Binary("etcd", version))
 
 
+def write_kwok_stages(version: str) -> None:
+    info = json.loads(_run(["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{version}"]))
+    module = Path(info["Dir"])
+    documents = [(module / stage).read_text().strip() for stage in KWOK_DEFAULT_STAGES]
+    kwok_stages_path().write_text("\n---\n".join(documents) + "\n")
+
+
 def go_install(binary: Binary, package: str) -> None:
     gobin = cache_root() / "build" / f"{binary.name}-{binary.version}"
     gobin.mkdir(parents=True, exist_ok=True)
@@ -167,6 +186,8 @@ def ensure(names: list[str] | None = None) -> dict[str, Path]:
         build_etcd(ETCD_VERSION)
     if "kwok" in missing:
         go_install(wanted["kwok"], "sigs.k8s.io/kwok/cmd/kwok")
+    if wanted["kwok"] in selected and not kwok_stages_path().exists():
+        write_kwok_stages(KWOK_VERSION)
     if "helm" in missing:
         go_install(wanted["helm"], "helm.sh/helm/v3/cmd/helm")
     return {binary.name: binary.path for binary in selected}
