@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from e2e import pki, toolchain
 
@@ -260,6 +262,12 @@ def _is_healthy(name: str, layout: Layout) -> bool:
         return False
 
 
+def _is_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _binary(name: str) -> Path:
     return toolchain.binaries()[name].path
 
@@ -340,6 +348,12 @@ class Cluster:
     def _start(self, component: Component) -> None:
         log = self.layout.log(component.name)
         if _running_pid(self.layout, component.name) is None:
+            port = int(HEALTH_URLS[component.name].split(":")[2].split("/")[0])
+            if _is_listening(port):
+                raise ClusterError(
+                    f"port {port} of {component.name} is taken by a process this cluster did not start "
+                    f"(another cluster from a different checkout?); stop it, or run `make cluster-down` there"
+                )
             with log.open("ab") as output:
                 process = subprocess.Popen(
                     [str(_binary(component.name)), *component.args],
@@ -351,9 +365,14 @@ class Cluster:
                 )
             self.layout.pid(component.name).write_text(str(process.pid))
             print(f"started {component.name} (pid {process.pid}), log: {log}", flush=True)
-        _wait_until(
-            lambda: _is_healthy(component.name, self.layout), component.name, STARTUP_TIMEOUT_SECONDS, log
-        )
+
+        def healthy() -> bool:
+            if _running_pid(self.layout, component.name) is None:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                raise ClusterError(f"{component.name} exited; the end of {log}:\n{tail}")
+            return _is_healthy(component.name, self.layout)
+
+        _wait_until(healthy, component.name, STARTUP_TIMEOUT_SECONDS, log)
 
     def _ensure_fake_nodes(self) -> None:
         nodes = {"apiVersion": "v1", "kind": "List", "items": [_fake_node(name) for name in FAKE_NODES]}
@@ -411,7 +430,7 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def _fake_node(name: str) -> dict[str, object]:
+def _fake_node(name: str) -> dict[str, Any]:
     capacity = {"cpu": "32", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti"}
     return {
         "apiVersion": "v1",

@@ -70,9 +70,11 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path | None = None) -> str:
+def _run(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     print("+", " ".join(args), flush=True)
-    result = subprocess.run(args, cwd=cwd, env=_go_env(), check=True, stdout=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        args, cwd=cwd, env=env or _go_env(), check=True, stdout=subprocess.PIPE, text=True
+    )
     return result.stdout
 
 
@@ -102,11 +104,6 @@ def staging_modules(kubernetes_go_mod: str) -> list[str]:
     return sorted(replaced & required)
 
 
-def _kubernetes_go_mod(version: str) -> str:
-    info = json.loads(_run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{version}"]))
-    return Path(info["GoMod"]).read_text()
-
-
 def _write_module(directory: Path, module: str, requires: dict[str, str], replaces: dict[str, str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"module {module}", "", "go 1.26.0", ""]
@@ -122,7 +119,7 @@ def build_kubernetes(version: str) -> None:
         workdir,
         "workerfleet.local/kubernetes-binaries",
         {"k8s.io/kubernetes": version},
-        {module: staging_version for module in staging_modules(_kubernetes_go_mod(version))},
+        {module: staging_version for module in staging_modules(_go_mod_of("k8s.io/kubernetes", version))},
     )
     (workdir / "go.sum").touch()
     ldflags = ["-s", "-w"]
@@ -158,14 +155,34 @@ def write_kwok_stages(version: str) -> None:
     kwok_stages_path().write_text("\n---\n".join(documents) + "\n")
 
 
-def go_install(binary: Binary, package: str) -> None:
+def go_install(binary: Binary, package: str, ldflags: list[str] | None = None) -> None:
     gobin = cache_root() / "build" / f"{binary.name}-{binary.version}"
     gobin.mkdir(parents=True, exist_ok=True)
     env_gobin = {**_go_env(), "GOBIN": str(gobin), "GOFLAGS": "-buildvcs=false"}
-    args = ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{package}@{binary.version}"]
-    print("+", " ".join(args), flush=True)
-    subprocess.run(args, env=env_gobin, check=True)
+    flags = " ".join(["-s", "-w", *(ldflags or [])])
+    _run(["go", "install", "-trimpath", "-ldflags", flags, f"{package}@{binary.version}"], env=env_gobin)
     _install(gobin / binary.name, binary)
+
+
+def helm_ldflags(version: str, helm_go_mod: str) -> list[str]:
+    """The flags helm's release build sets: its version, and the Kubernetes version it assumes
+    without a cluster (`helm template`, `helm lint`), taken from the client-go it requires."""
+    match = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", helm_go_mod, flags=re.M)
+    if match is None:
+        raise ValueError("helm's go.mod does not require k8s.io/client-go")
+    minor = match.group(1)
+    flags = [
+        f"-X helm.sh/helm/v3/internal/version.version={version}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ]
+    for package in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {package}.k8sVersionMajor=1", f"-X {package}.k8sVersionMinor={minor}"]
+    return flags
+
+
+def _go_mod_of(module: str, version: str) -> str:
+    info = json.loads(_run(["go", "mod", "download", "-json", f"{module}@{version}"]))
+    return Path(info["GoMod"]).read_text()
 
 
 def _install(built: Path, binary: Binary) -> None:
@@ -189,7 +206,8 @@ def ensure(names: list[str] | None = None) -> dict[str, Path]:
     if wanted["kwok"] in selected and not kwok_stages_path().exists():
         write_kwok_stages(KWOK_VERSION)
     if "helm" in missing:
-        go_install(wanted["helm"], "helm.sh/helm/v3/cmd/helm")
+        ldflags = helm_ldflags(HELM_VERSION, _go_mod_of("helm.sh/helm/v3", HELM_VERSION))
+        go_install(wanted["helm"], "helm.sh/helm/v3/cmd/helm", ldflags)
     return {binary.name: binary.path for binary in selected}
 
 

@@ -73,3 +73,16 @@ def test_pins_are_exact_versions() -> None:
         toolchain.version_ldflags("p", binary.version)  # raises unless vMAJOR.MINOR.PATCH
     assert toolchain.KUBERNETES_VERSION.startswith(("v1.35.", "v1.36."))
     assert toolchain.ETCD_VERSION.startswith("v3.6.")
+
+
+def test_helm_is_stamped_like_its_release_build() -> None:
+    go_mod = "module helm.sh/helm/v3\n\nrequire (\n\tk8s.io/api v0.37.0\n\tk8s.io/client-go v0.37.0\n)\n"
+    flags = toolchain.helm_ldflags("v3.22.0", go_mod)
+    assert "-X helm.sh/helm/v3/internal/version.version=v3.22.0" in flags
+    assert "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37" in flags
+    assert "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1" in flags
+
+
+def test_helm_stamping_needs_client_go() -> None:
+    with pytest.raises(ValueError, match="client-go"):
+        toolchain.helm_ldflags("v3.22.0", "module helm.sh/helm/v3\n")
