@@ -7,6 +7,7 @@ import subprocess
 
 from e2e import toolchain
 from e2e.cluster import COMPONENTS, Cluster
+from e2e.waiting import eventually
 
 
 def test_server_reports_the_pinned_version(cluster: Cluster) -> None:
@@ -55,3 +56,19 @@ def test_pinned_helm_reaches_the_cluster(cluster: Cluster, namespace: str) -> No
     assert json.loads(result.stdout) == []
     version = subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith(toolchain.HELM_VERSION)
+
+
+def test_audit_log_records_every_write_with_its_author(cluster: Cluster, namespace: str) -> None:
+    # Given a write by the admin in a fresh namespace
+    cluster.kubectl("create", "configmap", "audited", "-n", namespace, "--from-literal=a=b")
+    cluster.kubectl("get", "configmap", "audited", "-n", namespace)
+
+    # Then the audit log holds that create (and no read), attributed to the admin
+    writes = eventually(
+        lambda: cluster.audit_writes(namespace=namespace, user="workerfleet-admin") or None,
+        what="the audited create",
+        timeout=20,
+    )
+    assert [(w["verb"], w["objectRef"]["resource"], w["objectRef"].get("name")) for w in writes] == [
+        ("create", "configmaps", "audited")
+    ]
