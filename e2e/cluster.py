@@ -382,6 +382,7 @@ class Cluster:
             ("controller-manager", certs.controller_manager),
             ("scheduler", certs.scheduler),
             ("kwok", certs.kwok),
+            ("operator", certs.operator),
         ):
             _write_kubeconfig(self.layout.component_kubeconfig(user), certs.ca.cert, client, user)
         for component in _components(self.layout, certs):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.cluster import Cluster
+from e2e.operator import install_crds, running_operator
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,3 +44,24 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> Cluster:
+    """The cluster with workerfleet's CRDs installed (cluster-scoped, so left in place)."""
+    install_crds(cluster)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator(crds: Cluster) -> Iterator[Cluster]:
+    """The cluster with the workerfleet operator running against it; its log is in the cluster's logs."""
+    with running_operator(crds, crds.layout.logs / "operator.log"):
+        yield crds
+
+
+@pytest.fixture
+def restricted_namespace(namespace: str, cluster: Cluster) -> str:
+    """A fresh namespace that enforces the restricted Pod Security Standard."""
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    return namespace

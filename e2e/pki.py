@@ -136,6 +136,7 @@ class ClusterPki:
     controller_manager: Pair
     scheduler: Pair
     kwok: Pair
+    operator: Pair
     front_proxy_ca: Pair
     front_proxy_client: Pair
     service_account_key: Path
@@ -176,6 +177,8 @@ def ensure_pki(directory: Path) -> ClusterPki:
         scheduler=ca.issue("scheduler", "system:kube-scheduler"),
         # kwok plays every node's kubelet at once, so no single node identity fits it.
         kwok=ca.issue("kwok", "kwok-controller", organization="system:masters"),
+        # The operator under test, as a user of its own so the audit log tells its writes apart.
+        operator=ca.issue("operator", "workerfleet-operator", organization="system:masters"),
         front_proxy_ca=front_proxy.pair,
         front_proxy_client=front_proxy.issue("front-proxy-client", FRONT_PROXY_CLIENT),
         service_account_key=service_account_key,

@@ -3,6 +3,6 @@
 Importing this package registers the handlers with kopf's default registry.
 """
 
-from workerfleet.handlers import startup
+from workerfleet.handlers import startup, workerpool
 
-__all__ = ["startup"]
+__all__ = ["startup", "workerpool"]

@@ -1,0 +1,295 @@
+"""WorkerPools become Deployments, least-privilege ServiceAccounts and an HPA, with honest status."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from typing import Any
+
+import yaml
+
+from e2e.cluster import REPOSITORY, Cluster
+from e2e.operator import OPERATOR_USER
+from e2e.waiting import eventually
+
+EXAMPLES = REPOSITORY / "examples"
+
+
+def _get(cluster: Cluster, namespace: str, *args: str) -> Any:
+    result = cluster.kubectl("get", *args, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _condition(pool: dict[str, Any] | None, condition_type: str) -> tuple[str, str] | None:
+    for condition in ((pool or {}).get("status") or {}).get("conditions") or []:
+        if condition["type"] == condition_type:
+            return condition["status"], condition["reason"]
+    return None
+
+
+def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None:
+    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
+
+
+def _ready(cluster: Cluster, namespace: str, pool: str, replicas: int) -> bool:
+    body = _get(cluster, namespace, f"workerpool/{pool}")
+    status = (body or {}).get("status") or {}
+    return _condition(body, "Ready") == ("True", "WorkersReady") and status.get("readyReplicas") == replicas
+
+
+def _example(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return document
+
+
+def _job_type(
+    name: str, permissions: list[dict[str, Any]] | None = None, timeout: int = 30
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "JobType",
+        "metadata": {"name": name},
+        "spec": {"lane": "fast", "timeoutSeconds": timeout, "permissions": permissions or []},
+    }
+
+
+def _pool(name: str, job_types: list[str], replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "jobTypes": job_types,
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            "queue": {"redis": {"address": "127.0.0.1:6379", "list": f"jobs:{name}"}},
+        },
+    }
+
+
+def test_every_example_pool_runs_ready_in_a_restricted_namespace(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    # Given every example JobType and WorkerPool, applied as they are to a namespace enforcing `restricted`
+    paths = sorted(EXAMPLES.glob("jobtype-*.yaml")) + sorted(EXAMPLES.glob("workerpool-*.yaml"))
+    for path in paths:
+        operator.kubectl("apply", "-n", restricted_namespace, "-f", str(path))
+    pools = {
+        _example(path.name)["metadata"]["name"]: _example(path.name)["spec"]
+        for path in paths
+        if "workerpool" in path.name
+    }
+
+    # Then each pool's hardened pods pass admission, become Ready, and the pool reports it
+    for name, spec in pools.items():
+        eventually(
+            partial(_ready, operator, restricted_namespace, name, spec.get("replicas", 1)),
+            what=f"WorkerPool {name} Ready",
+            timeout=90,
+        )
+        deployment = _get(operator, restricted_namespace, f"deployment/{name}")
+        assert deployment["spec"]["replicas"] == spec.get("replicas", 1)
+        owner = deployment["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("WorkerPool", name)
+
+    # And `kubectl get wp` shows them with their counts
+    table = operator.kubectl("get", "wp", "-n", restricted_namespace).stdout
+    for name, spec in pools.items():
+        row = next(line for line in table.splitlines() if line.startswith(name + " "))
+        assert row.split()[1:3] == [str(spec.get("replicas", 1))] * 2, row
+
+
+def _can_i(cluster: Cluster, namespace: str, service_account: str, *request: str) -> bool:
+    user = f"--as=system:serviceaccount:{namespace}:{service_account}"
+    result = cluster.kubectl("auth", "can-i", *request, user, check=False)
+    return result.stdout.strip() == "yes"
+
+
+def test_workers_get_exactly_the_permissions_their_job_types_declare(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    presets = {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "watch"],
+        "resourceNames": ["presets"],
+    }
+    # Given a pool serving one JobType that may read one ConfigMap, and one JobType with no permissions
+    _apply(
+        operator,
+        ns,
+        _job_type("resize", [presets]),
+        _job_type("notify"),
+        _pool("thumbs", ["resize", "notify"]),
+    )
+    eventually(lambda: _ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
+
+    # Then its ServiceAccount may do exactly that, and nothing next to it
+    allowed = [("get", "configmaps/presets", "-n", ns), ("watch", "configmaps/presets", "-n", ns)]
+    denied = [
+        ("list", "configmaps", "-n", ns),
+        ("get", "configmaps/other", "-n", ns),
+        ("update", "configmaps/presets", "-n", ns),
+        ("get", "secrets", "-n", ns),
+        ("get", "configmaps/presets", "-n", "default"),
+        ("list", "pods", "-n", ns),
+    ]
+    for request in allowed:
+        assert _can_i(operator, ns, "thumbs-worker", *request), request
+    for request in denied:
+        assert not _can_i(operator, ns, "thumbs-worker", *request), request
+
+    # When the JobType's permissions change
+    pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    _apply(operator, ns, _job_type("resize", [presets, pods]))
+
+    # Then the Role follows
+    eventually(
+        lambda: _can_i(operator, ns, "thumbs-worker", "list", "pods", "-n", ns),
+        what="Role to allow list pods",
+    )
+    assert not _can_i(operator, ns, "thumbs-worker", "delete", "pods", "-n", ns)
+
+
+def test_a_pool_without_permissions_has_no_token(operator: Cluster, restricted_namespace: str) -> None:
+    ns = restricted_namespace
+    # Given a pool whose only JobType declares no permissions
+    _apply(operator, ns, _job_type("notify"), _pool("mailer", ["notify"]))
+    eventually(lambda: _ready(operator, ns, "mailer", 1), what="mailer Ready", timeout=90)
+
+    # Then no API token is mounted into its pods, and it has no Role
+    [pod] = _get(operator, ns, "pods", "-l", "workerfleet.dev/pool=mailer")["items"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert not [volume for volume in pod["spec"]["volumes"] if volume.get("projected")]
+    assert _get(operator, ns, "role/mailer-worker") is None
+    assert not _can_i(operator, ns, "mailer-worker", "get", "configmaps", "-n", ns)
+
+
+def test_scale_subresource_drives_the_deployment_and_deletion_collects_every_child(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    reader = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+    _apply(operator, ns, _job_type("resize", [reader]), _pool("thumbs", ["resize"], replicas=1))
+    eventually(lambda: _ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
+    assert _get(operator, ns, "poddisruptionbudget/thumbs") is None
+
+    # When the pool is scaled through its scale subresource
+    operator.kubectl("scale", "wp", "thumbs", "--replicas=3", "-n", ns)
+
+    # Then the Deployment follows, the pool reports 3 ready, and a disruption budget appears
+    eventually(lambda: _ready(operator, ns, "thumbs", 3), what="3 ready workers", timeout=90)
+    assert _get(operator, ns, "deployment/thumbs")["spec"]["replicas"] == 3
+    assert _get(operator, ns, "poddisruptionbudget/thumbs")["spec"]["maxUnavailable"] == 1
+    scale = json.loads(
+        operator.kubectl(
+            "get", "--raw", f"/apis/workerfleet.dev/v1alpha1/namespaces/{ns}/workerpools/thumbs/scale"
+        ).stdout
+    )
+    assert scale["status"] == {"replicas": 3, "selector": "workerfleet.dev/pool=thumbs"}
+
+    # When the pool is deleted
+    operator.kubectl("delete", "wp", "thumbs", "-n", ns, "--wait=false")
+
+    # Then the garbage collector removes every child
+    children = [
+        "deployment",
+        "serviceaccount/thumbs-worker",
+        "role",
+        "rolebinding",
+        "configmap/thumbs-policies",
+        "poddisruptionbudget",
+        "pods",
+    ]
+
+    def gone() -> bool:
+        for kind in children:
+            found = (
+                _get(operator, ns, kind)
+                if "/" in kind
+                else _get(operator, ns, kind, "-l", "workerfleet.dev/pool=thumbs")
+            )
+            if found is not None and found.get("items", [found]):
+                return False
+        return True
+
+    eventually(gone, what="every child of the pool to be garbage-collected", timeout=60)
+
+
+def _events(cluster: Cluster, namespace: str, pool: str) -> list[tuple[str, str, str]]:
+    events = _get(cluster, namespace, "events", "--field-selector", f"involvedObject.name={pool}")["items"]
+    return [(event["type"], event["reason"], event["message"]) for event in events]
+
+
+def test_missing_job_type_is_reported_and_recovers_by_itself(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    # Given a pool naming a JobType that does not exist
+    _apply(operator, ns, _pool("orphan", ["not-yet"]))
+
+    # Then it is not Ready, says why, and a Warning Event names the JobType
+    eventually(
+        lambda: _condition(_get(operator, ns, "workerpool/orphan"), "Ready") == ("False", "JobTypeNotFound"),
+        what="Ready=False JobTypeNotFound",
+    )
+    warnings = eventually(
+        lambda: [e for e in _events(operator, ns, "orphan") if e[:2] == ("Warning", "JobTypeNotFound")],
+        what="a JobTypeNotFound Warning Event",
+    )
+    assert "not-yet" in warnings[0][2]
+
+    # When the JobType is created
+    _apply(operator, ns, _job_type("not-yet"))
+
+    # Then the pool recovers without anyone touching it
+    eventually(
+        lambda: _ready(operator, ns, "orphan", 1), what="orphan Ready after its JobType appears", timeout=90
+    )
+
+
+def _operator_writes(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    return cluster.audit_writes(user=OPERATOR_USER, namespace=namespace)
+
+
+def test_steady_state_costs_no_writes(operator: Cluster, restricted_namespace: str) -> None:
+    ns = restricted_namespace
+    # Given 20 pools, all reconciled and Ready
+    _apply(operator, ns, _job_type("idle"), *(_pool(f"idle-{index}", ["idle"]) for index in range(20)))
+    for index in range(20):
+        eventually(
+            partial(_ready, operator, ns, f"idle-{index}", 1),
+            what=f"idle-{index} Ready",
+            timeout=120,
+        )
+    assert _operator_writes(operator, ns), "the operator's writes are not in the audit log"
+
+    # When nothing changes for 60 seconds (after the last status writes have settled)
+    time.sleep(5)
+    before = len(_operator_writes(operator, ns))
+    time.sleep(60)
+
+    # Then the operator wrote nothing at all
+    late = _operator_writes(operator, ns)[before:]
+    assert late == [], [(w["verb"], w["objectRef"]) for w in late]
+
+
+def test_a_reconcile_of_an_unchanged_pool_sends_no_write(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    _apply(operator, ns, _job_type("resize"), _pool("thumbs", ["resize"]))
+    eventually(lambda: _ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
+    time.sleep(3)
+    before = len(_operator_writes(operator, ns))
+
+    # When the pool changes in a way that asks for no new children (a label), which triggers a reconcile
+    operator.kubectl("label", "wp", "thumbs", "touched=yes", "-n", ns)
+    time.sleep(5)
+
+    # Then the operator read, but wrote nothing
+    late = _operator_writes(operator, ns)[before:]
+    assert late == [], [(w["verb"], w["objectRef"]) for w in late]

@@ -1,0 +1,1 @@
+"""Kubernetes API access: the only package that reads or writes cluster objects."""

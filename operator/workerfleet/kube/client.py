@@ -1,0 +1,122 @@
+"""The one place that talks to the Kubernetes API: server-side apply, deletes, status, reads.
+
+Writes are skipped when they would change nothing: every applied object carries a hash of what
+was applied, and an object whose hash matches is left alone, so a steady-state reconcile sends no
+write at all (only reads). `writes` counts what was sent, for tests and metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import dynamic
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from workerfleet.api.base import API_VERSION
+from workerfleet.planners.children import ChildKey, Manifest
+
+FIELD_MANAGER = "workerfleet"
+APPLIED_HASH_ANNOTATION = "workerfleet.dev/applied-hash"
+
+
+def applied_hash(manifest: Mapping[str, Any]) -> str:
+    """Hash of what the operator applies, without the annotation that records the hash."""
+    unhashed = json.loads(json.dumps(manifest))
+    metadata = unhashed.get("metadata", {})
+    annotations = metadata.get("annotations", {})
+    annotations.pop(APPLIED_HASH_ANNOTATION, None)
+    if not annotations:
+        metadata.pop("annotations", None)
+    return hashlib.sha256(json.dumps(unhashed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_applied_hash(manifest: Mapping[str, Any]) -> Manifest:
+    stamped: Manifest = json.loads(json.dumps(manifest))
+    annotations = stamped.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations[APPLIED_HASH_ANNOTATION] = applied_hash(manifest)
+    return stamped
+
+
+class Kube:
+    """Typed-enough access to the handful of kinds workerfleet reads and writes."""
+
+    def __init__(self, api_client: k8s.ApiClient | None = None) -> None:
+        if api_client is None:
+            try:
+                k8s_config.load_incluster_config()
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config()
+            api_client = k8s.ApiClient()
+        self._dynamic = dynamic.DynamicClient(api_client)
+        self._lock = threading.Lock()
+        self.writes = 0
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self._dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def _count_write(self) -> None:
+        with self._lock:
+            self.writes += 1
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        try:
+            found = self._resource(api_version, kind).get(name=name, namespace=namespace)
+        except NotFoundError:
+            return None
+        result: Manifest = found.to_dict()
+        return result
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[Manifest]:
+        found = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+        return [item.to_dict() for item in found.items]
+
+    def apply(self, manifest: Mapping[str, Any]) -> bool:
+        """Server-side apply `manifest` unless the live object already holds it; True if written."""
+        metadata = manifest["metadata"]
+        stamped = with_applied_hash(manifest)
+        live = self.get(manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"])
+        if live is not None:
+            live_annotations = live["metadata"].get("annotations") or {}
+            if (
+                live_annotations.get(APPLIED_HASH_ANNOTATION)
+                == stamped["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+            ):
+                return False
+        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        self._dynamic.server_side_apply(
+            resource,
+            body=stamped,
+            namespace=metadata["namespace"],
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        self._count_write()
+        return True
+
+    def delete(self, namespace: str, key: ChildKey) -> bool:
+        """Delete the object if it exists; True if a delete was sent."""
+        if self.get(key.api_version, key.kind, namespace, key.name) is None:
+            return False
+        try:
+            self._resource(key.api_version, key.kind).delete(name=key.name, namespace=namespace)
+        except NotFoundError:
+            return False
+        self._count_write()
+        return True
+
+    def patch_pool_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        resource = self._resource(API_VERSION, "WorkerPool")
+        self._dynamic.patch(
+            resource.subresources["status"],
+            body={"status": dict(status)},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+        self._count_write()

@@ -1,0 +1,353 @@
+"""The objects a WorkerPool owns, computed from its spec and its JobTypes: pure, no I/O.
+
+Every child carries an ownerReference to the pool (the garbage collector deletes it with the pool)
+and the common labels. The reconciler applies `ChildPlan.apply` and deletes `ChildPlan.delete`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from workerfleet.api.base import API_VERSION
+from workerfleet.api.jobtype import JobTypeSpec, Permission
+from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, WorkerPoolSpec
+
+Manifest = dict[str, Any]
+
+POLICIES_DIRECTORY = "/etc/workerfleet"
+POLICIES_FILE = "policies.json"
+TMP_DIRECTORY = "/tmp"  # noqa: S108  (an emptyDir of the pod's own, not the host's /tmp)
+NON_ROOT_ID = 65532
+DRAIN_MARGIN_SECONDS = 15
+"""Added to the longest attempt timeout: time to stop taking jobs and requeue the rest after SIGTERM."""
+QUEUE_DEPTH_METRIC = "workerfleet_queue_depth"
+MANAGED_BY = "workerfleet"
+POOL_LABEL = "workerfleet.dev/pool"
+REVISION_LABEL = "workerfleet.dev/revision"
+TRACK_LABEL = "workerfleet.dev/track"
+STABLE_TRACK = "stable"
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """The identity of the owning WorkerPool."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class ChildKey:
+    """Enough to address one child object."""
+
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    apply: list[Manifest]
+    delete: list[ChildKey] = field(default_factory=list)
+
+
+def revision_of(template: Mapping[str, Any]) -> str:
+    """A stable hash of the pod template: equal templates, equal revisions, whatever the key order."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def selector_labels(pool: str) -> dict[str, str]:
+    """Labels that select the pool's stable workers; a Deployment's selector can never change."""
+    return {POOL_LABEL: pool, TRACK_LABEL: STABLE_TRACK}
+
+
+def pool_selector(pool: str) -> str:
+    """The label selector of every worker of the pool, for the scale subresource."""
+    return f"{POOL_LABEL}={pool}"
+
+
+def common_labels(pool: str, revision: str | None = None) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/name": "workerfleet-worker",
+        "app.kubernetes.io/instance": pool,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        POOL_LABEL: pool,
+    }
+    if revision is not None:
+        labels[REVISION_LABEL] = revision
+    return labels
+
+
+def names(pool: str) -> dict[str, str]:
+    """Child names, derived from the pool's name so they never collide between pools."""
+    return {
+        "deployment": pool,
+        "service_account": f"{pool}-worker",
+        "role": f"{pool}-worker",
+        "policies": f"{pool}-policies",
+        "budget": pool,
+        "autoscaler": pool,
+    }
+
+
+def grace_period_seconds(job_types: Iterable[JobTypeSpec]) -> int:
+    """Long enough for the slowest attempt to finish after SIGTERM, plus time to drain."""
+    return max((job_type.timeout_seconds for job_type in job_types), default=0) + DRAIN_MARGIN_SECONDS
+
+
+def role_rules(job_types: Iterable[JobTypeSpec]) -> list[Manifest]:
+    """The union of the JobTypes' permissions, one rule per distinct grant, in a stable order."""
+    rules: dict[str, Manifest] = {}
+    for job_type in job_types:
+        for permission in job_type.permissions:
+            rule = _rule(permission)
+            rules[json.dumps(rule, sort_keys=True)] = rule
+    return [rules[key] for key in sorted(rules)]
+
+
+def _rule(permission: Permission) -> Manifest:
+    rule: Manifest = {
+        "apiGroups": sorted(permission.api_groups),
+        "resources": sorted(permission.resources),
+        "verbs": sorted(str(verb) for verb in permission.verbs),
+    }
+    if permission.resource_names:
+        rule["resourceNames"] = sorted(permission.resource_names)
+    return rule
+
+
+def owner_reference(pool: PoolRef) -> Manifest:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "WorkerPool",
+        "name": pool.name,
+        "uid": pool.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(pool: PoolRef, name: str, revision: str | None = None) -> Manifest:
+    return {
+        "name": name,
+        "namespace": pool.namespace,
+        "labels": common_labels(pool.name, revision),
+        "ownerReferences": [owner_reference(pool)],
+    }
+
+
+RESTRICTED_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
+RESTRICTED_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": NON_ROOT_ID,
+    "runAsGroup": NON_ROOT_ID,
+    "fsGroup": NON_ROOT_ID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _with_defaults(settings: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> Manifest:
+    """The user's settings win; what they leave out gets the restricted default."""
+    merged = copy.deepcopy(dict(defaults))
+    merged.update(copy.deepcopy(dict(settings or {})))
+    return merged
+
+
+def hardened_pod_template(
+    template: Mapping[str, Any],
+    *,
+    pool: PoolRef,
+    revision: str,
+    service_account: str,
+    mount_token: bool,
+    policies_config_map: str,
+    grace_seconds: int,
+    environment: list[Manifest],
+) -> Manifest:
+    """The user's pod template, made to pass the Pod Security Standards `restricted` profile.
+
+    Settings the user wrote are kept (a weaker one is then refused by PodSecurity admission, which
+    is the point); missing ones get restricted defaults. The root filesystem is read-only, so /tmp
+    is an emptyDir; the JobType policies are mounted for the worker runtime.
+    """
+    result: Manifest = copy.deepcopy(dict(template))
+    metadata = result.setdefault("metadata", {})
+    metadata["labels"] = {
+        **metadata.get("labels", {}),
+        **common_labels(pool.name, revision),
+        **selector_labels(pool.name),
+    }
+    spec = result["spec"]
+    spec["serviceAccountName"] = service_account
+    spec["automountServiceAccountToken"] = mount_token
+    spec["terminationGracePeriodSeconds"] = grace_seconds
+    spec["securityContext"] = _with_defaults(spec.get("securityContext"), RESTRICTED_POD_SECURITY)
+    volumes = [volume for volume in spec.get("volumes", []) if volume["name"] not in {"tmp", "policies"}]
+    volumes += [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "policies", "configMap": {"name": policies_config_map}},
+    ]
+    spec["volumes"] = volumes
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        container["securityContext"] = _with_defaults(
+            container.get("securityContext"), RESTRICTED_CONTAINER_SECURITY
+        )
+        mounts = [
+            mount
+            for mount in container.get("volumeMounts", [])
+            if mount["mountPath"] not in {TMP_DIRECTORY, POLICIES_DIRECTORY}
+        ]
+        mounts += [
+            {"name": "tmp", "mountPath": TMP_DIRECTORY},
+            {"name": "policies", "mountPath": POLICIES_DIRECTORY, "readOnly": True},
+        ]
+        container["volumeMounts"] = mounts
+    for container in spec["containers"]:
+        ours = {variable["name"] for variable in environment}
+        container["env"] = [v for v in container.get("env", []) if v["name"] not in ours] + environment
+    return result
+
+
+def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> list[Manifest]:
+    """What the worker runtime reads: who it is, where its queue is, where the policies are."""
+    return [
+        {"name": "WORKERFLEET_POOL", "value": pool.name},
+        {"name": "WORKERFLEET_REVISION", "value": revision},
+        {"name": "WORKERFLEET_QUEUE", "value": json.dumps(spec.queue.to_dict(), sort_keys=True)},
+        {"name": "WORKERFLEET_POLICIES", "value": f"{POLICIES_DIRECTORY}/{POLICIES_FILE}"},
+    ]
+
+
+def policies_document(job_types: Mapping[str, JobTypeSpec]) -> str:
+    """The JobType policies as the worker runtime reads them, byte-for-byte stable."""
+    document = {"jobTypes": {name: job_types[name].to_dict() for name in sorted(job_types)}}
+    return json.dumps(document, sort_keys=True, indent=2)
+
+
+def autoscaler(pool: PoolRef, scaling: Autoscaling) -> Manifest:
+    """An autoscaling/v2 HPA on the pool's scale subresource, scaling on the pool's queue depth."""
+    spec: Manifest = {
+        "scaleTargetRef": {"apiVersion": API_VERSION, "kind": "WorkerPool", "name": pool.name},
+        # An HPA cannot hold zero replicas; the operator itself activates a pool from zero.
+        "minReplicas": max(1, scaling.min_replicas),
+        "maxReplicas": scaling.max_replicas,
+        "metrics": [
+            {
+                "type": "External",
+                "external": {
+                    "metric": {
+                        "name": QUEUE_DEPTH_METRIC,
+                        "selector": {"matchLabels": {POOL_LABEL: pool.name, "namespace": pool.namespace}},
+                    },
+                    "target": {"type": "AverageValue", "averageValue": str(scaling.target_depth_per_replica)},
+                },
+            }
+        ],
+    }
+    if scaling.behavior is not None:
+        spec["behavior"] = scaling.behavior.to_dict()
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(pool, names(pool.name)["autoscaler"]),
+        "spec": spec,
+    }
+
+
+def plan_children(pool: PoolRef, spec: WorkerPoolSpec, job_types: Mapping[str, JobTypeSpec]) -> ChildPlan:
+    """Every child the pool should have, and those it must no longer have."""
+    child = names(pool.name)
+    template = spec.template.to_dict()
+    revision = revision_of(template)
+    rules = role_rules(job_types.values())
+    needs_api = bool(rules)
+    apply: list[Manifest] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(pool, child["service_account"]),
+            "automountServiceAccountToken": needs_api,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(pool, child["policies"]),
+            "data": {POLICIES_FILE: policies_document(job_types)},
+        },
+    ]
+    delete: list[ChildKey] = []
+    role_keys = [
+        ChildKey("rbac.authorization.k8s.io/v1", "Role", child["role"]),
+        ChildKey("rbac.authorization.k8s.io/v1", "RoleBinding", child["role"]),
+    ]
+    if needs_api:
+        apply += [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": _metadata(pool, child["role"]),
+                "rules": rules,
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": _metadata(pool, child["role"]),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": child["role"]},
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": child["service_account"], "namespace": pool.namespace}
+                ],
+            },
+        ]
+    else:
+        delete += role_keys
+    apply.append(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _metadata(pool, child["deployment"], revision),
+            "spec": {
+                "replicas": spec.replicas,
+                "selector": {"matchLabels": selector_labels(pool.name)},
+                "template": hardened_pod_template(
+                    template,
+                    pool=pool,
+                    revision=revision,
+                    service_account=child["service_account"],
+                    mount_token=needs_api,
+                    policies_config_map=child["policies"],
+                    grace_seconds=grace_period_seconds(job_types.values()),
+                    environment=worker_environment(pool, revision, spec),
+                ),
+            },
+        }
+    )
+    budget_key = ChildKey("policy/v1", "PodDisruptionBudget", child["budget"])
+    if spec.replicas > 1:
+        apply.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": _metadata(pool, child["budget"]),
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {POOL_LABEL: pool.name}}},
+            }
+        )
+    else:
+        delete.append(budget_key)
+    autoscaler_key = ChildKey("autoscaling/v2", "HorizontalPodAutoscaler", child["autoscaler"])
+    if spec.autoscaling is not None and spec.autoscaling.engine == AutoscalingEngine.BUILTIN:
+        apply.append(autoscaler(pool, spec.autoscaling))
+    else:
+        delete.append(autoscaler_key)
+    return ChildPlan(apply=apply, delete=delete)

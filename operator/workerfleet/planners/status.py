@@ -1,0 +1,198 @@
+"""A WorkerPool's status from what was observed: pure, no I/O.
+
+Conditions follow Kubernetes conventions (type/status/reason/message/observedGeneration/
+lastTransitionTime that moves only when status flips). Events are derived from condition changes,
+so a steady state produces neither status writes nor Events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from workerfleet.api.conditions import (
+    Condition,
+    ConditionStatus,
+    ConditionUpdate,
+    find_condition,
+    set_condition,
+)
+from workerfleet.api.workerpool import WorkerPoolConditionType as Type
+from workerfleet.planners.children import pool_selector
+
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+
+
+class Reason:
+    """Condition and Event reasons: part of the API, so constants, never ad-hoc strings."""
+
+    JOB_TYPE_NOT_FOUND = "JobTypeNotFound"
+    JOB_TYPE_INVALID = "JobTypeInvalid"
+    APPLY_FAILED = "ApplyFailed"
+    WORKERS_READY = "WorkersReady"
+    WAITING_FOR_WORKERS = "WaitingForWorkers"
+    DEPLOYMENT_PENDING = "DeploymentPending"
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    REPLICA_FAILURE = "ReplicaFailure"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    AS_EXPECTED = "AsExpected"
+    MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
+    MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
+    RECOVERED = "Recovered"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one reconcile saw and did."""
+
+    pool: str
+    generation: int
+    desired_replicas: int
+    revision: str
+    deployment: Mapping[str, Any] | None
+    missing_job_types: Sequence[str] = ()
+    invalid_job_types: Mapping[str, str] | None = None
+    apply_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def _deployment_condition(deployment: Mapping[str, Any], condition_type: str) -> Mapping[str, Any] | None:
+    for condition in deployment.get("status", {}).get("conditions") or []:
+        if condition.get("type") == condition_type:
+            return dict(condition)
+    return None
+
+
+def _updater(generation: int) -> Callable[[Type, ConditionStatus, str, str], ConditionUpdate]:
+    def update(kind: Type, status: ConditionStatus, reason: str, message: str) -> ConditionUpdate:
+        return ConditionUpdate(
+            type=kind.value, status=status, reason=reason, message=message, observed_generation=generation
+        )
+
+    return update
+
+
+def _blocked(observation: Observation) -> list[ConditionUpdate] | None:
+    """Conditions for a pool that cannot be reconciled as written, or None when it can."""
+    update = _updater(observation.generation)
+    if observation.missing_job_types:
+        missing = ", ".join(observation.missing_job_types)
+        message = f"JobType {missing} not found in this namespace: create it, or remove it from spec.jobTypes"
+        reason = Reason.JOB_TYPE_NOT_FOUND
+    elif observation.invalid_job_types:
+        problems = "; ".join(
+            f"{name}: {error}" for name, error in sorted(observation.invalid_job_types.items())
+        )
+        message = f"JobType spec not usable: {problems}"
+        reason = Reason.JOB_TYPE_INVALID
+    elif observation.apply_error is not None:
+        message = observation.apply_error
+        reason = Reason.APPLY_FAILED
+    else:
+        return None
+    return [update(Type.READY, FALSE, reason, message), update(Type.DEGRADED, TRUE, reason, message)]
+
+
+def _judge(observation: Observation) -> list[ConditionUpdate]:
+    blocked = _blocked(observation)
+    if blocked is not None:
+        return blocked
+    update = _updater(observation.generation)
+    deployment = observation.deployment
+    if deployment is None:
+        pending = "waiting for the Deployment to be created"
+        return [
+            update(Type.READY, FALSE, Reason.DEPLOYMENT_PENDING, pending),
+            update(Type.AVAILABLE, UNKNOWN, Reason.DEPLOYMENT_PENDING, pending),
+            update(Type.PROGRESSING, TRUE, Reason.DEPLOYMENT_PENDING, pending),
+            update(Type.DEGRADED, FALSE, Reason.AS_EXPECTED, ""),
+        ]
+    status = deployment.get("status", {})
+    desired = observation.desired_replicas
+    ready = status.get("readyReplicas") or 0
+    updated = status.get("updatedReplicas") or 0
+    total = status.get("replicas") or 0
+    observed = (status.get("observedGeneration") or 0) >= deployment["metadata"].get("generation", 0)
+    rolling = not observed or updated < desired or total > desired or ready < desired
+    progress = f"{ready} of {desired} workers ready, {updated} on revision {observation.revision}"
+
+    available = _deployment_condition(deployment, "Available")
+    if available is None:
+        available_update = update(Type.AVAILABLE, UNKNOWN, Reason.DEPLOYMENT_PENDING, progress)
+    elif available.get("status") == "True":
+        available_update = update(Type.AVAILABLE, TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, progress)
+    else:
+        available_update = update(Type.AVAILABLE, FALSE, Reason.MINIMUM_REPLICAS_UNAVAILABLE, progress)
+
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+    progressing = _deployment_condition(deployment, "Progressing")
+    if failure is not None and failure.get("status") == "True":
+        degraded = update(Type.DEGRADED, TRUE, Reason.REPLICA_FAILURE, str(failure.get("message", "")))
+    elif progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
+        degraded = update(
+            Type.DEGRADED, TRUE, Reason.PROGRESS_DEADLINE_EXCEEDED, str(progressing.get("message", ""))
+        )
+    else:
+        degraded = update(Type.DEGRADED, FALSE, Reason.AS_EXPECTED, "")
+
+    if degraded.status == TRUE:
+        ready_update = update(Type.READY, FALSE, degraded.reason, degraded.message)
+    elif rolling:
+        ready_update = update(Type.READY, FALSE, Reason.WAITING_FOR_WORKERS, progress)
+    else:
+        ready_update = update(Type.READY, TRUE, Reason.WORKERS_READY, progress)
+    progressing_update = (
+        update(Type.PROGRESSING, TRUE, Reason.ROLLING_OUT, progress)
+        if rolling
+        else update(Type.PROGRESSING, FALSE, Reason.ROLLOUT_COMPLETE, progress)
+    )
+    return [ready_update, available_update, progressing_update, degraded]
+
+
+def plan_status(
+    observation: Observation, current: Mapping[str, Any] | None, now: datetime
+) -> tuple[dict[str, Any], list[Event], bool]:
+    """The pool's new status, the Events its condition changes deserve, and whether it changed."""
+    current = dict(current or {})
+    previous = [Condition.model_validate(condition) for condition in current.get("conditions") or []]
+    conditions = previous
+    for judged in _judge(observation):
+        conditions = set_condition(conditions, judged, now.replace(microsecond=0))
+    deployment_status = (observation.deployment or {}).get("status", {})
+    status: dict[str, Any] = {
+        **current,
+        "observedGeneration": observation.generation,
+        "replicas": deployment_status.get("replicas") or 0,
+        "readyReplicas": deployment_status.get("readyReplicas") or 0,
+        "availableReplicas": deployment_status.get("availableReplicas") or 0,
+        "selector": pool_selector(observation.pool),
+        "stableRevision": observation.revision,
+        "conditions": [condition.to_dict() for condition in conditions],
+    }
+    normalized_current = {**current, "conditions": [condition.to_dict() for condition in previous]}
+    return status, _events(previous, conditions), status != normalized_current
+
+
+def _events(before: Sequence[Condition], after: Sequence[Condition]) -> list[Event]:
+    events = []
+    for kind in (Type.DEGRADED, Type.READY):
+        old = find_condition(before, kind.value)
+        new = find_condition(after, kind.value)
+        if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
+            continue
+        if kind == Type.DEGRADED and new.status == TRUE:
+            events.append(Event("Warning", new.reason, new.message))
+        elif kind == Type.DEGRADED and old is not None and old.status == TRUE:
+            events.append(Event("Normal", Reason.RECOVERED, "no longer degraded"))
+        elif kind == Type.READY and new.status == TRUE:
+            events.append(Event("Normal", Reason.WORKERS_READY, new.message))
+    return events

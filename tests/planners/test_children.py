@@ -1,0 +1,245 @@
+"""The objects a WorkerPool owns: table tests over the pure planner."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.workerpool import WorkerPoolSpec
+from workerfleet.planners.children import (
+    DRAIN_MARGIN_SECONDS,
+    ChildKey,
+    Manifest,
+    PoolRef,
+    grace_period_seconds,
+    plan_children,
+    revision_of,
+    role_rules,
+)
+
+POOL = PoolRef(name="thumbs", namespace="media", uid="1234")
+
+
+def job_type(timeout: int = 60, permissions: list[dict[str, Any]] | None = None) -> JobTypeSpec:
+    return JobTypeSpec.model_validate(
+        {"lane": "normal", "timeoutSeconds": timeout, "permissions": permissions or []}
+    )
+
+
+def pool_spec(**overrides: Any) -> WorkerPoolSpec:
+    spec: dict[str, Any] = {
+        "jobTypes": ["resize-image"],
+        "replicas": 2,
+        "template": {"spec": {"containers": [{"name": "worker", "image": "thumbs:1"}]}},
+        "queue": {"redis": {"address": "redis:6379", "list": "jobs:resize"}},
+    }
+    spec.update(overrides)
+    return WorkerPoolSpec.model_validate(spec)
+
+
+def by_kind(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return {manifest["kind"]: manifest for manifest in manifests}
+
+
+READ_THUMBS = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["thumbs"]}
+LIST_PODS = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "get"]}
+
+
+@pytest.mark.parametrize(
+    ("permissions", "expected"),
+    [
+        ([], []),
+        ([[READ_THUMBS]], [READ_THUMBS]),
+        # the same grant from two job types is one rule
+        ([[READ_THUMBS], [READ_THUMBS]], [READ_THUMBS]),
+        # verbs are sorted, so equal grants written differently are equal
+        ([[LIST_PODS], [{**LIST_PODS, "verbs": ["get", "list"]}]], [{**LIST_PODS, "verbs": ["get", "list"]}]),
+        (
+            [[READ_THUMBS], [LIST_PODS]],
+            sorted([READ_THUMBS, {**LIST_PODS, "verbs": ["get", "list"]}], key=json.dumps),
+        ),
+    ],
+)
+def test_role_rules_are_the_union_of_job_type_permissions(
+    permissions: list[list[dict[str, Any]]], expected: list[dict[str, Any]]
+) -> None:
+    rules = role_rules(job_type(permissions=p) for p in permissions)
+    assert sorted(rules, key=lambda r: json.dumps(r, sort_keys=True)) == sorted(
+        expected, key=lambda r: json.dumps(r, sort_keys=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "grace"),
+    [
+        ([], DRAIN_MARGIN_SECONDS),
+        ([60], 60 + DRAIN_MARGIN_SECONDS),
+        ([30, 600, 5], 600 + DRAIN_MARGIN_SECONDS),
+    ],
+)
+def test_grace_period_follows_the_longest_attempt(timeouts: list[int], grace: int) -> None:
+    assert grace_period_seconds(job_type(timeout=t) for t in timeouts) == grace
+
+
+def test_revision_is_stable_across_key_order_and_changes_with_content() -> None:
+    a = {"spec": {"containers": [{"name": "w", "image": "x:1"}]}, "metadata": {"labels": {"a": "b"}}}
+    b = {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"image": "x:1", "name": "w"}]}}
+    assert revision_of(a) == revision_of(b)
+    assert revision_of(a) != revision_of({"spec": {"containers": [{"name": "w", "image": "x:2"}]}})
+
+
+def test_every_child_is_owned_by_the_pool_and_labelled() -> None:
+    plan = plan_children(POOL, pool_spec(), {"resize-image": job_type(permissions=[READ_THUMBS])})
+    for manifest in plan.apply:
+        metadata = manifest["metadata"]
+        assert metadata["namespace"] == "media"
+        [owner] = metadata["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "WorkerPool",
+            "thumbs",
+            "1234",
+            True,
+        )
+        assert metadata["labels"]["app.kubernetes.io/managed-by"] == "workerfleet"
+        assert metadata["labels"]["workerfleet.dev/pool"] == "thumbs"
+
+
+def test_deployment_passes_the_restricted_profile_by_default() -> None:
+    deployment = by_kind(plan_children(POOL, pool_spec(), {"resize-image": job_type()}).apply)["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert pod["terminationGracePeriodSeconds"] == 60 + DRAIN_MARGIN_SECONDS
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_user_security_settings_are_kept_not_silently_weakened_or_overwritten() -> None:
+    template = {
+        "spec": {
+            "securityContext": {"runAsUser": 1000},
+            "containers": [
+                {"name": "w", "image": "x:1", "securityContext": {"readOnlyRootFilesystem": False}}
+            ],
+        }
+    }
+    deployment = by_kind(
+        plan_children(POOL, pool_spec(template=template), {"resize-image": job_type()}).apply
+    )["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+    assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_workers_learn_pool_revision_queue_and_policies_from_the_environment() -> None:
+    spec = pool_spec()
+    deployment = by_kind(plan_children(POOL, spec, {"resize-image": job_type()}).apply)["Deployment"]
+    env = {v["name"]: v["value"] for v in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WORKERFLEET_POOL"] == "thumbs"
+    assert env["WORKERFLEET_REVISION"] == revision_of(spec.template.to_dict())
+    assert json.loads(env["WORKERFLEET_QUEUE"]) == {
+        "redis": {"address": "redis:6379", "database": 0, "list": "jobs:resize"}
+    }
+    assert env["WORKERFLEET_POLICIES"] == "/etc/workerfleet/policies.json"
+
+
+@pytest.mark.parametrize(
+    ("permissions", "token", "rbac_applied"),
+    [([], False, False), ([READ_THUMBS], True, True)],
+)
+def test_api_access_only_for_job_types_that_declare_permissions(
+    permissions: list[dict[str, Any]], token: bool, rbac_applied: bool
+) -> None:
+    plan = plan_children(POOL, pool_spec(), {"resize-image": job_type(permissions=permissions)})
+    kinds = by_kind(plan.apply)
+    assert kinds["ServiceAccount"]["automountServiceAccountToken"] is token
+    assert kinds["Deployment"]["spec"]["template"]["spec"]["automountServiceAccountToken"] is token
+    assert ("Role" in kinds) is rbac_applied
+    assert ("RoleBinding" in kinds) is rbac_applied
+    role_keys = {
+        ChildKey("rbac.authorization.k8s.io/v1", k, "thumbs-worker") for k in ("Role", "RoleBinding")
+    }
+    assert role_keys.isdisjoint(plan.delete) is rbac_applied
+    if rbac_applied:
+        assert kinds["Role"]["rules"] == [READ_THUMBS]
+        assert kinds["RoleBinding"]["subjects"] == [
+            {"kind": "ServiceAccount", "name": "thumbs-worker", "namespace": "media"}
+        ]
+
+
+@pytest.mark.parametrize(("replicas", "budget"), [(0, False), (1, False), (2, True), (10, True)])
+def test_disruption_budget_only_with_more_than_one_replica(replicas: int, budget: bool) -> None:
+    plan = plan_children(POOL, pool_spec(replicas=replicas), {"resize-image": job_type()})
+    assert ("PodDisruptionBudget" in by_kind(plan.apply)) is budget
+    assert (ChildKey("policy/v1", "PodDisruptionBudget", "thumbs") in plan.delete) is not budget
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "hpa_min"),
+    [
+        (None, None),
+        ({"minReplicas": 0, "maxReplicas": 10, "targetDepthPerReplica": 50}, 1),
+        ({"minReplicas": 3, "maxReplicas": 10, "targetDepthPerReplica": 50}, 3),
+        ({"engine": "keda", "minReplicas": 0, "maxReplicas": 10, "targetDepthPerReplica": 50}, None),
+    ],
+)
+def test_autoscaler_targets_the_pool_scale_subresource(
+    autoscaling: dict[str, Any] | None, hpa_min: int | None
+) -> None:
+    overrides = {"autoscaling": autoscaling} if autoscaling else {}
+    plan = plan_children(POOL, pool_spec(**overrides), {"resize-image": job_type()})
+    hpa = by_kind(plan.apply).get("HorizontalPodAutoscaler")
+    if hpa_min is None:
+        assert hpa is None
+        assert ChildKey("autoscaling/v2", "HorizontalPodAutoscaler", "thumbs") in plan.delete
+        return
+    assert hpa is not None
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "name": "thumbs",
+    }
+    assert hpa["spec"]["minReplicas"] == hpa_min
+    assert hpa["spec"]["maxReplicas"] == 10
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "50"}
+
+
+def test_behavior_is_passed_to_the_hpa_as_written() -> None:
+    behavior = {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 60,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}],
+        }
+    }
+    spec = pool_spec(autoscaling={"maxReplicas": 5, "targetDepthPerReplica": 10, "behavior": behavior})
+    hpa = by_kind(plan_children(POOL, spec, {"resize-image": job_type()}).apply)["HorizontalPodAutoscaler"]
+    assert hpa["spec"]["behavior"] == behavior
+
+
+def test_policies_config_map_holds_every_job_type_spec() -> None:
+    plan = plan_children(
+        POOL, pool_spec(jobTypes=["a", "b"]), {"b": job_type(timeout=5), "a": job_type(timeout=7)}
+    )
+    config_map = by_kind(plan.apply)["ConfigMap"]
+    document = json.loads(config_map["data"]["policies.json"])
+    assert list(document["jobTypes"]) == ["a", "b"]
+    assert document["jobTypes"]["a"]["timeoutSeconds"] == 7
+
+
+def test_plan_is_deterministic() -> None:
+    spec, job_types = pool_spec(), {"resize-image": job_type(permissions=[READ_THUMBS, LIST_PODS])}
+    assert plan_children(POOL, spec, job_types) == plan_children(POOL, spec, job_types)

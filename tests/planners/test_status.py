@@ -1,0 +1,191 @@
+"""A WorkerPool's status and Events from what a reconcile observed: table tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from workerfleet.planners.status import Event, Observation, Reason, plan_status
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def deployment(
+    *,
+    replicas: int = 2,
+    ready: int = 2,
+    updated: int = 2,
+    available: str = "True",
+    extra: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 3},
+        "status": {
+            "observedGeneration": 3,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "updatedReplicas": updated,
+            "conditions": [{"type": "Available", "status": available}, *(extra or [])],
+        },
+    }
+
+
+def observe(**overrides: Any) -> Observation:
+    values: dict[str, Any] = {
+        "pool": "thumbs",
+        "generation": 7,
+        "desired_replicas": 2,
+        "revision": "abc",
+        "deployment": deployment(),
+    }
+    values.update(overrides)
+    return Observation(**values)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+REPLICA_FAILURE = {
+    "type": "ReplicaFailure",
+    "status": "True",
+    "message": 'pods "x" is forbidden: violates PodSecurity',
+}
+DEADLINE = {
+    "type": "Progressing",
+    "status": "False",
+    "reason": "ProgressDeadlineExceeded",
+    "message": "stuck",
+}
+
+
+@pytest.mark.parametrize(
+    ("observation", "expected"),
+    [
+        (
+            observe(),
+            {
+                "Ready": ("True", Reason.WORKERS_READY),
+                "Available": ("True", Reason.MINIMUM_REPLICAS_AVAILABLE),
+                "Progressing": ("False", Reason.ROLLOUT_COMPLETE),
+                "Degraded": ("False", Reason.AS_EXPECTED),
+            },
+        ),
+        (
+            observe(deployment=deployment(ready=1)),
+            {"Ready": ("False", Reason.WAITING_FOR_WORKERS), "Progressing": ("True", Reason.ROLLING_OUT)},
+        ),
+        (
+            observe(desired_replicas=3),
+            {"Ready": ("False", Reason.WAITING_FOR_WORKERS), "Progressing": ("True", Reason.ROLLING_OUT)},
+        ),
+        (
+            observe(deployment=deployment(replicas=3, updated=2)),  # old workers still running
+            {"Ready": ("False", Reason.WAITING_FOR_WORKERS), "Progressing": ("True", Reason.ROLLING_OUT)},
+        ),
+        (
+            observe(deployment=deployment(available="False", ready=0)),
+            {
+                "Available": ("False", Reason.MINIMUM_REPLICAS_UNAVAILABLE),
+                "Ready": ("False", Reason.WAITING_FOR_WORKERS),
+            },
+        ),
+        (
+            observe(deployment=deployment(ready=0, extra=[REPLICA_FAILURE])),
+            {"Degraded": ("True", Reason.REPLICA_FAILURE), "Ready": ("False", Reason.REPLICA_FAILURE)},
+        ),
+        (
+            observe(deployment=deployment(ready=1, extra=[DEADLINE])),
+            {
+                "Degraded": ("True", Reason.PROGRESS_DEADLINE_EXCEEDED),
+                "Ready": ("False", Reason.PROGRESS_DEADLINE_EXCEEDED),
+            },
+        ),
+        (
+            observe(deployment=None),
+            {
+                "Ready": ("False", Reason.DEPLOYMENT_PENDING),
+                "Available": ("Unknown", Reason.DEPLOYMENT_PENDING),
+            },
+        ),
+        (
+            observe(missing_job_types=["resize-image"]),
+            {"Ready": ("False", Reason.JOB_TYPE_NOT_FOUND), "Degraded": ("True", Reason.JOB_TYPE_NOT_FOUND)},
+        ),
+        (
+            observe(invalid_job_types={"resize-image": "bad schema"}),
+            {"Ready": ("False", Reason.JOB_TYPE_INVALID), "Degraded": ("True", Reason.JOB_TYPE_INVALID)},
+        ),
+        (
+            observe(apply_error="forbidden: attempt to grant extra privileges"),
+            {"Ready": ("False", Reason.APPLY_FAILED), "Degraded": ("True", Reason.APPLY_FAILED)},
+        ),
+        (
+            observe(desired_replicas=0, deployment=deployment(replicas=0, ready=0, updated=0)),
+            {"Ready": ("True", Reason.WORKERS_READY)},
+        ),
+    ],
+)
+def test_conditions(observation: Observation, expected: dict[str, tuple[str, str]]) -> None:
+    status, _, _ = plan_status(observation, None, NOW)
+    judged = conditions(status)
+    for condition_type, value in expected.items():
+        assert judged[condition_type] == value
+
+
+def test_counts_selector_revision_and_generation() -> None:
+    status, _, changed = plan_status(observe(deployment=deployment(replicas=3, ready=2)), None, NOW)
+    assert changed
+    assert (status["replicas"], status["readyReplicas"], status["availableReplicas"]) == (3, 2, 2)
+    assert status["selector"] == "workerfleet.dev/pool=thumbs"
+    assert status["stableRevision"] == "abc"
+    assert status["observedGeneration"] == 7
+    assert all(c["observedGeneration"] == 7 for c in status["conditions"])
+
+
+def test_unchanged_observation_changes_nothing_and_says_nothing() -> None:
+    first, _, _ = plan_status(observe(), None, NOW)
+    second, events, changed = plan_status(observe(), first, NOW + timedelta(minutes=5))
+    assert second == first
+    assert not changed
+    assert events == []
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    ready, _, _ = plan_status(observe(), None, NOW)
+    later = NOW + timedelta(minutes=1)
+    # a new message with the same status keeps the transition time
+    scaled, _, changed = plan_status(observe(desired_replicas=2, revision="def"), ready, later)
+    assert changed
+    times = {c["type"]: c["lastTransitionTime"] for c in scaled["conditions"]}
+    assert times["Ready"] == "2026-01-02T03:04:05Z"
+    # a flip moves it
+    waiting, _, _ = plan_status(observe(deployment=deployment(ready=1)), scaled, later)
+    assert {c["type"]: c["lastTransitionTime"] for c in waiting["conditions"]}[
+        "Ready"
+    ] == "2026-01-02T03:05:05Z"
+
+
+def test_events_on_degradation_recovery_and_readiness() -> None:
+    ready, events, _ = plan_status(observe(), None, NOW)
+    assert events == [Event("Normal", Reason.WORKERS_READY, "2 of 2 workers ready, 2 on revision abc")]
+    missing, events, _ = plan_status(observe(missing_job_types=["resize-image"]), ready, NOW)
+    assert [(e.type, e.reason) for e in events] == [("Warning", Reason.JOB_TYPE_NOT_FOUND)]
+    assert "resize-image" in events[0].message
+    _, repeated, _ = plan_status(observe(missing_job_types=["resize-image"]), missing, NOW)
+    assert repeated == []
+    _, recovered, _ = plan_status(observe(), missing, NOW)
+    assert [(e.type, e.reason) for e in recovered] == [
+        ("Normal", Reason.RECOVERED),
+        ("Normal", Reason.WORKERS_READY),
+    ]
+
+
+def test_fields_owned_by_other_features_are_kept() -> None:
+    current = {"queue": {"depth": 12}, "rollout": {"phase": "Healthy"}}
+    status, _, _ = plan_status(observe(), current, NOW)
+    assert status["queue"] == {"depth": 12}
+    assert status["rollout"] == {"phase": "Healthy"}
