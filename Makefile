@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install binaries cluster-up cluster-down cluster-status lint unit e2e test demo clean
+.PHONY: help install binaries cluster-up cluster-down cluster-status lint unit e2e test demo bench clean crds
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ cluster-down: $(INSTALLED) ## stop the local control plane and remove its state
 cluster-status: $(INSTALLED) ## show each component's pid, health and log
 	$(BIN)/python -m e2e.cluster status
 
+crds: $(INSTALLED) ## regenerate crds/ from the API models (commit the result)
+	$(BIN)/python -m workerfleet.api.crdgen
+
 lint: $(INSTALLED) ## ruff, mypy (strict), import-linter contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -46,6 +49,9 @@ test: lint unit e2e ## lint + unit + e2e
 
 demo: cluster-up ## the local cluster; later: workerfleet with example pools doing real work
 	$(BIN)/python -m e2e.cluster status
+
+bench: $(INSTALLED) ## worker runtime jobs/s (no-op handler, local Redis) and its ratio to a bare BRPOP loop
+	$(BIN)/python -m bench.worker_throughput
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.cluster import Cluster
-from e2e.operator import install_crds, running_operator
+from e2e.operator import install_crds, register_metrics_api, running_operator
+from e2e.worker.servers import RabbitMQServer, RedisServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,6 +57,7 @@ def crds(cluster: Cluster) -> Cluster:
 @pytest.fixture(scope="session")
 def operator(crds: Cluster) -> Iterator[Cluster]:
     """The cluster with the workerfleet operator running against it; its log is in the cluster's logs."""
+    register_metrics_api(crds)
     with running_operator(crds, crds.layout.logs / "operator.log"):
         yield crds
 
@@ -65,3 +67,25 @@ def restricted_namespace(namespace: str, cluster: Cluster) -> str:
     """A fresh namespace that enforces the restricted Pod Security Standard."""
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     return namespace
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a loopback port, for the whole session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """A real RabbitMQ node of its own on loopback ports, for the whole session."""
+    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

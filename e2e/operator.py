@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from e2e.waiting import eventually
 
 OPERATOR_USER = "workerfleet-operator"
 LIVENESS_PORT = 18080
+METRICS_API_PORT = 16443
+METRICS_API_SERVICE = ("workerfleet-system", "workerfleet-metrics")
 CRD_NAMES = ("workerpools.workerfleet.dev", "jobtypes.workerfleet.dev")
 
 
@@ -24,6 +27,45 @@ def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPOSITORY / "crds"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in CRD_NAMES)
+    )
+
+
+def register_metrics_api(cluster: Cluster) -> None:
+    """Point external.metrics.k8s.io at the operator on this host.
+
+    The aggregator reaches an APIService through a Service; Endpoints may not hold loopback
+    addresses, so an ExternalName Service names localhost instead.
+    """
+    namespace, service = METRICS_API_SERVICE
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": service, "namespace": namespace},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "localhost",
+                "ports": [{"port": METRICS_API_PORT}],
+            },
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+            "spec": {
+                "group": "external.metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {"name": service, "namespace": namespace, "port": METRICS_API_PORT},
+                # The operator's certificate is self-signed here; the chart can pin a caBundle.
+                "insecureSkipTLSVerify": True,
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+    ]
+    cluster.kubectl(
+        "apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
     )
 
 
@@ -42,7 +84,16 @@ def running_operator(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[b
     environment = {**os.environ, "KUBECONFIG": str(cluster.layout.component_kubeconfig("operator"))}
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workerfleet.cli.main", "run", "--standalone", f"--liveness={liveness}"],
+            [
+                sys.executable,
+                "-m",
+                "workerfleet.cli.main",
+                "run",
+                "--standalone",
+                f"--liveness={liveness}",
+                f"--metrics-api-port={METRICS_API_PORT}",
+                "--metrics-api-address=127.0.0.1",
+            ],
             env=environment,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -53,6 +104,9 @@ def running_operator(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[b
             lambda: process.poll() is None and _alive(liveness),
             what=f"the operator to answer {liveness} (log: {log})",
             timeout=60,
+        )
+        cluster.kubectl(
+            "wait", "--for=condition=Available", "apiservice/v1beta1.external.metrics.k8s.io", "--timeout=60s"
         )
         yield process
     finally:

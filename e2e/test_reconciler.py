@@ -191,7 +191,8 @@ def test_scale_subresource_drives_the_deployment_and_deletion_collects_every_chi
     )
     assert scale["status"] == {"replicas": 3, "selector": "workerfleet.dev/pool=thumbs"}
 
-    # When the pool is deleted
+    # When the pool is deleted (nothing holds it: the operator puts no finalizer on pools)
+    assert not _get(operator, ns, "workerpool/thumbs")["metadata"].get("finalizers")
     operator.kubectl("delete", "wp", "thumbs", "-n", ns, "--wait=false")
 
     # Then the garbage collector removes every child

@@ -243,3 +243,26 @@ def test_policies_config_map_holds_every_job_type_spec() -> None:
 def test_plan_is_deterministic() -> None:
     spec, job_types = pool_spec(), {"resize-image": job_type(permissions=[READ_THUMBS, LIST_PODS])}
     assert plan_children(POOL, spec, job_types) == plan_children(POOL, spec, job_types)
+
+
+def test_queue_credentials_are_referenced_never_copied() -> None:
+    queue = {
+        "rabbitmq": {
+            "address": "rabbitmq:5672",
+            "queue": "jobs",
+            "auth": {
+                "usernameSecretRef": {"name": "rabbit", "key": "user"},
+                "passwordSecretRef": {"name": "rabbit", "key": "password"},
+            },
+        }
+    }
+    plan = plan_children(POOL, pool_spec(queue=queue), {"resize-image": job_type()})
+    deployment = by_kind(plan.apply)["Deployment"]
+    env = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WORKERFLEET_QUEUE_USERNAME"]["valueFrom"] == {
+        "secretKeyRef": {"name": "rabbit", "key": "user"}
+    }
+    assert env["WORKERFLEET_QUEUE_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "rabbit", "key": "password"}
+    }
+    assert "value" not in env["WORKERFLEET_QUEUE_PASSWORD"]

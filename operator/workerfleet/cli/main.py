@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import kopf
 
 from workerfleet import __version__
+from workerfleet.worker import cli as worker_cli
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -18,12 +19,21 @@ def _run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    from workerfleet.handlers.metrics_api import MetricsApiSettings  # noqa: PLC0415
+
+    metrics_api = MetricsApiSettings(
+        address=args.metrics_api_address,
+        port=args.metrics_api_port,
+        cert_file=args.metrics_api_cert,
+        key_file=args.metrics_api_key,
+    )
     namespaces = tuple(args.namespace)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=args.standalone,
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(metrics_api=metrics_api),
     )
     return 0
 
@@ -54,7 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    run.add_argument(
+        "--metrics-api-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve external.metrics.k8s.io (queue depth for HPAs) on this port; 0 turns it off",
+    )
+    run.add_argument("--metrics-api-address", default="0.0.0.0", metavar="ADDRESS")  # noqa: S104
+    run.add_argument("--metrics-api-cert", default=None, metavar="FILE", help="serving certificate (PEM)")
+    run.add_argument(
+        "--metrics-api-key",
+        default=None,
+        metavar="FILE",
+        help="its key; without cert and key a self-signed certificate is made at start",
+    )
     run.set_defaults(handler=_run)
+
+    worker = commands.add_parser(
+        "worker",
+        help="consume the pool's jobs (the entry point of worker containers; see workerfleet.worker)",
+    )
+    worker_cli.add_arguments(worker)
+    worker.set_defaults(handler=worker_cli.run)
     return parser
 
 

@@ -24,9 +24,6 @@ from workerfleet.kube.client import Kube
 from workerfleet.planners.children import POOL_LABEL, PoolRef, plan_children, revision_of
 from workerfleet.planners.status import Event, Observation, plan_status
 
-RESYNC_SECONDS = 300
-"""Safety net for missed watch events; a resync that finds nothing to do sends no write."""
-
 _kube: Kube | None = None
 _kube_lock = threading.Lock()
 _pool_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -47,17 +44,22 @@ def _error_message(error: ApiException) -> str:
         return f"{error.status} {error.reason}"
 
 
-def _post(pool: dict[str, Any], event: Event) -> None:
+def post_event(pool: dict[str, Any], event: Event) -> None:
     kopf.event(
         kopf.Body(cast(kopf.RawBody, pool)), type=event.type, reason=event.reason, message=event.message
     )
+
+
+def pool_lock(namespace: str, name: str) -> threading.Lock:
+    """Serialises everything that writes one pool's status within this process."""
+    return _pool_locks[(namespace, name)]
 
 
 def reconcile(pool: dict[str, Any]) -> None:
     """Bring one pool's children and status in line with its spec and JobTypes."""
     metadata = pool["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
-    with _pool_locks[(namespace, name)]:
+    with pool_lock(namespace, name):
         _reconcile_locked(pool, kube())
 
 
@@ -99,11 +101,15 @@ def _reconcile_locked(pool: dict[str, Any], api: Kube) -> None:
         invalid_job_types=invalid,
         apply_error=apply_error,
     )
-    status, events, changed = plan_status(observation, pool.get("status"), datetime.now(UTC))
+    # Status as stored now, not as the triggering event saw it: the autoscaler writes it too.
+    fresh = api.get(API_VERSION, "WorkerPool", namespace, name)
+    if fresh is None:
+        return
+    status, events, changed = plan_status(observation, fresh.get("status"), datetime.now(UTC))
     if changed:
         api.patch_pool_status(namespace, name, status)
     for event in events:
-        _post(pool, event)
+        post_event(pool, event)
 
 
 def _reconcile_by_name(namespace: str, name: str) -> None:
@@ -125,11 +131,6 @@ def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type == "DELETED" or body.metadata.get("deletionTimestamp"):
         return  # children go with the pool through their ownerReferences
     reconcile(json.loads(json.dumps(dict(body))))
-
-
-@kopf.timer(GROUP, VERSION, "workerpools", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def pool_resync(namespace: str | None, name: str, **_: Any) -> None:
-    _reconcile_by_name(namespace or "", name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT})

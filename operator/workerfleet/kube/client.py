@@ -7,6 +7,7 @@ write at all (only reads). `writes` counts what was sent, for tests and metrics.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -72,10 +73,6 @@ class Kube:
         result: Manifest = found.to_dict()
         return result
 
-    def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[Manifest]:
-        found = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
-        return [item.to_dict() for item in found.items]
-
     def apply(self, manifest: Mapping[str, Any]) -> bool:
         """Server-side apply `manifest` unless the live object already holds it; True if written."""
         metadata = manifest["metadata"]
@@ -120,3 +117,55 @@ class Kube:
             content_type="application/merge-patch+json",
         )
         self._count_write()
+
+    def may_get_external_metric(self, user: str, groups: list[str], namespace: str, metric: str) -> bool:
+        """Whether `user` may read an external metric in `namespace` (a SubjectAccessReview)."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": groups,
+                "resourceAttributes": {
+                    "group": "external.metrics.k8s.io",
+                    "version": "v1beta1",
+                    "resource": metric,
+                    "namespace": namespace,
+                    "verb": "get",
+                },
+            },
+        }
+        result = self._resource("authorization.k8s.io/v1", "SubjectAccessReview").create(body=review)
+        return bool(result.status.allowed)
+
+    def front_proxy_trust(self) -> tuple[str, list[str]]:
+        """The aggregator's client CA and allowed names, as the API server publishes them."""
+        config_map = self.get("v1", "ConfigMap", "kube-system", "extension-apiserver-authentication")
+        if config_map is None:
+            raise LookupError(
+                "kube-system/extension-apiserver-authentication not found: is aggregation enabled?"
+            )
+        data = config_map.get("data") or {}
+        names: list[str] = json.loads(data.get("requestheader-allowed-names") or "[]")
+        return data["requestheader-client-ca-file"], names
+
+    def scale_pool(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a pool's replicas, as `kubectl scale` would (the HPA owns them otherwise)."""
+        self._dynamic.patch(
+            self._resource(API_VERSION, "WorkerPool"),
+            body={"spec": {"replicas": replicas}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+        self._count_write()
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One value of a Secret, decoded; the caller keeps it in memory only."""
+        secret = self.get("v1", "Secret", namespace, name)
+        if secret is None:
+            raise LookupError(f"Secret {namespace}/{name} not found")
+        encoded = (secret.get("data") or {}).get(key)
+        if encoded is None:
+            raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(encoded).decode()

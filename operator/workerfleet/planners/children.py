@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workerfleet.api.base import API_VERSION
+from workerfleet.api.common import SecretKeySelector
 from workerfleet.api.jobtype import JobTypeSpec, Permission
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, WorkerPoolSpec
 
@@ -220,14 +221,37 @@ def hardened_pod_template(
     return result
 
 
+def _secret_env(name: str, reference: SecretKeySelector | None) -> list[Manifest]:
+    if reference is None:
+        return []
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": reference.name, "key": reference.key}}}]
+
+
 def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> list[Manifest]:
-    """What the worker runtime reads: who it is, where its queue is, where the policies are."""
-    return [
+    """What the worker runtime reads: who it is, where its queue is, where the policies are.
+
+    Queue credentials stay in their Secret: the pod reads them through secretKeyRef, so no value
+    is ever copied into the Deployment, the ConfigMap or the pool's status.
+    """
+    environment: list[Manifest] = [
         {"name": "WORKERFLEET_POOL", "value": pool.name},
         {"name": "WORKERFLEET_REVISION", "value": revision},
         {"name": "WORKERFLEET_QUEUE", "value": json.dumps(spec.queue.to_dict(), sort_keys=True)},
         {"name": "WORKERFLEET_POLICIES", "value": f"{POLICIES_DIRECTORY}/{POLICIES_FILE}"},
     ]
+    queue = spec.queue
+    auth = next(
+        (
+            backend.auth
+            for backend in (queue.redis, queue.redis_stream, queue.rabbitmq)
+            if backend is not None
+        ),
+        None,
+    )
+    if auth is not None:
+        environment += _secret_env("WORKERFLEET_QUEUE_USERNAME", auth.username_secret_ref)
+        environment += _secret_env("WORKERFLEET_QUEUE_PASSWORD", auth.password_secret_ref)
+    return environment
 
 
 def policies_document(job_types: Mapping[str, JobTypeSpec]) -> str:

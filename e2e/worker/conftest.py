@@ -1,0 +1,187 @@
+"""Fixtures for the worker runtime's integration tests: real queue servers and real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e.waiting import eventually
+from e2e.worker.queues import (
+    HEARTBEAT_SECONDS,
+    QueueUnderTest,
+    RabbitMQQueue,
+    RedisListQueue,
+    RedisStreamQueue,
+)
+from e2e.worker.servers import RabbitMQServer, RedisServer, free_port
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+WORKERFLEET = Path(sys.executable).parent / "workerfleet"
+POOL = "probes"
+REVISION = "rev-test"
+TIMEOUT_SECONDS = 4
+EXIT_TIMEOUT_SECONDS = 30.0
+
+
+@pytest.fixture(params=["redis-list", "redis-stream", "rabbitmq"])
+def queue(request: pytest.FixtureRequest) -> QueueUnderTest:
+    name = f"jobs-{uuid.uuid4().hex[:8]}"
+    if request.param == "rabbitmq":
+        rabbitmq: RabbitMQServer = request.getfixturevalue("rabbitmq_server")
+        return RabbitMQQueue(rabbitmq.address, name, rabbitmq)
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    if request.param == "redis-list":
+        return RedisListQueue(redis.address, name)
+    return RedisStreamQueue(redis.address, name)
+
+
+def probe_policies(queue_name: str) -> dict[str, Any]:
+    """The `probe` JobType's spec, as the operator's ConfigMap would carry it."""
+    return {
+        "jobTypes": {
+            "probe": {
+                "lane": "fast",
+                "timeoutSeconds": TIMEOUT_SECONDS,
+                "deadlineSeconds": 600,
+                "input": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["id"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "sleep": {"type": "number"},
+                            "fail": {"enum": ["transient", "permanent", "review"]},
+                        },
+                    }
+                },
+                "retry": {
+                    "maxAttempts": 3,
+                    "backoff": {"initialSeconds": 0.2, "maxSeconds": 1, "multiplier": 2},
+                },
+                "deadLetter": {"queue": f"{queue_name}.dlq"},
+                "review": {"queue": f"{queue_name}.review"},
+                "idempotency": {"keyField": "id", "ttlSeconds": 3600},
+            }
+        }
+    }
+
+
+class WorkerProcess:
+    """One `workerfleet worker` process, its JSON log and its metrics endpoint."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, metrics_port: int) -> None:
+        self.process = process
+        self.log_path = log_path
+        self.metrics_port = metrics_port
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def wait_until_consuming(self) -> None:
+        def connected() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}: {self.log_path.read_text()}"
+                )
+            return any(entry["message"] == "connected to the queue" for entry in self.logs())
+
+        eventually(connected, what="the worker to connect to its queue", timeout=30)
+
+    def signal(self, signal_number: signal.Signals) -> None:
+        self.process.send_signal(signal_number)
+
+    def wait_exit(self, timeout: float = EXIT_TIMEOUT_SECONDS) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def jobs_total(self) -> dict[str, float]:
+        """workerfleet_jobs_total by outcome, for this pool and revision."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "workerfleet_jobs_total":
+                    assert (sample.labels["pool"], sample.labels["revision"]) == (POOL, REVISION)
+                    outcome = sample.labels["outcome"]
+                    totals[outcome] = totals.get(outcome, 0) + sample.value
+        return totals
+
+
+class Workers:
+    """Starts worker processes against a queue and makes sure none outlives the test."""
+
+    def __init__(self, directory: Path, probe_log: Path) -> None:
+        self._directory = directory
+        self._probe_log = probe_log
+        self._started: list[WorkerProcess] = []
+
+    def start(self, queue: QueueUnderTest, *, drain_seconds: float | None = None) -> WorkerProcess:
+        index = len(self._started)
+        policies = self._directory / "policies.json"
+        policies.write_text(json.dumps(probe_policies(queue.name)))
+        metrics_port = free_port()
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(REPOSITORY),
+            "WORKERFLEET_POOL": POOL,
+            "WORKERFLEET_REVISION": REVISION,
+            "WORKERFLEET_QUEUE": json.dumps(queue.spec()),
+            "WORKERFLEET_POLICIES": str(policies),
+            "WORKERFLEET_WORKER_ID": f"worker-{index}-{uuid.uuid4().hex[:6]}",
+            "WORKERFLEET_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            "WORKERFLEET_METRICS_ADDRESS": "127.0.0.1",
+            "WORKERFLEET_METRICS_PORT": str(metrics_port),
+            "WORKERFLEET_PROBE_LOG": str(self._probe_log),
+        }
+        if drain_seconds is not None:
+            environment["WORKERFLEET_DRAIN_SECONDS"] = str(drain_seconds)
+        log_path = self._directory / f"worker-{index}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [str(WORKERFLEET), "worker", "--handlers", "e2e.worker.probe_handlers"],
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        worker = WorkerProcess(process, log_path, metrics_port)
+        self._started.append(worker)
+        worker.wait_until_consuming()
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self._started:
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+
+
+@pytest.fixture
+def probe_log(tmp_path: Path) -> Path:
+    path = tmp_path / "probe.jsonl"
+    path.touch()
+    return path
+
+
+@pytest.fixture
+def workers(tmp_path: Path, probe_log: Path) -> Iterator[Workers]:
+    started = Workers(tmp_path, probe_log)
+    try:
+        yield started
+    finally:
+        started.stop_all()

@@ -1,0 +1,36 @@
+"""Handlers the integration tests run in real worker processes (`--handlers e2e.worker.probe_handlers`).
+
+Job type `probe`; the payload says what to do: {"id": "...", "sleep": seconds, "fail": "transient" |
+"permanent" | "review"}. Every start and finish is appended as a JSON line to $WORKERFLEET_PROBE_LOG, so
+a test can tell which process ran which attempt, even for a process it killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from workerfleet import worker
+
+
+def record(event: str, job: worker.Job) -> None:
+    line = json.dumps({"event": event, "id": job.id, "attempt": job.attempt, "pid": os.getpid()}) + "\n"
+    with open(os.environ["WORKERFLEET_PROBE_LOG"], "a", encoding="utf-8") as log:
+        log.write(line)
+
+
+@worker.handler("probe")
+async def probe(job: worker.Job) -> None:
+    payload: dict[str, Any] = job.payload
+    record("start", job)
+    await asyncio.sleep(float(payload.get("sleep", 0)))
+    match payload.get("fail"):
+        case "transient":
+            raise worker.TransientError("probe asked for a transient failure")
+        case "permanent":
+            raise worker.PermanentError("probe asked for a permanent failure")
+        case "review":
+            raise worker.NeedsReview("probe cannot tell")
+    record("finish", job)

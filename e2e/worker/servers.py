@@ -1,0 +1,217 @@
+"""Real Redis and RabbitMQ servers from Debian's packages, on loopback ports, with data in a temp dir.
+
+Each server runs as a child of the test session in its own process group and is stopped with
+everything it spawned (RabbitMQ's epmd included) when the fixture ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import aio_pika
+import redis
+
+from e2e.waiting import eventually
+
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group the server leads, then SIGKILL what is left after a grace period."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+
+class RedisServer:
+    """redis-server without persistence, bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / "redis.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        try:
+            eventually(
+                lambda: self._answers(client),
+                what="redis-server to answer PING",
+                timeout=START_TIMEOUT_SECONDS,
+            )
+        finally:
+            client.close()
+
+    def _answers(self, client: redis.Redis) -> bool:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise AssertionError(f"redis-server exited with {self._process.returncode}; see {self.directory}")
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_group(self._process)
+            self._process = None
+
+
+class RabbitMQServer:
+    """A RabbitMQ node of its own: its own epmd, node name, ports and data, all on 127.0.0.1."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self._epmd_port = free_port()
+        self._dist_port = free_port()
+        self._node = f"workerfleet-test-{uuid.uuid4().hex[:8]}@localhost"
+        self._epmd: subprocess.Popen[bytes] | None = None
+        self._server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _environment(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.directory),  # the Erlang cookie lives here
+            "ERL_EPMD_PORT": str(self._epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_CONF_ENV_FILE": str(self.directory / "rabbitmq-env.conf"),
+            "RABBITMQ_NODENAME": self._node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self._dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.directory / "plugins-expand"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "rabbitmq-env.conf").write_text("")
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        (self.directory / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        environment = self._environment()
+        log = (self.directory / "rabbitmq.out").open("ab")
+        # Our own epmd, started first, so the node does not spawn a daemon that would outlive the tests.
+        self._epmd = subprocess.Popen(
+            ["epmd", "-port", str(self._epmd_port), "-address", "127.0.0.1"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        eventually(lambda: _listening(self._epmd_port), what="epmd to listen", timeout=10)
+        self._server = subprocess.Popen(
+            [str(RABBITMQ_SERVER)],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        eventually(
+            self._answers, what="rabbitmq-server to accept AMQP connections", timeout=START_TIMEOUT_SECONDS
+        )
+
+    def _answers(self) -> bool:
+        assert self._server is not None
+        if self._server.poll() is not None:
+            raise AssertionError(
+                f"rabbitmq-server exited with {self._server.returncode}; see {self.directory}"
+            )
+
+        async def connect() -> bool:
+            connection = await aio_pika.connect(host="127.0.0.1", port=self.port, timeout=2)
+            await connection.close()
+            return True
+
+        try:
+            return asyncio.run(connect())
+        except (OSError, aio_pika.exceptions.AMQPConnectionError, TimeoutError):
+            return False
+
+    def unacknowledged(self, queue: str) -> int:
+        """Messages of `queue` delivered and not yet acknowledged (0 when there is no such queue)."""
+        listing = subprocess.run(
+            [
+                str(RABBITMQCTL),
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ],
+            env=self._environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        counts = dict(line.split("\t") for line in listing.stdout.splitlines() if "\t" in line)
+        return int(counts.get(queue, "0"))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            _stop_group(self._server)
+            self._server = None
+        if self._epmd is not None:
+            _stop_group(self._epmd)
+            self._epmd = None
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,149 @@
+"""What every API model shares: Kubernetes naming, strict parsing, and rules stated once for two checkers.
+
+A cross-field rule is written once as a `Rule`: its CEL text goes into the CRD (the API server
+enforces it), and its Python predicate runs when a model is built (the operator enforces it on
+whatever it reads). Keeping both halves side by side is what keeps them in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Final, Generic, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+GROUP = "workerfleet.dev"
+VERSION = "v1alpha1"
+API_VERSION: Final = "workerfleet.dev/v1alpha1"
+"""GROUP/VERSION, spelled out so that resource models can use it as a Literal default."""
+
+VALIDATIONS_KEY = "x-kubernetes-validations"
+
+Checked = TypeVar("Checked")
+Item = TypeVar("Item")
+
+
+class Reason(StrEnum):
+    """How the API server words a broken rule: `Invalid value` unless a rule says otherwise."""
+
+    INVALID = "FieldValueInvalid"
+    FORBIDDEN = "FieldValueForbidden"
+    REQUIRED = "FieldValueRequired"
+    DUPLICATE = "FieldValueDuplicate"
+
+
+@dataclass(frozen=True)
+class Rule(Generic[Checked]):
+    """One validation rule with its two enforcers: CEL for the API server, a predicate for Python.
+
+    Used either in a model's `validations` (the predicate gets the model) or inside `Annotated[...]`
+    on a field's type (the predicate gets the value).
+    """
+
+    cel: str
+    message: str
+    holds: Callable[[Checked], bool]
+    field_path: str | None = None
+    reason: Reason | None = None
+
+    def as_validation(self) -> dict[str, str]:
+        """The rule as one entry of `x-kubernetes-validations`."""
+        validation = {"rule": self.cel, "message": self.message}
+        if self.field_path is not None:
+            validation["fieldPath"] = self.field_path
+        if self.reason is not None:
+            validation["reason"] = self.reason.value
+        return validation
+
+    def check(self, value: Checked) -> Checked:
+        if not self.holds(value):
+            raise ValueError(self.message)
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault(VALIDATIONS_KEY, []).append(self.as_validation())
+        return json_schema
+
+
+def _add_model_validations(schema: dict[str, Any], model: type[Any]) -> None:
+    rules: tuple[Rule[Any], ...] = getattr(model, "validations", ())
+    if rules:
+        schema[VALIDATIONS_KEY] = [rule.as_validation() for rule in rules]
+
+
+class ApiModel(BaseModel):
+    """Base of every API type: camelCase on the wire, no unknown fields, no silent type coercion.
+
+    Strictness matches the API server: `"5"` is not an integer there, so it is not one here either.
+    Attribute docstrings become the field descriptions that `kubectl explain` shows.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+        json_schema_extra=_add_model_validations,
+    )
+
+    validations: ClassVar[tuple[Rule[Any], ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_validations(self) -> Self:
+        for rule in self.validations:
+            rule.check(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _timestamp_text_only(value: object) -> object:
+    # Lax datetime parsing would also take a number of seconds; the API server takes only text.
+    if not isinstance(value, str | datetime):
+        raise ValueError("a timestamp must be an RFC 3339 string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_timestamp_text_only)]
+"""An RFC 3339 time with a zone, as Kubernetes writes `metav1.Time`."""
+
+
+def _without_duplicates(values: list[Item]) -> list[Item]:
+    duplicates = [value for index, value in enumerate(values) if value in values[:index]]
+    if duplicates:
+        raise ValueError(f"duplicate value: {duplicates[0]!s}")
+    return values
+
+
+ListSet = Annotated[
+    list[Item],
+    AfterValidator(_without_duplicates),
+    Field(json_schema_extra={"x-kubernetes-list-type": "set"}),
+]
+"""A list of unique scalars (`x-kubernetes-list-type: set`): duplicates are refused, by the API server too."""

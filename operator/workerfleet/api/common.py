@@ -1,0 +1,63 @@
+"""Types both kinds use: names, addresses, Secret references, TLS, and Prometheus endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from workerfleet.api.base import ApiModel
+
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_MAX_LENGTH = 253
+HOST_PORT_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}$"
+HTTP_URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+ADDRESS_MAX_LENGTH = 255
+URL_MAX_LENGTH = 2048
+QUEUE_NAME_MAX_LENGTH = 255
+MESSAGE_MAX_LENGTH = 1024
+
+ObjectName = Annotated[
+    str, Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX_LENGTH, pattern=DNS_SUBDOMAIN_PATTERN)
+]
+"""The name of a Kubernetes object in the same namespace (a DNS subdomain)."""
+
+HostPort = Annotated[str, Field(min_length=1, max_length=ADDRESS_MAX_LENGTH, pattern=HOST_PORT_PATTERN)]
+"""`host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
+
+HttpUrl = Annotated[str, Field(min_length=1, max_length=URL_MAX_LENGTH, pattern=HTTP_URL_PATTERN)]
+"""An http:// or https:// URL."""
+
+QueueName = Annotated[str, Field(min_length=1, max_length=QUEUE_NAME_MAX_LENGTH)]
+"""The name of a queue, list, stream or key on the pool's queue backend."""
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the same namespace; credentials are referenced, never written inline."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    key: Annotated[
+        str, Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX_LENGTH, pattern=r"^[-._a-zA-Z0-9]+$")
+    ]
+    """Key within the Secret's data whose value is used."""
+
+
+class TLSConfig(ApiModel):
+    """Connect over TLS. An empty object enables TLS with the system's trusted certificate authorities."""
+
+    ca_secret_ref: SecretKeySelector | None = None
+    """PEM bundle of certificate authorities to trust instead of the system's."""
+    server_name: Annotated[str, Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX_LENGTH)] | None = None
+    """Name to verify the server's certificate against, when it differs from the address's host."""
+
+
+class PrometheusServer(ApiModel):
+    """A Prometheus HTTP API endpoint."""
+
+    address: HttpUrl
+    """Base URL of the Prometheus server, e.g. http://prometheus.monitoring:9090."""
+    bearer_token_secret_ref: SecretKeySelector | None = None
+    """Bearer token sent with every query, for a Prometheus behind an authenticating proxy."""
+    tls: TLSConfig | None = None
+    """TLS settings for an https:// address."""

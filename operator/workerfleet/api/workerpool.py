@@ -1,0 +1,507 @@
+"""WorkerPool: a fleet of identical workers consuming one queue, with autoscaling and canary rollouts."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from itertools import pairwise
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from workerfleet.api.base import API_VERSION, ApiModel, ListSet, Rule, Timestamp
+from workerfleet.api.common import (
+    MESSAGE_MAX_LENGTH,
+    HostPort,
+    ObjectName,
+    PrometheusServer,
+    QueueName,
+    SecretKeySelector,
+    TLSConfig,
+)
+from workerfleet.api.conditions import Conditions
+from workerfleet.api.meta import ObjectMeta
+
+POOL_NAME_MAX_LENGTH = 56
+"""A pool's name becomes a label value (at most 63 characters) and, suffixed "-canary", a Deployment name."""
+MAX_REPLICAS = 10_000
+MAX_JOB_TYPES = 32
+MAX_CANARY_STEPS = 20
+MAX_SCALING_POLICIES = 10
+MAX_DEPTH = 1_000_000_000
+REVISION_MAX_LENGTH = 63
+SELECTOR_MAX_LENGTH = 4_096
+QUERY_MAX_LENGTH = 4_096
+
+Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+
+
+class PodSpec(ApiModel):
+    """A Kubernetes PodSpec; only containers is checked here, the rest is the Pod API's own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    containers: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    """The worker containers (name, image, command, env, resources, ...)."""
+
+
+class PodTemplate(ApiModel):
+    """A Kubernetes PodTemplateSpec for the workers; fields other than spec.containers pass through as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    spec: PodSpec
+    """Pod spec of every worker. The operator adds the restricted security settings, the pool's
+    ServiceAccount and the termination grace period the job types need."""
+
+
+class RedisAuth(ApiModel):
+    """Credentials for Redis AUTH."""
+
+    username_secret_ref: SecretKeySelector | None = None
+    """ACL user name; absent authenticates as Redis's default user."""
+    password_secret_ref: SecretKeySelector
+    """Password of the user."""
+
+
+class RedisList(ApiModel):
+    """A Redis list: producers push jobs onto it, workers pop them off."""
+
+    address: HostPort
+    """Redis server as host:port, e.g. redis.queues:6379."""
+    database: Annotated[int, Field(ge=0, le=255)] = 0
+    """Logical database number (SELECT)."""
+    list_key: Annotated[QueueName, Field(alias="list")]
+    """Key of the list that holds waiting jobs."""
+    auth: RedisAuth | None = None
+    """Credentials; absent connects without AUTH."""
+    tls: TLSConfig | None = None
+    """TLS settings; absent connects in plain text."""
+
+
+class RedisStream(ApiModel):
+    """A Redis stream read through a consumer group, so every job is delivered to one worker and
+    acknowledged only when done."""
+
+    address: HostPort
+    """Redis server as host:port, e.g. redis.queues:6379."""
+    database: Annotated[int, Field(ge=0, le=255)] = 0
+    """Logical database number (SELECT)."""
+    stream: QueueName
+    """Key of the stream."""
+    consumer_group: QueueName
+    """Consumer group the workers read as; created at the end of the stream when missing. Queue
+    depth is the group's lag plus its pending entries."""
+    auth: RedisAuth | None = None
+    """Credentials; absent connects without AUTH."""
+    tls: TLSConfig | None = None
+    """TLS settings; absent connects in plain text."""
+
+
+class RabbitMQAuth(ApiModel):
+    """Credentials of a RabbitMQ user."""
+
+    username_secret_ref: SecretKeySelector
+    """User name."""
+    password_secret_ref: SecretKeySelector
+    """Password."""
+
+
+class RabbitMQ(ApiModel):
+    """A RabbitMQ queue the workers consume over AMQP 0-9-1, acknowledging each job when done."""
+
+    address: HostPort
+    """Broker as host:port, e.g. rabbitmq.queues:5672."""
+    vhost: Annotated[str, Field(min_length=1, max_length=255)] = "/"
+    """Virtual host of the queue."""
+    queue: QueueName
+    """Name of the queue; queue depth is its count of ready messages."""
+    auth: RabbitMQAuth | None = None
+    """Credentials; absent uses the broker's guest user, which RabbitMQ admits only from localhost."""
+    tls: TLSConfig | None = None
+    """TLS settings; absent connects in plain text."""
+
+
+class PrometheusQueue(PrometheusServer):
+    """Queue depth read from Prometheus, for a queue workerfleet has no client for; the workers
+    consume that queue with their own client, and the operator only scales on the query's value."""
+
+    query: Annotated[str, Field(min_length=1, max_length=QUERY_MAX_LENGTH)]
+    """PromQL expression whose value is the number of jobs waiting; it must return a single sample,
+    e.g. sum(sqs_approximate_number_of_messages_visible{queue="thumbs"})."""
+
+
+class Queue(ApiModel):
+    """Where the pool's jobs wait. Set exactly one backend."""
+
+    redis: RedisList | None = None
+    """A Redis list."""
+    redis_stream: RedisStream | None = None
+    """A Redis stream with a consumer group."""
+    rabbitmq: RabbitMQ | None = None
+    """A RabbitMQ queue."""
+    prometheus: PrometheusQueue | None = None
+    """Any queue whose depth Prometheus knows."""
+
+    validations: ClassVar[tuple[Rule[Queue], ...]] = (
+        Rule(
+            cel="(has(self.redis) ? 1 : 0) + (has(self.redisStream) ? 1 : 0)"
+            " + (has(self.rabbitmq) ? 1 : 0) + (has(self.prometheus) ? 1 : 0) == 1",
+            message="set exactly one queue backend: redis, redisStream, rabbitmq or prometheus",
+            holds=lambda queue: (
+                sum(
+                    backend is not None
+                    for backend in (queue.redis, queue.redis_stream, queue.rabbitmq, queue.prometheus)
+                )
+                == 1
+            ),
+        ),
+    )
+
+
+class AutoscalingEngine(StrEnum):
+    """Which component turns queue depth into replicas."""
+
+    BUILTIN = "builtin"
+    KEDA = "keda"
+
+
+class ScalingPolicyType(StrEnum):
+    """Unit of a scaling policy's value."""
+
+    PODS = "Pods"
+    PERCENT = "Percent"
+
+
+class SelectPolicy(StrEnum):
+    """Which of several policies wins."""
+
+    MAX = "Max"
+    MIN = "Min"
+    DISABLED = "Disabled"
+
+
+class ScalingPolicy(ApiModel):
+    """A limit on how much the replica count may change within a period."""
+
+    type: Annotated[ScalingPolicyType, Field(strict=False)]
+    """Pods: value is a number of replicas; Percent: value is a percentage of the current replicas."""
+    value: Annotated[int, Field(ge=1, le=MAX_REPLICAS)]
+    """Largest change allowed within periodSeconds."""
+    period_seconds: Annotated[int, Field(ge=1, le=1_800)]
+    """Window the policy looks back over."""
+
+
+class ScalingRules(ApiModel):
+    """How fast the HPA may scale in one direction (autoscaling/v2 HPAScalingRules)."""
+
+    stabilization_window_seconds: Annotated[int, Field(ge=0, le=3_600)] | None = None
+    """Past recommendations considered, so replicas do not flap; absent uses the HPA's default
+    (0 for scaling up, 300 for scaling down)."""
+    select_policy: Annotated[SelectPolicy, Field(strict=False)] | None = None
+    """Which policy applies when several do: Max (the largest change, the HPA's default), Min, or
+    Disabled (never scale in this direction)."""
+    policies: Annotated[list[ScalingPolicy], Field(min_length=1, max_length=MAX_SCALING_POLICIES)] | None = (
+        None
+    )
+    """Limits on the rate of change; absent uses the HPA's defaults."""
+
+
+class ScalingBehavior(ApiModel):
+    """Rate limits for scaling, passed to the HorizontalPodAutoscaler's behavior as written."""
+
+    scale_up: ScalingRules | None = None
+    """Rules for adding replicas."""
+    scale_down: ScalingRules | None = None
+    """Rules for removing replicas."""
+
+
+class Fallback(ApiModel):
+    """Replicas to run while queue depth cannot be read, instead of scaling on stale numbers."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive failed depth reads after which the fallback replicas apply."""
+    replicas: Replicas
+    """Replica count while in fallback; must lie between minReplicas and maxReplicas."""
+
+
+class Autoscaling(ApiModel):
+    """Scale on queue depth: an HPA targets the pool's scale subresource with depth as an external
+    metric; the operator itself handles activation from and to zero."""
+
+    engine: Annotated[AutoscalingEngine, Field(strict=False)] = AutoscalingEngine.BUILTIN
+    """builtin: the operator's metrics adapter serves queue depth to an HPA it creates; keda: the
+    operator creates a KEDA ScaledObject instead, for clusters whose external metrics API is KEDA's."""
+    min_replicas: Replicas = 1
+    """Fewest replicas. 0 allows scaling to zero when the queue stays at or below activationDepth."""
+    max_replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)]
+    """Most replicas."""
+    target_depth_per_replica: Annotated[int, Field(ge=1, le=MAX_DEPTH)]
+    """Waiting jobs per replica the autoscaler aims for: depth 200 with 20 per replica asks for 10."""
+    activation_depth: Annotated[int, Field(ge=0, le=MAX_DEPTH)] = 0
+    """Depth above which a pool at zero replicas wakes up (to one replica, then the HPA takes
+    over); only matters when minReplicas is 0."""
+    polling_interval_seconds: Annotated[int, Field(ge=1, le=3_600)] = 10
+    """How often queue depth is read."""
+    cooldown_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
+    """How long depth must stay at or below activationDepth before the pool scales to zero."""
+    behavior: ScalingBehavior | None = None
+    """Scaling rate limits for the HPA; absent uses the HPA's defaults."""
+    fallback: Fallback | None = None
+    """Replicas to run while depth cannot be read; absent keeps the current replica count."""
+
+    validations: ClassVar[tuple[Rule[Autoscaling], ...]] = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            holds=lambda scaling: scaling.min_replicas <= scaling.max_replicas,
+            field_path=".minReplicas",
+        ),
+        Rule(
+            cel="!has(self.fallback)"
+            " || (self.minReplicas <= self.fallback.replicas && self.fallback.replicas <= self.maxReplicas)",
+            message="fallback.replicas must lie between minReplicas and maxReplicas",
+            holds=lambda scaling: (
+                scaling.fallback is None
+                or scaling.min_replicas <= scaling.fallback.replicas <= scaling.max_replicas
+            ),
+            field_path=".fallback.replicas",
+        ),
+    )
+
+
+class CanaryStep(ApiModel):
+    """One stage of a canary rollout: run the new revision on weight percent of the replicas."""
+
+    weight: Annotated[int, Field(ge=1, le=100)]
+    """Percentage of the pool's replicas that run the new revision. All replicas pull from the same
+    queue, so this is also the canary's share of the jobs."""
+    pause_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
+    """How long to hold this weight, with analysis running, before the next step; absent holds
+    until `kubectl workerfleet promote`."""
+
+
+class NoDataPolicy(StrEnum):
+    """What an analysis does when it has too few samples to judge."""
+
+    PAUSE = "Pause"
+    FAIL = "Fail"
+    CONTINUE = "Continue"
+
+
+class Analysis(ApiModel):
+    """Compare the canary with the stable revision on the same queue; a failing verdict rolls back."""
+
+    interval_seconds: Annotated[int, Field(ge=1, le=3_600)] = 30
+    """How often a verdict is taken."""
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Highest share of the canary's jobs that may fail, e.g. 0.02 for 2%."""
+    max_increase_over_stable: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Largest amount by which the canary's error rate may exceed the stable revision's over the
+    same interval, e.g. 0.01 for one percentage point."""
+    min_samples: Annotated[int, Field(ge=1, le=MAX_DEPTH)] = 100
+    """Jobs the canary must have finished before any verdict, so a few failures cannot roll back a
+    good revision."""
+    failure_limit: Annotated[int, Field(ge=0, le=100)] = 0
+    """Failing verdicts tolerated over the whole rollout; the next one rolls back."""
+    on_no_data: Annotated[NoDataPolicy, Field(strict=False)] = NoDataPolicy.PAUSE
+    """What to do when an interval ends with fewer than minSamples or no metrics: Pause (hold the
+    step until data arrives or someone promotes or aborts), Fail (count a failing verdict) or
+    Continue (treat it as passing)."""
+    prometheus: PrometheusServer
+    """Prometheus that scrapes the pool's workers; the analysis reads the job outcome counters the
+    worker runtime exports."""
+
+    validations: ClassVar[tuple[Rule[Analysis], ...]] = (
+        Rule(
+            cel="has(self.maxErrorRate) || has(self.maxIncreaseOverStable)",
+            message="set maxErrorRate, maxIncreaseOverStable or both: an analysis needs a threshold",
+            holds=lambda analysis: (
+                analysis.max_error_rate is not None or analysis.max_increase_over_stable is not None
+            ),
+        ),
+    )
+
+
+def _strictly_increasing(weights: list[int]) -> bool:
+    return all(earlier < later for earlier, later in pairwise(weights))
+
+
+class Canary(ApiModel):
+    """Shift replicas to a new revision step by step; roll back by itself when the analysis fails."""
+
+    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=MAX_CANARY_STEPS)]
+    """Weights to go through, in order; after the last step the new revision becomes stable."""
+    analysis: Analysis | None = None
+    """Automatic verdicts; absent means the steps advance on time (or promotion) alone."""
+
+    validations: ClassVar[tuple[Rule[Canary], ...]] = (
+        Rule(
+            cel="self.steps.map(s, s.weight).isSorted()"
+            " && self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight))",
+            message="step weights must increase strictly from each step to the next",
+            holds=lambda canary: _strictly_increasing([step.weight for step in canary.steps]),
+            field_path=".steps",
+        ),
+    )
+
+
+class Rollout(ApiModel):
+    """How a change of the pod template reaches the workers."""
+
+    canary: Canary
+    """Canary rollout in steps, with automatic rollback."""
+
+
+class WorkerPoolSpec(ApiModel):
+    """The pool as its owner wants it."""
+
+    job_types: Annotated[ListSet[ObjectName], Field(min_length=1, max_length=MAX_JOB_TYPES)]
+    """Names of the JobTypes (same namespace) the workers serve; their permissions make up the
+    pool's Role, and the longest timeoutSeconds sets the pods' termination grace period."""
+    replicas: Replicas = 1
+    """Number of workers. Owned by the HorizontalPodAutoscaler when autoscaling is set; during a
+    canary rollout it is the total of stable and canary workers."""
+    paused: bool = False
+    """Hold rollouts: a running canary stays at its step and template changes wait. Scaling goes on."""
+    template: PodTemplate
+    """Pod template of the workers (image, command, env, resources, ...), as in a Deployment."""
+    queue: Queue
+    """Where the jobs wait."""
+    autoscaling: Autoscaling | None = None
+    """Queue-depth autoscaling; absent keeps replicas as set."""
+    rollout: Rollout | None = None
+    """Rollout strategy; absent replaces workers with a plain rolling update."""
+
+
+class RolloutPhase(StrEnum):
+    """Where a pool's rollout stands."""
+
+    HEALTHY = "Healthy"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    DEGRADED = "Degraded"
+
+
+class Verdict(StrEnum):
+    """Outcome of one analysis interval."""
+
+    PASSED = "Pass"
+    FAILED = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class AnalysisResult(ApiModel):
+    """The most recent analysis verdict and the numbers behind it."""
+
+    time: Timestamp
+    """When the verdict was taken."""
+    verdict: Annotated[Verdict, Field(strict=False)]
+    """Pass, Fail, or Inconclusive (too few samples or no metrics)."""
+    canary_samples: Annotated[int, Field(ge=0)] = 0
+    """Jobs the canary finished in the interval."""
+    stable_samples: Annotated[int, Field(ge=0)] = 0
+    """Jobs the stable revision finished in the interval."""
+    canary_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Share of the canary's jobs that failed; absent without samples."""
+    stable_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Share of the stable revision's jobs that failed; absent without samples."""
+    message: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] = ""
+    """Why the verdict is what it is, for people."""
+
+
+class RolloutStatus(ApiModel):
+    """Progress of the current rollout; kept in status so a restarted operator resumes where it was."""
+
+    phase: Annotated[RolloutPhase, Field(strict=False)]
+    """Healthy (no rollout running), Progressing, Paused (held by spec.paused, a step without
+    pauseSeconds, or missing analysis data), or Degraded (rolled back after a failing analysis)."""
+    step: Annotated[int, Field(ge=0, le=MAX_CANARY_STEPS)] = 0
+    """Canary step being run, counting from 1; 0 when no step has started."""
+    weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percentage of replicas running the canary revision."""
+    step_started_at: Timestamp | None = None
+    """When the current step began; pauseSeconds count from here."""
+    failed_analyses: Annotated[int, Field(ge=0, le=1_000)] = 0
+    """Failing verdicts so far in this rollout, compared with failureLimit."""
+    message: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] = ""
+    """What the rollout is doing or waiting for, for people."""
+    last_analysis: AnalysisResult | None = None
+    """The most recent analysis verdict."""
+
+
+class QueueStatus(ApiModel):
+    """The queue as last read."""
+
+    depth: Annotated[int, Field(ge=0)] | None = None
+    """Jobs waiting at the last successful read."""
+    oldest_age_seconds: Annotated[float, Field(ge=0)] | None = None
+    """Age of the oldest waiting job, where the backend can tell."""
+    last_poll_time: Timestamp | None = None
+    """When depth was last read successfully."""
+    consecutive_failures: Annotated[int, Field(ge=0)] = 0
+    """Failed reads since the last successful one; compared with fallback.failureThreshold."""
+
+
+class WorkerPoolConditionType(StrEnum):
+    """Conditions a WorkerPool reports."""
+
+    READY = "Ready"
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    QUEUE_REACHABLE = "QueueReachable"
+    SCALING_ACTIVE = "ScalingActive"
+    FALLBACK = "Fallback"
+
+
+class WorkerPoolStatus(ApiModel):
+    """What the operator last observed and did."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """metadata.generation the operator last acted on."""
+    replicas: Replicas | None = None
+    """Worker pods that exist, stable and canary together (read by the scale subresource)."""
+    ready_replicas: Replicas | None = None
+    """Worker pods that are ready."""
+    available_replicas: Replicas | None = None
+    """Worker pods ready for at least the Deployments' minReadySeconds."""
+    canary_replicas: Replicas | None = None
+    """Worker pods running the canary revision."""
+    selector: Annotated[str, Field(max_length=SELECTOR_MAX_LENGTH)] | None = None
+    """Label selector of all the pool's pods, in string form; the HPA reads it through the scale
+    subresource."""
+    stable_revision: Annotated[str, Field(max_length=REVISION_MAX_LENGTH)] | None = None
+    """Hash of the pod template the stable workers run."""
+    canary_revision: Annotated[str, Field(max_length=REVISION_MAX_LENGTH)] | None = None
+    """Hash of the pod template the canary workers run; absent when no rollout is running."""
+    rollout: RolloutStatus | None = None
+    """Progress of the current or last rollout."""
+    queue: QueueStatus | None = None
+    """The queue as last read."""
+    conditions: Conditions = Field(default_factory=list)
+    """Current state, one entry per type: Ready (the pool serves its queue as specified), Available
+    (at least one worker is ready), Progressing (a rollout is running), Degraded (a rollout was
+    rolled back or children cannot be created), QueueReachable (the last depth read succeeded),
+    ScalingActive (the autoscaler can act) and Fallback (fallback replicas are in force)."""
+
+
+class WorkerPoolMeta(ObjectMeta):
+    """Object metadata of a WorkerPool, whose name is also used in labels and child object names."""
+
+    name: Annotated[str, Field(min_length=1, max_length=POOL_NAME_MAX_LENGTH)] | None = None
+    """Name of the pool, unique in its namespace."""
+
+
+class WorkerPool(ApiModel):
+    """A fleet of identical workers consuming one queue, with queue-depth autoscaling and canary rollouts."""
+
+    api_version: Literal["workerfleet.dev/v1alpha1"] = API_VERSION
+    """API version of this object."""
+    kind: Literal["WorkerPool"] = "WorkerPool"
+    """Kind of this object."""
+    metadata: WorkerPoolMeta
+    """Standard object metadata."""
+    spec: WorkerPoolSpec
+    """The pool as its owner wants it."""
+    status: WorkerPoolStatus | None = None
+    """What the operator observed."""

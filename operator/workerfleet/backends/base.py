@@ -1,0 +1,57 @@
+"""What every queue depth source offers: read a sample, close. Small on purpose, like a KEDA scaler."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+class QueueUnreachableError(RuntimeError):
+    """The backend could not be read; the message says why, without credentials."""
+
+
+@dataclass(frozen=True)
+class QueueSample:
+    depth: int
+    """Jobs waiting to be taken."""
+    oldest_age_seconds: float | None = None
+    """Age of the oldest waiting job, where the backend can tell."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets resolved from the pool's Secret references; repr never shows them."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+    ca_pem: str | None = None
+
+
+class DepthSource(Protocol):
+    async def read(self) -> QueueSample: ...
+
+    async def close(self) -> None: ...
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` into its parts."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise QueueUnreachableError(f"queue address must be host:port, not {address!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def envelope_age_seconds(raw: bytes | str | None, now: datetime) -> float | None:
+    """Age of a job from its envelope's enqueuedAt; None when the message is not an envelope."""
+    if raw is None:
+        return None
+    try:
+        enqueued = datetime.fromisoformat(json.loads(raw)["enqueuedAt"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if enqueued.tzinfo is None:
+        return None
+    return max(0.0, (now - enqueued).total_seconds())

@@ -1,0 +1,73 @@
+"""Depth from a PromQL query, for queues workerfleet has no client for.
+
+An empty result counts as zero (the series of an empty queue is often absent); more than one
+sample is an error, since it is unclear which one is the queue.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+
+import aiohttp
+
+from workerfleet.api.workerpool import PrometheusQueue
+from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
+
+TIMEOUT_SECONDS = 5.0
+
+
+def depth_from_response(body: object) -> int:
+    """The single sample of an instant query's vector or scalar result, rounded up."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise QueueUnreachableError(f"prometheus query failed: {body!r:.300}")
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        value = data["result"][1]
+    elif data["resultType"] == "vector":
+        samples = data["result"]
+        if not samples:
+            return 0
+        if len(samples) > 1:
+            raise QueueUnreachableError(
+                f"prometheus query returned {len(samples)} series; aggregate it to one (sum)"
+            )
+        value = samples[0]["value"][1]
+    else:
+        raise QueueUnreachableError(
+            f"prometheus query returned a {data['resultType']}; use an instant vector"
+        )
+    number = float(value)
+    if math.isnan(number) or number < 0:
+        return 0
+    return math.ceil(number)
+
+
+class PrometheusDepth:
+    def __init__(self, queue: PrometheusQueue, credentials: Credentials) -> None:
+        self._queue = queue
+        self._headers = (
+            {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else {}
+        )
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem else True
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def read(self) -> QueueSample:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
+        url = str(self._queue.address).rstrip("/") + "/api/v1/query"
+        try:
+            async with self._session.get(
+                url, params={"query": self._queue.query}, headers=self._headers, ssl=self._ssl
+            ) as response:
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise QueueUnreachableError(f"prometheus at {url}: {type(error).__name__}: {error}") from error
+        return QueueSample(depth=depth_from_response(body))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()

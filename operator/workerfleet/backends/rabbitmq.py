@@ -1,0 +1,60 @@
+"""Depth of a RabbitMQ queue: its ready messages, read with a passive declare over AMQP.
+
+AMQP reports only ready messages, not those delivered and unacknowledged; with workers prefetching
+a few jobs each, the in-flight part is bounded by replicas x prefetch and is left out.
+"""
+
+from __future__ import annotations
+
+import ssl
+from urllib.parse import quote
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+from aiormq.exceptions import AMQPError
+
+from workerfleet.api.workerpool import RabbitMQ
+from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, split_host_port
+
+TIMEOUT_SECONDS = 5.0
+
+
+class RabbitMQDepth:
+    def __init__(self, queue: RabbitMQ, credentials: Credentials) -> None:
+        self._queue = queue
+        self._credentials = credentials
+        self._connection: AbstractRobustConnection | None = None
+
+    def _url(self) -> str:
+        host, port = split_host_port(self._queue.address)
+        user = quote(self._credentials.username or "guest", safe="")
+        password = quote(self._credentials.password or "guest", safe="")
+        scheme = "amqps" if self._queue.tls is not None else "amqp"
+        return f"{scheme}://{user}:{password}@{host}:{port}/{quote(self._queue.vhost, safe='')}"
+
+    async def read(self) -> QueueSample:
+        try:
+            if self._connection is None or self._connection.is_closed:
+                context = (
+                    ssl.create_default_context(cadata=self._credentials.ca_pem) if self._queue.tls else None
+                )
+                self._connection = await aio_pika.connect_robust(
+                    self._url(), timeout=TIMEOUT_SECONDS, ssl_context=context
+                )
+            async with self._connection.channel() as channel:
+                declared = await channel.declare_queue(
+                    self._queue.queue, passive=True, timeout=TIMEOUT_SECONDS
+                )
+                count = declared.declaration_result.message_count
+        except (AMQPError, OSError, TimeoutError) as error:
+            await self.close()
+            # The URL holds the password: name only the queue and the kind of failure.
+            raise QueueUnreachableError(
+                f"rabbitmq queue {self._queue.queue!r}: {type(error).__name__}"
+            ) from error
+        return QueueSample(depth=int(count or 0))
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.close()

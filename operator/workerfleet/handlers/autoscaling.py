@@ -1,0 +1,344 @@
+"""Queue polling for autoscaled pools: one daemon per pool, so a slow queue delays no other.
+
+Each poll reads the depth, decides (pure, planners.scaling) what the metrics API serves the HPA and
+whether the operator itself must set replicas (activation from zero, back to zero after the
+cooldown, fallback), then records status.queue and the autoscaling conditions when they changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from workerfleet.adapter.readings import Reading
+from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.conditions import (
+    Condition,
+    ConditionStatus,
+    ConditionUpdate,
+    find_condition,
+    set_condition,
+)
+from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
+from workerfleet.backends.base import Credentials, DepthSource, QueueSample, QueueUnreachableError
+from workerfleet.backends.sources import open_source
+from workerfleet.handlers.metrics_api import READINGS
+from workerfleet.handlers.workerpool import kube, pool_lock, post_event
+from workerfleet.planners.scaling import (
+    QueueConditions,
+    QueueState,
+    ScalingDecision,
+    ScalingPolicy,
+    ScalingReason,
+    decide,
+    judge_queue,
+    queue_status_changed,
+)
+from workerfleet.planners.status import Event
+
+logger = logging.getLogger(__name__)
+
+READ_TIMEOUT_SECONDS = 10.0
+THROUGHPUT_SMOOTHING = 0.3
+"""Weight of the newest throughput estimate in its moving average."""
+
+
+def _builtin_autoscaling(spec: Mapping[str, Any]) -> bool:
+    scaling = spec.get("autoscaling") or {}
+    return (
+        bool(scaling) and scaling.get("engine", AutoscalingEngine.BUILTIN.value) == AutoscalingEngine.BUILTIN
+    )
+
+
+@dataclass
+class PollMemory:
+    """What one pool's poller carries from one poll to the next."""
+
+    failures: int = 0
+    idle_since: datetime | None = None
+    last_depth: int | None = None
+    last_time: datetime | None = None
+    throughput_per_replica: float | None = None
+
+    def observe_drain(self, depth: int, replicas: int, now: datetime) -> None:
+        """Estimate jobs/s per replica from depth going down (arrivals make this an underestimate,
+        which errs towards more replicas for deadlines)."""
+        if self.last_depth is not None and self.last_time is not None and replicas > 0:
+            seconds = (now - self.last_time).total_seconds()
+            drained = self.last_depth - depth
+            if seconds > 0 and drained > 0:
+                rate = drained / seconds / replicas
+                previous = self.throughput_per_replica
+                self.throughput_per_replica = (
+                    rate
+                    if previous is None
+                    else THROUGHPUT_SMOOTHING * rate + (1 - THROUGHPUT_SMOOTHING) * previous
+                )
+        self.last_depth, self.last_time = depth, now
+
+
+def _credentials(namespace: str, queue: Queue) -> Credentials:
+    api = kube()
+    backend = queue.redis or queue.redis_stream or queue.rabbitmq
+    values: dict[str, str | None] = {}
+    if backend is not None and backend.auth is not None:
+        for field, reference in (
+            ("username", backend.auth.username_secret_ref),
+            ("password", backend.auth.password_secret_ref),
+        ):
+            if reference is not None:
+                values[field] = api.secret_value(namespace, reference.name, reference.key)
+    if queue.prometheus is not None and queue.prometheus.bearer_token_secret_ref is not None:
+        reference = queue.prometheus.bearer_token_secret_ref
+        values["bearer_token"] = api.secret_value(namespace, reference.name, reference.key)
+    tls = (backend.tls if backend is not None else None) or (
+        queue.prometheus.tls if queue.prometheus else None
+    )
+    if tls is not None and tls.ca_secret_ref is not None:
+        values["ca_pem"] = api.secret_value(namespace, tls.ca_secret_ref.name, tls.ca_secret_ref.key)
+    return Credentials(**values)
+
+
+def _strictest_deadline(namespace: str, job_types: list[str]) -> int | None:
+    deadlines = []
+    for name in job_types:
+        body = kube().get(API_VERSION, "JobType", namespace, name)
+        if body is not None:
+            deadline = JobTypeSpec.model_validate(body["spec"]).deadline_seconds
+            if deadline is not None:
+                deadlines.append(deadline)
+    return min(deadlines, default=None)
+
+
+def _policy(scaling: Autoscaling, deadline: int | None) -> ScalingPolicy:
+    return ScalingPolicy(
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        target_depth_per_replica=scaling.target_depth_per_replica,
+        activation_depth=scaling.activation_depth,
+        cooldown_seconds=scaling.cooldown_seconds,
+        failure_threshold=scaling.fallback.failure_threshold if scaling.fallback else None,
+        fallback_replicas=scaling.fallback.replicas if scaling.fallback else None,
+        deadline_seconds=deadline,
+    )
+
+
+def _record(
+    namespace: str, name: str, queue_status: dict[str, Any], judged: QueueConditions, now: datetime
+) -> list[Event]:
+    """Write status.queue and the autoscaling conditions when they changed; return Events for flips."""
+    api = kube()
+    with pool_lock(namespace, name):
+        pool = api.get(API_VERSION, "WorkerPool", namespace, name)
+        if pool is None:
+            return []
+        current = pool.get("status") or {}
+        previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
+        conditions = previous
+        generation = pool["metadata"].get("generation")
+        for condition_type, (status, reason, message) in (
+            ("QueueReachable", judged.queue_reachable),
+            ("ScalingActive", judged.scaling_active),
+            ("Fallback", judged.fallback),
+        ):
+            update = ConditionUpdate(
+                type=condition_type,
+                status=ConditionStatus(status),
+                reason=reason,
+                message=message,
+                observed_generation=generation,
+            )
+            conditions = set_condition(conditions, update, now.replace(microsecond=0))
+        new_conditions = [c.to_dict() for c in conditions]
+        if new_conditions != [c.to_dict() for c in previous] or queue_status_changed(
+            current.get("queue"), queue_status, now
+        ):
+            api.patch_pool_status(namespace, name, {"queue": queue_status, "conditions": new_conditions})
+    return _flips(previous, conditions)
+
+
+def _flips(before: list[Condition], after: list[Condition]) -> list[Event]:
+    events = []
+    old_reach, new_reach = find_condition(before, "QueueReachable"), find_condition(after, "QueueReachable")
+    if (
+        new_reach is not None
+        and new_reach.status == "False"
+        and (old_reach is None or old_reach.status != "False")
+    ):
+        events.append(Event("Warning", ScalingReason.QUEUE_UNREACHABLE, new_reach.message))
+    old_fallback, new_fallback = find_condition(before, "Fallback"), find_condition(after, "Fallback")
+    if new_fallback is not None and old_fallback is not None and new_fallback.status != old_fallback.status:
+        if new_fallback.status == "True":
+            events.append(Event("Warning", ScalingReason.FALLBACK_ACTIVE, new_fallback.message))
+        else:
+            events.append(
+                Event("Normal", ScalingReason.FALLBACK_ENDED, "queue readable again; scaling on depth")
+            )
+    elif new_fallback is not None and old_fallback is None and new_fallback.status == "True":
+        events.append(Event("Warning", ScalingReason.FALLBACK_ACTIVE, new_fallback.message))
+    return events
+
+
+async def _read(source: DepthSource) -> tuple[QueueSample | None, str | None]:
+    try:
+        return await asyncio.wait_for(source.read(), READ_TIMEOUT_SECONDS), None
+    except QueueUnreachableError as error:
+        return None, str(error)
+    except TimeoutError:
+        return None, f"no answer within {READ_TIMEOUT_SECONDS:.0f}s"
+
+
+async def _apply_decision(
+    body: dict[str, Any], decision: ScalingDecision, *, depth: int | None, replicas: int
+) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if decision.served_value is None:
+        READINGS.forget(namespace, name)
+    else:
+        READINGS.put(namespace, name, Reading(value=decision.served_value, time=datetime.now(UTC)))
+    if decision.replicas is None or decision.replicas == replicas:
+        return
+    await asyncio.to_thread(kube().scale_pool, namespace, name, decision.replicas)
+    if decision.replicas > replicas:
+        message = (
+            f"queue depth {depth} is above the activation depth: scaled {replicas} -> {decision.replicas}"
+        )
+        reason = ScalingReason.ACTIVATED
+    else:
+        message = f"queue idle for the cooldown: scaled from {replicas} to {decision.replicas}"
+        reason = ScalingReason.DEACTIVATED
+    post_event(body, Event("Normal", reason, message))
+
+
+class Pollers:
+    """One polling task per autoscaled pool, driven by the pool's watch events.
+
+    Tasks rather than kopf daemons: a daemon makes kopf put a finalizer on every pool, which would
+    block deleting pools (and their namespaces) whenever the operator is not running.
+    """
+
+    def __init__(self) -> None:
+        self._bodies: dict[tuple[str, str], dict[str, Any]] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def update(self, body: dict[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        self._bodies[key] = body
+        if _builtin_autoscaling(body.get("spec") or {}):
+            if key not in self._tasks or self._tasks[key].done():
+                self._tasks[key] = asyncio.create_task(self._poll(key), name=f"poll {key[0]}/{key[1]}")
+        else:
+            self.stop(key)
+
+    def stop(self, key: tuple[str, str]) -> None:
+        self._bodies.pop(key, None)
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+        READINGS.forget(*key)
+
+    async def stop_all(self) -> None:
+        tasks = list(self._tasks.values())
+        for key in list(self._tasks):
+            self.stop(key)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _poll(self, key: tuple[str, str]) -> None:
+        """Poll until autoscaling is turned off or the pool goes; spec edits apply at the next poll."""
+        namespace, name = key
+        memory = PollMemory()
+        source: DepthSource | None = None
+        source_queue: Queue | None = None
+        try:
+            while key in self._bodies:
+                body = self._bodies[key]
+                spec = WorkerPoolSpec.model_validate(body["spec"])
+                scaling = spec.autoscaling
+                if scaling is None:
+                    return
+                unusable: str | None = None
+                if source is None or spec.queue != source_queue:
+                    if source is not None:
+                        await source.close()
+                        source = None
+                    try:
+                        credentials = await asyncio.to_thread(_credentials, namespace, spec.queue)
+                    except LookupError as error:  # a missing Secret: report it, try again next poll
+                        unusable = f"queue credentials: {error.args[0]}"
+                    else:
+                        source, source_queue = open_source(spec.queue, credentials), spec.queue
+                await _poll_once(body, spec, scaling, source, memory, unusable=unusable)
+                await asyncio.sleep(scaling.polling_interval_seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(
+                "polling the queue of %s/%s failed; restarting at its next change", namespace, name
+            )
+        finally:
+            if source is not None:
+                await source.close()
+
+
+async def _poll_once(
+    body: dict[str, Any],
+    spec: WorkerPoolSpec,
+    scaling: Autoscaling,
+    source: DepthSource | None,
+    memory: PollMemory,
+    *,
+    unusable: str | None,
+) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    sample, error = await _read(source) if source is not None else (None, unusable)
+    now = datetime.now(UTC)
+    memory.failures = 0 if sample is not None else memory.failures + 1
+    if sample is not None:
+        memory.observe_drain(sample.depth, spec.replicas, now)
+    deadline = await asyncio.to_thread(_strictest_deadline, namespace, list(spec.job_types))
+    state = QueueState(
+        replicas=spec.replicas,
+        depth=sample.depth if sample else None,
+        consecutive_failures=memory.failures,
+        oldest_age_seconds=sample.oldest_age_seconds if sample else None,
+        throughput_per_replica=memory.throughput_per_replica,
+        idle_since=memory.idle_since,
+    )
+    decision = decide(_policy(scaling, deadline), state, now)
+    memory.idle_since = decision.idle_since
+    await _apply_decision(body, decision, depth=state.depth, replicas=spec.replicas)
+    queue_status: dict[str, Any] = {"consecutiveFailures": memory.failures}
+    if sample is not None:
+        queue_status["depth"] = sample.depth
+        queue_status["lastPollTime"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if sample.oldest_age_seconds is not None:
+            queue_status["oldestAgeSeconds"] = round(sample.oldest_age_seconds, 1)
+    judged = judge_queue(decision, state.depth, memory.failures, error, decision.replicas or spec.replicas)
+    for event in await asyncio.to_thread(_record, namespace, name, queue_status, judged, now):
+        post_event(body, event)
+
+
+POLLERS = Pollers()
+
+
+@kopf.on.event(GROUP, VERSION, "workerpools")
+async def autoscaling_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    raw: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    key = (raw["metadata"].get("namespace", ""), raw["metadata"]["name"])
+    if type == "DELETED" or raw["metadata"].get("deletionTimestamp"):
+        POLLERS.stop(key)
+    else:
+        POLLERS.update(raw)
+
+
+@kopf.on.cleanup()
+async def stop_pollers(**_: Any) -> None:
+    await POLLERS.stop_all()

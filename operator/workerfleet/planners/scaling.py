@@ -1,0 +1,172 @@
+"""Queue-depth autoscaling decisions: pure functions of what was read and what the pool looks like.
+
+The HPA scales 1..N on the value the metrics API serves (`desired = ceil(value / targetDepthPerReplica)`);
+the operator handles what an HPA cannot: waking a pool from zero, putting it back to zero after a
+cooldown, holding fallback replicas while the queue cannot be read, and scaling for deadlines.
+
+Deadline awareness: when the backend reports the age of the oldest waiting job and its JobType has a
+deadline, the backlog must drain within the time left, `deadline - oldest_age`. With an observed
+throughput of `rate` jobs per second per replica, that needs `ceil(depth / (rate * time_left))`
+replicas. The served value is raised so the HPA asks for at least that many:
+`value = max(depth, needed * targetDepthPerReplica)`. With no time left, or no throughput observed
+yet, the deadline adds nothing (a formula cannot rescue a job that has already expired).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    """The pool's autoscaling settings that matter for one decision."""
+
+    min_replicas: int
+    max_replicas: int
+    target_depth_per_replica: int
+    activation_depth: int
+    cooldown_seconds: int
+    failure_threshold: int | None = None
+    fallback_replicas: int | None = None
+    deadline_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One poll's outcome and what the operator remembers between polls."""
+
+    replicas: int
+    depth: int | None
+    """None when the read failed."""
+    consecutive_failures: int
+    oldest_age_seconds: float | None = None
+    throughput_per_replica: float | None = None
+    """Jobs per second one replica completes, when known."""
+    idle_since: datetime | None = None
+    """When depth last dropped to the activation depth or below; None while there is work."""
+
+
+@dataclass(frozen=True)
+class ScalingDecision:
+    served_value: int | None
+    """What the metrics API serves to the HPA; None serves nothing (the HPA keeps its replicas)."""
+    replicas: int | None
+    """A replica count the operator sets itself (activation, deactivation); None leaves it to the HPA."""
+    idle_since: datetime | None
+    in_fallback: bool
+
+
+def deadline_replicas(
+    depth: int,
+    oldest_age_seconds: float | None,
+    deadline_seconds: int | None,
+    throughput_per_replica: float | None,
+) -> int:
+    """Replicas needed to drain `depth` jobs before the oldest one's deadline; 0 when unknown."""
+    if oldest_age_seconds is None or deadline_seconds is None or not throughput_per_replica or depth <= 0:
+        return 0
+    time_left = deadline_seconds - oldest_age_seconds
+    if time_left <= 0:
+        return 0
+    return math.ceil(depth / (throughput_per_replica * time_left))
+
+
+def decide(policy: ScalingPolicy, state: QueueState, now: datetime) -> ScalingDecision:
+    """What to serve the HPA and whether the operator must set replicas itself, for one poll."""
+    if state.depth is None:
+        fallback = policy.fallback_replicas
+        threshold = policy.failure_threshold
+        if fallback is not None and threshold is not None and state.consecutive_failures >= threshold:
+            # From zero the HPA is inert, so the operator wakes the pool to the fallback count itself.
+            wake = fallback if state.replicas == 0 and fallback > 0 else None
+            return ScalingDecision(fallback * policy.target_depth_per_replica, wake, None, in_fallback=True)
+        # Never scale on a value nobody read: serve nothing, keep replicas, keep the idle clock.
+        return ScalingDecision(None, None, state.idle_since, in_fallback=False)
+
+    depth = state.depth or 0
+    needed = deadline_replicas(
+        depth, state.oldest_age_seconds, policy.deadline_seconds, state.throughput_per_replica
+    )
+    served = max(depth, min(needed, policy.max_replicas) * policy.target_depth_per_replica)
+    has_work = depth > policy.activation_depth
+    idle_since = None if has_work else (state.idle_since or now)
+
+    if policy.min_replicas > 0:
+        # No scale to zero: bring a pool that sits at zero (e.g. after a manual scale) back to min.
+        return ScalingDecision(
+            served, policy.min_replicas if state.replicas == 0 else None, idle_since, False
+        )
+    if state.replicas == 0:
+        return ScalingDecision(served, 1 if has_work else None, idle_since, False)
+    cooled_down = idle_since is not None and now - idle_since >= timedelta(seconds=policy.cooldown_seconds)
+    # Only from one replica: the HPA, under its own scale-down policy, brings the pool down to one.
+    if cooled_down and state.replicas == 1:
+        return ScalingDecision(served, 0, idle_since, False)
+    return ScalingDecision(served, None, idle_since, False)
+
+
+POLL_TIME_REFRESH = timedelta(seconds=60)
+"""status.queue.lastPollTime alone is rewritten at most this often, so idle pools cost few writes."""
+
+
+class ScalingReason:
+    """Condition and Event reasons of autoscaling."""
+
+    DEPTH_READ = "DepthRead"
+    QUEUE_UNREACHABLE = "QueueUnreachable"
+    SCALING_ON_DEPTH = "ScalingOnQueueDepth"
+    DEPTH_UNKNOWN = "DepthUnknown"
+    FALLBACK_ACTIVE = "FallbackActive"
+    FALLBACK_ENDED = "FallbackEnded"
+    QUEUE_READABLE = "QueueReadable"
+    ACTIVATED = "Activated"
+    DEACTIVATED = "Deactivated"
+
+
+@dataclass(frozen=True)
+class QueueConditions:
+    """The three autoscaling conditions, judged for one poll: (status, reason, message) each."""
+
+    queue_reachable: tuple[str, str, str]
+    scaling_active: tuple[str, str, str]
+    fallback: tuple[str, str, str]
+
+
+def judge_queue(
+    decision: ScalingDecision, depth: int | None, failures: int, error: str | None, replicas: int
+) -> QueueConditions:
+    if depth is None:
+        reachable = ("False", ScalingReason.QUEUE_UNREACHABLE, f"{failures} failed reads in a row: {error}")
+    else:
+        reachable = ("True", ScalingReason.DEPTH_READ, f"{depth} jobs waiting")
+    if decision.in_fallback:
+        fallback = ("True", ScalingReason.FALLBACK_ACTIVE, f"queue unreadable; holding {replicas} replicas")
+        active = (
+            "False",
+            ScalingReason.FALLBACK_ACTIVE,
+            "scaling on the fallback replica count, not on depth",
+        )
+    else:
+        fallback = ("False", ScalingReason.QUEUE_READABLE, "")
+        active = (
+            ("True", ScalingReason.SCALING_ON_DEPTH, f"serving depth {decision.served_value} to the HPA")
+            if decision.served_value is not None
+            else ("False", ScalingReason.DEPTH_UNKNOWN, "no depth to scale on; replicas held")
+        )
+    return QueueConditions(queue_reachable=reachable, scaling_active=active, fallback=fallback)
+
+
+def queue_status_changed(current: dict[str, object] | None, new: dict[str, object], now: datetime) -> bool:
+    """Whether status.queue needs a write: a new value, or a poll time gone stale."""
+    if current is None:
+        return True
+    if {k: v for k, v in current.items() if k != "lastPollTime"} != {
+        k: v for k, v in new.items() if k != "lastPollTime"
+    }:
+        return True
+    last = current.get("lastPollTime")
+    if not isinstance(last, str):
+        return True
+    return now - datetime.fromisoformat(last) >= POLL_TIME_REFRESH

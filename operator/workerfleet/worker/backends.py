@@ -1,0 +1,59 @@
+"""Pick the queue backend the WorkerPool's .spec.queue names, with the credentials from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.workerpool import RabbitMQAuth, RedisAuth
+from workerfleet.worker.backend import QueueBackend
+from workerfleet.worker.rabbitmq import RabbitMQBackend
+from workerfleet.worker.redis_list import RedisListBackend
+from workerfleet.worker.redis_stream import RedisStreamBackend
+from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
+
+DEFAULT_TIMEOUT_SECONDS = 30
+
+
+def check_credentials(auth: RedisAuth | RabbitMQAuth | None, credentials: Credentials) -> None:
+    """Credentials the queue's auth references must have arrived in the environment."""
+    if auth is None:
+        return
+    if credentials.password is None:
+        raise ConfigurationError("the queue has auth set, but WORKERFLEET_QUEUE_PASSWORD is empty")
+    if auth.username_secret_ref is not None and credentials.username is None:
+        raise ConfigurationError("the queue's auth names a user, but WORKERFLEET_QUEUE_USERNAME is empty")
+
+
+def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
+    queue = settings.queue
+    configured = queue.redis or queue.redis_stream or queue.rabbitmq
+    if configured is not None and configured.tls is not None:
+        raise ConfigurationError("queue.*.tls is not supported by this worker runtime yet")
+    if queue.redis is not None:
+        check_credentials(queue.redis.auth, settings.credentials)
+        return RedisListBackend(
+            queue.redis,
+            settings.credentials,
+            settings.worker_id,
+            heartbeat_seconds=settings.heartbeat_seconds,
+        )
+    if queue.redis_stream is not None:
+        check_credentials(queue.redis_stream.auth, settings.credentials)
+        longest_attempt = max(
+            (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
+        )
+        return RedisStreamBackend(
+            queue.redis_stream,
+            settings.credentials,
+            settings.worker_id,
+            reclaim_idle_seconds=longest_attempt + settings.heartbeat_seconds,
+            reclaim_interval_seconds=settings.heartbeat_seconds,
+        )
+    if queue.rabbitmq is not None:
+        check_credentials(queue.rabbitmq.auth, settings.credentials)
+        return RabbitMQBackend(queue.rabbitmq, settings.credentials, prefetch=settings.concurrency)
+    raise ConfigurationError(
+        "queue.prometheus only tells the operator the queue's depth; the workers of such a pool consume "
+        "their queue with their own client, not with `workerfleet worker`"
+    )

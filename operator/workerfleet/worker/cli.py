@@ -1,0 +1,121 @@
+"""`workerfleet worker`: the entry point of worker containers. Settings come from the environment the
+operator sets (see `workerfleet.worker.settings`); a few flags override them for local runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+
+from workerfleet.worker import jsonlog
+from workerfleet.worker.backends import open_backend
+from workerfleet.worker.handlers import default_registry
+from workerfleet.worker.metrics import WorkerMetrics
+from workerfleet.worker.runtime import Runtime
+from workerfleet.worker.settings import (
+    ConfigurationError,
+    effective_drain_seconds,
+    load_policies,
+    settings_from_env,
+)
+
+log = logging.getLogger("workerfleet.worker")
+
+EXIT_CONFIGURATION_ERROR = 2
+MAINTENANCE_PER_HEARTBEAT = 3
+"""Upkeep runs this many times per heartbeat interval, so one late beat never looks like a dead worker."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--handlers",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module, which registers handlers (repeatable; adds to WORKERFLEET_HANDLERS)",
+    )
+    parser.add_argument("--concurrency", type=int, help="jobs at once (overrides WORKERFLEET_CONCURRENCY)")
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus port (overrides WORKERFLEET_METRICS_PORT)"
+    )
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    modules = [module for module in env.get("WORKERFLEET_HANDLERS", "").split(",") if module.strip()]
+    env["WORKERFLEET_HANDLERS"] = ",".join([*modules, *args.handlers])
+    if args.concurrency is not None:
+        env["WORKERFLEET_CONCURRENCY"] = str(args.concurrency)
+    if args.metrics_port is not None:
+        env["WORKERFLEET_METRICS_PORT"] = str(args.metrics_port)
+    return env
+
+
+def _import_handlers(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigurationError(f"cannot import handler module {module!r}: {error}") from None
+
+
+async def _serve(runtime: Runtime) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def request_stop(signal_name: str) -> None:
+        if not stop.is_set():
+            log.info("stop requested; draining", extra={"signal": signal_name})
+        stop.set()
+
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, request_stop, signal_number.name)
+    await runtime.run(stop)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Consume until SIGTERM or SIGINT, drain, exit 0; exit 2 when the configuration is unusable."""
+    jsonlog.configure("INFO")  # until the settings (and their log level) are known
+    try:
+        settings = settings_from_env(_environment(args))
+        jsonlog.configure(settings.log_level)
+        policies = load_policies(settings.policies_path)
+        _import_handlers(settings.handler_modules)
+        backend = open_backend(settings, policies)
+        metrics = WorkerMetrics(settings.pool, settings.revision)
+        handlers = default_registry.handlers()
+        runtime = Runtime(
+            backend=backend,
+            policies=policies,
+            handlers=handlers,
+            metrics=metrics,
+            pool=settings.pool,
+            revision=settings.revision,
+            concurrency=settings.concurrency,
+            drain_seconds=effective_drain_seconds(settings, policies),
+            maintenance_interval_seconds=settings.heartbeat_seconds / MAINTENANCE_PER_HEARTBEAT,
+        )
+    except ConfigurationError as error:
+        log.error("cannot start the worker", extra={"error": str(error)})
+        return EXIT_CONFIGURATION_ERROR
+    unserved = sorted(set(policies) - set(handlers))
+    if unserved:
+        log.warning(
+            "no handler for some job types; their jobs are dead-lettered", extra={"job_types": unserved}
+        )
+    metrics.serve(settings.metrics_address, settings.metrics_port)
+    log.info(
+        "worker starting",
+        extra={
+            "pool": settings.pool,
+            "revision": settings.revision,
+            "worker_id": settings.worker_id,
+            "job_types": sorted(set(policies) & set(handlers)),
+            "metrics_port": settings.metrics_port,
+        },
+    )
+    asyncio.run(_serve(runtime))
+    return 0

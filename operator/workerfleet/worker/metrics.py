@@ -1,0 +1,72 @@
+"""Prometheus metrics of one worker process, labelled with its pool and revision so canary analysis can
+compare the canary's outcomes with the stable revision's on the same queue."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from workerfleet.worker.policy import Outcome
+
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+)
+
+
+class WorkerMetrics:
+    """The worker's metrics in a registry of their own (so tests can run several side by side)."""
+
+    def __init__(self, pool: str, revision: str) -> None:
+        self.registry = CollectorRegistry()
+        self._pool = pool
+        self._revision = revision
+        self.jobs = Counter(
+            "workerfleet_jobs_total",
+            "Deliveries of jobs by how they ended: succeeded, retried, dead_lettered, failed (dropped, no "
+            "dead-letter queue), expired, duplicate, review.",
+            ["pool", "revision", "job_type", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "workerfleet_job_duration_seconds",
+            "Time one attempt's handler ran, by how the delivery ended.",
+            ["pool", "revision", "job_type", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "workerfleet_jobs_in_flight",
+            "Jobs this worker holds right now.",
+            ["pool", "revision", "job_type"],
+            registry=self.registry,
+        )
+
+    def count(self, job_type: str, outcome: Outcome, handler_seconds: float | None) -> None:
+        """One delivery ended; `handler_seconds` is set when its handler ran."""
+        labels = (self._pool, self._revision, job_type, outcome.value)
+        self.jobs.labels(*labels).inc()
+        if handler_seconds is not None:
+            self.duration.labels(*labels).observe(handler_seconds)
+
+    def in_flight_gauge(self, job_type: str) -> Gauge:
+        return self.in_flight.labels(self._pool, self._revision, job_type)
+
+    def serve(self, address: str, port: int) -> None:
+        """Serve /metrics from a daemon thread for the life of the process."""
+        start_http_server(port, addr=address, registry=self.registry)

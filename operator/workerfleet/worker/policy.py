@@ -1,0 +1,169 @@
+"""What happens to a job, decided from plain values: the JobType's policy, the job's age and attempt.
+
+No I/O here: the runtime gathers the facts (age, whether the idempotency key was seen, how the attempt
+failed), asks these functions, and carries out the decision on the queue backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from workerfleet.api.jobtype import Backoff, FailureClass, JobTypeSpec
+
+
+class Outcome(StrEnum):
+    """How one delivery of a job ended; the `outcome` label of workerfleet_jobs_total.
+
+    Every delivery the runtime takes ends in exactly one of these, except one given back unfinished
+    on shutdown. Error rate for canary analysis: (retried + dead_lettered + failed) / all but duplicate
+    and expired.
+    """
+
+    SUCCEEDED = "succeeded"
+    RETRIED = "retried"
+    """The attempt failed and the job was scheduled for another one."""
+    DEAD_LETTERED = "dead_lettered"
+    """The job failed for good and was moved to the JobType's dead-letter queue."""
+    FAILED = "failed"
+    """The job failed for good and was dropped, because no dead-letter queue applies."""
+    EXPIRED = "expired"
+    """The job outlived deadlineSeconds and was not run (again)."""
+    DUPLICATE = "duplicate"
+    """The job's idempotency key was already completed, so it was acknowledged without running."""
+    REVIEW = "review"
+    """The handler marked the result ambiguous and the job went to the review queue."""
+
+
+class Reason(StrEnum):
+    """Why a job left the queue other than by succeeding; written into the envelope's lastFailure."""
+
+    ATTEMPT_FAILED = "AttemptFailed"
+    VALIDATION_FAILED = "ValidationFailed"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
+    NOT_RETRYABLE = "NotRetryable"
+    PERMANENT_ERROR = "PermanentError"
+    NEEDS_REVIEW = "NeedsReview"
+    UNKNOWN_JOB_TYPE = "UnknownJobType"
+    MALFORMED_ENVELOPE = "MalformedEnvelope"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How an attempt failed: a failure class from the JobType API, or None when the handler said no
+    attempt can ever succeed (PermanentError)."""
+
+    failure_class: FailureClass | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Acknowledge the job: it is done, now or before."""
+
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Put the job back for its next attempt after a delay."""
+
+    delay_seconds: float
+    outcome: Outcome = Outcome.RETRIED
+    reason: Reason = Reason.ATTEMPT_FAILED
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Take the job off the queue for good, moving it to `queue` (dead-letter or review), or dropping it
+    when `queue` is None."""
+
+    outcome: Outcome
+    reason: Reason
+    queue: str | None
+
+
+Decision = Complete | RetryLater | Remove
+
+
+def give_up(reason: Reason, dead_letter_queue: str | None) -> Remove:
+    """The job failed for good: dead-letter it when there is a queue for that, else drop it."""
+    if dead_letter_queue is None:
+        return Remove(Outcome.FAILED, reason, None)
+    return Remove(Outcome.DEAD_LETTERED, reason, dead_letter_queue)
+
+
+def dead_letter_queue(spec: JobTypeSpec) -> str | None:
+    return spec.dead_letter.queue if spec.dead_letter else None
+
+
+def admit(
+    *, age_seconds: float, deadline_seconds: int | None, already_completed: bool, dead_letter: str | None
+) -> Decision | None:
+    """Before an attempt: None means run it. A completed job is a duplicate even when it is also late,
+    because it did run; a late one expires instead of running."""
+    if already_completed:
+        return Complete(Outcome.DUPLICATE)
+    if deadline_seconds is not None and age_seconds > deadline_seconds:
+        return Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, dead_letter)
+    return None
+
+
+def reject_invalid(spec: JobTypeSpec) -> Remove:
+    """The payload does not match the input schema: the same payload fails the same way every time, so it
+    is dead-lettered at once whatever retryOn says."""
+    return give_up(Reason.VALIDATION_FAILED, dead_letter_queue(spec))
+
+
+def backoff_delay(failed_attempt: int, backoff: Backoff, jitter_sample: float) -> float:
+    """Seconds to wait after attempt `failed_attempt` (1-based) failed.
+
+    initialSeconds x multiplier^(attempt-1), capped at maxSeconds, then shortened by up to `jitter` of
+    itself (`jitter_sample` in [0, 1) picks how much), so a burst of failures does not come back at once
+    and no delay exceeds maxSeconds.
+    """
+    exponent = max(failed_attempt - 1, 0)
+    growth = backoff.multiplier**exponent
+    base = min(backoff.initial_seconds * growth, backoff.max_seconds)
+    return base * (1.0 - backoff.jitter * jitter_sample)
+
+
+def after_failure(
+    failure: Failure, *, attempt: int, age_seconds: float, spec: JobTypeSpec, jitter_sample: float
+) -> RetryLater | Remove:
+    """After attempt `attempt` failed: retry later, or give up with the reason."""
+    retry = spec.retry
+    dead_letter = dead_letter_queue(spec)
+    if failure.failure_class is None:
+        return give_up(Reason.PERMANENT_ERROR, dead_letter)
+    if failure.failure_class in retry.fail_fast_on or failure.failure_class not in retry.retry_on:
+        return give_up(Reason.NOT_RETRYABLE, dead_letter)
+    if attempt >= retry.max_attempts:
+        return give_up(Reason.ATTEMPTS_EXHAUSTED, dead_letter)
+    delay = backoff_delay(attempt, retry.backoff, jitter_sample)
+    if spec.deadline_seconds is not None and age_seconds + delay > spec.deadline_seconds:
+        # The next attempt would start past the deadline: expire now rather than hold the job for nothing.
+        return Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, dead_letter)
+    return RetryLater(delay)
+
+
+def after_review_request(spec: JobTypeSpec) -> Remove:
+    """The handler marked its result ambiguous: the review queue, or dead-letter when there is none."""
+    if spec.review is not None:
+        return Remove(Outcome.REVIEW, Reason.NEEDS_REVIEW, spec.review.queue)
+    return give_up(Reason.NEEDS_REVIEW, dead_letter_queue(spec))
+
+
+def idempotency_key(payload: Any, key_field: str) -> str | None:
+    """The value at the dotted `key_field` of the payload, as text; None when absent or not a scalar id."""
+    value = payload
+    for part in key_field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text or None

@@ -1,0 +1,228 @@
+"""RabbitMQ backend over AMQP 0-9-1: manual acknowledgement, prefetch equal to concurrency.
+
+The broker keeps a delivered message unacknowledged until the worker settles it; when the worker's
+connection drops (SIGKILL, lost node) the broker requeues it for another worker. Retries wait in a delay
+queue `<queue>.retry.<ms>ms` whose message TTL dead-letters them back onto the queue when due (delays are
+rounded up to two significant digits, so few such queues exist; each deletes itself when unused).
+Dead-letter and review queues are durable queues published to through the default exchange, with
+publisher confirms, before the original is acknowledged.
+
+Idempotency keys: RabbitMQ has no key-value store, and the WorkerPool API names no other store for a
+RabbitMQ pool, so completed keys are remembered by each worker process only (for the JobType's TTL).
+A redelivery to the same process is caught; one to another process is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+
+from workerfleet.api.workerpool import RabbitMQ
+from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DeliveryLost
+from workerfleet.worker.redis_support import split_host_port
+from workerfleet.worker.settings import Credentials
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+DELAY_QUEUE_EXPIRY_MARGIN_MS = 60_000
+GUEST = "guest"
+
+
+def quantized_delay_ms(delay_seconds: float) -> int:
+    """The delay in ms, rounded up to two significant digits: 937 -> 940, 12_345 -> 13_000."""
+    milliseconds = max(math.ceil(delay_seconds * 1000), 1)
+    step = int(10 ** max(len(str(milliseconds)) - 2, 0))
+    return math.ceil(milliseconds / step) * step
+
+
+@dataclass(frozen=True)
+class _Handle:
+    connection_generation: int
+    message: AbstractIncomingMessage
+
+
+@contextmanager
+def _unavailable_on_connection_errors() -> Iterator[None]:
+    try:
+        yield
+    except (aiormq.exceptions.AMQPConnectionError, ConnectionError, OSError, TimeoutError) as error:
+        raise BackendUnavailable(f"rabbitmq: {type(error).__name__}: {error}") from error
+    except aiormq.exceptions.ChannelInvalidStateError as error:
+        raise BackendUnavailable(f"rabbitmq: channel closed: {error}") from error
+
+
+class RabbitMQBackend:
+    def __init__(self, queue: RabbitMQ, credentials: Credentials, prefetch: int) -> None:
+        self._settings = queue
+        self._queue_name = queue.queue
+        self._credentials = credentials
+        self._prefetch = prefetch
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._consumer: tuple[AbstractQueue, str] | None = None
+        self._generation = 0
+        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._known_queues: set[str] = set()
+        self._completed: dict[str, float] = {}
+
+    def _live_channel(self) -> AbstractChannel:
+        if self._connection is None or self._connection.is_closed or self._channel is None:
+            raise BackendUnavailable("rabbitmq: not connected")
+        if self._channel.is_closed:
+            raise BackendUnavailable("rabbitmq: channel closed")
+        return self._channel
+
+    async def connect(self) -> None:
+        await self._disconnect()
+        host, port = split_host_port(self._settings.address)
+        with _unavailable_on_connection_errors():
+            self._connection = await aio_pika.connect(
+                host=host,
+                port=port,
+                login=self._credentials.username or GUEST,
+                password=self._credentials.password or GUEST,
+                virtualhost=self._settings.vhost,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+            )
+            self._generation += 1
+            self._buffer = asyncio.Queue()
+            self._known_queues.clear()
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            await self._channel.set_qos(prefetch_count=self._prefetch)
+            await self._ensure_queue(self._queue_name)
+
+    async def _start_consuming(self) -> None:
+        """Subscribe on the first receive, so a producer that only enqueues never takes jobs."""
+        with _unavailable_on_connection_errors():
+            queue = await self._ensure_queue(self._queue_name)
+            tag = await queue.consume(self._buffer.put, no_ack=False)
+        self._consumer = (queue, tag)
+
+    async def _ensure_queue(self, name: str) -> AbstractQueue:
+        """The named queue as it exists (whatever its arguments), else created durable."""
+        assert self._connection is not None
+        assert self._channel is not None
+        # A passive declare of a missing queue closes its channel, so it gets a channel of its own.
+        probe = await self._connection.channel(publisher_confirms=False)
+        try:
+            await probe.declare_queue(name, passive=True)
+            exists = True
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            exists = False
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+        queue = await self._channel.declare_queue(name, passive=exists, durable=True)
+        self._known_queues.add(name)
+        return queue
+
+    async def _disconnect(self) -> None:
+        connection, self._connection, self._channel, self._consumer = self._connection, None, None, None
+        if connection is not None and not connection.is_closed:
+            # Closing the connection requeues whatever it still holds unacknowledged.
+            await connection.close()
+
+    async def close(self) -> None:
+        with _unavailable_on_connection_errors():
+            if self._consumer is not None and self._connection is not None and not self._connection.is_closed:
+                queue, tag = self._consumer
+                await queue.cancel(tag)
+                while not self._buffer.empty():
+                    await self._buffer.get_nowait().nack(requeue=True)
+            await self._disconnect()
+
+    async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
+        self._live_channel()
+        if self._consumer is None:
+            await self._start_consuming()
+        try:
+            first = await asyncio.wait_for(self._buffer.get(), timeout=wait_seconds)
+        except TimeoutError:
+            self._live_channel()  # a dropped connection shows up here, as silence
+            return []
+        messages = [first]
+        while len(messages) < max_count and not self._buffer.empty():
+            messages.append(self._buffer.get_nowait())
+        return [
+            Delivery(body=message.body, handle=_Handle(self._generation, message)) for message in messages
+        ]
+
+    def _message(self, delivery: Delivery) -> AbstractIncomingMessage:
+        handle = delivery.handle
+        assert isinstance(handle, _Handle)
+        if (
+            handle.connection_generation != self._generation
+            or self._channel is None
+            or self._channel.is_closed
+        ):
+            raise DeliveryLost("its channel closed; the broker redelivers it")
+        return handle.message
+
+    async def _publish(self, queue: str, body: bytes) -> None:
+        channel = self._live_channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
+            ),
+            routing_key=queue,
+        )
+
+    async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
+        message = self._message(delivery)
+        with _unavailable_on_connection_errors():
+            await message.ack()
+        if completed_key is not None:
+            self._completed[completed_key.key] = time.monotonic() + completed_key.ttl_seconds
+
+    async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
+        message = self._message(delivery)
+        delay_ms = quantized_delay_ms(delay_seconds)
+        delay_queue = f"{self._queue_name}.retry.{delay_ms}ms"
+        with _unavailable_on_connection_errors():
+            # Declared on every use: it renews the queue's expiry, so it cannot vanish under a message.
+            await self._live_channel().declare_queue(
+                delay_queue,
+                durable=True,
+                arguments={
+                    "x-message-ttl": delay_ms,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self._queue_name,
+                    "x-expires": delay_ms + DELAY_QUEUE_EXPIRY_MARGIN_MS,
+                },
+            )
+            await self._publish(delay_queue, body)
+            await message.ack()
+
+    async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
+        message = self._message(delivery)
+        with _unavailable_on_connection_errors():
+            if queue is not None:
+                if queue not in self._known_queues:
+                    await self._ensure_queue(queue)
+                await self._publish(queue, body)
+            await message.ack()
+
+    async def release(self, delivery: Delivery) -> None:
+        message = self._message(delivery)
+        with _unavailable_on_connection_errors():
+            await message.nack(requeue=True)
+
+    async def is_completed(self, key: str) -> bool:
+        expiry = self._completed.get(key)
+        return expiry is not None and expiry > time.monotonic()
+
+    async def maintain(self) -> None:
+        now = time.monotonic()
+        for key in [key for key, expiry in self._completed.items() if expiry <= now]:
+            del self._completed[key]
+
+    async def enqueue(self, body: bytes) -> None:
+        with _unavailable_on_connection_errors():
+            await self._publish(self._queue_name, body)

@@ -1,0 +1,170 @@
+"""Redis list backend, with the reliable-queue pattern: a job is never only in a worker's memory.
+
+Keys, for a pool whose list is L:
+    L                       waiting jobs; producers LPUSH, workers take from the right (FIFO)
+    L:processing:<worker>   jobs a worker holds, moved there atomically by BLMOVE
+    L:worker:<worker>       the worker's heartbeat, expiring after the heartbeat interval
+    L:workers               the workers that may hold jobs
+    L:delayed               retries waiting for their backoff, scored by due time (ms since the epoch)
+    L:done:<type>:<key>     idempotency keys of completed jobs, with the JobType's TTL
+Dead-letter and review queues are lists on the same server (LPUSH).
+
+A worker that vanishes (SIGKILL, OOM, lost node) stops renewing its heartbeat; the next worker whose
+upkeep finds it expired moves its processing list back onto L, in one script, so the jobs run again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from workerfleet.api.workerpool import RedisList
+from workerfleet.worker.backend import CompletedKey, Delivery
+from workerfleet.worker.redis_support import (
+    PROMOTE_BATCH,
+    PROMOTE_TO_LIST,
+    due_ms,
+    now_ms,
+    redis_client,
+    unavailable_on_connection_errors,
+)
+from workerfleet.worker.settings import Credentials
+
+# KEYS: heartbeat, processing list, queue, workers set. ARGV: worker id, "force" to skip the liveness
+# check (a worker recovering its own list). Returns the number of jobs moved, or -1 for a live worker.
+RECOVER = """
+if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT') do moved = moved + 1 end
+redis.call('SREM', KEYS[4], ARGV[1])
+return moved
+"""
+
+
+def _remove_from(pipe: Pipeline, processing: str, body: bytes) -> None:
+    """LREM one copy of the job (redis-py types the value as str; bytes go over the wire as they are)."""
+    pipe.lrem(processing, 1, body)  # type: ignore[arg-type]
+
+
+class RedisListBackend:
+    def __init__(
+        self, queue: RedisList, credentials: Credentials, worker_id: str, heartbeat_seconds: float
+    ) -> None:
+        self._queue = queue.list_key
+        self._worker_id = worker_id
+        self._heartbeat_ms = int(heartbeat_seconds * 1000)
+        self._redis: Redis = redis_client(queue.address, queue.database, credentials)
+        self._promote = self._redis.register_script(PROMOTE_TO_LIST)
+        self._recover = self._redis.register_script(RECOVER)
+
+    def _processing(self, worker_id: str) -> str:
+        return f"{self._queue}:processing:{worker_id}"
+
+    def _heartbeat(self, worker_id: str) -> str:
+        return f"{self._queue}:worker:{worker_id}"
+
+    @property
+    def _workers(self) -> str:
+        return f"{self._queue}:workers"
+
+    @property
+    def _delayed(self) -> str:
+        return f"{self._queue}:delayed"
+
+    def _done(self, key: str) -> str:
+        return f"{self._queue}:done:{key}"
+
+    async def _recover_jobs_of(self, worker_id: str, *, force: bool) -> int:
+        keys = [self._heartbeat(worker_id), self._processing(worker_id), self._queue, self._workers]
+        moved: int = await self._recover(keys=keys, args=[worker_id, "force" if force else ""])
+        return moved
+
+    async def _beat(self) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._heartbeat(self._worker_id), b"1", px=self._heartbeat_ms)
+            pipe.sadd(self._workers, self._worker_id)
+            await pipe.execute()
+
+    async def connect(self) -> None:
+        with unavailable_on_connection_errors():
+            # Jobs left by an earlier process with this id (a restarted container) are ours to give back.
+            await self._recover_jobs_of(self._worker_id, force=True)
+            await self._beat()
+
+    async def close(self) -> None:
+        with unavailable_on_connection_errors():
+            try:
+                await self._recover_jobs_of(self._worker_id, force=True)
+                await self._redis.delete(self._heartbeat(self._worker_id))
+            finally:
+                await self._redis.aclose()
+
+    async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
+        processing = self._processing(self._worker_id)
+        with unavailable_on_connection_errors():
+            first: Any = await self._redis.blmove(
+                self._queue, processing, math.ceil(wait_seconds), src="RIGHT", dest="LEFT"
+            )
+            if first is None:
+                return []
+            bodies: list[bytes] = [first]
+            if max_count > 1:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for _ in range(max_count - 1):
+                        pipe.lmove(self._queue, processing, src="RIGHT", dest="LEFT")
+                    bodies.extend(body for body in await pipe.execute() if body is not None)
+        return [Delivery(body=body, handle=None) for body in bodies]
+
+    async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
+        with unavailable_on_connection_errors():
+            if completed_key is None:  # one command needs no transaction
+                await self._redis.lrem(self._processing(self._worker_id), 1, delivery.body)  # type: ignore[arg-type]
+                return
+            async with self._redis.pipeline(transaction=True) as pipe:
+                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
+                pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
+                await pipe.execute()
+
+    async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
+        with unavailable_on_connection_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
+                pipe.zadd(self._delayed, {body: due_ms(delay_seconds)})
+                await pipe.execute()
+
+    async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
+        with unavailable_on_connection_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
+                if queue is not None:
+                    pipe.lpush(queue, body)
+                await pipe.execute()
+
+    async def release(self, delivery: Delivery) -> None:
+        with unavailable_on_connection_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
+                pipe.rpush(self._queue, delivery.body)  # the end workers take from: it runs next
+                await pipe.execute()
+
+    async def is_completed(self, key: str) -> bool:
+        with unavailable_on_connection_errors():
+            return bool(await self._redis.exists(self._done(key)))
+
+    async def maintain(self) -> None:
+        with unavailable_on_connection_errors():
+            await self._beat()
+            await self._promote(keys=[self._delayed, self._queue], args=[now_ms(), PROMOTE_BATCH])
+            members: set[Any] = await self._redis.smembers(self._workers)
+            for member in members:
+                worker_id = member.decode() if isinstance(member, bytes) else str(member)
+                if worker_id != self._worker_id:
+                    await self._recover_jobs_of(worker_id, force=False)
+
+    async def enqueue(self, body: bytes) -> None:
+        with unavailable_on_connection_errors():
+            await self._redis.lpush(self._queue, body)

@@ -1,0 +1,83 @@
+"""What the two Redis backends share: the client, error translation, and due-retry promotion."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from workerfleet.worker.backend import BackendUnavailable
+from workerfleet.worker.settings import ConfigurationError, Credentials
+
+# Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
+SOCKET_TIMEOUT_SECONDS = 15.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+PROMOTE_BATCH = 100
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` into its parts."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"queue address must be host:port, not {address!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def redis_client(address: str, database: int, credentials: Credentials) -> Redis:
+    host, port = split_host_port(address)
+    return Redis(
+        host=host,
+        port=port,
+        db=database,
+        username=credentials.username,
+        password=credentials.password,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        health_check_interval=30,
+        # One immediate retry covers a connection the server closed while idle; longer outages surface
+        # at once as BackendUnavailable, so the runtime's own backoff (and logs) take over.
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+@contextmanager
+def unavailable_on_connection_errors() -> Iterator[None]:
+    """Redis connection trouble becomes BackendUnavailable, which the runtime waits out."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
+        raise BackendUnavailable(f"redis: {type(error).__name__}: {error}") from error
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def due_ms(delay_seconds: float) -> int:
+    return now_ms() + int(delay_seconds * 1000)
+
+
+# KEYS[1]: sorted set of retries scored by due time in ms; KEYS[2]: the queue. ARGV: now (ms), batch.
+# Atomic, so two workers promoting at once cannot both move (and so duplicate) a retry.
+PROMOTE_TO_LIST = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, job in ipairs(due) do
+  redis.call('ZREM', KEYS[1], job)
+  redis.call('LPUSH', KEYS[2], job)
+end
+return #due
+"""
+
+PROMOTE_TO_STREAM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, job in ipairs(due) do
+  redis.call('ZREM', KEYS[1], job)
+  redis.call('XADD', KEYS[2], '*', 'job', job)
+end
+return #due
+"""

@@ -1,0 +1,543 @@
+"""The consume loop: take jobs, apply the JobType's policy, run handlers, settle, drain on shutdown.
+
+Facts are gathered here and decisions come from `policy` (pure). Every delivery is settled exactly once
+(complete, retry, move or release) unless the process dies first, in which case the backend's recovery
+hands the job to another worker. Shutdown (the `stop` event, set on SIGTERM) stops taking jobs, gives
+in-flight ones up to the drain time to finish, then gives the rest back unfinished, as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
+
+from workerfleet.api.jobtype import FailureClass, JobTypeSpec
+from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DeliveryLost, QueueBackend
+from workerfleet.worker.envelope import (
+    Envelope,
+    FailureRecord,
+    MalformedEnvelope,
+    decode,
+    encode,
+    with_failure,
+)
+from workerfleet.worker.errors import JobError, NeedsReview
+from workerfleet.worker.handlers import Handler, Job
+from workerfleet.worker.metrics import WorkerMetrics
+from workerfleet.worker.policy import (
+    Complete,
+    Decision,
+    Failure,
+    Outcome,
+    Reason,
+    Remove,
+    RetryLater,
+    admit,
+    after_failure,
+    after_review_request,
+    dead_letter_queue,
+    give_up,
+    idempotency_key,
+    reject_invalid,
+)
+from workerfleet.worker.settings import ConfigurationError
+
+log = logging.getLogger("workerfleet.worker")
+
+RECEIVE_WAIT_SECONDS = 1.0
+"""Longest a receive blocks: bounds how long a stop request waits for the consume loop to notice."""
+RECONNECT_INITIAL_SECONDS = 0.2
+RECONNECT_MAX_SECONDS = 15.0
+CANCEL_GRACE_SECONDS = 5.0
+"""How long a cancelled async handler may take to unwind before the runtime moves on without it."""
+RELEASE_GRACE_SECONDS = 10.0
+"""After the drain time, how long giving back the unfinished jobs may take."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """Give the job back untouched (shutdown, or trouble before it ran)."""
+
+
+@dataclass(frozen=True)
+class _Succeeded:
+    pass
+
+
+@dataclass(frozen=True)
+class _ReviewRequested:
+    message: str
+
+
+@dataclass(frozen=True)
+class _Abandoned:
+    pass
+
+
+_AttemptResult = _Succeeded | Failure | _ReviewRequested | _Abandoned
+
+
+class ReconnectBackoff:
+    """Capped exponential delays with jitter between reconnect attempts: never a busy loop."""
+
+    def __init__(self, sample: Callable[[], float]) -> None:
+        self._sample = sample
+        self._failures = 0
+
+    def next_delay(self) -> float:
+        base = min(RECONNECT_INITIAL_SECONDS * 2.0**self._failures, RECONNECT_MAX_SECONDS)
+        self._failures += 1
+        return base * (0.5 + 0.5 * self._sample())
+
+    def reset(self) -> None:
+        self._failures = 0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_validators(policies: Mapping[str, JobTypeSpec]) -> dict[str, Validator]:
+    """A JSON Schema validator per job type with an input schema; a broken schema stops the start."""
+    validators: dict[str, Validator] = {}
+    for name, spec in policies.items():
+        if spec.input is None:
+            continue
+        schema = spec.input.payload_schema
+        validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            validator_class.check_schema(schema)
+        except jsonschema.SchemaError as error:
+            raise ConfigurationError(
+                f"job type {name!r}: input.schema is not a valid JSON Schema: {error.message}"
+            ) from None
+        validators[name] = validator_class(schema)
+    return validators
+
+
+async def _invoke(handler: Handler, job: Job) -> None:
+    if inspect.iscoroutinefunction(handler):
+        await handler(job)
+    else:
+        await asyncio.to_thread(handler, job)
+
+
+class Runtime:
+    """Consumes one backend with up to `concurrency` jobs at once."""
+
+    def __init__(
+        self,
+        *,
+        backend: QueueBackend,
+        policies: Mapping[str, JobTypeSpec],
+        handlers: Mapping[str, Handler],
+        metrics: WorkerMetrics,
+        pool: str,
+        revision: str,
+        concurrency: int,
+        drain_seconds: float,
+        maintenance_interval_seconds: float,
+        clock: Callable[[], datetime] = utc_now,
+        sample: Callable[[], float] = random.random,
+    ) -> None:
+        self._backend = backend
+        self._policies = dict(policies)
+        self._handlers = dict(handlers)
+        self._validators = build_validators(policies)
+        self._metrics = metrics
+        self._pool = pool
+        self._revision = revision
+        self._concurrency = concurrency
+        self._drain_seconds = drain_seconds
+        self._maintenance_interval = maintenance_interval_seconds
+        self._clock = clock
+        self._sample = sample
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._abandon = asyncio.Event()
+        self._abandon_future: asyncio.Future[None] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain. Returns once every job taken is settled or given back."""
+        if not await self._connect(stop):
+            return
+        maintenance = asyncio.create_task(self._maintain_forever())
+        try:
+            await self._consume(stop)
+            await self._drain()
+        finally:
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
+            try:
+                await self._backend.close()
+            except BackendUnavailable as error:
+                log.warning(
+                    "could not close the queue cleanly; held jobs recover by timeout",
+                    extra={"error": str(error)},
+                )
+        log.info("worker stopped")
+
+    async def _connect(self, stop: asyncio.Event) -> bool:
+        backoff = ReconnectBackoff(self._sample)
+        while not stop.is_set():
+            try:
+                await self._backend.connect()
+            except BackendUnavailable as error:
+                delay = backoff.next_delay()
+                log.warning(
+                    "queue unreachable", extra={"error": str(error), "retry_in_seconds": round(delay, 2)}
+                )
+                await _sleep_unless(stop, delay)
+                continue
+            log.info("connected to the queue", extra={"concurrency": self._concurrency})
+            return True
+        return False
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._maintenance_interval)
+            try:
+                await self._backend.maintain()
+            except BackendUnavailable as error:
+                log.warning("queue upkeep failed", extra={"error": str(error)})
+            except Exception:
+                log.exception("queue upkeep failed")
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        backoff = ReconnectBackoff(self._sample)
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self._concurrency - len(self._in_flight)
+                if free <= 0:
+                    await asyncio.wait({*self._in_flight, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    deliveries = await self._backend.receive(free, RECEIVE_WAIT_SECONDS)
+                except BackendUnavailable as error:
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "queue unreachable; reconnecting",
+                        extra={"error": str(error), "retry_in_seconds": round(delay, 2)},
+                    )
+                    await _sleep_unless(stop, delay)
+                    if not stop.is_set():
+                        await self._reconnect()
+                    continue
+                backoff.reset()
+                for delivery in deliveries:
+                    task = asyncio.create_task(self._process(delivery))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+        finally:
+            stopped.cancel()
+
+    async def _reconnect(self) -> None:
+        try:
+            await self._backend.connect()
+        except BackendUnavailable:
+            return  # the next receive fails again and backs off further
+        log.info("reconnected to the queue")
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        log.info(
+            "draining",
+            extra={"in_flight": len(self._in_flight), "drain_seconds": self._drain_seconds},
+        )
+        _, unfinished = await asyncio.wait(set(self._in_flight), timeout=self._drain_seconds)
+        if unfinished:
+            log.warning(
+                "drain time is up; giving back unfinished jobs", extra={"unfinished": len(unfinished)}
+            )
+            self._give_up_draining()
+            await asyncio.wait(unfinished, timeout=CANCEL_GRACE_SECONDS + RELEASE_GRACE_SECONDS)
+
+    async def _process(self, delivery: Delivery) -> None:
+        try:
+            envelope = decode(delivery.body)
+        except MalformedEnvelope as error:
+            await self._settle(
+                delivery,
+                None,
+                give_up(Reason.MALFORMED_ENVELOPE, None),
+                job_type="",
+                failure=Failure(None, str(error)),
+            )
+            return
+        gauge = self._metrics.in_flight_gauge(envelope.type)
+        gauge.inc()
+        try:
+            await self._process_envelope(delivery, envelope)
+        except Exception:
+            # A bug or an unexpected server reply: the job stays claimed, so the backend's recovery
+            # (heartbeat, pending-entry reclaim, broker redelivery) gives it to a worker again.
+            log.exception(
+                "job left unsettled after an unexpected error",
+                extra={"job_id": envelope.id, "job_type": envelope.type, "attempt": envelope.attempt},
+            )
+        finally:
+            gauge.dec()
+
+    async def _process_envelope(self, delivery: Delivery, envelope: Envelope) -> None:
+        spec = self._policies.get(envelope.type)
+        handler = self._handlers.get(envelope.type)
+        if spec is None or handler is None:
+            problem = (
+                "the pool serves no such job type" if spec is None else "this worker has no handler for it"
+            )
+            dead_letter = dead_letter_queue(spec) if spec is not None else None
+            await self._settle(
+                delivery,
+                envelope,
+                give_up(Reason.UNKNOWN_JOB_TYPE, dead_letter),
+                job_type="",
+                failure=Failure(None, f"job type {envelope.type!r}: {problem}"),
+            )
+            return
+        invalid = self._validation_problem(envelope, spec)
+        if invalid is not None:
+            await self._settle(
+                delivery, envelope, reject_invalid(spec), failure=Failure(FailureClass.VALIDATION, invalid)
+            )
+            return
+        completed_key = self._completed_key(envelope, spec)
+        try:
+            already_completed = completed_key is not None and await self._backend.is_completed(
+                completed_key.key
+            )
+        except BackendUnavailable:
+            await self._settle(delivery, envelope, Release())
+            return
+        admission = admit(
+            age_seconds=self._age_seconds(envelope),
+            deadline_seconds=spec.deadline_seconds,
+            already_completed=already_completed,
+            dead_letter=dead_letter_queue(spec),
+        )
+        if admission is not None:
+            failure = (
+                Failure(None, f"enqueued more than deadlineSeconds ({spec.deadline_seconds}s) ago")
+                if isinstance(admission, Remove)
+                else None
+            )
+            await self._settle(delivery, envelope, admission, failure=failure)
+            return
+        started = time.monotonic()
+        result = await self._attempt(handler, Job.from_envelope(envelope), spec.timeout_seconds)
+        handler_seconds = time.monotonic() - started
+        decision: Decision | Release
+        failure_seen: Failure | None = None
+        match result:
+            case _Succeeded():
+                decision = Complete(Outcome.SUCCEEDED)
+            case _Abandoned():
+                decision = Release()
+            case _ReviewRequested(message=message):
+                decision = after_review_request(spec)
+                failure_seen = Failure(None, message)
+            case Failure():
+                failure_seen = result
+                decision = after_failure(
+                    result,
+                    attempt=envelope.attempt,
+                    age_seconds=self._age_seconds(envelope),
+                    spec=spec,
+                    jitter_sample=self._sample(),
+                )
+        await self._settle(
+            delivery,
+            envelope,
+            decision,
+            failure=failure_seen,
+            completed_key=completed_key,
+            handler_seconds=handler_seconds,
+        )
+
+    def _age_seconds(self, envelope: Envelope) -> float:
+        return (self._clock() - envelope.enqueued_at).total_seconds()
+
+    def _validation_problem(self, envelope: Envelope, spec: JobTypeSpec) -> str | None:
+        validator = self._validators.get(envelope.type)
+        if validator is not None:
+            error = best_match(validator.iter_errors(envelope.payload))
+            if error is not None:
+                return f"payload does not match the input schema at {error.json_path}: {error.message}"
+        if (
+            spec.idempotency is not None
+            and idempotency_key(envelope.payload, spec.idempotency.key_field) is None
+        ):
+            return f"payload has no idempotency key at {spec.idempotency.key_field} (a string or an integer)"
+        return None
+
+    def _completed_key(self, envelope: Envelope, spec: JobTypeSpec) -> CompletedKey | None:
+        if spec.idempotency is None:
+            return None
+        value = idempotency_key(envelope.payload, spec.idempotency.key_field)
+        return CompletedKey(f"{envelope.type}:{value}", spec.idempotency.ttl_seconds)
+
+    async def _attempt(self, handler: Handler, job: Job, timeout_seconds: int) -> _AttemptResult:
+        call = asyncio.create_task(_invoke(handler, job))
+        await asyncio.wait(
+            {call, self._abandoned()}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        if call.done():
+            error = call.exception()
+            if error is None:
+                return _Succeeded()
+            if isinstance(error, NeedsReview):
+                return _ReviewRequested(str(error) or "the handler asked for review")
+            if isinstance(error, JobError):
+                return Failure(error.failure_class, f"{type(error).__name__}: {error}")
+            log.warning(
+                "handler raised",
+                exc_info=error,
+                extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
+            )
+            return Failure(FailureClass.UNKNOWN, f"{type(error).__name__}: {error}")
+        call.cancel()
+        await asyncio.wait({call}, timeout=CANCEL_GRACE_SECONDS)
+        if self._abandon.is_set():
+            return _Abandoned()
+        return Failure(
+            FailureClass.TIMEOUT, f"the attempt ran longer than timeoutSeconds ({timeout_seconds}s)"
+        )
+
+    def _abandoned(self) -> asyncio.Future[None]:
+        """One future for all attempts, done once the drain time is up (cheaper than a task per attempt)."""
+        if self._abandon_future is None:
+            self._abandon_future = asyncio.get_running_loop().create_future()
+            if self._abandon.is_set():
+                self._abandon_future.set_result(None)
+        return self._abandon_future
+
+    def _give_up_draining(self) -> None:
+        self._abandon.set()
+        if self._abandon_future is not None and not self._abandon_future.done():
+            self._abandon_future.set_result(None)
+
+    async def _settle(
+        self,
+        delivery: Delivery,
+        envelope: Envelope | None,
+        decision: Decision | Release,
+        *,
+        job_type: str | None = None,
+        failure: Failure | None = None,
+        completed_key: CompletedKey | None = None,
+        handler_seconds: float | None = None,
+    ) -> None:
+        """Carry out the decision on the backend, retrying while the queue is unreachable (not past the
+        drain time: then the job is left to the backend's recovery); then count and log it."""
+        fields: dict[str, Any] = {}
+        if envelope is not None:
+            fields = {"job_id": envelope.id, "job_type": envelope.type, "attempt": envelope.attempt}
+        backoff = ReconnectBackoff(self._sample)
+        while True:
+            try:
+                await self._apply(delivery, envelope, decision, failure, completed_key)
+                break
+            except BackendUnavailable as error:
+                if self._abandon.is_set():
+                    log.warning(
+                        "queue unreachable; job left for recovery", extra={**fields, "error": str(error)}
+                    )
+                    return
+                delay = backoff.next_delay()
+                log.warning(
+                    "queue unreachable while settling a job",
+                    extra={**fields, "error": str(error), "retry_in_seconds": round(delay, 2)},
+                )
+                await _sleep_unless(self._abandon, delay)
+            except DeliveryLost as error:
+                log.warning("job could not be settled", extra={**fields, "error": str(error)})
+                return
+        if isinstance(decision, Release):
+            log.info("job given back unfinished", extra=fields)
+            return
+        label = job_type if job_type is not None else (envelope.type if envelope else "")
+        self._metrics.count(label, decision.outcome, handler_seconds)
+        details = {**fields, **_outcome_details(decision, failure, handler_seconds)}
+        if decision.outcome in (Outcome.SUCCEEDED, Outcome.DUPLICATE):
+            log.info("job done", extra=details)
+        else:
+            log.warning("job not done", extra=details)
+
+    async def _apply(
+        self,
+        delivery: Delivery,
+        envelope: Envelope | None,
+        decision: Decision | Release,
+        failure: Failure | None,
+        completed_key: CompletedKey | None,
+    ) -> None:
+        match decision:
+            case Release():
+                await self._backend.release(delivery)
+            case Complete():
+                await self._backend.complete(delivery, completed_key)
+            case RetryLater():
+                assert envelope is not None
+                retried = with_failure(
+                    envelope, self._record(decision.reason, failure, envelope), next_attempt=True
+                )
+                await self._backend.retry(delivery, encode(retried), decision.delay_seconds)
+            case Remove(queue=None):
+                await self._backend.move(delivery, None, b"")
+            case Remove():
+                assert envelope is not None
+                removed = with_failure(
+                    envelope, self._record(decision.reason, failure, envelope), next_attempt=False
+                )
+                await self._backend.move(delivery, decision.queue, encode(removed))
+
+    def _record(self, reason: Reason, failure: Failure | None, envelope: Envelope) -> FailureRecord:
+        return FailureRecord(
+            reason=reason.value,
+            failure_class=failure.failure_class.value if failure and failure.failure_class else None,
+            message=failure.message if failure else "",
+            attempt=envelope.attempt,
+            at=self._clock(),
+            pool=self._pool,
+            revision=self._revision,
+        )
+
+
+def _outcome_details(
+    decision: Decision, failure: Failure | None, handler_seconds: float | None
+) -> dict[str, Any]:
+    """Log fields saying how a delivery ended. A validation message may quote the payload, so the log gets
+    only that it was invalid; the dead letter keeps the full message."""
+    details: dict[str, Any] = {"outcome": decision.outcome.value}
+    if handler_seconds is not None:
+        details["duration_seconds"] = round(handler_seconds, 6)
+    if isinstance(decision, Remove | RetryLater):
+        details["reason"] = decision.reason.value
+    if isinstance(decision, RetryLater):
+        details["retry_in_seconds"] = round(decision.delay_seconds, 3)
+    if isinstance(decision, Remove):
+        details["moved_to"] = decision.queue
+    if failure is not None:
+        details["failure_class"] = failure.failure_class.value if failure.failure_class else None
+        details["error"] = (
+            "invalid payload" if failure.failure_class == FailureClass.VALIDATION else failure.message
+        )
+    return details
+
+
+async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake as soon as `event` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)

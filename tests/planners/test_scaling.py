@@ -1,0 +1,170 @@
+"""Autoscaling decisions: activation, cooldown, fallback and deadlines, as a table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from workerfleet.planners.scaling import QueueState, ScalingDecision, ScalingPolicy, deadline_replicas, decide
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+AGO_10S = NOW - timedelta(seconds=10)
+AGO_1H = NOW - timedelta(hours=1)
+
+TO_ZERO = ScalingPolicy(
+    min_replicas=0,
+    max_replicas=10,
+    target_depth_per_replica=50,
+    activation_depth=0,
+    cooldown_seconds=300,
+    failure_threshold=3,
+    fallback_replicas=4,
+)
+AT_LEAST_ONE = ScalingPolicy(
+    min_replicas=1, max_replicas=10, target_depth_per_replica=50, activation_depth=0, cooldown_seconds=300
+)
+ACTIVATE_ABOVE_5 = ScalingPolicy(
+    min_replicas=0, max_replicas=10, target_depth_per_replica=50, activation_depth=5, cooldown_seconds=60
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "state", "expected"),
+    [
+        # depth is served as read; the HPA turns 400 / 50 into 8 replicas
+        (
+            TO_ZERO,
+            QueueState(replicas=3, depth=400, consecutive_failures=0),
+            ScalingDecision(400, None, None, False),
+        ),
+        # activation from zero: the HPA cannot, the operator sets one replica
+        (
+            TO_ZERO,
+            QueueState(replicas=0, depth=1, consecutive_failures=0),
+            ScalingDecision(1, 1, None, False),
+        ),
+        # no work at zero: stay at zero, the idle clock starts
+        (
+            TO_ZERO,
+            QueueState(replicas=0, depth=0, consecutive_failures=0),
+            ScalingDecision(0, None, NOW, False),
+        ),
+        # activation is strictly above activationDepth
+        (
+            ACTIVATE_ABOVE_5,
+            QueueState(replicas=0, depth=5, consecutive_failures=0),
+            ScalingDecision(5, None, NOW, False),
+        ),
+        (
+            ACTIVATE_ABOVE_5,
+            QueueState(replicas=0, depth=6, consecutive_failures=0),
+            ScalingDecision(6, 1, None, False),
+        ),
+        # idle at one replica, cooldown not over: keep waiting, keep the clock
+        (
+            TO_ZERO,
+            QueueState(replicas=1, depth=0, consecutive_failures=0, idle_since=AGO_10S),
+            ScalingDecision(0, None, AGO_10S, False),
+        ),
+        # idle at one replica past the cooldown: down to zero
+        (
+            TO_ZERO,
+            QueueState(replicas=1, depth=0, consecutive_failures=0, idle_since=AGO_1H),
+            ScalingDecision(0, 0, AGO_1H, False),
+        ),
+        # idle past the cooldown but the HPA has not come down to one yet: no jump N -> 0
+        (
+            TO_ZERO,
+            QueueState(replicas=4, depth=0, consecutive_failures=0, idle_since=AGO_1H),
+            ScalingDecision(0, None, AGO_1H, False),
+        ),
+        # work arriving resets the idle clock
+        (
+            TO_ZERO,
+            QueueState(replicas=1, depth=3, consecutive_failures=0, idle_since=AGO_1H),
+            ScalingDecision(3, None, None, False),
+        ),
+        # minReplicas >= 1 never scales to zero, however long idle
+        (
+            AT_LEAST_ONE,
+            QueueState(replicas=1, depth=0, consecutive_failures=0, idle_since=AGO_1H),
+            ScalingDecision(0, None, AGO_1H, False),
+        ),
+        # ... and brings a pool found at zero back to its minimum
+        (
+            AT_LEAST_ONE,
+            QueueState(replicas=0, depth=0, consecutive_failures=0),
+            ScalingDecision(0, 1, NOW, False),
+        ),
+        # a failed read below the threshold: serve nothing, change nothing
+        (
+            TO_ZERO,
+            QueueState(replicas=3, depth=None, consecutive_failures=2, idle_since=AGO_10S),
+            ScalingDecision(None, None, AGO_10S, False),
+        ),
+        # at the threshold: hold the fallback replicas (4 * 50 served)
+        (
+            TO_ZERO,
+            QueueState(replicas=3, depth=None, consecutive_failures=3),
+            ScalingDecision(200, None, None, True),
+        ),
+        # in fallback at zero: the operator wakes the pool to the fallback count
+        (
+            TO_ZERO,
+            QueueState(replicas=0, depth=None, consecutive_failures=5),
+            ScalingDecision(200, 4, None, True),
+        ),
+        # no fallback configured: failures never scale anything
+        (
+            AT_LEAST_ONE,
+            QueueState(replicas=2, depth=None, consecutive_failures=50),
+            ScalingDecision(None, None, None, False),
+        ),
+    ],
+)
+def test_decisions(policy: ScalingPolicy, state: QueueState, expected: ScalingDecision) -> None:
+    assert decide(policy, state, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("depth", "oldest_age", "deadline", "throughput", "replicas"),
+    [
+        (100, 0.0, 100, 1.0, 1),  # 100 jobs, 100 s, 1 job/s per replica
+        (100, 50.0, 100, 1.0, 2),  # half the time left: twice the replicas
+        (101, 50.0, 100, 1.0, 3),  # rounds up
+        (1000, 90.0, 100, 2.0, 50),  # 1000 / (2 * 10)
+        (100, 100.0, 100, 1.0, 0),  # no time left: nothing to gain
+        (100, 150.0, 100, 1.0, 0),  # already expired
+        (100, None, 100, 1.0, 0),  # age unknown
+        (100, 10.0, None, 1.0, 0),  # no deadline
+        (100, 10.0, 100, None, 0),  # throughput not observed yet
+        (100, 10.0, 100, 0.0, 0),  # nothing completes: no finite answer
+        (0, 10.0, 100, 1.0, 0),  # nothing waiting
+    ],
+)
+def test_deadline_replicas(
+    depth: int, oldest_age: float | None, deadline: int | None, throughput: float | None, replicas: int
+) -> None:
+    assert deadline_replicas(depth, oldest_age, deadline, throughput) == replicas
+
+
+def test_deadline_raises_the_served_value_within_max_replicas() -> None:
+    policy = ScalingPolicy(
+        min_replicas=1,
+        max_replicas=10,
+        target_depth_per_replica=50,
+        activation_depth=0,
+        cooldown_seconds=60,
+        deadline_seconds=100,
+    )
+    # 100 jobs would ask for 2 replicas by depth, but the deadline needs 4 (100 / (1 * 25))
+    urgent = QueueState(
+        replicas=2, depth=100, consecutive_failures=0, oldest_age_seconds=75, throughput_per_replica=1.0
+    )
+    assert decide(policy, urgent, NOW).served_value == 200
+    # never more than maxReplicas' worth
+    hopeless = QueueState(
+        replicas=2, depth=100, consecutive_failures=0, oldest_age_seconds=99, throughput_per_replica=0.1
+    )
+    assert decide(policy, hopeless, NOW).served_value == 500

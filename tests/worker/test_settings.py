@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workerfleet.worker.backends import open_backend
+from workerfleet.worker.rabbitmq import RabbitMQBackend
+from workerfleet.worker.redis_list import RedisListBackend
+from workerfleet.worker.redis_stream import RedisStreamBackend
+from workerfleet.worker.settings import (
+    DEFAULT_POLICIES_PATH,
+    ConfigurationError,
+    effective_drain_seconds,
+    load_policies,
+    parse_policies,
+    settings_from_env,
+)
+
+REDIS_QUEUE = {"redis": {"address": "redis.queues:6379", "list": "jobs:resize"}}
+
+
+def env(**overrides: Any) -> dict[str, str]:
+    base = {
+        "WORKERFLEET_POOL": "thumbs",
+        "WORKERFLEET_REVISION": "5d8c7",
+        "WORKERFLEET_QUEUE": json.dumps(REDIS_QUEUE),
+    }
+    return {**base, **overrides}
+
+
+def test_defaults_suit_a_pod() -> None:
+    settings = settings_from_env(env())
+    assert (settings.pool, settings.revision) == ("thumbs", "5d8c7")
+    assert settings.queue.redis is not None
+    assert settings.queue.redis.list_key == "jobs:resize"
+    assert settings.policies_path == DEFAULT_POLICIES_PATH
+    assert (settings.concurrency, settings.metrics_port, settings.drain_seconds) == (1, 8000, None)
+    assert settings.worker_id
+
+
+def test_tuning_comes_from_the_environment() -> None:
+    settings = settings_from_env(
+        env(
+            WORKERFLEET_POLICIES="/tmp/p.json",
+            WORKERFLEET_CONCURRENCY="8",
+            WORKERFLEET_DRAIN_SECONDS="25",
+            WORKERFLEET_HANDLERS="app.handlers, app.more ,",
+            WORKERFLEET_WORKER_ID="w1",
+            WORKERFLEET_LOG_LEVEL="debug",
+        )
+    )
+    assert settings.policies_path == Path("/tmp/p.json")
+    assert (settings.concurrency, settings.drain_seconds, settings.worker_id) == (8, 25.0, "w1")
+    assert settings.handler_modules == ("app.handlers", "app.more")
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"WORKERFLEET_POOL": ""}, "WORKERFLEET_POOL"),
+        ({"WORKERFLEET_QUEUE": "{"}, "WORKERFLEET_QUEUE"),
+        ({"WORKERFLEET_QUEUE": json.dumps({"redis": {"address": "nope", "list": "x"}})}, "WORKERFLEET_QUEUE"),
+        (
+            {
+                "WORKERFLEET_QUEUE": json.dumps(
+                    {**REDIS_QUEUE, "rabbitmq": {"address": "r:5672", "queue": "q"}}
+                )
+            },
+            "exactly one",
+        ),
+        ({"WORKERFLEET_CONCURRENCY": "0"}, "WORKERFLEET_CONCURRENCY"),
+        ({"WORKERFLEET_CONCURRENCY": "2.5"}, "whole number"),
+        ({"WORKERFLEET_METRICS_PORT": "http"}, "WORKERFLEET_METRICS_PORT"),
+        ({"WORKERFLEET_LOG_LEVEL": "loud"}, "WORKERFLEET_LOG_LEVEL"),
+    ],
+)
+def test_bad_settings_are_named(overrides: dict[str, str], complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=complaint):
+        settings_from_env(env(**overrides))
+
+
+def test_the_password_never_shows_in_the_settings_repr() -> None:
+    settings = settings_from_env(env(WORKERFLEET_QUEUE_USERNAME="app", WORKERFLEET_QUEUE_PASSWORD="hunter2"))
+    assert settings.credentials.password == "hunter2"
+    assert "hunter2" not in repr(settings)
+
+
+POLICIES = {
+    "jobTypes": {
+        "resize-image": {
+            "lane": "fast",
+            "timeoutSeconds": 60,
+            "deadlineSeconds": 600,
+            "retry": {"maxAttempts": 5, "backoff": {"initialSeconds": 1, "maxSeconds": 300, "multiplier": 2}},
+            "deadLetter": {"queue": "resize-image.dlq"},
+            "idempotency": {"keyField": "id"},
+        },
+        "transcode": {"lane": "heavy", "timeoutSeconds": 3600},
+    }
+}
+
+
+def test_policies_parse_with_the_jobtype_model(tmp_path: Path) -> None:
+    path = tmp_path / "policies.json"
+    path.write_text(json.dumps(POLICIES))
+    policies = load_policies(path)
+    assert policies["resize-image"].retry.max_attempts == 5
+    assert policies["resize-image"].dead_letter is not None
+    assert policies["resize-image"].dead_letter.queue == "resize-image.dlq"
+    assert policies["transcode"].retry.max_attempts == 3  # the API's default
+    assert effective_drain_seconds(settings_from_env(env()), policies) == 3600
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("not json", "not JSON"),
+        ("[]", "jobTypes"),
+        ('{"jobTypes": []}', "jobTypes"),
+        ('{"jobTypes": {"x": {"lane": "fast", "timeoutSeconds": 600}}}', "'x'"),
+        ('{"jobTypes": {"x": {"lane": "fast", "timeoutSeconds": 5, "colour": "red"}}}', "'x'"),
+    ],
+)
+def test_bad_policy_files_are_named(text: str, complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=complaint):
+        parse_policies(text)
+
+
+def test_a_missing_policy_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read the policy file"):
+        load_policies(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(
+    ("queue", "backend_type"),
+    [
+        (REDIS_QUEUE, RedisListBackend),
+        ({"redisStream": {"address": "r:6379", "stream": "s", "consumerGroup": "g"}}, RedisStreamBackend),
+        ({"rabbitmq": {"address": "r:5672", "queue": "q"}}, RabbitMQBackend),
+    ],
+)
+def test_the_backend_follows_the_queue_kind(queue: dict[str, Any], backend_type: type) -> None:
+    settings = settings_from_env(env(WORKERFLEET_QUEUE=json.dumps(queue)))
+    assert isinstance(open_backend(settings, {}), backend_type)
+
+
+@pytest.mark.parametrize(
+    ("queue", "extra_env", "complaint"),
+    [
+        (
+            {"prometheus": {"address": "http://prom:9090", "query": "sum(x)"}},
+            {},
+            "their own client",
+        ),
+        ({"redis": {**REDIS_QUEUE["redis"], "tls": {}}}, {}, "tls is not supported"),
+        (
+            {"redis": {**REDIS_QUEUE["redis"], "auth": {"passwordSecretRef": {"name": "s", "key": "p"}}}},
+            {},
+            "WORKERFLEET_QUEUE_PASSWORD",
+        ),
+        (
+            {
+                "rabbitmq": {
+                    "address": "r:5672",
+                    "queue": "q",
+                    "auth": {
+                        "usernameSecretRef": {"name": "s", "key": "u"},
+                        "passwordSecretRef": {"name": "s", "key": "p"},
+                    },
+                }
+            },
+            {"WORKERFLEET_QUEUE_PASSWORD": "pw"},
+            "WORKERFLEET_QUEUE_USERNAME",
+        ),
+    ],
+)
+def test_unusable_queues_are_refused_at_start(
+    queue: dict[str, Any], extra_env: dict[str, str], complaint: str
+) -> None:
+    settings = settings_from_env(env(WORKERFLEET_QUEUE=json.dumps(queue), **extra_env))
+    with pytest.raises(ConfigurationError, match=complaint):
+        open_backend(settings, {})
