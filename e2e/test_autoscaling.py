@@ -34,6 +34,8 @@ def _envelope(number: int) -> str:
 class Backlog(Protocol):
     queue_spec: dict[str, Any]
 
+    def create(self) -> None: ...
+
     def push(self, count: int) -> None: ...
 
     def drain(self) -> None: ...
@@ -44,6 +46,9 @@ class RedisListBacklog:
         self.key = f"jobs:{uuid.uuid4().hex[:8]}"
         self.client = redis.Redis(host="127.0.0.1", port=server.port)
         self.queue_spec = {"redis": {"address": server.address, "list": self.key}}
+
+    def create(self) -> None:
+        """A Redis key exists once something is pushed; an absent list reads as empty."""
 
     def push(self, count: int) -> None:
         self.client.lpush(self.key, *(_envelope(number) for number in range(count)))
@@ -59,6 +64,9 @@ class RedisStreamBacklog:
         self.queue_spec = {
             "redisStream": {"address": server.address, "stream": self.key, "consumerGroup": "workers"}
         }
+
+    def create(self) -> None:
+        """An absent stream reads as empty."""
 
     def push(self, count: int) -> None:
         with self.client.pipeline() as pipeline:
@@ -87,6 +95,10 @@ class RabbitMQBacklog:
                 )
             if purge:
                 await queue.purge()
+
+    def create(self) -> None:
+        """Queues are declared before use, by producers or workers; a missing one is an error."""
+        asyncio.run(self._with_queue(0, purge=False))
 
     def push(self, count: int) -> None:
         asyncio.run(self._with_queue(count, purge=False))
@@ -194,6 +206,7 @@ def test_backlog_scales_the_pool_from_zero_to_target_and_back(
     operator: Cluster, namespace: str, backlog: Backlog
 ) -> None:
     # Given an autoscaled pool at zero replicas over an empty queue
+    backlog.create()
     _apply(operator, namespace, _job_type(), _pool("thumbs", backlog.queue_spec))
     eventually(
         lambda: _condition(operator, namespace, "thumbs", "QueueReachable") == ("True", "DepthRead"),

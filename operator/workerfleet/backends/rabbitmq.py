@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, split_host_port
@@ -46,6 +46,11 @@ class RabbitMQDepth:
                     self._queue.queue, passive=True, timeout=TIMEOUT_SECONDS
                 )
                 count = declared.declaration_result.message_count
+        except ChannelNotFoundEntity as error:
+            raise QueueUnreachableError(
+                f"rabbitmq queue {self._queue.queue!r} does not exist in vhost {self._queue.vhost!r}:"
+                " declare it, or correct spec.queue.rabbitmq.queue"
+            ) from error
         except (AMQPError, OSError, TimeoutError) as error:
             await self.close()
             # The URL holds the password: name only the queue and the kind of failure.

@@ -20,8 +20,9 @@ from pydantic import ValidationError
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec
-from workerfleet.kube.client import Kube
+from workerfleet.kube.client import KindNotServedError, Kube
 from workerfleet.planners.children import POOL_LABEL, PoolRef, plan_children, revision_of
+from workerfleet.planners.keda import KEDA_KINDS
 from workerfleet.planners.status import Event, Observation, plan_status
 
 _kube: Kube | None = None
@@ -89,6 +90,13 @@ def _reconcile_locked(pool: dict[str, Any], api: Kube) -> None:
                 api.delete(namespace, key)
         except ApiException as error:
             apply_error = f"applying the pool's children failed: {_error_message(error)}"
+        except KindNotServedError as error:
+            hint = (
+                "; install KEDA, or set spec.autoscaling.engine to builtin"
+                if error.kind in KEDA_KINDS
+                else ""
+            )
+            apply_error = f"applying the pool's children failed: {error}{hint}"
     # Children are left as they are while a JobType is missing: running workers keep running.
     deployment = api.get("apps/v1", "Deployment", namespace, name)
     observation = Observation(

@@ -11,18 +11,22 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.planners.children import ChildKey, Manifest
 
 FIELD_MANAGER = "workerfleet"
+UNSERVED_KIND_RECHECK_SECONDS = 60.0
+"""How long a kind the API server does not serve (KEDA's, before KEDA is installed) stays unserved
+here, so a missing kind costs one discovery request a minute, not one per reconcile."""
 APPLIED_HASH_ANNOTATION = "workerfleet.dev/applied-hash"
 
 
@@ -44,6 +48,14 @@ def with_applied_hash(manifest: Mapping[str, Any]) -> Manifest:
     return stamped
 
 
+class KindNotServedError(LookupError):
+    """The API server serves no such kind, e.g. KEDA's ScaledObject where KEDA is not installed."""
+
+    def __init__(self, api_version: str, kind: str) -> None:
+        super().__init__(f"the API server serves no {kind} ({api_version})")
+        self.kind = kind
+
+
 class Kube:
     """Typed-enough access to the handful of kinds workerfleet reads and writes."""
 
@@ -56,19 +68,29 @@ class Kube:
             api_client = k8s.ApiClient()
         self._dynamic = dynamic.DynamicClient(api_client)
         self._lock = threading.Lock()
+        self._unserved: dict[tuple[str, str], float] = {}
         self.writes = 0
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        return self._dynamic.resources.get(api_version=api_version, kind=kind)
+        """The API resource of a kind; raises KindNotServedError when the API server has no such kind."""
+        key = (api_version, kind)
+        if self._unserved.get(key, 0.0) > time.monotonic():
+            raise KindNotServedError(api_version, kind)
+        try:
+            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError as error:
+            self._unserved[key] = time.monotonic() + UNSERVED_KIND_RECHECK_SECONDS
+            raise KindNotServedError(api_version, kind) from error
 
     def _count_write(self) -> None:
         with self._lock:
             self.writes += 1
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        """The object, or None when it does not exist (or its kind is not served at all)."""
         try:
             found = self._resource(api_version, kind).get(name=name, namespace=namespace)
-        except NotFoundError:
+        except (NotFoundError, KindNotServedError):
             return None
         result: Manifest = found.to_dict()
         return result

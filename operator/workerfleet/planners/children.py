@@ -17,6 +17,7 @@ from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
 from workerfleet.api.jobtype import JobTypeSpec, Permission
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, WorkerPoolSpec
+from workerfleet.planners.keda import KEDA_API_VERSION, keda_objects
 
 Manifest = dict[str, Any]
 
@@ -370,8 +371,20 @@ def plan_children(pool: PoolRef, spec: WorkerPoolSpec, job_types: Mapping[str, J
     else:
         delete.append(budget_key)
     autoscaler_key = ChildKey("autoscaling/v2", "HorizontalPodAutoscaler", child["autoscaler"])
-    if spec.autoscaling is not None and spec.autoscaling.engine == AutoscalingEngine.BUILTIN:
+    engine = spec.autoscaling.engine if spec.autoscaling is not None else None
+    if spec.autoscaling is not None and engine == AutoscalingEngine.BUILTIN:
         apply.append(autoscaler(pool, spec.autoscaling))
     else:
         delete.append(autoscaler_key)
+    keda: list[Manifest] = []
+    if spec.autoscaling is not None and engine == AutoscalingEngine.KEDA:
+        owned = {"labels": common_labels(pool.name), "ownerReferences": [owner_reference(pool)]}
+        keda = keda_objects(pool.name, pool.namespace, owned, spec.queue, spec.autoscaling)
+        apply += keda
+    kept = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in keda}
+    delete += [
+        ChildKey(KEDA_API_VERSION, kind, name)
+        for kind, name in (("ScaledObject", pool.name), ("TriggerAuthentication", f"{pool.name}-queue"))
+        if (kind, name) not in kept
+    ]
     return ChildPlan(apply=apply, delete=delete)
