@@ -32,19 +32,33 @@ from typing import Any
 from e2e import pki, toolchain
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-ETCD_CLIENT_PORT = 23790
-ETCD_PEER_PORT = 23800
-APISERVER_PORT = 6443
-CONTROLLER_MANAGER_PORT = 10257
-SCHEDULER_PORT = 10259
-KWOK_PORT = 10247
-FAKE_NODES = ("kwok-node-0", "kwok-node-1")
-HPA_SYNC_PERIOD = "5s"
-STARTUP_TIMEOUT_SECONDS = 120.0
 
 
 class ClusterError(RuntimeError):
     """The control plane did not come up, or is not in a state this module can act on."""
+
+
+def port_offset() -> int:
+    """Shifts every port, so several clusters (one per checkout) can run side by side.
+
+    Give each cluster its own WORKERFLEET_CLUSTER_DIR and a WORKERFLEET_PORT_OFFSET that is a
+    multiple of 100 (0, 100, 200, ...), so no two clusters' ports meet.
+    """
+    offset = int(os.environ.get("WORKERFLEET_PORT_OFFSET", "0"))
+    if offset % 100 or not 0 <= offset <= 2000:
+        raise ClusterError(f"WORKERFLEET_PORT_OFFSET must be a multiple of 100 within 0..2000, not {offset}")
+    return offset
+
+
+ETCD_CLIENT_PORT = 23790 + port_offset()
+ETCD_PEER_PORT = 23800 + port_offset()
+APISERVER_PORT = 6443 + port_offset()
+CONTROLLER_MANAGER_PORT = 10257 + port_offset()
+SCHEDULER_PORT = 10259 + port_offset()
+KWOK_PORT = 10247 + port_offset()
+FAKE_NODES = ("kwok-node-0", "kwok-node-1")
+HPA_SYNC_PERIOD = "5s"
+STARTUP_TIMEOUT_SECONDS = 120.0
 
 
 def state_dir() -> Path:

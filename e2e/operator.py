@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from e2e.cluster import REPOSITORY, Cluster
+from e2e.cluster import REPOSITORY, Cluster, port_offset
 from e2e.waiting import eventually
 
 OPERATOR_USER = "workerfleet-operator"
-LIVENESS_PORT = 18080
-METRICS_API_PORT = 16443
+LIVENESS_PORT = 18080 + port_offset()
+METRICS_API_PORT = 16443 + port_offset()
 METRICS_API_SERVICE = ("workerfleet-system", "workerfleet-metrics")
 CRD_NAMES = ("workerpools.workerfleet.dev", "jobtypes.workerfleet.dev")
 
