@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workerfleet.planners.scaling import QueueState, ScalingDecision, ScalingPolicy, deadline_replicas, decide
+from workerfleet.planners.scaling import (
+    QueueState,
+    ScalingDecision,
+    ScalingPolicy,
+    deadline_replicas,
+    decide,
+    judge_queue,
+    queue_status_changed,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 AGO_10S = NOW - timedelta(seconds=10)
@@ -168,3 +176,72 @@ def test_deadline_raises_the_served_value_within_max_replicas() -> None:
         replicas=2, depth=100, consecutive_failures=0, oldest_age_seconds=99, throughput_per_replica=0.1
     )
     assert decide(policy, hopeless, NOW).served_value == 500
+
+
+@pytest.mark.parametrize(
+    ("decision", "depth", "reachable", "active", "fallback"),
+    [
+        (
+            ScalingDecision(40, None, None, False),
+            40,
+            ("True", "DepthRead"),
+            ("True", "ScalingOnQueueDepth"),
+            ("False", "QueueReadable"),
+        ),
+        (
+            ScalingDecision(None, None, None, False),
+            None,
+            ("False", "QueueUnreachable"),
+            ("False", "DepthUnknown"),
+            ("False", "QueueReadable"),
+        ),
+        (
+            ScalingDecision(150, None, None, True),
+            None,
+            ("False", "QueueUnreachable"),
+            ("False", "FallbackActive"),
+            ("True", "FallbackActive"),
+        ),
+    ],
+)
+def test_conditions_for_a_poll(
+    decision: ScalingDecision,
+    depth: int | None,
+    reachable: tuple[str, str],
+    active: tuple[str, str],
+    fallback: tuple[str, str],
+) -> None:
+    judged = judge_queue(decision, depth, 0 if depth is not None else 3, "refused", 3)
+    assert judged.queue_reachable[:2] == reachable
+    assert judged.scaling_active[:2] == active
+    assert judged.fallback[:2] == fallback
+    if depth is None:
+        assert "refused" in judged.queue_reachable[2]
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "changed"),
+    [
+        (None, {"depth": 1}, True),
+        (
+            {"depth": 1, "lastPollTime": "2026-01-01T11:59:50Z"},
+            {"depth": 1, "lastPollTime": "2026-01-01T12:00:00Z"},
+            False,
+        ),
+        (
+            {"depth": 1, "lastPollTime": "2026-01-01T11:58:00Z"},
+            {"depth": 1, "lastPollTime": "2026-01-01T12:00:00Z"},
+            True,
+        ),
+        (
+            {"depth": 1, "lastPollTime": "2026-01-01T11:59:50Z"},
+            {"depth": 2, "lastPollTime": "2026-01-01T12:00:00Z"},
+            True,
+        ),
+        ({"depth": 1}, {"depth": 1, "consecutiveFailures": 1}, True),
+    ],
+)
+def test_status_queue_is_rewritten_for_new_values_or_a_stale_poll_time(
+    current: dict[str, object] | None, new: dict[str, object], changed: bool
+) -> None:
+    assert queue_status_changed(current, new, NOW) is changed
