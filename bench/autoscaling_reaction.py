@@ -1,12 +1,14 @@
-"""How fast a pool reacts to a backlog, next to the floor its settings allow.
+"""How fast a pool reacts to a backlog, next to the longest wait its own settings allow.
 
 Measures, on the local cluster with the real HPA controller and a real Redis:
 - activation: from pushing a backlog onto an idle pool at zero replicas to its first replica;
 - scale-up: from the push to the replica count the backlog asks for (400 jobs / 50 per replica = 8).
 
-The floor of activation is one polling interval (the operator must see the backlog); the floor of
-scale-up adds one HPA sync period (the HPA must read the served depth and act). Ratios are
-measured / floor. Run with `make bench`; uses a running cluster or brings one up (and stops it).
+What the settings themselves allow: activation waits at most one polling interval (the operator
+must see the backlog), scale-up at most one polling interval plus one HPA sync period (the HPA must
+read the served depth and act). Each is reported as the ratio measured / that wait: at or below
+1.0, nothing in workerfleet adds delay of its own; a backlog that lands just before a poll and a
+sync can beat it. Run with `make bench`; uses a running cluster or brings one up (and stops it).
 """
 
 from __future__ import annotations
@@ -127,8 +129,8 @@ def main() -> None:
             cluster.down()
 
     sync_seconds = float(HPA_SYNC_PERIOD.removesuffix("s"))
-    activation_floor = float(POLLING_SECONDS)
-    scale_up_floor = POLLING_SECONDS + sync_seconds
+    activation_wait = float(POLLING_SECONDS)
+    scale_up_wait = POLLING_SECONDS + sync_seconds
     best_activation = min(activation for activation, _ in rounds)
     best_scale_up = min(scale_up for _, scale_up in rounds)
     print(
@@ -136,13 +138,13 @@ def main() -> None:
         f"HPA sync {HPA_SYNC_PERIOD}; best of {ROUNDS} rounds"
     )
     print(
-        f"activation 0 -> 1:  {best_activation:6.1f} s   floor {activation_floor:4.1f} s   "
-        f"ratio {best_activation / activation_floor:5.2f}"
+        f"activation 0 -> 1:  {best_activation:6.1f} s   at most {activation_wait:4.1f} s   "
+        f"ratio {best_activation / activation_wait:5.2f}"
     )
     print(
         f"scale-up 0 -> {BACKLOG // TARGET_PER_REPLICA}:    {best_scale_up:6.1f} s   "
-        f"floor {scale_up_floor:4.1f} s   "
-        f"ratio {best_scale_up / scale_up_floor:5.2f}"
+        f"at most {scale_up_wait:4.1f} s   "
+        f"ratio {best_scale_up / scale_up_wait:5.2f}"
     )
     print("rounds (activation, scale-up):", ", ".join(f"({a:.1f}s, {u:.1f}s)" for a, u in rounds))
 
