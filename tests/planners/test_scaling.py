@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from workerfleet.planners.scaling import (
+    Pause,
+    PauseAnnotationError,
     QueueState,
     ScalingDecision,
     ScalingPolicy,
     deadline_replicas,
     decide,
     judge_queue,
+    pause_from_annotations,
     queue_status_changed,
 )
 
@@ -245,3 +248,62 @@ def test_status_queue_is_rewritten_for_new_values_or_a_stale_poll_time(
     current: dict[str, object] | None, new: dict[str, object], changed: bool
 ) -> None:
     assert queue_status_changed(current, new, NOW) is changed
+
+
+@pytest.mark.parametrize(
+    ("annotations", "pause"),
+    [
+        ({}, None),
+        ({"workerfleet.dev/autoscaling-paused": "true"}, Pause()),
+        ({"workerfleet.dev/autoscaling-paused": "True"}, Pause()),
+        ({"workerfleet.dev/autoscaling-paused": "false"}, None),
+        ({"workerfleet.dev/autoscaling-paused-replicas": "3"}, Pause(replicas=3)),
+        (
+            {
+                "workerfleet.dev/autoscaling-paused": "false",
+                "workerfleet.dev/autoscaling-paused-replicas": "0",
+            },
+            Pause(0),
+        ),
+    ],
+)
+def test_pause_annotations(annotations: dict[str, str], pause: Pause | None) -> None:
+    assert pause_from_annotations(annotations) == pause
+
+
+@pytest.mark.parametrize("value", ["-1", "three", "2.5", ""])
+def test_bad_paused_replicas_name_the_annotation(value: str) -> None:
+    with pytest.raises(PauseAnnotationError, match="autoscaling-paused-replicas must be a whole number"):
+        pause_from_annotations({"workerfleet.dev/autoscaling-paused-replicas": value})
+
+
+@pytest.mark.parametrize(
+    ("pause", "state", "expected"),
+    [
+        # hold: serve exactly the current replicas' worth, whatever the depth
+        (
+            Pause(),
+            QueueState(replicas=3, depth=10_000, consecutive_failures=0),
+            ScalingDecision(150, None, None, False),
+        ),
+        # hold at zero: no activation despite work
+        (
+            Pause(),
+            QueueState(replicas=0, depth=500, consecutive_failures=0),
+            ScalingDecision(0, None, None, False),
+        ),
+        # a given count: set it and hold it, even while the queue is unreadable
+        (
+            Pause(5),
+            QueueState(replicas=2, depth=None, consecutive_failures=9),
+            ScalingDecision(250, 5, None, False),
+        ),
+        (
+            Pause(2),
+            QueueState(replicas=2, depth=0, consecutive_failures=0, idle_since=AGO_1H),
+            ScalingDecision(100, None, None, False),
+        ),
+    ],
+)
+def test_paused_autoscaling_holds(pause: Pause, state: QueueState, expected: ScalingDecision) -> None:
+    assert decide(TO_ZERO, state, NOW, pause) == expected
