@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from workerfleet.backends.base import QueueUnreachableError, envelope_age_seconds, split_host_port
+from workerfleet.api.common import split_host_port
+from workerfleet.backends.base import QueueUnreachableError, envelope_age_seconds
 from workerfleet.backends.prometheus import depth_from_response
 from workerfleet.backends.redis_stream import entry_age_seconds
 
@@ -84,5 +85,5 @@ def test_addresses(address: str, parts: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize("address", ["redis", "redis:", ":6379", "redis:port"])
 def test_bad_addresses(address: str) -> None:
-    with pytest.raises(QueueUnreachableError, match="host:port"):
+    with pytest.raises(ValueError, match="host:port"):
         split_host_port(address)
