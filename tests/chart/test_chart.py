@@ -1,4 +1,4 @@
-"""The Helm chart: lint, render with every toggle, validate each manifest offline, scan with a policy checker."""
+"""The Helm chart: lint, render every toggle, validate each manifest offline, scan with a policy checker."""
 
 from __future__ import annotations
 
@@ -75,7 +75,9 @@ def test_keda_mode_registers_no_metrics_api() -> None:
     bindings = [d["roleRef"]["name"] for d in documents if d["kind"] in {"ClusterRoleBinding", "RoleBinding"}]
     assert "system:auth-delegator" not in bindings
     [deployment] = [d for d in documents if d["kind"] == "Deployment"]
-    assert not [arg for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"] if "api" in arg]
+    assert not [
+        arg for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"] if "api" in arg
+    ]
 
 
 def test_prometheus_rule_has_the_four_alerts() -> None:
@@ -92,7 +94,9 @@ def test_prometheus_rule_has_the_four_alerts() -> None:
 
 def test_grafana_dashboard_is_valid_json() -> None:
     [dashboard] = [
-        d for d in _render(VALUE_SETS["every-toggle-on"]) if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]
+        d
+        for d in _render(VALUE_SETS["every-toggle-on"])
+        if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]
     ]
     panels = json.loads(dashboard["data"]["workerfleet.json"])["panels"]
     assert any("workerfleet_queue_depth" in target["expr"] for panel in panels for target in panel["targets"])
@@ -129,7 +133,16 @@ def test_policy_checker_finds_no_failed_kubernetes_check(tmp_path: Path) -> None
         (tmp_path / f"{value_set}.yaml").write_text(yaml.safe_dump_all(_render(values)))
     checkov = Path(sys.executable).parent / "checkov"
     result = subprocess.run(
-        [str(checkov), "--directory", str(tmp_path), "--framework", "kubernetes", "--quiet", "--output", "json"],
+        [
+            str(checkov),
+            "--directory",
+            str(tmp_path),
+            "--framework",
+            "kubernetes",
+            "--quiet",
+            "--output",
+            "json",
+        ],
         capture_output=True,
         text=True,
         check=False,
