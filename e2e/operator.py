@@ -15,10 +15,9 @@ from pathlib import Path
 from e2e.cluster import REPOSITORY, Cluster, port_offset
 from e2e.waiting import eventually
 
-OPERATOR_USER = "workerfleet-operator"
 LIVENESS_PORT = 18080 + port_offset()
 METRICS_API_PORT = 16443 + port_offset()
-METRICS_API_SERVICE = ("workerfleet-system", "workerfleet-metrics")
+METRICS_API_SERVICE = ("workerfleet-system", "workerfleet-metrics-api-on-host")
 CRD_NAMES = ("workerpools.workerfleet.dev", "jobtypes.workerfleet.dev")
 
 
@@ -34,7 +33,8 @@ def register_metrics_api(cluster: Cluster) -> None:
     """Point external.metrics.k8s.io at the operator on this host.
 
     The aggregator reaches an APIService through a Service; Endpoints may not hold loopback
-    addresses, so an ExternalName Service names localhost instead.
+    addresses, so an ExternalName Service names localhost instead. This replaces the chart's
+    APIService, whose Service selects the operator's simulated pod.
     """
     namespace, service = METRICS_API_SERVICE
     manifests = [
@@ -78,10 +78,10 @@ def _alive(url: str) -> bool:
 
 
 @contextmanager
-def running_operator(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`workerfleet run`, as its own user, until the block ends; then SIGTERM (SIGKILL after 15 s)."""
+def running_operator(cluster: Cluster, log: Path, kubeconfig: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`workerfleet run` as the kubeconfig's user until the block ends; then SIGTERM (SIGKILL after 15 s)."""
     liveness = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
-    environment = {**os.environ, "KUBECONFIG": str(cluster.layout.component_kubeconfig("operator"))}
+    environment = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log.open("ab") as output:
         process = subprocess.Popen(
             [
