@@ -51,8 +51,9 @@ e2e: $(INSTALLED) binaries ## tests against the local control plane (brought up 
 
 test: lint unit chart e2e ## lint + unit + chart + e2e
 
-demo: cluster-up ## the local cluster; later: workerfleet with example pools doing real work
-	$(BIN)/python -m e2e.cluster status
+DEMO_LINGER ?= 300
+demo: cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
+	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
 bench: $(INSTALLED) ## worker runtime jobs/s (no-op handler, local Redis) and its ratio to a bare BRPOP loop
 	$(BIN)/python -m bench.worker_throughput

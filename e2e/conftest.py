@@ -10,7 +10,7 @@ import pytest
 
 from e2e import chart
 from e2e.cluster import Cluster
-from e2e.operator import install_crds, register_metrics_api, running_operator
+from e2e.operator import install_crds, operator_as_chart_identity
 from e2e.worker.servers import RabbitMQServer, RedisServer
 
 
@@ -72,12 +72,7 @@ def operator(operator_chart: Cluster) -> Iterator[Cluster]:
     The process runs on this host (pods are simulated) with a token of the chart's ServiceAccount;
     its log is in the cluster's logs.
     """
-    logs = operator_chart.layout.logs
-    kubeconfig = chart.service_account_kubeconfig(
-        operator_chart, operator_chart.layout.component_kubeconfig("chart-operator")
-    )
-    register_metrics_api(operator_chart)
-    with running_operator(operator_chart, logs / "operator.log", kubeconfig):
+    with operator_as_chart_identity(operator_chart, operator_chart.layout.logs / "operator.log"):
         yield operator_chart
 
 

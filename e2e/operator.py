@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from e2e import chart
 from e2e.cluster import REPOSITORY, Cluster, port_offset
 from e2e.waiting import eventually
 
 LIVENESS_PORT = 18080 + port_offset()
 METRICS_API_PORT = 16443 + port_offset()
+METRICS_PORT = 19090 + port_offset()
 METRICS_API_SERVICE = ("workerfleet-system", "workerfleet-metrics-api-on-host")
 CRD_NAMES = ("workerpools.workerfleet.dev", "jobtypes.workerfleet.dev")
 
@@ -93,6 +95,8 @@ def running_operator(cluster: Cluster, log: Path, kubeconfig: Path) -> Iterator[
                 f"--liveness={liveness}",
                 f"--metrics-api-port={METRICS_API_PORT}",
                 "--metrics-api-address=127.0.0.1",
+                f"--metrics-port={METRICS_PORT}",
+                "--metrics-address=127.0.0.1",
             ],
             env=environment,
             stdin=subprocess.DEVNULL,
@@ -116,3 +120,18 @@ def running_operator(cluster: Cluster, log: Path, kubeconfig: Path) -> Iterator[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@contextmanager
+def operator_as_chart_identity(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The operator on this host with a token of the installed chart's ServiceAccount.
+
+    The chart's own pod is simulated and runs nothing; this process stands in for it with exactly
+    its identity, and serves the metrics API in its place.
+    """
+    kubeconfig = chart.service_account_kubeconfig(
+        cluster, cluster.layout.component_kubeconfig("chart-operator")
+    )
+    register_metrics_api(cluster)
+    with running_operator(cluster, log, kubeconfig) as process:
+        yield process

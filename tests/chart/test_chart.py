@@ -159,3 +159,35 @@ def test_policy_checker_finds_no_failed_kubernetes_check(tmp_path: Path) -> None
 def test_chart_crds_are_the_generated_ones() -> None:
     chart_crds = {path.name: path.read_text() for path in (CHART / "crds").glob("*.yaml")}
     assert chart_crds == render_all(), "charts/workerfleet/crds is stale: run `make crds`"
+
+
+def test_images_pass_the_policy_checker() -> None:
+    checkov = Path(sys.executable).parent / "checkov"
+    result = subprocess.run(
+        [
+            str(checkov),
+            "--directory",
+            str(REPOSITORY / "images"),
+            "--framework",
+            "dockerfile",
+            "--quiet",
+            "--output",
+            "json",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    report = json.loads(result.stdout)
+    failed = [(c["check_id"], c["file_path"]) for c in report["results"]["failed_checks"]]
+    assert failed == [], failed
+    assert report["summary"]["passed"] > 20, report["summary"]
+    users = [
+        line
+        for path in (REPOSITORY / "images").glob("*/Dockerfile")
+        for line in path.read_text().splitlines()
+        if line.startswith("USER ")
+    ]
+    assert users == ["USER 65532:65532"] * 2

@@ -34,7 +34,9 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=namespaces,
         standalone=args.standalone,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(metrics_api=metrics_api, metrics_port=args.metrics_port),
+        memo=kopf.Memo(
+            metrics_api=metrics_api, metrics_port=args.metrics_port, metrics_address=args.metrics_address
+        ),
     )
     return 0
 
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve the operator's Prometheus metrics (queue depth, pool conditions) on this port; 0: off",
     )
+    run.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS")  # noqa: S104
     run.set_defaults(handler=_run)
 
     worker = commands.add_parser(
