@@ -55,8 +55,9 @@ DEMO_LINGER ?= 300
 demo: cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
 	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
-bench: $(INSTALLED) ## worker runtime jobs/s (no-op handler, local Redis) and its ratio to a bare BRPOP loop
+bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction times vs their floor
 	$(BIN)/python -m bench.worker_throughput
+	$(BIN)/python -m bench.autoscaling_reaction
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from e2e import chart
+from e2e import chart, toolchain
 from e2e.cluster import REPOSITORY, Cluster, port_offset
 from e2e.waiting import eventually
 
@@ -24,10 +24,14 @@ CRD_NAMES = ("workerpools.workerfleet.dev", "jobtypes.workerfleet.dev")
 
 
 def install_crds(cluster: Cluster) -> None:
-    """Apply the committed CRDs and wait until the API server serves them."""
+    """Apply the committed CRDs, and KEDA's (so KEDA-mode pools are checked against its schema),
+    and wait until the API server serves them."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPOSITORY / "crds"))
+    for path in toolchain.keda_crd_paths():
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    names = [*CRD_NAMES, "scaledobjects.keda.sh", "triggerauthentications.keda.sh"]
     cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in CRD_NAMES)
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in names)
     )
 
 
@@ -80,10 +84,19 @@ def _alive(url: str) -> bool:
 
 
 @contextmanager
-def running_operator(cluster: Cluster, log: Path, kubeconfig: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`workerfleet run` as the kubeconfig's user until the block ends; then SIGTERM (SIGKILL after 15 s)."""
+def running_operator(
+    cluster: Cluster, log: Path, kubeconfig: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`workerfleet run` until the block ends; then SIGTERM (SIGKILL after 15 s).
+
+    It runs as the kubeconfig's user; by default as a user of its own in system:masters (for the
+    benchmark; the e2e suite uses the chart's identity, `operator_as_chart_identity`).
+    """
     liveness = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
-    environment = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    environment = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig or cluster.layout.component_kubeconfig("operator")),
+    }
     with log.open("ab") as output:
         process = subprocess.Popen(
             [
