@@ -137,6 +137,7 @@ class HostWorkers:
             )
 
     def _start(self, pod_name: str, pod: dict[str, Any], policies: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         policies_file = self.directory / "policies.json"
         policies_file.write_text(policies)
         [container] = pod["spec"]["containers"]
