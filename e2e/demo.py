@@ -365,6 +365,7 @@ def farewell(demo: Demo) -> None:
         f"""
 === Poke at it (while the demo keeps running: `make demo DEMO_LINGER=SECONDS`)
   export KUBECONFIG={kubeconfig}
+  export PATH=$(.venv/bin/python -m e2e.toolchain --print-bin-dirs):$PATH   # the pinned kubectl and helm
   kubectl get wp -n {NAMESPACE} -w                # watch the pool
   kubectl describe wp {POOL} -n {NAMESPACE}       # conditions and Events
   kubectl get hpa,deploy,pods -n {NAMESPACE}
