@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install binaries cluster-up cluster-down cluster-status lint unit e2e test demo bench clean crds
+.PHONY: help install binaries cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,8 +30,9 @@ cluster-down: $(INSTALLED) ## stop the local control plane and remove its state
 cluster-status: $(INSTALLED) ## show each component's pid, health and log
 	$(BIN)/python -m e2e.cluster status
 
-crds: $(INSTALLED) ## regenerate crds/ from the API models (commit the result)
-	$(BIN)/python -m workerfleet.api.crdgen
+crds: $(INSTALLED) ## regenerate crds/ and the chart's copy from the API models (commit the result)
+	$(BIN)/python -m workerfleet.api.crdgen --output-dir crds
+	$(BIN)/python -m workerfleet.api.crdgen --output-dir charts/workerfleet/crds
 
 lint: $(INSTALLED) ## ruff, mypy (strict), import-linter contracts
 	$(BIN)/ruff check .
@@ -39,16 +40,20 @@ lint: $(INSTALLED) ## ruff, mypy (strict), import-linter contracts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: $(INSTALLED) ## tests that need no cluster
-	$(BIN)/pytest tests
+unit: $(INSTALLED) ## tests that need no cluster (the chart's are under `make chart`)
+	$(BIN)/pytest tests --ignore=tests/chart
+
+chart: $(INSTALLED) binaries ## helm lint and template, offline schema validation, policy scan of the chart
+	$(BIN)/pytest tests/chart
 
 e2e: $(INSTALLED) binaries ## tests against the local control plane (brought up when not running)
 	$(BIN)/pytest e2e
 
-test: lint unit e2e ## lint + unit + e2e
+test: lint unit chart e2e ## lint + unit + chart + e2e
 
-demo: cluster-up ## the local cluster; later: workerfleet with example pools doing real work
-	$(BIN)/python -m e2e.cluster status
+DEMO_LINGER ?= 300
+demo: cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
+	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
 bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction times vs their floor
 	$(BIN)/python -m bench.worker_throughput

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from e2e import chart
 from e2e.cluster import Cluster
-from e2e.operator import install_crds, register_metrics_api, running_operator
+from e2e.operator import install_crds, operator_as_chart_identity
 from e2e.worker.servers import RabbitMQServer, RedisServer
 
 
@@ -55,11 +56,24 @@ def crds(cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def operator(crds: Cluster) -> Iterator[Cluster]:
-    """The cluster with the workerfleet operator running against it; its log is in the cluster's logs."""
-    register_metrics_api(crds)
-    with running_operator(crds, crds.layout.logs / "operator.log"):
+def operator_chart(crds: Cluster) -> Iterator[Cluster]:
+    """The Helm chart installed with the e2e suite's values; uninstalled at the end of the session."""
+    chart.install(crds, chart.E2E_VALUES)
+    try:
         yield crds
+    finally:
+        chart.uninstall(crds)
+
+
+@pytest.fixture(scope="session")
+def operator(operator_chart: Cluster) -> Iterator[Cluster]:
+    """The operator running under the chart's ServiceAccount identity, so every scenario proves its RBAC.
+
+    The process runs on this host (pods are simulated) with a token of the chart's ServiceAccount;
+    its log is in the cluster's logs.
+    """
+    with operator_as_chart_identity(operator_chart, operator_chart.layout.logs / "operator.log"):
+        yield operator_chart
 
 
 @pytest.fixture

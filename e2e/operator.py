@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from e2e import toolchain
+from e2e import chart, toolchain
 from e2e.cluster import REPOSITORY, Cluster, port_offset
 from e2e.waiting import eventually
 
-OPERATOR_USER = "workerfleet-operator"
 LIVENESS_PORT = 18080 + port_offset()
 METRICS_API_PORT = 16443 + port_offset()
-METRICS_API_SERVICE = ("workerfleet-system", "workerfleet-metrics")
+METRICS_PORT = 19090 + port_offset()
+METRICS_API_SERVICE = ("workerfleet-system", "workerfleet-metrics-api-on-host")
 CRD_NAMES = ("workerpools.workerfleet.dev", "jobtypes.workerfleet.dev")
 
 
@@ -39,7 +39,8 @@ def register_metrics_api(cluster: Cluster) -> None:
     """Point external.metrics.k8s.io at the operator on this host.
 
     The aggregator reaches an APIService through a Service; Endpoints may not hold loopback
-    addresses, so an ExternalName Service names localhost instead.
+    addresses, so an ExternalName Service names localhost instead. This replaces the chart's
+    APIService, whose Service selects the operator's simulated pod.
     """
     namespace, service = METRICS_API_SERVICE
     manifests = [
@@ -83,10 +84,19 @@ def _alive(url: str) -> bool:
 
 
 @contextmanager
-def running_operator(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`workerfleet run`, as its own user, until the block ends; then SIGTERM (SIGKILL after 15 s)."""
+def running_operator(
+    cluster: Cluster, log: Path, kubeconfig: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`workerfleet run` until the block ends; then SIGTERM (SIGKILL after 15 s).
+
+    It runs as the kubeconfig's user; by default as a user of its own in system:masters (for the
+    benchmark; the e2e suite uses the chart's identity, `operator_as_chart_identity`).
+    """
     liveness = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
-    environment = {**os.environ, "KUBECONFIG": str(cluster.layout.component_kubeconfig("operator"))}
+    environment = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig or cluster.layout.component_kubeconfig("operator")),
+    }
     with log.open("ab") as output:
         process = subprocess.Popen(
             [
@@ -98,6 +108,8 @@ def running_operator(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[b
                 f"--liveness={liveness}",
                 f"--metrics-api-port={METRICS_API_PORT}",
                 "--metrics-api-address=127.0.0.1",
+                f"--metrics-port={METRICS_PORT}",
+                "--metrics-address=127.0.0.1",
             ],
             env=environment,
             stdin=subprocess.DEVNULL,
@@ -121,3 +133,18 @@ def running_operator(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[b
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@contextmanager
+def operator_as_chart_identity(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The operator on this host with a token of the installed chart's ServiceAccount.
+
+    The chart's own pod is simulated and runs nothing; this process stands in for it with exactly
+    its identity, and serves the metrics API in its place.
+    """
+    kubeconfig = chart.service_account_kubeconfig(
+        cluster, cluster.layout.component_kubeconfig("chart-operator")
+    )
+    register_metrics_api(cluster)
+    with running_operator(cluster, log, kubeconfig) as process:
+        yield process

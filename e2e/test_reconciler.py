@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
+from e2e.chart import OPERATOR_USER
 from e2e.cluster import REPOSITORY, Cluster
-from e2e.operator import OPERATOR_USER
 from e2e.waiting import eventually
 
 EXAMPLES = REPOSITORY / "examples"

@@ -29,3 +29,11 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"workerfleet {__version__}"
+
+
+def test_run_takes_the_metrics_port_and_the_metrics_api_service_name() -> None:
+    args = build_parser().parse_args(
+        ["run", "--metrics-port=9090", "--metrics-api-service=wf-metrics-api.workerfleet-system.svc"]
+    )
+    assert args.metrics_port == 9090
+    assert args.metrics_api_service == ["wf-metrics-api.workerfleet-system.svc"]

@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         port=args.metrics_api_port,
         cert_file=args.metrics_api_cert,
         key_file=args.metrics_api_key,
+        service_names=tuple(args.metrics_api_service) or MetricsApiSettings.service_names,
     )
     namespaces = tuple(args.namespace)
     kopf.run(
@@ -33,7 +34,9 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=namespaces,
         standalone=args.standalone,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(metrics_api=metrics_api),
+        memo=kopf.Memo(
+            metrics_api=metrics_api, metrics_port=args.metrics_port, metrics_address=args.metrics_address
+        ),
     )
     return 0
 
@@ -79,6 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="its key; without cert and key a self-signed certificate is made at start",
     )
+    run.add_argument(
+        "--metrics-api-service",
+        action="append",
+        default=[],
+        metavar="DNS_NAME",
+        help="the Service name the self-signed certificate is made for (repeatable)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the operator's Prometheus metrics (queue depth, pool conditions) on this port; 0: off",
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS")  # noqa: S104
     run.set_defaults(handler=_run)
 
     worker = commands.add_parser(

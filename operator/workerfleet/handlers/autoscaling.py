@@ -31,6 +31,7 @@ from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, Wo
 from workerfleet.backends.base import Credentials, DepthSource, QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
 from workerfleet.handlers.metrics_api import READINGS
+from workerfleet.handlers.pool_metrics import POOL_METRICS
 from workerfleet.handlers.workerpool import kube, pool_lock, post_event
 from workerfleet.planners.scaling import (
     Pause,
@@ -310,6 +311,7 @@ async def _poll_once(
     if sample is not None:
         memory.observe_drain(sample.depth, spec.replicas, now)
     deadline = await asyncio.to_thread(_strictest_deadline, namespace, list(spec.job_types))
+    POOL_METRICS.observe_deadline(namespace, name, deadline)
     state = QueueState(
         replicas=spec.replicas,
         depth=sample.depth if sample else None,

@@ -42,7 +42,8 @@ async def start_metrics_api(memo: kopf.Memo, **_: Any) -> None:
         cert_file, key_file = settings.cert_file, settings.key_file
     else:
         directory = Path(tempfile.mkdtemp(prefix="workerfleet-metrics-"))
-        cert, key = write_self_signed(directory, [*settings.service_names, "localhost"], ["127.0.0.1"])
+        names = [*settings.service_names, "localhost"]
+        cert, key = write_self_signed(directory, names, ["127.0.0.1"])
         cert_file, key_file = str(cert), str(key)
     app = build_app(READINGS, trust, kube_authorizer(client))
     memo["metrics_api_runner"] = await serve(

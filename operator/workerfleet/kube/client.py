@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError, ResourceNotFoundError
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.planners.children import ChildKey, Manifest
@@ -183,8 +183,15 @@ class Kube:
         self._count_write()
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
-        """One value of a Secret, decoded; the caller keeps it in memory only."""
-        secret = self.get("v1", "Secret", namespace, name)
+        """One value of a Secret, decoded; the caller keeps it in memory only.
+
+        A Secret the operator may not read is reported like a missing one: the chart lists the
+        Secrets it may read (rbac.queueCredentialSecrets).
+        """
+        try:
+            secret = self.get("v1", "Secret", namespace, name)
+        except ForbiddenError as error:
+            raise LookupError(f"the operator may not read Secret {namespace}/{name}") from error
         if secret is None:
             raise LookupError(f"Secret {namespace}/{name} not found")
         encoded = (secret.get("data") or {}).get(key)

@@ -1,0 +1,41 @@
+{{- define "workerfleet.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "workerfleet.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "workerfleet.serviceAccountName" -}}
+{{- default (include "workerfleet.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "workerfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "workerfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "workerfleet.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "workerfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "workerfleet.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The metrics API Service's name; the APIService and the serving certificate both name it. */}}
+{{- define "workerfleet.metricsApiService" -}}
+{{- printf "%s-metrics-api" (include "workerfleet.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

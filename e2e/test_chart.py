@@ -1,0 +1,180 @@
+"""The Helm chart against a real API server: install, upgrade, uninstall; its RBAC is enough and no more."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e import chart
+from e2e.cluster import Cluster
+from e2e.waiting import eventually
+
+
+def _get(cluster: Cluster, *args: str) -> Any:
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+@pytest.fixture
+def release(crds: Cluster) -> Iterator[tuple[str, str]]:
+    """A release of its own (named so the chart uses it as is) and its namespace, removed afterwards."""
+    suffix = uuid.uuid4().hex[:6]
+    name, namespace = f"workerfleet-{suffix}", f"wf-system-{suffix}"
+    yield name, namespace
+    crds.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _operator_args(cluster: Cluster, namespace: str, deployment: str) -> list[str]:
+    body = _get(cluster, "deployment", deployment, "-n", namespace)
+    args: list[str] = body["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple[str, str]) -> None:
+    name, release_namespace = release
+    # The cluster's metrics API is the session operator's: this release runs in KEDA mode.
+    values: dict[str, Any] = {"metricsApi": {"enabled": False}, "watchNamespaces": [namespace]}
+
+    # When the chart is installed into a namespace enforcing `restricted`, watching one namespace
+    installed = chart.install(crds, values, release=name, namespace=release_namespace)
+
+    # Then the operator's pod passes admission, becomes Available, and NOTES say what to do next
+    assert "kubectl get workerpools -w" in installed.stdout
+    deployment = _get(crds, "deployment", name, "-n", release_namespace)
+    assert deployment["status"]["availableReplicas"] == 1
+    assert f"--namespace={namespace}" in _operator_args(crds, release_namespace, name)
+    assert _get(crds, "rolebinding", name, "-n", namespace)["roleRef"]["name"] == f"{name}-namespaced"
+    assert _get(crds, "clusterrolebinding", f"{name}-namespaced") is None
+
+    # When it is upgraded to watch the whole cluster with debug logs
+    chart.install(
+        crds,
+        {**values, "watchNamespaces": [], "logLevel": "debug"},
+        release=name,
+        namespace=release_namespace,
+    )
+
+    # Then the per-namespace binding becomes a cluster-wide one and the new pod runs with the new flags
+    assert _get(crds, "rolebinding", name, "-n", namespace) is None
+    assert _get(crds, "clusterrolebinding", f"{name}-namespaced") is not None
+    args = _operator_args(crds, release_namespace, name)
+    assert "--verbose" in args
+    assert not [arg for arg in args if arg.startswith("--namespace")]
+    history = chart.helm(crds, "history", name, "-n", release_namespace, "-o", "json").stdout
+    assert [entry["revision"] for entry in json.loads(history)] == [1, 2]
+
+    # When it is uninstalled
+    chart.uninstall(crds, release=name, namespace=release_namespace)
+
+    # Then its cluster-wide objects are gone and the CRDs (and so everyone's pools) stay
+    for kind, object_name in [
+        ("clusterrole", f"{name}-cluster"),
+        ("clusterrole", f"{name}-namespaced"),
+        ("clusterrolebinding", f"{name}-cluster"),
+        ("clusterrolebinding", f"{name}-namespaced"),
+    ]:
+        assert _get(crds, kind, object_name) is None, (kind, object_name)
+    assert _get(crds, "deployment", name, "-n", release_namespace) is None
+    assert _get(crds, "crd", "workerpools.workerfleet.dev") is not None
+
+
+def test_bad_values_are_refused_at_install(crds: Cluster, release: tuple[str, str]) -> None:
+    name, release_namespace = release
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        chart.install(crds, {"replicaCount": 2}, release=name, namespace=release_namespace)
+    assert "replicaCount" in refused.value.stderr
+    assert _get(crds, "deployment", name, "-n", release_namespace) is None
+
+
+def _operator_can(cluster: Cluster, *request: str) -> bool:
+    result = cluster.kubectl("auth", "can-i", *request, f"--as={chart.OPERATOR_USER}", check=False)
+    return result.stdout.strip() == "yes"
+
+
+def test_the_operator_identity_holds_what_it_needs_and_nothing_more(
+    operator_chart: Cluster, namespace: str
+) -> None:
+    ns = namespace
+    # It may read the Secrets the values name, by name only
+    for secret in chart.QUEUE_CREDENTIALS_SECRETS:
+        assert _operator_can(operator_chart, "get", f"secrets/{secret}", "-n", ns)
+    # It may not read other Secrets, list or watch them, or change them
+    for request in [
+        ("get", "secrets/db-password", "-n", ns),
+        ("list", "secrets", "-n", ns),
+        ("watch", "secrets", "-A"),
+        ("update", f"secrets/{chart.QUEUE_CREDENTIALS_SECRETS[0]}", "-n", ns),
+    ]:
+        assert not _operator_can(operator_chart, *request), request
+    # It may not grant itself more, nor reach into workloads
+    for request in [
+        ("create", "clusterrolebindings"),
+        ("create", "clusterroles"),
+        ("bind", "clusterroles"),
+        ("escalate", "roles", "-n", ns),
+        ("impersonate", "serviceaccounts", "-n", ns),
+        ("create", "pods/exec", "-n", ns),
+        ("create", "pods", "-n", ns),
+        ("delete", "namespaces"),
+        ("create", "customresourcedefinitions"),
+        ("delete", "workerpools", "-n", ns),
+    ]:
+        assert not _operator_can(operator_chart, *request), request
+    # And it holds what the reconciler uses
+    for request in [
+        ("patch", "deployments", "-n", ns),
+        ("patch", "workerpools/status", "-n", ns),
+        ("create", "roles", "-n", ns),
+        ("list", "customresourcedefinitions"),
+        ("create", "subjectaccessreviews"),
+        ("get", "configmaps/extension-apiserver-authentication", "-n", "kube-system"),
+    ]:
+        assert _operator_can(operator_chart, *request), request
+
+
+def test_a_job_type_asking_for_more_than_the_chart_delegates_leaves_the_pool_apply_failed(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    # Given a JobType whose workers would read Secrets, which the chart does not let the operator grant
+    job_type = {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "JobType",
+        "metadata": {"name": "leaky"},
+        "spec": {
+            "lane": "fast",
+            "timeoutSeconds": 30,
+            "permissions": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+        },
+    }
+    pool = {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": "leaky"},
+        "spec": {
+            "jobTypes": ["leaky"],
+            "replicas": 1,
+            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            "queue": {"redis": {"address": "127.0.0.1:6379", "list": "jobs:leaky"}},
+        },
+    }
+    text = "\n---\n".join(yaml.safe_dump(document) for document in (job_type, pool))
+    operator.kubectl("apply", "-n", ns, "-f", "-", input_text=text)
+
+    # Then the API server refuses the Role, and the pool says so instead of crash-looping
+    def ready_condition() -> dict[str, Any] | None:
+        body = _get(operator, "workerpool", "leaky", "-n", ns) or {}
+        conditions = (body.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Ready" and c["reason"] == "ApplyFailed"), None)
+
+    condition = eventually(ready_condition, what="Ready=False ApplyFailed", timeout=60)
+    assert condition["status"] == "False"
+    assert "attempting to grant RBAC permissions not currently held" in condition["message"]
+    assert _get(operator, "role", "leaky-worker", "-n", ns) is None
+    assert not _operator_can(operator, "get", "secrets/anything", "-n", ns)

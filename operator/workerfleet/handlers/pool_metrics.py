@@ -1,0 +1,103 @@
+"""The operator's Prometheus metrics, read from the pools it watches, for the chart's alerts and dashboard.
+
+Values are taken from each pool's status at scrape time (the operator already receives every status
+change), so the metrics cannot drift from what `kubectl get wp` shows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from workerfleet.api.base import GROUP, VERSION
+
+POOL_LABELS = ["namespace", "pool"]
+
+
+class PoolMetrics(Collector):
+    """The latest status of every pool and the deadline of its strictest JobType, as gauges."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status: dict[tuple[str, str], dict[str, Any]] = {}
+        self._deadlines: dict[tuple[str, str], int] = {}
+
+    def observe(self, namespace: str, pool: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self._status[(namespace, pool)] = status
+
+    def observe_deadline(self, namespace: str, pool: str, deadline_seconds: int | None) -> None:
+        with self._lock:
+            if deadline_seconds is None:
+                self._deadlines.pop((namespace, pool), None)
+            else:
+                self._deadlines[(namespace, pool)] = deadline_seconds
+
+    def forget(self, namespace: str, pool: str) -> None:
+        with self._lock:
+            self._status.pop((namespace, pool), None)
+            self._deadlines.pop((namespace, pool), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            statuses = dict(self._status)
+            deadlines = dict(self._deadlines)
+        depth = GaugeMetricFamily(
+            "workerfleet_queue_depth", "Jobs waiting in the pool's queue.", labels=POOL_LABELS
+        )
+        oldest = GaugeMetricFamily(
+            "workerfleet_queue_oldest_age_seconds", "Age of the oldest waiting job.", labels=POOL_LABELS
+        )
+        replicas = GaugeMetricFamily(
+            "workerfleet_pool_replicas", "Workers the pool runs.", labels=POOL_LABELS
+        )
+        deadline = GaugeMetricFamily(
+            "workerfleet_job_deadline_seconds",
+            "The strictest deadline among the pool's JobTypes.",
+            labels=POOL_LABELS,
+        )
+        condition = GaugeMetricFamily(
+            "workerfleet_pool_condition",
+            "1 for each condition of the pool with its current status.",
+            labels=[*POOL_LABELS, "condition", "status", "reason"],
+        )
+        for (namespace, pool), status in sorted(statuses.items()):
+            queue = status.get("queue") or {}
+            if "depth" in queue:
+                depth.add_metric([namespace, pool], queue["depth"])
+            if "oldestAgeSeconds" in queue:
+                oldest.add_metric([namespace, pool], queue["oldestAgeSeconds"])
+            if "replicas" in status:
+                replicas.add_metric([namespace, pool], status["replicas"])
+            for item in status.get("conditions") or []:
+                labels = [namespace, pool, item["type"], item["status"], item.get("reason", "")]
+                condition.add_metric(labels, 1)
+        for (namespace, pool), seconds in sorted(deadlines.items()):
+            deadline.add_metric([namespace, pool], seconds)
+        yield from (depth, oldest, replicas, deadline, condition)
+
+
+POOL_METRICS = PoolMetrics()
+REGISTRY.register(POOL_METRICS)
+
+
+@kopf.on.startup()
+def start_metrics_endpoint(memo: kopf.Memo, **_: Any) -> None:
+    port: int = memo.get("metrics_port", 0)
+    if port:
+        start_http_server(port, addr=memo.get("metrics_address", "0.0.0.0"))  # noqa: S104
+
+
+@kopf.on.event(GROUP, VERSION, "workerpools")
+def pool_status_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    if type == "DELETED":
+        POOL_METRICS.forget(namespace, name)
+    else:
+        POOL_METRICS.observe(namespace, name, dict(body.get("status") or {}))

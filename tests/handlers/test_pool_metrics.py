@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from workerfleet.handlers.pool_metrics import PoolMetrics
+
+
+def _scrape(metrics: PoolMetrics) -> str:
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    return generate_latest(registry).decode()
+
+
+def test_status_becomes_gauges_the_alerts_use() -> None:
+    metrics = PoolMetrics()
+    status = {
+        "replicas": 3,
+        "queue": {"depth": 120, "oldestAgeSeconds": 42.5},
+        "conditions": [{"type": "Fallback", "status": "True", "reason": "FallbackActive"}],
+    }
+    metrics.observe("media", "thumbs", status)
+    metrics.observe_deadline("media", "thumbs", 600)
+
+    text = _scrape(metrics)
+
+    assert 'workerfleet_queue_depth{namespace="media",pool="thumbs"} 120.0' in text
+    assert 'workerfleet_queue_oldest_age_seconds{namespace="media",pool="thumbs"} 42.5' in text
+    assert 'workerfleet_job_deadline_seconds{namespace="media",pool="thumbs"} 600.0' in text
+    assert 'workerfleet_pool_replicas{namespace="media",pool="thumbs"} 3.0' in text
+    assert (
+        'workerfleet_pool_condition{condition="Fallback",namespace="media",pool="thumbs",'
+        'reason="FallbackActive",status="True"} 1.0'
+    ) in text
+
+
+def test_a_deleted_pool_disappears_and_an_unknown_depth_is_not_reported_as_zero() -> None:
+    metrics = PoolMetrics()
+    metrics.observe("media", "thumbs", {"queue": {"consecutiveFailures": 2}})
+    assert "workerfleet_queue_depth{" not in _scrape(metrics)
+    metrics.observe_deadline("media", "thumbs", 60)
+    metrics.forget("media", "thumbs")
+    assert 'pool="thumbs"' not in _scrape(metrics)
