@@ -50,6 +50,33 @@ def _credentials(namespace: str, analysis: Analysis) -> Credentials:
     return Credentials(bearer_token=token, ca_pem=ca)
 
 
+class _Metrics:
+    """One pool's metric provider, opened again when the analysis settings change."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        self.namespace, self.name = namespace, name
+        self.provider: MetricProvider | None = None
+        self.settings: Analysis | None = None
+
+    async def measure(self, analysis: Analysis, canary: str, stable: str) -> Measurement:
+        if self.provider is None or self.settings != analysis:
+            await self.close()
+            try:
+                credentials = await asyncio.to_thread(_credentials, self.namespace, analysis)
+            except LookupError as error:  # a missing Secret counts as unreadable metrics
+                return Measurement(None, None, error=f"prometheus credentials: {error}")
+            self.provider = PrometheusAnalysis(
+                analysis, credentials, pool=self.name, namespace=self.namespace
+            )
+            self.settings = analysis
+        return await self.provider.measure(canary, stable, analysis.interval_seconds)
+
+    async def close(self) -> None:
+        if self.provider is not None:
+            provider, self.provider = self.provider, None
+            await provider.close()
+
+
 class RolloutClocks:
     """One ticking task per pool whose canary is running, started and stopped by watch events."""
 
@@ -76,44 +103,11 @@ class RolloutClocks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _tick(self, key: tuple[str, str]) -> None:
+        """Tick until the rollout stops running; spec edits apply at the next tick."""
         namespace, name = key
-        provider: MetricProvider | None = None
-        provider_for: Analysis | None = None
+        metrics = _Metrics(namespace, name)
         try:
-            while True:
-                body = await asyncio.to_thread(kube().get, API_VERSION, "WorkerPool", namespace, name)
-                if body is None or not _running(body):
-                    return
-                spec = WorkerPoolSpec.model_validate(body["spec"])
-                canary = spec.rollout.canary if spec.rollout is not None else None
-                status = body.get("status") or {}
-                try:
-                    rollout = RolloutStatus.model_validate(status["rollout"])
-                except ValidationError:
-                    return
-                now = datetime.now(UTC)
-                analysis = canary.analysis if canary is not None else None
-                measurement = None
-                if analysis is not None and analysis_due(rollout, analysis, now):
-                    if provider is None or provider_for != analysis:
-                        if provider is not None:
-                            await provider.close()
-                            provider = None
-                        try:
-                            credentials = await asyncio.to_thread(_credentials, namespace, analysis)
-                        except LookupError as error:  # a missing Secret counts as unreadable metrics
-                            measurement = Measurement(None, None, error=f"prometheus credentials: {error}")
-                        else:
-                            provider = PrometheusAnalysis(
-                                analysis, credentials, pool=name, namespace=namespace
-                            )
-                            provider_for = analysis
-                    if provider is not None:
-                        measurement = await provider.measure(
-                            status["canaryRevision"], status["stableRevision"], analysis.interval_seconds
-                        )
-                if measurement is not None or (canary is not None and step_pause_over(rollout, canary, now)):
-                    await asyncio.to_thread(reconcile_by_name, namespace, name, measurement)
+            while await self._tick_once(namespace, name, metrics):
                 await asyncio.sleep(TICK_SECONDS)
         except asyncio.CancelledError:
             raise
@@ -122,8 +116,32 @@ class RolloutClocks:
                 "the rollout clock of %s/%s stopped; it restarts at the pool's next change", *key
             )
         finally:
-            if provider is not None:
-                await provider.close()
+            await metrics.close()
+
+    async def _tick_once(self, namespace: str, name: str, metrics: _Metrics) -> bool:
+        """One tick; False when the pool's rollout no longer runs."""
+        body = await asyncio.to_thread(kube().get, API_VERSION, "WorkerPool", namespace, name)
+        if body is None or not _running(body):
+            return False
+        spec = WorkerPoolSpec.model_validate(body["spec"])
+        canary = spec.rollout.canary if spec.rollout is not None else None
+        status = body["status"]
+        try:
+            rollout = RolloutStatus.model_validate(status["rollout"])
+        except ValidationError:
+            return False
+        if canary is None:
+            await asyncio.to_thread(reconcile_by_name, namespace, name)
+            return True
+        now = datetime.now(UTC)
+        measurement = None
+        if canary.analysis is not None and analysis_due(rollout, canary.analysis, now):
+            measurement = await metrics.measure(
+                canary.analysis, status["canaryRevision"], status["stableRevision"]
+            )
+        if measurement is not None or step_pause_over(rollout, canary, now):
+            await asyncio.to_thread(reconcile_by_name, namespace, name, measurement)
+        return True
 
 
 CLOCKS = RolloutClocks()
