@@ -15,11 +15,11 @@ from workerfleet.planners.children import (
     ChildKey,
     Manifest,
     PoolRef,
+    Workers,
     grace_period_seconds,
     plan_children,
     revision_of,
     role_rules,
-    Workers,
 )
 
 POOL = PoolRef(name="thumbs", namespace="media", uid="1234")
