@@ -10,6 +10,7 @@ import pytest
 
 from e2e.cluster import Cluster
 from e2e.operator import install_crds, register_metrics_api, running_operator
+from e2e.prometheus import PrometheusServer
 from e2e.worker.servers import RabbitMQServer, RedisServer
 
 
@@ -84,6 +85,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
     """A real RabbitMQ node of its own on loopback ports, for the whole session."""
     server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """A real Prometheus on a loopback port scraping the targets tests give it, for the whole session."""
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"))
     server.start()
     try:
         yield server
