@@ -77,6 +77,8 @@ class Kube:
             api_client = k8s.ApiClient()
         self._dynamic = dynamic.DynamicClient(api_client)
         self._lock = threading.Lock()
+        self._discovery_lock = threading.Lock()
+        """The dynamic client's discovery cache is not thread-safe; handlers and pollers share it."""
         self._unserved: dict[tuple[str, str], float] = {}
         self.writes = 0
 
@@ -86,7 +88,8 @@ class Kube:
         if self._unserved.get(key, 0.0) > time.monotonic():
             raise KindNotServedError(api_version, kind)
         try:
-            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+            with self._discovery_lock:
+                return self._dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError as error:
             self._unserved[key] = time.monotonic() + UNSERVED_KIND_RECHECK_SECONDS
             raise KindNotServedError(api_version, kind) from error
