@@ -154,8 +154,9 @@ class Rig:
             self.cluster, self.namespace, "events", f"--field-selector=involvedObject.name={self.name}"
         )
         items = (listing or {}).get("items") or []
+        # eventTime has microseconds; firstTimestamp only seconds, too coarse for the order
         return sorted(
-            items, key=lambda event: event.get("firstTimestamp") or event["metadata"]["creationTimestamp"]
+            items, key=lambda event: event.get("eventTime") or event["metadata"]["creationTimestamp"]
         )
 
     def reasons(self) -> list[str]:
