@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.cluster import Cluster
-from e2e.operator import install_crds, register_metrics_api, running_operator
+from e2e.operator import OperatorProcess, install_crds, register_metrics_api, running_operator
 from e2e.prometheus import PrometheusServer
 from e2e.worker.servers import RabbitMQServer, RedisServer
 
@@ -56,11 +56,17 @@ def crds(cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def operator(crds: Cluster) -> Iterator[Cluster]:
-    """The cluster with the workerfleet operator running against it; its log is in the cluster's logs."""
+def operator_process(crds: Cluster) -> Iterator[OperatorProcess]:
+    """The workerfleet operator running against the cluster; its log is in the cluster's logs."""
     register_metrics_api(crds)
-    with running_operator(crds, crds.layout.logs / "operator.log"):
-        yield crds
+    with running_operator(crds, crds.layout.logs / "operator.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def operator(operator_process: OperatorProcess) -> Cluster:
+    """The cluster with the workerfleet operator running against it."""
+    return operator_process.cluster
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import redis
 import yaml
 
 from e2e.cluster import Cluster, _binary
+from e2e.operator import OperatorProcess
 from e2e.prometheus import PrometheusServer
 from e2e.waiting import eventually
 from e2e.worker.servers import RedisServer, free_port
@@ -465,3 +466,33 @@ def test_the_kubectl_plugin_promotes_aborts_and_retries(rig: Rig) -> None:
     # And `kubectl get wp` shows the phase
     table = cluster.kubectl("get", "wp", "thumbs", "-n", ns).stdout
     assert "Healthy" in table, table
+
+
+def test_an_operator_killed_mid_step_continues_where_it_was(
+    rig: Rig, operator_process: OperatorProcess
+) -> None:
+    # Given a canary at step 1 of 2 (no analysis: time alone moves it)
+    canary = {"steps": [{"weight": 20, "pauseSeconds": 12}, {"weight": 50, "pauseSeconds": 600}]}
+    rig.create(canary)
+    rig.change_template(canary)
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 2, what="2 canary replicas at 20%")
+    started_at = rig.rollout()["stepStartedAt"]
+
+    # When the operator is killed mid-step and started again before the step has held long enough
+    operator_process.kill()
+    time.sleep(3)
+    assert (rig.rollout()["step"], rig.deployment_replicas("thumbs-canary")) == (1, 2)
+    operator_process.start()
+
+    # Then it goes on from the same step, timed from when that step began, to the next one
+    eventually(lambda: rig.rollout().get("step") == 2, what="step 2 after the restart", timeout=30)
+    assert rig.rollout()["phase"] == "Progressing"
+    assert rig.deployment_replicas("thumbs-canary") == 5
+    assert rig.deployment_replicas("thumbs") == 5
+    # And nothing was started twice: one canary Deployment, one RolloutStarted
+    listing = _get(rig.cluster, rig.namespace, "deployments", "-l", "workerfleet.dev/pool=thumbs")
+    assert sorted(item["metadata"]["name"] for item in listing["items"]) == ["thumbs", "thumbs-canary"]
+    assert rig.reasons().count("RolloutStarted") == 1
+    step_completed = next(e for e in rig.events() if e["reason"] == "StepCompleted")
+    assert "held 12s" in step_completed["message"]
+    assert started_at < rig.rollout()["stepStartedAt"]
