@@ -50,8 +50,9 @@ test: lint unit e2e ## lint + unit + e2e
 demo: cluster-up ## the local cluster; later: workerfleet with example pools doing real work
 	$(BIN)/python -m e2e.cluster status
 
-bench: $(INSTALLED) ## worker runtime jobs/s (no-op handler, local Redis) and its ratio to a bare BRPOP loop
+bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; canary rollback latency vs the analysis interval
 	$(BIN)/python -m bench.worker_throughput
+	$(BIN)/python -m bench.rollback_latency
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
