@@ -7,7 +7,14 @@ from typing import Any, cast
 
 import pytest
 
-from workerfleet.cli.kubectl_plugin import action_patch, main, progress_bar, render_status
+from workerfleet.cli.kubectl_plugin import (
+    action_patch,
+    build_parser,
+    main,
+    progress_bar,
+    render_status,
+    show_status,
+)
 from workerfleet.kube.client import Kube
 from workerfleet.planners.rollout import Action
 
@@ -118,3 +125,24 @@ def test_action_patch_format() -> None:
     assert patch == {
         "metadata": {"annotations": {"workerfleet.dev/rollout-action": "abort/20260102T030405.000006Z"}}
     }
+
+
+def test_watch_prints_each_change_once_until_interrupted() -> None:
+    views = [pool(), pool(), pool("Degraded")]
+    fake = FakeKube(views[0])
+    printed: list[str] = []
+    naps = 0
+
+    def sleep(_: float) -> None:
+        nonlocal naps
+        naps += 1
+        if naps == len(views):
+            raise KeyboardInterrupt
+        fake.stored = views[naps]
+
+    args = build_parser().parse_args(["-n", "media", "status", "thumbs", "--watch"])
+    with pytest.raises(KeyboardInterrupt):
+        show_status(args, cast(Kube, fake), printed.append, sleep)
+    assert len(printed) == 2
+    assert "Progressing" in printed[0]
+    assert "Degraded" in printed[1]

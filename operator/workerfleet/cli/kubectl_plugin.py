@@ -80,7 +80,7 @@ def _get(api: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     return api.get(API_VERSION, "WorkerPool", namespace, name)
 
 
-def _status(
+def show_status(
     args: argparse.Namespace,
     api: Kube,
     write: Callable[[str], None],
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None, api: Kube | None = None) -> int:
     api = api or Kube()
     try:
         if args.command == "status":
-            return _status(args, api, print)
+            return show_status(args, api, print)
         return _act(args, api, print)
     except KeyboardInterrupt:
         return 0
