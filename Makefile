@@ -50,8 +50,9 @@ test: lint unit e2e ## lint + unit + e2e
 demo: cluster-up ## the local cluster; later: workerfleet with example pools doing real work
 	$(BIN)/python -m e2e.cluster status
 
-bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; canary rollback latency vs the analysis interval
+bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction times; canary rollback latency
 	$(BIN)/python -m bench.worker_throughput
+	$(BIN)/python -m bench.autoscaling_reaction
 	$(BIN)/python -m bench.rollback_latency
 
 clean: cluster-down

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from e2e import toolchain
 from e2e.cluster import REPOSITORY, Cluster, port_offset
 from e2e.waiting import eventually
 
@@ -23,10 +24,14 @@ CRD_NAMES = ("workerpools.workerfleet.dev", "jobtypes.workerfleet.dev")
 
 
 def install_crds(cluster: Cluster) -> None:
-    """Apply the committed CRDs and wait until the API server serves them."""
+    """Apply the committed CRDs, and KEDA's (so KEDA-mode pools are checked against its schema),
+    and wait until the API server serves them."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPOSITORY / "crds"))
+    for path in toolchain.keda_crd_paths():
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    names = [*CRD_NAMES, "scaledobjects.keda.sh", "triggerauthentications.keda.sh"]
     cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in CRD_NAMES)
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in names)
     )
 
 

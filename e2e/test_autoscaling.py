@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -306,3 +307,71 @@ def test_unreachable_queue_holds_fallback_replicas_and_recovers(
         timeout=SCALE_TIMEOUT_SECONDS,
         interval=2,
     )
+
+
+def _stays(cluster: Cluster, namespace: str, name: str, replicas: int, seconds: float) -> list[int]:
+    """Replica counts sampled once a second for `seconds` (enough HPA syncs to have acted)."""
+    samples = []
+    for _ in range(int(seconds)):
+        samples.append(_replicas(cluster, namespace, name))
+        time.sleep(1)
+    return [sample for sample in samples if sample != replicas]
+
+
+def test_pause_annotations_hold_or_set_the_replicas(
+    operator: Cluster, namespace: str, redis_server: RedisServer
+) -> None:
+    backlog = RedisListBacklog(redis_server)
+    _apply(operator, namespace, _job_type(), _pool("thumbs", backlog.queue_spec, replicas=2, minReplicas=1))
+    eventually(
+        lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
+        what="scaling on depth",
+        timeout=60,
+    )
+
+    # When autoscaling is paused and a backlog arrives that would ask for 8 replicas
+    operator.kubectl("annotate", "wp", "thumbs", "-n", namespace, "workerfleet.dev/autoscaling-paused=true")
+    eventually(
+        lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("False", "AutoscalingPaused"),
+        what="ScalingActive=False AutoscalingPaused",
+        timeout=30,
+    )
+    backlog.push(BACKLOG)
+
+    # Then the pool holds its 2 replicas through several HPA syncs
+    assert _stays(operator, namespace, "thumbs", 2, seconds=15) == []
+
+    # When a replica count is given instead
+    operator.kubectl(
+        "annotate",
+        "wp",
+        "thumbs",
+        "-n",
+        namespace,
+        "workerfleet.dev/autoscaling-paused-replicas=4",
+        "--overwrite",
+    )
+
+    # Then the pool goes to it and stays there
+    eventually(
+        lambda: _replicas(operator, namespace, "thumbs") == 4, what="the paused replica count", timeout=60
+    )
+    assert _stays(operator, namespace, "thumbs", 4, seconds=12) == []
+
+    # When the pause is lifted, the backlog's 8 replicas follow
+    operator.kubectl(
+        "annotate",
+        "wp",
+        "thumbs",
+        "-n",
+        namespace,
+        "workerfleet.dev/autoscaling-paused-",
+        "workerfleet.dev/autoscaling-paused-replicas-",
+    )
+    eventually(
+        lambda: _replicas(operator, namespace, "thumbs") == 8,
+        what="8 replicas",
+        timeout=SCALE_TIMEOUT_SECONDS,
+        interval=2,
+    )
+    backlog.drain()

@@ -69,6 +69,14 @@ def _pool(name: str, job_types: list[str], replicas: int = 1) -> dict[str, Any]:
     }
 
 
+def _ready_as_desired(cluster: Cluster, namespace: str, pool: str) -> bool:
+    """Ready with as many ready workers as the pool currently asks for (autoscaling may change it)."""
+    body = _get(cluster, namespace, f"workerpool/{pool}")
+    if body is None:
+        return False
+    return _ready(cluster, namespace, pool, body["spec"]["replicas"])
+
+
 def test_every_example_pool_runs_ready_in_a_restricted_namespace(
     operator: Cluster, restricted_namespace: str
 ) -> None:
@@ -76,29 +84,24 @@ def test_every_example_pool_runs_ready_in_a_restricted_namespace(
     paths = sorted(EXAMPLES.glob("jobtype-*.yaml")) + sorted(EXAMPLES.glob("workerpool-*.yaml"))
     for path in paths:
         operator.kubectl("apply", "-n", restricted_namespace, "-f", str(path))
-    pools = {
-        _example(path.name)["metadata"]["name"]: _example(path.name)["spec"]
-        for path in paths
-        if "workerpool" in path.name
-    }
+    pools = [_example(path.name)["metadata"]["name"] for path in paths if "workerpool" in path.name]
 
     # Then each pool's hardened pods pass admission, become Ready, and the pool reports it
-    for name, spec in pools.items():
+    for name in pools:
         eventually(
-            partial(_ready, operator, restricted_namespace, name, spec.get("replicas", 1)),
+            partial(_ready_as_desired, operator, restricted_namespace, name),
             what=f"WorkerPool {name} Ready",
             timeout=90,
         )
         deployment = _get(operator, restricted_namespace, f"deployment/{name}")
-        assert deployment["spec"]["replicas"] == spec.get("replicas", 1)
         owner = deployment["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"]) == ("WorkerPool", name)
 
-    # And `kubectl get wp` shows them with their counts
+    # And `kubectl get wp` shows them, with their ready and desired counts
     table = operator.kubectl("get", "wp", "-n", restricted_namespace).stdout
-    for name, spec in pools.items():
-        row = next(line for line in table.splitlines() if line.startswith(name + " "))
-        assert row.split()[1:3] == [str(spec.get("replicas", 1))] * 2, row
+    assert table.splitlines()[0].split()[:4] == ["NAME", "READY", "REPLICAS", "AVAILABLE"]
+    for name in pools:
+        assert any(line.split()[0] == name for line in table.splitlines()[1:]), table
 
 
 def _can_i(cluster: Cluster, namespace: str, service_account: str, *request: str) -> bool:
@@ -294,3 +297,36 @@ def test_a_reconcile_of_an_unchanged_pool_sends_no_write(
     # Then the operator read, but wrote nothing
     late = _operator_writes(operator, ns)[before:]
     assert late == [], [(w["verb"], w["objectRef"]) for w in late]
+
+
+def test_a_keda_pool_gets_a_scaled_object_checked_by_kedas_schema(operator: Cluster, namespace: str) -> None:
+    # Given the RabbitMQ example pool, which leaves scaling to KEDA
+    operator.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "jobtype-heavy-transcode-video.yaml"))
+    operator.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "workerpool-rabbitmq.yaml"))
+
+    # Then the operator writes a ScaledObject that KEDA's own CRD schema accepted, targeting the pool
+    scaled = eventually(
+        lambda: _get(operator, namespace, "scaledobject.keda.sh/transcoders"),
+        what="the ScaledObject",
+        timeout=60,
+    )
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "name": "transcoders",
+    }
+    [trigger] = scaled["spec"]["triggers"]
+    assert (trigger["type"], trigger["metadata"]["queueName"]) == ("rabbitmq", "transcode-video")
+    assert scaled["metadata"]["ownerReferences"][0]["name"] == "transcoders"
+
+    # And the credentials stay in their Secret, referenced by a TriggerAuthentication
+    authentication = _get(
+        operator, namespace, f"triggerauthentication.keda.sh/{trigger['authenticationRef']['name']}"
+    )
+    assert {ref["parameter"]: ref["name"] for ref in authentication["spec"]["secretTargetRef"]} == {
+        "username": "rabbitmq-credentials",
+        "password": "rabbitmq-credentials",
+    }
+
+    # And no HPA of the operator's own competes with KEDA's
+    assert _get(operator, namespace, "horizontalpodautoscaler/transcoders") is None

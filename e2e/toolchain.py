@@ -22,6 +22,9 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+# Only KEDA's CRDs, to check the ScaledObjects the operator writes against KEDA's own schema.
+KEDA_VERSION = "v2.21.0"
+KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # kwok does nothing without stages; these are the pinned release's own defaults (what kwokctl uses).
@@ -60,6 +63,18 @@ def binaries() -> dict[str, Binary]:
 
 def kwok_stages_path() -> Path:
     return binaries()["kwok"].path.parent / "stages.yaml"
+
+
+def keda_crd_paths() -> list[Path]:
+    return [cache_root() / "keda" / KEDA_VERSION / name for name in KEDA_CRDS]
+
+
+def write_keda_crds(version: str) -> None:
+    info = json.loads(_run(["go", "mod", "download", "-json", f"github.com/kedacore/keda/v2@{version}"]))
+    bases = Path(info["Dir"]) / "config" / "crd" / "bases"
+    for path in keda_crd_paths():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text((bases / path.name).read_text())
 
 
 def _go_env() -> dict[str, str]:
@@ -205,6 +220,8 @@ def ensure(names: list[str] | None = None) -> dict[str, Path]:
         go_install(wanted["kwok"], "sigs.k8s.io/kwok/cmd/kwok")
     if wanted["kwok"] in selected and not kwok_stages_path().exists():
         write_kwok_stages(KWOK_VERSION)
+    if not all(path.exists() for path in keda_crd_paths()):
+        write_keda_crds(KEDA_VERSION)
     if "helm" in missing:
         ldflags = helm_ldflags(HELM_VERSION, _go_mod_of("helm.sh/helm/v3", HELM_VERSION))
         go_install(wanted["helm"], "helm.sh/helm/v3/cmd/helm", ldflags)

@@ -6,7 +6,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workerfleet.planners.scaling import QueueState, ScalingDecision, ScalingPolicy, deadline_replicas, decide
+from workerfleet.planners.scaling import (
+    Pause,
+    PauseAnnotationError,
+    QueueState,
+    ScalingDecision,
+    ScalingPolicy,
+    deadline_replicas,
+    decide,
+    judge_queue,
+    pause_from_annotations,
+    queue_status_changed,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 AGO_10S = NOW - timedelta(seconds=10)
@@ -168,3 +179,131 @@ def test_deadline_raises_the_served_value_within_max_replicas() -> None:
         replicas=2, depth=100, consecutive_failures=0, oldest_age_seconds=99, throughput_per_replica=0.1
     )
     assert decide(policy, hopeless, NOW).served_value == 500
+
+
+@pytest.mark.parametrize(
+    ("decision", "depth", "reachable", "active", "fallback"),
+    [
+        (
+            ScalingDecision(40, None, None, False),
+            40,
+            ("True", "DepthRead"),
+            ("True", "ScalingOnQueueDepth"),
+            ("False", "QueueReadable"),
+        ),
+        (
+            ScalingDecision(None, None, None, False),
+            None,
+            ("False", "QueueUnreachable"),
+            ("False", "DepthUnknown"),
+            ("False", "QueueReadable"),
+        ),
+        (
+            ScalingDecision(150, None, None, True),
+            None,
+            ("False", "QueueUnreachable"),
+            ("False", "FallbackActive"),
+            ("True", "FallbackActive"),
+        ),
+    ],
+)
+def test_conditions_for_a_poll(
+    decision: ScalingDecision,
+    depth: int | None,
+    reachable: tuple[str, str],
+    active: tuple[str, str],
+    fallback: tuple[str, str],
+) -> None:
+    judged = judge_queue(decision, depth, 0 if depth is not None else 3, "refused", 3)
+    assert judged.queue_reachable[:2] == reachable
+    assert judged.scaling_active[:2] == active
+    assert judged.fallback[:2] == fallback
+    if depth is None:
+        assert "refused" in judged.queue_reachable[2]
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "changed"),
+    [
+        (None, {"depth": 1}, True),
+        (
+            {"depth": 1, "lastPollTime": "2026-01-01T11:59:50Z"},
+            {"depth": 1, "lastPollTime": "2026-01-01T12:00:00Z"},
+            False,
+        ),
+        (
+            {"depth": 1, "lastPollTime": "2026-01-01T11:58:00Z"},
+            {"depth": 1, "lastPollTime": "2026-01-01T12:00:00Z"},
+            True,
+        ),
+        (
+            {"depth": 1, "lastPollTime": "2026-01-01T11:59:50Z"},
+            {"depth": 2, "lastPollTime": "2026-01-01T12:00:00Z"},
+            True,
+        ),
+        ({"depth": 1}, {"depth": 1, "consecutiveFailures": 1}, True),
+    ],
+)
+def test_status_queue_is_rewritten_for_new_values_or_a_stale_poll_time(
+    current: dict[str, object] | None, new: dict[str, object], changed: bool
+) -> None:
+    assert queue_status_changed(current, new, NOW) is changed
+
+
+@pytest.mark.parametrize(
+    ("annotations", "pause"),
+    [
+        ({}, None),
+        ({"workerfleet.dev/autoscaling-paused": "true"}, Pause()),
+        ({"workerfleet.dev/autoscaling-paused": "True"}, Pause()),
+        ({"workerfleet.dev/autoscaling-paused": "false"}, None),
+        ({"workerfleet.dev/autoscaling-paused-replicas": "3"}, Pause(replicas=3)),
+        (
+            {
+                "workerfleet.dev/autoscaling-paused": "false",
+                "workerfleet.dev/autoscaling-paused-replicas": "0",
+            },
+            Pause(0),
+        ),
+    ],
+)
+def test_pause_annotations(annotations: dict[str, str], pause: Pause | None) -> None:
+    assert pause_from_annotations(annotations) == pause
+
+
+@pytest.mark.parametrize("value", ["-1", "three", "2.5", ""])
+def test_bad_paused_replicas_name_the_annotation(value: str) -> None:
+    with pytest.raises(PauseAnnotationError, match="autoscaling-paused-replicas must be a whole number"):
+        pause_from_annotations({"workerfleet.dev/autoscaling-paused-replicas": value})
+
+
+@pytest.mark.parametrize(
+    ("pause", "state", "expected"),
+    [
+        # hold: serve exactly the current replicas' worth, whatever the depth
+        (
+            Pause(),
+            QueueState(replicas=3, depth=10_000, consecutive_failures=0),
+            ScalingDecision(150, None, None, False),
+        ),
+        # hold at zero: no activation despite work
+        (
+            Pause(),
+            QueueState(replicas=0, depth=500, consecutive_failures=0),
+            ScalingDecision(0, None, None, False),
+        ),
+        # a given count: set it and hold it, even while the queue is unreadable
+        (
+            Pause(5),
+            QueueState(replicas=2, depth=None, consecutive_failures=9),
+            ScalingDecision(250, 5, None, False),
+        ),
+        (
+            Pause(2),
+            QueueState(replicas=2, depth=0, consecutive_failures=0, idle_since=AGO_1H),
+            ScalingDecision(100, None, None, False),
+        ),
+    ],
+)
+def test_paused_autoscaling_holds(pause: Pause, state: QueueState, expected: ScalingDecision) -> None:
+    assert decide(TO_ZERO, state, NOW, pause) == expected

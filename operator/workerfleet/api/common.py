@@ -25,6 +25,15 @@ ObjectName = Annotated[
 HostPort = Annotated[str, Field(min_length=1, max_length=ADDRESS_MAX_LENGTH, pattern=HOST_PORT_PATTERN)]
 """`host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
 
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` into its parts, for the clients that connect to it."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"queue address must be host:port, not {address!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 HttpUrl = Annotated[str, Field(min_length=1, max_length=URL_MAX_LENGTH, pattern=HTTP_URL_PATTERN)]
 """An http:// or https:// URL."""
 

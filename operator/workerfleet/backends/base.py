@@ -36,14 +36,6 @@ class DepthSource(Protocol):
     async def close(self) -> None: ...
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` into its parts."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise QueueUnreachableError(f"queue address must be host:port, not {address!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
 def envelope_age_seconds(raw: bytes | str | None, now: datetime) -> float | None:
     """Age of a job from its envelope's enqueuedAt; None when the message is not an envelope."""
     if raw is None:

@@ -13,8 +13,9 @@ import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
+from workerfleet.api.common import split_host_port
 from workerfleet.api.workerpool import RabbitMQ
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, split_host_port
+from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
 
 TIMEOUT_SECONDS = 5.0
 

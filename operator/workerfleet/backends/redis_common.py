@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from workerfleet.backends.base import Credentials, split_host_port
+from workerfleet.api.common import split_host_port
+from workerfleet.backends.base import Credentials
 
 TIMEOUT_SECONDS = 5.0
 

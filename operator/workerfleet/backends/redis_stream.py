@@ -15,7 +15,7 @@ from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachable
 from workerfleet.backends.redis_common import connect
 
 
-def _entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
+def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
     if entry_id is None:
         return None
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -55,7 +55,7 @@ class RedisStreamDepth:
             first = await self._redis.xrange(self._stream, count=1)
             return QueueSample(
                 depth=int(depth),
-                oldest_age_seconds=_entry_age_seconds(first[0][0] if first else None, now_ms),
+                oldest_age_seconds=entry_age_seconds(first[0][0] if first else None, now_ms),
             )
         pending = int(_field(group, "pending") or 0)
         lag = _field(group, "lag")
@@ -69,7 +69,7 @@ class RedisStreamDepth:
             last_id = last.decode() if isinstance(last, bytes) else str(last)
             following = await self._redis.xrange(self._stream, min=f"({last_id}", count=1)
             oldest = following[0][0] if following else None
-        return QueueSample(depth=int(lag) + pending, oldest_age_seconds=_entry_age_seconds(oldest, now_ms))
+        return QueueSample(depth=int(lag) + pending, oldest_age_seconds=entry_age_seconds(oldest, now_ms))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,8 @@ from workerfleet.backends.sources import open_source
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.workerpool import kube, pool_lock, post_event
 from workerfleet.planners.scaling import (
+    Pause,
+    PauseAnnotationError,
     QueueConditions,
     QueueState,
     ScalingDecision,
@@ -40,6 +42,7 @@ from workerfleet.planners.scaling import (
     ScalingReason,
     decide,
     judge_queue,
+    pause_from_annotations,
     queue_status_changed,
 )
 from workerfleet.planners.status import Event
@@ -197,7 +200,7 @@ async def _read(source: DepthSource) -> tuple[QueueSample | None, str | None]:
 
 
 async def _apply_decision(
-    body: dict[str, Any], decision: ScalingDecision, *, depth: int | None, replicas: int
+    body: dict[str, Any], decision: ScalingDecision, *, depth: int | None, replicas: int, paused: bool
 ) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     if decision.served_value is None:
@@ -207,7 +210,10 @@ async def _apply_decision(
     if decision.replicas is None or decision.replicas == replicas:
         return
     await asyncio.to_thread(kube().scale_pool, namespace, name, decision.replicas)
-    if decision.replicas > replicas:
+    if paused:
+        message = f"autoscaling paused by annotation: scaled {replicas} -> {decision.replicas} and held there"
+        reason = ScalingReason.PAUSED
+    elif decision.replicas > replicas:
         message = (
             f"queue depth {depth} is above the activation depth: scaled {replicas} -> {decision.replicas}"
         )
@@ -312,16 +318,32 @@ async def _poll_once(
         throughput_per_replica=memory.throughput_per_replica,
         idle_since=memory.idle_since,
     )
-    decision = decide(_policy(scaling, deadline), state, now)
+    try:
+        pause = pause_from_annotations(body["metadata"].get("annotations") or {})
+        pause_problem = None
+    except PauseAnnotationError as problem:
+        pause, pause_problem = Pause(), str(problem)  # hold still rather than guess
+    decision = decide(_policy(scaling, deadline), state, now, pause)
     memory.idle_since = decision.idle_since
-    await _apply_decision(body, decision, depth=state.depth, replicas=spec.replicas)
+    await _apply_decision(body, decision, depth=state.depth, replicas=spec.replicas, paused=pause is not None)
     queue_status: dict[str, Any] = {"consecutiveFailures": memory.failures}
     if sample is not None:
         queue_status["depth"] = sample.depth
         queue_status["lastPollTime"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         if sample.oldest_age_seconds is not None:
             queue_status["oldestAgeSeconds"] = round(sample.oldest_age_seconds, 1)
-    judged = judge_queue(decision, state.depth, memory.failures, error, decision.replicas or spec.replicas)
+    judged = judge_queue(
+        decision,
+        state.depth,
+        memory.failures,
+        error,
+        decision.replicas or spec.replicas,
+        paused=pause is not None,
+    )
+    if pause_problem is not None:
+        judged = replace(
+            judged, scaling_active=(judged.scaling_active[0], ScalingReason.PAUSED, pause_problem)
+        )
     for event in await asyncio.to_thread(_record, namespace, name, queue_status, judged, now):
         post_event(body, event)
 

@@ -49,6 +49,36 @@ class QueueState:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """Autoscaling paused by annotation: hold the current replicas, or set `replicas` and hold that."""
+
+    replicas: int | None = None
+
+
+PAUSED_ANNOTATION = "workerfleet.dev/autoscaling-paused"
+PAUSED_REPLICAS_ANNOTATION = "workerfleet.dev/autoscaling-paused-replicas"
+
+
+class PauseAnnotationError(ValueError):
+    """A pause annotation that cannot be read; the message names it and the fix."""
+
+
+def pause_from_annotations(annotations: dict[str, str]) -> Pause | None:
+    """`autoscaling-paused: "true"` holds the replicas; `...-paused-replicas: "N"` sets N and holds it."""
+    replicas_text = annotations.get(PAUSED_REPLICAS_ANNOTATION)
+    if replicas_text is not None:
+        if not replicas_text.isdigit():
+            raise PauseAnnotationError(
+                f"annotation {PAUSED_REPLICAS_ANNOTATION} must be a whole number of replicas,"
+                f" not {replicas_text!r}"
+            )
+        return Pause(replicas=int(replicas_text))
+    if annotations.get(PAUSED_ANNOTATION, "").lower() == "true":
+        return Pause()
+    return None
+
+
+@dataclass(frozen=True)
 class ScalingDecision:
     served_value: int | None
     """What the metrics API serves to the HPA; None serves nothing (the HPA keeps its replicas)."""
@@ -73,8 +103,19 @@ def deadline_replicas(
     return math.ceil(depth / (throughput_per_replica * time_left))
 
 
-def decide(policy: ScalingPolicy, state: QueueState, now: datetime) -> ScalingDecision:
+def decide(
+    policy: ScalingPolicy, state: QueueState, now: datetime, pause: Pause | None = None
+) -> ScalingDecision:
     """What to serve the HPA and whether the operator must set replicas itself, for one poll."""
+    if pause is not None:
+        # Serve exactly what holds the replica count, so the HPA neither adds nor removes workers.
+        held = state.replicas if pause.replicas is None else pause.replicas
+        target = None if held == state.replicas else held
+        return ScalingDecision(held * policy.target_depth_per_replica, target, None, in_fallback=False)
+    return _decide_on_depth(policy, state, now)
+
+
+def _decide_on_depth(policy: ScalingPolicy, state: QueueState, now: datetime) -> ScalingDecision:
     if state.depth is None:
         fallback = policy.fallback_replicas
         threshold = policy.failure_threshold
@@ -117,6 +158,7 @@ class ScalingReason:
     DEPTH_READ = "DepthRead"
     QUEUE_UNREACHABLE = "QueueUnreachable"
     SCALING_ON_DEPTH = "ScalingOnQueueDepth"
+    PAUSED = "AutoscalingPaused"
     DEPTH_UNKNOWN = "DepthUnknown"
     FALLBACK_ACTIVE = "FallbackActive"
     FALLBACK_ENDED = "FallbackEnded"
@@ -135,13 +177,22 @@ class QueueConditions:
 
 
 def judge_queue(
-    decision: ScalingDecision, depth: int | None, failures: int, error: str | None, replicas: int
+    decision: ScalingDecision,
+    depth: int | None,
+    failures: int,
+    error: str | None,
+    replicas: int,
+    *,
+    paused: bool = False,
 ) -> QueueConditions:
     if depth is None:
         reachable = ("False", ScalingReason.QUEUE_UNREACHABLE, f"{failures} failed reads in a row: {error}")
     else:
         reachable = ("True", ScalingReason.DEPTH_READ, f"{depth} jobs waiting")
-    if decision.in_fallback:
+    if paused:
+        fallback = ("False", ScalingReason.QUEUE_READABLE, "")
+        active = ("False", ScalingReason.PAUSED, f"paused by annotation; holding {replicas} replicas")
+    elif decision.in_fallback:
         fallback = ("True", ScalingReason.FALLBACK_ACTIVE, f"queue unreadable; holding {replicas} replicas")
         active = (
             "False",

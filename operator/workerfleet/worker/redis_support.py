@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from workerfleet.api.common import split_host_port as api_split_host_port
 from workerfleet.worker.backend import BackendUnavailable
 from workerfleet.worker.settings import ConfigurationError, Credentials
 
@@ -21,11 +22,11 @@ PROMOTE_BATCH = 100
 
 
 def split_host_port(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` into its parts."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigurationError(f"queue address must be host:port, not {address!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    """`host:port` or `[v6]:port` into its parts; a bad address is a configuration error."""
+    try:
+        return api_split_host_port(address)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from error
 
 
 def redis_client(address: str, database: int, credentials: Credentials) -> Redis:

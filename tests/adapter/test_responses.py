@@ -1,0 +1,68 @@
+"""The external metrics API's bodies and selector parsing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from workerfleet.adapter.readings import Reading, Readings
+from workerfleet.adapter.responses import (
+    GROUP_VERSION,
+    SelectorError,
+    metric_values,
+    parse_selector,
+    resource_list,
+)
+
+TIME = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("", {}),
+        ("workerfleet.dev/pool=thumbs", {"workerfleet.dev/pool": "thumbs"}),
+        (
+            "workerfleet.dev/pool==thumbs, namespace=media",
+            {"workerfleet.dev/pool": "thumbs", "namespace": "media"},
+        ),
+    ],
+)
+def test_equality_selectors(text: str, parsed: dict[str, str]) -> None:
+    assert parse_selector(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["pool!=thumbs", "pool in (a,b)", "pool", "=thumbs"])
+def test_other_selectors_are_refused_clearly(text: str) -> None:
+    with pytest.raises(SelectorError, match="key=value"):
+        parse_selector(text)
+
+
+def test_discovery_names_the_queue_depth_metric() -> None:
+    body = resource_list()
+    assert body["groupVersion"] == GROUP_VERSION
+    assert [resource["name"] for resource in body["resources"]] == ["workerfleet_queue_depth"]
+    assert body["resources"][0]["namespaced"] is True
+
+
+def test_values_match_the_selector_within_the_namespace() -> None:
+    readings = {"thumbs": Reading(400, TIME), "reports": Reading(7, TIME)}
+    body = metric_values("media", {"workerfleet.dev/pool": "thumbs"}, readings)
+    assert body["kind"] == "ExternalMetricValueList"
+    [item] = body["items"]
+    assert item["value"] == "400"
+    assert item["timestamp"] == "2026-01-02T03:04:05Z"
+    assert item["metricLabels"] == {"workerfleet.dev/pool": "thumbs", "namespace": "media"}
+    assert metric_values("media", {"namespace": "other"}, readings)["items"] == []
+    assert len(metric_values("media", {}, readings)["items"]) == 2
+
+
+def test_readings_are_kept_per_namespace_and_forgotten_on_request() -> None:
+    readings = Readings()
+    readings.put("a", "thumbs", Reading(1, TIME))
+    readings.put("b", "thumbs", Reading(2, TIME))
+    assert readings.in_namespace("a") == {"thumbs": Reading(1, TIME)}
+    readings.forget("a", "thumbs")
+    assert readings.in_namespace("a") == {}
+    assert readings.in_namespace("b") == {"thumbs": Reading(2, TIME)}
