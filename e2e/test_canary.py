@@ -422,7 +422,7 @@ def _plugin(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_kubectl_plugin_promotes_aborts_and_retries(rig: Rig) -> None:
+def test_the_kubectl_plugin_promotes_aborts_and_retries_and_scaling_splits_the_total(rig: Rig) -> None:
     # Given a canary held at a step without pause (no analysis: people decide)
     cluster, ns = rig.cluster, rig.namespace
     canary = {"steps": [{"weight": 30}, {"weight": 60}]}
@@ -434,6 +434,13 @@ def test_the_kubectl_plugin_promotes_aborts_and_retries(rig: Rig) -> None:
     assert "step    1 of 2" in shown.stdout
     assert f"canary  {revision}" in shown.stdout
     assert rig.deployment_replicas("thumbs-canary") == 3
+
+    # When the total changes (as the HPA does through the scale subresource), it is split by the same weight
+    cluster.kubectl("scale", "workerpool/thumbs", "-n", ns, "--replicas=20")
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 6, what="6 of 20 replicas at 30%")
+    assert rig.deployment_replicas("thumbs") == 14
+    cluster.kubectl("scale", "workerpool/thumbs", "-n", ns, f"--replicas={TOTAL_REPLICAS}")
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 3, what="3 of 10 replicas at 30%")
 
     # When promoted, the next step runs
     assert _plugin(cluster, "-n", ns, "promote", "thumbs").returncode == 0
