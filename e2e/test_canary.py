@@ -336,7 +336,9 @@ def test_a_bad_canary_is_rolled_back_within_one_analysis_interval(rig: Rig) -> N
 
     # And the pool is Degraded on the stable revision, with a Warning Event that has the numbers
     assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
-    status = rig.status()
+    status = eventually(
+        lambda: rig.rollout().get("phase") == "Degraded" and rig.status(), what="status Degraded", timeout=10
+    )
     assert (status["rollout"]["phase"], status["stableRevision"]) == ("Degraded", stable)
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "RolloutFailed")
@@ -444,12 +446,18 @@ def test_the_kubectl_plugin_promotes_aborts_and_retries_and_scaling_splits_the_t
 
     # When promoted, the next step runs
     assert _plugin(cluster, "-n", ns, "promote", "thumbs").returncode == 0
-    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 6, what="6 canary replicas at 60%")
-    assert rig.rollout()["step"] == 2
+    # (children are applied before status is written, so wait for both)
+    eventually(
+        lambda: rig.deployment_replicas("thumbs-canary") == 6 and rig.rollout().get("step") == 2,
+        what="step 2 with 6 canary replicas at 60%",
+    )
 
     # When aborted, the canary is at zero, the pool Degraded, and status exits non-zero
     assert _plugin(cluster, "-n", ns, "abort", "thumbs").returncode == 0
-    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 0, what="the canary at zero")
+    eventually(
+        lambda: rig.deployment_replicas("thumbs-canary") == 0 and rig.rollout().get("phase") == "Degraded",
+        what="the canary at zero, Degraded",
+    )
     assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
     degraded = _plugin(cluster, "-n", ns, "status", "thumbs")
     assert degraded.returncode == 1
@@ -457,8 +465,13 @@ def test_the_kubectl_plugin_promotes_aborts_and_retries_and_scaling_splits_the_t
 
     # When retried, the rollout starts again from step 1
     assert _plugin(cluster, "-n", ns, "retry", "thumbs").returncode == 0
-    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 3, what="3 canary replicas again")
-    assert (rig.rollout()["phase"], rig.rollout()["step"]) == ("Paused", 1)
+    eventually(
+        lambda: (
+            rig.deployment_replicas("thumbs-canary") == 3
+            and (rig.rollout().get("phase"), rig.rollout().get("step")) == ("Paused", 1)
+        ),
+        what="step 1 again with 3 canary replicas, waiting for promote",
+    )
 
     # When promoted in full, the canary becomes stable at once
     assert _plugin(cluster, "-n", ns, "promote", "thumbs", "--full").returncode == 0
