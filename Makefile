@@ -55,9 +55,10 @@ DEMO_LINGER ?= 300
 demo: cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
 	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
-bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction times vs their floor
+bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction times; canary rollback latency
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.autoscaling_reaction
+	$(BIN)/python -m bench.rollback_latency
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

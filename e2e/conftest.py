@@ -10,7 +10,8 @@ import pytest
 
 from e2e import chart
 from e2e.cluster import Cluster
-from e2e.operator import install_crds, operator_as_chart_identity
+from e2e.operator import OperatorProcess, install_crds, operator_as_chart_identity
+from e2e.prometheus import PrometheusServer
 from e2e.worker.servers import RabbitMQServer, RedisServer
 
 
@@ -66,14 +67,20 @@ def operator_chart(crds: Cluster) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def operator(operator_chart: Cluster) -> Iterator[Cluster]:
+def operator_process(operator_chart: Cluster) -> Iterator[OperatorProcess]:
     """The operator running under the chart's ServiceAccount identity, so every scenario proves its RBAC.
 
     The process runs on this host (pods are simulated) with a token of the chart's ServiceAccount;
-    its log is in the cluster's logs.
+    it can be killed and started again; its log is in the cluster's logs.
     """
-    with operator_as_chart_identity(operator_chart, operator_chart.layout.logs / "operator.log"):
-        yield operator_chart
+    with operator_as_chart_identity(operator_chart, operator_chart.layout.logs / "operator.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def operator(operator_process: OperatorProcess) -> Cluster:
+    """The cluster with the workerfleet operator running against it."""
+    return operator_process.cluster
 
 
 @pytest.fixture
@@ -98,6 +105,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
     """A real RabbitMQ node of its own on loopback ports, for the whole session."""
     server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """A real Prometheus on a loopback port scraping the targets tests give it, for the whole session."""
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"))
     server.start()
     try:
         yield server

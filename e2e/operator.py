@@ -83,50 +83,61 @@ def _alive(url: str) -> bool:
         return False
 
 
-@contextmanager
-def running_operator(
-    cluster: Cluster, log: Path, kubeconfig: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`workerfleet run` until the block ends; then SIGTERM (SIGKILL after 15 s).
+class OperatorProcess:
+    """`workerfleet run` as the kubeconfig's user; can be killed and started again, as a crashed pod
+    would be. By default it runs as a user of its own in system:masters (for the benchmark); the e2e
+    suite uses the chart's identity (`operator_as_chart_identity`)."""
 
-    It runs as the kubeconfig's user; by default as a user of its own in system:masters (for the
-    benchmark; the e2e suite uses the chart's identity, `operator_as_chart_identity`).
-    """
-    liveness = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
-    environment = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig or cluster.layout.component_kubeconfig("operator")),
-    }
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workerfleet.cli.main",
-                "run",
-                "--standalone",
-                f"--liveness={liveness}",
-                f"--metrics-api-port={METRICS_API_PORT}",
-                "--metrics-api-address=127.0.0.1",
-                f"--metrics-port={METRICS_PORT}",
-                "--metrics-address=127.0.0.1",
-            ],
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    def __init__(self, cluster: Cluster, log: Path, kubeconfig: Path | None = None) -> None:
+        self.cluster = cluster
+        self.log = log
+        self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        liveness = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
+        environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with self.log.open("ab") as output:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "workerfleet.cli.main",
+                    "run",
+                    "--standalone",
+                    f"--liveness={liveness}",
+                    f"--metrics-api-port={METRICS_API_PORT}",
+                    "--metrics-api-address=127.0.0.1",
+                    f"--metrics-port={METRICS_PORT}",
+                    "--metrics-address=127.0.0.1",
+                ],
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self._process = process
         eventually(
             lambda: process.poll() is None and _alive(liveness),
-            what=f"the operator to answer {liveness} (log: {log})",
+            what=f"the operator to answer {liveness} (log: {self.log})",
             timeout=60,
         )
-        cluster.kubectl(
+        self.cluster.kubectl(
             "wait", "--for=condition=Available", "apiservice/v1beta1.external.metrics.k8s.io", "--timeout=60s"
         )
-        yield process
-    finally:
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handlers run, like an OOM-killed or evicted operator pod."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=15)
+            self._process = None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s."""
+        if self._process is None:
+            return
+        process, self._process = self._process, None
         process.terminate()
         try:
             process.wait(timeout=15)
@@ -136,7 +147,20 @@ def running_operator(
 
 
 @contextmanager
-def operator_as_chart_identity(cluster: Cluster, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running_operator(
+    cluster: Cluster, log: Path, kubeconfig: Path | None = None
+) -> Iterator[OperatorProcess]:
+    """The operator running until the block ends; then SIGTERM (SIGKILL after 15 s)."""
+    process = OperatorProcess(cluster, log, kubeconfig)
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+@contextmanager
+def operator_as_chart_identity(cluster: Cluster, log: Path) -> Iterator[OperatorProcess]:
     """The operator on this host with a token of the installed chart's ServiceAccount.
 
     The chart's own pod is simulated and runs nothing; this process stands in for it with exactly

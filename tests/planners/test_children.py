@@ -11,9 +11,11 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.planners.children import (
     DRAIN_MARGIN_SECONDS,
+    POD_TEMPLATE_ANNOTATION,
     ChildKey,
     Manifest,
     PoolRef,
+    Workers,
     grace_period_seconds,
     plan_children,
     revision_of,
@@ -266,3 +268,31 @@ def test_queue_credentials_are_referenced_never_copied() -> None:
         "secretKeyRef": {"name": "rabbit", "key": "password"}
     }
     assert "value" not in env["WORKERFLEET_QUEUE_PASSWORD"]
+
+
+def test_a_canary_runs_beside_the_stable_deployment_with_its_own_selector() -> None:
+    old = {"spec": {"containers": [{"name": "worker", "image": "thumbs:1"}]}}
+    new = {"spec": {"containers": [{"name": "worker", "image": "thumbs:2"}]}}
+    workers = Workers(stable_template=old, stable_replicas=9, canary_template=new, canary_replicas=1)
+    plan = plan_children(POOL, pool_spec(template=new, replicas=10), {"resize-image": job_type()}, workers)
+    deployments = {m["metadata"]["name"]: m for m in plan.apply if m["kind"] == "Deployment"}
+    stable, canary = deployments["thumbs"], deployments["thumbs-canary"]
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (9, 1)
+    assert stable["spec"]["selector"]["matchLabels"]["workerfleet.dev/track"] == "stable"
+    assert canary["spec"]["selector"]["matchLabels"]["workerfleet.dev/track"] == "canary"
+    for deployment, template in ((stable, old), (canary, new)):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["workerfleet.dev/revision"] == revision_of(template)
+        assert set(deployment["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
+        env = {
+            v["name"]: v.get("value") for v in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["WORKERFLEET_REVISION"] == revision_of(template)
+        assert json.loads(deployment["metadata"]["annotations"][POD_TEMPLATE_ANNOTATION]) == template
+    assert ChildKey("apps/v1", "Deployment", "thumbs-canary") not in plan.delete
+
+
+def test_without_a_canary_its_deployment_is_deleted() -> None:
+    plan = plan_children(POOL, pool_spec(), {"resize-image": job_type()})
+    assert ChildKey("apps/v1", "Deployment", "thumbs-canary") in plan.delete
+    assert [m["metadata"]["name"] for m in plan.apply if m["kind"] == "Deployment"] == ["thumbs"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.planners.status import Event, Observation, Reason, plan_status
+from workerfleet.planners.status import Event, Observation, Reason, merge_patch, plan_status
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -189,3 +189,52 @@ def test_fields_owned_by_other_features_are_kept() -> None:
     status, _, _ = plan_status(observe(), current, NOW)
     assert status["queue"] == {"depth": 12}
     assert status["rollout"] == {"phase": "Healthy"}
+
+
+@pytest.mark.parametrize(
+    ("current", "desired", "patch"),
+    [
+        ({}, {"a": 1}, {"a": 1}),
+        ({"a": 1}, {"a": 1}, {}),
+        ({"a": 1, "b": 2}, {"a": 1}, {"b": None}),
+        ({"r": {"x": 1, "y": 2}}, {"r": {"x": 1}}, {"r": {"y": None}}),
+        ({"r": {"x": 1}}, {"r": {"x": 2, "z": [1]}}, {"r": {"x": 2, "z": [1]}}),
+        ({"c": [1, 2]}, {"c": [1]}, {"c": [1]}),
+    ],
+)
+def test_merge_patch_removes_what_went_away(
+    current: dict[str, Any], desired: dict[str, Any], patch: dict[str, Any]
+) -> None:
+    assert merge_patch(current, desired) == patch
+
+
+def test_a_rolled_back_canary_degrades_the_pool_without_a_second_event() -> None:
+    rollout = {
+        "stableRevision": "old",
+        "canaryRevision": "new",
+        "rollout": {"phase": "Degraded", "message": "30%"},
+    }
+    status, events, changed = plan_status(observe(rollout=rollout), None, NOW)
+    assert changed
+    assert conditions(status)["Degraded"] == ("True", Reason.ROLLOUT_FAILED)
+    assert all(event.reason != Reason.ROLLOUT_FAILED for event in events)
+    assert (status["stableRevision"], status["canaryRevision"]) == ("old", "new")
+
+
+def test_replicas_count_both_tracks_and_a_running_canary_is_progressing() -> None:
+    canary = {
+        "metadata": {"generation": 1},
+        "status": {"replicas": 2, "readyReplicas": 1, "availableReplicas": 1},
+    }
+    rollout = {
+        "stableRevision": "old",
+        "canaryRevision": "new",
+        "rollout": {"phase": "Progressing", "step": 1},
+    }
+    status, _, _ = plan_status(observe(canary_deployment=canary, rollout=rollout), None, NOW)
+    assert status["canaryReplicas"] == 2
+    assert status["replicas"] == plan_status(observe(), None, NOW)[0]["replicas"] + 2
+    assert conditions(status)["Progressing"] == ("True", Reason.CANARY_RUNNING)
+    settled = {"stableRevision": "new", "canaryRevision": None, "rollout": {"phase": "Healthy"}}
+    done, _, _ = plan_status(observe(rollout=settled), status, NOW)
+    assert "canaryRevision" not in done

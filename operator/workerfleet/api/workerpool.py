@@ -31,6 +31,7 @@ MAX_DEPTH = 1_000_000_000
 REVISION_MAX_LENGTH = 63
 SELECTOR_MAX_LENGTH = 4_096
 QUERY_MAX_LENGTH = 4_096
+ANALYSIS_HISTORY_LENGTH = 10
 
 Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
 
@@ -307,9 +308,19 @@ class Analysis(ApiModel):
     """What to do when an interval ends with fewer than minSamples or no metrics: Pause (hold the
     step until data arrives or someone promotes or aborts), Fail (count a failing verdict) or
     Continue (treat it as passing)."""
+    consecutive_error_limit: Annotated[int, Field(ge=0, le=100)] = 4
+    """Analyses in a row that may fail to reach Prometheus (or get an unusable answer); the next one
+    rolls back, so a rollout never advances blind for long."""
     prometheus: PrometheusServer
     """Prometheus that scrapes the pool's workers; the analysis reads the job outcome counters the
     worker runtime exports."""
+    error_query: Annotated[str, Field(min_length=1, max_length=QUERY_MAX_LENGTH)] | None = None
+    """PromQL for the failed attempts of one revision over the window; `$pool`, `$revision`,
+    `$namespace` and `$window` (e.g. 30s) are filled in. Absent counts the worker runtime's
+    retried, dead_lettered and failed outcomes of `workerfleet_jobs_total`."""
+    total_query: Annotated[str, Field(min_length=1, max_length=QUERY_MAX_LENGTH)] | None = None
+    """PromQL for all finished attempts of one revision over the window, with the same placeholders.
+    Absent counts every outcome of `workerfleet_jobs_total` except duplicate."""
 
     validations: ClassVar[tuple[Rule[Analysis], ...]] = (
         Rule(
@@ -388,6 +399,7 @@ class Verdict(StrEnum):
     PASSED = "Pass"
     FAILED = "Fail"
     INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
 
 
 class AnalysisResult(ApiModel):
@@ -396,7 +408,7 @@ class AnalysisResult(ApiModel):
     time: Timestamp
     """When the verdict was taken."""
     verdict: Annotated[Verdict, Field(strict=False)]
-    """Pass, Fail, or Inconclusive (too few samples or no metrics)."""
+    """Pass, Fail, Inconclusive (too few samples or no metrics), or Error (Prometheus unreachable)."""
     canary_samples: Annotated[int, Field(ge=0)] = 0
     """Jobs the canary finished in the interval."""
     stable_samples: Annotated[int, Field(ge=0)] = 0
@@ -423,10 +435,21 @@ class RolloutStatus(ApiModel):
     """When the current step began; pauseSeconds count from here."""
     failed_analyses: Annotated[int, Field(ge=0, le=1_000)] = 0
     """Failing verdicts so far in this rollout, compared with failureLimit."""
+    consecutive_errors: Annotated[int, Field(ge=0, le=1_000)] = 0
+    """Analyses in a row that could not read Prometheus, compared with consecutiveErrorLimit."""
+    paused_at: Timestamp | None = None
+    """When spec.paused began holding the rollout; on resume the step's clock moves on by the pause,
+    so paused time does not count towards pauseSeconds."""
+    handled_action: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] | None = None
+    """The last `workerfleet.dev/rollout-action` annotation acted on, so an action runs once."""
     message: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] = ""
     """What the rollout is doing or waiting for, for people."""
     last_analysis: AnalysisResult | None = None
     """The most recent analysis verdict."""
+    history: Annotated[list[AnalysisResult], Field(max_length=ANALYSIS_HISTORY_LENGTH)] = Field(
+        default_factory=list
+    )
+    """The latest analysis verdicts of this rollout, oldest first."""
 
 
 class QueueStatus(ApiModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -19,11 +20,27 @@ from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.jobtype import JobTypeSpec
-from workerfleet.api.workerpool import WorkerPoolSpec
+from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
 from workerfleet.kube.client import KindNotServedError, Kube
-from workerfleet.planners.children import POOL_LABEL, PoolRef, plan_children, revision_of
+from workerfleet.planners.children import (
+    POD_TEMPLATE_ANNOTATION,
+    POOL_LABEL,
+    PoolRef,
+    Workers,
+    names,
+    plan_children,
+    revision_of,
+)
 from workerfleet.planners.keda import KEDA_KINDS
-from workerfleet.planners.status import Event, Observation, plan_status
+from workerfleet.planners.rollout import (
+    ROLLOUT_ACTION_ANNOTATION,
+    Measurement,
+    RolloutInput,
+    RolloutPlan,
+    analysis_due,
+    plan_rollout,
+)
+from workerfleet.planners.status import Event, Observation, merge_patch, plan_status
 
 _kube: Kube | None = None
 _kube_lock = threading.Lock()
@@ -56,18 +73,90 @@ def pool_lock(namespace: str, name: str) -> threading.Lock:
     return _pool_locks[(namespace, name)]
 
 
-def reconcile(pool: dict[str, Any]) -> None:
-    """Bring one pool's children and status in line with its spec and JobTypes."""
+def reconcile(pool: dict[str, Any], measurement: Measurement | None = None) -> None:
+    """Bring one pool's children and status in line with its spec and JobTypes.
+
+    `measurement` is a canary analysis window just read; only the rollout ticker passes one.
+    """
     metadata = pool["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     with pool_lock(namespace, name):
-        _reconcile_locked(pool, kube())
+        _reconcile_locked(namespace, name, kube(), measurement)
 
 
-def _reconcile_locked(pool: dict[str, Any], api: Kube) -> None:
+def _stable_template(
+    deployment: Mapping[str, Any] | None, stable_revision: str | None
+) -> dict[str, Any] | None:
+    """The pod template the stable Deployment runs, when it is the one status calls stable."""
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    try:
+        template = json.loads(annotations[POD_TEMPLATE_ANNOTATION])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(template, dict) or revision_of(template) != stable_revision:
+        return None
+    return template
+
+
+def _rollout_status(status: Mapping[str, Any]) -> RolloutStatus | None:
+    try:
+        return RolloutStatus.model_validate(status["rollout"]) if status.get("rollout") else None
+    except ValidationError:
+        return None  # written by an older operator: start the rollout state afresh
+
+
+def plan_workers(
+    pool: Mapping[str, Any],
+    spec: WorkerPoolSpec,
+    stable_deployment: Mapping[str, Any] | None,
+    measurement: Measurement | None,
+    now: datetime,
+) -> tuple[Workers, RolloutPlan]:
+    """The rollout's next state and the stable/canary templates and replicas that go with it."""
+    status = pool.get("status") or {}
+    template = spec.template.to_dict()
+    revision = revision_of(template)
+    stable_revision = status.get("stableRevision")
+    stable_template = _stable_template(stable_deployment, stable_revision)
+    rollout = _rollout_status(status)
+    canary = spec.rollout.canary if spec.rollout is not None else None
+    if measurement is not None and not analysis_due(rollout, canary.analysis if canary else None, now):
+        measurement = None  # a window judged already, e.g. by a reconcile that raced the ticker
+    plan = plan_rollout(
+        RolloutInput(
+            canary=canary,
+            paused=spec.paused,
+            total_replicas=spec.replicas,
+            template_revision=revision,
+            stable_revision=stable_revision,
+            stable_template_known=stable_template is not None,
+            canary_revision=status.get("canaryRevision"),
+            rollout=rollout,
+            action=(pool["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION),
+            measurement=measurement,
+        ),
+        now,
+    )
+    workers = Workers(
+        stable_template=template
+        if plan.stable_revision == revision or stable_template is None
+        else stable_template,
+        stable_replicas=plan.stable_replicas,
+        canary_template=template if plan.canary_revision is not None else None,
+        canary_replicas=plan.canary_replicas,
+    )
+    return workers, plan
+
+
+def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measurement | None) -> None:
+    # The pool as stored now, not as the triggering event saw it: the autoscaler writes status too.
+    pool = api.get(API_VERSION, "WorkerPool", namespace, name)
+    if pool is None or pool["metadata"].get("deletionTimestamp"):
+        return
     metadata = pool["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
+    now = datetime.now(UTC).replace(microsecond=0)
     spec = WorkerPoolSpec.model_validate(pool["spec"])
+    current = pool.get("status") or {}
     job_types: dict[str, JobTypeSpec] = {}
     missing: list[str] = []
     invalid: dict[str, str] = {}
@@ -81,8 +170,21 @@ def _reconcile_locked(pool: dict[str, Any], api: Kube) -> None:
         except ValidationError as error:
             invalid[job_type] = str(error.errors()[0]["msg"])
     apply_error = None
+    stable_revision = current.get("stableRevision") or revision_of(spec.template.to_dict())
+    desired_stable = spec.replicas
+    rollout_fields: dict[str, Any] | None = None
+    rollout_events: list[Event] = []
     if not missing and not invalid:
-        plan = plan_children(PoolRef(name, namespace, metadata["uid"]), spec, job_types)
+        stable_live = api.get("apps/v1", "Deployment", namespace, name)
+        workers, rollout = plan_workers(pool, spec, stable_live, measurement, now)
+        stable_revision, desired_stable = rollout.stable_revision, rollout.stable_replicas
+        rollout_fields = {
+            "stableRevision": rollout.stable_revision,
+            "canaryRevision": rollout.canary_revision,
+            "rollout": rollout.rollout.to_dict(),
+        }
+        rollout_events = rollout.events
+        plan = plan_children(PoolRef(name, namespace, metadata["uid"]), spec, job_types, workers)
         try:
             for manifest in plan.apply:
                 api.apply(manifest)
@@ -97,33 +199,31 @@ def _reconcile_locked(pool: dict[str, Any], api: Kube) -> None:
                 else ""
             )
             apply_error = f"applying the pool's children failed: {error}{hint}"
+        if apply_error is not None:
+            rollout_fields, rollout_events = None, []  # not done, so not recorded: the next reconcile retries
     # Children are left as they are while a JobType is missing: running workers keep running.
-    deployment = api.get("apps/v1", "Deployment", namespace, name)
     observation = Observation(
         pool=name,
         generation=metadata.get("generation", 0),
-        desired_replicas=spec.replicas,
-        revision=revision_of(spec.template.to_dict()),
-        deployment=deployment,
+        desired_replicas=desired_stable,
+        revision=stable_revision,
+        deployment=api.get("apps/v1", "Deployment", namespace, name),
         missing_job_types=missing,
         invalid_job_types=invalid,
         apply_error=apply_error,
+        canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name)["canary"]),
+        rollout=rollout_fields,
     )
-    # Status as stored now, not as the triggering event saw it: the autoscaler writes it too.
-    fresh = api.get(API_VERSION, "WorkerPool", namespace, name)
-    if fresh is None:
-        return
-    status, events, changed = plan_status(observation, fresh.get("status"), datetime.now(UTC))
+    status, events, changed = plan_status(observation, current, now)
     if changed:
-        api.patch_pool_status(namespace, name, status)
-    for event in events:
+        api.patch_pool_status(namespace, name, merge_patch(current, status))
+    for event in [*rollout_events, *events]:
         post_event(pool, event)
 
 
-def _reconcile_by_name(namespace: str, name: str) -> None:
-    pool = kube().get(API_VERSION, "WorkerPool", namespace, name)
-    if pool is not None and not pool["metadata"].get("deletionTimestamp"):
-        reconcile(pool)
+def reconcile_by_name(namespace: str, name: str, measurement: Measurement | None = None) -> None:
+    with pool_lock(namespace, name):
+        _reconcile_locked(namespace, name, kube(), measurement)
 
 
 @kopf.index(GROUP, VERSION, "workerpools")
@@ -143,11 +243,11 @@ def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT})
 def deployment_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    _reconcile_by_name(namespace or "", labels[POOL_LABEL])
+    reconcile_by_name(namespace or "", labels[POOL_LABEL])
 
 
 @kopf.on.event(GROUP, VERSION, "jobtypes")
 def job_type_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
     index: kopf.Index[tuple[str, str], str] = kwargs["pools_by_job_type"]
     for pool in set(index.get((namespace or "", name), [])):
-        _reconcile_by_name(namespace or "", pool)
+        reconcile_by_name(namespace or "", pool)

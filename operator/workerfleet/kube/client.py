@@ -48,6 +48,15 @@ def with_applied_hash(manifest: Mapping[str, Any]) -> Manifest:
     return stamped
 
 
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context, as kubectl picks it."""
+    try:
+        _, context = k8s_config.list_kube_config_contexts()
+    except (k8s_config.ConfigException, OSError):
+        return "default"
+    return str((context or {}).get("context", {}).get("namespace") or "default")
+
+
 class KindNotServedError(LookupError):
     """The API server serves no such kind, e.g. KEDA's ScaledObject where KEDA is not installed."""
 
@@ -68,6 +77,8 @@ class Kube:
             api_client = k8s.ApiClient()
         self._dynamic = dynamic.DynamicClient(api_client)
         self._lock = threading.Lock()
+        self._discovery_lock = threading.Lock()
+        """The dynamic client's discovery cache is not thread-safe; handlers and pollers share it."""
         self._unserved: dict[tuple[str, str], float] = {}
         self.writes = 0
 
@@ -77,7 +88,8 @@ class Kube:
         if self._unserved.get(key, 0.0) > time.monotonic():
             raise KindNotServedError(api_version, kind)
         try:
-            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+            with self._discovery_lock:
+                return self._dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError as error:
             self._unserved[key] = time.monotonic() + UNSERVED_KIND_RECHECK_SECONDS
             raise KindNotServedError(api_version, kind) from error
@@ -176,6 +188,17 @@ class Kube:
         self._dynamic.patch(
             self._resource(API_VERSION, "WorkerPool"),
             body={"spec": {"replicas": replicas}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+        self._count_write()
+
+    def patch_pool(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of a pool (its annotations or spec), as `kubectl patch --type merge`."""
+        self._dynamic.patch(
+            self._resource(API_VERSION, "WorkerPool"),
+            body=dict(patch),
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",

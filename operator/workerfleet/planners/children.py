@@ -33,6 +33,10 @@ POOL_LABEL = "workerfleet.dev/pool"
 REVISION_LABEL = "workerfleet.dev/revision"
 TRACK_LABEL = "workerfleet.dev/track"
 STABLE_TRACK = "stable"
+CANARY_TRACK = "canary"
+POD_TEMPLATE_ANNOTATION = "workerfleet.dev/pod-template"
+"""On each worker Deployment: the pool's pod template as written, so the stable Deployment can be
+rendered again while a canary of a newer template runs beside it."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,17 @@ class ChildKey:
 
 
 @dataclass(frozen=True)
+class Workers:
+    """Which pod templates run with how many replicas: the stable track, and a canary beside it."""
+
+    stable_template: Mapping[str, Any]
+    stable_replicas: int
+    canary_template: Mapping[str, Any] | None = None
+    """None: no canary Deployment (it is deleted)."""
+    canary_replicas: int = 0
+
+
+@dataclass(frozen=True)
 class ChildPlan:
     apply: list[Manifest]
     delete: list[ChildKey] = field(default_factory=list)
@@ -65,9 +80,9 @@ def revision_of(template: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-def selector_labels(pool: str) -> dict[str, str]:
-    """Labels that select the pool's stable workers; a Deployment's selector can never change."""
-    return {POOL_LABEL: pool, TRACK_LABEL: STABLE_TRACK}
+def selector_labels(pool: str, track: str = STABLE_TRACK) -> dict[str, str]:
+    """Labels that select the pool's workers of one track; a Deployment's selector can never change."""
+    return {POOL_LABEL: pool, TRACK_LABEL: track}
 
 
 def pool_selector(pool: str) -> str:
@@ -91,6 +106,7 @@ def names(pool: str) -> dict[str, str]:
     """Child names, derived from the pool's name so they never collide between pools."""
     return {
         "deployment": pool,
+        "canary": f"{pool}-canary",
         "service_account": f"{pool}-worker",
         "role": f"{pool}-worker",
         "policies": f"{pool}-policies",
@@ -177,6 +193,7 @@ def hardened_pod_template(
     policies_config_map: str,
     grace_seconds: int,
     environment: list[Manifest],
+    track: str = STABLE_TRACK,
 ) -> Manifest:
     """The user's pod template, made to pass the Pod Security Standards `restricted` profile.
 
@@ -189,7 +206,7 @@ def hardened_pod_template(
     metadata["labels"] = {
         **metadata.get("labels", {}),
         **common_labels(pool.name, revision),
-        **selector_labels(pool.name),
+        **selector_labels(pool.name, track),
     }
     spec = result["spec"]
     spec["serviceAccountName"] = service_account
@@ -291,11 +308,55 @@ def autoscaler(pool: PoolRef, scaling: Autoscaling) -> Manifest:
     }
 
 
-def plan_children(pool: PoolRef, spec: WorkerPoolSpec, job_types: Mapping[str, JobTypeSpec]) -> ChildPlan:
-    """Every child the pool should have, and those it must no longer have."""
+def worker_deployment(
+    pool: PoolRef,
+    spec: WorkerPoolSpec,
+    job_types: Mapping[str, JobTypeSpec],
+    *,
+    template: Mapping[str, Any],
+    replicas: int,
+    track: str,
+) -> Manifest:
+    """One track's Deployment of workers running `template`."""
     child = names(pool.name)
-    template = spec.template.to_dict()
     revision = revision_of(template)
+    metadata = _metadata(pool, child["deployment"] if track == STABLE_TRACK else child["canary"], revision)
+    metadata["annotations"] = {POD_TEMPLATE_ANNOTATION: json.dumps(template, sort_keys=True)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(pool.name, track)},
+            "template": hardened_pod_template(
+                template,
+                pool=pool,
+                revision=revision,
+                service_account=child["service_account"],
+                mount_token=bool(role_rules(job_types.values())),
+                policies_config_map=child["policies"],
+                grace_seconds=grace_period_seconds(job_types.values()),
+                environment=worker_environment(pool, revision, spec),
+                track=track,
+            ),
+        },
+    }
+
+
+def plan_children(
+    pool: PoolRef,
+    spec: WorkerPoolSpec,
+    job_types: Mapping[str, JobTypeSpec],
+    workers: Workers | None = None,
+) -> ChildPlan:
+    """Every child the pool should have, and those it must no longer have.
+
+    Without `workers`, the spec's template runs on spec.replicas with no canary.
+    """
+    child = names(pool.name)
+    if workers is None:
+        workers = Workers(stable_template=spec.template.to_dict(), stable_replicas=spec.replicas)
     rules = role_rules(job_types.values())
     needs_api = bool(rules)
     apply: list[Manifest] = [
@@ -338,26 +399,28 @@ def plan_children(pool: PoolRef, spec: WorkerPoolSpec, job_types: Mapping[str, J
     else:
         delete += role_keys
     apply.append(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _metadata(pool, child["deployment"], revision),
-            "spec": {
-                "replicas": spec.replicas,
-                "selector": {"matchLabels": selector_labels(pool.name)},
-                "template": hardened_pod_template(
-                    template,
-                    pool=pool,
-                    revision=revision,
-                    service_account=child["service_account"],
-                    mount_token=needs_api,
-                    policies_config_map=child["policies"],
-                    grace_seconds=grace_period_seconds(job_types.values()),
-                    environment=worker_environment(pool, revision, spec),
-                ),
-            },
-        }
+        worker_deployment(
+            pool,
+            spec,
+            job_types,
+            template=workers.stable_template,
+            replicas=workers.stable_replicas,
+            track=STABLE_TRACK,
+        )
     )
+    if workers.canary_template is not None:
+        apply.append(
+            worker_deployment(
+                pool,
+                spec,
+                job_types,
+                template=workers.canary_template,
+                replicas=workers.canary_replicas,
+                track=CANARY_TRACK,
+            )
+        )
+    else:
+        delete.append(ChildKey("apps/v1", "Deployment", child["canary"]))
     budget_key = ChildKey("policy/v1", "PodDisruptionBudget", child["budget"])
     if spec.replicas > 1:
         apply.append(

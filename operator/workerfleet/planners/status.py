@@ -42,6 +42,8 @@ class Reason:
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
     MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
     RECOVERED = "Recovered"
+    CANARY_RUNNING = "CanaryRunning"
+    ROLLOUT_FAILED = "RolloutFailed"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Observation:
     missing_job_types: Sequence[str] = ()
     invalid_job_types: Mapping[str, str] | None = None
     apply_error: str | None = None
+    canary_deployment: Mapping[str, Any] | None = None
+    rollout: Mapping[str, Any] | None = None
+    """Status fields of the canary rollout (stableRevision, canaryRevision, rollout) as planned."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,25 @@ def _judge(observation: Observation) -> list[ConditionUpdate]:
         if rolling
         else update(Type.PROGRESSING, FALSE, Reason.ROLLOUT_COMPLETE, progress)
     )
-    return [ready_update, available_update, progressing_update, degraded]
+    return _with_rollout(observation, [ready_update, available_update, progressing_update, degraded])
+
+
+def _with_rollout(observation: Observation, judged: list[ConditionUpdate]) -> list[ConditionUpdate]:
+    """A running canary is Progressing; a rolled-back or aborted one leaves the pool Degraded (the
+    rollout's own Warning Event has the numbers, so no second Event comes from the condition)."""
+    rollout = (observation.rollout or {}).get("rollout") or {}
+    phase = rollout.get("phase")
+    update = _updater(observation.generation)
+    message = str(rollout.get("message", ""))
+    result = []
+    for condition in judged:
+        if condition.type == Type.PROGRESSING.value and phase in ("Progressing", "Paused"):
+            result.append(update(Type.PROGRESSING, TRUE, Reason.CANARY_RUNNING, message))
+        elif condition.type == Type.DEGRADED.value and phase == "Degraded" and condition.status != TRUE:
+            result.append(update(Type.DEGRADED, TRUE, Reason.ROLLOUT_FAILED, message))
+        else:
+            result.append(condition)
+    return result
 
 
 def plan_status(
@@ -168,18 +191,41 @@ def plan_status(
     for judged in _judge(observation):
         conditions = set_condition(conditions, judged, now.replace(microsecond=0))
     deployment_status = (observation.deployment or {}).get("status", {})
+    canary_status = (observation.canary_deployment or {}).get("status", {})
+
+    def count(field: str) -> int:
+        return int(deployment_status.get(field) or 0) + int(canary_status.get(field) or 0)
+
     status: dict[str, Any] = {
         **current,
         "observedGeneration": observation.generation,
-        "replicas": deployment_status.get("replicas") or 0,
-        "readyReplicas": deployment_status.get("readyReplicas") or 0,
-        "availableReplicas": deployment_status.get("availableReplicas") or 0,
+        "replicas": count("replicas"),
+        "readyReplicas": count("readyReplicas"),
+        "availableReplicas": count("availableReplicas"),
+        "canaryReplicas": int(canary_status.get("replicas") or 0),
         "selector": pool_selector(observation.pool),
         "stableRevision": observation.revision,
+        **(observation.rollout or {}),
         "conditions": [condition.to_dict() for condition in conditions],
     }
+    status = {key: value for key, value in status.items() if value is not None}
     normalized_current = {**current, "conditions": [condition.to_dict() for condition in previous]}
     return status, _events(previous, conditions), status != normalized_current
+
+
+def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) that turns `current` into `desired`: keys that went away become
+    null, nested objects are patched key by key, everything else is replaced."""
+    patch: dict[str, Any] = {key: None for key in current if key not in desired}
+    for key, value in desired.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif value != old:
+            patch[key] = value
+    return patch
 
 
 def _events(before: Sequence[Condition], after: Sequence[Condition]) -> list[Event]:
@@ -188,6 +234,8 @@ def _events(before: Sequence[Condition], after: Sequence[Condition]) -> list[Eve
         old = find_condition(before, kind.value)
         new = find_condition(after, kind.value)
         if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
+            continue
+        if kind == Type.DEGRADED and new.status == TRUE and new.reason == Reason.ROLLOUT_FAILED:
             continue
         if kind == Type.DEGRADED and new.status == TRUE:
             events.append(Event("Warning", new.reason, new.message))

@@ -1,0 +1,518 @@
+"""Canary rollouts against the real cluster, with real Redis, a real Prometheus and real worker processes.
+
+Pods are simulated (kwok runs nothing), so each test runs worker processes on this host with the
+revision the operator computed for each track, consuming the pool's real Redis list; Prometheus
+scrapes them every second and the operator's analysis reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from e2e.cluster import Cluster, _binary
+from e2e.operator import OperatorProcess
+from e2e.prometheus import PrometheusServer
+from e2e.waiting import eventually
+from e2e.worker.servers import RedisServer, free_port
+from workerfleet.worker.envelope import encode, new_envelope
+
+WORKERFLEET = Path(sys.executable).parent / "workerfleet"
+JOB_TYPE = "demo"
+TOTAL_REPLICAS = 10
+PRODUCER_LIMIT_SECONDS = 240.0
+EXIT_TIMEOUT_SECONDS = 20.0
+
+
+def _job_type_spec() -> dict[str, Any]:
+    return {
+        "lane": "fast",
+        "timeoutSeconds": 5,
+        "retry": {"maxAttempts": 2, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.2, "multiplier": 2}},
+    }
+
+
+def _get(cluster: Cluster, namespace: str, *args: str) -> Any:
+    result = cluster.kubectl("get", *args, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None:
+    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
+
+
+class Producer:
+    """Pushes demo jobs onto the pool's Redis list at a steady rate, for a bounded time."""
+
+    def __init__(self, redis_server: RedisServer, queue: str, per_second: float) -> None:
+        self._client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+        self._queue = queue
+        self._per_second = per_second
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + PRODUCER_LIMIT_SECONDS
+        batch = max(1, round(self._per_second / 10))
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            now = datetime.now(UTC)
+            bodies = [encode(new_envelope(JOB_TYPE, {}, now=now)) for _ in range(batch)]
+            self._client.lpush(self._queue, *bodies)
+            self._stop.wait(batch / self._per_second)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._client.close()
+
+
+@dataclass
+class Rig:
+    """One pool under canary test: its queue, producer, worker processes and Prometheus targets."""
+
+    cluster: Cluster
+    namespace: str
+    name: str
+    redis_server: RedisServer
+    prometheus: PrometheusServer
+    directory: Path
+    queue: str = field(default_factory=lambda: f"jobs-{uuid.uuid4().hex[:8]}")
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    producer: Producer | None = None
+
+    def pool(self, image: str, canary: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": "workerfleet.dev/v1alpha1",
+            "kind": "WorkerPool",
+            "metadata": {"name": self.name},
+            "spec": {
+                "jobTypes": [JOB_TYPE],
+                "replicas": TOTAL_REPLICAS,
+                "template": {"spec": {"containers": [{"name": "worker", "image": image}]}},
+                "queue": {"redis": {"address": self.redis_server.address, "list": self.queue}},
+                "rollout": {"canary": canary},
+            },
+        }
+
+    def create(self, canary: dict[str, Any]) -> str:
+        """The pool at image v1, Ready; returns its stable revision."""
+        job_type = {
+            "apiVersion": "workerfleet.dev/v1alpha1",
+            "kind": "JobType",
+            "metadata": {"name": JOB_TYPE},
+            "spec": _job_type_spec(),
+        }
+        _apply(self.cluster, self.namespace, job_type, self.pool("worker:1", canary))
+        status = eventually(
+            lambda: (self.status().get("rollout") or {}).get("phase") == "Healthy" and self.status(),
+            what="the pool to be Healthy",
+            timeout=60,
+        )
+        return str(status["stableRevision"])
+
+    def change_template(self, canary: dict[str, Any]) -> str:
+        """Image v2: a new revision; returns the canary revision the operator computed."""
+        _apply(self.cluster, self.namespace, self.pool("worker:2", canary))
+        status = eventually(
+            lambda: self.status().get("canaryRevision") and self.status(),
+            what="a canary revision",
+            timeout=30,
+        )
+        return str(status["canaryRevision"])
+
+    def status(self) -> dict[str, Any]:
+        body = _get(self.cluster, self.namespace, f"workerpool/{self.name}") or {}
+        return dict(body.get("status") or {})
+
+    def rollout(self) -> dict[str, Any]:
+        return dict(self.status().get("rollout") or {})
+
+    def deployment_replicas(self, name: str) -> int | None:
+        body = _get(self.cluster, self.namespace, f"deployment/{name}")
+        return None if body is None else int(body["spec"]["replicas"])
+
+    def events(self) -> list[dict[str, Any]]:
+        listing = _get(
+            self.cluster, self.namespace, "events", f"--field-selector=involvedObject.name={self.name}"
+        )
+        items = (listing or {}).get("items") or []
+        # eventTime has microseconds; firstTimestamp only seconds, too coarse for the order
+        return sorted(
+            items, key=lambda event: event.get("eventTime") or event["metadata"]["creationTimestamp"]
+        )
+
+    def reasons(self) -> list[str]:
+        return [event["reason"] for event in self.events()]
+
+    def produce(self, per_second: float) -> None:
+        self.producer = Producer(self.redis_server, self.queue, per_second)
+        self.producer.start()
+
+    def start_worker(self, revision: str, failure_rate: float) -> None:
+        index = len(self.workers)
+        policies = self.directory / "policies.json"
+        policies.write_text(json.dumps({"jobTypes": {JOB_TYPE: _job_type_spec()}}))
+        port = free_port()
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "WORKERFLEET_POOL": self.name,
+            "WORKERFLEET_REVISION": revision,
+            "WORKERFLEET_QUEUE": json.dumps(
+                {"redis": {"address": self.redis_server.address, "list": self.queue}}
+            ),
+            "WORKERFLEET_POLICIES": str(policies),
+            "WORKERFLEET_WORKER_ID": f"{revision}-{index}",
+            "WORKERFLEET_METRICS_ADDRESS": "127.0.0.1",
+            "WORKERFLEET_METRICS_PORT": str(port),
+            "WORKERFLEET_CONCURRENCY": "4",
+            "WORKERFLEET_DEMO_JOB_TYPES": JOB_TYPE,
+            "WORKERFLEET_DEMO_FAILURE_RATE": str(failure_rate),
+            "WORKERFLEET_DEMO_DURATION_SECONDS": "0.005",
+        }
+        with (self.directory / f"worker-{index}.log").open("wb") as log:
+            self.workers.append(
+                subprocess.Popen(
+                    [str(WORKERFLEET), "worker", "--handlers", "workerfleet.worker.demo"],
+                    env=environment,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
+        self.ports.append(port)
+        self.prometheus.set_targets(self.ports)
+
+    def jobs(self, revision: str, window_seconds: int) -> tuple[float, float]:
+        """(attempts, failed attempts) of one revision over the window, as Prometheus has them."""
+        selector = f'pool="{self.name}",revision="{revision}"'
+        total = self.prometheus.query(
+            f"sum(increase(workerfleet_jobs_total{{{selector}}}[{window_seconds}s]))"
+        )
+        errors = self.prometheus.query(
+            f'sum(increase(workerfleet_jobs_total{{{selector},outcome=~"retried|dead_lettered|failed"}}'
+            f"[{window_seconds}s]))"
+        )
+        return total or 0.0, errors or 0.0
+
+    def stop(self) -> None:
+        if self.producer is not None:
+            self.producer.stop()
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+        self.prometheus.set_targets([])
+
+
+@pytest.fixture
+def rig(
+    operator: Cluster,
+    namespace: str,
+    redis_server: RedisServer,
+    prometheus_server: PrometheusServer,
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    started = Rig(operator, namespace, "thumbs", redis_server, prometheus_server, tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def analysis(prometheus: PrometheusServer, **overrides: Any) -> dict[str, Any]:
+    """Analysis settings; an override of None leaves that field out."""
+    settings = {
+        "intervalSeconds": 5,
+        "maxErrorRate": 0.1,
+        "minSamples": 100,
+        "prometheus": {"address": prometheus.address},
+        **overrides,
+    }
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def test_a_good_canary_walks_every_step_and_becomes_stable(rig: Rig) -> None:
+    # Given a pool with three canary steps and analysis, and stable workers that never fail
+    canary = {
+        "steps": [
+            {"weight": 10, "pauseSeconds": 5},
+            {"weight": 50, "pauseSeconds": 5},
+            {"weight": 100, "pauseSeconds": 5},
+        ],
+        "analysis": analysis(rig.prometheus),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.0)
+    rig.produce(per_second=150)
+
+    # When the template changes and the new revision's workers fail no job either
+    revision = rig.change_template(canary)
+    rig.start_worker(revision, failure_rate=0.0)
+
+    # Then the canary runs beside the stable Deployment with its share of the replicas
+    eventually(
+        lambda: rig.deployment_replicas("thumbs-canary") == 1, what="1 canary replica at 10%", timeout=30
+    )
+    assert rig.deployment_replicas("thumbs") == 9
+
+    # And the rollout walks every step and promotes the revision to stable
+    eventually(
+        lambda: rig.status().get("stableRevision") == revision and rig.rollout().get("phase") == "Healthy",
+        what="the canary promoted",
+        timeout=120,
+    )
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") is None, what="the canary Deployment gone")
+    assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
+    stable_deployment = _get(rig.cluster, rig.namespace, "deployment/thumbs")
+    assert stable_deployment["spec"]["template"]["metadata"]["labels"]["workerfleet.dev/revision"] == revision
+
+    # And the Events tell the story in order
+    reasons = [
+        reason
+        for reason in rig.reasons()
+        if reason in ("RolloutStarted", "StepCompleted", "RolloutPromoted", "RolledBack")
+    ]
+    assert reasons == ["RolloutStarted", "StepCompleted", "StepCompleted", "StepCompleted", "RolloutPromoted"]
+    assert "AnalysisPassed" in rig.reasons()
+
+
+def test_a_bad_canary_is_rolled_back_within_one_analysis_interval(rig: Rig) -> None:
+    # Given a pool whose stable workers never fail
+    interval = 5
+    canary = {
+        "steps": [{"weight": 20, "pauseSeconds": 120}, {"weight": 100, "pauseSeconds": 120}],
+        "analysis": analysis(rig.prometheus, intervalSeconds=interval, maxIncreaseOverStable=0.05),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.0)
+    rig.produce(per_second=150)
+
+    # When the new revision's workers fail 30% of their jobs
+    revision = rig.change_template(canary)
+    eventually(
+        lambda: rig.deployment_replicas("thumbs-canary") == 2, what="2 canary replicas at 20%", timeout=30
+    )
+    rig.start_worker(revision, failure_rate=0.3)
+
+    # Then, once Prometheus shows the canary above the threshold, it is at zero within one interval
+    crossed = zero = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and zero is None:
+        total, errors = rig.jobs(revision, interval)
+        if crossed is None and total >= 100 and errors / total > 0.1:
+            crossed = time.monotonic()
+        if rig.deployment_replicas("thumbs-canary") == 0:
+            zero = time.monotonic()
+        time.sleep(0.2)
+    assert zero is not None, "the canary was not scaled to zero"
+    assert crossed is not None, "Prometheus never showed the canary's error rate above the threshold"
+    latency = max(zero - crossed, 0.0)
+    record = {
+        "rollback_latency_seconds": round(latency, 2),
+        "interval_seconds": interval,
+        "ratio": latency / interval,
+    }
+    (rig.cluster.layout.logs / "rollback-latency.json").write_text(json.dumps(record))
+    assert latency <= interval + 2, record
+
+    # And the pool is Degraded on the stable revision, with a Warning Event that has the numbers
+    assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
+    status = eventually(
+        lambda: rig.rollout().get("phase") == "Degraded" and rig.status(), what="status Degraded", timeout=10
+    )
+    assert (status["rollout"]["phase"], status["stableRevision"]) == ("Degraded", stable)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolloutFailed")
+    rolled_back = eventually(
+        lambda: [e for e in rig.events() if e["reason"] == "RolledBack"],
+        what="a RolledBack Event",
+        timeout=10,
+    )
+    assert rolled_back[0]["type"] == "Warning"
+    assert "maxErrorRate 10.0%" in rolled_back[0]["message"]
+    assert "canary error rate" in rolled_back[0]["message"]
+
+
+def test_a_noisy_canary_within_the_increase_over_a_noisy_stable_is_promoted(rig: Rig) -> None:
+    # Given stable workers that fail 5% of their jobs, and a threshold relative to stable only
+    canary = {
+        "steps": [{"weight": 50, "pauseSeconds": 10}],
+        "analysis": analysis(rig.prometheus, maxErrorRate=None, maxIncreaseOverStable=0.05),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.05)
+    rig.produce(per_second=150)
+
+    # When the canary fails 6%, above the stable revision but within 5 points of it
+    revision = rig.change_template(canary)
+    rig.start_worker(revision, failure_rate=0.06)
+
+    # Then it is promoted, never rolled back
+    eventually(
+        lambda: rig.status().get("stableRevision") == revision or rig.rollout().get("phase") == "Degraded",
+        what="the rollout to end",
+        timeout=90,
+    )
+    assert rig.status()["stableRevision"] == revision, rig.rollout()
+    assert "RolledBack" not in rig.reasons()
+    assert "AnalysisFailed" not in rig.reasons()
+
+
+def test_too_few_samples_hold_the_step_without_rolling_back(rig: Rig) -> None:
+    # Given a trickle of jobs, far fewer per interval than minSamples
+    interval = 3
+    canary = {
+        "steps": [{"weight": 10, "pauseSeconds": 2}, {"weight": 100, "pauseSeconds": 2}],
+        "analysis": analysis(rig.prometheus, intervalSeconds=interval, minSamples=100),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.0)
+    rig.produce(per_second=4)
+
+    # When the canary fails half of the few jobs it gets
+    revision = rig.change_template(canary)
+    rig.start_worker(revision, failure_rate=0.5)
+
+    # Then every analysis is inconclusive: the step holds (Paused), nothing is rolled back
+    eventually(
+        lambda: len(rig.rollout().get("history") or []) >= 4,
+        what="four analyses",
+        timeout=60,
+    )
+    rollout = rig.rollout()
+    assert (rollout["phase"], rollout["step"], rollout["failedAnalyses"]) == ("Paused", 1, 0), rollout
+    assert {entry["verdict"] for entry in rollout["history"]} == {"Inconclusive"}
+    assert "minSamples" in rollout["message"]
+    assert rig.deployment_replicas("thumbs-canary") == 1
+    assert "RolledBack" not in rig.reasons()
+    assert "AnalysisInconclusive" in rig.reasons()
+
+
+def _plugin(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl workerfleet ...`, found by kubectl on PATH like any plugin."""
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(cluster.kubeconfig),
+    }
+    return subprocess.run(
+        [str(_binary("kubectl")), "workerfleet", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_the_kubectl_plugin_promotes_aborts_and_retries_and_scaling_splits_the_total(rig: Rig) -> None:
+    # Given a canary held at a step without pause (no analysis: people decide)
+    cluster, ns = rig.cluster, rig.namespace
+    canary = {"steps": [{"weight": 30}, {"weight": 60}]}
+    stable = rig.create(canary)
+    revision = rig.change_template(canary)
+    eventually(lambda: rig.rollout().get("phase") == "Paused", what="step 1 waiting for promote")
+    shown = _plugin(cluster, "-n", ns, "status", "thumbs")
+    assert shown.returncode == 0, shown.stderr
+    assert "step    1 of 2" in shown.stdout
+    assert f"canary  {revision}" in shown.stdout
+    assert rig.deployment_replicas("thumbs-canary") == 3
+
+    # When the total changes (as the HPA does through the scale subresource), it is split by the same weight
+    cluster.kubectl("scale", "workerpool/thumbs", "-n", ns, "--replicas=20")
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 6, what="6 of 20 replicas at 30%")
+    assert rig.deployment_replicas("thumbs") == 14
+    cluster.kubectl("scale", "workerpool/thumbs", "-n", ns, f"--replicas={TOTAL_REPLICAS}")
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 3, what="3 of 10 replicas at 30%")
+
+    # When promoted, the next step runs
+    assert _plugin(cluster, "-n", ns, "promote", "thumbs").returncode == 0
+    # (children are applied before status is written, so wait for both)
+    eventually(
+        lambda: rig.deployment_replicas("thumbs-canary") == 6 and rig.rollout().get("step") == 2,
+        what="step 2 with 6 canary replicas at 60%",
+    )
+
+    # When aborted, the canary is at zero, the pool Degraded, and status exits non-zero
+    assert _plugin(cluster, "-n", ns, "abort", "thumbs").returncode == 0
+    eventually(
+        lambda: rig.deployment_replicas("thumbs-canary") == 0 and rig.rollout().get("phase") == "Degraded",
+        what="the canary at zero, Degraded",
+    )
+    assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
+    degraded = _plugin(cluster, "-n", ns, "status", "thumbs")
+    assert degraded.returncode == 1
+    assert "Degraded" in degraded.stdout
+
+    # When retried, the rollout starts again from step 1
+    assert _plugin(cluster, "-n", ns, "retry", "thumbs").returncode == 0
+    eventually(
+        lambda: (
+            rig.deployment_replicas("thumbs-canary") == 3
+            and (rig.rollout().get("phase"), rig.rollout().get("step")) == ("Paused", 1)
+        ),
+        what="step 1 again with 3 canary replicas, waiting for promote",
+    )
+
+    # When promoted in full, the canary becomes stable at once
+    assert _plugin(cluster, "-n", ns, "promote", "thumbs", "--full").returncode == 0
+    eventually(lambda: rig.status().get("stableRevision") == revision, what="the canary promoted in full")
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") is None, what="the canary Deployment gone")
+    assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
+    assert stable != revision
+    reasons = rig.reasons()
+    for reason in ("RolloutStarted", "StepCompleted", "RolloutAborted", "RolloutPromoted"):
+        assert reason in reasons, reasons
+
+    # And `kubectl get wp` shows the phase
+    table = cluster.kubectl("get", "wp", "thumbs", "-n", ns).stdout
+    assert "Healthy" in table, table
+
+
+def test_an_operator_killed_mid_step_continues_where_it_was(
+    rig: Rig, operator_process: OperatorProcess
+) -> None:
+    # Given a canary at step 1 of 2 (no analysis: time alone moves it)
+    canary = {"steps": [{"weight": 20, "pauseSeconds": 12}, {"weight": 50, "pauseSeconds": 600}]}
+    rig.create(canary)
+    rig.change_template(canary)
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 2, what="2 canary replicas at 20%")
+    started_at = rig.rollout()["stepStartedAt"]
+
+    # When the operator is killed mid-step and started again before the step has held long enough
+    operator_process.kill()
+    time.sleep(3)
+    assert (rig.rollout()["step"], rig.deployment_replicas("thumbs-canary")) == (1, 2)
+    operator_process.start()
+
+    # Then it goes on from the same step, timed from when that step began, to the next one
+    eventually(lambda: rig.rollout().get("step") == 2, what="step 2 after the restart", timeout=30)
+    assert rig.rollout()["phase"] == "Progressing"
+    assert rig.deployment_replicas("thumbs-canary") == 5
+    assert rig.deployment_replicas("thumbs") == 5
+    # And nothing was started twice: one canary Deployment, one RolloutStarted
+    listing = _get(rig.cluster, rig.namespace, "deployments", "-l", "workerfleet.dev/pool=thumbs")
+    assert sorted(item["metadata"]["name"] for item in listing["items"]) == ["thumbs", "thumbs-canary"]
+    assert rig.reasons().count("RolloutStarted") == 1
+    step_completed = next(e for e in rig.events() if e["reason"] == "StepCompleted")
+    assert "held 12s" in step_completed["message"]
+    assert started_at < rig.rollout()["stepStartedAt"]

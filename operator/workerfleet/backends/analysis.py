@@ -1,0 +1,132 @@
+"""Canary analysis metrics from Prometheus: finished and failed attempts of one revision over a window.
+
+The queries count the worker runtime's `workerfleet_jobs_total` by pool and revision; a pool can
+replace them (spec.rollout.canary.analysis.errorQuery / totalQuery) with `$pool`, `$revision`,
+`$namespace` and `$window` filled in. An empty result means no data, never zero jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+from string import Template
+from typing import Protocol
+
+import aiohttp
+
+from workerfleet.api.workerpool import Analysis
+from workerfleet.backends.base import Credentials
+from workerfleet.planners.rollout import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES, Measurement, RevisionSample
+
+TIMEOUT_SECONDS = 5.0
+JOBS_METRIC = "workerfleet_jobs_total"
+DEFAULT_ERROR_QUERY = (
+    f'sum(increase({JOBS_METRIC}{{pool="$pool",revision="$revision",outcome=~"{"|".join(ERROR_OUTCOMES)}"}}'
+    "[$window]))"
+)
+DEFAULT_TOTAL_QUERY = (
+    f'sum(increase({JOBS_METRIC}{{pool="$pool",revision="$revision",outcome!~"{"|".join(UNCOUNTED_OUTCOMES)}"}}'
+    "[$window]))"
+)
+
+
+class MetricsUnavailableError(RuntimeError):
+    """Prometheus could not be asked, or gave an answer that is not one number."""
+
+
+class MetricProvider(Protocol):
+    """Reads one analysis window of both revisions."""
+
+    async def measure(
+        self, canary_revision: str, stable_revision: str, window_seconds: int
+    ) -> Measurement: ...
+
+    async def close(self) -> None: ...
+
+
+def value_of(body: object) -> float | None:
+    """The single number of an instant query's answer; None for an empty vector (no data)."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise MetricsUnavailableError(f"query failed: {body!r:.300}")
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        text = data["result"][1]
+    elif data["resultType"] == "vector":
+        samples = data["result"]
+        if not samples:
+            return None
+        if len(samples) > 1:
+            raise MetricsUnavailableError(f"query returned {len(samples)} series; aggregate it to one (sum)")
+        text = samples[0]["value"][1]
+    else:
+        raise MetricsUnavailableError(f"query returned a {data['resultType']}; use an instant vector")
+    number = float(text)
+    return None if math.isnan(number) else max(number, 0.0)
+
+
+def render(query: str, *, pool: str, namespace: str, revision: str, window_seconds: int) -> str:
+    return Template(query).safe_substitute(
+        pool=pool, namespace=namespace, revision=revision, window=f"{window_seconds}s"
+    )
+
+
+class PrometheusAnalysis:
+    """A MetricProvider over the Prometheus HTTP API (GET /api/v1/query)."""
+
+    def __init__(self, analysis: Analysis, credentials: Credentials, *, pool: str, namespace: str) -> None:
+        self._analysis = analysis
+        self._pool, self._namespace = pool, namespace
+        self._headers = (
+            {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else {}
+        )
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem else True
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _query(self, query: str) -> float | None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
+        url = str(self._analysis.prometheus.address).rstrip("/") + "/api/v1/query"
+        try:
+            async with self._session.get(
+                url, params={"query": query}, headers=self._headers, ssl=self._ssl
+            ) as response:
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise MetricsUnavailableError(f"prometheus at {url}: {type(error).__name__}: {error}") from error
+        return value_of(body)
+
+    async def _sample(self, revision: str, window_seconds: int) -> RevisionSample | None:
+        queries = [
+            render(
+                query,
+                pool=self._pool,
+                namespace=self._namespace,
+                revision=revision,
+                window_seconds=window_seconds,
+            )
+            for query in (
+                self._analysis.total_query or DEFAULT_TOTAL_QUERY,
+                self._analysis.error_query or DEFAULT_ERROR_QUERY,
+            )
+        ]
+        total, errors = await asyncio.gather(*(self._query(query) for query in queries))
+        if total is None:
+            return None
+        return RevisionSample(total=total, errors=errors or 0.0)
+
+    async def measure(self, canary_revision: str, stable_revision: str, window_seconds: int) -> Measurement:
+        try:
+            canary, stable = await asyncio.gather(
+                self._sample(canary_revision, window_seconds), self._sample(stable_revision, window_seconds)
+            )
+        except MetricsUnavailableError as error:
+            return Measurement(canary=None, stable=None, error=str(error))
+        return Measurement(canary=canary, stable=stable)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()

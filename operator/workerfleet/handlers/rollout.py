@@ -1,0 +1,162 @@
+"""The clock of canary rollouts: one task per pool with a running canary.
+
+Watch events alone never move a rollout on, since nothing changes while a step holds. Each task
+wakes every second; when an analysis window has ended it reads Prometheus, and when a window ended
+or a step's pause ran out it reconciles the pool (the state machine itself is planners.rollout).
+Tasks rather than kopf daemons, for the same reason as the queue pollers: no finalizers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.workerpool import Analysis, RolloutPhase, RolloutStatus, WorkerPoolSpec
+from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
+from workerfleet.backends.base import Credentials
+from workerfleet.handlers.workerpool import kube, reconcile_by_name
+from workerfleet.planners.rollout import Measurement, analysis_due, step_pause_over
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+RUNNING_PHASES = (RolloutPhase.PROGRESSING.value, RolloutPhase.PAUSED.value)
+
+
+def _running(body: dict[str, Any]) -> bool:
+    status = body.get("status") or {}
+    return bool(status.get("canaryRevision")) and (status.get("rollout") or {}).get("phase") in RUNNING_PHASES
+
+
+def _credentials(namespace: str, analysis: Analysis) -> Credentials:
+    api, server = kube(), analysis.prometheus
+    token = (
+        api.secret_value(namespace, server.bearer_token_secret_ref.name, server.bearer_token_secret_ref.key)
+        if server.bearer_token_secret_ref is not None
+        else None
+    )
+    ca = (
+        api.secret_value(namespace, server.tls.ca_secret_ref.name, server.tls.ca_secret_ref.key)
+        if server.tls is not None and server.tls.ca_secret_ref is not None
+        else None
+    )
+    return Credentials(bearer_token=token, ca_pem=ca)
+
+
+class _Metrics:
+    """One pool's metric provider, opened again when the analysis settings change."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        self.namespace, self.name = namespace, name
+        self.provider: MetricProvider | None = None
+        self.settings: Analysis | None = None
+
+    async def measure(self, analysis: Analysis, canary: str, stable: str) -> Measurement:
+        if self.provider is None or self.settings != analysis:
+            await self.close()
+            try:
+                credentials = await asyncio.to_thread(_credentials, self.namespace, analysis)
+            except LookupError as error:  # a missing Secret counts as unreadable metrics
+                return Measurement(None, None, error=f"prometheus credentials: {error}")
+            self.provider = PrometheusAnalysis(
+                analysis, credentials, pool=self.name, namespace=self.namespace
+            )
+            self.settings = analysis
+        return await self.provider.measure(canary, stable, analysis.interval_seconds)
+
+    async def close(self) -> None:
+        if self.provider is not None:
+            provider, self.provider = self.provider, None
+            await provider.close()
+
+
+class RolloutClocks:
+    """One ticking task per pool whose canary is running, started and stopped by watch events."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def update(self, body: dict[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if _running(body):
+            if key not in self._tasks or self._tasks[key].done():
+                self._tasks[key] = asyncio.create_task(self._tick(key), name=f"rollout {key[0]}/{key[1]}")
+        else:
+            self.stop(key)
+
+    def stop(self, key: tuple[str, str]) -> None:
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    async def stop_all(self) -> None:
+        tasks = list(self._tasks.values())
+        for key in list(self._tasks):
+            self.stop(key)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _tick(self, key: tuple[str, str]) -> None:
+        """Tick until the rollout stops running; spec edits apply at the next tick."""
+        namespace, name = key
+        metrics = _Metrics(namespace, name)
+        try:
+            while await self._tick_once(namespace, name, metrics):
+                await asyncio.sleep(TICK_SECONDS)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(
+                "the rollout clock of %s/%s stopped; it restarts at the pool's next change", *key
+            )
+        finally:
+            await metrics.close()
+
+    async def _tick_once(self, namespace: str, name: str, metrics: _Metrics) -> bool:
+        """One tick; False when the pool's rollout no longer runs."""
+        body = await asyncio.to_thread(kube().get, API_VERSION, "WorkerPool", namespace, name)
+        if body is None or not _running(body):
+            return False
+        spec = WorkerPoolSpec.model_validate(body["spec"])
+        canary = spec.rollout.canary if spec.rollout is not None else None
+        status = body["status"]
+        try:
+            rollout = RolloutStatus.model_validate(status["rollout"])
+        except ValidationError:
+            return False
+        if canary is None:
+            await asyncio.to_thread(reconcile_by_name, namespace, name)
+            return True
+        now = datetime.now(UTC)
+        measurement = None
+        if canary.analysis is not None and analysis_due(rollout, canary.analysis, now):
+            measurement = await metrics.measure(
+                canary.analysis, status["canaryRevision"], status["stableRevision"]
+            )
+        if measurement is not None or step_pause_over(rollout, canary, now):
+            await asyncio.to_thread(reconcile_by_name, namespace, name, measurement)
+        return True
+
+
+CLOCKS = RolloutClocks()
+
+
+@kopf.on.event(GROUP, VERSION, "workerpools")
+async def rollout_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    raw: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    key = (raw["metadata"].get("namespace", ""), raw["metadata"]["name"])
+    if type == "DELETED" or raw["metadata"].get("deletionTimestamp"):
+        CLOCKS.stop(key)
+    else:
+        CLOCKS.update(raw)
+
+
+@kopf.on.cleanup()
+async def stop_rollout_clocks(**_: Any) -> None:
+    await CLOCKS.stop_all()

@@ -1,0 +1,501 @@
+"""Canary rollouts of a pool's pod template: replica split, analysis verdicts, step progress; pure, no I/O.
+
+Every replica pulls from the same queue, so the canary's share of the jobs is its share of the
+replicas. The stable Deployment keeps the old template until the canary is promoted, so rolling
+back is scaling the canary to zero: the spec never needs reverting for the fleet to be safe.
+
+`plan_rollout` is the whole state machine. It reads the previous `status.rollout` and returns the
+next one, so an operator restarted mid-rollout continues from what status says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from workerfleet.api.workerpool import (
+    ANALYSIS_HISTORY_LENGTH,
+    Analysis,
+    AnalysisResult,
+    Canary,
+    NoDataPolicy,
+    RolloutPhase,
+    RolloutStatus,
+    Verdict,
+)
+from workerfleet.planners.status import Event
+
+PERCENT = 100
+ROLLOUT_ACTION_ANNOTATION = "workerfleet.dev/rollout-action"
+"""Set by `kubectl workerfleet`: `<action>/<unique token>`; acted on once (status.rollout.handledAction)."""
+ERROR_OUTCOMES = ("retried", "dead_lettered", "failed")
+"""Outcomes of `workerfleet_jobs_total` that count as a failed attempt."""
+UNCOUNTED_OUTCOMES = ("duplicate",)
+"""Outcomes that are no attempt at all (a redelivered job already done), so not a sample."""
+
+
+class Action(StrEnum):
+    """What a person can ask of a running or rolled-back rollout."""
+
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote-full"
+    ABORT = "abort"
+    RETRY = "retry"
+
+
+class RolloutReason:
+    """Event and condition reasons of rollouts: part of the API, so constants."""
+
+    STARTED = "RolloutStarted"
+    STEP_COMPLETED = "StepCompleted"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_ERROR = "AnalysisError"
+    PAUSED = "RolloutPaused"
+    RESUMED = "RolloutResumed"
+    ABORTED = "RolloutAborted"
+    PROMOTED = "RolloutPromoted"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "RolloutSuperseded"
+
+
+def split_replicas(total: int, weight: int) -> tuple[int, int]:
+    """(stable, canary) replicas for `total` replicas with `weight` percent on the canary.
+
+    Rounding: the canary gets total * weight / 100 rounded half up, then at least one replica when
+    weight > 0 (a canary that runs nothing cannot be judged), and the stable revision keeps at least
+    one when weight < 100 and there are two or more replicas. With a single replica and a weight
+    between 1 and 99 the canary's minimum wins: the one replica runs the canary.
+    """
+    if total <= 0 or weight <= 0:
+        return max(total, 0), 0
+    if weight >= PERCENT:
+        return 0, total
+    canary = (total * weight + PERCENT // 2) // PERCENT
+    canary = max(canary, 1)
+    if total >= 2:
+        canary = min(canary, total - 1)
+    return total - canary, canary
+
+
+@dataclass(frozen=True)
+class RevisionSample:
+    """Attempts one revision finished within the analysis window, and how many of them failed."""
+
+    total: float
+    errors: float
+
+    @property
+    def error_rate(self) -> float:
+        return min(max(self.errors / self.total, 0.0), 1.0) if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One reading of both revisions over the same window; `error` when Prometheus could not answer."""
+
+    canary: RevisionSample | None
+    stable: RevisionSample | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    message: str
+    canary_rate: float | None = None
+    stable_rate: float | None = None
+
+
+def _percent(rate: float) -> str:
+    return f"{rate * PERCENT:.1f}%"
+
+
+def _samples(sample: RevisionSample | None) -> int:
+    return round(sample.total) if sample is not None else 0
+
+
+def judge(measurement: Measurement, analysis: Analysis) -> Judgement:
+    """The verdict on one window: never Fail on fewer than minSamples canary jobs.
+
+    The increase over stable is only judged when the stable revision finished minSamples jobs in the
+    same window too (at weight 100 it runs none); an analysis that then has no threshold left to
+    apply is Inconclusive.
+    """
+    if measurement.error is not None:
+        return Judgement(Verdict.ERROR, f"metrics unavailable: {measurement.error}")
+    canary, stable = measurement.canary, measurement.stable
+    canary_samples = _samples(canary)
+    if canary is None or canary_samples < analysis.min_samples:
+        return Judgement(
+            Verdict.INCONCLUSIVE,
+            f"canary finished {canary_samples} jobs, fewer than minSamples {analysis.min_samples}",
+        )
+    canary_rate = canary.error_rate
+    stable_known = stable is not None and _samples(stable) >= analysis.min_samples
+    stable_rate = stable.error_rate if stable is not None and stable_known else None
+    numbers = f"canary error rate {_percent(canary_rate)} over {canary_samples} jobs" + (
+        f", stable {_percent(stable_rate)} over {_samples(stable)} jobs" if stable_rate is not None else ""
+    )
+    if analysis.max_error_rate is not None and canary_rate > analysis.max_error_rate:
+        return Judgement(
+            Verdict.FAILED,
+            f"{numbers}: above maxErrorRate {_percent(analysis.max_error_rate)}",
+            canary_rate,
+            stable_rate,
+        )
+    if analysis.max_increase_over_stable is not None and stable_rate is not None:
+        if canary_rate - stable_rate > analysis.max_increase_over_stable:
+            return Judgement(
+                Verdict.FAILED,
+                f"{numbers}: {_percent(canary_rate - stable_rate)} above stable, more than"
+                f" maxIncreaseOverStable {_percent(analysis.max_increase_over_stable)}",
+                canary_rate,
+                stable_rate,
+            )
+    elif analysis.max_error_rate is None:
+        return Judgement(
+            Verdict.INCONCLUSIVE,
+            f"{numbers}; stable finished too few jobs to compare with",
+            canary_rate,
+            stable_rate,
+        )
+    return Judgement(Verdict.PASSED, f"{numbers}: within thresholds", canary_rate, stable_rate)
+
+
+def analysis_due(rollout: RolloutStatus | None, analysis: Analysis | None, now: datetime) -> bool:
+    """Whether a running rollout's next analysis window has ended."""
+    if analysis is None or rollout is None or rollout.step == 0 or rollout.step_started_at is None:
+        return False
+    if rollout.phase not in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED) or rollout.paused_at is not None:
+        return False
+    since = rollout.step_started_at
+    if rollout.last_analysis is not None and rollout.last_analysis.time > since:
+        since = rollout.last_analysis.time
+    return now - since >= timedelta(seconds=analysis.interval_seconds)
+
+
+def step_pause_over(rollout: RolloutStatus, canary: Canary, now: datetime) -> bool:
+    """Whether the current step has held for its pauseSeconds (it may still wait for analysis)."""
+    if rollout.step == 0 or rollout.step > len(canary.steps) or rollout.step_started_at is None:
+        return False
+    pause = canary.steps[rollout.step - 1].pause_seconds
+    return pause is not None and now - rollout.step_started_at >= timedelta(seconds=pause)
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    """What one reconcile knows about a pool's rollout."""
+
+    canary: Canary | None
+    """spec.rollout.canary; None rolls every template change out as a plain rolling update."""
+    paused: bool
+    total_replicas: int
+    template_revision: str
+    stable_revision: str | None
+    """status.stableRevision; None for a new pool."""
+    stable_template_known: bool
+    """Whether the stable Deployment's template can be rendered again (a canary needs it)."""
+    canary_revision: str | None
+    rollout: RolloutStatus | None
+    action: str | None = None
+    measurement: Measurement | None = None
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """Which revisions run with how many replicas, the new status.rollout, and the Events to post."""
+
+    stable_revision: str
+    canary_revision: str | None
+    """Revision of the canary Deployment; None when there is none (it is deleted)."""
+    stable_replicas: int
+    canary_replicas: int
+    rollout: RolloutStatus
+    events: list[Event] = field(default_factory=list)
+
+
+HEALTHY = RolloutStatus(phase=RolloutPhase.HEALTHY)
+
+
+def _settled(inp: RolloutInput, revision: str, rollout: RolloutStatus, events: list[Event]) -> RolloutPlan:
+    return RolloutPlan(revision, None, inp.total_replicas, 0, rollout, events)
+
+
+def _started(canary: Canary, revision: str, now: datetime, previous: RolloutStatus | None) -> RolloutStatus:
+    weight = canary.steps[0].weight
+    return RolloutStatus(
+        phase=RolloutPhase.PROGRESSING,
+        step=1,
+        weight=weight,
+        step_started_at=now,
+        message=f"step 1 of {len(canary.steps)}: {weight}% of replicas on revision {revision}",
+        handled_action=previous.handled_action if previous is not None else None,
+    )
+
+
+def plan_rollout(inp: RolloutInput, now: datetime) -> RolloutPlan:
+    """The next state of the pool's rollout and the replica split that goes with it."""
+    revision, stable = inp.template_revision, inp.stable_revision
+    previous = inp.rollout
+    kept_action = previous.handled_action if previous is not None else None
+    if inp.canary is None or stable is None or not inp.stable_template_known:
+        return _settled(
+            inp, revision, RolloutStatus(phase=RolloutPhase.HEALTHY, handled_action=kept_action), []
+        )
+    if revision == stable:
+        events = []
+        if (
+            inp.canary_revision is not None
+            and previous is not None
+            and previous.phase != RolloutPhase.HEALTHY
+        ):
+            events.append(
+                Event("Normal", RolloutReason.ABORTED, f"template is back at stable revision {stable}")
+            )
+        settled = RolloutStatus(phase=RolloutPhase.HEALTHY, handled_action=kept_action)
+        return _settled(inp, stable, settled, events)
+    events = []
+    if inp.canary_revision != revision or previous is None or previous.step == 0:
+        if inp.canary_revision is not None and inp.canary_revision != revision:
+            events.append(
+                Event(
+                    "Normal",
+                    RolloutReason.SUPERSEDED,
+                    f"revision {inp.canary_revision} replaced by {revision} before it was promoted",
+                )
+            )
+        rollout = _started(inp.canary, revision, now, previous)
+        events.append(
+            Event(
+                "Normal",
+                RolloutReason.STARTED,
+                f"canary of revision {revision} (stable {stable}): " + rollout.message,
+            )
+        )
+    else:
+        rollout = previous
+    machine = _Machine(inp, rollout, events, now)
+    machine.run()
+    return machine.plan()
+
+
+class _Machine:
+    """One step of the rollout state machine over a running (or rolled-back) canary."""
+
+    def __init__(self, inp: RolloutInput, rollout: RolloutStatus, events: list[Event], now: datetime) -> None:
+        assert inp.canary is not None
+        self.inp = inp
+        self.canary: Canary = inp.canary
+        self.rollout = rollout
+        self.events = events
+        self.now = now
+        self.promoted = False
+
+    def update(self, **changes: object) -> None:
+        self.rollout = self.rollout.model_copy(update=changes)
+
+    def emit(self, kind: str, reason: str, message: str) -> None:
+        self.events.append(Event(kind, reason, message))
+
+    def run(self) -> None:
+        self.act_on_request()
+        if self.promoted or self.rollout.phase == RolloutPhase.DEGRADED:
+            return
+        if self.hold_for_spec_pause():
+            return
+        measurement, analysis = self.inp.measurement, self.canary.analysis
+        if measurement is not None and analysis is not None and self.record(measurement, analysis):
+            return
+        self.advance()
+
+    def act_on_request(self) -> None:
+        action = self.inp.action
+        if action is None or action == self.rollout.handled_action:
+            return
+        self.update(handled_action=action)
+        verb = action.split("/", 1)[0]
+        running = self.rollout.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+        if verb == Action.ABORT and running:
+            self.roll_back(RolloutReason.ABORTED, "aborted on request")
+        elif verb == Action.RETRY and self.rollout.phase == RolloutPhase.DEGRADED:
+            self.rollout = _started(self.canary, self.inp.template_revision, self.now, self.rollout)
+            self.emit(
+                "Normal",
+                RolloutReason.STARTED,
+                f"retry of revision {self.inp.template_revision}: " + self.rollout.message,
+            )
+        elif verb == Action.PROMOTE_FULL and running:
+            self.promote("promoted in full on request")
+        elif verb == Action.PROMOTE and running:
+            self.complete_step("promoted on request")
+
+    def hold_for_spec_pause(self) -> bool:
+        paused_at = self.rollout.paused_at
+        if self.inp.paused:
+            if paused_at is None:
+                self.update(phase=RolloutPhase.PAUSED, paused_at=self.now, message="held by spec.paused")
+                self.emit("Normal", RolloutReason.PAUSED, f"step {self.rollout.step} held by spec.paused")
+            return True
+        if paused_at is not None:
+            started = self.rollout.step_started_at or paused_at
+            self.update(
+                phase=RolloutPhase.PROGRESSING,
+                paused_at=None,
+                step_started_at=started + (self.now - paused_at),
+                message=f"step {self.rollout.step} resumed",
+            )
+            self.emit("Normal", RolloutReason.RESUMED, f"step {self.rollout.step} resumed")
+        return False
+
+    def record(self, measurement: Measurement, analysis: Analysis) -> bool:
+        """Judge one window and record it; True when it rolled the canary back."""
+        judgement = judge(measurement, analysis)
+        result = AnalysisResult(
+            time=self.now,
+            verdict=judgement.verdict,
+            canary_samples=_samples(measurement.canary),
+            stable_samples=_samples(measurement.stable),
+            canary_error_rate=judgement.canary_rate,
+            stable_error_rate=judgement.stable_rate,
+            message=judgement.message[:1000],
+        )
+        history = [*self.rollout.history, result][-ANALYSIS_HISTORY_LENGTH:]
+        self.update(last_analysis=result, history=history)
+        verdict = judgement.verdict
+        if verdict == Verdict.ERROR:
+            errors = self.rollout.consecutive_errors + 1
+            self.update(consecutive_errors=errors)
+            self.emit("Warning", RolloutReason.ANALYSIS_ERROR, f"{judgement.message} ({errors} in a row)")
+            if errors > analysis.consecutive_error_limit:
+                self.roll_back(
+                    RolloutReason.ROLLED_BACK,
+                    f"{errors} analyses in a row could not read metrics, more than"
+                    f" consecutiveErrorLimit {analysis.consecutive_error_limit}: {judgement.message}",
+                )
+                return True
+            return False
+        self.update(consecutive_errors=0)
+        failing = verdict == Verdict.FAILED or (
+            verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.FAIL
+        )
+        if verdict == Verdict.PASSED:
+            self.emit("Normal", RolloutReason.ANALYSIS_PASSED, judgement.message)
+        elif verdict == Verdict.INCONCLUSIVE:
+            self.emit("Normal", RolloutReason.ANALYSIS_INCONCLUSIVE, judgement.message)
+        else:
+            self.emit("Warning", RolloutReason.ANALYSIS_FAILED, judgement.message)
+        if failing:
+            failures = self.rollout.failed_analyses + 1
+            self.update(failed_analyses=failures)
+            if failures > analysis.failure_limit:
+                self.roll_back(
+                    RolloutReason.ROLLED_BACK,
+                    f"{judgement.message} ({failures} failing analyses, failureLimit"
+                    f" {analysis.failure_limit})",
+                )
+                return True
+        return False
+
+    def analysis_allows_progress(self) -> tuple[bool, str]:
+        """A step ends only after an analysis of this step that passed (or counts as passing)."""
+        analysis = self.canary.analysis
+        if analysis is None:
+            return True, ""
+        last, started = self.rollout.last_analysis, self.rollout.step_started_at
+        if last is None or started is None or last.time < started:
+            return False, "waiting for the step's first analysis"
+        if last.verdict == Verdict.PASSED:
+            return True, ""
+        if last.verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.CONTINUE:
+            return True, ""
+        return False, f"waiting for a passing analysis: {last.message}"
+
+    def advance(self) -> None:
+        step = self.canary.steps[self.rollout.step - 1]
+        started = self.rollout.step_started_at or self.now
+        count = len(self.canary.steps)
+        where = f"step {self.rollout.step} of {count} at {self.rollout.weight}%"
+        if step.pause_seconds is None:
+            self.update(phase=RolloutPhase.PAUSED, message=f"{where}: waiting for promote")
+            return
+        allowed, why = self.analysis_allows_progress()
+        elapsed = self.now - started >= timedelta(seconds=step.pause_seconds)
+        if elapsed and allowed:
+            self.complete_step(f"held {step.pause_seconds}s")
+            return
+        last = self.rollout.last_analysis
+        held_by_no_data = (
+            not allowed
+            and last is not None
+            and last.verdict == Verdict.INCONCLUSIVE
+            and self.canary.analysis is not None
+            and self.canary.analysis.on_no_data == NoDataPolicy.PAUSE
+        )
+        if held_by_no_data:
+            self.update(phase=RolloutPhase.PAUSED, message=f"{where}: {why}")
+        elif not elapsed:
+            self.update(phase=RolloutPhase.PROGRESSING, message=f"{where}: holding for {step.pause_seconds}s")
+        else:
+            self.update(phase=RolloutPhase.PROGRESSING, message=f"{where}: {why}")
+
+    def complete_step(self, why: str) -> None:
+        number = self.rollout.step
+        self.emit(
+            "Normal", RolloutReason.STEP_COMPLETED, f"step {number} at {self.rollout.weight}% done: {why}"
+        )
+        if number >= len(self.canary.steps):
+            self.promote(f"all {number} steps done")
+            return
+        weight = self.canary.steps[number].weight
+        self.update(
+            phase=RolloutPhase.PROGRESSING,
+            step=number + 1,
+            weight=weight,
+            step_started_at=self.now,
+            message=f"step {number + 1} of {len(self.canary.steps)}: {weight}% of replicas on revision"
+            f" {self.inp.template_revision}",
+        )
+
+    def promote(self, why: str) -> None:
+        self.promoted = True
+        self.emit(
+            "Normal",
+            RolloutReason.PROMOTED,
+            f"revision {self.inp.template_revision} is stable ({why});"
+            f" it replaces {self.inp.stable_revision}",
+        )
+        self.rollout = RolloutStatus(
+            phase=RolloutPhase.HEALTHY,
+            handled_action=self.rollout.handled_action,
+            last_analysis=self.rollout.last_analysis,
+            history=self.rollout.history,
+            message=f"revision {self.inp.template_revision} promoted: {why}",
+        )
+
+    def roll_back(self, reason: str, why: str) -> None:
+        stable_replicas = self.inp.total_replicas
+        self.update(phase=RolloutPhase.DEGRADED, weight=0, paused_at=None, message=why)
+        self.emit(
+            "Warning",
+            reason,
+            f"{why}; canary {self.inp.template_revision} scaled to 0, stable {self.inp.stable_revision} back"
+            f" to {stable_replicas} replicas",
+        )
+
+    def plan(self) -> RolloutPlan:
+        stable = self.inp.stable_revision
+        assert stable is not None
+        if self.promoted:
+            return _settled(self.inp, self.inp.template_revision, self.rollout, self.events)
+        stable_replicas, canary_replicas = split_replicas(self.inp.total_replicas, self.rollout.weight)
+        return RolloutPlan(
+            stable_revision=stable,
+            canary_revision=self.inp.template_revision,
+            stable_replicas=stable_replicas,
+            canary_replicas=canary_replicas,
+            rollout=self.rollout,
+            events=self.events,
+        )

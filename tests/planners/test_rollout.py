@@ -1,0 +1,400 @@
+"""Canary rollouts: the replica split, analysis verdicts and the step state machine, as tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from workerfleet.api.workerpool import Analysis, Canary, RolloutPhase, RolloutStatus, Verdict
+from workerfleet.planners.rollout import (
+    Measurement,
+    RevisionSample,
+    RolloutInput,
+    RolloutPlan,
+    RolloutReason,
+    analysis_due,
+    judge,
+    plan_rollout,
+    split_replicas,
+    step_pause_over,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+TOTALS = (0, 1, 2, 3, 10, 100)
+
+
+@pytest.mark.parametrize(
+    ("total", "weight", "expected"),
+    [
+        *[(0, weight, (0, 0)) for weight in (0, 1, 50, 100)],
+        (1, 0, (1, 0)),
+        (1, 1, (0, 1)),
+        (1, 50, (0, 1)),
+        (1, 99, (0, 1)),
+        (1, 100, (0, 1)),
+        (2, 0, (2, 0)),
+        (2, 1, (1, 1)),
+        (2, 50, (1, 1)),
+        (2, 75, (1, 1)),
+        (2, 99, (1, 1)),
+        (2, 100, (0, 2)),
+        (3, 1, (2, 1)),
+        (3, 10, (2, 1)),
+        (3, 33, (2, 1)),
+        (3, 50, (1, 2)),
+        (3, 90, (1, 2)),
+        (3, 100, (0, 3)),
+        (10, 1, (9, 1)),
+        (10, 10, (9, 1)),
+        (10, 25, (7, 3)),
+        (10, 50, (5, 5)),
+        (10, 95, (1, 9)),
+        (10, 100, (0, 10)),
+        (100, 1, (99, 1)),
+        (100, 10, (90, 10)),
+        (100, 33, (67, 33)),
+        (100, 50, (50, 50)),
+        (100, 99, (1, 99)),
+        (100, 100, (0, 100)),
+    ],
+)
+def test_split_table(total: int, weight: int, expected: tuple[int, int]) -> None:
+    assert split_replicas(total, weight) == expected
+
+
+@pytest.mark.parametrize("total", TOTALS)
+def test_split_rules_hold_for_every_weight(total: int) -> None:
+    previous_canary = 0
+    for weight in range(101):
+        stable, canary = split_replicas(total, weight)
+        assert stable + canary == total
+        assert stable >= 0
+        assert canary >= previous_canary, "more weight never means fewer canary replicas"
+        if weight > 0 and total > 0:
+            assert canary >= 1
+        if weight == 0:
+            assert canary == 0
+        if weight < 100 and total >= 2:
+            assert stable >= 1
+        if weight == 100:
+            assert stable == 0
+        previous_canary = canary
+
+
+def analysis(**overrides: Any) -> Analysis:
+    settings: dict[str, Any] = {
+        "intervalSeconds": 10,
+        "maxErrorRate": 0.1,
+        "maxIncreaseOverStable": 0.05,
+        "minSamples": 100,
+        "prometheus": {"address": "http://127.0.0.1:9090"},
+    }
+    settings.update(overrides)
+    return Analysis.model_validate(settings)
+
+
+def sample(total: float, errors: float) -> RevisionSample:
+    return RevisionSample(total=total, errors=errors)
+
+
+@pytest.mark.parametrize(
+    ("measurement", "settings", "verdict"),
+    [
+        (Measurement(None, None, error="connection refused"), {}, Verdict.ERROR),
+        (Measurement(None, sample(500, 0)), {}, Verdict.INCONCLUSIVE),
+        (Measurement(sample(99, 99), sample(500, 0)), {}, Verdict.INCONCLUSIVE),
+        (Measurement(sample(100, 0), sample(500, 0)), {}, Verdict.PASSED),
+        (Measurement(sample(100, 10), None), {}, Verdict.PASSED),
+        (Measurement(sample(100, 11), None), {}, Verdict.FAILED),
+        (Measurement(sample(200, 60), sample(800, 0)), {}, Verdict.FAILED),
+        # noisy but fine: 8% against a stable at 5% is within an increase of 5 points
+        (Measurement(sample(200, 16), sample(800, 40)), {"maxErrorRate": None}, Verdict.PASSED),
+        (Measurement(sample(200, 24), sample(800, 40)), {"maxErrorRate": None}, Verdict.FAILED),
+        # the increase is judged only on a stable with minSamples jobs too
+        (Measurement(sample(200, 24), sample(50, 0)), {"maxErrorRate": None}, Verdict.INCONCLUSIVE),
+        (Measurement(sample(200, 24), sample(50, 0)), {"maxErrorRate": 0.2}, Verdict.PASSED),
+        (Measurement(sample(1000, 0), sample(0, 0)), {"maxErrorRate": 0.0}, Verdict.PASSED),
+        (Measurement(sample(1000, 1), sample(0, 0)), {"maxErrorRate": 0.0}, Verdict.FAILED),
+    ],
+)
+def test_verdicts(measurement: Measurement, settings: dict[str, Any], verdict: Verdict) -> None:
+    assert judge(measurement, analysis(**settings)).verdict == verdict
+
+
+def test_a_failing_verdict_names_the_numbers_and_the_threshold() -> None:
+    judgement = judge(Measurement(sample(200, 60), sample(800, 0)), analysis())
+    assert judgement.canary_rate == pytest.approx(0.3)
+    assert judgement.stable_rate == 0.0
+    assert "30.0%" in judgement.message
+    assert "200 jobs" in judgement.message
+    assert "maxErrorRate 10.0%" in judgement.message
+
+
+def canary(steps: list[dict[str, Any]] | None = None, **analysis_settings: Any) -> Canary:
+    return Canary.model_validate(
+        {
+            "steps": steps or [{"weight": 10, "pauseSeconds": 30}, {"weight": 50, "pauseSeconds": 30}],
+            "analysis": analysis(**analysis_settings).to_dict(),
+        }
+    )
+
+
+def running(step: int = 1, weight: int = 10, **changes: Any) -> RolloutStatus:
+    return RolloutStatus(
+        phase=RolloutPhase.PROGRESSING, step=step, weight=weight, step_started_at=T0
+    ).model_copy(update=changes)
+
+
+def given(rollout: RolloutStatus | None, **changes: Any) -> RolloutInput:
+    settings: dict[str, Any] = {
+        "canary": canary(),
+        "paused": False,
+        "total_replicas": 10,
+        "template_revision": "new",
+        "stable_revision": "old",
+        "stable_template_known": True,
+        "canary_revision": "new" if rollout is not None else None,
+        "rollout": rollout,
+    }
+    settings.update(changes)
+    return RolloutInput(**settings)
+
+
+def reasons(plan: RolloutPlan) -> list[str]:
+    return [event.reason for event in plan.events]
+
+
+def test_a_new_template_starts_a_canary_at_the_first_weight() -> None:
+    plan = plan_rollout(given(None), T0)
+    assert (plan.stable_revision, plan.canary_revision) == ("old", "new")
+    assert (plan.stable_replicas, plan.canary_replicas) == (9, 1)
+    assert (plan.rollout.phase, plan.rollout.step, plan.rollout.step_started_at) == (
+        RolloutPhase.PROGRESSING,
+        1,
+        T0,
+    )
+    assert reasons(plan) == [RolloutReason.STARTED]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"canary": None}, {"stable_revision": None}, {"stable_template_known": False}],
+    ids=["no rollout set", "new pool", "stable template unknown"],
+)
+def test_without_a_canary_the_template_goes_straight_to_stable(changes: dict[str, Any]) -> None:
+    plan = plan_rollout(given(None, **changes), T0)
+    assert (plan.stable_revision, plan.canary_revision, plan.stable_replicas) == ("new", None, 10)
+    assert plan.rollout.phase == RolloutPhase.HEALTHY
+
+
+def test_a_steady_pool_stays_healthy_without_events() -> None:
+    plan = plan_rollout(given(RolloutStatus(phase=RolloutPhase.HEALTHY), template_revision="old"), T0)
+    assert (plan.stable_revision, plan.canary_revision, plan.events) == ("old", None, [])
+
+
+def test_a_step_waits_for_its_pause_and_its_analysis() -> None:
+    holding = plan_rollout(given(running()), T0 + timedelta(seconds=29))
+    assert (holding.rollout.step, holding.events) == (1, [])
+    no_analysis_yet = plan_rollout(given(running()), T0 + timedelta(seconds=31))
+    assert no_analysis_yet.rollout.step == 1
+    assert "first analysis" in no_analysis_yet.rollout.message
+
+
+def test_a_passing_analysis_after_the_pause_moves_to_the_next_step() -> None:
+    now = T0 + timedelta(seconds=30)
+    plan = plan_rollout(given(running(), measurement=Measurement(sample(150, 0), sample(900, 0))), now)
+    assert (plan.rollout.step, plan.rollout.weight, plan.rollout.step_started_at) == (2, 50, now)
+    assert (plan.stable_replicas, plan.canary_replicas) == (5, 5)
+    assert reasons(plan) == [RolloutReason.ANALYSIS_PASSED, RolloutReason.STEP_COMPLETED]
+    assert plan.rollout.last_analysis is not None
+    assert plan.rollout.last_analysis.canary_samples == 150
+
+
+def test_the_last_step_promotes_the_canary_to_stable() -> None:
+    now = T0 + timedelta(seconds=30)
+    plan = plan_rollout(
+        given(running(step=2, weight=50), measurement=Measurement(sample(500, 0), sample(500, 0))), now
+    )
+    assert (plan.stable_revision, plan.canary_revision) == ("new", None)
+    assert (plan.stable_replicas, plan.canary_replicas) == (10, 0)
+    assert plan.rollout.phase == RolloutPhase.HEALTHY
+    assert reasons(plan)[-2:] == [RolloutReason.STEP_COMPLETED, RolloutReason.PROMOTED]
+
+
+def test_a_failing_analysis_rolls_back_at_once() -> None:
+    plan = plan_rollout(
+        given(running(), measurement=Measurement(sample(200, 60), sample(900, 0))), T0 + timedelta(seconds=10)
+    )
+    assert plan.rollout.phase == RolloutPhase.DEGRADED
+    assert (plan.stable_revision, plan.canary_revision) == ("old", "new")
+    assert (plan.stable_replicas, plan.canary_replicas) == (10, 0)
+    assert reasons(plan) == [RolloutReason.ANALYSIS_FAILED, RolloutReason.ROLLED_BACK]
+    rolled_back = plan.events[-1]
+    assert rolled_back.type == "Warning"
+    assert "30.0%" in rolled_back.message
+    assert "maxErrorRate 10.0%" in rolled_back.message
+
+
+def test_failures_within_the_failure_limit_only_count() -> None:
+    inp = given(
+        running(),
+        canary=canary(failureLimit=1),
+        measurement=Measurement(sample(200, 60), sample(900, 0)),
+    )
+    first = plan_rollout(inp, T0 + timedelta(seconds=10))
+    assert (first.rollout.phase, first.rollout.failed_analyses) == (RolloutPhase.PROGRESSING, 1)
+    second = plan_rollout(
+        given(
+            first.rollout,
+            canary=canary(failureLimit=1),
+            measurement=Measurement(sample(200, 60), sample(900, 0)),
+        ),
+        T0 + timedelta(seconds=20),
+    )
+    assert second.rollout.phase == RolloutPhase.DEGRADED
+
+
+def test_too_few_samples_never_roll_back_and_pause_the_step() -> None:
+    rollout = running()
+    for tick in range(1, 20):
+        plan = plan_rollout(
+            given(rollout, measurement=Measurement(sample(20, 20), sample(900, 0))),
+            T0 + timedelta(seconds=10 * tick),
+        )
+        rollout = plan.rollout
+        assert plan.canary_replicas == 1
+    assert (rollout.phase, rollout.step, rollout.failed_analyses) == (RolloutPhase.PAUSED, 1, 0)
+    assert "minSamples" in rollout.message
+    assert len(rollout.history) == 10
+
+
+@pytest.mark.parametrize(
+    ("policy", "phase", "step"),
+    [
+        ("Pause", RolloutPhase.PAUSED, 1),
+        ("Continue", RolloutPhase.PROGRESSING, 2),
+        ("Fail", RolloutPhase.DEGRADED, 1),
+    ],
+)
+def test_on_no_data(policy: str, phase: RolloutPhase, step: int) -> None:
+    plan = plan_rollout(
+        given(running(), canary=canary(onNoData=policy), measurement=Measurement(None, None)),
+        T0 + timedelta(seconds=30),
+    )
+    assert (plan.rollout.phase, plan.rollout.step) == (phase, step)
+
+
+def test_prometheus_unreachable_rolls_back_after_the_consecutive_error_limit() -> None:
+    rollout = running()
+    for tick in range(1, 4):
+        plan = plan_rollout(
+            given(
+                rollout,
+                canary=canary(consecutiveErrorLimit=2),
+                measurement=Measurement(None, None, "refused"),
+            ),
+            T0 + timedelta(seconds=10 * tick),
+        )
+        rollout = plan.rollout
+    assert rollout.phase == RolloutPhase.DEGRADED
+    assert RolloutReason.ROLLED_BACK in reasons(plan)
+
+
+def test_a_step_without_pause_waits_for_promote() -> None:
+    steps = [{"weight": 20}, {"weight": 60, "pauseSeconds": 5}]
+    waiting = plan_rollout(given(running(weight=20), canary=canary(steps)), T0 + timedelta(hours=1))
+    assert (waiting.rollout.phase, waiting.rollout.step) == (RolloutPhase.PAUSED, 1)
+    assert "promote" in waiting.rollout.message
+    promoted = plan_rollout(
+        given(running(weight=20), canary=canary(steps), action="promote/1"), T0 + timedelta(hours=1)
+    )
+    assert (promoted.rollout.step, promoted.rollout.weight, promoted.rollout.handled_action) == (
+        2,
+        60,
+        "promote/1",
+    )
+    again = plan_rollout(
+        given(promoted.rollout, canary=canary(steps), action="promote/1"), T0 + timedelta(hours=1)
+    )
+    assert again.rollout.step == 2, "an action is acted on once"
+
+
+def test_promote_full_abort_and_retry() -> None:
+    full = plan_rollout(given(running(), action="promote-full/a"), T0)
+    assert (full.stable_revision, full.canary_revision, full.rollout.phase) == (
+        "new",
+        None,
+        RolloutPhase.HEALTHY,
+    )
+    aborted = plan_rollout(given(running(), action="abort/b"), T0)
+    assert (aborted.rollout.phase, aborted.canary_replicas, aborted.stable_replicas) == (
+        RolloutPhase.DEGRADED,
+        0,
+        10,
+    )
+    assert reasons(aborted) == [RolloutReason.ABORTED]
+    stays = plan_rollout(given(aborted.rollout), T0 + timedelta(minutes=5))
+    assert (stays.rollout.phase, stays.events) == (RolloutPhase.DEGRADED, [])
+    retried = plan_rollout(given(aborted.rollout, action="retry/c"), T0 + timedelta(minutes=5))
+    assert (retried.rollout.phase, retried.rollout.step, retried.canary_replicas) == (
+        RolloutPhase.PROGRESSING,
+        1,
+        1,
+    )
+    assert reasons(retried) == [RolloutReason.STARTED]
+
+
+def test_a_newer_template_supersedes_a_rolled_back_one() -> None:
+    degraded = running().model_copy(update={"phase": RolloutPhase.DEGRADED, "weight": 0})
+    plan = plan_rollout(given(degraded, template_revision="newer"), T0)
+    assert (plan.canary_revision, plan.rollout.phase, plan.rollout.step) == (
+        "newer",
+        RolloutPhase.PROGRESSING,
+        1,
+    )
+    assert reasons(plan) == [RolloutReason.SUPERSEDED, RolloutReason.STARTED]
+
+
+def test_going_back_to_the_stable_template_ends_the_rollout() -> None:
+    plan = plan_rollout(given(running(), template_revision="old"), T0)
+    assert (plan.canary_revision, plan.stable_replicas, plan.rollout.phase) == (
+        None,
+        10,
+        RolloutPhase.HEALTHY,
+    )
+    assert reasons(plan) == [RolloutReason.ABORTED]
+
+
+def test_spec_paused_freezes_the_step_clock() -> None:
+    paused = plan_rollout(given(running(), paused=True), T0 + timedelta(seconds=20))
+    assert (paused.rollout.phase, paused.rollout.paused_at) == (
+        RolloutPhase.PAUSED,
+        T0 + timedelta(seconds=20),
+    )
+    assert reasons(paused) == [RolloutReason.PAUSED]
+    assert not analysis_due(paused.rollout, canary().analysis, T0 + timedelta(hours=1))
+    resumed = plan_rollout(given(paused.rollout), T0 + timedelta(seconds=320))
+    assert resumed.rollout.step_started_at == T0 + timedelta(seconds=300)
+    assert reasons(resumed) == [RolloutReason.RESUMED]
+    assert not step_pause_over(resumed.rollout, canary(), T0 + timedelta(seconds=320))
+
+
+def test_analysis_due_after_each_interval_of_the_step() -> None:
+    settings = canary().analysis
+    assert not analysis_due(running(), settings, T0 + timedelta(seconds=9))
+    assert analysis_due(running(), settings, T0 + timedelta(seconds=10))
+    after_one = plan_rollout(
+        given(running(), measurement=Measurement(sample(10, 0), None)), T0 + timedelta(seconds=10)
+    ).rollout
+    assert not analysis_due(after_one, settings, T0 + timedelta(seconds=19))
+    assert analysis_due(after_one, settings, T0 + timedelta(seconds=20))
+    assert not analysis_due(None, settings, T0)
+    assert not analysis_due(running(), None, T0 + timedelta(hours=1))
+
+
+def test_the_total_is_split_by_the_current_weight_whatever_it_is() -> None:
+    for total in TOTALS:
+        plan = plan_rollout(given(running(step=2, weight=50), total_replicas=total), T0)
+        assert (plan.stable_replicas, plan.canary_replicas) == split_replicas(total, 50)

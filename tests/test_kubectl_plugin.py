@@ -1,0 +1,148 @@
+"""`kubectl workerfleet`: the view it prints and the writes it sends, against a recording fake API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from workerfleet.cli.kubectl_plugin import (
+    action_patch,
+    build_parser,
+    main,
+    progress_bar,
+    render_status,
+    show_status,
+)
+from workerfleet.kube.client import Kube
+from workerfleet.planners.rollout import Action
+
+
+def pool(phase: str = "Progressing", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "thumbs", "namespace": "media"},
+        "spec": {"rollout": {"canary": {"steps": [{"weight": 10}, {"weight": 50}, {"weight": 100}]}}},
+        "status": {
+            "replicas": 10,
+            "canaryReplicas": 5,
+            "stableRevision": "aaa",
+            "canaryRevision": "bbb",
+            "rollout": {
+                "phase": phase,
+                "step": 2,
+                "weight": 50,
+                "message": "step 2 of 3",
+                "lastAnalysis": {
+                    "time": "2026-01-01T00:00:00Z",
+                    "verdict": "Pass",
+                    "canarySamples": 150,
+                    "stableSamples": 160,
+                    "canaryErrorRate": 0.012,
+                    "stableErrorRate": 0.01,
+                },
+            },
+            **status,
+        },
+    }
+
+
+class FakeKube:
+    def __init__(self, stored: dict[str, Any] | None) -> None:
+        self.stored = stored
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert (kind, namespace, name) == ("WorkerPool", "media", "thumbs")
+        return self.stored
+
+    def patch_pool(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.patches.append((namespace, name, patch))
+
+
+def run(argv: list[str], fake: FakeKube) -> int:
+    return main(["-n", "media", *argv], api=cast(Kube, fake))
+
+
+@pytest.mark.parametrize(("weight", "filled"), [(0, 0), (10, 2), (50, 10), (100, 20), (130, 20)])
+def test_progress_bar(weight: int, filled: int) -> None:
+    assert progress_bar(weight).count("#") == filled
+
+
+def test_status_shows_revisions_weights_step_and_last_analysis() -> None:
+    view = render_status(pool())
+    assert "media/thumbs: Progressing" in view
+    assert "stable  aaa          5 replicas" in view
+    assert "canary  bbb          5 replicas" in view
+    assert "step    2 of 3" in view
+    assert "50% canary" in view
+    assert "canary 1.2% of 150 jobs, stable 1.0% of 160 jobs" in view
+
+
+@pytest.mark.parametrize(("phase", "code"), [("Progressing", 0), ("Healthy", 0), ("Degraded", 1)])
+def test_status_exits_non_zero_when_degraded(
+    phase: str, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["status", "thumbs"], FakeKube(pool(phase))) == code
+    assert phase in capsys.readouterr().out
+
+
+def test_a_missing_pool_is_reported() -> None:
+    fake = FakeKube(None)
+    assert run(["status", "thumbs"], fake) == 2
+    assert run(["abort", "thumbs"], fake) == 2
+    assert fake.patches == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "action"),
+    [
+        (["promote", "thumbs"], "promote"),
+        (["promote", "thumbs", "--full"], "promote-full"),
+        (["abort", "thumbs"], "abort"),
+        (["retry", "thumbs"], "retry"),
+    ],
+)
+def test_actions_set_the_annotation_with_a_fresh_token(argv: list[str], action: str) -> None:
+    fake = FakeKube(pool())
+    assert run(argv, fake) == 0
+    assert run(argv, fake) == 0
+    (_, _, first), (_, _, second) = fake.patches
+    values = [p["metadata"]["annotations"]["workerfleet.dev/rollout-action"] for p in (first, second)]
+    assert all(value.startswith(f"{action}/") for value in values)
+    assert values[0] != values[1], "every request carries its own token, so the operator acts on each"
+
+
+@pytest.mark.parametrize(("verb", "paused"), [("pause", True), ("resume", False)])
+def test_pause_and_resume_set_spec_paused(verb: str, paused: bool) -> None:
+    fake = FakeKube(pool())
+    assert run([verb, "thumbs"], fake) == 0
+    assert fake.patches == [("media", "thumbs", {"spec": {"paused": paused}})]
+
+
+def test_action_patch_format() -> None:
+    patch = action_patch(Action.ABORT, datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    assert patch == {
+        "metadata": {"annotations": {"workerfleet.dev/rollout-action": "abort/20260102T030405.000006Z"}}
+    }
+
+
+def test_watch_prints_each_change_once_until_interrupted() -> None:
+    views = [pool(), pool(), pool("Degraded")]
+    fake = FakeKube(views[0])
+    printed: list[str] = []
+    naps = 0
+
+    def sleep(_: float) -> None:
+        nonlocal naps
+        naps += 1
+        if naps == len(views):
+            raise KeyboardInterrupt
+        fake.stored = views[naps]
+
+    args = build_parser().parse_args(["-n", "media", "status", "thumbs", "--watch"])
+    with pytest.raises(KeyboardInterrupt):
+        show_status(args, cast(Kube, fake), printed.append, sleep)
+    assert len(printed) == 2
+    assert "Progressing" in printed[0]
+    assert "Degraded" in printed[1]
