@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install binaries cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
+.PHONY: help install debian-packages binaries cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,13 +46,16 @@ unit: $(INSTALLED) ## tests that need no cluster (the chart's are under `make ch
 chart: $(INSTALLED) binaries ## helm lint and template, offline schema validation, policy scan of the chart
 	$(BIN)/pytest tests/chart
 
-e2e: $(INSTALLED) binaries ## tests against the local control plane (brought up when not running)
+debian-packages: ## install the queue and metrics servers the tests and the demo run (apt-get, as root)
+	scripts/debian-packages
+
+e2e: $(INSTALLED) binaries debian-packages ## tests against the local control plane (brought up when not running)
 	$(BIN)/pytest e2e
 
 test: lint unit chart e2e ## lint + unit + chart + e2e
 
 DEMO_LINGER ?= 300
-demo: cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
+demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
 	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
 bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction times; canary rollback latency
