@@ -34,7 +34,8 @@ import yaml
 from e2e import chart
 from e2e.cluster import Cluster
 from e2e.operator import METRICS_PORT, install_crds, operator_as_chart_identity
-from e2e.worker.servers import PrometheusServer, RedisServer, free_port
+from e2e.prometheus import SCRAPE_INTERVAL_SECONDS, PrometheusServer
+from e2e.worker.servers import RedisServer, free_port
 from workerfleet.worker.envelope import encode, new_envelope
 
 NAMESPACE = "workerfleet-demo"
@@ -277,7 +278,8 @@ def start_servers(demo: Demo) -> None:
     demo.stack.callback(demo.prometheus.stop)
     demo.workers.prometheus = demo.prometheus
     demo.say(
-        f"redis at {demo.redis.address}, prometheus at {demo.prometheus.url} (alerts loaded from the chart)"
+        f"redis at {demo.redis.address}, prometheus at {demo.prometheus.address}"
+        " (alerts loaded from the chart)"
     )
 
 
@@ -332,9 +334,9 @@ def burst_and_scale(demo: Demo) -> None:
     demo.watch_until(drained, "the backlog to drain")
     demo.say(f"backlog drained; the pool peaked at {peak} replicas")
     if demo.prometheus is not None:
-        handled = demo.prometheus.query("sum by (outcome) (workerfleet_jobs_total)")
+        handled = demo.prometheus.query_vector("sum by (outcome) (workerfleet_jobs_total)")
         by_outcome = {sample["metric"]["outcome"]: sample["value"][1] for sample in handled}
-        demo.say(f"prometheus (scraped every 5s): jobs by outcome {by_outcome}")
+        demo.say(f"prometheus (scraped every {SCRAPE_INTERVAL_SECONDS}s): jobs by outcome {by_outcome}")
     demo.step(
         f"Idle queue: the HPA scales down, and after {timing.cooldown_seconds}s of cooldown the pool sleeps"
     )
@@ -359,7 +361,7 @@ def _condition(body: dict[str, Any], condition_type: str) -> dict[str, Any] | No
 
 def farewell(demo: Demo) -> None:
     kubeconfig = demo.cluster.kubeconfig
-    prometheus = demo.prometheus.url if demo.prometheus else "(not started)"
+    prometheus = demo.prometheus.address if demo.prometheus else "(not started)"
     redis_port = demo.redis.port if demo.redis else 0
     demo.say(
         f"""

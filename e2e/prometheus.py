@@ -1,5 +1,8 @@
 """A real Prometheus from Debian's packages, on a loopback port with its data in a temp dir,
-scraping the worker processes a test starts (file-based discovery, so targets come and go)."""
+scraping the processes a test or the demo starts (file-based discovery, so targets come and go).
+
+Prometheus refuses to start on a rule file it cannot parse, so loading the chart's alerts checks them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +22,13 @@ SCRAPE_INTERVAL_SECONDS = 1
 
 
 class PrometheusServer:
-    """`prometheus` scraping every 1 s the targets listed with `set_targets`."""
+    """`prometheus` scraping every 1 s the targets listed with `set_targets`, with the given rules."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, rule_files: Sequence[Path] = ()) -> None:
         self.directory = directory
         self.port = free_port()
         self._targets_file = directory / "targets.json"
+        self._rule_files = list(rule_files)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,6 +43,7 @@ class PrometheusServer:
                 "scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
                 "evaluation_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
             },
+            "rule_files": [str(path) for path in self._rule_files],
             "scrape_configs": [
                 {
                     "job_name": "workers",
@@ -71,18 +77,23 @@ class PrometheusServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def set_targets(self, ports: list[int]) -> None:
-        """Scrape exactly these loopback ports (written atomically, as file discovery expects)."""
+    def set_targets(self, addresses: list[str]) -> None:
+        """Scrape exactly these host:port addresses (written atomically, as file discovery expects)."""
         staged = self._targets_file.with_suffix(".tmp")
-        staged.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}" for port in ports]}]))
+        staged.write_text(json.dumps([{"targets": sorted(addresses)}]))
         staged.replace(self._targets_file)
 
-    def query(self, promql: str) -> float | None:
-        """The single value of an instant query, or None for an empty result."""
+    def query_vector(self, promql: str) -> list[dict[str, Any]]:
+        """The samples of an instant query."""
         url = f"{self.address}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (loopback only)
             body: dict[str, Any] = json.loads(response.read())
-        result = body["data"]["result"]
+        samples: list[dict[str, Any]] = body["data"]["result"]
+        return samples
+
+    def query(self, promql: str) -> float | None:
+        """The single value of an instant query, or None for an empty result."""
+        result = self.query_vector(promql)
         return float(result[0]["value"][1]) if result else None
 
     def up_targets(self) -> int:

@@ -199,7 +199,7 @@ class Rig:
                 )
             )
         self.ports.append(port)
-        self.prometheus.set_targets(self.ports)
+        self.prometheus.set_targets([f"127.0.0.1:{port}" for port in self.ports])
 
     def jobs(self, revision: str, window_seconds: int) -> tuple[float, float]:
         """(attempts, failed attempts) of one revision over the window, as Prometheus has them."""

@@ -7,17 +7,12 @@ everything it spawned (RabbitMQ's epmd included) when the fixture ends.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import redis
@@ -220,77 +215,3 @@ def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-class PrometheusServer:
-    """prometheus on a loopback port: scrapes the targets listed in a file it re-reads, loads rule files.
-
-    Prometheus refuses to start on a rule it cannot parse, so loading the chart's alerts checks them.
-    """
-
-    def __init__(self, directory: Path, rule_files: list[Path]) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.targets_file = directory / "targets.json"
-        self._rule_files = rule_files
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def set_targets(self, addresses: list[str]) -> None:
-        """Scrape exactly these host:port addresses (Prometheus notices the file within seconds)."""
-        staged = self.targets_file.with_suffix(".tmp")
-        staged.write_text(json.dumps([{"targets": sorted(addresses)}]))
-        staged.replace(self.targets_file)
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.set_targets([])
-        config = {
-            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-            "rule_files": [str(path) for path in self._rule_files],
-            "scrape_configs": [
-                {
-                    "job_name": "workerfleet",
-                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "5s"}],
-                }
-            ],
-        }
-        (self.directory / "prometheus.yml").write_text(json.dumps(config))
-        log = (self.directory / "prometheus.log").open("ab")
-        self._process = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={self.directory / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        eventually(self._ready, what="prometheus to be ready", timeout=START_TIMEOUT_SECONDS)
-
-    def _ready(self) -> bool:
-        assert self._process is not None
-        if self._process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self._process.returncode}; see {self.directory}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:  # noqa: S310
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def query(self, expression: str) -> list[dict[str, Any]]:
-        """The instant vector of a PromQL expression."""
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expression})}"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (loopback only)
-            result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
-        return result
-
-    def stop(self) -> None:
-        if self._process is not None:
-            _stop_group(self._process)
-            self._process = None
