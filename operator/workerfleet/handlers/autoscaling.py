@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -51,6 +52,8 @@ from workerfleet.planners.status import Event
 logger = logging.getLogger(__name__)
 
 READ_TIMEOUT_SECONDS = 10.0
+DEADLINE_REFRESH_SECONDS = 30.0
+"""JobType deadlines are read again this often, not on every poll (a poll can be every second)."""
 THROUGHPUT_SMOOTHING = 0.3
 """Weight of the newest throughput estimate in its moving average."""
 
@@ -67,6 +70,9 @@ class PollMemory:
     """What one pool's poller carries from one poll to the next."""
 
     failures: int = 0
+    deadline: int | None = None
+    deadline_read: tuple[tuple[str, ...], float] | None = None
+    """Which JobTypes the deadline was read from, and when (monotonic seconds)."""
     idle_since: datetime | None = None
     last_depth: int | None = None
     last_time: datetime | None = None
@@ -310,7 +316,12 @@ async def _poll_once(
     memory.failures = 0 if sample is not None else memory.failures + 1
     if sample is not None:
         memory.observe_drain(sample.depth, spec.replicas, now)
-    deadline = await asyncio.to_thread(_strictest_deadline, namespace, list(spec.job_types))
+    job_types = tuple(spec.job_types)
+    read = memory.deadline_read
+    if read is None or read[0] != job_types or time.monotonic() - read[1] >= DEADLINE_REFRESH_SECONDS:
+        memory.deadline = await asyncio.to_thread(_strictest_deadline, namespace, list(job_types))
+        memory.deadline_read = (job_types, time.monotonic())
+    deadline = memory.deadline
     POOL_METRICS.observe_deadline(namespace, name, deadline)
     state = QueueState(
         replicas=spec.replicas,
