@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -90,34 +91,37 @@ def restricted_namespace(namespace: str, cluster: Cluster) -> str:
     return namespace
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real redis-server on a loopback port, for the whole session."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+class _Server(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=_Server)
+
+
+def _running(server: ServerT) -> Iterator[ServerT]:
+    """Start a server for a fixture and stop it afterwards, whatever the tests did."""
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a loopback port, for the whole session."""
+    yield from _running(RedisServer(tmp_path_factory.mktemp("redis")))
 
 
 @pytest.fixture(scope="session")
 def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
     """A real RabbitMQ node of its own on loopback ports, for the whole session."""
-    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RabbitMQServer(tmp_path_factory.mktemp("rabbitmq")))
 
 
 @pytest.fixture(scope="session")
 def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """A real Prometheus on a loopback port scraping the targets tests give it, for the whole session."""
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(PrometheusServer(tmp_path_factory.mktemp("prometheus")))
