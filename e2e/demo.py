@@ -34,6 +34,7 @@ import yaml
 from e2e import chart
 from e2e.cluster import Cluster
 from e2e.operator import METRICS_PORT, install_crds, operator_as_chart_identity
+from e2e.producer import SteadyProducer
 from e2e.prometheus import SCRAPE_INTERVAL_SECONDS, PrometheusServer
 from e2e.worker.servers import RedisServer, free_port
 from workerfleet.worker.envelope import encode, new_envelope
@@ -43,6 +44,7 @@ POOL = "thumbs"
 JOB_TYPE = "resize-image"
 QUEUE = "jobs:resize-image"
 WORKER = Path(sys.executable).parent / "workerfleet"
+PLUGIN = Path(sys.executable).parent / "kubectl-workerfleet"
 WORKER_STOP_SECONDS = 30.0
 
 
@@ -58,6 +60,13 @@ class Timing:
     scale_timeout_seconds: float = 240.0
     show_every_seconds: float = 5.0
     linger_seconds: float = 0.0
+    steady_replicas: int = 4
+    steady_jobs_per_second: float = 5.0
+    canary_weight: int = 25
+    canary_step_seconds: int = 120
+    bad_failure_rate: float = 0.5
+    analysis_interval_seconds: int = 10
+    analysis_min_samples: int = 10
 
 
 def job_type() -> dict[str, Any]:
@@ -77,13 +86,32 @@ def job_type() -> dict[str, Any]:
     }
 
 
-def worker_pool(redis_address: str, timing: Timing) -> dict[str, Any]:
-    """A pool that sleeps at zero and scales on queue depth; its workers run the demo handler."""
+STABLE_VERSION = "0.1.0"
+BAD_VERSION = "0.2.0"
+STABLE_FAILURE_RATE = 0.02
+MAX_CANARY_ERROR_RATE = 0.1
+MAX_INCREASE_OVER_STABLE = 0.05
+
+
+def worker_pool(
+    redis_address: str,
+    prometheus_address: str,
+    timing: Timing,
+    *,
+    min_replicas: int = 0,
+    version: str = STABLE_VERSION,
+    failure_rate: float = STABLE_FAILURE_RATE,
+) -> dict[str, Any]:
+    """A pool that scales on queue depth, down to zero when idle; its workers run the demo handler.
+
+    A new template rolls out as a canary on a quarter of the workers, judged every interval by the
+    error rate Prometheus scraped from them against the stable workers on the same queue.
+    """
     environment = {
         "WORKERFLEET_HANDLERS": "workerfleet.worker.demo",
         "WORKERFLEET_DEMO_JOB_TYPES": JOB_TYPE,
         "WORKERFLEET_DEMO_DURATION_SECONDS": str(timing.job_seconds),
-        "WORKERFLEET_DEMO_FAILURE_RATE": "0.02",
+        "WORKERFLEET_DEMO_FAILURE_RATE": str(failure_rate),
     }
     return {
         "apiVersion": "workerfleet.dev/v1alpha1",
@@ -91,13 +119,13 @@ def worker_pool(redis_address: str, timing: Timing) -> dict[str, Any]:
         "metadata": {"name": POOL},
         "spec": {
             "jobTypes": [JOB_TYPE],
-            "replicas": 0,
+            # No replicas: the autoscaler owns them, and every `kubectl apply` would reset them.
             "template": {
                 "spec": {
                     "containers": [
                         {
                             "name": "worker",
-                            "image": "workerfleet/demo-worker:0.1.0",
+                            "image": f"workerfleet/demo-worker:{version}",
                             "args": ["worker"],
                             "env": [{"name": name, "value": value} for name, value in environment.items()],
                             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
@@ -107,15 +135,39 @@ def worker_pool(redis_address: str, timing: Timing) -> dict[str, Any]:
             },
             "queue": {"redis": {"address": redis_address, "list": QUEUE}},
             "autoscaling": {
-                "minReplicas": 0,
+                "minReplicas": min_replicas,
                 "maxReplicas": timing.max_replicas,
                 "targetDepthPerReplica": timing.target_per_replica,
                 "pollingIntervalSeconds": 2,
                 "cooldownSeconds": timing.cooldown_seconds,
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 10}},
             },
+            "rollout": {
+                "canary": {
+                    "steps": [
+                        {"weight": timing.canary_weight, "pauseSeconds": timing.canary_step_seconds},
+                        {"weight": 100, "pauseSeconds": timing.canary_step_seconds},
+                    ],
+                    "analysis": {
+                        "intervalSeconds": timing.analysis_interval_seconds,
+                        "minSamples": timing.analysis_min_samples,
+                        "maxErrorRate": MAX_CANARY_ERROR_RATE,
+                        "maxIncreaseOverStable": MAX_INCREASE_OVER_STABLE,
+                        "prometheus": {"address": prometheus_address},
+                    },
+                }
+            },
         },
     }
+
+
+@dataclass(frozen=True)
+class HostWorker:
+    """The worker process standing in for one pod, and the revision that pod runs."""
+
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    revision: str
 
 
 @dataclass
@@ -124,7 +176,7 @@ class HostWorkers:
 
     directory: Path
     prometheus: PrometheusServer | None
-    processes: dict[str, tuple[subprocess.Popen[bytes], int]] = field(default_factory=dict)
+    processes: dict[str, HostWorker] = field(default_factory=dict)
 
     def follow(self, pods: list[dict[str, Any]], policies: str) -> None:
         ready = {pod["metadata"]["name"]: pod for pod in pods if _pod_ready(pod)}
@@ -134,8 +186,15 @@ class HostWorkers:
             self._start(name, ready[name], policies)
         if self.prometheus is not None:
             self.prometheus.set_targets(
-                [f"127.0.0.1:{METRICS_PORT}", *(f"127.0.0.1:{port}" for _, port in self.processes.values())]
+                [
+                    f"127.0.0.1:{METRICS_PORT}",
+                    *(f"127.0.0.1:{worker.metrics_port}" for worker in self.processes.values()),
+                ]
             )
+
+    def revisions(self) -> dict[str, str]:
+        """The revision each running worker process was started with, by pod name."""
+        return {name: worker.revision for name, worker in self.processes.items()}
 
     def _start(self, pod_name: str, pod: dict[str, Any], policies: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -159,11 +218,11 @@ class HostWorkers:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.processes[pod_name] = (process, metrics_port)
+        self.processes[pod_name] = HostWorker(process, metrics_port, environment["WORKERFLEET_REVISION"])
 
     def _stop(self, pod_name: str) -> None:
         """SIGTERM, as the kubelet would: the worker finishes the job it holds, then exits."""
-        process, _ = self.processes.pop(pod_name)
+        process = self.processes.pop(pod_name).process
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=WORKER_STOP_SECONDS)
@@ -251,8 +310,34 @@ class Demo:
             time.sleep(self.timing.show_every_seconds)
         raise TimeoutError(f"gave up after {self.timing.scale_timeout_seconds:.0f}s waiting for {what}")
 
+    def canary_workers(self, stable_revision: str) -> list[str]:
+        """Host workers running any revision but the stable one."""
+        return [name for name, revision in self.workers.revisions().items() if revision != stable_revision]
+
+    def plugin(self, *args: str) -> str:
+        """`kubectl workerfleet ...`, the plugin a user would run."""
+        result = subprocess.run(
+            [str(PLUGIN), *args, "-n", NAMESPACE],
+            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        return result.stdout + result.stderr
+
     def replicas(self) -> int:
         return int(self.get("workerpool", POOL)["spec"].get("replicas", 0))
+
+    def pool(self, **changes: Any) -> dict[str, Any]:
+        """The demo's WorkerPool, on this demo's Redis and Prometheus."""
+        assert self.redis is not None
+        assert self.prometheus is not None
+        return worker_pool(self.redis.address, self.prometheus.address, self.timing, **changes)
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
+        self.say(self.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input_text=text).stdout.rstrip())
 
 
 def start_cluster(demo: Demo) -> None:
@@ -293,18 +378,22 @@ def install_operator(demo: Demo) -> None:
 
 
 def apply_pool(demo: Demo) -> None:
-    demo.step(f"A JobType and a WorkerPool in namespace {NAMESPACE}, asleep at zero replicas")
-    assert demo.redis is not None
+    demo.step(
+        f"A JobType and a WorkerPool in namespace {NAMESPACE}: one worker to start with (the default),"
+        f" asleep at zero once the queue has been idle for the {demo.timing.cooldown_seconds}s cooldown"
+    )
     demo.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
     demo.cluster.kubectl(
         "label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
     )
-    documents = [job_type(), worker_pool(demo.redis.address, demo.timing)]
-    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
-    demo.say(demo.cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input_text=text).stdout.rstrip())
+    demo.apply(job_type(), demo.pool())
     demo.watch_until(
-        lambda: _condition(demo.get("workerpool", POOL), "ScalingActive") is not None,
-        "the pool to be watched",
+        lambda: (
+            _condition(demo.get("workerpool", POOL), "ScalingActive") is not None
+            and demo.replicas() == 0
+            and not demo.workers.processes
+        ),
+        "the idle pool to sleep",
     )
 
 
@@ -343,12 +432,65 @@ def burst_and_scale(demo: Demo) -> None:
     demo.watch_until(lambda: demo.replicas() == 0 and not demo.workers.processes, "the pool to scale to zero")
 
 
+def bad_revision_rolls_back(demo: Demo) -> None:
+    timing = demo.timing
+    assert demo.redis is not None
+    demo.step(
+        f"Steady traffic, {timing.steady_jobs_per_second:g} jobs/s: the pool keeps at least"
+        f" {timing.steady_replicas} workers (autoscaling.minReplicas)"
+    )
+    producer = SteadyProducer(
+        demo.redis.port,
+        QUEUE,
+        JOB_TYPE,
+        timing.steady_jobs_per_second,
+        payload=lambda n: {"image": f"steady-{n}.jpg"},
+    )
+    producer.start()
+    demo.stack.callback(producer.stop)
+    demo.apply(demo.pool(min_replicas=timing.steady_replicas))
+    demo.watch_until(
+        lambda: len(demo.workers.processes) >= timing.steady_replicas,
+        f"{timing.steady_replicas} workers",
+    )
+    stable = demo.get("workerpool", POOL)["status"]["stableRevision"]
+
+    demo.step(
+        f"Version {BAD_VERSION} fails {timing.bad_failure_rate:.0%} of its jobs: it starts as a canary on"
+        f" {timing.canary_weight}% of the workers, and Prometheus is asked every"
+        f" {timing.analysis_interval_seconds}s how its error rate compares with the stable workers'"
+    )
+    demo.apply(
+        demo.pool(
+            min_replicas=timing.steady_replicas, version=BAD_VERSION, failure_rate=timing.bad_failure_rate
+        )
+    )
+
+    def rolled_back() -> bool:
+        rollout = demo.get("workerpool", POOL)["status"].get("rollout") or {}
+        return rollout.get("phase") == "Degraded" and not demo.canary_workers(stable)
+
+    demo.watch_until(rolled_back, "the bad canary to be rolled back")
+    producer.stop()
+    status = demo.get("workerpool", POOL)["status"]
+    degraded = _condition(demo.get("workerpool", POOL), "Degraded") or {}
+    demo.say(
+        f"rolled back by itself: the canary is at zero, every worker runs the stable revision"
+        f" {status['stableRevision']} again"
+        f" ({'unchanged' if status['stableRevision'] == stable else 'CHANGED'}).\n"
+        f"Degraded={degraded.get('status')} ({degraded.get('reason')}): {degraded.get('message')}"
+    )
+    demo.say("\n$ kubectl workerfleet status " + POOL)
+    demo.say(demo.plugin("status", POOL).rstrip())
+
+
 SCENARIO: list[Callable[[Demo], None]] = [
     start_cluster,
     start_servers,
     install_operator,
     apply_pool,
     burst_and_scale,
+    bad_revision_rolls_back,
 ]
 
 
@@ -367,9 +509,12 @@ def farewell(demo: Demo) -> None:
         f"""
 === Poke at it (while the demo keeps running: `make demo DEMO_LINGER=SECONDS`)
   export KUBECONFIG={kubeconfig}
-  export PATH=$(.venv/bin/python -m e2e.toolchain --print-bin-dirs):$PATH   # the pinned kubectl and helm
+  # the pinned kubectl and helm, and the kubectl plugin
+  export PATH=$(.venv/bin/python -m e2e.toolchain --print-bin-dirs):$PWD/.venv/bin:$PATH
   kubectl get wp -n {NAMESPACE} -w                # watch the pool
   kubectl describe wp {POOL} -n {NAMESPACE}       # conditions and Events
+  kubectl workerfleet status {POOL} -n {NAMESPACE}    # the rollout: revisions, step, last analysis
+  kubectl workerfleet retry {POOL} -n {NAMESPACE}     # run the rolled-back canary again from step 1
   kubectl get hpa,deploy,pods -n {NAMESPACE}
   kubectl get --raw /apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/workerfleet_queue_depth
   redis-cli -p {redis_port} llen {QUEUE}          # the queue itself

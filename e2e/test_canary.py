@@ -11,30 +11,26 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
 from e2e.cluster import Cluster, _binary
 from e2e.operator import OperatorProcess
+from e2e.producer import SteadyProducer
 from e2e.prometheus import PrometheusServer
 from e2e.waiting import eventually
 from e2e.worker.servers import RedisServer, free_port
-from workerfleet.worker.envelope import encode, new_envelope
 
 WORKERFLEET = Path(sys.executable).parent / "workerfleet"
 JOB_TYPE = "demo"
 TOTAL_REPLICAS = 10
-PRODUCER_LIMIT_SECONDS = 240.0
 EXIT_TIMEOUT_SECONDS = 20.0
 
 
@@ -56,34 +52,6 @@ def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
 
 
-class Producer:
-    """Pushes demo jobs onto the pool's Redis list at a steady rate, for a bounded time."""
-
-    def __init__(self, redis_server: RedisServer, queue: str, per_second: float) -> None:
-        self._client = redis.Redis(host="127.0.0.1", port=redis_server.port)
-        self._queue = queue
-        self._per_second = per_second
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + PRODUCER_LIMIT_SECONDS
-        batch = max(1, round(self._per_second / 10))
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            now = datetime.now(UTC)
-            bodies = [encode(new_envelope(JOB_TYPE, {}, now=now)) for _ in range(batch)]
-            self._client.lpush(self._queue, *bodies)
-            self._stop.wait(batch / self._per_second)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._client.close()
-
-
 @dataclass
 class Rig:
     """One pool under canary test: its queue, producer, worker processes and Prometheus targets."""
@@ -97,7 +65,7 @@ class Rig:
     queue: str = field(default_factory=lambda: f"jobs-{uuid.uuid4().hex[:8]}")
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
-    producer: Producer | None = None
+    producer: SteadyProducer | None = None
 
     def pool(self, image: str, canary: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -164,7 +132,7 @@ class Rig:
         return [event["reason"] for event in self.events()]
 
     def produce(self, per_second: float) -> None:
-        self.producer = Producer(self.redis_server, self.queue, per_second)
+        self.producer = SteadyProducer(self.redis_server.port, self.queue, JOB_TYPE, per_second)
         self.producer.start()
 
     def start_worker(self, revision: str, failure_rate: float) -> None:

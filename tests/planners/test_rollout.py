@@ -157,6 +157,7 @@ def given(rollout: RolloutStatus | None, **changes: Any) -> RolloutInput:
         "stable_template_known": True,
         "canary_revision": "new" if rollout is not None else None,
         "rollout": rollout,
+        "canary_ready_replicas": 10,
     }
     settings.update(changes)
     return RolloutInput(**settings)
@@ -398,3 +399,80 @@ def test_the_total_is_split_by_the_current_weight_whatever_it_is() -> None:
     for total in TOTALS:
         plan = plan_rollout(given(running(step=2, weight=50), total_replicas=total), T0)
         assert (plan.stable_replicas, plan.canary_replicas) == split_replicas(total, 50)
+
+
+def test_a_new_canary_starts_its_step_clock_only_when_its_workers_are_ready() -> None:
+    # Given a new template and no ready canary worker yet
+    starting = plan_rollout(given(None, canary_ready_replicas=0), T0)
+    # Then the canary Deployment is asked for, but the step's clock has not started
+    assert (starting.stable_replicas, starting.canary_replicas) == (9, 1)
+    assert (starting.rollout.phase, starting.rollout.step, starting.rollout.step_started_at) == (
+        RolloutPhase.PROGRESSING,
+        1,
+        None,
+    )
+    assert "waiting for 1 canary workers to be ready (0 ready)" in starting.rollout.message
+    assert reasons(starting) == [RolloutReason.STARTED]
+    assert not analysis_due(starting.rollout, canary().analysis, T0 + timedelta(hours=1))
+    assert not step_pause_over(starting.rollout, canary(), T0 + timedelta(hours=1))
+
+    # When an hour passes with the canary still not ready, the step neither ends nor is judged
+    later = T0 + timedelta(hours=1)
+    still = plan_rollout(given(starting.rollout, canary_ready_replicas=0), later)
+    assert (still.rollout.step, still.rollout.step_started_at, still.events) == (1, None, [])
+
+    # When the canary worker is ready, the clock starts at that reconcile
+    ready = plan_rollout(given(starting.rollout, canary_ready_replicas=1), later)
+    assert (ready.rollout.step, ready.rollout.step_started_at, ready.events) == (1, later, [])
+    assert not step_pause_over(ready.rollout, canary(), later + timedelta(seconds=29))
+    assert step_pause_over(ready.rollout, canary(), later + timedelta(seconds=30))
+
+
+@pytest.mark.parametrize(
+    ("total", "weight", "ready", "started"),
+    [
+        (10, 10, 0, False),
+        (10, 10, 1, True),
+        (10, 50, 4, False),
+        (10, 50, 5, True),
+        (10, 50, 9, True),
+        (3, 10, 0, False),
+        (3, 10, 1, True),
+        (0, 10, 0, True),
+        (1, 100, 0, False),
+        (1, 100, 1, True),
+    ],
+)
+def test_the_step_clock_waits_for_the_steps_share_of_ready_canary_workers(
+    total: int, weight: int, ready: int, started: bool
+) -> None:
+    waiting = running(weight=weight, step_started_at=None)
+    plan = plan_rollout(given(waiting, total_replicas=total, canary_ready_replicas=ready), T0)
+    assert (plan.rollout.step_started_at == T0) is started
+    assert plan.canary_replicas == split_replicas(total, weight)[1]
+
+
+def test_the_next_step_waits_for_its_larger_canary() -> None:
+    # Given step 1 (10%) passed its pause and analysis, with its one canary worker ready
+    now = T0 + timedelta(seconds=30)
+    measured = Measurement(sample(150, 0), sample(900, 0))
+    plan = plan_rollout(given(running(), measurement=measured, canary_ready_replicas=1), now)
+    # Then step 2 asks for 5 canary workers and its clock waits for them
+    assert (plan.rollout.step, plan.rollout.weight, plan.rollout.step_started_at) == (2, 50, None)
+    assert plan.canary_replicas == 5
+    assert reasons(plan) == [RolloutReason.ANALYSIS_PASSED, RolloutReason.STEP_COMPLETED]
+    waiting = plan_rollout(given(plan.rollout, canary_ready_replicas=3), now + timedelta(seconds=5))
+    assert waiting.rollout.step_started_at is None
+    assert "waiting for 5 canary workers to be ready (3 ready)" in waiting.rollout.message
+
+
+def test_resuming_from_spec_paused_keeps_a_waiting_step_waiting() -> None:
+    waiting = running(step_started_at=None)
+    paused = plan_rollout(given(waiting, paused=True, canary_ready_replicas=0), T0)
+    resumed = plan_rollout(given(paused.rollout, canary_ready_replicas=0), T0 + timedelta(seconds=60))
+    assert (resumed.rollout.phase, resumed.rollout.paused_at, resumed.rollout.step_started_at) == (
+        RolloutPhase.PROGRESSING,
+        None,
+        None,
+    )
+    assert reasons(resumed) == [RolloutReason.RESUMED]

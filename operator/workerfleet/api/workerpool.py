@@ -370,7 +370,8 @@ class WorkerPoolSpec(ApiModel):
     """Names of the JobTypes (same namespace) the workers serve; their permissions make up the
     pool's Role, and the longest timeoutSeconds sets the pods' termination grace period."""
     replicas: Replicas = 1
-    """Number of workers. Owned by the HorizontalPodAutoscaler when autoscaling is set; during a
+    """Number of workers. Owned by the HorizontalPodAutoscaler when autoscaling is set, so leave it
+    out of the manifests of autoscaled pools: `kubectl apply` would reset it each time. During a
     canary rollout it is the total of stable and canary workers."""
     paused: bool = False
     """Hold rollouts: a running canary stays at its step and template changes wait. Scaling goes on."""

@@ -25,6 +25,7 @@ from workerfleet.kube.client import KindNotServedError, Kube
 from workerfleet.planners.children import (
     POD_TEMPLATE_ANNOTATION,
     POOL_LABEL,
+    REVISION_LABEL,
     PoolRef,
     Workers,
     names,
@@ -98,6 +99,19 @@ def _stable_template(
     return template
 
 
+def _ready_canary_replicas(deployment: Mapping[str, Any] | None, revision: str) -> int:
+    """Ready workers of the canary Deployment that run `revision`, as its controller last counted."""
+    if deployment is None:
+        return 0
+    labels = deployment["spec"]["template"]["metadata"].get("labels") or {}
+    status = deployment.get("status") or {}
+    if labels.get(REVISION_LABEL) != revision:
+        return 0
+    if int(status.get("observedGeneration") or 0) < int(deployment["metadata"].get("generation") or 0):
+        return 0
+    return min(int(status.get("readyReplicas") or 0), int(status.get("updatedReplicas") or 0))
+
+
 def _rollout_status(status: Mapping[str, Any]) -> RolloutStatus | None:
     try:
         return RolloutStatus.model_validate(status["rollout"]) if status.get("rollout") else None
@@ -109,6 +123,8 @@ def plan_workers(
     pool: Mapping[str, Any],
     spec: WorkerPoolSpec,
     stable_deployment: Mapping[str, Any] | None,
+    canary_deployment: Mapping[str, Any] | None,
+    *,
     measurement: Measurement | None,
     now: datetime,
 ) -> tuple[Workers, RolloutPlan]:
@@ -132,6 +148,7 @@ def plan_workers(
             stable_template_known=stable_template is not None,
             canary_revision=status.get("canaryRevision"),
             rollout=rollout,
+            canary_ready_replicas=_ready_canary_replicas(canary_deployment, revision),
             action=(pool["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION),
             measurement=measurement,
         ),
@@ -176,7 +193,10 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
     rollout_events: list[Event] = []
     if not missing and not invalid:
         stable_live = api.get("apps/v1", "Deployment", namespace, name)
-        workers, rollout = plan_workers(pool, spec, stable_live, measurement, now)
+        canary_live = api.get("apps/v1", "Deployment", namespace, names(name)["canary"])
+        workers, rollout = plan_workers(
+            pool, spec, stable_live, canary_live, measurement=measurement, now=now
+        )
         stable_revision, desired_stable = rollout.stable_revision, rollout.stable_replicas
         rollout_fields = {
             "stableRevision": rollout.stable_revision,

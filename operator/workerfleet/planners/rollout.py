@@ -200,6 +200,8 @@ class RolloutInput:
     """Whether the stable Deployment's template can be rendered again (a canary needs it)."""
     canary_revision: str | None
     rollout: RolloutStatus | None
+    canary_ready_replicas: int
+    """Ready workers of the canary Deployment on this template revision (0 when there is none)."""
     action: str | None = None
     measurement: Measurement | None = None
 
@@ -224,14 +226,27 @@ def _settled(inp: RolloutInput, revision: str, rollout: RolloutStatus, events: l
     return RolloutPlan(revision, None, inp.total_replicas, 0, rollout, events)
 
 
-def _started(canary: Canary, revision: str, now: datetime, previous: RolloutStatus | None) -> RolloutStatus:
-    weight = canary.steps[0].weight
+def _step_clock_start(inp: RolloutInput, weight: int, now: datetime) -> datetime | None:
+    """When a step at `weight` starts its clock: now if its canary workers are ready, else not yet.
+
+    A canary still pulling its image or starting has done no work, so its pause must not run out
+    and its analysis would only find no samples; the clock starts at the next reconcile after the
+    canary Deployment reports enough ready workers.
+    """
+    _, wanted = split_replicas(inp.total_replicas, weight)
+    return now if inp.canary_ready_replicas >= wanted else None
+
+
+def _started(inp: RolloutInput, now: datetime, previous: RolloutStatus | None) -> RolloutStatus:
+    assert inp.canary is not None
+    weight = inp.canary.steps[0].weight
     return RolloutStatus(
         phase=RolloutPhase.PROGRESSING,
         step=1,
         weight=weight,
-        step_started_at=now,
-        message=f"step 1 of {len(canary.steps)}: {weight}% of replicas on revision {revision}",
+        step_started_at=_step_clock_start(inp, weight, now),
+        message=f"step 1 of {len(inp.canary.steps)}: {weight}% of replicas on revision"
+        f" {inp.template_revision}",
         handled_action=previous.handled_action if previous is not None else None,
     )
 
@@ -267,7 +282,7 @@ def plan_rollout(inp: RolloutInput, now: datetime) -> RolloutPlan:
                     f"revision {inp.canary_revision} replaced by {revision} before it was promoted",
                 )
             )
-        rollout = _started(inp.canary, revision, now, previous)
+        rollout = _started(inp, now, previous)
         events.append(
             Event(
                 "Normal",
@@ -304,7 +319,7 @@ class _Machine:
         self.act_on_request()
         if self.promoted or self.rollout.phase == RolloutPhase.DEGRADED:
             return
-        if self.hold_for_spec_pause():
+        if self.hold_for_spec_pause() or self.wait_for_canary():
             return
         measurement, analysis = self.inp.measurement, self.canary.analysis
         if measurement is not None and analysis is not None and self.record(measurement, analysis):
@@ -321,7 +336,7 @@ class _Machine:
         if verb == Action.ABORT and running:
             self.roll_back(RolloutReason.ABORTED, "aborted on request")
         elif verb == Action.RETRY and self.rollout.phase == RolloutPhase.DEGRADED:
-            self.rollout = _started(self.canary, self.inp.template_revision, self.now, self.rollout)
+            self.rollout = _started(self.inp, self.now, self.rollout)
             self.emit(
                 "Normal",
                 RolloutReason.STARTED,
@@ -340,14 +355,30 @@ class _Machine:
                 self.emit("Normal", RolloutReason.PAUSED, f"step {self.rollout.step} held by spec.paused")
             return True
         if paused_at is not None:
-            started = self.rollout.step_started_at or paused_at
+            started = self.rollout.step_started_at
             self.update(
                 phase=RolloutPhase.PROGRESSING,
                 paused_at=None,
-                step_started_at=started + (self.now - paused_at),
+                step_started_at=None if started is None else started + (self.now - paused_at),
                 message=f"step {self.rollout.step} resumed",
             )
             self.emit("Normal", RolloutReason.RESUMED, f"step {self.rollout.step} resumed")
+        return False
+
+    def wait_for_canary(self) -> bool:
+        """Hold a step whose clock has not started until its canary workers are ready."""
+        if self.rollout.step_started_at is not None:
+            return False
+        started = _step_clock_start(self.inp, self.rollout.weight, self.now)
+        if started is None:
+            _, wanted = split_replicas(self.inp.total_replicas, self.rollout.weight)
+            self.update(
+                phase=RolloutPhase.PROGRESSING,
+                message=f"step {self.rollout.step} of {len(self.canary.steps)} at {self.rollout.weight}%:"
+                f" waiting for {wanted} canary workers to be ready ({self.inp.canary_ready_replicas} ready)",
+            )
+            return True
+        self.update(step_started_at=started)
         return False
 
     def record(self, measurement: Measurement, analysis: Analysis) -> bool:
@@ -454,7 +485,7 @@ class _Machine:
             phase=RolloutPhase.PROGRESSING,
             step=number + 1,
             weight=weight,
-            step_started_at=self.now,
+            step_started_at=_step_clock_start(self.inp, weight, self.now),
             message=f"step {number + 1} of {len(self.canary.steps)}: {weight}% of replicas on revision"
             f" {self.inp.template_revision}",
         )
