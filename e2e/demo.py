@@ -423,8 +423,11 @@ def burst_and_scale(demo: Demo) -> None:
     demo.watch_until(drained, "the backlog to drain")
     demo.say(f"backlog drained; the pool peaked at {peak} replicas")
     if demo.prometheus is not None:
-        handled = demo.prometheus.query_vector("sum by (outcome) (workerfleet_jobs_total)")
-        by_outcome = {sample["metric"]["outcome"]: sample["value"][1] for sample in handled}
+        # Each worker's last count, including workers the HPA has already stopped
+        handled = demo.prometheus.query_vector(
+            "sum by (outcome) (max_over_time(workerfleet_jobs_total[15m]))"
+        )
+        by_outcome = {sample["metric"]["outcome"]: int(float(sample["value"][1])) for sample in handled}
         demo.say(f"prometheus (scraped every {SCRAPE_INTERVAL_SECONDS}s): jobs by outcome {by_outcome}")
     demo.step(
         f"Idle queue: the HPA scales down, and after {timing.cooldown_seconds}s of cooldown the pool sleeps"
