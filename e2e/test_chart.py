@@ -87,8 +87,8 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
 def test_bad_values_are_refused_at_install(crds: Cluster, release: tuple[str, str]) -> None:
     name, release_namespace = release
     with pytest.raises(subprocess.CalledProcessError) as refused:
-        chart.install(crds, {"replicaCount": 2}, release=name, namespace=release_namespace)
-    assert "replicaCount" in refused.value.stderr
+        chart.install(crds, {"peering": {"lifetimeSeconds": 1}}, release=name, namespace=release_namespace)
+    assert "lifetimeSeconds" in refused.value.stderr
     assert _get(crds, "deployment", name, "-n", release_namespace) is None
 
 
@@ -134,8 +134,14 @@ def test_the_operator_identity_holds_what_it_needs_and_nothing_more(
         ("list", "customresourcedefinitions"),
         ("create", "subjectaccessreviews"),
         ("get", "configmaps/extension-apiserver-authentication", "-n", "kube-system"),
+        ("watch", "clusterkopfpeerings.kopf.dev"),
+        ("patch", "clusterkopfpeerings.kopf.dev/workerfleet"),
+        ("get", "clusterkopfpeerings.kopf.dev/workerfleet"),
     ]:
         assert _operator_can(operator_chart, *request), request
+    # Its peering rights reach its own peering object only
+    assert not _operator_can(operator_chart, "patch", "clusterkopfpeerings.kopf.dev/someone-else")
+    assert not _operator_can(operator_chart, "delete", "clusterkopfpeerings.kopf.dev/workerfleet")
 
 
 def test_a_job_type_asking_for_more_than_the_chart_delegates_leaves_the_pool_apply_failed(

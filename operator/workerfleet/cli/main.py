@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         priority=priority,
         lifetime_seconds=args.peering_lifetime,
         namespaces=namespaces,
-        pod=pod_from_environment(),
+        pod=pod_from_environment() if args.label_active_pod else None,
     )
     kopf.run(
         clusterwide=not namespaces,
@@ -80,8 +80,8 @@ def random_priority() -> int:
 
 
 def default_identity() -> str:
-    """The pod's name inside a pod (the chart sets POD_ID), else host, process and a random suffix."""
-    return os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+    """The pod's name inside a pod (the chart sets POD_NAME), else host, process and a random suffix."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
 def _lifetime(value: str) -> int:
@@ -135,7 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--identity",
         default=None,
-        help="this replica's name in the peering object; default: $POD_ID, else host/pid/random",
+        help="this replica's name in the peering object; default: $POD_NAME, else host/pid/random",
+    )
+    run.add_argument(
+        "--label-active-pod",
+        action="store_true",
+        help="label this replica's pod ($POD_NAMESPACE/$POD_NAME) workerfleet.dev/active=true while "
+        "it is the active one, so the metrics API Service routes to it alone",
     )
     run.add_argument(
         "--liveness",
