@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +136,19 @@ def _events(cluster: Cluster, namespace: str, pool: str, reason: str) -> list[di
     return [event for event in items if event["involvedObject"]["name"] == pool and event["reason"] == reason]
 
 
+def _readiness(replica: Replica) -> int:
+    """The status of the metrics API's /readyz: 200 on the active replica, 503 on a standby."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the self-signed certificate made at start
+    url = f"https://127.0.0.1:{replica.process.metrics_api_port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
 def _takeover_seconds(standby: Replica, since: float, bound: float) -> float:
     eventually(
         standby.process.is_active, what=f"replica {standby.name} to turn active", timeout=bound, interval=0.2
@@ -154,6 +170,7 @@ def test_one_replica_acts_and_a_standby_takes_over_when_it_dies(
     eventually(a.process.is_active, what="replica a active", timeout=15)
     eventually(lambda: b.process.is_active() is False, what="replica b standby", timeout=15)
     assert "is standby: outranked by e2e-a" in b.process.log.read_text()
+    assert (_readiness(a), _readiness(b)) == (200, 503)
 
     # When a pool is created
     cluster.kubectl("apply", "-n", ns, "-f", "-", input_text=_pool("first"))
