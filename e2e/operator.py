@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from e2e import chart, toolchain
@@ -75,6 +76,16 @@ def register_metrics_api(cluster: Cluster) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Peering:
+    """How one operator process takes part in kopf peering."""
+
+    identity: str
+    priority: int
+    name: str = "workerfleet"
+    lifetime_seconds: int = 10
+
+
 def _alive(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  (loopback only)
@@ -88,14 +99,38 @@ class OperatorProcess:
     would be. By default it runs as a user of its own in system:masters (for the benchmark); the e2e
     suite uses the chart's identity (`operator_as_chart_identity`)."""
 
-    def __init__(self, cluster: Cluster, log: Path, kubeconfig: Path | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        log: Path,
+        kubeconfig: Path | None = None,
+        *,
+        peering: Peering | None = None,
+        port_shift: int = 0,
+    ) -> None:
+        """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
+        ports, so a second process can run next to the first (the APIService targets the unshifted one)."""
         self.cluster = cluster
         self.log = log
         self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
+        self.peering = peering
+        self.liveness_port = LIVENESS_PORT + port_shift
+        self.metrics_api_port = METRICS_API_PORT + port_shift
+        self.metrics_port = METRICS_PORT + port_shift
         self._process: subprocess.Popen[bytes] | None = None
 
+    def _mode_args(self) -> list[str]:
+        if self.peering is None:
+            return ["--standalone"]
+        return [
+            f"--peering={self.peering.name}",
+            f"--priority={self.peering.priority}",
+            f"--peering-lifetime={self.peering.lifetime_seconds}",
+            f"--identity={self.peering.identity}",
+        ]
+
     def start(self) -> None:
-        liveness = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
+        liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with self.log.open("ab") as output:
             process = subprocess.Popen(
@@ -104,11 +139,11 @@ class OperatorProcess:
                     "-m",
                     "workerfleet.cli.main",
                     "run",
-                    "--standalone",
+                    *self._mode_args(),
                     f"--liveness={liveness}",
-                    f"--metrics-api-port={METRICS_API_PORT}",
+                    f"--metrics-api-port={self.metrics_api_port}",
                     "--metrics-api-address=127.0.0.1",
-                    f"--metrics-port={METRICS_PORT}",
+                    f"--metrics-port={self.metrics_port}",
                     "--metrics-address=127.0.0.1",
                 ],
                 env=environment,
@@ -122,9 +157,30 @@ class OperatorProcess:
             what=f"the operator to answer {liveness} (log: {self.log})",
             timeout=60,
         )
-        self.cluster.kubectl(
-            "wait", "--for=condition=Available", "apiservice/v1beta1.external.metrics.k8s.io", "--timeout=60s"
-        )
+        if self.metrics_api_port == METRICS_API_PORT:
+            self.cluster.kubectl(
+                "wait",
+                "--for=condition=Available",
+                "apiservice/v1beta1.external.metrics.k8s.io",
+                "--timeout=60s",
+            )
+
+    def is_active(self) -> bool | None:
+        """What the process reports in workerfleet_operator_active; None when it does not answer."""
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        for line in text.splitlines():
+            if line.startswith("workerfleet_operator_active "):
+                return float(line.split()[1]) == 1.0
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers run, like an OOM-killed or evicted operator pod."""

@@ -38,8 +38,13 @@ def _operator_args(cluster: Cluster, namespace: str, deployment: str) -> list[st
 
 def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple[str, str]) -> None:
     name, release_namespace = release
-    # The cluster's metrics API is the session operator's: this release runs in KEDA mode.
-    values: dict[str, Any] = {"metricsApi": {"enabled": False}, "watchNamespaces": [namespace]}
+    # The cluster's metrics API is the session operator's: this release runs in KEDA mode. Its
+    # peering object has a name of its own (the session's release holds the ClusterKopfPeering).
+    values: dict[str, Any] = {
+        "metricsApi": {"enabled": False},
+        "watchNamespaces": [namespace],
+        "peering": {"name": name},
+    }
 
     # When the chart is installed into a namespace enforcing `restricted`, watching one namespace
     installed = chart.install(crds, values, release=name, namespace=release_namespace)
@@ -47,8 +52,9 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
     # Then the operator's pod passes admission, becomes Available, and NOTES say what to do next
     assert "kubectl get workerpools -w" in installed.stdout
     deployment = _get(crds, "deployment", name, "-n", release_namespace)
-    assert deployment["status"]["availableReplicas"] == 1
+    assert deployment["status"]["availableReplicas"] == 2  # peering replicas: one acts, one stands by
     assert f"--namespace={namespace}" in _operator_args(crds, release_namespace, name)
+    assert _get(crds, "kopfpeering", name, "-n", namespace) is not None
     assert _get(crds, "rolebinding", name, "-n", namespace)["roleRef"]["name"] == f"{name}-namespaced"
     assert _get(crds, "clusterrolebinding", f"{name}-namespaced") is None
 
@@ -66,6 +72,8 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
     args = _operator_args(crds, release_namespace, name)
     assert "--verbose" in args
     assert not [arg for arg in args if arg.startswith("--namespace")]
+    assert _get(crds, "clusterkopfpeering", name) is not None
+    assert _get(crds, "kopfpeering", name, "-n", namespace) is None
     history = chart.helm(crds, "history", name, "-n", release_namespace, "-o", "json").stdout
     assert [entry["revision"] for entry in json.loads(history)] == [1, 2]
 
@@ -78,6 +86,7 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
         ("clusterrole", f"{name}-namespaced"),
         ("clusterrolebinding", f"{name}-cluster"),
         ("clusterrolebinding", f"{name}-namespaced"),
+        ("clusterkopfpeering", name),
     ]:
         assert _get(crds, kind, object_name) is None, (kind, object_name)
     assert _get(crds, "deployment", name, "-n", release_namespace) is None
@@ -87,8 +96,8 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
 def test_bad_values_are_refused_at_install(crds: Cluster, release: tuple[str, str]) -> None:
     name, release_namespace = release
     with pytest.raises(subprocess.CalledProcessError) as refused:
-        chart.install(crds, {"replicaCount": 2}, release=name, namespace=release_namespace)
-    assert "replicaCount" in refused.value.stderr
+        chart.install(crds, {"peering": {"lifetimeSeconds": 1}}, release=name, namespace=release_namespace)
+    assert "lifetimeSeconds" in refused.value.stderr
     assert _get(crds, "deployment", name, "-n", release_namespace) is None
 
 
@@ -134,8 +143,14 @@ def test_the_operator_identity_holds_what_it_needs_and_nothing_more(
         ("list", "customresourcedefinitions"),
         ("create", "subjectaccessreviews"),
         ("get", "configmaps/extension-apiserver-authentication", "-n", "kube-system"),
+        ("watch", "clusterkopfpeerings.kopf.dev"),
+        ("patch", "clusterkopfpeerings.kopf.dev/workerfleet"),
+        ("get", "clusterkopfpeerings.kopf.dev/workerfleet"),
     ]:
         assert _operator_can(operator_chart, *request), request
+    # Its peering rights reach its own peering object only
+    assert not _operator_can(operator_chart, "patch", "clusterkopfpeerings.kopf.dev/someone-else")
+    assert not _operator_can(operator_chart, "delete", "clusterkopfpeerings.kopf.dev/workerfleet")
 
 
 def test_a_job_type_asking_for_more_than_the_chart_delegates_leaves_the_pool_apply_failed(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from workerfleet import __version__
-from workerfleet.cli.main import build_parser, main
+from workerfleet.cli.main import PRIORITY_RANGE, build_parser, default_identity, main, random_priority
 
 
 def test_run_defaults_to_the_whole_cluster_with_json_logs() -> None:
@@ -37,3 +37,46 @@ def test_run_takes_the_metrics_port_and_the_metrics_api_service_name() -> None:
     )
     assert args.metrics_port == 9090
     assert args.metrics_api_service == ["wf-metrics-api.workerfleet-system.svc"]
+
+
+def test_run_peers_by_default_with_a_random_priority_and_a_30_s_lifetime() -> None:
+    args = build_parser().parse_args(["run"])
+    assert args.peering == "workerfleet"
+    assert args.priority is None
+    assert args.peering_lifetime == 30
+    assert args.label_active_pod is False
+
+
+def test_run_takes_peering_options() -> None:
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--peering=fleet",
+            "--priority=7",
+            "--peering-lifetime=10",
+            "--identity=x",
+            "--label-active-pod",
+        ]
+    )
+    assert (args.peering, args.priority, args.peering_lifetime, args.identity) == ("fleet", 7, 10, "x")
+    assert args.label_active_pod is True
+
+
+def test_a_peering_lifetime_under_5_s_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--peering-lifetime=2"])
+    assert "at least 5 seconds" in capsys.readouterr().err
+
+
+def test_random_priorities_are_positive_and_spread() -> None:
+    priorities = {random_priority() for _ in range(1000)}
+    assert len(priorities) == 1000
+    assert min(priorities) >= 1
+    assert max(priorities) <= PRIORITY_RANGE
+
+
+def test_the_identity_is_the_pod_name_in_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "workerfleet-5f7-abcde")
+    assert default_identity() == "workerfleet-5f7-abcde"
+    monkeypatch.delenv("POD_NAME")
+    assert default_identity() != default_identity()

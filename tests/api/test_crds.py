@@ -36,7 +36,26 @@ def test_generating_twice_gives_the_same_text(tmp_path: Path) -> None:
     first = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
     assert crdgen.main(["--output-dir", str(tmp_path)]) == 0
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == first
-    assert set(first) == {kind.file_name for kind in KINDS}
+    assert set(first) == {kind.file_name for kind in KINDS} | {
+        "kopf.dev_clusterkopfpeerings.yaml",
+        "kopf.dev_kopfpeerings.yaml",
+    }
+
+
+@pytest.mark.parametrize(("kind", "scope"), crdgen.PEERING_KINDS)
+def test_peering_crds_are_what_kopf_reads_and_writes(kind: str, scope: str) -> None:
+    """kopf finds them by group kopf.dev, version v1 and plural; it writes free-form status records
+    by patching the object itself, so there must be no status subresource."""
+    body = yaml.safe_load((CRDS / f"kopf.dev_{kind.lower()}s.yaml").read_text())
+    spec = body["spec"]
+    assert (spec["group"], spec["scope"], spec["names"]["plural"]) == ("kopf.dev", scope, f"{kind.lower()}s")
+    [version] = spec["versions"]
+    assert version["name"] == "v1"
+    assert version["served"]
+    assert version["storage"]
+    assert "subresources" not in version
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["x-kubernetes-preserve-unknown-fields"] is True
 
 
 @kinds

@@ -23,6 +23,8 @@ VALUE_SETS = {
 }
 # Kinds of the Prometheus operator: no schema of theirs ships offline, so their shape is checked here.
 MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# kopf's peering kinds: checked against the CRDs the chart ships.
+PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
 
 
 def _helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -52,6 +54,9 @@ def test_every_rendered_manifest_matches_the_kubernetes_schema(value_set: str) -
             assert document["apiVersion"] == "monitoring.coreos.com/v1"
             assert document["spec"], document
             continue
+        if document["kind"] in PEERING_KINDS:
+            _check_against_shipped_crd(document)
+            continue
         kubernetes_validate.validate(document, version, strict=True)
 
 
@@ -65,6 +70,7 @@ def test_every_toggle_on_renders_every_optional_part() -> None:
         "PodDisruptionBudget",
         "APIService",
         "RoleBinding",
+        "KopfPeering",
     }
 
 
@@ -104,7 +110,18 @@ def test_grafana_dashboard_is_valid_json() -> None:
 
 @pytest.mark.parametrize(
     "bad_value",
-    ["replicaCount=2", "logLevel=trace", "metricsApi.port=80", "unknownKey=1", "image.digest=latest"],
+    [
+        "replicaCount=11",
+        "replicaCount=-1",
+        "peering.lifetimeSeconds=1",
+        "peering.name=Not_A_Name",
+        "spreadReplicas=always",
+        "podDisruptionBudget.minAvailable=0",
+        "logLevel=trace",
+        "metricsApi.port=80",
+        "unknownKey=1",
+        "image.digest=latest",
+    ],
 )
 def test_bad_values_fail_at_install_time(bad_value: str) -> None:
     result = _helm("template", "wf", str(CHART), "--set", bad_value)
@@ -191,3 +208,134 @@ def test_images_pass_the_policy_checker() -> None:
         if line.startswith("USER ")
     ]
     assert users == ["USER 65532:65532"] * 2
+
+
+def _check_against_shipped_crd(document: dict[str, Any]) -> None:
+    crds = [yaml.safe_load(path.read_text()) for path in (CHART / "crds").glob("kopf.dev_*.yaml")]
+    [crd] = [crd for crd in crds if crd["spec"]["names"]["kind"] == document["kind"]]
+    group, version = document["apiVersion"].split("/")
+    assert (group, version) == (crd["spec"]["group"], crd["spec"]["versions"][0]["name"])
+    assert ("namespace" in document["metadata"]) is (crd["spec"]["scope"] == "Namespaced")
+    assert set(document) == {"apiVersion", "kind", "metadata"}, "kopf writes the status; the chart none"
+
+
+def _one(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [document] = [d for d in documents if d["kind"] == kind]
+    return document
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_replicas_peer_and_roll_over_without_a_gap(replicas: int) -> None:
+    documents = _render(["--set", f"replicaCount={replicas}"])
+    deployment = _one(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == replicas
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "--standalone" not in container["args"]
+    assert {"--peering=workerfleet", "--peering-lifetime=30", "--label-active-pod"} <= set(container["args"])
+    env = {item["name"]: item["valueFrom"]["fieldRef"]["fieldPath"] for item in container["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    budget = _one(documents, "PodDisruptionBudget")["spec"]
+    if replicas == 1:
+        assert budget["maxUnavailable"] == 1
+        assert "minAvailable" not in budget
+        assert "affinity" not in pod
+    else:
+        assert budget["minAvailable"] == 1
+        assert "maxUnavailable" not in budget
+        [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        assert (
+            term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+            == deployment["spec"]["selector"]["matchLabels"]
+        )
+
+
+def test_spreading_can_be_required_given_or_off() -> None:
+    def affinity(*values: str) -> Any:
+        return _one(_render(list(values)), "Deployment")["spec"]["template"]["spec"].get("affinity")
+
+    required = affinity("--set", "spreadReplicas=required")
+    assert required["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert affinity("--set", "spreadReplicas=none") is None
+    given = affinity("--set", "affinity.nodeAffinity.x=1")
+    assert given == {"nodeAffinity": {"x": 1}}
+    zones = _one(
+        _render(
+            [
+                "--set-json",
+                'topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"zone",'
+                '"whenUnsatisfiable":"ScheduleAnyway"}]',
+            ]
+        ),
+        "Deployment",
+    )["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert zones[0]["topologyKey"] == "zone"
+
+
+def _peering_rules(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        rule
+        for document in documents
+        if document["kind"] == "ClusterRole"
+        for rule in document["rules"]
+        if "kopf.dev" in rule["apiGroups"]
+    ]
+
+
+def test_cluster_wide_operator_peers_in_one_cluster_peering() -> None:
+    documents = _render(["--set", "peering.name=fleet-a", "--set", "peering.lifetimeSeconds=12"])
+    [peering] = [d for d in documents if d["kind"] in PEERING_KINDS]
+    assert peering["kind"] == "ClusterKopfPeering"
+    assert peering["metadata"]["name"] == "fleet-a"
+    args = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--peering=fleet-a", "--peering-lifetime=12"} <= set(args)
+    # Exactly what kopf (list, watch; get and patch of its own object) and the activity check use
+    assert _peering_rules(documents) == [
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "resourceNames": ["fleet-a"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+
+
+def test_namespaced_operator_peers_in_each_watched_namespace() -> None:
+    documents = _render(["--set", "watchNamespaces={media,reports}"])
+    peerings = [d for d in documents if d["kind"] in PEERING_KINDS]
+    assert [(p["kind"], p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings] == [
+        ("KopfPeering", "media", "workerfleet"),
+        ("KopfPeering", "reports", "workerfleet"),
+    ]
+    assert _peering_rules(documents) == [
+        {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["kopfpeerings"],
+            "resourceNames": ["workerfleet"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    # The namespaced rules reach the peering objects through the per-namespace RoleBindings
+    bound = {d["metadata"]["namespace"] for d in documents if d["kind"] == "RoleBinding"}
+    assert {"media", "reports"} <= bound
+
+
+def test_metrics_api_routes_to_the_active_replica_only() -> None:
+    documents = _render([])
+    service = next(d for d in documents if d["kind"] == "Service" and "metrics-api" in d["metadata"]["name"])
+    assert service["spec"]["selector"]["workerfleet.dev/active"] == "true"
+    label_role = next(
+        d for d in documents if d["kind"] == "Role" and d["metadata"]["name"].endswith("active-label")
+    )
+    assert label_role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+    keda = _render(VALUE_SETS["keda-mode"])
+    assert not [d for d in keda if d["kind"] == "Role"]
+    args = _one(keda, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--label-active-pod" not in args

@@ -30,6 +30,10 @@ class Readings:
         with self._lock:
             self._readings.pop((namespace, pool), None)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._readings.clear()
+
     def in_namespace(self, namespace: str) -> dict[str, Reading]:
         with self._lock:
             return {pool: reading for (ns, pool), reading in self._readings.items() if ns == namespace}

@@ -84,9 +84,21 @@ def _proxied_user(request: web.Request, trust: FrontProxyTrust) -> tuple[str, tu
     return user, tuple(request.headers.getall("X-Remote-Group", []))
 
 
-def build_app(readings: Readings, trust: FrontProxyTrust, authorizer: Authorizer) -> web.Application:
+def build_app(
+    readings: Readings,
+    trust: FrontProxyTrust,
+    authorizer: Authorizer,
+    ready: Callable[[], bool] = lambda: True,
+) -> web.Application:
+    """`ready`: whether this replica serves readings (the active one); /readyz answers 503 otherwise."""
+
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def readiness(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="standby: another operator replica serves the metrics")
 
     async def discovery(request: web.Request) -> web.Response:
         if _proxied_user(request, trust) is None:
@@ -113,7 +125,7 @@ def build_app(readings: Readings, trust: FrontProxyTrust, authorizer: Authorizer
 
     app = web.Application()
     app.router.add_get("/healthz", health)
-    app.router.add_get("/readyz", health)
+    app.router.add_get("/readyz", readiness)
     app.router.add_get(BASE_PATH, discovery)
     app.router.add_get(BASE_PATH + "/namespaces/{namespace}/{metric}", metric)
     return app

@@ -179,9 +179,62 @@ def render(kind: Kind) -> str:
     return HEADER + body
 
 
+PEERING_GROUP = "kopf.dev"
+PEERING_KINDS = (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced"))
+"""kopf's peering kinds: replicas announce themselves in the status (cluster-wide operator: the
+ClusterKopfPeering; one watching namespaces: a KopfPeering in each). kopf does not create them."""
+
+
+def peering_definition(kind: str, scope: str) -> dict[str, Any]:
+    """kopf's peering CRD as kopf documents it: a free-form status, no status subresource (kopf
+    patches the status through the object itself), and a column for how many replicas announced."""
+    plural = f"{kind.lower()}s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{PEERING_GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "workerfleet"},
+        },
+        "spec": {
+            "group": PEERING_GROUP,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "scope": scope,
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Where kopf operator replicas announce themselves to each other.",
+                            "properties": {
+                                "status": {
+                                    "type": "object",
+                                    "description": "One record per replica: priority, lifetime, lastseen.",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_peering(kind: str, scope: str) -> str:
+    body = yaml.safe_dump(peering_definition(kind, scope), sort_keys=True, width=LINE_WIDTH)
+    return HEADER + body
+
+
 def render_all() -> dict[str, str]:
-    """Every CRD, keyed by its file name under crds/."""
-    return {kind.file_name: render(kind) for kind in KINDS}
+    """Every CRD, keyed by its file name under crds/: workerfleet's kinds and kopf's peering kinds."""
+    crds = {kind.file_name: render(kind) for kind in KINDS}
+    for kind, scope in PEERING_KINDS:
+        crds[f"{PEERING_GROUP}_{kind.lower()}s.yaml"] = render_peering(kind, scope)
+    return crds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
+import socket
 import sys
 from collections.abc import Sequence
+from typing import Any, cast
 
 import kopf
 
@@ -28,17 +32,63 @@ def _run(args: argparse.Namespace) -> int:
         key_file=args.metrics_api_key,
         service_names=tuple(args.metrics_api_service) or MetricsApiSettings.service_names,
     )
+    from workerfleet.handlers.activity import PeeringSettings, pod_from_environment  # noqa: PLC0415
+
     namespaces = tuple(args.namespace)
+    memo = kopf.Memo(
+        metrics_api=metrics_api, metrics_port=args.metrics_port, metrics_address=args.metrics_address
+    )
+    if args.standalone:
+        kopf.run(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            liveness_endpoint=args.liveness,
+            memo=memo,
+        )
+        return 0
+    identity = args.identity or default_identity()
+    priority = args.priority if args.priority is not None else random_priority()
+    memo["peering"] = PeeringSettings(
+        name=args.peering,
+        identity=identity,
+        priority=priority,
+        lifetime_seconds=args.peering_lifetime,
+        namespaces=namespaces,
+        pod=pod_from_environment() if args.label_active_pod else None,
+    )
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
-        standalone=args.standalone,
+        peering_name=args.peering,
+        priority=priority,
+        identity=cast("Any", identity),  # kopf's Identity is a NewType of str
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(
-            metrics_api=metrics_api, metrics_port=args.metrics_port, metrics_address=args.metrics_address
-        ),
+        memo=memo,
     )
     return 0
+
+
+PRIORITY_RANGE = 2**31 - 1
+"""Random priorities are drawn from 1..2^31-1: two replicas collide with probability ~5e-10."""
+MIN_LIFETIME_SECONDS = 5
+
+
+def random_priority() -> int:
+    """A priority no other replica is likely to have: kopf pauses every replica sharing the top one."""
+    return 1 + secrets.randbelow(PRIORITY_RANGE)
+
+
+def default_identity() -> str:
+    """The pod's name inside a pod (the chart sets POD_NAME), else host, process and a random suffix."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+def _lifetime(value: str) -> int:
+    seconds = int(value)
+    if seconds < MIN_LIFETIME_SECONDS:
+        raise argparse.ArgumentTypeError(f"at least {MIN_LIFETIME_SECONDS} seconds")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +109,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--standalone",
         action="store_true",
-        help="skip peering with other operator replicas (single replica, or local development)",
+        help="no peering: act alone (local development, tests); never with other replicas running",
+    )
+    run.add_argument(
+        "--peering",
+        default="workerfleet",
+        metavar="NAME",
+        help="the ClusterKopfPeering (cluster-wide) or KopfPeering (in each watched namespace) where "
+        "replicas announce themselves; the one with the highest priority acts (default: workerfleet)",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="this replica's peering priority; default: random, so no two replicas share one",
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=_lifetime,
+        default=30,
+        metavar="SECONDS",
+        help="how long a replica that stopped refreshing its peering record still counts: the "
+        "bound on failover after a crash (default 30)",
+    )
+    run.add_argument(
+        "--identity",
+        default=None,
+        help="this replica's name in the peering object; default: $POD_NAME, else host/pid/random",
+    )
+    run.add_argument(
+        "--label-active-pod",
+        action="store_true",
+        help="label this replica's pod ($POD_NAMESPACE/$POD_NAME) workerfleet.dev/active=true while "
+        "it is the active one, so the metrics API Service routes to it alone",
     )
     run.add_argument(
         "--liveness",

@@ -3,6 +3,14 @@
 Importing this package registers the handlers with kopf's default registry.
 """
 
-from workerfleet.handlers import autoscaling, metrics_api, pool_metrics, rollout, startup, workerpool
+from workerfleet.handlers import (
+    activity,
+    autoscaling,
+    metrics_api,
+    pool_metrics,
+    rollout,
+    startup,
+    workerpool,
+)
 
-__all__ = ["autoscaling", "metrics_api", "pool_metrics", "rollout", "startup", "workerpool"]
+__all__ = ["activity", "autoscaling", "metrics_api", "pool_metrics", "rollout", "startup", "workerpool"]

@@ -31,6 +31,7 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
 from workerfleet.backends.base import Credentials, DepthSource, QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
+from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
 from workerfleet.handlers.workerpool import kube, pool_lock, post_event
@@ -148,7 +149,7 @@ def _record(
     api = kube()
     with pool_lock(namespace, name):
         pool = api.get(API_VERSION, "WorkerPool", namespace, name)
-        if pool is None:
+        if pool is None or not ACTIVITY.is_active():
             return []
         current = pool.get("status") or {}
         previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
@@ -214,7 +215,7 @@ async def _apply_decision(
         READINGS.forget(namespace, name)
     else:
         READINGS.put(namespace, name, Reading(value=decision.served_value, time=datetime.now(UTC)))
-    if decision.replicas is None or decision.replicas == replicas:
+    if decision.replicas is None or decision.replicas == replicas or not ACTIVITY.is_active():
         return
     await asyncio.to_thread(kube().scale_pool, namespace, name, decision.replicas)
     if paused:
@@ -246,6 +247,8 @@ class Pollers:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         self._bodies[key] = body
         if _builtin_autoscaling(body.get("spec") or {}):
+            if not ACTIVITY.is_active():
+                return  # remembered; polled once this replica turns active
             if key not in self._tasks or self._tasks[key].done():
                 self._tasks[key] = asyncio.create_task(self._poll(key), name=f"poll {key[0]}/{key[1]}")
         else:
@@ -264,6 +267,23 @@ class Pollers:
             self.stop(key)
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def on_activity(self, active: bool, pools: Pools) -> None:
+        """Standby: stop polling (and serving readings). Active: poll exactly the pools that exist now."""
+        if not active:
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            self._tasks.clear()
+            READINGS.clear()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return
+        current = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pools}
+        for key in [key for key in self._bodies if key not in current]:
+            self.stop(key)
+        for pool in pools:
+            if not pool["metadata"].get("deletionTimestamp"):
+                self.update(pool)
+
     async def _poll(self, key: tuple[str, str]) -> None:
         """Poll until autoscaling is turned off or the pool goes; spec edits apply at the next poll."""
         namespace, name = key
@@ -271,7 +291,7 @@ class Pollers:
         source: DepthSource | None = None
         source_queue: Queue | None = None
         try:
-            while key in self._bodies:
+            while key in self._bodies and ACTIVITY.is_active():
                 body = self._bodies[key]
                 spec = WorkerPoolSpec.model_validate(body["spec"])
                 scaling = spec.autoscaling
@@ -312,6 +332,8 @@ async def _poll_once(
 ) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     sample, error = await _read(source) if source is not None else (None, unusable)
+    if not ACTIVITY.is_active():
+        return  # turned standby while reading: the active replica decides and writes
     now = datetime.now(UTC)
     memory.failures = 0 if sample is not None else memory.failures + 1
     if sample is not None:
@@ -357,11 +379,14 @@ async def _poll_once(
         judged = replace(
             judged, scaling_active=(judged.scaling_active[0], ScalingReason.PAUSED, pause_problem)
         )
+    if not ACTIVITY.is_active():
+        return
     for event in await asyncio.to_thread(_record, namespace, name, queue_status, judged, now):
         post_event(body, event)
 
 
 POLLERS = Pollers()
+ACTIVITY.listen(POLLERS.on_activity)
 
 
 @kopf.on.event(GROUP, VERSION, "workerpools")

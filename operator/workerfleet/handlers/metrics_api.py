@@ -13,6 +13,7 @@ import kopf
 from workerfleet.adapter.certificates import write_self_signed
 from workerfleet.adapter.readings import Readings
 from workerfleet.adapter.server import FrontProxyTrust, build_app, kube_authorizer, serve, server_tls
+from workerfleet.handlers.activity import ACTIVITY
 from workerfleet.handlers.workerpool import kube
 
 READINGS = Readings()
@@ -45,7 +46,7 @@ async def start_metrics_api(memo: kopf.Memo, **_: Any) -> None:
         names = [*settings.service_names, "localhost"]
         cert, key = write_self_signed(directory, names, ["127.0.0.1"])
         cert_file, key_file = str(cert), str(key)
-    app = build_app(READINGS, trust, kube_authorizer(client))
+    app = build_app(READINGS, trust, kube_authorizer(client), ready=ACTIVITY.is_active)
     memo["metrics_api_runner"] = await serve(
         app, settings.address, settings.port, server_tls(cert_file, key_file, trust)
     )

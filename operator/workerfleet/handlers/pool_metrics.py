@@ -16,6 +16,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from workerfleet.api.base import GROUP, VERSION
+from workerfleet.handlers.activity import ACTIVITY, Pools
 
 POOL_LABELS = ["namespace", "pool"]
 
@@ -44,6 +45,15 @@ class PoolMetrics(Collector):
             self._status.pop((namespace, pool), None)
             self._deadlines.pop((namespace, pool), None)
 
+    async def on_activity(self, active: bool, pools: Pools) -> None:
+        """Only the active replica reports pools: a standby's view would go stale, and alerts fire twice."""
+        with self._lock:
+            self._status.clear()
+            self._deadlines.clear()
+        for pool in pools if active else []:
+            metadata = pool["metadata"]
+            self.observe(metadata["namespace"], metadata["name"], dict(pool.get("status") or {}))
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             statuses = dict(self._status)
@@ -67,6 +77,11 @@ class PoolMetrics(Collector):
             "1 for each condition of the pool with its current status.",
             labels=[*POOL_LABELS, "condition", "status", "reason"],
         )
+        active = GaugeMetricFamily(
+            "workerfleet_operator_active",
+            "1 on the operator replica that acts, 0 on a standby (kopf peering).",
+        )
+        active.add_metric([], 1 if ACTIVITY.is_active() else 0)
         for (namespace, pool), status in sorted(statuses.items()):
             queue = status.get("queue") or {}
             if "depth" in queue:
@@ -80,11 +95,12 @@ class PoolMetrics(Collector):
                 condition.add_metric(labels, 1)
         for (namespace, pool), seconds in sorted(deadlines.items()):
             deadline.add_metric([namespace, pool], seconds)
-        yield from (depth, oldest, replicas, deadline, condition)
+        yield from (active, depth, oldest, replicas, deadline, condition)
 
 
 POOL_METRICS = PoolMetrics()
 REGISTRY.register(POOL_METRICS)
+ACTIVITY.listen(POOL_METRICS.on_activity)
 
 
 @kopf.on.startup()
@@ -97,6 +113,8 @@ def start_metrics_endpoint(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "workerpools")
 def pool_status_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    if not ACTIVITY.is_active():
+        return
     if type == "DELETED":
         POOL_METRICS.forget(namespace, name)
     else:

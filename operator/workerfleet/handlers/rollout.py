@@ -21,6 +21,7 @@ from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.workerpool import Analysis, RolloutPhase, RolloutStatus, WorkerPoolSpec
 from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
+from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.workerpool import kube, reconcile_by_name
 from workerfleet.planners.rollout import Measurement, analysis_due, step_pause_over
 
@@ -85,7 +86,7 @@ class RolloutClocks:
 
     def update(self, body: dict[str, Any]) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        if _running(body):
+        if _running(body) and ACTIVITY.is_active():
             if key not in self._tasks or self._tasks[key].done():
                 self._tasks[key] = asyncio.create_task(self._tick(key), name=f"rollout {key[0]}/{key[1]}")
         else:
@@ -101,6 +102,15 @@ class RolloutClocks:
         for key in list(self._tasks):
             self.stop(key)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def on_activity(self, active: bool, pools: Pools) -> None:
+        """Standby: stop every clock. Active: start the clocks of the rollouts running now."""
+        if not active:
+            await self.stop_all()
+            return
+        for pool in pools:
+            if not pool["metadata"].get("deletionTimestamp"):
+                self.update(pool)
 
     async def _tick(self, key: tuple[str, str]) -> None:
         """Tick until the rollout stops running; spec edits apply at the next tick."""
@@ -120,6 +130,8 @@ class RolloutClocks:
 
     async def _tick_once(self, namespace: str, name: str, metrics: _Metrics) -> bool:
         """One tick; False when the pool's rollout no longer runs."""
+        if not ACTIVITY.is_active():
+            return False
         body = await asyncio.to_thread(kube().get, API_VERSION, "WorkerPool", namespace, name)
         if body is None or not _running(body):
             return False
@@ -145,6 +157,7 @@ class RolloutClocks:
 
 
 CLOCKS = RolloutClocks()
+ACTIVITY.listen(CLOCKS.on_activity)
 
 
 @kopf.on.event(GROUP, VERSION, "workerpools")

@@ -7,7 +7,9 @@ handlers keep no bookkeeping on the objects, so a steady state costs no writes a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
+from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.kube.client import KindNotServedError, Kube
 from workerfleet.planners.children import (
     POD_TEMPLATE_ANNOTATION,
@@ -43,6 +46,8 @@ from workerfleet.planners.rollout import (
 )
 from workerfleet.planners.status import Event, Observation, merge_patch, plan_status
 
+logger = logging.getLogger(__name__)
+
 _kube: Kube | None = None
 _kube_lock = threading.Lock()
 _pool_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -64,6 +69,8 @@ def _error_message(error: ApiException) -> str:
 
 
 def post_event(pool: dict[str, Any], event: Event) -> None:
+    if not ACTIVITY.is_active():
+        return  # a standby replica writes nothing, Events included
     kopf.event(
         kopf.Body(cast(kopf.RawBody, pool)), type=event.type, reason=event.reason, message=event.message
     )
@@ -80,9 +87,7 @@ def reconcile(pool: dict[str, Any], measurement: Measurement | None = None) -> N
     `measurement` is a canary analysis window just read; only the rollout ticker passes one.
     """
     metadata = pool["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    with pool_lock(namespace, name):
-        _reconcile_locked(namespace, name, kube(), measurement)
+    reconcile_by_name(metadata["namespace"], metadata["name"], measurement)
 
 
 def _stable_template(
@@ -242,8 +247,26 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
 
 
 def reconcile_by_name(namespace: str, name: str, measurement: Measurement | None = None) -> None:
+    """Reconcile one pool, on the active replica only (a standby's kopf is paused, its clocks stopped)."""
+    if not ACTIVITY.is_active():
+        return
     with pool_lock(namespace, name):
         _reconcile_locked(namespace, name, kube(), measurement)
+
+
+async def _catch_up(active: bool, pools: Pools) -> None:
+    """On turning active: reconcile every pool, whatever happened to them while on standby."""
+    if not active:
+        return
+    for pool in pools:
+        metadata = pool["metadata"]
+        try:
+            await asyncio.to_thread(reconcile_by_name, metadata["namespace"], metadata["name"])
+        except Exception:
+            logger.exception("catching up on %s/%s failed", metadata["namespace"], metadata["name"])
+
+
+ACTIVITY.listen(_catch_up)
 
 
 @kopf.index(GROUP, VERSION, "workerpools")

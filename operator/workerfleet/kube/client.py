@@ -205,6 +205,27 @@ class Kube:
         )
         self._count_write()
 
+    def list_pools(self, namespaces: tuple[str, ...] = ()) -> list[Manifest]:
+        """Every WorkerPool in `namespaces`, or in the whole cluster when none are given."""
+        resource = self._resource(API_VERSION, "WorkerPool")
+        found = (
+            [resource.get(namespace=namespace) for namespace in namespaces]
+            if namespaces
+            else [resource.get()]
+        )
+        return [item.to_dict() for listing in found for item in listing.items]
+
+    def label_pod(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) labels on a pod: the operator marks its own pod active."""
+        self._dynamic.patch(
+            self._resource("v1", "Pod"),
+            body={"metadata": {"labels": dict(labels)}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+        self._count_write()
+
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret, decoded; the caller keeps it in memory only.
 

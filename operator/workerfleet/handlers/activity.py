@@ -1,0 +1,206 @@
+"""Whether this operator replica is the active one, for everything kopf's pause does not cover.
+
+With peering, kopf pauses its own event handling on a standby replica, but the queue pollers, the
+rollout clocks, the metrics API and the pool metrics are plain tasks. This module reads the peering
+object(s) every few seconds, decides with planners.peering exactly as kopf does, and tells the rest
+of the operator: writers check `ACTIVITY.is_active()` before they write, and listeners stop their tasks
+when the replica turns standby and catch up on every pool when it turns active (kopf lists the
+resources afresh when it resumes, but our verdict and kopf's may flip a moment apart, so the catch-up
+does not rely on that replay).
+
+Standalone (no peering), the replica is always active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from workerfleet.kube.client import Kube
+from workerfleet.planners.peering import Reason, Verdict, decide_role
+
+logger = logging.getLogger(__name__)
+
+PEERING_API_VERSION = "kopf.dev/v1"
+CHECK_SECONDS = 2.0
+"""How often the peering object is read; bounds how late a replica notices a change of role."""
+ACTIVE_LABEL = "workerfleet.dev/active"
+"""Set to "true" on the active replica's own pod: the metrics API Service selects it."""
+
+Pools = list[dict[str, Any]]
+Listener = Callable[[bool, Pools], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PeeringSettings:
+    """How this replica takes part in kopf's peering."""
+
+    name: str
+    identity: str
+    priority: int
+    lifetime_seconds: int
+    namespaces: tuple[str, ...] = ()
+    """Watched namespaces (a KopfPeering in each); empty: cluster-wide (one ClusterKopfPeering)."""
+    pod: tuple[str, str] | None = None
+    """(namespace, name) of this replica's pod, to label it while active; None outside a pod."""
+
+
+class Activity:
+    """This replica's role, and who to tell when it changes."""
+
+    def __init__(self) -> None:
+        self._active = True
+        self.verdict: Verdict | None = None
+        self._listeners: list[Listener] = []
+
+    def is_active(self) -> bool:
+        """A method, not a property: it can change across any await (and type checkers must know)."""
+        return self._active
+
+    def listen(self, listener: Listener) -> None:
+        """`listener(active, pools)` runs on every change; `pools` is every watched pool on turning active."""
+        self._listeners.append(listener)
+
+    async def change(self, active: bool, pools: Pools) -> None:
+        if active == self._active:
+            return
+        self._active = active
+        for listener in self._listeners:
+            try:
+                await listener(active, pools)
+            except Exception:
+                logger.exception("a listener failed on turning %s", "active" if active else "standby")
+
+    def reset(self) -> None:
+        """Active again with no listeners' state changed (tests, and a standalone run)."""
+        self._active = True
+        self.verdict = None
+
+
+ACTIVITY = Activity()
+
+
+def _read_verdicts(api: Kube, settings: PeeringSettings, now: datetime) -> list[Verdict]:
+    objects: list[tuple[str, str]] = (
+        [(namespace, "KopfPeering") for namespace in settings.namespaces]
+        if settings.namespaces
+        else [("", "ClusterKopfPeering")]
+    )
+    verdicts = []
+    for namespace, kind in objects:
+        body = api.get(PEERING_API_VERSION, kind, namespace, settings.name)
+        verdicts.append(
+            decide_role(
+                (body or {}).get("status"),
+                identity=settings.identity,
+                priority=settings.priority,
+                now=now,
+                exists=body is not None,
+            )
+        )
+    return verdicts
+
+
+def _label_pod(api: Kube, settings: PeeringSettings, active: bool) -> bool:
+    if settings.pod is None:
+        return True
+    namespace, name = settings.pod
+    try:
+        api.label_pod(namespace, name, {ACTIVE_LABEL: "true" if active else None})
+    except Exception:
+        logger.exception("could not mark pod %s/%s %s", namespace, name, "active" if active else "standby")
+        return False
+    return True
+
+
+def _describe(verdicts: list[Verdict]) -> str:
+    blocking = [verdict for verdict in verdicts if not verdict.active]
+    if not blocking:
+        return "highest priority among the live peers"
+    first = blocking[0]
+    if first.reason is Reason.NO_PEERING_OBJECT:
+        return "the peering object does not exist: create it (the chart does), or run with --standalone"
+    if first.reason is Reason.PRIORITY_COLLISION:
+        return f"a live peer has this replica's priority, so kopf pauses both: {', '.join(first.blockers)}"
+    if first.reason is Reason.OUTRANKED:
+        return f"outranked by {', '.join(first.blockers)}"
+    return "this replica's own peering record is not there (yet)"
+
+
+async def follow_peering(settings: PeeringSettings, api: Kube, activity: Activity) -> None:
+    """Read the peering object(s) until cancelled; tell `activity` when the role changes."""
+    labelled: bool | None = None
+    logged: str | None = None
+    while True:
+        now = datetime.now(UTC)
+        try:
+            verdicts = await asyncio.to_thread(_read_verdicts, api, settings, now)
+        except Exception:
+            logger.exception("reading the peering object failed; keeping the current role")
+            await asyncio.sleep(CHECK_SECONDS)
+            continue
+        active = all(verdict.active for verdict in verdicts)
+        activity.verdict = verdicts[0] if active else next(v for v in verdicts if not v.active)
+        description = f"{'active' if active else 'standby'}: {_describe(verdicts)}"
+        if description != logged:
+            logger.info(
+                "operator replica %s (priority %d) is %s", settings.identity, settings.priority, description
+            )
+            logged = description
+        if not active and activity.is_active():
+            await activity.change(False, [])
+        if labelled is not active:
+            labelled = active if await asyncio.to_thread(_label_pod, api, settings, active) else None
+        if active and not activity.is_active():
+            try:
+                pools = await asyncio.to_thread(api.list_pools, settings.namespaces)
+            except Exception:
+                logger.exception("listing the pools to catch up on failed; trying again")
+            else:
+                await activity.change(True, pools)
+        rechecks = [verdict.recheck_at for verdict in verdicts if verdict.recheck_at is not None]
+        delay = CHECK_SECONDS
+        if rechecks:
+            delay = min(delay, max(0.1, (min(rechecks) - datetime.now(UTC)).total_seconds()))
+        await asyncio.sleep(delay)
+
+
+def pod_from_environment() -> tuple[str, str] | None:
+    """This replica's pod, from the downward API variables the chart sets."""
+    name, namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+    return (namespace, name) if name and namespace else None
+
+
+@kopf.on.startup()
+async def start_following_peering(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+    peering: PeeringSettings | None = memo.get("peering")
+    if peering is None:
+        ACTIVITY.reset()
+        return
+    settings.peering.lifetime = peering.lifetime_seconds
+    # Standby until the peering object says otherwise: kopf's handlers may start before that.
+    await ACTIVITY.change(False, [])
+    from workerfleet.handlers.workerpool import kube  # noqa: PLC0415  (the process's one client)
+
+    memo["peering_task"] = asyncio.create_task(follow_peering(peering, kube(), ACTIVITY), name="peering")
+
+
+@kopf.on.cleanup()
+async def stop_following_peering(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("peering_task")
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ACTIVITY.change(False, [])
+    peering: PeeringSettings = memo["peering"]
+    from workerfleet.handlers.workerpool import kube  # noqa: PLC0415
+
+    await asyncio.to_thread(_label_pod, kube(), peering, False)

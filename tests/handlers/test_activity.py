@@ -1,0 +1,167 @@
+"""The activity task: reads the peering object, flips the role, tells listeners, labels the pod."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from workerfleet.handlers import activity as activity_module
+from workerfleet.handlers.activity import ACTIVE_LABEL, Activity, PeeringSettings, follow_peering
+from workerfleet.handlers.autoscaling import Pollers
+
+SETTINGS = PeeringSettings(
+    name="workerfleet", identity="me", priority=10, lifetime_seconds=30, pod=("wf-system", "wf-abc")
+)
+POOL = {"metadata": {"namespace": "media", "name": "thumbs"}, "spec": {}}
+
+
+def _record(priority: int) -> dict[str, Any]:
+    return {"priority": priority, "lifetime": 30, "lastseen": datetime.now(UTC).isoformat()}
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.peering: dict[str, Any] | None = {"status": {"me": _record(10)}}
+        self.reads: list[tuple[str, str, str, str]] = []
+        self.labels: list[str | None] = []
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append((api_version, kind, namespace, name))
+        return self.peering
+
+    def list_pools(self, namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        return [POOL]
+
+    def label_pod(self, namespace: str, name: str, labels: dict[str, str | None]) -> None:
+        assert (namespace, name) == SETTINGS.pod
+        self.labels.append(labels[ACTIVE_LABEL])
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+async def _follow(kube: FakeKube, activity: Activity, settings: PeeringSettings = SETTINGS) -> Any:
+    return asyncio.create_task(follow_peering(settings, kube, activity))  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def fast_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(activity_module, "CHECK_SECONDS", 0.01)
+
+
+def test_standby_to_active_to_standby_tells_listeners_and_labels_the_pod() -> None:
+    async def scenario() -> None:
+        kube, activity = FakeKube(), Activity()
+        calls: list[tuple[bool, list[dict[str, Any]]]] = []
+
+        async def listener(active: bool, pools: list[dict[str, Any]]) -> None:
+            calls.append((active, pools))
+
+        activity.listen(listener)
+        await activity.change(False, [])  # as at start-up with peering
+        task = await _follow(kube, activity)
+        try:
+            await _until(activity.is_active)
+            assert kube.labels == ["true"]
+            # A live peer with a higher priority appears
+            kube.peering = {"status": {"me": _record(10), "other": _record(11)}}
+            await _until(lambda: not activity.is_active())
+            await _until(lambda: kube.labels == ["true", None])
+            # ... and leaves gracefully
+            kube.peering = {"status": {"me": _record(10)}}
+            await _until(activity.is_active)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert calls == [(False, []), (True, [POOL]), (False, []), (True, [POOL])]
+        assert kube.reads[0] == ("kopf.dev/v1", "ClusterKopfPeering", "", "workerfleet")
+
+    asyncio.run(scenario())
+
+
+def test_a_missing_peering_object_keeps_the_replica_standby() -> None:
+    async def scenario() -> None:
+        kube, activity = FakeKube(), Activity()
+        kube.peering = None
+        await activity.change(False, [])
+        task = await _follow(kube, activity)
+        try:
+            await _until(lambda: len(kube.reads) >= 3)
+            assert not activity.is_active()
+            assert kube.labels == [None]  # a label left over from before a restart goes
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_namespaced_operator_is_active_only_when_every_namespace_says_so() -> None:
+    settings = PeeringSettings(
+        name="wf", identity="me", priority=10, lifetime_seconds=30, namespaces=("a", "b")
+    )
+
+    class PerNamespace(FakeKube):
+        def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            self.reads.append((api_version, kind, namespace, name))
+            others = {"other": _record(99)} if namespace == "b" else {}
+            return {"status": {"me": _record(10), **others}}
+
+    async def scenario() -> None:
+        kube, activity = PerNamespace(), Activity()
+        await activity.change(False, [])
+        task = await _follow(kube, activity, settings)
+        try:
+            await _until(lambda: len(kube.reads) >= 4)
+            assert not activity.is_active()
+            assert {read[1:3] for read in kube.reads} == {("KopfPeering", "a"), ("KopfPeering", "b")}
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_pollers_poll_nothing_on_standby_and_catch_up_on_turning_active(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    activity = Activity()
+    monkeypatch.setattr("workerfleet.handlers.autoscaling.ACTIVITY", activity)
+    pool = {
+        "metadata": {"namespace": "media", "name": "thumbs"},
+        "spec": {"autoscaling": {"maxReplicas": 3}},
+    }
+    gone = {"metadata": {"namespace": "media", "name": "gone"}, "spec": {"autoscaling": {"maxReplicas": 3}}}
+
+    async def scenario() -> None:
+        pollers = Pollers()
+        started: list[tuple[str, str]] = []
+
+        async def fake_poll(key: tuple[str, str]) -> None:
+            started.append(key)
+            await asyncio.sleep(3600)
+
+        monkeypatch.setattr(pollers, "_poll", fake_poll)
+        activity.listen(pollers.on_activity)
+        await activity.change(False, [])
+        pollers.update(pool)
+        pollers.update(gone)
+        await asyncio.sleep(0)
+        assert started == []  # remembered, not polled
+        await activity.change(True, [pool])  # "gone" was deleted while on standby
+        await asyncio.sleep(0)
+        assert started == [("media", "thumbs")]
+        await activity.change(False, [])
+        assert started == [("media", "thumbs")]
+        assert not [task for task in pollers._tasks.values() if not task.done()]
+        await pollers.stop_all()
+
+    asyncio.run(scenario())
