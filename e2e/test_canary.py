@@ -67,7 +67,7 @@ class Rig:
     ports: list[int] = field(default_factory=list)
     producer: SteadyProducer | None = None
 
-    def pool(self, image: str, canary: dict[str, Any]) -> dict[str, Any]:
+    def pool(self, image: str, canary: dict[str, Any], **pod_spec: Any) -> dict[str, Any]:
         return {
             "apiVersion": "workerfleet.dev/v1alpha1",
             "kind": "WorkerPool",
@@ -75,7 +75,7 @@ class Rig:
             "spec": {
                 "jobTypes": [JOB_TYPE],
                 "replicas": TOTAL_REPLICAS,
-                "template": {"spec": {"containers": [{"name": "worker", "image": image}]}},
+                "template": {"spec": {"containers": [{"name": "worker", "image": image}], **pod_spec}},
                 "queue": {"redis": {"address": self.redis_server.address, "list": self.queue}},
                 "rollout": {"canary": canary},
             },
@@ -97,9 +97,9 @@ class Rig:
         )
         return str(status["stableRevision"])
 
-    def change_template(self, canary: dict[str, Any]) -> str:
+    def change_template(self, canary: dict[str, Any], **pod_spec: Any) -> str:
         """Image v2: a new revision; returns the canary revision the operator computed."""
-        _apply(self.cluster, self.namespace, self.pool("worker:2", canary))
+        _apply(self.cluster, self.namespace, self.pool("worker:2", canary, **pod_spec))
         status = eventually(
             lambda: self.status().get("canaryRevision") and self.status(),
             what="a canary revision",
@@ -464,7 +464,9 @@ def test_an_operator_killed_mid_step_continues_where_it_was(
     rig.create(canary)
     rig.change_template(canary)
     eventually(lambda: rig.deployment_replicas("thumbs-canary") == 2, what="2 canary replicas at 20%")
-    started_at = rig.rollout()["stepStartedAt"]
+    started_at = eventually(
+        lambda: rig.rollout().get("stepStartedAt"), what="the step's clock started, its canary ready"
+    )
 
     # When the operator is killed mid-step and started again before the step has held long enough
     operator_process.kill()
@@ -484,3 +486,33 @@ def test_an_operator_killed_mid_step_continues_where_it_was(
     step_completed = next(e for e in rig.events() if e["reason"] == "StepCompleted")
     assert "held 12s" in step_completed["message"]
     assert started_at < rig.rollout()["stepStartedAt"]
+
+
+def test_a_canary_whose_workers_never_get_ready_is_rolled_back_at_the_progress_deadline(rig: Rig) -> None:
+    # Given a pool with a 10 s progress deadline
+    canary = {"steps": [{"weight": 20, "pauseSeconds": 5}], "progressDeadlineSeconds": 10}
+    stable = rig.create(canary)
+
+    # When the new revision's pods can be scheduled on no node
+    revision = rig.change_template(canary, nodeSelector={"workerfleet.dev/no-such-node": "true"})
+
+    # Then the step waits for its canary workers, its clock not running
+    eventually(
+        lambda: "waiting for 2 canary workers" in rig.rollout().get("message", ""),
+        what="the step waiting for its canary",
+        timeout=30,
+    )
+    waiting = rig.rollout()
+    assert waiting["phase"] == "Progressing"
+    assert waiting.get("stepStartedAt") is None
+    assert waiting["waitingSince"]
+
+    # And at the deadline the canary is rolled back, with a Warning that says why
+    eventually(lambda: rig.rollout().get("phase") == "Degraded", what="the rollout failed", timeout=40)
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 0, what="the canary at zero", timeout=30)
+    assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
+    assert rig.status()["stableRevision"] == stable
+    [rolled_back] = [event for event in rig.events() if event["reason"] == "RolledBack"]
+    assert rolled_back["type"] == "Warning"
+    assert "0 of 2 canary workers ready after progressDeadlineSeconds 10" in rolled_back["message"]
+    assert revision in rolled_back["message"]

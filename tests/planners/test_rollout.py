@@ -17,6 +17,7 @@ from workerfleet.planners.rollout import (
     analysis_due,
     judge,
     plan_rollout,
+    progress_deadline_passed,
     split_replicas,
     step_pause_over,
 )
@@ -413,17 +414,19 @@ def test_a_new_canary_starts_its_step_clock_only_when_its_workers_are_ready() ->
     )
     assert "waiting for 1 canary workers to be ready (0 ready)" in starting.rollout.message
     assert reasons(starting) == [RolloutReason.STARTED]
+    assert starting.rollout.waiting_since == T0
     assert not analysis_due(starting.rollout, canary().analysis, T0 + timedelta(hours=1))
     assert not step_pause_over(starting.rollout, canary(), T0 + timedelta(hours=1))
 
-    # When an hour passes with the canary still not ready, the step neither ends nor is judged
-    later = T0 + timedelta(hours=1)
+    # When nine minutes pass with the canary still not ready, the step neither ends nor is judged
+    later = T0 + timedelta(minutes=9)
     still = plan_rollout(given(starting.rollout, canary_ready_replicas=0), later)
     assert (still.rollout.step, still.rollout.step_started_at, still.events) == (1, None, [])
 
     # When the canary worker is ready, the clock starts at that reconcile
     ready = plan_rollout(given(starting.rollout, canary_ready_replicas=1), later)
     assert (ready.rollout.step, ready.rollout.step_started_at, ready.events) == (1, later, [])
+    assert ready.rollout.waiting_since is None
     assert not step_pause_over(ready.rollout, canary(), later + timedelta(seconds=29))
     assert step_pause_over(ready.rollout, canary(), later + timedelta(seconds=30))
 
@@ -446,7 +449,7 @@ def test_a_new_canary_starts_its_step_clock_only_when_its_workers_are_ready() ->
 def test_the_step_clock_waits_for_the_steps_share_of_ready_canary_workers(
     total: int, weight: int, ready: int, started: bool
 ) -> None:
-    waiting = running(weight=weight, step_started_at=None)
+    waiting = running(weight=weight, step_started_at=None, waiting_since=T0)
     plan = plan_rollout(given(waiting, total_replicas=total, canary_ready_replicas=ready), T0)
     assert (plan.rollout.step_started_at == T0) is started
     assert plan.canary_replicas == split_replicas(total, weight)[1]
@@ -467,12 +470,54 @@ def test_the_next_step_waits_for_its_larger_canary() -> None:
 
 
 def test_resuming_from_spec_paused_keeps_a_waiting_step_waiting() -> None:
-    waiting = running(step_started_at=None)
-    paused = plan_rollout(given(waiting, paused=True, canary_ready_replicas=0), T0)
-    resumed = plan_rollout(given(paused.rollout, canary_ready_replicas=0), T0 + timedelta(seconds=60))
+    waiting = running(step_started_at=None, waiting_since=T0)
+    paused = plan_rollout(given(waiting, paused=True, canary_ready_replicas=0), T0 + timedelta(seconds=10))
+    resumed = plan_rollout(given(paused.rollout, canary_ready_replicas=0), T0 + timedelta(seconds=70))
     assert (resumed.rollout.phase, resumed.rollout.paused_at, resumed.rollout.step_started_at) == (
         RolloutPhase.PROGRESSING,
         None,
         None,
     )
+    # The paused minute does not count towards the progress deadline
+    assert resumed.rollout.waiting_since == T0 + timedelta(seconds=60)
     assert reasons(resumed) == [RolloutReason.RESUMED]
+
+
+def test_a_canary_not_ready_within_the_progress_deadline_is_rolled_back() -> None:
+    # Given step 2 (50%) has waited for its 5 canary workers since T0, and 2 are ready
+    waiting = running(step=2, weight=50, step_started_at=None, waiting_since=T0)
+    deadline = T0 + timedelta(seconds=600)
+    # Then one second before the deadline it still waits
+    before = plan_rollout(given(waiting, canary_ready_replicas=2), deadline - timedelta(seconds=1))
+    assert (before.rollout.phase, before.events) == (RolloutPhase.PROGRESSING, [])
+    assert not progress_deadline_passed(waiting, canary(), deadline - timedelta(seconds=1))
+    # And at the deadline the canary goes to zero with a Warning that says why
+    assert progress_deadline_passed(waiting, canary(), deadline)
+    plan = plan_rollout(given(waiting, canary_ready_replicas=2), deadline)
+    assert plan.rollout.phase == RolloutPhase.DEGRADED
+    assert (plan.stable_replicas, plan.canary_replicas) == (10, 0)
+    assert reasons(plan) == [RolloutReason.ROLLED_BACK]
+    assert plan.events[0].type == "Warning"
+    assert "2 of 5 canary workers ready after progressDeadlineSeconds 600" in plan.events[0].message
+
+
+def test_the_progress_deadline_follows_the_canary_setting() -> None:
+    short = Canary.model_validate({**canary().to_dict(), "progressDeadlineSeconds": 30})
+    waiting = running(step_started_at=None, waiting_since=T0)
+    assert not progress_deadline_passed(waiting, short, T0 + timedelta(seconds=29))
+    assert progress_deadline_passed(waiting, short, T0 + timedelta(seconds=30))
+    assert not progress_deadline_passed(running(), short, T0 + timedelta(hours=1))
+    assert not progress_deadline_passed(
+        waiting.model_copy(update={"paused_at": T0}), short, T0 + timedelta(hours=1)
+    )
+
+
+def test_a_waiting_step_without_a_recorded_start_starts_its_deadline_now() -> None:
+    # A status written before waitingSince existed: the deadline counts from this reconcile
+    unrecorded = running(step_started_at=None)
+    plan = plan_rollout(given(unrecorded, canary_ready_replicas=0), T0 + timedelta(hours=2))
+    assert (plan.rollout.phase, plan.rollout.waiting_since, plan.events) == (
+        RolloutPhase.PROGRESSING,
+        T0 + timedelta(hours=2),
+        [],
+    )

@@ -344,6 +344,10 @@ class Canary(ApiModel):
     """Weights to go through, in order; after the last step the new revision becomes stable."""
     analysis: Analysis | None = None
     """Automatic verdicts; absent means the steps advance on time (or promotion) alone."""
+    progress_deadline_seconds: Annotated[int, Field(ge=10, le=86_400)] = 600
+    """How long a step may wait for its canary workers to be ready (its clock starts only then)
+    before the rollout fails and rolls back: an image that cannot be pulled, pods that cannot be
+    scheduled or never pass their readiness probe."""
 
     validations: ClassVar[tuple[Rule[Canary], ...]] = (
         Rule(
@@ -427,13 +431,17 @@ class RolloutStatus(ApiModel):
 
     phase: Annotated[RolloutPhase, Field(strict=False)]
     """Healthy (no rollout running), Progressing, Paused (held by spec.paused, a step without
-    pauseSeconds, or missing analysis data), or Degraded (rolled back after a failing analysis)."""
+    pauseSeconds, or missing analysis data), or Degraded (rolled back after a failing analysis, or
+    canary workers not ready within progressDeadlineSeconds)."""
     step: Annotated[int, Field(ge=0, le=MAX_CANARY_STEPS)] = 0
     """Canary step being run, counting from 1; 0 when no step has started."""
     weight: Annotated[int, Field(ge=0, le=100)] = 0
     """Percentage of replicas running the canary revision."""
     step_started_at: Timestamp | None = None
-    """When the current step began; pauseSeconds count from here."""
+    """When the current step's canary workers were ready; pauseSeconds and analyses count from here."""
+    waiting_since: Timestamp | None = None
+    """When the current step began waiting for its canary workers to be ready; unset once they are.
+    The rollout fails when they are not ready within progressDeadlineSeconds."""
     failed_analyses: Annotated[int, Field(ge=0, le=1_000)] = 0
     """Failing verdicts so far in this rollout, compared with failureLimit."""
     consecutive_errors: Annotated[int, Field(ge=0, le=1_000)] = 0

@@ -23,7 +23,12 @@ from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.workerpool import kube, reconcile_by_name
-from workerfleet.planners.rollout import Measurement, analysis_due, step_pause_over
+from workerfleet.planners.rollout import (
+    Measurement,
+    analysis_due,
+    progress_deadline_passed,
+    step_pause_over,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +156,11 @@ class RolloutClocks:
             measurement = await metrics.measure(
                 canary.analysis, status["canaryRevision"], status["stableRevision"]
             )
-        if measurement is not None or step_pause_over(rollout, canary, now):
+        if (
+            measurement is not None
+            or step_pause_over(rollout, canary, now)
+            or progress_deadline_passed(rollout, canary, now)
+        ):
             await asyncio.to_thread(reconcile_by_name, namespace, name, measurement)
         return True
 

@@ -237,14 +237,29 @@ def _step_clock_start(inp: RolloutInput, weight: int, now: datetime) -> datetime
     return now if inp.canary_ready_replicas >= wanted else None
 
 
+def _step_clock(inp: RolloutInput, weight: int, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """(step_started_at, waiting_since) of a step entered now: started, or waiting for its canary."""
+    started = _step_clock_start(inp, weight, now)
+    return started, None if started is not None else now
+
+
+def progress_deadline_passed(rollout: RolloutStatus, canary: Canary, now: datetime) -> bool:
+    """Whether a step has waited longer than progressDeadlineSeconds for its canary workers."""
+    if rollout.step_started_at is not None or rollout.waiting_since is None or rollout.paused_at is not None:
+        return False
+    return now - rollout.waiting_since >= timedelta(seconds=canary.progress_deadline_seconds)
+
+
 def _started(inp: RolloutInput, now: datetime, previous: RolloutStatus | None) -> RolloutStatus:
     assert inp.canary is not None
     weight = inp.canary.steps[0].weight
+    started, waiting = _step_clock(inp, weight, now)
     return RolloutStatus(
         phase=RolloutPhase.PROGRESSING,
         step=1,
         weight=weight,
-        step_started_at=_step_clock_start(inp, weight, now),
+        step_started_at=started,
+        waiting_since=waiting,
         message=f"step 1 of {len(inp.canary.steps)}: {weight}% of replicas on revision"
         f" {inp.template_revision}",
         handled_action=previous.handled_action if previous is not None else None,
@@ -355,31 +370,43 @@ class _Machine:
                 self.emit("Normal", RolloutReason.PAUSED, f"step {self.rollout.step} held by spec.paused")
             return True
         if paused_at is not None:
-            started = self.rollout.step_started_at
+            started, waiting = self.rollout.step_started_at, self.rollout.waiting_since
             self.update(
                 phase=RolloutPhase.PROGRESSING,
                 paused_at=None,
                 step_started_at=None if started is None else started + (self.now - paused_at),
+                waiting_since=None if waiting is None else waiting + (self.now - paused_at),
                 message=f"step {self.rollout.step} resumed",
             )
             self.emit("Normal", RolloutReason.RESUMED, f"step {self.rollout.step} resumed")
         return False
 
     def wait_for_canary(self) -> bool:
-        """Hold a step whose clock has not started until its canary workers are ready."""
+        """Hold a step whose clock has not started until its canary workers are ready; roll back
+        when they are not ready within progressDeadlineSeconds."""
         if self.rollout.step_started_at is not None:
             return False
         started = _step_clock_start(self.inp, self.rollout.weight, self.now)
-        if started is None:
-            _, wanted = split_replicas(self.inp.total_replicas, self.rollout.weight)
+        if started is not None:
+            self.update(step_started_at=started, waiting_since=None)
+            return False
+        if self.rollout.waiting_since is None:
+            self.update(waiting_since=self.now)
+        _, wanted = split_replicas(self.inp.total_replicas, self.rollout.weight)
+        where = f"step {self.rollout.step} of {len(self.canary.steps)} at {self.rollout.weight}%"
+        ready = f"{self.inp.canary_ready_replicas} of {wanted} canary workers ready"
+        if progress_deadline_passed(self.rollout, self.canary, self.now):
+            self.roll_back(
+                RolloutReason.ROLLED_BACK,
+                f"{where}: {ready} after progressDeadlineSeconds {self.canary.progress_deadline_seconds}",
+            )
+        else:
             self.update(
                 phase=RolloutPhase.PROGRESSING,
-                message=f"step {self.rollout.step} of {len(self.canary.steps)} at {self.rollout.weight}%:"
-                f" waiting for {wanted} canary workers to be ready ({self.inp.canary_ready_replicas} ready)",
+                message=f"{where}: waiting for {wanted} canary workers to be ready"
+                f" ({self.inp.canary_ready_replicas} ready)",
             )
-            return True
-        self.update(step_started_at=started)
-        return False
+        return True
 
     def record(self, measurement: Measurement, analysis: Analysis) -> bool:
         """Judge one window and record it; True when it rolled the canary back."""
@@ -481,11 +508,13 @@ class _Machine:
             self.promote(f"all {number} steps done")
             return
         weight = self.canary.steps[number].weight
+        started, waiting = _step_clock(self.inp, weight, self.now)
         self.update(
             phase=RolloutPhase.PROGRESSING,
             step=number + 1,
             weight=weight,
-            step_started_at=_step_clock_start(self.inp, weight, self.now),
+            step_started_at=started,
+            waiting_since=waiting,
             message=f"step {number + 1} of {len(self.canary.steps)}: {weight}% of replicas on revision"
             f" {self.inp.template_revision}",
         )
