@@ -23,16 +23,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    record = Cluster().layout.logs / "rollback-latency.json"
+    cluster = Cluster()
+    started_here = not cluster.is_ready()
+    if started_here:
+        cluster.up()  # the test then leaves it running, and with it the record it writes
+    record = cluster.layout.logs / "rollback-latency.json"
     ratios, seconds = [], []
-    for run in range(args.runs):
-        record.unlink(missing_ok=True)
-        subprocess.run([sys.executable, "-m", "pytest", "-q", TEST], check=True, timeout=600)
-        measured = json.loads(record.read_text())
-        ratios.append(measured["ratio"])
-        seconds.append(measured["rollback_latency_seconds"])
-        latency, interval = measured["rollback_latency_seconds"], measured["interval_seconds"]
-        print(f"run {run + 1}: {latency:.2f}s, interval {interval}s")
+    try:
+        for run in range(args.runs):
+            record.unlink(missing_ok=True)
+            subprocess.run([sys.executable, "-m", "pytest", "-q", TEST], check=True, timeout=600)
+            measured = json.loads(record.read_text())
+            ratios.append(measured["ratio"])
+            seconds.append(measured["rollback_latency_seconds"])
+            latency, interval = measured["rollback_latency_seconds"], measured["interval_seconds"]
+            print(f"run {run + 1}: {latency:.2f}s, interval {interval}s")
+    finally:
+        if started_here:
+            cluster.down()
     print(
         f"rollback latency: median {statistics.median(seconds):.2f}s, max {max(seconds):.2f}s;"
         f" median {statistics.median(ratios):.2f} x the analysis interval, max {max(ratios):.2f} x"
