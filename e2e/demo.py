@@ -235,6 +235,12 @@ class HostWorkers:
             self._stop(name)
 
 
+def _event_time(event: dict[str, Any]) -> datetime:
+    """When an Event last happened (core/v1 Events carry one of these, from whichever client)."""
+    stamp = event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(microsecond=0)
+
+
 def _pod_ready(pod: dict[str, Any]) -> bool:
     if pod["metadata"].get("deletionTimestamp"):
         return False
@@ -256,6 +262,7 @@ class Demo:
         self.workers = HostWorkers(directory / "workers", None)
         self._events_seen: set[str] = set()
         self._last_table = ""
+        self._started = datetime.now(UTC).replace(microsecond=0)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -270,7 +277,7 @@ class Demo:
         return json.loads(self.kubectl("get", *args, "-n", NAMESPACE, "-o", "json"))
 
     def show_pools(self) -> None:
-        """`kubectl get wp` and the pool's Events not shown yet."""
+        """`kubectl get wp` and the pool's Events not shown yet (none from an earlier run of the demo)."""
         table = self.kubectl("get", "wp", "-n", NAMESPACE)
         depth = self.queue_depth()
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
@@ -281,7 +288,7 @@ class Demo:
             self._last_table = table
         for event in self.get("events", "--field-selector", f"involvedObject.name={POOL}")["items"]:
             uid = event["metadata"]["uid"]
-            if uid not in self._events_seen:
+            if uid not in self._events_seen and _event_time(event) >= self._started:
                 self._events_seen.add(uid)
                 self.say(f"    event {event['type']:<7} {event['reason']:<22} {event['message']}")
 
@@ -296,8 +303,11 @@ class Demo:
     def follow_pool(self) -> None:
         """Match the host's worker processes to the pool's Ready pods."""
         pods = self.get("pods", "-l", f"workerfleet.dev/pool={POOL}")["items"]
-        policies = self.get("configmap", f"{POOL}-policies")["data"]["policies.json"]
-        self.workers.follow(pods, policies)
+        policies = self.cluster.kubectl(
+            "get", "configmap", f"{POOL}-policies", "-n", NAMESPACE, "-o", "json", "--ignore-not-found"
+        ).stdout
+        if policies:  # else the operator has not reconciled the new pool yet: no pods to follow either
+            self.workers.follow(pods, json.loads(policies)["data"]["policies.json"])
 
     def watch_until(self, done: Callable[[], bool], what: str) -> None:
         """Follow the pool and print it until `done`, at most the timing's scale timeout."""
