@@ -108,16 +108,20 @@ class OperatorProcess:
         peering: Peering | None = None,
         port_shift: int = 0,
         pod: tuple[str, str] | None = None,
+        pod_selector: str | None = None,
     ) -> None:
         """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
         ports, so a second process can run next to the first (the APIService targets the unshifted one).
         `pod`: (namespace, name) of a pod this process stands in for, as the chart's container would:
-        it gets POD_NAMESPACE and POD_NAME and labels that pod while active (--label-active-pod)."""
+        it gets POD_NAMESPACE and POD_NAME and labels that pod while active (--label-active-pod).
+        `pod_selector`: the chart's --active-pod-selector, so that on turning active it takes the label
+        off the other pods it selects."""
         self.cluster = cluster
         self.log = log
         self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
         self.peering = peering
         self.pod = pod
+        self.pod_selector = pod_selector
         self.liveness_port = LIVENESS_PORT + port_shift
         self.metrics_api_port = METRICS_API_PORT + port_shift
         self.metrics_port = METRICS_PORT + port_shift
@@ -134,7 +138,10 @@ class OperatorProcess:
         ]
 
     def _pod_args(self) -> list[str]:
-        return [] if self.pod is None else ["--label-active-pod"]
+        if self.pod is None:
+            return []
+        selector = [] if self.pod_selector is None else [f"--active-pod-selector={self.pod_selector}"]
+        return ["--label-active-pod", *selector]
 
     def _environment(self) -> dict[str, str]:
         environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
