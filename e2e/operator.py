@@ -107,13 +107,21 @@ class OperatorProcess:
         *,
         peering: Peering | None = None,
         port_shift: int = 0,
+        pod: tuple[str, str] | None = None,
+        pod_selector: str | None = None,
     ) -> None:
         """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
-        ports, so a second process can run next to the first (the APIService targets the unshifted one)."""
+        ports, so a second process can run next to the first (the APIService targets the unshifted one).
+        `pod`: (namespace, name) of a pod this process stands in for, as the chart's container would:
+        it gets POD_NAMESPACE and POD_NAME and labels that pod while active (--label-active-pod).
+        `pod_selector`: the chart's --active-pod-selector, so that on turning active it takes the label
+        off the other pods it selects."""
         self.cluster = cluster
         self.log = log
         self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
         self.peering = peering
+        self.pod = pod
+        self.pod_selector = pod_selector
         self.liveness_port = LIVENESS_PORT + port_shift
         self.metrics_api_port = METRICS_API_PORT + port_shift
         self.metrics_port = METRICS_PORT + port_shift
@@ -129,9 +137,23 @@ class OperatorProcess:
             f"--identity={self.peering.identity}",
         ]
 
+    def _pod_args(self) -> list[str]:
+        if self.pod is None:
+            return []
+        selector = [] if self.pod_selector is None else [f"--active-pod-selector={self.pod_selector}"]
+        return ["--label-active-pod", *selector]
+
+    def _environment(self) -> dict[str, str]:
+        environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        for variable in ("POD_NAMESPACE", "POD_NAME"):
+            environment.pop(variable, None)  # never the pod of whoever runs the tests
+        if self.pod is not None:
+            environment["POD_NAMESPACE"], environment["POD_NAME"] = self.pod
+        return environment
+
     def start(self) -> None:
         liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
-        environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        environment = self._environment()
         with self.log.open("ab") as output:
             process = subprocess.Popen(
                 [
@@ -140,6 +162,7 @@ class OperatorProcess:
                     "workerfleet.cli.main",
                     "run",
                     *self._mode_args(),
+                    *self._pod_args(),
                     f"--liveness={liveness}",
                     f"--metrics-api-port={self.metrics_api_port}",
                     "--metrics-api-address=127.0.0.1",

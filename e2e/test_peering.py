@@ -34,6 +34,12 @@ GRACEFUL_BOUND = 6.0
 SECOND_PORTS = 150
 """Port shift of the second process (the first uses the session's ports)."""
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
+OPERATOR_POD_SELECTOR = f"app.kubernetes.io/name={chart.RELEASE},app.kubernetes.io/instance={chart.RELEASE}"
+"""The chart's selector labels (release and chart are both named workerfleet)."""
+METRICS_API_SERVICE = f"{chart.RELEASE}-metrics-api"
+"""The chart's Service in front of the metrics API: it selects the pod labelled active."""
+SLICE_MARGIN = 5.0
+"""After a label changes: the EndpointSlice controller's batching (1 s by default) and a slow CI."""
 
 
 def _token_id(kubeconfig: Path) -> str:
@@ -46,7 +52,15 @@ def _token_id(kubeconfig: Path) -> str:
 class Replica:
     """One operator process as a peering replica, with its own token (and so its own audit trail)."""
 
-    def __init__(self, cluster: Cluster, name: str, priority: int, port_shift: int) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        name: str,
+        priority: int,
+        port_shift: int,
+        pod: tuple[str, str] | None = None,
+    ) -> None:
+        """`pod`: the chart's operator pod this process stands in for (and labels while active)."""
         self.name = name
         kubeconfig = chart.service_account_kubeconfig(
             cluster, cluster.layout.component_kubeconfig(f"chart-operator-{name}")
@@ -58,6 +72,8 @@ class Replica:
             kubeconfig,
             peering=Peering(identity=f"e2e-{name}", priority=priority, lifetime_seconds=LIFETIME),
             port_shift=port_shift,
+            pod=pod,
+            pod_selector=OPERATOR_POD_SELECTOR if pod else None,
         )
 
     def writes(self, cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
@@ -224,3 +240,169 @@ def test_one_replica_acts_and_a_standby_takes_over_when_it_dies(
     assert len(c.writes(cluster, ns)) > c_before
     assert _ready(cluster, ns, "first")
     assert _ready(cluster, ns, "second")
+
+
+def _operator_pods(cluster: Cluster) -> dict[str, str]:
+    """The chart's operator pods that kwok runs (Running, Ready): pod name to pod IP."""
+    result = cluster.kubectl(
+        "get", "pods", "-n", chart.RELEASE_NAMESPACE, "-l", OPERATOR_POD_SELECTOR, "-o", "json"
+    )
+    pods: dict[str, str] = {}
+    for pod in json.loads(result.stdout)["items"]:
+        status = pod.get("status") or {}
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+        if pod["metadata"].get("deletionTimestamp") is None and ready and status.get("podIP"):
+            pods[pod["metadata"]["name"]] = status["podIP"]
+    return pods
+
+
+def _two_operator_pods(cluster: Cluster) -> list[str] | None:
+    found = sorted(_operator_pods(cluster))
+    return found[:2] if len(found) >= 2 else None
+
+
+def _labelled_active(cluster: Cluster) -> set[str]:
+    """Names of the release's pods that carry workerfleet.dev/active=true."""
+    result = cluster.kubectl(
+        "get",
+        "pods",
+        "-n",
+        chart.RELEASE_NAMESPACE,
+        "-l",
+        f"{OPERATOR_POD_SELECTOR},workerfleet.dev/active=true",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    )
+    return set(result.stdout.split())
+
+
+def _service_endpoints(cluster: Cluster) -> set[tuple[str, str]]:
+    """(targetRef name, address) of every ready endpoint in the metrics API Service's EndpointSlices."""
+    result = cluster.kubectl(
+        "get",
+        "endpointslices",
+        "-n",
+        chart.RELEASE_NAMESPACE,
+        "-l",
+        f"kubernetes.io/service-name={METRICS_API_SERVICE}",
+        "-o",
+        "json",
+    )
+    endpoints: set[tuple[str, str]] = set()
+    for item in json.loads(result.stdout)["items"]:
+        for endpoint in item.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            name = (endpoint.get("targetRef") or {}).get("name", "")
+            endpoints.update((name, address) for address in endpoint["addresses"])
+    return endpoints
+
+
+def _routes_to_exactly(cluster: Cluster, pod: str, ip: str, *, since: float, bound: float) -> float:
+    """Wait until the Service's EndpointSlices list `pod` alone; seconds since `since`."""
+    seen: list[set[tuple[str, str]]] = [set()]
+
+    def exactly() -> bool:
+        seen[0] = _service_endpoints(cluster)
+        return seen[0] == {(pod, ip)}
+
+    try:
+        eventually(
+            exactly,
+            what=f"the metrics API Service's EndpointSlices to list exactly pod {pod} ({ip})",
+            timeout=bound,
+            interval=0.2,
+        )
+    except AssertionError as error:
+        labelled = sorted(_labelled_active(cluster))
+        raise AssertionError(
+            f"{error}; endpoints: {sorted(seen[0])}; pods labelled active: {labelled}"
+        ) from None
+    return time.monotonic() - since
+
+
+@pytest.fixture
+def pod_replicas(operator_chart: Cluster, operator_process: OperatorProcess) -> Iterator[dict[str, Replica]]:
+    """Replicas a (higher priority) and b (not started), each standing in for one of the chart's operator
+    pods; the session's standalone operator is stopped meanwhile and no pod is labelled afterwards."""
+    cluster = operator_chart
+    pods = eventually(
+        lambda: _two_operator_pods(cluster),
+        what="two Running, Ready operator pods of the chart, with pod IPs",
+        timeout=60,
+    )
+    first, second = pods
+    operator_process.stop()
+    register_metrics_api(cluster)
+    namespace = chart.RELEASE_NAMESPACE
+    made = {
+        "a": Replica(cluster, "a", priority=300, port_shift=0, pod=(namespace, first)),
+        "b": Replica(cluster, "b", priority=200, port_shift=SECOND_PORTS, pod=(namespace, second)),
+    }
+    try:
+        yield made
+    finally:
+        for replica in made.values():
+            replica.process.stop()
+        _wait_for_records(cluster, set())
+        cluster.kubectl(
+            "label", "pods", "-n", namespace, "-l", OPERATOR_POD_SELECTOR, "workerfleet.dev/active-"
+        )
+        operator_process.start()
+
+
+def test_the_metrics_api_service_routes_to_the_active_replica_pod_only(
+    pod_replicas: dict[str, Replica], operator_chart: Cluster
+) -> None:
+    cluster, a, b = operator_chart, pod_replicas["a"], pod_replicas["b"]
+    pods = _operator_pods(cluster)
+    assert a.process.pod is not None
+    assert b.process.pod is not None
+    pod_a, pod_b = a.process.pod[1], b.process.pod[1]
+    ip_a, ip_b = pods[pod_a], pods[pod_b]
+    assert _labelled_active(cluster) == set()
+    assert _service_endpoints(cluster) == set()  # no pod is active yet: the Service routes nowhere
+
+    # Given replica a (higher priority) in the chart's first operator pod and b in its second
+    started_at = time.monotonic()
+    a.process.start()
+    b.process.start()
+    _wait_for_records(cluster, {"e2e-a", "e2e-b"})
+
+    # Then exactly a's pod is labelled active, and the Service's EndpointSlices list exactly that pod
+    first_route = _routes_to_exactly(cluster, pod_a, ip_a, since=started_at, bound=30)
+    print(f"EndpointSlice lists the active pod {first_route:.1f} s after starting both replicas")
+    assert _labelled_active(cluster) == {pod_a}
+    assert b.process.is_active() is False
+
+    # When a is killed (SIGKILL: it cannot remove its own label)
+    killed_at = time.monotonic()
+    a.process.kill()
+
+    # Then b takes over, labels its pod and takes a's label off; the EndpointSlice switches to b's pod
+    after_kill = _routes_to_exactly(cluster, pod_b, ip_b, since=killed_at, bound=LIFETIME + KILL_MARGIN)
+    print(f"EndpointSlice switch-over after SIGKILL: {after_kill:.1f} s (peer lifetime {LIFETIME} s)")
+    assert _labelled_active(cluster) == {pod_b}
+    assert b.process.is_active()
+    _wait_for_records(cluster, {"e2e-b"})
+
+    # When a starts again in its pod, as a restarted container would (its priority is the higher)
+    restarted_at = time.monotonic()
+    a.process.start()
+
+    # Then a takes over again and b steps down: the EndpointSlice lists a's pod alone
+    after_restart = _routes_to_exactly(cluster, pod_a, ip_a, since=restarted_at, bound=30)
+    print(f"EndpointSlice switch-back after a restarts: {after_restart:.1f} s")
+    eventually(lambda: b.process.is_active() is False, what="replica b standby", timeout=15)
+    assert _labelled_active(cluster) == {pod_a}
+
+    # When a stops gracefully (SIGTERM: it removes its peering record and its label on the way out)
+    stopped_at = time.monotonic()
+    a.process.stop()
+
+    # Then the EndpointSlice switches to b's pod within seconds
+    after_term = _routes_to_exactly(
+        cluster, pod_b, ip_b, since=stopped_at, bound=GRACEFUL_BOUND + SLICE_MARGIN
+    )
+    print(f"EndpointSlice switch-over after SIGTERM: {after_term:.1f} s")
+    assert _labelled_active(cluster) == {pod_b}

@@ -334,8 +334,20 @@ def test_metrics_api_routes_to_the_active_replica_only() -> None:
     label_role = next(
         d for d in documents if d["kind"] == "Role" and d["metadata"]["name"].endswith("active-label")
     )
-    assert label_role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+    assert label_role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    # The active replica takes the label off the other replicas' pods: exactly the Deployment's pods
+    deployment = _one(documents, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    [selector] = [arg.split("=", 1)[1] for arg in args if arg.startswith("--active-pod-selector=")]
+    match_labels = deployment["spec"]["selector"]["matchLabels"]
+    assert selector == "app.kubernetes.io/instance=wf,app.kubernetes.io/name=workerfleet"
+    assert dict(pair.split("=") for pair in selector.split(",")) == match_labels
+    assert {**match_labels, "workerfleet.dev/active": "true"} == service["spec"]["selector"]
     keda = _render(VALUE_SETS["keda-mode"])
     assert not [d for d in keda if d["kind"] == "Role"]
     args = _one(keda, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--label-active-pod" not in args
+    assert not [arg for arg in args if arg.startswith("--active-pod-selector")]

@@ -27,6 +27,9 @@ class FakeKube:
         self.peering: dict[str, Any] | None = {"status": {"me": _record(10)}}
         self.reads: list[tuple[str, str, str, str]] = []
         self.labels: list[str | None] = []
+        self.pods: dict[str, dict[str, str]] = {}
+        """Other pods of the release, by name, with their labels."""
+        self.selectors: list[str] = []
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append((api_version, kind, namespace, name))
@@ -36,8 +39,19 @@ class FakeKube:
         return [POOL]
 
     def label_pod(self, namespace: str, name: str, labels: dict[str, str | None]) -> None:
-        assert (namespace, name) == SETTINGS.pod
+        assert SETTINGS.pod is not None
+        assert namespace == SETTINGS.pod[0]
+        if name != SETTINGS.pod[1]:
+            assert labels == {ACTIVE_LABEL: None}
+            self.pods[name].pop(ACTIVE_LABEL, None)
+            return
         self.labels.append(labels[ACTIVE_LABEL])
+
+    def pod_labels(self, namespace: str, label_selector: str) -> dict[str, dict[str, str]]:
+        assert SETTINGS.pod is not None
+        assert namespace == SETTINGS.pod[0]
+        self.selectors.append(label_selector)
+        return {name: labels for name, labels in self.pods.items() if ACTIVE_LABEL in labels}
 
 
 async def _until(condition: Any) -> None:
@@ -70,11 +84,11 @@ def test_standby_to_active_to_standby_tells_listeners_and_labels_the_pod() -> No
         task = await _follow(kube, activity)
         try:
             await _until(activity.is_active)
-            assert kube.labels == ["true"]
+            assert kube.labels == [None, "true"]  # a label left from before a restart goes first
             # A live peer with a higher priority appears
             kube.peering = {"status": {"me": _record(10), "other": _record(11)}}
             await _until(lambda: not activity.is_active())
-            await _until(lambda: kube.labels == ["true", None])
+            await _until(lambda: kube.labels == [None, "true", None])
             # ... and leaves gracefully
             kube.peering = {"status": {"me": _record(10)}}
             await _until(activity.is_active)
@@ -163,5 +177,79 @@ def test_pollers_poll_nothing_on_standby_and_catch_up_on_turning_active(
         assert started == [("media", "thumbs")]
         assert not [task for task in pollers._tasks.values() if not task.done()]
         await pollers.stop_all()
+
+    asyncio.run(scenario())
+
+
+def test_turning_active_takes_the_label_off_the_other_pods_of_the_release() -> None:
+    settings = PeeringSettings(
+        name="workerfleet",
+        identity="me",
+        priority=10,
+        lifetime_seconds=30,
+        pod=("wf-system", "wf-abc"),
+        pod_selector="app.kubernetes.io/instance=wf",
+    )
+
+    async def scenario() -> None:
+        kube, activity = FakeKube(), Activity()
+        # A killed replica's pod still carries the label; a standby's pod does not
+        kube.pods = {"wf-dead": {ACTIVE_LABEL: "true"}, "wf-standby": {}}
+        kube.peering = {"status": {"me": _record(10), "other": _record(11)}}
+        await activity.change(False, [])
+        task = await _follow(kube, activity, settings)
+        try:
+            await _until(lambda: len(kube.reads) >= 3)
+            assert kube.selectors == []  # a standby leaves the other pods alone
+            assert kube.pods["wf-dead"] == {ACTIVE_LABEL: "true"}
+            # The peer with the higher priority goes: this replica turns active
+            kube.peering = {"status": {"me": _record(10)}}
+            await _until(activity.is_active)
+            await _until(lambda: kube.pods["wf-dead"] == {})
+            assert kube.labels == [None, "true"]  # its own pod first, so the Service never routes nowhere
+            assert kube.selectors == [f"app.kubernetes.io/instance=wf,{ACTIVE_LABEL}"]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_sweep_is_tried_again_and_the_active_replica_sweeps_again_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = PeeringSettings(
+        name="workerfleet",
+        identity="me",
+        priority=10,
+        lifetime_seconds=30,
+        pod=("wf-system", "wf-abc"),
+        pod_selector="app.kubernetes.io/instance=wf",
+    )
+    monkeypatch.setattr(activity_module, "REMARK_SECONDS", 0.05)
+
+    class FlakyKube(FakeKube):
+        def pod_labels(self, namespace: str, label_selector: str) -> dict[str, dict[str, str]]:
+            if not self.selectors:
+                self.selectors.append("failed")
+                raise RuntimeError("the API server is away")
+            return super().pod_labels(namespace, label_selector)
+
+    async def scenario() -> None:
+        kube, activity = FlakyKube(), Activity()
+        kube.pods = {"wf-dead": {ACTIVE_LABEL: "true"}}
+        await activity.change(False, [])
+        task = await _follow(kube, activity, settings)
+        try:
+            await _until(lambda: kube.pods["wf-dead"] == {})  # after the failure, on the next check
+            # Someone labels another pod while this replica stays active: it goes again
+            kube.pods["wf-other"] = {ACTIVE_LABEL: "true"}
+            await _until(lambda: kube.pods["wf-other"] == {})
+            assert activity.is_active()
+            assert kube.labels[:2] == [None, "true"]
+            assert set(kube.labels[1:]) == {"true"}
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.planners.peering import Reason, Role, Verdict, decide_role, parse_peers
+from workerfleet.planners.peering import Reason, Role, Verdict, decide_role, parse_peers, pods_to_unmark
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 ME = "workerfleet-7d9c-abcde"
@@ -229,3 +229,23 @@ def test_expiry_mirrors_kopf(seconds: int) -> None:
     status = {ME: record(PRIORITY, seen_ago=0, lifetime=120), "other": record(PRIORITY + 1, seen_ago=seconds)}
     verdict = decide_role(status, identity=ME, priority=PRIORITY, now=NOW)
     assert verdict.active is (seconds >= 30)
+
+
+LABEL = "workerfleet.dev/active"
+MARKED = {LABEL: "true", "app.kubernetes.io/instance": "wf"}
+
+
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        pytest.param({}, [], id="no labelled pod"),
+        pytest.param({"me": MARKED}, [], id="only our own pod"),
+        pytest.param({"me": MARKED, "dead": MARKED}, ["dead"], id="a killed replica's pod"),
+        pytest.param({"dead": MARKED}, ["dead"], id="our own not labelled yet"),
+        pytest.param({"me": MARKED, "b": MARKED, "a": MARKED}, ["a", "b"], id="several, in name order"),
+        pytest.param({"me": MARKED, "other": {LABEL: "false"}}, ["other"], id="any value of the label"),
+        pytest.param({"me": MARKED, "other": {"app.kubernetes.io/instance": "wf"}}, [], id="unlabelled"),
+    ],
+)
+def test_pods_to_unmark(pods: dict[str, dict[str, str]], expected: list[str]) -> None:
+    assert pods_to_unmark("me", pods, LABEL) == expected

@@ -19,6 +19,15 @@ app.kubernetes.io/name: {{ include "workerfleet.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The selector labels as a label selector string: name=value,name=value. */}}
+{{- define "workerfleet.selector" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := include "workerfleet.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "workerfleet.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "workerfleet.selectorLabels" . }}

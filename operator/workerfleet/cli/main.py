@@ -56,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         lifetime_seconds=args.peering_lifetime,
         namespaces=namespaces,
         pod=pod_from_environment() if args.label_active_pod else None,
+        pod_selector=args.active_pod_selector or None,
     )
     kopf.run(
         clusterwide=not namespaces,
@@ -142,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label this replica's pod ($POD_NAMESPACE/$POD_NAME) workerfleet.dev/active=true while "
         "it is the active one, so the metrics API Service routes to it alone",
+    )
+    run.add_argument(
+        "--active-pod-selector",
+        default=None,
+        metavar="SELECTOR",
+        help="with --label-active-pod: label selector of all the operator's pods (e.g. "
+        "app.kubernetes.io/instance=workerfleet); on turning active, the replica takes the label off "
+        "every other pod it selects in $POD_NAMESPACE, which a killed replica cannot do itself",
     )
     run.add_argument(
         "--liveness",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from typing import Any
 import kopf
 
 from workerfleet.kube.client import Kube
-from workerfleet.planners.peering import Reason, Verdict, decide_role
+from workerfleet.planners.peering import Reason, Verdict, decide_role, pods_to_unmark
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ CHECK_SECONDS = 2.0
 """How often the peering object is read; bounds how late a replica notices a change of role."""
 ACTIVE_LABEL = "workerfleet.dev/active"
 """Set to "true" on the active replica's own pod: the metrics API Service selects it."""
+REMARK_SECONDS = 30.0
+"""While active, how often the replica labels its pod again and takes the label off other pods: heals a
+label that a replica which briefly thought itself active too took off (or a person did)."""
 
 Pools = list[dict[str, Any]]
 Listener = Callable[[bool, Pools], Awaitable[None]]
@@ -50,6 +54,10 @@ class PeeringSettings:
     """Watched namespaces (a KopfPeering in each); empty: cluster-wide (one ClusterKopfPeering)."""
     pod: tuple[str, str] | None = None
     """(namespace, name) of this replica's pod, to label it while active; None outside a pod."""
+    pod_selector: str | None = None
+    """Label selector of the release's operator pods (in the pod's namespace): on turning active, the
+    replica takes the label off every other one, since a killed replica cannot take off its own.
+    None: only this replica's own pod is labelled and unlabelled."""
 
 
 class Activity:
@@ -120,6 +128,31 @@ def _label_pod(api: Kube, settings: PeeringSettings, active: bool) -> bool:
     return True
 
 
+def _unmark_others(api: Kube, settings: PeeringSettings) -> None:
+    if settings.pod is None or settings.pod_selector is None:
+        return
+    namespace, name = settings.pod
+    marked = api.pod_labels(namespace, f"{settings.pod_selector},{ACTIVE_LABEL}")
+    for other in pods_to_unmark(name, marked, ACTIVE_LABEL):
+        api.label_pod(namespace, other, {ACTIVE_LABEL: None})
+        logger.info("took %s off pod %s/%s: its replica no longer acts", ACTIVE_LABEL, namespace, other)
+
+
+def _mark_pods(api: Kube, settings: PeeringSettings, active: bool) -> bool:
+    """Label this replica's pod (active) or take the label off (standby); when active, then take it off
+    every other pod of the release. False when a call failed: the caller tries again."""
+    if not _label_pod(api, settings, active):
+        return False
+    if not active:
+        return True
+    try:
+        _unmark_others(api, settings)
+    except Exception:
+        logger.exception("could not take %s off the other operator pods", ACTIVE_LABEL)
+        return False
+    return True
+
+
 def _describe(verdicts: list[Verdict]) -> str:
     blocking = [verdict for verdict in verdicts if not verdict.active]
     if not blocking:
@@ -136,7 +169,10 @@ def _describe(verdicts: list[Verdict]) -> str:
 
 async def follow_peering(settings: PeeringSettings, api: Kube, activity: Activity) -> None:
     """Read the peering object(s) until cancelled; tell `activity` when the role changes."""
-    labelled: bool | None = None
+    # Before anything else, a label left on this pod by its previous container (killed, so it could
+    # not take the label off) goes: this replica starts as a standby, whatever the peering object says.
+    labelled: bool | None = False if await asyncio.to_thread(_label_pod, api, settings, False) else None
+    marked_at = time.monotonic()
     logged: str | None = None
     while True:
         now = datetime.now(UTC)
@@ -156,8 +192,10 @@ async def follow_peering(settings: PeeringSettings, api: Kube, activity: Activit
             logged = description
         if not active and activity.is_active():
             await activity.change(False, [])
-        if labelled is not active:
-            labelled = active if await asyncio.to_thread(_label_pod, api, settings, active) else None
+        remark = active and labelled is True and time.monotonic() - marked_at >= REMARK_SECONDS
+        if labelled is not active or remark:
+            labelled = active if await asyncio.to_thread(_mark_pods, api, settings, active) else None
+            marked_at = time.monotonic()
         if active and not activity.is_active():
             try:
                 pools = await asyncio.to_thread(api.list_pools, settings.namespaces)

@@ -226,6 +226,12 @@ class Kube:
         )
         self._count_write()
 
+    def pod_labels(self, namespace: str, label_selector: str) -> dict[str, dict[str, str]]:
+        """Name to labels of the pods in `namespace` that `label_selector` selects."""
+        listing = self._resource("v1", "Pod").get(namespace=namespace, label_selector=label_selector)
+        pods = [item.to_dict() for item in listing.items]
+        return {str(pod["metadata"]["name"]): dict(pod["metadata"].get("labels") or {}) for pod in pods}
+
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret, decoded; the caller keeps it in memory only.
 

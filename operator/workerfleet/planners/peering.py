@@ -117,3 +117,13 @@ def decide_role(
     if own is None or not own.alive(now):
         return Verdict(Role.STANDBY, Reason.NOT_REGISTERED)
     return Verdict(Role.ACTIVE, Reason.HIGHEST_PRIORITY, (), own.deadline)
+
+
+def pods_to_unmark(own: str, marked: Mapping[str, Mapping[str, str]], label: str) -> list[str]:
+    """The pods the active replica takes `label` off: every pod of its release but its own that has it.
+
+    `marked` maps pod names to their labels (the release's pods that carry `label`, as listed). A
+    replica that was SIGKILLed, froze or lost its node cannot take its own label off, and the Service
+    would go on routing to its pod next to the new active one's.
+    """
+    return sorted(name for name, labels in marked.items() if name != own and label in labels)
