@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,8 +64,17 @@ async def _until(condition: Any) -> None:
     raise AssertionError("condition never held")
 
 
-async def _follow(kube: FakeKube, activity: Activity, settings: PeeringSettings = SETTINGS) -> Any:
-    return asyncio.create_task(follow_peering(settings, kube, activity))  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def _following(
+    kube: FakeKube, activity: Activity, settings: PeeringSettings = SETTINGS
+) -> AsyncIterator[None]:
+    """follow_peering running for the block, cancelled after it."""
+    task = asyncio.create_task(follow_peering(settings, kube, activity))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture(autouse=True)
@@ -81,8 +92,7 @@ def test_standby_to_active_to_standby_tells_listeners_and_labels_the_pod() -> No
 
         activity.listen(listener)
         await activity.change(False, [])  # as at start-up with peering
-        task = await _follow(kube, activity)
-        try:
+        async with _following(kube, activity):
             await _until(activity.is_active)
             assert kube.labels == [None, "true"]  # a label left from before a restart goes first
             # A live peer with a higher priority appears
@@ -92,9 +102,6 @@ def test_standby_to_active_to_standby_tells_listeners_and_labels_the_pod() -> No
             # ... and leaves gracefully
             kube.peering = {"status": {"me": _record(10)}}
             await _until(activity.is_active)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
         assert calls == [(False, []), (True, [POOL]), (False, []), (True, [POOL])]
         assert kube.reads[0] == ("kopf.dev/v1", "ClusterKopfPeering", "", "workerfleet")
 
@@ -106,14 +113,10 @@ def test_a_missing_peering_object_keeps_the_replica_standby() -> None:
         kube, activity = FakeKube(), Activity()
         kube.peering = None
         await activity.change(False, [])
-        task = await _follow(kube, activity)
-        try:
+        async with _following(kube, activity):
             await _until(lambda: len(kube.reads) >= 3)
             assert not activity.is_active()
             assert kube.labels == [None]  # a label left over from before a restart goes
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
 
@@ -132,14 +135,10 @@ def test_namespaced_operator_is_active_only_when_every_namespace_says_so() -> No
     async def scenario() -> None:
         kube, activity = PerNamespace(), Activity()
         await activity.change(False, [])
-        task = await _follow(kube, activity, settings)
-        try:
+        async with _following(kube, activity, settings):
             await _until(lambda: len(kube.reads) >= 4)
             assert not activity.is_active()
             assert {read[1:3] for read in kube.reads} == {("KopfPeering", "a"), ("KopfPeering", "b")}
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
 
@@ -197,8 +196,7 @@ def test_turning_active_takes_the_label_off_the_other_pods_of_the_release() -> N
         kube.pods = {"wf-dead": {ACTIVE_LABEL: "true"}, "wf-standby": {}}
         kube.peering = {"status": {"me": _record(10), "other": _record(11)}}
         await activity.change(False, [])
-        task = await _follow(kube, activity, settings)
-        try:
+        async with _following(kube, activity, settings):
             await _until(lambda: len(kube.reads) >= 3)
             assert kube.selectors == []  # a standby leaves the other pods alone
             assert kube.pods["wf-dead"] == {ACTIVE_LABEL: "true"}
@@ -208,9 +206,6 @@ def test_turning_active_takes_the_label_off_the_other_pods_of_the_release() -> N
             await _until(lambda: kube.pods["wf-dead"] == {})
             assert kube.labels == [None, "true"]  # its own pod first, so the Service never routes nowhere
             assert kube.selectors == [f"app.kubernetes.io/instance=wf,{ACTIVE_LABEL}"]
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
 
@@ -239,8 +234,7 @@ def test_a_failed_sweep_is_tried_again_and_the_active_replica_sweeps_again_later
         kube, activity = FlakyKube(), Activity()
         kube.pods = {"wf-dead": {ACTIVE_LABEL: "true"}}
         await activity.change(False, [])
-        task = await _follow(kube, activity, settings)
-        try:
+        async with _following(kube, activity, settings):
             await _until(lambda: kube.pods["wf-dead"] == {})  # after the failure, on the next check
             # Someone labels another pod while this replica stays active: it goes again
             kube.pods["wf-other"] = {ACTIVE_LABEL: "true"}
@@ -248,8 +242,5 @@ def test_a_failed_sweep_is_tried_again_and_the_active_replica_sweeps_again_later
             assert activity.is_active()
             assert kube.labels[:2] == [None, "true"]
             assert set(kube.labels[1:]) == {"true"}
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())

@@ -8,7 +8,6 @@ cooldown, fallback), then records status.queue and the autoscaling conditions wh
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from workerfleet.backends.sources import open_source
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
+from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
 from workerfleet.handlers.workerpool import kube, pool_lock, post_event
 from workerfleet.planners.scaling import (
     Pause,
@@ -232,40 +232,25 @@ async def _apply_decision(
     post_event(body, Event("Normal", reason, message))
 
 
-class Pollers:
-    """One polling task per autoscaled pool, driven by the pool's watch events.
-
-    Tasks rather than kopf daemons: a daemon makes kopf put a finalizer on every pool, which would
-    block deleting pools (and their namespaces) whenever the operator is not running.
-    """
+class Pollers(PoolTasks):
+    """One polling task per autoscaled pool, driven by the pool's watch events."""
 
     def __init__(self) -> None:
-        self._bodies: dict[tuple[str, str], dict[str, Any]] = {}
-        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        super().__init__()
+        self._bodies: dict[PoolKey, dict[str, Any]] = {}
 
     def update(self, body: dict[str, Any]) -> None:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        key = pool_key(body)
         self._bodies[key] = body
-        if _builtin_autoscaling(body.get("spec") or {}):
-            if not ACTIVITY.is_active():
-                return  # remembered; polled once this replica turns active
-            if key not in self._tasks or self._tasks[key].done():
-                self._tasks[key] = asyncio.create_task(self._poll(key), name=f"poll {key[0]}/{key[1]}")
-        else:
+        if not _builtin_autoscaling(body.get("spec") or {}):
             self.stop(key)
+        elif ACTIVITY.is_active():  # else remembered; polled once this replica turns active
+            self.start(key, self._poll, "poll")
 
-    def stop(self, key: tuple[str, str]) -> None:
+    def stop(self, key: PoolKey) -> None:
         self._bodies.pop(key, None)
-        task = self._tasks.pop(key, None)
-        if task is not None:
-            task.cancel()
+        super().stop(key)
         READINGS.forget(*key)
-
-    async def stop_all(self) -> None:
-        tasks = list(self._tasks.values())
-        for key in list(self._tasks):
-            self.stop(key)
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def on_activity(self, active: bool, pools: Pools) -> None:
         """Standby: stop polling (and serving readings). Active: poll exactly the pools that exist now."""
@@ -277,14 +262,14 @@ class Pollers:
             READINGS.clear()
             await asyncio.gather(*tasks, return_exceptions=True)
             return
-        current = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pools}
+        current = {pool_key(pool) for pool in pools}
         for key in [key for key in self._bodies if key not in current]:
             self.stop(key)
         for pool in pools:
             if not pool["metadata"].get("deletionTimestamp"):
                 self.update(pool)
 
-    async def _poll(self, key: tuple[str, str]) -> None:
+    async def _poll(self, key: PoolKey) -> None:
         """Poll until autoscaling is turned off or the pool goes; spec edits apply at the next poll."""
         namespace, name = key
         memory = PollMemory()
@@ -391,12 +376,7 @@ ACTIVITY.listen(POLLERS.on_activity)
 
 @kopf.on.event(GROUP, VERSION, "workerpools")
 async def autoscaling_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    raw: dict[str, Any] = json.loads(json.dumps(dict(body)))
-    key = (raw["metadata"].get("namespace", ""), raw["metadata"]["name"])
-    if type == "DELETED" or raw["metadata"].get("deletionTimestamp"):
-        POLLERS.stop(key)
-    else:
-        POLLERS.update(raw)
+    route_pool_event(POLLERS, type, body)
 
 
 @kopf.on.cleanup()

@@ -9,7 +9,6 @@ Tasks rather than kopf daemons, for the same reason as the queue pollers: no fin
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from workerfleet.api.workerpool import Analysis, RolloutPhase, RolloutStatus, Wo
 from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
+from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
 from workerfleet.handlers.workerpool import kube, reconcile_by_name
 from workerfleet.planners.rollout import (
     Measurement,
@@ -83,30 +83,15 @@ class _Metrics:
             await provider.close()
 
 
-class RolloutClocks:
+class RolloutClocks(PoolTasks):
     """One ticking task per pool whose canary is running, started and stopped by watch events."""
 
-    def __init__(self) -> None:
-        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-
     def update(self, body: dict[str, Any]) -> None:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        key = pool_key(body)
         if _running(body) and ACTIVITY.is_active():
-            if key not in self._tasks or self._tasks[key].done():
-                self._tasks[key] = asyncio.create_task(self._tick(key), name=f"rollout {key[0]}/{key[1]}")
+            self.start(key, self._tick, "rollout")
         else:
             self.stop(key)
-
-    def stop(self, key: tuple[str, str]) -> None:
-        task = self._tasks.pop(key, None)
-        if task is not None:
-            task.cancel()
-
-    async def stop_all(self) -> None:
-        tasks = list(self._tasks.values())
-        for key in list(self._tasks):
-            self.stop(key)
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def on_activity(self, active: bool, pools: Pools) -> None:
         """Standby: stop every clock. Active: start the clocks of the rollouts running now."""
@@ -117,7 +102,7 @@ class RolloutClocks:
             if not pool["metadata"].get("deletionTimestamp"):
                 self.update(pool)
 
-    async def _tick(self, key: tuple[str, str]) -> None:
+    async def _tick(self, key: PoolKey) -> None:
         """Tick until the rollout stops running; spec edits apply at the next tick."""
         namespace, name = key
         metrics = _Metrics(namespace, name)
@@ -171,12 +156,7 @@ ACTIVITY.listen(CLOCKS.on_activity)
 
 @kopf.on.event(GROUP, VERSION, "workerpools")
 async def rollout_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    raw: dict[str, Any] = json.loads(json.dumps(dict(body)))
-    key = (raw["metadata"].get("namespace", ""), raw["metadata"]["name"])
-    if type == "DELETED" or raw["metadata"].get("deletionTimestamp"):
-        CLOCKS.stop(key)
-    else:
-        CLOCKS.update(raw)
+    route_pool_event(CLOCKS, type, body)
 
 
 @kopf.on.cleanup()
