@@ -12,7 +12,7 @@ from redis import exceptions as redis_errors
 
 from workerfleet.api.workerpool import RedisStream
 from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
-from workerfleet.backends.redis_common import connect
+from workerfleet.backends.redis_common import connect, release
 
 
 def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
@@ -72,4 +72,4 @@ class RedisStreamDepth:
         return QueueSample(depth=int(lag) + pending, oldest_age_seconds=entry_age_seconds(oldest, now_ms))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await release(self._redis)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from prometheus_client import Counter
 
 from workerfleet.adapter.readings import Reading
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
@@ -51,6 +53,9 @@ DEADLINE_REFRESH_SECONDS = 30.0
 """JobType deadlines are read again this often, not on every poll (a poll can be every second)."""
 THROUGHPUT_SMOOTHING = 0.3
 """Weight of the newest throughput estimate in its moving average."""
+QUEUE_POLLS = Counter(
+    "workerfleet_queue_polls_total", "Reads of the pools' queues, by result (read or failed).", ["result"]
+)
 
 
 def _builtin_autoscaling(spec: Mapping[str, Any]) -> bool:
@@ -244,6 +249,12 @@ class Pollers(PoolTasks):
         source: DepthSource | None = None
         source_queue: Queue | None = None
         try:
+            body = self._bodies.get(key)
+            interval = ((body or {}).get("spec", {}).get("autoscaling") or {}).get(
+                "pollingIntervalSeconds", 0
+            )
+            # Pollers started together (at start-up, on turning active) spread over one interval.
+            await asyncio.sleep(random.uniform(0, float(interval)))  # noqa: S311  (not for security)
             while key in self._bodies and ACTIVITY.is_active():
                 body = self._bodies[key]
                 spec = WorkerPoolSpec.model_validate(body["spec"])
@@ -285,6 +296,7 @@ async def _poll_once(
 ) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     sample, error = await _read(source) if source is not None else (None, unusable)
+    QUEUE_POLLS.labels("read" if sample is not None else "failed").inc()
     if not ACTIVITY.is_active():
         return  # turned standby while reading: the active replica decides and writes
     now = datetime.now(UTC)
