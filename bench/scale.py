@@ -40,6 +40,7 @@ import yaml
 
 from e2e.cluster import PODS_PER_FAKE_NODE, REPOSITORY, Cluster
 from e2e.operator import OperatorProcess, install_crds
+from e2e.pki import BENCH_OPERATOR_USER
 from e2e.worker.servers import RedisServer
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec
@@ -283,13 +284,13 @@ class AuditLog:
         self._path = cluster.layout.audit_log
 
     def requests(self, since: float, until: float) -> list[dict[str, Any]]:
-        """Requests of the `operator` user received between two wall-clock times (Unix seconds)."""
+        """Requests of the benchmark operator's user received between two wall-clock times (Unix seconds)."""
         found = []
         paths = sorted(self._path.parent.glob(self._path.name + "*"))
         for path in paths:
             with path.open() as lines:
                 for line in lines:
-                    if '"username":"operator"' not in line:
+                    if f'"username":"{BENCH_OPERATOR_USER}"' not in line:
                         continue
                     event = json.loads(line)
                     if event.get("stage") != "ResponseComplete":

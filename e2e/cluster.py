@@ -162,7 +162,7 @@ AUDIT_POLICY = {
         # Every request of the benchmark's operator identity, reads included: the scale bench counts
         # them by verb. (The e2e suite's operator runs under the chart's identity, whose reads are not
         # logged.)
-        {"level": "Metadata", "users": ["operator"]},
+        {"level": "Metadata", "users": [pki.BENCH_OPERATOR_USER]},
         {"level": "None", "verbs": ["get", "list", "watch"]},
         # Node and lease heartbeats from kwok and the controllers would drown everything else.
         {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
