@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -58,6 +59,7 @@ RESTART_WATCH_SECONDS = 45.0
 SILENCE_SECONDS = 5.0
 """The operator has caught up once it has sent no request for this long."""
 OPERATOR_PORT_SHIFT = 17
+LATENCY_ROUNDS = 7
 RESULTS = REPOSITORY / "bench" / "results"
 RAW_KINDS = ("Deployment", "ServiceAccount", "Role", "RoleBinding", "ConfigMap")
 
@@ -435,6 +437,47 @@ def _measure(cluster: Cluster, pools: int, redis: RedisServer, log: Path) -> Siz
     return result
 
 
+def _apply_and_wait(cluster: Cluster, namespace: str, document: dict[str, Any], condition: str) -> float:
+    """Seconds from `kubectl apply` of one object until `kubectl wait` sees the condition (a watch)."""
+    kind, name = document["kind"].lower(), document["metadata"]["name"]
+    started = time.monotonic()
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=json.dumps(document))
+    cluster.kubectl(
+        "wait", f"--for=condition={condition}", f"{kind}/{name}", "-n", namespace, "--timeout=60s"
+    )
+    return time.monotonic() - started
+
+
+def single_pool_latency(cluster: Cluster, redis: RedisServer, log: Path) -> tuple[float, float]:
+    """Median seconds from apply to Available of one raw Deployment, and from apply to Ready of one pool
+    whose Deployment is the same, on an otherwise idle cluster with the operator running."""
+    prefix = "latency"
+    _create_namespaces(cluster, prefix)
+    namespace = _namespaces(prefix)[0]
+    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT)
+    raw, pooled = [], []
+    try:
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(_job_type()))
+        operator.start()
+        for round_ in range(LATENCY_ROUNDS):
+            job_types = {"work": JobTypeSpec.model_validate(_job_type()["spec"])}
+            pool = _pool(1000 + 2 * round_ + 1, redis.address)  # never autoscaled, never a canary
+            spec = WorkerPoolSpec.model_validate(pool["spec"])
+            deployment = next(
+                manifest
+                for manifest in plan_children(PoolRef(f"raw-{round_}", namespace, ""), spec, job_types).apply
+                if manifest["kind"] == "Deployment"
+            )
+            deployment["metadata"].pop("ownerReferences", None)
+            raw.append(_apply_and_wait(cluster, namespace, deployment, "Available"))
+            pool["metadata"]["name"] = f"pooled-{round_}"
+            pooled.append(_apply_and_wait(cluster, namespace, pool, "Ready"))
+    finally:
+        operator.stop()
+        _delete_namespaces(cluster, [prefix])
+    return statistics.median(raw), statistics.median(pooled)
+
+
 def _table(results: list[SizeResult]) -> str:
     header = (
         "| pools | floor (raw) | cold start | ratio | live | ratio | peak RSS | settled RSS "
@@ -536,19 +579,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="100,300,1000", help="pool counts, comma-separated")
+    parser.add_argument(
+        "--sizes", default="100,300,1000", help="pool counts, comma-separated; empty: one pool's latency only"
+    )
     args = parser.parse_args(argv)
-    sizes = [int(size) for size in args.sizes.split(",")]
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     results: list[SizeResult] = []
+    raw = pooled = 0.0
     with _cluster() as cluster, tempfile.TemporaryDirectory() as scratch:
         install_crds(cluster)
         # Room for every pod of the largest size, twice (cold and live run side by side), and spare.
-        nodes = max(2, math.ceil(2.5 * max(sizes) / PODS_PER_FAKE_NODE))
+        nodes = max(2, math.ceil(2.5 * max(sizes, default=0) / PODS_PER_FAKE_NODE))
         cluster.ensure_fake_nodes(nodes)
         (Path(scratch) / "redis").mkdir()
         redis = RedisServer(Path(scratch) / "redis")
         redis.start()
         try:
+            raw, pooled = single_pool_latency(cluster, redis, Path(scratch) / "operator-latency.log")
+            print(
+                f"one pool, apply to Ready: {pooled:.2f}s; the same Deployment applied raw, to Available: "
+                f"{raw:.2f}s; the operator adds {1000 * (pooled - raw):.0f} ms (medians of {LATENCY_ROUNDS})",
+                flush=True,
+            )
             for pools in sizes:
                 print(f"{pools} pools:", flush=True)
                 results.append(_measure(cluster, pools, redis, Path(scratch) / f"operator-{pools}.log"))
@@ -557,10 +609,15 @@ def main(argv: list[str] | None = None) -> int:
             extra = [f"node/kwok-node-{index}" for index in range(2, nodes)]
             if extra:
                 cluster.kubectl("delete", *extra, "--ignore-not-found", "--wait=false")
-    table = _table(results)
-    print(table)
+    if not results:
+        return 0
+    print(_table(results))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    record = {
+        "single_pool": {"raw_deployment_seconds": round(raw, 3), "pool_seconds": round(pooled, 3)},
+        "sizes": [asdict(r) for r in results],
+    }
+    (RESULTS / "scale.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / "scale.svg").write_text(_plot(results))
     print(f"wrote {RESULTS / 'scale.json'} and {RESULTS / 'scale.svg'}")
     return 0

@@ -12,11 +12,13 @@ from e2e.chart import OPERATOR_USER
 from e2e.cluster import Cluster
 from e2e.operator import OperatorProcess
 from e2e.waiting import eventually
+from workerfleet.backends.redis_common import MAX_CONNECTIONS_PER_SERVER
 from workerfleet.handlers.startup import MAX_CONCURRENT_RECONCILES
+from workerfleet.kube.client import CONNECTION_POOL_SIZE
 
-POOLS = 3 * MAX_CONCURRENT_RECONCILES + 4
-"""Past three times the operator's own concurrency limit: a start-up that holds a slot per object while
-it waits for all objects deadlocks here."""
+POOLS = 3 * max(MAX_CONCURRENT_RECONCILES, CONNECTION_POOL_SIZE, MAX_CONNECTIONS_PER_SERVER) + 4
+"""Past three times every concurrency limit of the operator: a start-up that holds a slot per object
+while it waits for all objects deadlocks here."""
 
 
 def _job_type(name: str) -> dict[str, Any]:
