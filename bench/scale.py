@@ -437,11 +437,15 @@ def _measure(cluster: Cluster, pools: int, redis: RedisServer, log: Path) -> Siz
     return result
 
 
-def _apply_and_wait(cluster: Cluster, namespace: str, document: dict[str, Any], condition: str) -> float:
-    """Seconds from `kubectl apply` of one object until `kubectl wait` sees the condition (a watch)."""
-    kind, name = document["kind"].lower(), document["metadata"]["name"]
+def _apply_and_wait(
+    cluster: Cluster, namespace: str, documents: list[dict[str, Any]], condition: str
+) -> float:
+    """Seconds from one `kubectl apply` until `kubectl wait` (a watch) sees the condition on the last
+    document."""
+    kind, name = documents[-1]["kind"].lower(), documents[-1]["metadata"]["name"]
+    listing = {"apiVersion": "v1", "kind": "List", "items": documents}
     started = time.monotonic()
-    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=json.dumps(document))
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=json.dumps(listing))
     cluster.kubectl(
         "wait", f"--for=condition={condition}", f"{kind}/{name}", "-n", namespace, "--timeout=60s"
     )
@@ -449,8 +453,8 @@ def _apply_and_wait(cluster: Cluster, namespace: str, document: dict[str, Any], 
 
 
 def single_pool_latency(cluster: Cluster, redis: RedisServer, log: Path) -> tuple[float, float]:
-    """Median seconds from apply to Available of one raw Deployment, and from apply to Ready of one pool
-    whose Deployment is the same, on an otherwise idle cluster with the operator running."""
+    """Median seconds from one apply of a pool's children, raw, to its Deployment Available; and from the
+    apply of the pool itself to Ready; on an otherwise idle cluster with the operator running."""
     prefix = "latency"
     _create_namespaces(cluster, prefix)
     namespace = _namespaces(prefix)[0]
@@ -463,15 +467,17 @@ def single_pool_latency(cluster: Cluster, redis: RedisServer, log: Path) -> tupl
             job_types = {"work": JobTypeSpec.model_validate(_job_type()["spec"])}
             pool = _pool(1000 + 2 * round_ + 1, redis.address)  # never autoscaled, never a canary
             spec = WorkerPoolSpec.model_validate(pool["spec"])
-            deployment = next(
+            children = [
                 manifest
                 for manifest in plan_children(PoolRef(f"raw-{round_}", namespace, ""), spec, job_types).apply
-                if manifest["kind"] == "Deployment"
-            )
-            deployment["metadata"].pop("ownerReferences", None)
-            raw.append(_apply_and_wait(cluster, namespace, deployment, "Available"))
+                if manifest["kind"] in RAW_KINDS
+            ]
+            for manifest in children:
+                manifest["metadata"].pop("ownerReferences", None)
+            children.sort(key=lambda manifest: manifest["kind"] == "Deployment")  # waited on: last
+            raw.append(_apply_and_wait(cluster, namespace, children, "Available"))
             pool["metadata"]["name"] = f"pooled-{round_}"
-            pooled.append(_apply_and_wait(cluster, namespace, pool, "Ready"))
+            pooled.append(_apply_and_wait(cluster, namespace, [pool], "Ready"))
     finally:
         operator.stop()
         _delete_namespaces(cluster, [prefix])
