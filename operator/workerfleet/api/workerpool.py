@@ -90,8 +90,9 @@ class RedisStream(ApiModel):
     stream: QueueName
     """Key of the stream."""
     consumer_group: QueueName
-    """Consumer group the workers read as; created at the end of the stream when missing. Queue
-    depth is the group's lag plus its pending entries."""
+    """Consumer group the workers read as; created at the start of the stream when missing, so jobs
+    added before the first worker started run too. Queue depth is the group's lag plus its pending
+    entries."""
     auth: RedisAuth | None = None
     """Credentials; absent connects without AUTH."""
     tls: TLSConfig | None = None

@@ -9,8 +9,9 @@ Dead-letter and review queues are streams on the same server (XADD, field `job`)
 An entry stays in the group's pending list until acknowledged. A live worker settles every entry within
 its job type's timeout, so an entry pending for longer than the longest timeout plus the heartbeat
 interval belongs to a vanished worker: upkeep reclaims it (XAUTOCLAIM) and runs it here. The group is
-created at the end of the stream when missing, as the WorkerPool API says. Acknowledged entries stay in
-the stream; producers bound it (XADD MAXLEN/MINID).
+created when missing (with the stream, MKSTREAM) at the start of the stream, id 0, so entries added
+before the first worker started are delivered too. Acknowledged entries stay in the stream; producers
+bound it (XADD MAXLEN/MINID).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class RedisStreamBackend:
     async def connect(self) -> None:
         with unavailable_on_connection_errors():
             try:
-                await self._redis.xgroup_create(self._stream, self._group, id="$", mkstream=True)
+                await self._redis.xgroup_create(self._stream, self._group, id="0", mkstream=True)
             except redis_errors.ResponseError as error:
                 if "BUSYGROUP" not in str(error):
                     raise

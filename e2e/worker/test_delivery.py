@@ -1,0 +1,55 @@
+"""Delivery guarantees of real `workerfleet worker` processes against real queue servers: nothing is lost,
+nothing runs twice that need not, and a job that keeps killing its worker ends in the dead-letter queue.
+
+Some tests run on one backend only, where the defect they pin down lives.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from e2e.waiting import eventually
+from e2e.worker.conftest import Workers
+from e2e.worker.queues import RedisStreamQueue
+from e2e.worker.servers import RedisServer
+from e2e.worker.test_worker_processes import events
+from workerfleet.worker.envelope import encode, new_envelope
+
+
+def redis_client(address: str) -> redis.Redis:
+    host, port = address.split(":")
+    return redis.Redis(host=host, port=int(port))
+
+
+def probe_body(job_id: str, payload: dict[str, Any] | None = None, job_type: str = "probe") -> bytes:
+    envelope = new_envelope(job_type, {"id": job_id, **(payload or {})}, now=datetime.now(UTC), job_id=job_id)
+    return encode(envelope)
+
+
+def log_messages(worker_logs: list[dict[str, Any]]) -> list[str]:
+    return [entry["message"] for entry in worker_logs]
+
+
+def test_stream_entries_added_before_any_worker_started_are_all_delivered(
+    redis_server: RedisServer, workers: Workers, probe_log: Path
+) -> None:
+    """A producer that only XADDs (no consumer group yet): the first worker must still run every job."""
+    queue = RedisStreamQueue(redis_server.address, f"jobs-{uuid.uuid4().hex[:8]}")
+    count = 300
+    with redis_client(redis_server.address) as client, client.pipeline(transaction=False) as pipe:
+        for index in range(count):
+            pipe.xadd(queue.name, {"job": probe_body(f"early-{index}")})
+        pipe.execute()
+    worker = workers.start(queue, concurrency=8)
+    eventually(
+        lambda: worker.jobs_total().get("succeeded", 0) >= count,
+        what=f"all {count} jobs enqueued before the first worker to be done",
+        timeout=60,
+    )
+    assert len({job_id for job_id, _pid in events(probe_log, "finish")}) == count
+    assert queue.held() == 0
