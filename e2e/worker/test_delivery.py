@@ -6,6 +6,9 @@ Some tests run on one backend only, where the defect they pin down lives.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +18,9 @@ import redis
 
 from e2e.waiting import eventually
 from e2e.worker.conftest import Workers
-from e2e.worker.queues import RedisStreamQueue
+from e2e.worker.queues import QueueUnderTest, RedisStreamQueue, describe
 from e2e.worker.servers import RedisServer
-from e2e.worker.test_worker_processes import events
+from e2e.worker.test_worker_processes import events, produce
 from workerfleet.worker.envelope import encode, new_envelope
 
 
@@ -52,4 +55,51 @@ def test_stream_entries_added_before_any_worker_started_are_all_delivered(
         timeout=60,
     )
     assert len({job_id for job_id, _pid in events(probe_log, "finish")}) == count
+    assert queue.held() == 0
+
+
+def enqueue_raw(queue: QueueUnderTest, bodies: list[bytes]) -> None:
+    """Put messages on the queue exactly as given, as a buggy or foreign producer might."""
+
+    async def send() -> None:
+        backend = queue.producer()
+        await backend.connect()
+        try:
+            for body in bodies:
+                await backend.enqueue(body)
+        finally:
+            await backend.close()
+
+    asyncio.run(send())
+
+
+def test_messages_a_worker_cannot_handle_are_dead_lettered_with_the_reason_never_deleted(
+    queue: QueueUnderTest, workers: Workers, probe_log: Path
+) -> None:
+    worker = workers.start(queue)
+    enqueue_raw(
+        queue,
+        [
+            b"\xffnot json at all",
+            json.dumps({"id": "half", "type": "probe"}).encode(),  # no enqueuedAt: not an envelope
+            probe_body("stranger", job_type="someone-elses"),
+        ],
+    )
+    produce(queue, [("ok", {})])
+    eventually(
+        lambda: len(queue.entries(f"{queue.name}.dlq")) >= 3 and worker.jobs_total().get("succeeded"),
+        what="the three unhandleable messages in the dead-letter queue and the good job done",
+        timeout=30,
+    )
+    dead = {envelope.id: envelope for envelope in queue.entries(f"{queue.name}.dlq")}
+    [garbage_id] = set(dead) - {"half", "stranger"}  # not JSON: the dead letter gets an id of its own
+    assert sorted(describe(list(dead.values()))) == sorted(
+        [(garbage_id, "MalformedEnvelope"), ("half", "MalformedEnvelope"), ("stranger", "UnknownJobType")]
+    )
+    assert dead[garbage_id].payload == {"originalBase64": base64.b64encode(b"\xffnot json at all").decode()}
+    assert json.loads(dead["half"].payload["original"]) == {"id": "half", "type": "probe"}
+    assert "enqueuedAt" in dead["half"].last_failure.message  # type: ignore[union-attr]
+    assert dead["stranger"].payload == {"id": "stranger"}
+    assert worker.jobs_total() == {"succeeded": 1, "dead_lettered": 3}
+    assert queue.entries(queue.name) == []
     assert queue.held() == 0

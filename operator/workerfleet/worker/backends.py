@@ -25,6 +25,22 @@ def check_credentials(auth: RedisAuth | RabbitMQAuth | None, credentials: Creden
         raise ConfigurationError("the queue's auth names a user, but WORKERFLEET_QUEUE_USERNAME is empty")
 
 
+def pool_dead_letter_queue(settings: WorkerSettings) -> str:
+    """Where messages go that no JobType can take (not an envelope, or a type the pool does not serve):
+    `<queue>.dlq` on the pool's own server."""
+    queue = settings.queue
+    name = (
+        queue.redis.list_key
+        if queue.redis is not None
+        else queue.redis_stream.stream
+        if queue.redis_stream is not None
+        else queue.rabbitmq.queue
+        if queue.rabbitmq is not None
+        else "workerfleet"
+    )
+    return f"{name}.dlq"
+
+
 def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
     queue = settings.queue
     configured = queue.redis or queue.redis_stream or queue.rabbitmq

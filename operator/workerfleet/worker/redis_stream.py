@@ -40,8 +40,8 @@ START_OF_PENDING = "0-0"
 
 
 def _deliveries(entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Delivery]:
-    # An entry without the job field (or deleted meanwhile) becomes an empty body: the runtime drops it
-    # as a malformed envelope, which acknowledges it.
+    # An entry without the job field (or deleted meanwhile) becomes an empty body: the runtime
+    # dead-letters it as a malformed envelope.
     return [
         Delivery(body=(fields or {}).get(JOB_FIELD, b""), handle=entry_id)
         for entry_id, fields in entries

@@ -31,6 +31,7 @@ from workerfleet.worker.envelope import (
     MalformedEnvelope,
     decode,
     encode,
+    quarantine,
     with_failure,
 )
 from workerfleet.worker.errors import JobError, NeedsReview
@@ -148,6 +149,7 @@ class Runtime:
         revision: str,
         concurrency: int,
         drain_seconds: float,
+        pool_dead_letter_queue: str,
         maintenance_interval_seconds: float,
         clock: Callable[[], datetime] = utc_now,
         sample: Callable[[], float] = random.random,
@@ -161,6 +163,7 @@ class Runtime:
         self._revision = revision
         self._concurrency = concurrency
         self._drain_seconds = drain_seconds
+        self._pool_dead_letter = pool_dead_letter_queue
         self._maintenance_interval = maintenance_interval_seconds
         self._clock = clock
         self._sample = sample
@@ -269,10 +272,11 @@ class Runtime:
         try:
             envelope = decode(delivery.body)
         except MalformedEnvelope as error:
+            # Never deleted: dead-lettered, wrapped in an envelope that keeps the original message.
             await self._settle(
                 delivery,
-                None,
-                give_up(Reason.MALFORMED_ENVELOPE, None),
+                quarantine(delivery.body, now=self._clock()),
+                give_up(Reason.MALFORMED_ENVELOPE, self._pool_dead_letter),
                 job_type="",
                 failure=Failure(None, str(error)),
             )
@@ -298,7 +302,9 @@ class Runtime:
             problem = (
                 "the pool serves no such job type" if spec is None else "this worker has no handler for it"
             )
-            dead_letter = dead_letter_queue(spec) if spec is not None else None
+            # Dead-lettered, never dropped: to the JobType's queue when the pool serves the type (this
+            # worker's image lacks the handler), else to the pool's own dead-letter queue.
+            dead_letter = (dead_letter_queue(spec) if spec is not None else None) or self._pool_dead_letter
             await self._settle(
                 delivery,
                 envelope,
