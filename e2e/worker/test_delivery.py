@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import redis
 
 from e2e.waiting import eventually
 from e2e.worker.conftest import Workers
-from e2e.worker.queues import QueueUnderTest, RedisStreamQueue, describe
+from e2e.worker.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue, describe
 from e2e.worker.servers import RedisServer
 from e2e.worker.test_worker_processes import events, produce
 from workerfleet.worker.envelope import encode, new_envelope
@@ -101,5 +102,74 @@ def test_messages_a_worker_cannot_handle_are_dead_lettered_with_the_reason_never
     assert "enqueuedAt" in dead["half"].last_failure.message  # type: ignore[union-attr]
     assert dead["stranger"].payload == {"id": "stranger"}
     assert worker.jobs_total() == {"succeeded": 1, "dead_lettered": 3}
+    assert queue.entries(queue.name) == []
+    assert queue.held() == 0
+
+
+def refuse_writes(queue: QueueUnderTest, name: str) -> None:
+    """Make the queue `name` refuse what is written to it: a Redis key of the wrong type (WRONGTYPE), or a
+    RabbitMQ queue of length 0 that rejects publishes (the broker nacks them)."""
+    if isinstance(queue, RabbitMQQueue):
+
+        async def declare() -> None:
+            connection = await aio_pika.connect(host="127.0.0.1", port=queue.server.port, timeout=5)
+            try:
+                channel = await connection.channel()
+                await channel.declare_queue(
+                    name, durable=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+                )
+            finally:
+                await connection.close()
+
+        asyncio.run(declare())
+        return
+    assert isinstance(queue, RedisListQueue | RedisStreamQueue)
+    with redis_client(queue.address) as client:
+        client.set(name, b"not a list or a stream")
+
+
+def accept_writes(queue: QueueUnderTest, name: str) -> None:
+    """Undo `refuse_writes`: the queue is gone, so the worker creates it afresh."""
+    if isinstance(queue, RabbitMQQueue):
+
+        async def delete() -> None:
+            connection = await aio_pika.connect(host="127.0.0.1", port=queue.server.port, timeout=5)
+            try:
+                channel = await connection.channel()
+                await channel.queue_delete(name)
+            finally:
+                await connection.close()
+
+        asyncio.run(delete())
+        return
+    assert isinstance(queue, RedisListQueue | RedisStreamQueue)
+    with redis_client(queue.address) as client:
+        client.delete(name)
+
+
+def test_a_job_whose_dead_letter_write_fails_stays_on_the_queue_until_the_write_succeeds(
+    queue: QueueUnderTest, workers: Workers, probe_log: Path
+) -> None:
+    dead_letters = f"{queue.name}.dlq"
+    refuse_writes(queue, dead_letters)
+    worker = workers.start(queue)
+    produce(queue, [("doomed", {"fail": "permanent"})])
+    eventually(
+        lambda: "the job's destination refused it; job given back for a later try"
+        in log_messages(worker.logs()),
+        what="the worker to report the refused dead-letter write",
+        timeout=30,
+    )
+    accept_writes(queue, dead_letters)
+    eventually(
+        lambda: describe(queue.entries(dead_letters)) == [("doomed", "PermanentError")],
+        what="the job to reach the dead-letter queue once it accepts writes",
+        timeout=30,
+    )
+    refused = [entry for entry in worker.logs() if entry["message"].startswith("the job's destination")]
+    assert refused[0]["destination"] == dead_letters
+    assert refused[0]["level"] == "error"
+    assert events(probe_log, "start")[0] == ("doomed", worker.pid)
+    assert worker.jobs_total() == {"dead_lettered": 1}
     assert queue.entries(queue.name) == []
     assert queue.held() == 0

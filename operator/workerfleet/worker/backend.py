@@ -21,6 +21,15 @@ class DeliveryLost(Exception):  # noqa: N818
     """A delivery can no longer be settled (its connection is gone); the server redelivers it."""
 
 
+class DestinationRefused(Exception):  # noqa: N818
+    """The server refused to write the job where it was to go (a Redis key of another type, a full or
+    vanished RabbitMQ queue). Nothing was removed: the job is still claimed, as it was."""
+
+    def __init__(self, destination: str, reason: str) -> None:
+        super().__init__(f"{destination}: {reason}")
+        self.destination = destination
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One job taken from the queue: the message as received and the backend's handle to settle it."""
@@ -53,10 +62,12 @@ class QueueBackend(Protocol):
         """The job is done: acknowledge it and remember its idempotency key."""
 
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
-        """Replace the job with `body` (its next attempt), available again after `delay_seconds`."""
+        """Replace the job with `body` (its next attempt), available again after `delay_seconds`.
+        The job is removed only once `body` is stored: else DestinationRefused, and nothing changed."""
 
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
-        """Take the job off the queue; put `body` on `queue` on the same server, or drop it when None."""
+        """Take the job off the queue; put `body` on `queue` on the same server, or drop it when None.
+        The job is removed only once `body` is on `queue`: else DestinationRefused, and nothing changed."""
 
     async def release(self, delivery: Delivery) -> None:
         """Give the job back untouched, at once, for any worker to take."""

@@ -5,7 +5,9 @@ connection drops (SIGKILL, lost node) the broker requeues it for another worker.
 queue `<queue>.retry.<ms>ms` whose message TTL dead-letters them back onto the queue when due (delays are
 rounded up to two significant digits, so few such queues exist; each deletes itself when unused).
 Dead-letter and review queues are durable queues published to through the default exchange, with
-publisher confirms, before the original is acknowledged.
+publisher confirms, before the original is acknowledged. A publish the broker does not confirm (nacked,
+say by a full queue with overflow reject-publish, or returned as unroutable because the queue vanished)
+raises DestinationRefused and leaves the original unacknowledged.
 
 Idempotency keys: RabbitMQ has no key-value store, and the WorkerPool API names no other store for a
 RabbitMQ pool, so completed keys are remembered by each worker process only (for the JobType's TTL).
@@ -26,7 +28,13 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from workerfleet.api.workerpool import RabbitMQ
-from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DeliveryLost
+from workerfleet.worker.backend import (
+    BackendUnavailable,
+    CompletedKey,
+    Delivery,
+    DeliveryLost,
+    DestinationRefused,
+)
 from workerfleet.worker.redis_support import split_host_port
 from workerfleet.worker.settings import Credentials
 
@@ -94,7 +102,8 @@ class RabbitMQBackend:
             self._generation += 1
             self._buffer = asyncio.Queue()
             self._known_queues.clear()
-            self._channel = await self._connection.channel(publisher_confirms=True)
+            # on_return_raises: an unroutable publish (no such queue) is an error, not a silent drop.
+            self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._channel.set_qos(prefetch_count=self._prefetch)
             await self._ensure_queue(self._queue_name)
 
@@ -166,13 +175,19 @@ class RabbitMQBackend:
         return handle.message
 
     async def _publish(self, queue: str, body: bytes) -> None:
+        """Publish and wait for the broker's confirm; DestinationRefused when it does not take the message."""
         channel = self._live_channel()
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
-            ),
-            routing_key=queue,
-        )
+        try:
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
+                ),
+                routing_key=queue,
+            )
+        except aiormq.exceptions.DeliveryError as error:  # nacked, or returned unroutable
+            self._known_queues.discard(queue)  # declared again next time, in case it vanished
+            reason = "unroutable" if isinstance(error, aiormq.exceptions.PublishError) else "not confirmed"
+            raise DestinationRefused(queue, f"rabbitmq: publish {reason}") from error
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         message = self._message(delivery)

@@ -27,9 +27,11 @@ from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_LIST,
+    SETTLE_LIST,
     due_ms,
     now_ms,
     redis_client,
+    refused_on_response_errors,
     unavailable_on_connection_errors,
 )
 from workerfleet.worker.settings import Credentials
@@ -60,6 +62,7 @@ class RedisListBackend:
         self._redis: Redis = redis_client(queue.address, queue.database, credentials)
         self._promote = self._redis.register_script(PROMOTE_TO_LIST)
         self._recover = self._redis.register_script(RECOVER)
+        self._settle = self._redis.register_script(SETTLE_LIST)
 
     def _processing(self, worker_id: str) -> str:
         return f"{self._queue}:processing:{worker_id}"
@@ -129,27 +132,24 @@ class RedisListBackend:
                 pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
                 await pipe.execute()
 
+    async def _settle_to(
+        self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
+    ) -> None:
+        """Write `body` to `destination`, then remove the job; nothing is removed if the write fails."""
+        processing = self._processing(self._worker_id)
+        keys = [processing, destination or processing]
+        with unavailable_on_connection_errors(), refused_on_response_errors(destination or processing):
+            await self._settle(keys=keys, args=[delivery.body, body, how, due])
+
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                pipe.zadd(self._delayed, {body: due_ms(delay_seconds)})
-                await pipe.execute()
+        await self._settle_to(delivery, self._delayed, body, "zadd", due_ms(delay_seconds))
 
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                if queue is not None:
-                    pipe.lpush(queue, body)
-                await pipe.execute()
+        await self._settle_to(delivery, queue, body, "lpush" if queue is not None else "none")
 
     async def release(self, delivery: Delivery) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                pipe.rpush(self._queue, delivery.body)  # the end workers take from: it runs next
-                await pipe.execute()
+        # Onto the end workers take from: it runs next.
+        await self._settle_to(delivery, self._queue, delivery.body, "rpush")
 
     async def is_completed(self, key: str) -> bool:
         with unavailable_on_connection_errors():

@@ -28,9 +28,11 @@ from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_STREAM,
+    SETTLE_STREAM,
     due_ms,
     now_ms,
     redis_client,
+    refused_on_response_errors,
     unavailable_on_connection_errors,
 )
 from workerfleet.worker.settings import Credentials
@@ -73,6 +75,7 @@ class RedisStreamBackend:
         self._reclaim_cursor = START_OF_PENDING
         self._redis: Redis = redis_client(queue.address, queue.database, credentials)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
+        self._settle = self._redis.register_script(SETTLE_STREAM)
 
     @property
     def _delayed(self) -> str:
@@ -139,25 +142,24 @@ class RedisStreamBackend:
                     pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
                 await pipe.execute()
 
+    async def _settle_to(
+        self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
+    ) -> None:
+        """Write `body` to `destination`, then acknowledge the entry; nothing changes if the write fails."""
+        keys = [self._stream, destination or self._stream]
+        with unavailable_on_connection_errors(), refused_on_response_errors(destination or self._stream):
+            await self._settle(keys=keys, args=[self._group, _entry_id(delivery), body, how, due])
+
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self._stream, self._group, _entry_id(delivery))
-                pipe.zadd(self._delayed, {body: due_ms(delay_seconds)})
-                await pipe.execute()
+        await self._settle_to(delivery, self._delayed, body, "zadd", due_ms(delay_seconds))
 
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self._stream, self._group, _entry_id(delivery))
-                if queue is not None:
-                    pipe.xadd(queue, {JOB_FIELD: body})
-                await pipe.execute()
+        await self._settle_to(delivery, queue, body, "xadd" if queue is not None else "none")
 
     async def release(self, delivery: Delivery) -> None:
         # A stream entry cannot go back to unread; a copy at the end, added as the original is
         # acknowledged, is free for any worker at once.
-        await self.move(delivery, self._stream, delivery.body)
+        await self._settle_to(delivery, self._stream, delivery.body, "xadd")
 
     async def is_completed(self, key: str) -> bool:
         with unavailable_on_connection_errors():

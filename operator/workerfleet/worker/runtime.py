@@ -24,7 +24,14 @@ from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
 from workerfleet.api.jobtype import FailureClass, JobTypeSpec
-from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DeliveryLost, QueueBackend
+from workerfleet.worker.backend import (
+    BackendUnavailable,
+    CompletedKey,
+    Delivery,
+    DeliveryLost,
+    DestinationRefused,
+    QueueBackend,
+)
 from workerfleet.worker.envelope import (
     Envelope,
     FailureRecord,
@@ -65,6 +72,9 @@ CANCEL_GRACE_SECONDS = 5.0
 """How long a cancelled async handler may take to unwind before the runtime moves on without it."""
 RELEASE_GRACE_SECONDS = 10.0
 """After the drain time, how long giving back the unfinished jobs may take."""
+GIVE_BACK_SECONDS_WITHOUT_POLICY = 60.0
+"""How long a job whose destination refused it waits before another try, when no JobType says
+(malformed and unknown ones); JobTypes use their backoff's maxSeconds."""
 
 
 @dataclass(frozen=True)
@@ -470,6 +480,22 @@ class Runtime:
             except DeliveryLost as error:
                 log.warning("job could not be settled", extra={**fields, "error": str(error)})
                 return
+            except DestinationRefused as error:
+                # Nothing was removed: the job is still ours. Give it back, unchanged, to run again later
+                # (a dead-letter queue someone broke must not eat jobs, nor make a worker spin on them).
+                spec = self._policies.get(envelope.type) if envelope is not None else None
+                delay = spec.retry.backoff.max_seconds if spec else GIVE_BACK_SECONDS_WITHOUT_POLICY
+                log.error(
+                    "the job's destination refused it; job given back for a later try",
+                    extra={
+                        **fields,
+                        "destination": error.destination,
+                        "error": str(error),
+                        "retry_in_seconds": delay,
+                    },
+                )
+                await self._give_back_later(delivery, delay, fields)
+                return
         if isinstance(decision, Release):
             log.info("job given back unfinished", extra=fields)
             return
@@ -480,6 +506,18 @@ class Runtime:
             log.info("job done", extra=details)
         else:
             log.warning("job not done", extra=details)
+
+    async def _give_back_later(self, delivery: Delivery, delay: float, fields: dict[str, Any]) -> None:
+        """The job as it came, available again after `delay` (or at once, if even that write fails)."""
+        try:
+            try:
+                await self._backend.retry(delivery, delivery.body, delay)
+            except DestinationRefused:
+                await self._backend.release(delivery)
+        except (BackendUnavailable, DeliveryLost, DestinationRefused) as error:
+            log.warning(
+                "job could not be given back; left for recovery", extra={**fields, "error": str(error)}
+            )
 
     async def _apply(
         self,
