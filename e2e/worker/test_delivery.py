@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,8 +156,9 @@ def test_a_job_whose_dead_letter_write_fails_stays_on_the_queue_until_the_write_
     worker = workers.start(queue)
     produce(queue, [("doomed", {"fail": "permanent"})])
     eventually(
-        lambda: "the job's destination refused it; job given back for a later try"
-        in log_messages(worker.logs()),
+        lambda: (
+            "the job's destination refused it; job given back for a later try" in log_messages(worker.logs())
+        ),
         what="the worker to report the refused dead-letter write",
         timeout=30,
     )
@@ -171,5 +173,37 @@ def test_a_job_whose_dead_letter_write_fails_stays_on_the_queue_until_the_write_
     assert refused[0]["level"] == "error"
     assert events(probe_log, "start")[0] == ("doomed", worker.pid)
     assert worker.jobs_total() == {"dead_lettered": 1}
+    assert queue.entries(queue.name) == []
+    assert queue.held() == 0
+
+
+def cut_connections(address: str, seconds: float) -> None:
+    """A connection blip: drop every other client's connection, again and again, for `seconds`."""
+    deadline = time.monotonic() + seconds
+    with redis_client(address) as client:
+        for _ in range(1_000):
+            if time.monotonic() >= deadline:
+                break
+            client.client_kill_filter(_type="normal", skipme=True)
+            time.sleep(0.02)
+
+
+def test_a_redis_list_worker_that_reconnects_does_not_give_away_the_jobs_it_is_running(
+    redis_server: RedisServer, workers: Workers, probe_log: Path
+) -> None:
+    queue = RedisListQueue(redis_server.address, f"jobs-{uuid.uuid4().hex[:8]}")
+    worker = workers.start(queue, concurrency=2)
+    produce(queue, [("running", {"sleep": 3})])
+    eventually(lambda: events(probe_log, "start"), what="the worker to start the job")
+    cut_connections(redis_server.address, 1.5)
+    eventually(
+        lambda: "reconnected to the queue" in log_messages(worker.logs()),
+        what="the worker to notice the blip and reconnect",
+        timeout=20,
+    )
+    eventually(lambda: events(probe_log, "finish"), what="the job to finish", timeout=20)
+    time.sleep(2)  # time enough for a duplicate to be taken, if the job had been given away
+    assert worker.jobs_total() == {"succeeded": 1}
+    assert [job_id for job_id, _pid in events(probe_log, "start")] == ["running"]
     assert queue.entries(queue.name) == []
     assert queue.held() == 0

@@ -11,6 +11,9 @@ Dead-letter and review queues are lists on the same server (LPUSH).
 
 A worker that vanishes (SIGKILL, OOM, lost node) stops renewing its heartbeat; the next worker whose
 upkeep finds it expired moves its processing list back onto L, in one script, so the jobs run again.
+A process recovers its own processing list only when it starts (a restarted container keeps its
+worker id, and what the earlier process held is orphaned); reconnecting after a connection blip leaves
+it alone, since the jobs in it are still running here.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class RedisListBackend:
         self._redis: Redis = redis_client(queue.address, queue.database, credentials)
         self._promote = self._redis.register_script(PROMOTE_TO_LIST)
         self._recover = self._redis.register_script(RECOVER)
+        self._started = False
         self._settle = self._redis.register_script(SETTLE_LIST)
 
     def _processing(self, worker_id: str) -> str:
@@ -94,8 +98,11 @@ class RedisListBackend:
 
     async def connect(self) -> None:
         with unavailable_on_connection_errors():
-            # Jobs left by an earlier process with this id (a restarted container) are ours to give back.
-            await self._recover_jobs_of(self._worker_id, force=True)
+            if not self._started:
+                # Jobs left by an earlier process with this id (a restarted container) are ours to give
+                # back. Only at the start: on a reconnect, our processing list holds jobs running here.
+                await self._recover_jobs_of(self._worker_id, force=True)
+                self._started = True
             await self._beat()
 
     async def close(self) -> None:
