@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import time
 import uuid
 from datetime import UTC, datetime
@@ -207,3 +208,59 @@ def test_a_redis_list_worker_that_reconnects_does_not_give_away_the_jobs_it_is_r
     assert [job_id for job_id, _pid in events(probe_log, "start")] == ["running"]
     assert queue.entries(queue.name) == []
     assert queue.held() == 0
+
+
+SLOW_JOB_TYPE = {
+    "slow-probe": {
+        "lane": "normal",
+        "timeoutSeconds": 60,
+        "input": {"schema": {"type": "object", "required": ["id"]}},
+        "retry": {"maxAttempts": 3, "backoff": {"initialSeconds": 0.2, "maxSeconds": 1, "multiplier": 2}},
+        "deadLetter": {"queue": "slow.dlq"},
+    }
+}
+"""A job type with a long timeout beside `probe` (4 s), so reclaim by the longest timeout would take a
+minute."""
+
+
+def produce_typed(queue: QueueUnderTest, job_type: str, jobs: list[tuple[str, dict[str, Any]]]) -> None:
+    enqueue_raw(queue, [probe_body(job_id, payload, job_type=job_type) for job_id, payload in jobs])
+
+
+def test_a_stream_entry_of_a_killed_worker_is_reclaimed_after_its_own_job_types_timeout(
+    redis_server: RedisServer, workers: Workers, probe_log: Path
+) -> None:
+    queue = RedisStreamQueue(redis_server.address, f"jobs-{uuid.uuid4().hex[:8]}")
+    doomed = workers.start(queue, extra_job_types=SLOW_JOB_TYPE)
+    produce(queue, [("quick", {"sleep": 30})])  # a `probe` job: timeoutSeconds 4
+    eventually(lambda: events(probe_log, "start"), what="the first worker to start the job")
+    killed_at = time.monotonic()
+    doomed.signal(signal.SIGKILL)
+    doomed.wait_exit()
+    survivor = workers.start(queue, extra_job_types=SLOW_JOB_TYPE)
+    eventually(
+        lambda: ("quick", survivor.pid) in events(probe_log, "start"),
+        what="another worker to reclaim the job after probe's 4 s timeout, not slow-probe's 60 s",
+        timeout=25,
+    )
+    assert time.monotonic() - killed_at < 25
+
+
+def test_a_restarted_stream_worker_runs_its_own_pending_entries_at_once(
+    redis_server: RedisServer, workers: Workers, probe_log: Path
+) -> None:
+    """A restarted container keeps its worker id (its consumer name): what the group still counts as
+    delivered to it, it re-reads at start instead of waiting for the reclaim of a vanished worker's."""
+    queue = RedisStreamQueue(redis_server.address, f"jobs-{uuid.uuid4().hex[:8]}")
+    worker_id = f"restarted-{uuid.uuid4().hex[:6]}"
+    first = workers.start(queue, worker_id=worker_id, extra_job_types=SLOW_JOB_TYPE)
+    produce_typed(queue, "slow-probe", [("long", {"sleep": 30})])
+    eventually(lambda: events(probe_log, "start"), what="the worker to start the job")
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    restarted = workers.start(queue, worker_id=worker_id, extra_job_types=SLOW_JOB_TYPE)
+    eventually(
+        lambda: ("long", restarted.pid) in events(probe_log, "start"),
+        what="the restarted worker to run its own pending entry at once (not after 60 s + heartbeat)",
+        timeout=10,
+    )

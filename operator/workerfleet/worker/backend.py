@@ -36,6 +36,9 @@ class Delivery:
 
     body: bytes
     handle: object
+    deliveries: int = 1
+    """How often the queue has handed out this job so far, this time included, without it being settled
+    (or given back): more than 1 means workers died holding it. 1 where the backend cannot tell."""
 
 
 @dataclass(frozen=True)

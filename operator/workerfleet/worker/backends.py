@@ -10,6 +10,7 @@ from workerfleet.worker.backend import QueueBackend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
+from workerfleet.worker.runtime import CANCEL_GRACE_SECONDS
 from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
 
 DEFAULT_TIMEOUT_SECONDS = 30
@@ -56,6 +57,9 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
         )
     if queue.redis_stream is not None:
         check_credentials(queue.redis_stream.auth, settings.credentials)
+        # A live worker settles an entry within its type's timeout, plus the grace a cancelled handler
+        # gets; past that and a heartbeat interval, its worker is gone.
+        margin = CANCEL_GRACE_SECONDS + settings.heartbeat_seconds
         longest_attempt = max(
             (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
         )
@@ -63,8 +67,11 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
             queue.redis_stream,
             settings.credentials,
             settings.worker_id,
-            reclaim_idle_seconds=longest_attempt + settings.heartbeat_seconds,
+            reclaim_idle_seconds=longest_attempt + margin,
             reclaim_interval_seconds=settings.heartbeat_seconds,
+            reclaim_idle_seconds_by_type={
+                name: spec.timeout_seconds + margin for name, spec in policies.items()
+            },
         )
     if queue.rabbitmq is not None:
         check_credentials(queue.rabbitmq.auth, settings.credentials)
