@@ -62,7 +62,7 @@ def probe_policies(queue_name: str, extra_job_types: dict[str, Any] | None = Non
                         "properties": {
                             "id": {"type": "string"},
                             "sleep": {"type": "number"},
-                            "fail": {"enum": ["transient", "permanent", "review"]},
+                            "fail": {"enum": ["transient", "permanent", "review", "crash"]},
                         },
                     }
                 },

@@ -264,3 +264,33 @@ def test_a_restarted_stream_worker_runs_its_own_pending_entries_at_once(
         what="the restarted worker to run its own pending entry at once (not after 60 s + heartbeat)",
         timeout=10,
     )
+
+
+def test_a_job_that_kills_its_worker_every_time_is_dead_lettered_as_crashed(
+    queue: QueueUnderTest, workers: Workers, probe_log: Path
+) -> None:
+    """A poison job (its handler takes the process down: SIGKILL, OOM, segfault) must not be redelivered
+    forever: after maxAttempts (3) deliveries it goes to the dead-letter queue with reason Crashed."""
+    worker_id = f"crashing-{uuid.uuid4().hex[:6]}"  # a container restarted in place keeps its id
+    produce(queue, [("poison", {"fail": "crash"})])
+    dead_letters = f"{queue.name}.dlq"
+    for _round in range(6):
+        worker = workers.start(queue, worker_id=worker_id, wait=False)
+        eventually(
+            lambda: worker.process.poll() is not None or queue.entries(dead_letters),  # noqa: B023
+            what="the worker to crash on the job, or the job to be dead-lettered",
+            timeout=30,
+        )
+        if queue.entries(dead_letters):
+            break
+    assert describe(queue.entries(dead_letters)) == [("poison", "Crashed")]
+    [dead] = queue.entries(dead_letters)
+    assert dead.last_failure is not None
+    assert "3" in dead.last_failure.message
+    assert [job_id for job_id, _pid in events(probe_log, "start")] == ["poison"] * 3
+    assert worker.process.poll() is None
+    eventually(
+        lambda: worker.jobs_total() == {"dead_lettered": 1}, what="the dead letter counted", timeout=10
+    )
+    assert queue.entries(queue.name) == []
+    eventually(lambda: queue.held() == 0, what="nothing held", timeout=10)

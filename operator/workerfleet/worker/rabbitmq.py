@@ -9,6 +9,13 @@ publisher confirms, before the original is acknowledged. A publish the broker do
 say by a full queue with overflow reject-publish, or returned as unroutable because the queue vanished)
 raises DestinationRefused and leaves the original unacknowledged.
 
+Crash counting (Delivery.deliveries), without any store besides the broker: a quorum queue counts
+redeliveries itself (`x-delivery-count`). A classic queue only flags a redelivery (`redelivered`), so a
+worker that receives a redelivered message publishes a copy carrying `x-workerfleet-deliveries` (the
+deliveries so far) and acknowledges the original, without running it; the copy is what runs, and counts
+on from there. Giving a job back on shutdown also publishes such a copy (with the count unchanged)
+instead of a nack, which would count as a redelivery. The copy goes to the end of the queue.
+
 Idempotency keys: RabbitMQ has no key-value store, and the WorkerPool API names no other store for a
 RabbitMQ pool, so completed keys are remembered by each worker process only (for the JobType's TTL).
 A redelivery to the same process is caught; one to another process is not.
@@ -39,6 +46,8 @@ from workerfleet.worker.redis_support import split_host_port
 from workerfleet.worker.settings import Credentials
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+DELIVERIES_HEADER = "x-workerfleet-deliveries"
+BROKER_DELIVERY_COUNT = "x-delivery-count"
 DELAY_QUEUE_EXPIRY_MARGIN_MS = 60_000
 GUEST = "guest"
 
@@ -48,6 +57,21 @@ def quantized_delay_ms(delay_seconds: float) -> int:
     milliseconds = max(math.ceil(delay_seconds * 1000), 1)
     step = int(10 ** max(len(str(milliseconds)) - 2, 0))
     return math.ceil(milliseconds / step) * step
+
+
+def deliveries_of(message: AbstractIncomingMessage) -> int:
+    """How often this job was handed out unsettled, this time included (see the module's docstring)."""
+    headers = message.headers or {}
+    carried = headers.get(DELIVERIES_HEADER)
+    base = carried if isinstance(carried, int) and carried >= 1 else 1
+    counted = headers.get(BROKER_DELIVERY_COUNT)
+    if isinstance(counted, int):
+        return base + counted
+    return base + (1 if message.redelivered else 0)
+
+
+def _counted_by_broker(message: AbstractIncomingMessage) -> bool:
+    return isinstance((message.headers or {}).get(BROKER_DELIVERY_COUNT), int)
 
 
 @dataclass(frozen=True)
@@ -159,9 +183,19 @@ class RabbitMQBackend:
         messages = [first]
         while len(messages) < max_count and not self._buffer.empty():
             messages.append(self._buffer.get_nowait())
-        return [
-            Delivery(body=message.body, handle=_Handle(self._generation, message)) for message in messages
-        ]
+        deliveries: list[Delivery] = []
+        for message in messages:
+            count = deliveries_of(message)
+            if message.redelivered and not _counted_by_broker(message):
+                # A classic queue cannot count: requeue a copy that carries the count, run that one.
+                with _unavailable_on_connection_errors():
+                    await self._publish(self._queue_name, message.body, deliveries=count)
+                    await message.ack()
+                continue
+            deliveries.append(
+                Delivery(body=message.body, handle=_Handle(self._generation, message), deliveries=count)
+            )
+        return deliveries
 
     def _message(self, delivery: Delivery) -> AbstractIncomingMessage:
         handle = delivery.handle
@@ -174,13 +208,17 @@ class RabbitMQBackend:
             raise DeliveryLost("its channel closed; the broker redelivers it")
         return handle.message
 
-    async def _publish(self, queue: str, body: bytes) -> None:
-        """Publish and wait for the broker's confirm; DestinationRefused when it does not take the message."""
+    async def _publish(self, queue: str, body: bytes, *, deliveries: int | None = None) -> None:
+        """Publish and wait for the broker's confirm; DestinationRefused when it does not take the message.
+        `deliveries`: the crash count the copy carries (a redelivered or given-back job)."""
         channel = self._live_channel()
         try:
             await channel.default_exchange.publish(
                 aio_pika.Message(
-                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
+                    body,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type="application/json",
+                    headers={DELIVERIES_HEADER: deliveries} if deliveries is not None else None,
                 ),
                 routing_key=queue,
             )
@@ -227,7 +265,9 @@ class RabbitMQBackend:
     async def release(self, delivery: Delivery) -> None:
         message = self._message(delivery)
         with _unavailable_on_connection_errors():
-            await message.nack(requeue=True)
+            # A copy with the count as it is, then the ack: a nack would count the give-back as a crash.
+            await self._publish(self._queue_name, message.body, deliveries=delivery.deliveries)
+            await message.ack()
 
     async def is_completed(self, key: str) -> bool:
         expiry = self._completed.get(key)

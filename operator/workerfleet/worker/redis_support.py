@@ -95,14 +95,16 @@ return #due
 
 # Settling a job in one script, destination first: an error reply from the write (WRONGTYPE, OOM) stops
 # the script before the job is removed, which MULTI/EXEC would not do (it runs the other commands).
-# KEYS[1]: the processing list; KEYS[2]: the destination. ARGV: the job as held, the body to write, how
-# ("lpush" a dead-letter or review queue, "rpush" back onto the queue, "zadd" a retry, "none" to drop),
-# the retry's due time.
+# KEYS[1]: the processing list; KEYS[2]: the destination; KEYS[3]: the crash counts. ARGV: the job as
+# held, the body to write, how ("lpush" a dead-letter or review queue, "rpush" back onto the queue,
+# "zadd" a retry, "none" to drop), the retry's due time. A job settled here did not crash its worker,
+# so its crash count goes, except when it goes back unchanged ("rpush": given back on shutdown).
 SETTLE_LIST = """
 local how = ARGV[3]
 if how == 'lpush' then redis.call('LPUSH', KEYS[2], ARGV[2])
 elseif how == 'rpush' then redis.call('RPUSH', KEYS[2], ARGV[2])
 elseif how == 'zadd' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
+if how ~= 'rpush' then redis.call('HDEL', KEYS[3], ARGV[1]) end
 return redis.call('LREM', KEYS[1], 1, ARGV[1])
 """
 

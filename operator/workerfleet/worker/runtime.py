@@ -55,6 +55,7 @@ from workerfleet.worker.policy import (
     admit,
     after_failure,
     after_review_request,
+    crashed_too_often,
     dead_letter_queue,
     give_up,
     idempotency_key,
@@ -321,6 +322,16 @@ class Runtime:
                 give_up(Reason.UNKNOWN_JOB_TYPE, dead_letter),
                 job_type="",
                 failure=Failure(None, f"job type {envelope.type!r}: {problem}"),
+            )
+            return
+        crashed = crashed_too_often(delivery.deliveries, spec)
+        if crashed is not None:
+            lost = delivery.deliveries - 1
+            await self._settle(
+                delivery,
+                envelope,
+                crashed,
+                failure=Failure(None, f"its worker died during each of its last {lost} deliveries"),
             )
             return
         invalid = self._validation_problem(envelope, spec)
