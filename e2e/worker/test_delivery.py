@@ -22,7 +22,7 @@ import redis
 from e2e.waiting import eventually
 from e2e.worker.conftest import Workers
 from e2e.worker.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue, describe
-from e2e.worker.servers import RedisServer
+from e2e.worker.servers import RabbitMQServer, RedisServer
 from e2e.worker.test_worker_processes import events, produce
 from workerfleet.worker.envelope import encode, new_envelope
 
@@ -294,3 +294,43 @@ def test_a_job_that_kills_its_worker_every_time_is_dead_lettered_as_crashed(
     )
     assert queue.entries(queue.name) == []
     eventually(lambda: queue.held() == 0, what="nothing held", timeout=10)
+
+
+def test_a_draining_rabbitmq_worker_takes_no_more_messages_and_gives_back_prefetched_ones(
+    rabbitmq_server: RabbitMQServer, workers: Workers, probe_log: Path
+) -> None:
+    queue = RabbitMQQueue(rabbitmq_server.address, f"jobs-{uuid.uuid4().hex[:8]}", rabbitmq_server)
+    worker = workers.start(queue, concurrency=2, drain_seconds=20)
+    produce(queue, [("long", {"sleep": 3.5}), ("short", {"sleep": 1}), ("waiting", {})])  # timeout: 4 s
+    eventually(lambda: len(events(probe_log, "start")) == 2, what="the worker to start two jobs")
+    worker.signal(signal.SIGTERM)
+    eventually(
+        lambda: events(probe_log, "finish"), what="the short job to finish during the drain", interval=0.1
+    )
+    time.sleep(0.3)
+    # The broker must not hand the draining worker the next message when a slot frees up: it stays
+    # ready on the queue for other workers, while the long job still runs.
+    assert describe(queue.entries(queue.name)) == [("waiting", None)]
+    assert events(probe_log, "finish") == [("short", worker.pid)]
+    assert worker.wait_exit() == 0
+    assert [job_id for job_id, _pid in events(probe_log, "start")] == ["long", "short"]
+    assert describe(queue.entries(queue.name)) == [("waiting", None)]
+
+
+def test_a_rabbitmq_worker_asks_for_a_consumer_timeout_that_fits_its_longest_job_type(
+    rabbitmq_server: RabbitMQServer, workers: Workers
+) -> None:
+    """The broker's default consumer timeout (30 min) would close the channel under a longer job. The
+    worker sets x-consumer-timeout on its consumer (honoured by RabbitMQ 3.11.15 and later; older
+    brokers ignore it and need `consumer_timeout` in their configuration)."""
+    queue = RabbitMQQueue(rabbitmq_server.address, f"jobs-{uuid.uuid4().hex[:8]}", rabbitmq_server)
+    long_type = {**SLOW_JOB_TYPE, "slow-probe": {**SLOW_JOB_TYPE["slow-probe"], "timeoutSeconds": 3600}}
+    workers.start(queue, extra_job_types=long_type)
+    produce(queue, [("one", {})])  # the consumer is registered on the first receive
+    arguments = eventually(
+        lambda: rabbitmq_server.consumer_arguments(queue.name),
+        what="the worker's consumer to be registered",
+        timeout=30,
+    )
+    timeout_ms = int(arguments["x-consumer-timeout"])
+    assert 3600_000 < timeout_ms <= 3600_000 + 120_000

@@ -61,6 +61,10 @@ class QueueBackend(Protocol):
     async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
         """Up to `max_count` jobs; waits at most about `wait_seconds` for the first one."""
 
+    async def stop_receiving(self) -> None:
+        """A drain begins: take no more jobs, and give back at once any the server already pushed to this
+        worker that were not handed out yet (RabbitMQ's prefetched messages)."""
+
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         """The job is done: acknowledge it and remember its idempotency key."""
 

@@ -14,6 +14,9 @@ from workerfleet.worker.runtime import CANCEL_GRACE_SECONDS
 from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
 
 DEFAULT_TIMEOUT_SECONDS = 30
+CONSUMER_TIMEOUT_MARGIN_SECONDS = 60.0
+"""Added to the longest timeoutSeconds for RabbitMQ's consumer timeout: the cancel grace, settling, and
+a message waiting in the prefetch buffer for a free slot."""
 
 
 def check_credentials(auth: RedisAuth | RabbitMQAuth | None, credentials: Credentials) -> None:
@@ -75,7 +78,16 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
         )
     if queue.rabbitmq is not None:
         check_credentials(queue.rabbitmq.auth, settings.credentials)
-        return RabbitMQBackend(queue.rabbitmq, settings.credentials, prefetch=settings.concurrency)
+        longest_attempt = max(
+            (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
+        )
+        return RabbitMQBackend(
+            queue.rabbitmq,
+            settings.credentials,
+            prefetch=settings.concurrency,
+            # A message stays unacknowledged for at most its attempt, the cancel grace and the settling.
+            consumer_timeout_seconds=longest_attempt + CONSUMER_TIMEOUT_MARGIN_SECONDS,
+        )
     raise ConfigurationError(
         "queue.prometheus only tells the operator the queue's depth; the workers of such a pool consume "
         "their queue with their own client, not with `workerfleet worker`"

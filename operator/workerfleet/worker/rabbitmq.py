@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from pamqp.common import FieldTable
 
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.worker.backend import (
@@ -91,7 +92,15 @@ def _unavailable_on_connection_errors() -> Iterator[None]:
 
 
 class RabbitMQBackend:
-    def __init__(self, queue: RabbitMQ, credentials: Credentials, prefetch: int) -> None:
+    def __init__(
+        self,
+        queue: RabbitMQ,
+        credentials: Credentials,
+        prefetch: int,
+        consumer_timeout_seconds: float | None = None,
+    ) -> None:
+        """`consumer_timeout_seconds`: asked of the broker as the consumer's x-consumer-timeout, so a long
+        job does not get the channel closed under it (the broker's default is 30 minutes)."""
         self._settings = queue
         self._queue_name = queue.queue
         self._credentials = credentials
@@ -103,6 +112,10 @@ class RabbitMQBackend:
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._known_queues: set[str] = set()
         self._completed: dict[str, float] = {}
+        self._consumer_timeout_ms = (
+            math.ceil(consumer_timeout_seconds * 1000) if consumer_timeout_seconds is not None else None
+        )
+        self._receiving = True
 
     def _live_channel(self) -> AbstractChannel:
         if self._connection is None or self._connection.is_closed or self._channel is None:
@@ -135,7 +148,10 @@ class RabbitMQBackend:
         """Subscribe on the first receive, so a producer that only enqueues never takes jobs."""
         with _unavailable_on_connection_errors():
             queue = await self._ensure_queue(self._queue_name)
-            tag = await queue.consume(self._buffer.put, no_ack=False)
+            arguments: FieldTable | None = (
+                {"x-consumer-timeout": self._consumer_timeout_ms} if self._consumer_timeout_ms else None
+            )
+            tag = await queue.consume(self._buffer.put, no_ack=False, arguments=arguments)
         self._consumer = (queue, tag)
 
     async def _ensure_queue(self, name: str) -> AbstractQueue:
@@ -162,17 +178,36 @@ class RabbitMQBackend:
             # Closing the connection requeues whatever it still holds unacknowledged.
             await connection.close()
 
-    async def close(self) -> None:
+    async def stop_receiving(self) -> None:
+        """Cancel the consumer (basic.cancel), then give back what was prefetched and not handed out."""
+        self._receiving = False
         with _unavailable_on_connection_errors():
             if self._consumer is not None and self._connection is not None and not self._connection.is_closed:
                 queue, tag = self._consumer
+                self._consumer = None
                 await queue.cancel(tag)
-                while not self._buffer.empty():
-                    await self._buffer.get_nowait().nack(requeue=True)
+            await self._give_back_buffered()
+
+    async def _give_back_buffered(self) -> None:
+        """Prefetched messages back to the queue, at once, each as a copy keeping its crash count (a nack
+        would count as a redelivery), then acknowledged."""
+        if self._channel is None or self._channel.is_closed:
+            return  # the broker requeued them when the channel closed
+        while not self._buffer.empty():
+            message = self._buffer.get_nowait()
+            await self._publish(self._queue_name, message.body, deliveries=deliveries_of(message))
+            await message.ack()
+
+    async def close(self) -> None:
+        with _unavailable_on_connection_errors():
+            if self._connection is not None and not self._connection.is_closed:
+                await self.stop_receiving()
             await self._disconnect()
 
     async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
         self._live_channel()
+        if not self._receiving:
+            return []
         if self._consumer is None:
             await self._start_consuming()
         try:

@@ -152,6 +152,9 @@ class RedisListBackend:
             for body, count in zip(bodies, crashes, strict=True)
         ]
 
+    async def stop_receiving(self) -> None:
+        """Nothing to do: jobs are taken only by receive, and none wait in this process unhanded."""
+
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         with unavailable_on_connection_errors():
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -265,6 +265,12 @@ class Runtime:
         log.info("reconnected to the queue")
 
     async def _drain(self) -> None:
+        try:
+            await self._backend.stop_receiving()
+        except BackendUnavailable as error:
+            log.warning(
+                "could not stop receiving; the queue server takes jobs back", extra={"error": str(error)}
+            )
         if not self._in_flight:
             return
         log.info(
