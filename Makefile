@@ -58,10 +58,12 @@ DEMO_LINGER ?= 300
 demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
 	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
-bench: $(INSTALLED) binaries ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction times; canary rollback latency
+BENCH_SCALE_SIZES ?= 100,300,1000
+bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction; rollback latency; operator at scale
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.autoscaling_reaction
 	$(BIN)/python -m bench.rollback_latency
+	$(BIN)/python -m bench.scale --sizes $(BENCH_SCALE_SIZES)
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -25,7 +25,7 @@ import redis
 import yaml
 
 from e2e.cluster import HPA_SYNC_PERIOD, Cluster
-from e2e.operator import install_crds, register_metrics_api, running_operator
+from e2e.operator import install_crds, register_metrics_api, running_operator, unregister_metrics_api
 from e2e.worker.servers import RedisServer
 
 BACKLOG = 400
@@ -125,6 +125,7 @@ def main() -> None:
                 server.stop()
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        unregister_metrics_api(cluster)
         if started_here:
             cluster.down()
 

@@ -76,6 +76,14 @@ def register_metrics_api(cluster: Cluster) -> None:
     )
 
 
+def unregister_metrics_api(cluster: Cluster) -> None:
+    """Take away what `register_metrics_api` made, so that a chart installed later can own the APIService
+    (Helm refuses to adopt one it did not make), and discovery does not wait on a server that is gone."""
+    namespace, service = METRICS_API_SERVICE
+    cluster.kubectl("delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found")
+    cluster.kubectl("delete", "service", service, "-n", namespace, "--ignore-not-found")
+
+
 @dataclass(frozen=True)
 class Peering:
     """How one operator process takes part in kopf peering."""
@@ -200,6 +208,10 @@ class OperatorProcess:
             if line.startswith("workerfleet_operator_active "):
                 return float(line.split()[1]) == 1.0
         return None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:

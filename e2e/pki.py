@@ -16,6 +16,8 @@ VALIDITY = datetime.timedelta(days=365)
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 FRONT_PROXY_CLIENT = "front-proxy-client"
+BENCH_OPERATOR_USER = "workerfleet-operator"
+"""The identity OperatorProcess runs as by default (system:masters), for benchmarks."""
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -178,7 +180,7 @@ def ensure_pki(directory: Path) -> ClusterPki:
         # kwok plays every node's kubelet at once, so no single node identity fits it.
         kwok=ca.issue("kwok", "kwok-controller", organization="system:masters"),
         # The operator under test, as a user of its own so the audit log tells its writes apart.
-        operator=ca.issue("operator", "workerfleet-operator", organization="system:masters"),
+        operator=ca.issue("operator", BENCH_OPERATOR_USER, organization="system:masters"),
         front_proxy_ca=front_proxy.pair,
         front_proxy_client=front_proxy.issue("front-proxy-client", FRONT_PROXY_CLIENT),
         service_account_key=service_account_key,

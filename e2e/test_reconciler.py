@@ -12,6 +12,7 @@ import yaml
 from e2e.chart import OPERATOR_USER
 from e2e.cluster import REPOSITORY, Cluster
 from e2e.waiting import eventually
+from e2e.worker.servers import RedisServer
 
 EXAMPLES = REPOSITORY / "examples"
 
@@ -259,10 +260,30 @@ def _operator_writes(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     return cluster.audit_writes(user=OPERATOR_USER, namespace=namespace)
 
 
-def test_steady_state_costs_no_writes(operator: Cluster, restricted_namespace: str) -> None:
+def _autoscaled_pool(name: str, job_types: list[str], address: str) -> dict[str, Any]:
+    pool = _pool(name, job_types)
+    pool["spec"]["queue"] = {"redis": {"address": address, "list": f"jobs:{name}"}}
+    pool["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "targetDepthPerReplica": 20,
+        "pollingIntervalSeconds": 1,
+    }
+    return pool
+
+
+def test_steady_state_costs_no_writes(
+    operator: Cluster, restricted_namespace: str, redis_server: RedisServer
+) -> None:
     ns = restricted_namespace
-    # Given 20 pools, all reconciled and Ready
-    _apply(operator, ns, _job_type("idle"), *(_pool(f"idle-{index}", ["idle"]) for index in range(20)))
+    # Given 20 pools, 5 of them autoscaled on a queue that stays empty, all reconciled and Ready
+    _apply(
+        operator,
+        ns,
+        _job_type("idle"),
+        *(_pool(f"idle-{index}", ["idle"]) for index in range(15)),
+        *(_autoscaled_pool(f"idle-{index}", ["idle"], redis_server.address) for index in range(15, 20)),
+    )
     for index in range(20):
         eventually(
             partial(_ready, operator, ns, f"idle-{index}", 1),

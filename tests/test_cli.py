@@ -80,3 +80,19 @@ def test_the_identity_is_the_pod_name_in_a_pod(monkeypatch: pytest.MonkeyPatch) 
     assert default_identity() == "workerfleet-5f7-abcde"
     monkeypatch.delenv("POD_NAME")
     assert default_identity() != default_identity()
+
+
+def test_run_limits_its_request_rate_by_default_and_on_request() -> None:
+    defaults = build_parser().parse_args(["run"])
+    assert (defaults.api_qps, defaults.api_burst) == (100.0, 200)
+    tuned = build_parser().parse_args(["run", "--api-qps", "20.5", "--api-burst", "40"])
+    assert (tuned.api_qps, tuned.api_burst) == (20.5, 40)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--api-qps", "0"), ("--api-burst", "0"), ("--api-qps", "-3")])
+def test_a_request_rate_that_admits_nothing_is_refused(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", flag, value])
+    assert f"argument {flag}: must be" in capsys.readouterr().err

@@ -52,7 +52,7 @@ class FakeKube:
         self.stored = stored
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         assert (kind, namespace, name) == ("WorkerPool", "media", "thumbs")
         return self.stored
 

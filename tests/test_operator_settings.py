@@ -16,7 +16,8 @@ def test_settings_for_production() -> None:
     assert settings.watching.server_timeout is not None
     assert settings.watching.client_timeout is not None
     assert settings.watching.client_timeout > settings.watching.server_timeout
-    assert settings.queueing.worker_limit == MAX_CONCURRENT_RECONCILES
+    assert settings.queueing.worker_limit is None, "a worker limit deadlocks start-up past that many objects"
+    assert settings.execution.max_workers == MAX_CONCURRENT_RECONCILES
     assert settings.posting.reporting_component == "workerfleet"
 
 

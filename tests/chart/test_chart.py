@@ -121,6 +121,8 @@ def test_grafana_dashboard_is_valid_json() -> None:
         "metricsApi.port=80",
         "unknownKey=1",
         "image.digest=latest",
+        "apiRateLimit.qps=0",
+        "apiRateLimit.burst=0",
     ],
 )
 def test_bad_values_fail_at_install_time(bad_value: str) -> None:
@@ -253,6 +255,18 @@ def test_replicas_peer_and_roll_over_without_a_gap(replicas: int) -> None:
             term["podAffinityTerm"]["labelSelector"]["matchLabels"]
             == deployment["spec"]["selector"]["matchLabels"]
         )
+
+
+def test_the_operator_request_rate_is_limited_and_tunable() -> None:
+    def args(*values: str) -> set[str]:
+        return set(
+            _one(_render(list(values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        )
+
+    assert {"--api-qps=100", "--api-burst=200"} <= args()
+    assert {"--api-qps=25", "--api-burst=50"} <= args(
+        "--set", "apiRateLimit.qps=25", "--set", "apiRateLimit.burst=50"
+    )
 
 
 def test_spreading_can_be_required_given_or_off() -> None:

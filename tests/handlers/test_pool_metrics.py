@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from workerfleet.handlers.pool_metrics import PoolMetrics
@@ -15,17 +17,21 @@ def test_status_becomes_gauges_the_alerts_use() -> None:
     metrics = PoolMetrics()
     status = {
         "replicas": 3,
-        "queue": {"depth": 120, "oldestAgeSeconds": 42.5},
+        "queue": {"depth": 118},
         "conditions": [{"type": "Fallback", "status": "True", "reason": "FallbackActive"}],
     }
     metrics.observe("media", "thumbs", status)
     metrics.observe_deadline("media", "thumbs", 600)
+    metrics.observe_queue("media", "thumbs", 120, 42.5, datetime(2026, 1, 1, tzinfo=UTC))
 
     text = _scrape(metrics)
 
     assert 'workerfleet_queue_depth{namespace="media",pool="thumbs"} 120.0' in text
     assert 'workerfleet_queue_oldest_age_seconds{namespace="media",pool="thumbs"} 42.5' in text
     assert 'workerfleet_job_deadline_seconds{namespace="media",pool="thumbs"} 600.0' in text
+    assert (
+        'workerfleet_queue_last_poll_timestamp_seconds{namespace="media",pool="thumbs"} 1.7672256e+09' in text
+    )
     assert 'workerfleet_pool_replicas{namespace="media",pool="thumbs"} 3.0' in text
     assert (
         'workerfleet_pool_condition{condition="Fallback",namespace="media",pool="thumbs",'
@@ -33,10 +39,18 @@ def test_status_becomes_gauges_the_alerts_use() -> None:
     ) in text
 
 
+def test_the_depth_in_status_stands_in_until_this_replica_reads_the_queue() -> None:
+    metrics = PoolMetrics()
+    metrics.observe("media", "thumbs", {"queue": {"depth": 7}})
+    assert 'workerfleet_queue_depth{namespace="media",pool="thumbs"} 7.0' in _scrape(metrics)
+    assert "workerfleet_queue_last_poll_timestamp_seconds{" not in _scrape(metrics)
+
+
 def test_a_deleted_pool_disappears_and_an_unknown_depth_is_not_reported_as_zero() -> None:
     metrics = PoolMetrics()
     metrics.observe("media", "thumbs", {"queue": {"consecutiveFailures": 2}})
     assert "workerfleet_queue_depth{" not in _scrape(metrics)
     metrics.observe_deadline("media", "thumbs", 60)
+    metrics.observe_queue("media", "thumbs", 3, None, datetime(2026, 1, 1, tzinfo=UTC))
     metrics.forget("media", "thumbs")
     assert 'pool="thumbs"' not in _scrape(metrics)

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from workerfleet.planners.scaling import (
     Pause,
     PauseAnnotationError,
+    QueueConditions,
     QueueState,
+    QueueStatusPlan,
     ScalingDecision,
     ScalingPolicy,
     deadline_replicas,
     decide,
     judge_queue,
     pause_from_annotations,
-    queue_status_changed,
+    plan_queue_status,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -222,32 +225,52 @@ def test_conditions_for_a_poll(
         assert "refused" in judged.queue_reachable[2]
 
 
+READABLE = QueueConditions(
+    queue_reachable=("True", "DepthRead", "1 jobs waiting"),
+    scaling_active=("True", "ScalingOnQueueDepth", "serving depth 1 to the HPA"),
+    fallback=("False", "QueueReadable", ""),
+)
+UNREACHABLE = QueueConditions(
+    queue_reachable=("False", "QueueUnreachable", "3 failed reads in a row: refused"),
+    scaling_active=("False", "FallbackActive", "scaling on the fallback replica count, not on depth"),
+    fallback=("True", "FallbackActive", "queue unreadable; holding 4 replicas"),
+)
+
+
+def _status_after(queue: dict[str, object], judged: QueueConditions, at: datetime) -> dict[str, Any]:
+    plan = plan_queue_status({}, 1, queue, judged, at)
+    assert plan.patch is not None
+    return plan.patch
+
+
+def test_polls_of_an_unchanged_queue_write_nothing_however_long_it_stays_so() -> None:
+    status = _status_after({"depth": 1, "consecutiveFailures": 0}, READABLE, AGO_1H)
+    for later in (AGO_10S, NOW, NOW + timedelta(days=1)):
+        plan = plan_queue_status(status, 1, {"depth": 1, "consecutiveFailures": 0}, READABLE, later)
+        assert plan == QueueStatusPlan(None, [])
+
+
 @pytest.mark.parametrize(
-    ("current", "new", "changed"),
+    ("queue", "judged", "events"),
     [
-        (None, {"depth": 1}, True),
-        (
-            {"depth": 1, "lastPollTime": "2026-01-01T11:59:50Z"},
-            {"depth": 1, "lastPollTime": "2026-01-01T12:00:00Z"},
-            False,
-        ),
-        (
-            {"depth": 1, "lastPollTime": "2026-01-01T11:58:00Z"},
-            {"depth": 1, "lastPollTime": "2026-01-01T12:00:00Z"},
-            True,
-        ),
-        (
-            {"depth": 1, "lastPollTime": "2026-01-01T11:59:50Z"},
-            {"depth": 2, "lastPollTime": "2026-01-01T12:00:00Z"},
-            True,
-        ),
-        ({"depth": 1}, {"depth": 1, "consecutiveFailures": 1}, True),
+        ({"depth": 2, "consecutiveFailures": 0}, READABLE, []),
+        ({"consecutiveFailures": 3}, UNREACHABLE, ["QueueUnreachable", "FallbackActive"]),
     ],
 )
-def test_status_queue_is_rewritten_for_new_values_or_a_stale_poll_time(
-    current: dict[str, object] | None, new: dict[str, object], changed: bool
+def test_a_new_depth_or_a_flipped_condition_is_written_with_the_events_of_the_flip(
+    queue: dict[str, object], judged: QueueConditions, events: list[str]
 ) -> None:
-    assert queue_status_changed(current, new, NOW) is changed
+    status = _status_after({"depth": 1, "consecutiveFailures": 0}, READABLE, AGO_1H)
+    plan = plan_queue_status(status, 1, queue, judged, NOW)
+    assert plan.patch is not None
+    assert plan.patch["queue"] == queue
+    assert [event.reason for event in plan.events] == events
+
+
+def test_fallback_ending_is_an_event_too() -> None:
+    status = _status_after({"consecutiveFailures": 3}, UNREACHABLE, AGO_1H)
+    plan = plan_queue_status(status, 1, {"depth": 1, "consecutiveFailures": 0}, READABLE, NOW)
+    assert [event.reason for event in plan.events] == ["FallbackEnded"]
 
 
 @pytest.mark.parametrize(

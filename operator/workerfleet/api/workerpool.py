@@ -467,11 +467,9 @@ class QueueStatus(ApiModel):
     """The queue as last read."""
 
     depth: Annotated[int, Field(ge=0)] | None = None
-    """Jobs waiting at the last successful read."""
-    oldest_age_seconds: Annotated[float, Field(ge=0)] | None = None
-    """Age of the oldest waiting job, where the backend can tell."""
-    last_poll_time: Timestamp | None = None
-    """When depth was last read successfully."""
+    """Jobs waiting at the last successful read. The age of the oldest job and the time of the last
+    read change at every poll, so they are metrics (workerfleet_queue_oldest_age_seconds,
+    workerfleet_queue_last_poll_timestamp_seconds), not status."""
     consecutive_failures: Annotated[int, Field(ge=0)] = 0
     """Failed reads since the last successful one; compared with fallback.failureThreshold."""
 

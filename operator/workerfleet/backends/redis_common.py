@@ -1,25 +1,85 @@
-"""The Redis connection both Redis sources use."""
+"""The Redis connections both Redis depth sources use: one client per server, shared.
+
+Thousands of autoscaled pools commonly name a handful of Redis servers; each server gets one client
+(with its own connection pool) for all the pools that read it, not a client per pool.
+"""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import asyncio
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
 
 from workerfleet.api.common import split_host_port
 from workerfleet.backends.base import Credentials
 
 TIMEOUT_SECONDS = 5.0
+MAX_CONNECTIONS_PER_SERVER = 8
+"""Connections one server gets from the operator at most, however many pools poll it at once (a poll
+is two commands in one round trip: more connections would only add load to the server)."""
+
+_ClientKey = tuple[int, str, int, str | None, str | None, bool, str | None]
+_shared: dict[_ClientKey, tuple[Redis, int]] = {}
+"""Client and number of sources using it, by event loop, server, database, credentials and TLS."""
+
+
+def _loop_id() -> int:
+    try:
+        return id(asyncio.get_running_loop())
+    except RuntimeError:
+        return 0
+
+
+def _tls_arguments(tls: bool, credentials: Credentials) -> dict[str, Any]:
+    return {"ssl_ca_data": credentials.ca_pem} if tls else {}
 
 
 def connect(address: str, database: int, credentials: Credentials, tls: bool) -> Redis:
-    host, port = split_host_port(address)
-    return Redis(
-        host=host,
-        port=port,
-        db=database,
-        username=credentials.username,
-        password=credentials.password,
-        ssl=tls,
-        ssl_ca_data=credentials.ca_pem if tls else None,
-        socket_timeout=TIMEOUT_SECONDS,
-        socket_connect_timeout=TIMEOUT_SECONDS,
+    """A client for this server, database and credentials, shared with every other source that uses
+    the same; give it back with `release`."""
+    key: _ClientKey = (
+        _loop_id(),
+        address,
+        database,
+        credentials.username,
+        credentials.password,
+        tls,
+        credentials.ca_pem,
     )
+    client, users = _shared.get(key, (None, 0))
+    if client is None:
+        host, port = split_host_port(address)
+        pool = BlockingConnectionPool(
+            max_connections=MAX_CONNECTIONS_PER_SERVER,
+            timeout=TIMEOUT_SECONDS,
+            connection_class=SSLConnection if tls else Connection,
+            host=host,
+            port=port,
+            db=database,
+            username=credentials.username,
+            password=credentials.password,
+            socket_timeout=TIMEOUT_SECONDS,
+            socket_connect_timeout=TIMEOUT_SECONDS,
+            **_tls_arguments(tls, credentials),
+        )
+        client = Redis.from_pool(pool)
+    _shared[key] = (client, users + 1)
+    return client
+
+
+async def release(client: Redis) -> None:
+    """One source is done with `client`; the last one closes it."""
+    for key, (shared, users) in list(_shared.items()):
+        if shared is client:
+            if users > 1:
+                _shared[key] = (shared, users - 1)
+                return
+            del _shared[key]
+            break
+    await client.aclose()
+
+
+def shared_clients() -> int:
+    """How many clients are open: one per server in use, not one per pool."""
+    return len(_shared)

@@ -13,7 +13,7 @@ from redis import exceptions as redis_errors
 
 from workerfleet.api.workerpool import RedisList
 from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, envelope_age_seconds
-from workerfleet.backends.redis_common import connect
+from workerfleet.backends.redis_common import connect, release
 
 
 class RedisListDepth:
@@ -47,4 +47,4 @@ class RedisListDepth:
         )
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await release(self._redis)

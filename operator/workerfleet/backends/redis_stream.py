@@ -20,7 +20,7 @@ from redis import exceptions as redis_errors
 
 from workerfleet.api.workerpool import RedisStream
 from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
-from workerfleet.backends.redis_common import connect
+from workerfleet.backends.redis_common import connect, release
 
 
 def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
@@ -102,4 +102,4 @@ class RedisStreamDepth:
         )
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await release(self._redis)

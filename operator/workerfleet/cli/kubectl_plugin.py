@@ -77,7 +77,7 @@ def action_patch(action: Action, now: datetime) -> dict[str, Any]:
 
 
 def _get(api: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    return api.get(API_VERSION, "WorkerPool", namespace, name)
+    return api.read(API_VERSION, "WorkerPool", namespace, name)
 
 
 def show_status(

@@ -13,6 +13,7 @@ from typing import Any, cast
 import kopf
 
 from workerfleet import __version__
+from workerfleet.kube.rate_limit import DEFAULT_BURST, DEFAULT_QPS
 from workerfleet.worker import cli as worker_cli
 
 
@@ -24,6 +25,9 @@ def _run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     from workerfleet.handlers.metrics_api import MetricsApiSettings  # noqa: PLC0415
+    from workerfleet.kube.client import configure  # noqa: PLC0415
+
+    configure(qps=args.api_qps, burst=args.api_burst)
 
     metrics_api = MetricsApiSettings(
         address=args.metrics_api_address,
@@ -90,6 +94,20 @@ def _lifetime(value: str) -> int:
     if seconds < MIN_LIFETIME_SECONDS:
         raise argparse.ArgumentTypeError(f"at least {MIN_LIFETIME_SECONDS} seconds")
     return seconds
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the operator's Prometheus metrics (queue depth, pool conditions) on this port; 0: off",
     )
     run.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS")  # noqa: S104
+    run.add_argument(
+        "--api-qps",
+        type=_positive_float,
+        default=DEFAULT_QPS,
+        metavar="N",
+        help=f"requests per second to the API server, on average (default {DEFAULT_QPS:g}): however "
+        "many pools change at once, the operator never sends more",
+    )
+    run.add_argument(
+        "--api-burst",
+        type=_positive_int,
+        default=DEFAULT_BURST,
+        metavar="N",
+        help=f"requests that may go at once above --api-qps (default {DEFAULT_BURST})",
+    )
     run.set_defaults(handler=_run)
 
     worker = commands.add_parser(

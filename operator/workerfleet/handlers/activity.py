@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from workerfleet.kube.client import Kube
+from workerfleet.kube.client import Kube, kube
 from workerfleet.planners.peering import Reason, Verdict, decide_role, pods_to_unmark
 
 logger = logging.getLogger(__name__)
@@ -225,8 +225,6 @@ async def start_following_peering(memo: kopf.Memo, settings: kopf.OperatorSettin
     settings.peering.lifetime = peering.lifetime_seconds
     # Standby until the peering object says otherwise: kopf's handlers may start before that.
     await ACTIVITY.change(False, [])
-    from workerfleet.handlers.workerpool import kube  # noqa: PLC0415  (the process's one client)
-
     memo["peering_task"] = asyncio.create_task(follow_peering(peering, kube(), ACTIVITY), name="peering")
 
 
@@ -239,6 +237,4 @@ async def stop_following_peering(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.gather(task, return_exceptions=True)
     await ACTIVITY.change(False, [])
     peering: PeeringSettings = memo["peering"]
-    from workerfleet.handlers.workerpool import kube  # noqa: PLC0415
-
     await asyncio.to_thread(_label_pod, kube(), peering, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -16,16 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from prometheus_client import Counter
 
 from workerfleet.adapter.readings import Reading
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
-from workerfleet.api.conditions import (
-    Condition,
-    ConditionStatus,
-    ConditionUpdate,
-    find_condition,
-    set_condition,
-)
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
 from workerfleet.backends.base import Credentials, DepthSource, QueueSample, QueueUnreachableError
@@ -34,7 +29,8 @@ from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.workerpool import kube, pool_lock, post_event
+from workerfleet.handlers.workerpool import pool_lock, post_event
+from workerfleet.kube.client import kube
 from workerfleet.planners.scaling import (
     Pause,
     PauseAnnotationError,
@@ -46,7 +42,7 @@ from workerfleet.planners.scaling import (
     decide,
     judge_queue,
     pause_from_annotations,
-    queue_status_changed,
+    plan_queue_status,
 )
 from workerfleet.planners.status import Event
 
@@ -57,6 +53,9 @@ DEADLINE_REFRESH_SECONDS = 30.0
 """JobType deadlines are read again this often, not on every poll (a poll can be every second)."""
 THROUGHPUT_SMOOTHING = 0.3
 """Weight of the newest throughput estimate in its moving average."""
+QUEUE_POLLS = Counter(
+    "workerfleet_queue_polls_total", "Reads of the pools' queues, by result (read or failed).", ["result"]
+)
 
 
 def _builtin_autoscaling(spec: Mapping[str, Any]) -> bool:
@@ -143,59 +142,33 @@ def _policy(scaling: Autoscaling, deadline: int | None) -> ScalingPolicy:
 
 
 def _record(
-    namespace: str, name: str, queue_status: dict[str, Any], judged: QueueConditions, now: datetime
+    body: dict[str, Any], queue_status: dict[str, Any], judged: QueueConditions, now: datetime
 ) -> list[Event]:
-    """Write status.queue and the autoscaling conditions when they changed; return Events for flips."""
+    """Write status.queue and the autoscaling conditions when they changed; return Events for flips.
+
+    The pool as last watched answers "nothing changed" without a request; only a change is read back
+    fresh (under the pool's lock, since the reconciler writes status too) and written.
+    """
+    metadata = body["metadata"]
+    if (
+        plan_queue_status(
+            body.get("status") or {}, metadata.get("generation"), queue_status, judged, now
+        ).patch
+        is None
+    ):
+        return []
+    namespace, name = metadata["namespace"], metadata["name"]
     api = kube()
     with pool_lock(namespace, name):
         pool = api.get(API_VERSION, "WorkerPool", namespace, name)
         if pool is None or not ACTIVITY.is_active():
             return []
-        current = pool.get("status") or {}
-        previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
-        conditions = previous
-        generation = pool["metadata"].get("generation")
-        for condition_type, (status, reason, message) in (
-            ("QueueReachable", judged.queue_reachable),
-            ("ScalingActive", judged.scaling_active),
-            ("Fallback", judged.fallback),
-        ):
-            update = ConditionUpdate(
-                type=condition_type,
-                status=ConditionStatus(status),
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-            )
-            conditions = set_condition(conditions, update, now.replace(microsecond=0))
-        new_conditions = [c.to_dict() for c in conditions]
-        if new_conditions != [c.to_dict() for c in previous] or queue_status_changed(
-            current.get("queue"), queue_status, now
-        ):
-            api.patch_pool_status(namespace, name, {"queue": queue_status, "conditions": new_conditions})
-    return _flips(previous, conditions)
-
-
-def _flips(before: list[Condition], after: list[Condition]) -> list[Event]:
-    events = []
-    old_reach, new_reach = find_condition(before, "QueueReachable"), find_condition(after, "QueueReachable")
-    if (
-        new_reach is not None
-        and new_reach.status == "False"
-        and (old_reach is None or old_reach.status != "False")
-    ):
-        events.append(Event("Warning", ScalingReason.QUEUE_UNREACHABLE, new_reach.message))
-    old_fallback, new_fallback = find_condition(before, "Fallback"), find_condition(after, "Fallback")
-    if new_fallback is not None and old_fallback is not None and new_fallback.status != old_fallback.status:
-        if new_fallback.status == "True":
-            events.append(Event("Warning", ScalingReason.FALLBACK_ACTIVE, new_fallback.message))
-        else:
-            events.append(
-                Event("Normal", ScalingReason.FALLBACK_ENDED, "queue readable again; scaling on depth")
-            )
-    elif new_fallback is not None and old_fallback is None and new_fallback.status == "True":
-        events.append(Event("Warning", ScalingReason.FALLBACK_ACTIVE, new_fallback.message))
-    return events
+        plan = plan_queue_status(
+            pool.get("status") or {}, pool["metadata"].get("generation"), queue_status, judged, now
+        )
+        if plan.patch is not None:
+            api.patch_pool_status(namespace, name, plan.patch)
+    return plan.events
 
 
 async def _read(source: DepthSource) -> tuple[QueueSample | None, str | None]:
@@ -276,6 +249,12 @@ class Pollers(PoolTasks):
         source: DepthSource | None = None
         source_queue: Queue | None = None
         try:
+            body = self._bodies.get(key)
+            interval = ((body or {}).get("spec", {}).get("autoscaling") or {}).get(
+                "pollingIntervalSeconds", 0
+            )
+            # Pollers started together (at start-up, on turning active) spread over one interval.
+            await asyncio.sleep(random.uniform(0, float(interval)))  # noqa: S311  (not for security)
             while key in self._bodies and ACTIVITY.is_active():
                 body = self._bodies[key]
                 spec = WorkerPoolSpec.model_validate(body["spec"])
@@ -317,6 +296,7 @@ async def _poll_once(
 ) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     sample, error = await _read(source) if source is not None else (None, unusable)
+    QUEUE_POLLS.labels("read" if sample is not None else "failed").inc()
     if not ACTIVITY.is_active():
         return  # turned standby while reading: the active replica decides and writes
     now = datetime.now(UTC)
@@ -349,9 +329,7 @@ async def _poll_once(
     queue_status: dict[str, Any] = {"consecutiveFailures": memory.failures}
     if sample is not None:
         queue_status["depth"] = sample.depth
-        queue_status["lastPollTime"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if sample.oldest_age_seconds is not None:
-            queue_status["oldestAgeSeconds"] = round(sample.oldest_age_seconds, 1)
+        POOL_METRICS.observe_queue(namespace, name, sample.depth, sample.oldest_age_seconds, now)
     judged = judge_queue(
         decision,
         state.depth,
@@ -366,7 +344,7 @@ async def _poll_once(
         )
     if not ACTIVITY.is_active():
         return
-    for event in await asyncio.to_thread(_record, namespace, name, queue_status, judged, now):
+    for event in await asyncio.to_thread(_record, body, queue_status, judged, now):
         post_event(body, event)
 
 

@@ -14,7 +14,7 @@ from workerfleet.adapter.certificates import write_self_signed
 from workerfleet.adapter.readings import Readings
 from workerfleet.adapter.server import FrontProxyTrust, build_app, kube_authorizer, serve, server_tls
 from workerfleet.handlers.activity import ACTIVITY
-from workerfleet.handlers.workerpool import kube
+from workerfleet.kube.client import kube
 
 READINGS = Readings()
 """Queue depths the pollers record and the metrics API serves; one per operator process."""

@@ -1,13 +1,17 @@
 """The operator's Prometheus metrics, read from the pools it watches, for the chart's alerts and dashboard.
 
 Values are taken from each pool's status at scrape time (the operator already receives every status
-change), so the metrics cannot drift from what `kubectl get wp` shows.
+change), so the metrics cannot drift from what `kubectl get wp` shows. What changes at every poll
+(the depth as last read, the age of the oldest job, when the queue was last read) comes from the
+pollers instead: it is a metric only, so that reading a queue never costs a status write.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -21,6 +25,16 @@ from workerfleet.handlers.activity import ACTIVITY, Pools
 POOL_LABELS = ["namespace", "pool"]
 
 
+@dataclass(frozen=True)
+class QueueReading:
+    """One successful read of a pool's queue."""
+
+    depth: int
+    oldest_age_seconds: float | None
+    polled_at: float
+    """Unix time."""
+
+
 class PoolMetrics(Collector):
     """The latest status of every pool and the deadline of its strictest JobType, as gauges."""
 
@@ -28,6 +42,7 @@ class PoolMetrics(Collector):
         self._lock = threading.Lock()
         self._status: dict[tuple[str, str], dict[str, Any]] = {}
         self._deadlines: dict[tuple[str, str], int] = {}
+        self._queues: dict[tuple[str, str], QueueReading] = {}
 
     def observe(self, namespace: str, pool: str, status: dict[str, Any]) -> None:
         with self._lock:
@@ -40,16 +55,25 @@ class PoolMetrics(Collector):
             else:
                 self._deadlines[(namespace, pool)] = deadline_seconds
 
+    def observe_queue(
+        self, namespace: str, pool: str, depth: int, oldest_age_seconds: float | None, when: datetime
+    ) -> None:
+        """A successful read of the pool's queue."""
+        with self._lock:
+            self._queues[(namespace, pool)] = QueueReading(depth, oldest_age_seconds, when.timestamp())
+
     def forget(self, namespace: str, pool: str) -> None:
         with self._lock:
             self._status.pop((namespace, pool), None)
             self._deadlines.pop((namespace, pool), None)
+            self._queues.pop((namespace, pool), None)
 
     async def on_activity(self, active: bool, pools: Pools) -> None:
         """Only the active replica reports pools: a standby's view would go stale, and alerts fire twice."""
         with self._lock:
             self._status.clear()
             self._deadlines.clear()
+            self._queues.clear()
         for pool in pools if active else []:
             metadata = pool["metadata"]
             self.observe(metadata["namespace"], metadata["name"], dict(pool.get("status") or {}))
@@ -58,6 +82,7 @@ class PoolMetrics(Collector):
         with self._lock:
             statuses = dict(self._status)
             deadlines = dict(self._deadlines)
+            queues = dict(self._queues)
         depth = GaugeMetricFamily(
             "workerfleet_queue_depth", "Jobs waiting in the pool's queue.", labels=POOL_LABELS
         )
@@ -66,6 +91,11 @@ class PoolMetrics(Collector):
         )
         replicas = GaugeMetricFamily(
             "workerfleet_pool_replicas", "Workers the pool runs.", labels=POOL_LABELS
+        )
+        polled = GaugeMetricFamily(
+            "workerfleet_queue_last_poll_timestamp_seconds",
+            "When the pool's queue was last read successfully (Unix time): how fresh the depth is.",
+            labels=POOL_LABELS,
         )
         deadline = GaugeMetricFamily(
             "workerfleet_job_deadline_seconds",
@@ -84,18 +114,21 @@ class PoolMetrics(Collector):
         active.add_metric([], 1 if ACTIVITY.is_active() else 0)
         for (namespace, pool), status in sorted(statuses.items()):
             queue = status.get("queue") or {}
-            if "depth" in queue:
+            if (namespace, pool) not in queues and "depth" in queue:
                 depth.add_metric([namespace, pool], queue["depth"])
-            if "oldestAgeSeconds" in queue:
-                oldest.add_metric([namespace, pool], queue["oldestAgeSeconds"])
             if "replicas" in status:
                 replicas.add_metric([namespace, pool], status["replicas"])
             for item in status.get("conditions") or []:
                 labels = [namespace, pool, item["type"], item["status"], item.get("reason", "")]
                 condition.add_metric(labels, 1)
+        for (namespace, pool), reading in sorted(queues.items()):
+            depth.add_metric([namespace, pool], reading.depth)
+            polled.add_metric([namespace, pool], reading.polled_at)
+            if reading.oldest_age_seconds is not None:
+                oldest.add_metric([namespace, pool], reading.oldest_age_seconds)
         for (namespace, pool), seconds in sorted(deadlines.items()):
             deadline.add_metric([namespace, pool], seconds)
-        yield from (active, depth, oldest, replicas, deadline, condition)
+        yield from (active, depth, oldest, polled, replicas, deadline, condition)
 
 
 POOL_METRICS = PoolMetrics()

@@ -22,7 +22,8 @@ from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.workerpool import kube, reconcile_by_name
+from workerfleet.handlers.workerpool import reconcile_by_name
+from workerfleet.kube.client import kube
 from workerfleet.planners.rollout import (
     Measurement,
     analysis_due,

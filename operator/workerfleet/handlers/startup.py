@@ -13,8 +13,13 @@ WATCH_SERVER_TIMEOUT_SECONDS = 300
 WATCH_CLIENT_TIMEOUT_SECONDS = 330
 # Bookmarks arrive every 60 s; a stream silent for longer than this is dead, so reconnect.
 WATCH_INACTIVITY_TIMEOUT_SECONDS = 90
-# Objects reconciled at once: caps the API calls in flight from one operator replica.
-MAX_CONCURRENT_RECONCILES = 20
+MAX_CONCURRENT_RECONCILES = 16
+"""Threads that run blocking reconciles: caps the API calls in flight from one operator replica.
+
+This is a limit on threads, not kopf's `queueing.worker_limit`: kopf's per-object workers are cheap
+tasks and stay unlimited, so none can hold a slot that another object's start-up waits for (with a
+worker limit and a kopf index, every worker waits for all objects to be indexed, and more objects
+than the limit never start)."""
 REQUEST_TIMEOUT_SECONDS = 30
 
 
@@ -25,7 +30,8 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT_SECONDS
     settings.networking.request_timeout = REQUEST_TIMEOUT_SECONDS
     settings.networking.connect_timeout = 10
-    settings.queueing.worker_limit = MAX_CONCURRENT_RECONCILES
+    settings.queueing.worker_limit = None
+    settings.execution.max_workers = MAX_CONCURRENT_RECONCILES
     # kopf's bookkeeping goes into annotations: a structural CRD schema would prune it from status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

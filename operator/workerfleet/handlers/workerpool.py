@@ -24,7 +24,8 @@ from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
-from workerfleet.kube.client import KindNotServedError, Kube
+from workerfleet.handlers.job_type_index import JobTypeIndex
+from workerfleet.kube.client import KindNotServedError, Kube, kube
 from workerfleet.planners.children import (
     POD_TEMPLATE_ANNOTATION,
     POOL_LABEL,
@@ -48,17 +49,7 @@ from workerfleet.planners.status import Event, Observation, merge_patch, plan_st
 
 logger = logging.getLogger(__name__)
 
-_kube: Kube | None = None
-_kube_lock = threading.Lock()
 _pool_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-
-
-def kube() -> Kube:
-    global _kube  # noqa: PLW0603  (one client per process, created on first use)
-    with _kube_lock:
-        if _kube is None:
-            _kube = Kube()
-        return _kube
 
 
 def _error_message(error: ApiException) -> str:
@@ -258,6 +249,9 @@ async def _catch_up(active: bool, pools: Pools) -> None:
     """On turning active: reconcile every pool, whatever happened to them while on standby."""
     if not active:
         return
+    api = kube()
+    api.watched.clear()  # kopf's handling was paused on standby: what it did not deliver is unknown
+    api.applied.clear()
     for pool in pools:
         metadata = pool["metadata"]
         try:
@@ -269,28 +263,40 @@ async def _catch_up(active: bool, pools: Pools) -> None:
 ACTIVITY.listen(_catch_up)
 
 
-@kopf.index(GROUP, VERSION, "workerpools")
-def pools_by_job_type(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], str]:
-    """Which pools serve a JobType, so a JobType change reaches exactly those pools."""
-    return {(namespace or "", job_type): name for job_type in spec.get("jobTypes", [])}
+POOLS_BY_JOB_TYPE = JobTypeIndex()
+
+
+def _remember(body: kopf.Body, type: str | None) -> None:
+    """Keep what the watch shows, so reconciles read it without a request."""
+    if type == "DELETED":
+        kube().watched.remember_deleted(body)
+    else:
+        kube().watched.remember(body)
 
 
 @kopf.on.event(GROUP, VERSION, "workerpools")
 def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+    metadata = body.metadata
+    _remember(body, type)
+    if type == "DELETED":
+        POOLS_BY_JOB_TYPE.forget(metadata.namespace or "", metadata.name or "")
         return  # children go with the pool through their ownerReferences
+    POOLS_BY_JOB_TYPE.update(metadata.namespace or "", metadata.name or "", body.spec.get("jobTypes", []))
+    if metadata.get("deletionTimestamp"):
+        return
     reconcile(json.loads(json.dumps(dict(body))))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT})
-def deployment_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+def deployment_changed(
+    body: kopf.Body, type: str | None, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> None:
+    _remember(body, type)
     reconcile_by_name(namespace or "", labels[POOL_LABEL])
 
 
 @kopf.on.event(GROUP, VERSION, "jobtypes")
-def job_type_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
-    index: kopf.Index[tuple[str, str], str] = kwargs["pools_by_job_type"]
-    for pool in set(index.get((namespace or "", name), [])):
+def job_type_changed(body: kopf.Body, type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+    _remember(body, type)
+    for pool in POOLS_BY_JOB_TYPE.pools_serving(namespace or "", name):
         reconcile_by_name(namespace or "", pool)

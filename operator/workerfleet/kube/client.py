@@ -21,6 +21,8 @@ from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError, ResourceNotFoundError
 
 from workerfleet.api.base import API_VERSION
+from workerfleet.kube.rate_limit import RateLimiter
+from workerfleet.kube.store import ABSENT, AppliedChildren, ObjectKey, WatchedObjects
 from workerfleet.planners.children import ChildKey, Manifest
 
 FIELD_MANAGER = "workerfleet"
@@ -28,6 +30,9 @@ UNSERVED_KIND_RECHECK_SECONDS = 60.0
 """How long a kind the API server does not serve (KEDA's, before KEDA is installed) stays unserved
 here, so a missing kind costs one discovery request a minute, not one per reconcile."""
 APPLIED_HASH_ANNOTATION = "workerfleet.dev/applied-hash"
+CONNECTION_POOL_SIZE = 32
+"""Open connections kept to the API server: more than the threads that share the client, so no request
+pays for a new TLS handshake because another thread holds the pooled connection."""
 
 
 def applied_hash(manifest: Mapping[str, Any]) -> str:
@@ -65,22 +70,49 @@ class KindNotServedError(LookupError):
         self.kind = kind
 
 
-class Kube:
-    """Typed-enough access to the handful of kinds workerfleet reads and writes."""
+def _hash_of(body: Mapping[str, Any] | None) -> str:
+    return str(((body or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION))
 
-    def __init__(self, api_client: k8s.ApiClient | None = None) -> None:
+
+class Kube:
+    """Typed-enough access to the handful of kinds workerfleet reads and writes.
+
+    Every request waits for the rate limiter first; reads of watched kinds are answered from what the
+    watches showed (`watched`), and children known to hold what would be applied cost no request.
+    """
+
+    def __init__(
+        self, api_client: k8s.ApiClient | None = None, rate_limiter: RateLimiter | None = None
+    ) -> None:
         if api_client is None:
+            configuration = k8s.Configuration()
             try:
-                k8s_config.load_incluster_config()
+                k8s_config.load_incluster_config(client_configuration=configuration)
             except k8s_config.ConfigException:
-                k8s_config.load_kube_config()
-            api_client = k8s.ApiClient()
+                k8s_config.load_kube_config(client_configuration=configuration)
+            configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+            api_client = k8s.ApiClient(configuration)
         self._dynamic = dynamic.DynamicClient(api_client)
         self._lock = threading.Lock()
         self._discovery_lock = threading.Lock()
         """The dynamic client's discovery cache is not thread-safe; handlers and pollers share it."""
         self._unserved: dict[tuple[str, str], float] = {}
+        self._limiter = rate_limiter or RateLimiter()
+        self.watched = WatchedObjects()
+        self.applied = AppliedChildren()
         self.writes = 0
+        self.requests: dict[str, int] = {}
+        """Requests sent, by verb, for the operator's metrics and the scale benchmark."""
+
+    def _request(self, verb: str) -> None:
+        """Account for one request and wait until the rate limit lets it go."""
+        self._limiter.acquire()
+        with self._lock:
+            self.requests[verb] = self.requests.get(verb, 0) + 1
+
+    @property
+    def rate_limited_seconds(self) -> float:
+        return self._limiter.waited_seconds
 
     def _resource(self, api_version: str, kind: str) -> Any:
         """The API resource of a kind; raises KindNotServedError when the API server has no such kind."""
@@ -99,9 +131,26 @@ class Kube:
             self.writes += 1
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
-        """The object, or None when it does not exist (or its kind is not served at all)."""
+        """The object, or None when it does not exist (or its kind is not served at all).
+
+        A watched kind is answered from what the watches (or this client's own writes) showed last.
+        """
+        key: ObjectKey = (api_version, kind, namespace, name)
+        if self.watched.tracks(api_version, kind):
+            seen, body = self.watched.lookup(key)
+            if seen:
+                return body
+        body = self.read(api_version, kind, namespace, name)
+        if self.watched.tracks(api_version, kind):
+            self.watched.remember_read(key, body)
+        return body
+
+    def read(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        """The object as the API server has it now (one request), or None when it does not exist."""
         try:
-            found = self._resource(api_version, kind).get(name=name, namespace=namespace)
+            resource = self._resource(api_version, kind)
+            self._request("get")
+            found = resource.get(name=name, namespace=namespace)
         except (NotFoundError, KindNotServedError):
             return None
         result: Manifest = found.to_dict()
@@ -111,16 +160,19 @@ class Kube:
         """Server-side apply `manifest` unless the live object already holds it; True if written."""
         metadata = manifest["metadata"]
         stamped = with_applied_hash(manifest)
-        live = self.get(manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"])
-        if live is not None:
-            live_annotations = live["metadata"].get("annotations") or {}
-            if (
-                live_annotations.get(APPLIED_HASH_ANNOTATION)
-                == stamped["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
-            ):
-                return False
+        desired = stamped["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+        key: ObjectKey = (manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"])
+        watched = self.watched.tracks(manifest["apiVersion"], manifest["kind"])
+        if not watched and self.applied.holds(key, desired):
+            return False
+        live = self.get(*key) if watched else self.read(*key)
+        if live is not None and _hash_of(live) == desired:
+            if not watched:
+                self.applied.remember(key, desired)
+            return False
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
-        self._dynamic.server_side_apply(
+        self._request("patch")
+        applied = self._dynamic.server_side_apply(
             resource,
             body=stamped,
             namespace=metadata["namespace"],
@@ -128,22 +180,41 @@ class Kube:
             force_conflicts=True,
         )
         self._count_write()
+        if watched:
+            self.watched.remember(applied.to_dict())
+        else:
+            self.applied.remember(key, desired)
         return True
 
     def delete(self, namespace: str, key: ChildKey) -> bool:
         """Delete the object if it exists; True if a delete was sent."""
-        if self.get(key.api_version, key.kind, namespace, key.name) is None:
+        object_key: ObjectKey = (key.api_version, key.kind, namespace, key.name)
+        watched = self.watched.tracks(key.api_version, key.kind)
+        if not watched and self.applied.holds(object_key, ABSENT):
+            return False
+        live = self.get(*object_key) if watched else self.read(*object_key)
+        if live is None:
+            if not watched:
+                self.applied.remember(object_key, ABSENT)
             return False
         try:
-            self._resource(key.api_version, key.kind).delete(name=key.name, namespace=namespace)
+            resource = self._resource(key.api_version, key.kind)
+            self._request("delete")
+            resource.delete(name=key.name, namespace=namespace)
         except NotFoundError:
             return False
+        finally:
+            if watched:
+                self.watched.forget(object_key)
+            else:
+                self.applied.remember(object_key, ABSENT)
         self._count_write()
         return True
 
     def patch_pool_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         resource = self._resource(API_VERSION, "WorkerPool")
-        self._dynamic.patch(
+        self._request("patch")
+        patched = self._dynamic.patch(
             resource.subresources["status"],
             body={"status": dict(status)},
             name=name,
@@ -151,6 +222,7 @@ class Kube:
             content_type="application/merge-patch+json",
         )
         self._count_write()
+        self.watched.remember(patched.to_dict())
 
     def may_get_external_metric(self, user: str, groups: list[str], namespace: str, metric: str) -> bool:
         """Whether `user` may read an external metric in `namespace` (a SubjectAccessReview)."""
@@ -169,12 +241,14 @@ class Kube:
                 },
             },
         }
-        result = self._resource("authorization.k8s.io/v1", "SubjectAccessReview").create(body=review)
+        resource = self._resource("authorization.k8s.io/v1", "SubjectAccessReview")
+        self._request("create")
+        result = resource.create(body=review)
         return bool(result.status.allowed)
 
     def front_proxy_trust(self) -> tuple[str, list[str]]:
         """The aggregator's client CA and allowed names, as the API server publishes them."""
-        config_map = self.get("v1", "ConfigMap", "kube-system", "extension-apiserver-authentication")
+        config_map = self.read("v1", "ConfigMap", "kube-system", "extension-apiserver-authentication")
         if config_map is None:
             raise LookupError(
                 "kube-system/extension-apiserver-authentication not found: is aggregation enabled?"
@@ -185,29 +259,27 @@ class Kube:
 
     def scale_pool(self, namespace: str, name: str, replicas: int) -> None:
         """Set a pool's replicas, as `kubectl scale` would (the HPA owns them otherwise)."""
-        self._dynamic.patch(
-            self._resource(API_VERSION, "WorkerPool"),
-            body={"spec": {"replicas": replicas}},
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
-        )
-        self._count_write()
+        self.patch_pool(namespace, name, {"spec": {"replicas": replicas}})
 
     def patch_pool(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """A JSON merge patch of a pool (its annotations or spec), as `kubectl patch --type merge`."""
-        self._dynamic.patch(
-            self._resource(API_VERSION, "WorkerPool"),
+        resource = self._resource(API_VERSION, "WorkerPool")
+        self._request("patch")
+        patched = self._dynamic.patch(
+            resource,
             body=dict(patch),
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
         )
         self._count_write()
+        self.watched.remember(patched.to_dict())
 
     def list_pools(self, namespaces: tuple[str, ...] = ()) -> list[Manifest]:
         """Every WorkerPool in `namespaces`, or in the whole cluster when none are given."""
         resource = self._resource(API_VERSION, "WorkerPool")
+        for _ in namespaces or ("",):
+            self._request("list")
         found = (
             [resource.get(namespace=namespace) for namespace in namespaces]
             if namespaces
@@ -217,8 +289,10 @@ class Kube:
 
     def label_pod(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
         """Set (or, with None, remove) labels on a pod: the operator marks its own pod active."""
+        resource = self._resource("v1", "Pod")
+        self._request("patch")
         self._dynamic.patch(
-            self._resource("v1", "Pod"),
+            resource,
             body={"metadata": {"labels": dict(labels)}},
             name=name,
             namespace=namespace,
@@ -228,7 +302,9 @@ class Kube:
 
     def pod_labels(self, namespace: str, label_selector: str) -> dict[str, dict[str, str]]:
         """Name to labels of the pods in `namespace` that `label_selector` selects."""
-        listing = self._resource("v1", "Pod").get(namespace=namespace, label_selector=label_selector)
+        resource = self._resource("v1", "Pod")
+        self._request("list")
+        listing = resource.get(namespace=namespace, label_selector=label_selector)
         pods = [item.to_dict() for item in listing.items]
         return {str(pod["metadata"]["name"]): dict(pod["metadata"].get("labels") or {}) for pod in pods}
 
@@ -239,7 +315,7 @@ class Kube:
         Secrets it may read (rbac.queueCredentialSecrets).
         """
         try:
-            secret = self.get("v1", "Secret", namespace, name)
+            secret = self.read("v1", "Secret", namespace, name)
         except ForbiddenError as error:
             raise LookupError(f"the operator may not read Secret {namespace}/{name}") from error
         if secret is None:
@@ -248,3 +324,24 @@ class Kube:
         if encoded is None:
             raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(encoded).decode()
+
+
+_kube: Kube | None = None
+_kube_lock = threading.Lock()
+_rate_limit: tuple[float, int] | None = None
+
+
+def configure(*, qps: float, burst: int) -> None:
+    """Set the request-rate limit of the process's client; before its first use (at start-up)."""
+    global _rate_limit  # noqa: PLW0603  (one setting per process, from the command line)
+    RateLimiter(qps, burst)  # refuses a limit that admits nothing, before anything starts
+    _rate_limit = (qps, burst)
+
+
+def kube() -> Kube:
+    """The process's one client, created on first use: its memories are shared by every handler."""
+    global _kube  # noqa: PLW0603
+    with _kube_lock:
+        if _kube is None:
+            _kube = Kube(rate_limiter=RateLimiter(*_rate_limit) if _rate_limit else None)
+        return _kube

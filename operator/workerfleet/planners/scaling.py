@@ -15,8 +15,20 @@ yet, the deadline adds nothing (a formula cannot rescue a job that has already e
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+from workerfleet.api.conditions import (
+    Condition,
+    ConditionStatus,
+    ConditionUpdate,
+    find_condition,
+    set_condition,
+)
+from workerfleet.api.workerpool import WorkerPoolConditionType
+from workerfleet.planners.status import Event
 
 
 @dataclass(frozen=True)
@@ -148,10 +160,6 @@ def _decide_on_depth(policy: ScalingPolicy, state: QueueState, now: datetime) ->
     return ScalingDecision(served, None, idle_since, False)
 
 
-POLL_TIME_REFRESH = timedelta(seconds=60)
-"""status.queue.lastPollTime alone is rewritten at most this often, so idle pools cost few writes."""
-
-
 class ScalingReason:
     """Condition and Event reasons of autoscaling."""
 
@@ -209,15 +217,68 @@ def judge_queue(
     return QueueConditions(queue_reachable=reachable, scaling_active=active, fallback=fallback)
 
 
-def queue_status_changed(current: dict[str, object] | None, new: dict[str, object], now: datetime) -> bool:
-    """Whether status.queue needs a write: a new value, or a poll time gone stale."""
-    if current is None:
-        return True
-    if {k: v for k, v in current.items() if k != "lastPollTime"} != {
-        k: v for k, v in new.items() if k != "lastPollTime"
-    }:
-        return True
-    last = current.get("lastPollTime")
-    if not isinstance(last, str):
-        return True
-    return now - datetime.fromisoformat(last) >= POLL_TIME_REFRESH
+@dataclass(frozen=True)
+class QueueStatusPlan:
+    """What one poll writes to the pool's status, if anything, and the Events it posts."""
+
+    patch: dict[str, Any] | None
+    """status.queue and the conditions as a merge patch; None when the status already says it all."""
+    events: list[Event]
+
+
+def plan_queue_status(
+    current: Mapping[str, Any],
+    generation: int | None,
+    queue: Mapping[str, Any],
+    judged: QueueConditions,
+    now: datetime,
+) -> QueueStatusPlan:
+    """status.queue and the autoscaling conditions after one poll, written only when they changed.
+
+    Nothing here changes from one poll to the next while the queue stays as it is (no poll time, no
+    age of the oldest job: those are metrics), so an idle fleet costs no writes at all.
+    """
+    previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
+    conditions = previous
+    for condition_type, (status, reason, message) in (
+        (WorkerPoolConditionType.QUEUE_REACHABLE, judged.queue_reachable),
+        (WorkerPoolConditionType.SCALING_ACTIVE, judged.scaling_active),
+        (WorkerPoolConditionType.FALLBACK, judged.fallback),
+    ):
+        update = ConditionUpdate(
+            type=condition_type,
+            status=ConditionStatus(status),
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+        )
+        conditions = set_condition(conditions, update, now.replace(microsecond=0))
+    new_conditions = [c.to_dict() for c in conditions]
+    if new_conditions == [c.to_dict() for c in previous] and current.get("queue") == dict(queue):
+        return QueueStatusPlan(None, [])
+    return QueueStatusPlan({"queue": dict(queue), "conditions": new_conditions}, _flips(previous, conditions))
+
+
+def _flips(before: list[Condition], after: list[Condition]) -> list[Event]:
+    """Events for the conditions a user acts on: the queue became unreachable, fallback began or ended."""
+    events = []
+    old_reach = find_condition(before, WorkerPoolConditionType.QUEUE_REACHABLE)
+    new_reach = find_condition(after, WorkerPoolConditionType.QUEUE_REACHABLE)
+    if (
+        new_reach is not None
+        and new_reach.status == "False"
+        and (old_reach is None or old_reach.status != "False")
+    ):
+        events.append(Event("Warning", ScalingReason.QUEUE_UNREACHABLE, new_reach.message))
+    old_fallback = find_condition(before, WorkerPoolConditionType.FALLBACK)
+    new_fallback = find_condition(after, WorkerPoolConditionType.FALLBACK)
+    if new_fallback is not None and old_fallback is not None and new_fallback.status != old_fallback.status:
+        if new_fallback.status == "True":
+            events.append(Event("Warning", ScalingReason.FALLBACK_ACTIVE, new_fallback.message))
+        else:
+            events.append(
+                Event("Normal", ScalingReason.FALLBACK_ENDED, "queue readable again; scaling on depth")
+            )
+    elif new_fallback is not None and old_fallback is None and new_fallback.status == "True":
+        events.append(Event("Warning", ScalingReason.FALLBACK_ACTIVE, new_fallback.message))
+    return events
