@@ -78,6 +78,7 @@ async def runtime_loop(address: str, key: str, jobs: int, concurrency: int) -> f
         revision="bench",
         concurrency=concurrency,
         drain_seconds=5,
+        pool_dead_letter_queue=f"{key}.dlq",
         maintenance_interval_seconds=5,
     )
     stop = asyncio.Event()

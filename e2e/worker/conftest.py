@@ -46,10 +46,11 @@ def queue(request: pytest.FixtureRequest) -> QueueUnderTest:
     return RedisStreamQueue(redis.address, name)
 
 
-def probe_policies(queue_name: str) -> dict[str, Any]:
-    """The `probe` JobType's spec, as the operator's ConfigMap would carry it."""
+def probe_policies(queue_name: str, extra_job_types: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `probe` JobType's spec (and any extra ones), as the operator's ConfigMap would carry it."""
     return {
         "jobTypes": {
+            **(extra_job_types or {}),
             "probe": {
                 "lane": "fast",
                 "timeoutSeconds": TIMEOUT_SECONDS,
@@ -61,7 +62,7 @@ def probe_policies(queue_name: str) -> dict[str, Any]:
                         "properties": {
                             "id": {"type": "string"},
                             "sleep": {"type": "number"},
-                            "fail": {"enum": ["transient", "permanent", "review"]},
+                            "fail": {"enum": ["transient", "permanent", "review", "crash"]},
                         },
                     }
                 },
@@ -72,7 +73,7 @@ def probe_policies(queue_name: str) -> dict[str, Any]:
                 "deadLetter": {"queue": f"{queue_name}.dlq"},
                 "review": {"queue": f"{queue_name}.review"},
                 "idempotency": {"keyField": "id", "ttlSeconds": 3600},
-            }
+            },
         }
     }
 
@@ -131,10 +132,20 @@ class Workers:
         self._probe_log = probe_log
         self._started: list[WorkerProcess] = []
 
-    def start(self, queue: QueueUnderTest, *, drain_seconds: float | None = None) -> WorkerProcess:
+    def start(
+        self,
+        queue: QueueUnderTest,
+        *,
+        drain_seconds: float | None = None,
+        concurrency: int = 1,
+        worker_id: str | None = None,
+        extra_job_types: dict[str, Any] | None = None,
+        wait: bool = True,
+    ) -> WorkerProcess:
+        """A worker process; `worker_id` fixed for a restarted container, `extra_job_types` beside probe."""
         index = len(self._started)
-        policies = self._directory / "policies.json"
-        policies.write_text(json.dumps(probe_policies(queue.name)))
+        policies = self._directory / f"policies-{index}.json"
+        policies.write_text(json.dumps(probe_policies(queue.name, extra_job_types)))
         metrics_port = free_port()
         environment = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -143,7 +154,8 @@ class Workers:
             "WORKERFLEET_REVISION": REVISION,
             "WORKERFLEET_QUEUE": json.dumps(queue.spec()),
             "WORKERFLEET_POLICIES": str(policies),
-            "WORKERFLEET_WORKER_ID": f"worker-{index}-{uuid.uuid4().hex[:6]}",
+            "WORKERFLEET_WORKER_ID": worker_id or f"worker-{index}-{uuid.uuid4().hex[:6]}",
+            "WORKERFLEET_CONCURRENCY": str(concurrency),
             "WORKERFLEET_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
             "WORKERFLEET_METRICS_ADDRESS": "127.0.0.1",
             "WORKERFLEET_METRICS_PORT": str(metrics_port),
@@ -161,7 +173,8 @@ class Workers:
             )
         worker = WorkerProcess(process, log_path, metrics_port)
         self._started.append(worker)
-        worker.wait_until_consuming()
+        if wait:
+            worker.wait_until_consuming()
         return worker
 
     def stop_all(self) -> None:

@@ -1,8 +1,10 @@
 """Handlers the integration tests run in real worker processes (`--handlers e2e.worker.probe_handlers`).
 
-Job type `probe`; the payload says what to do: {"id": "...", "sleep": seconds, "fail": "transient" |
-"permanent" | "review"}. Every start and finish is appended as a JSON line to $WORKERFLEET_PROBE_LOG, so
-a test can tell which process ran which attempt, even for a process it killed.
+Job types `probe` and `slow-probe` (one handler; tests give them different timeouts). The payload says
+what to do: {"id": "...", "sleep": seconds, "fail": "transient" | "permanent" | "review" | "crash"};
+"crash" kills the worker process with SIGKILL mid-job, as the OOM killer would. Every start and finish
+is appended as a JSON line to $WORKERFLEET_PROBE_LOG, so a test can tell which process ran which
+attempt, even for a process it killed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from typing import Any
 
 from workerfleet import worker
@@ -21,6 +24,7 @@ def record(event: str, job: worker.Job) -> None:
         log.write(line)
 
 
+@worker.handler("slow-probe")
 @worker.handler("probe")
 async def probe(job: worker.Job) -> None:
     payload: dict[str, Any] = job.payload
@@ -33,4 +37,6 @@ async def probe(job: worker.Job) -> None:
             raise worker.PermanentError("probe asked for a permanent failure")
         case "review":
             raise worker.NeedsReview("probe cannot tell")
+        case "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
     record("finish", job)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -201,6 +202,24 @@ class RabbitMQServer:
         )
         counts = dict(line.split("\t") for line in listing.stdout.splitlines() if "\t" in line)
         return int(counts.get(queue, "0"))
+
+    def consumer_arguments(self, queue: str) -> dict[str, str] | None:
+        """The arguments of the first consumer of `queue`, as rabbitmqctl prints them; None without one."""
+        listing = subprocess.run(
+            [str(RABBITMQCTL), "list_consumers", "--quiet", "--no-table-headers", "queue_name", "arguments"],
+            env=self._environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        for line in listing.stdout.splitlines():
+            name, _, arguments = line.partition("\t")
+            if name == queue:
+                # e.g. [{"x-consumer-timeout",3660000}] -> {"x-consumer-timeout": "3660000"}
+                pairs = re.findall(r'\{"?([^",{}]+)"?,\s*"?([^",{}]*)"?\}', arguments)
+                return dict(pairs)
+        return None
 
     def stop(self) -> None:
         if self._server is not None:

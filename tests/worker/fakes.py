@@ -26,6 +26,7 @@ class MemoryBackend:
     """The next this many receives fail as if the server were down."""
     connects: int = 0
     closed: bool = False
+    stopped_receiving: bool = False
 
     async def connect(self) -> None:
         self.connects += 1
@@ -42,6 +43,9 @@ class MemoryBackend:
             return []
         count = min(max_count, len(self.waiting))
         return [Delivery(self.waiting.popleft(), None) for _ in range(count)]
+
+    async def stop_receiving(self) -> None:
+        self.stopped_receiving = True
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         self.completed.append(delivery.body)

@@ -53,6 +53,7 @@ class Harness:
             revision="rev-1",
             concurrency=concurrency,
             drain_seconds=drain_seconds,
+            pool_dead_letter_queue="pool.dlq",
             maintenance_interval_seconds=0.05,
             clock=lambda: NOW,
             sample=lambda: 0.0,
@@ -247,15 +248,31 @@ async def test_a_job_whose_key_was_completed_is_acknowledged_without_running() -
 
 
 @run_async
-async def test_messages_that_are_not_envelopes_or_name_unknown_types_are_dropped_and_counted() -> None:
+async def test_messages_that_are_not_envelopes_or_name_unknown_types_are_dead_lettered_never_dropped() -> (
+    None
+):
     calls: list[Job] = []
-    harness = Harness(recording(calls))
+    no_dead_letter = SPEC.model_copy(update={"dead_letter": None})
+    harness = Harness(recording(calls), spec=no_dead_letter)
     await harness.backend.enqueue(b"\x00garbage")
-    await harness.put({"id": "a"}, job_type="someone-elses")
+    stranger = await harness.put({"id": "a"}, job_type="someone-elses")
     await harness.run_until(2)
     assert calls == []
-    assert [queue for queue, _body in harness.backend.moved] == [None, None]
-    assert harness.count("failed", job_type="") == 2
+    (garbage_queue, garbage_body), (stranger_queue, stranger_body) = harness.backend.moved
+    garbage = decode(garbage_body)
+    assert (garbage_queue, garbage.type, garbage.payload) == (
+        "pool.dlq",
+        "(malformed)",
+        {"original": "\x00garbage"},
+    )
+    assert garbage.last_failure is not None
+    assert garbage.last_failure.reason == "MalformedEnvelope"
+    unknown = decode(stranger_body)
+    assert (stranger_queue, unknown.id, unknown.payload) == ("pool.dlq", stranger, {"id": "a"})
+    assert unknown.last_failure is not None
+    assert unknown.last_failure.reason == "UnknownJobType"
+    assert harness.count("dead_lettered", job_type="") == 2
+    assert harness.count("failed", job_type="") == 0
 
 
 @run_async

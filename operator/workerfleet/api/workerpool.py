@@ -72,7 +72,8 @@ class RedisList(ApiModel):
     database: Annotated[int, Field(ge=0, le=255)] = 0
     """Logical database number (SELECT)."""
     list_key: Annotated[QueueName, Field(alias="list")]
-    """Key of the list that holds waiting jobs."""
+    """Key of the list that holds waiting jobs. Queue depth counts these, the jobs the pool's workers
+    hold in flight, and retries waiting for their backoff."""
     auth: RedisAuth | None = None
     """Credentials; absent connects without AUTH."""
     tls: TLSConfig | None = None
@@ -90,8 +91,9 @@ class RedisStream(ApiModel):
     stream: QueueName
     """Key of the stream."""
     consumer_group: QueueName
-    """Consumer group the workers read as; created at the end of the stream when missing. Queue
-    depth is the group's lag plus its pending entries."""
+    """Consumer group the workers read as; created at the start of the stream when missing, so jobs
+    added before the first worker started run too. Queue depth is the group's lag plus its pending
+    entries plus retries waiting for their backoff."""
     auth: RedisAuth | None = None
     """Credentials; absent connects without AUTH."""
     tls: TLSConfig | None = None

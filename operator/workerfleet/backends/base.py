@@ -15,7 +15,8 @@ class QueueUnreachableError(RuntimeError):
 @dataclass(frozen=True)
 class QueueSample:
     depth: int
-    """Jobs waiting to be taken."""
+    """Jobs not yet done, where the backend can tell: waiting, in flight, and retries waiting for their
+    backoff (RabbitMQ tells only the ready ones; see backends.rabbitmq)."""
     oldest_age_seconds: float | None = None
     """Age of the oldest waiting job, where the backend can tell."""
 

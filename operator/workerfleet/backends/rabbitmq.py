@@ -1,7 +1,14 @@
 """Depth of a RabbitMQ queue: its ready messages, read with a passive declare over AMQP.
 
-AMQP reports only ready messages, not those delivered and unacknowledged; with workers prefetching
-a few jobs each, the in-flight part is bounded by replicas x prefetch and is left out.
+What RabbitMQ can give over AMQP is queue.declare-ok's message_count (ready messages) and
+consumer_count; messages_unacknowledged is only in the management HTTP API (a plugin, another port,
+other credentials), which the WorkerPool API does not name. So:
+- in flight (delivered, not acknowledged) is left out; it is bounded by replicas x prefetch, and exists
+  only while workers run. When a pool goes from one worker to zero, that worker drains: what it cannot
+  finish goes back to ready, which wakes the pool again;
+- retries waiting for their backoff sit in `<queue>.retry.<ms>ms` queues, which AMQP cannot list; they
+  are left out too, but unlike Redis's delayed sets the broker itself moves them back onto the queue
+  when due (message TTL + dead-lettering), so they wake a sleeping pool and are never stranded.
 """
 
 from __future__ import annotations

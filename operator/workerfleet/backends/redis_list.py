@@ -1,8 +1,13 @@
-"""Depth of a Redis list: its length; oldest age from the envelope at its tail (the next to be taken)."""
+"""Depth of a Redis list pool: every job not yet done, as the worker runtime keeps them (see
+`workerfleet.worker.redis_list`): waiting in the list, in flight in the processing lists of the pool's
+workers, and retries waiting for their backoff in `<list>:delayed` (due or not: only a running worker
+moves them back onto the list, so a pool must not sleep at zero while any wait there). Oldest age from
+the envelope at the list's tail (the next to be taken)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from redis import exceptions as redis_errors
 
@@ -21,13 +26,24 @@ class RedisListDepth:
             async with self._redis.pipeline(transaction=False) as pipeline:
                 pipeline.llen(self._key)
                 pipeline.lindex(self._key, -1)
-                depth, oldest = await pipeline.execute()
+                pipeline.zcard(f"{self._key}:delayed")
+                pipeline.smembers(f"{self._key}:workers")
+                waiting, oldest, delayed, workers = await pipeline.execute()
+            in_flight = 0
+            if workers:
+                async with self._redis.pipeline(transaction=False) as pipeline:
+                    for worker in workers:
+                        name = worker.decode() if isinstance(worker, bytes) else str(worker)
+                        pipeline.llen(f"{self._key}:processing:{name}")
+                    lengths: list[Any] = await pipeline.execute()
+                in_flight = sum(int(length) for length in lengths)
         except (redis_errors.RedisError, OSError) as error:
             raise QueueUnreachableError(
                 f"redis list {self._key!r}: {type(error).__name__}: {error}"
             ) from error
         return QueueSample(
-            depth=int(depth), oldest_age_seconds=envelope_age_seconds(oldest, datetime.now(UTC))
+            depth=int(waiting) + in_flight + int(delayed),
+            oldest_age_seconds=envelope_age_seconds(oldest, datetime.now(UTC)),
         )
 
     async def close(self) -> None:

@@ -1,4 +1,12 @@
-"""Depth of a Redis stream consumer group: entries not yet delivered (lag) plus delivered but unacked.
+"""Depth of a Redis stream consumer group: every job not yet done. That is the entries not yet delivered
+(the group's lag), those delivered but not acknowledged (pending: in flight, or held by a vanished
+worker until reclaimed) and retries waiting for their backoff in `<stream>:delayed` (due or not: only a
+running worker moves them back onto the stream, so a pool must not sleep at zero while any wait there).
+
+Acknowledged entries stay in the stream, so its length says nothing about the work left. The lag comes
+from XINFO GROUPS; where Redis cannot tell it (before 7.0, or nil after an XDEL of an entry the group
+has not read) the entries after the group's last-delivered-id are counted with XRANGE, up to
+UNDELIVERED_COUNT_LIMIT; past that, the estimate XLEN - entries-read (clamped at zero) if it is larger.
 
 The oldest age comes from entry IDs, whose first part is the time the entry was added.
 """
@@ -23,6 +31,10 @@ def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None
     return max(0.0, (now_ms - int(milliseconds)) / 1000) if milliseconds.isdigit() else None
 
 
+UNDELIVERED_COUNT_LIMIT = 10_000
+"""At most this many entries are read to count the undelivered ones when Redis does not report lag."""
+
+
 def _field(group: dict[Any, Any], name: str) -> Any:
     return group.get(name, group.get(name.encode()))
 
@@ -38,29 +50,45 @@ class RedisStreamDepth:
             return await self._read()
         except redis_errors.ResponseError as error:
             if "no such key" in str(error).lower():
-                return QueueSample(depth=0)
+                return QueueSample(depth=int(await self._delayed()))
             raise QueueUnreachableError(f"redis stream {self._stream!r}: {error}") from error
         except (redis_errors.RedisError, OSError) as error:
             raise QueueUnreachableError(
                 f"redis stream {self._stream!r}: {type(error).__name__}: {error}"
             ) from error
 
+    async def _delayed(self) -> int:
+        return int(await self._redis.zcard(f"{self._stream}:delayed"))
+
+    async def _undelivered(self, group: dict[Any, Any]) -> int:
+        """Entries after the group's last-delivered-id, when XINFO has no lag to say it."""
+        last = _field(group, "last-delivered-id")
+        last_id = last.decode() if isinstance(last, bytes) else str(last)
+        following = await self._redis.xrange(self._stream, min=f"({last_id}", count=UNDELIVERED_COUNT_LIMIT)
+        counted = len(following or [])
+        if counted < UNDELIVERED_COUNT_LIMIT:
+            return counted
+        entries_read = _field(group, "entries-read")
+        length = int(await self._redis.xlen(self._stream))
+        estimate = length - int(entries_read) if entries_read is not None else length
+        return max(UNDELIVERED_COUNT_LIMIT, estimate)
+
     async def _read(self) -> QueueSample:
         now_ms = int(time.time() * 1000)
         groups = await self._redis.xinfo_groups(self._stream)
+        delayed = await self._delayed()
         group = next((g for g in groups if _field(g, "name") in (self._group, self._group.encode())), None)
         if group is None:
-            # No worker has created the group yet: every entry is waiting.
+            # No worker has created the group yet (it will, at the start of the stream): all is waiting.
             depth = await self._redis.xlen(self._stream)
             first = await self._redis.xrange(self._stream, count=1)
             return QueueSample(
-                depth=int(depth),
+                depth=int(depth) + delayed,
                 oldest_age_seconds=entry_age_seconds(first[0][0] if first else None, now_ms),
             )
         pending = int(_field(group, "pending") or 0)
         lag = _field(group, "lag")
-        if lag is None:  # Redis cannot tell after some deletions: the stream's length bounds it
-            lag = int(await self._redis.xlen(self._stream)) - pending
+        undelivered = max(int(lag), 0) if lag is not None else await self._undelivered(group)
         if pending:
             summary = await self._redis.xpending(self._stream, self._group)
             oldest = summary.get("min")
@@ -69,7 +97,9 @@ class RedisStreamDepth:
             last_id = last.decode() if isinstance(last, bytes) else str(last)
             following = await self._redis.xrange(self._stream, min=f"({last_id}", count=1)
             oldest = following[0][0] if following else None
-        return QueueSample(depth=int(lag) + pending, oldest_age_seconds=entry_age_seconds(oldest, now_ms))
+        return QueueSample(
+            depth=undelivered + pending + delayed, oldest_age_seconds=entry_age_seconds(oldest, now_ms)
+        )
 
     async def close(self) -> None:
         await release(self._redis)

@@ -23,7 +23,9 @@ What happens to a job: payload checked against input.schema (mismatch: dead-lett
 older than deadlineSeconds: expired (dead-lettered, DeadlineExceeded, not run); idempotency key already
 completed: acknowledged as a duplicate, not run; handler run with timeoutSeconds; a failure whose class is
 in retryOn is retried with exponential backoff and jitter up to maxAttempts, anything else (and
-PermanentError) is dead-lettered with the reason; NeedsReview sends it to the review queue.
+PermanentError) is dead-lettered with the reason; NeedsReview sends it to the review queue. A job whose
+worker died holding it more than maxAttempts times is dead-lettered (Crashed) without running again;
+messages that are not envelopes, or name a type nobody serves, are dead-lettered too, never deleted.
 """
 
 from workerfleet.worker.errors import JobError, NeedsReview, PermanentError, PolicyError, TransientError

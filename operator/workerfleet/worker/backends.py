@@ -10,9 +10,13 @@ from workerfleet.worker.backend import QueueBackend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
+from workerfleet.worker.runtime import CANCEL_GRACE_SECONDS
 from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
 
 DEFAULT_TIMEOUT_SECONDS = 30
+CONSUMER_TIMEOUT_MARGIN_SECONDS = 60.0
+"""Added to the longest timeoutSeconds for RabbitMQ's consumer timeout: the cancel grace, settling, and
+a message waiting in the prefetch buffer for a free slot."""
 
 
 def check_credentials(auth: RedisAuth | RabbitMQAuth | None, credentials: Credentials) -> None:
@@ -23,6 +27,22 @@ def check_credentials(auth: RedisAuth | RabbitMQAuth | None, credentials: Creden
         raise ConfigurationError("the queue has auth set, but WORKERFLEET_QUEUE_PASSWORD is empty")
     if auth.username_secret_ref is not None and credentials.username is None:
         raise ConfigurationError("the queue's auth names a user, but WORKERFLEET_QUEUE_USERNAME is empty")
+
+
+def pool_dead_letter_queue(settings: WorkerSettings) -> str:
+    """Where messages go that no JobType can take (not an envelope, or a type the pool does not serve):
+    `<queue>.dlq` on the pool's own server."""
+    queue = settings.queue
+    name = (
+        queue.redis.list_key
+        if queue.redis is not None
+        else queue.redis_stream.stream
+        if queue.redis_stream is not None
+        else queue.rabbitmq.queue
+        if queue.rabbitmq is not None
+        else "workerfleet"
+    )
+    return f"{name}.dlq"
 
 
 def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
@@ -40,6 +60,9 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
         )
     if queue.redis_stream is not None:
         check_credentials(queue.redis_stream.auth, settings.credentials)
+        # A live worker settles an entry within its type's timeout, plus the grace a cancelled handler
+        # gets; past that and a heartbeat interval, its worker is gone.
+        margin = CANCEL_GRACE_SECONDS + settings.heartbeat_seconds
         longest_attempt = max(
             (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
         )
@@ -47,12 +70,24 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
             queue.redis_stream,
             settings.credentials,
             settings.worker_id,
-            reclaim_idle_seconds=longest_attempt + settings.heartbeat_seconds,
+            reclaim_idle_seconds=longest_attempt + margin,
             reclaim_interval_seconds=settings.heartbeat_seconds,
+            reclaim_idle_seconds_by_type={
+                name: spec.timeout_seconds + margin for name, spec in policies.items()
+            },
         )
     if queue.rabbitmq is not None:
         check_credentials(queue.rabbitmq.auth, settings.credentials)
-        return RabbitMQBackend(queue.rabbitmq, settings.credentials, prefetch=settings.concurrency)
+        longest_attempt = max(
+            (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
+        )
+        return RabbitMQBackend(
+            queue.rabbitmq,
+            settings.credentials,
+            prefetch=settings.concurrency,
+            # A message stays unacknowledged for at most its attempt, the cancel grace and the settling.
+            consumer_timeout_seconds=longest_attempt + CONSUMER_TIMEOUT_MARGIN_SECONDS,
+        )
     raise ConfigurationError(
         "queue.prometheus only tells the operator the queue's depth; the workers of such a pool consume "
         "their queue with their own client, not with `workerfleet worker`"

@@ -11,7 +11,7 @@ import os
 import signal
 
 from workerfleet.worker import jsonlog
-from workerfleet.worker.backends import open_backend
+from workerfleet.worker.backends import open_backend, pool_dead_letter_queue
 from workerfleet.worker.handlers import default_registry
 from workerfleet.worker.metrics import WorkerMetrics
 from workerfleet.worker.runtime import Runtime
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             revision=settings.revision,
             concurrency=settings.concurrency,
             drain_seconds=effective_drain_seconds(settings, policies),
+            pool_dead_letter_queue=pool_dead_letter_queue(settings),
             maintenance_interval_seconds=settings.heartbeat_seconds / MAINTENANCE_PER_HEARTBEAT,
         )
     except ConfigurationError as error:

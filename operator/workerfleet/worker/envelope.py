@@ -19,10 +19,17 @@ a Redis stream entry, a RabbitMQ message body):
 A retry re-enqueues the envelope with `attempt` + 1 and `lastFailure` set; a dead letter or review item
 is the envelope with `lastFailure` saying why it ended there. Unknown fields are refused, so a typo in
 a producer shows up as a dead letter instead of silently losing data.
+
+A message that is not an envelope at all is dead-lettered as an envelope wrapping it (`quarantine`):
+its `id`, `type` and `enqueuedAt` where the message has usable ones (else a fresh id, type
+`(malformed)` and the time it was found), and as payload the original message, `{"original": text}`, or
+`{"originalBase64": ...}` when it is not UTF-8.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -90,3 +97,30 @@ def with_failure(envelope: Envelope, failure: FailureRecord, *, next_attempt: bo
     record = failure.model_copy(update={"message": failure.message[:MESSAGE_MAX_LENGTH]})
     attempt = envelope.attempt + 1 if next_attempt else envelope.attempt
     return envelope.model_copy(update={"last_failure": record, "attempt": attempt})
+
+
+MALFORMED_TYPE = "(malformed)"
+
+
+def quarantine(raw: bytes, *, now: datetime) -> Envelope:
+    """An envelope carrying a message that is not one, so it can be dead-lettered instead of lost."""
+    try:
+        payload: Any = {"original": raw.decode()}
+    except UnicodeDecodeError:
+        payload = {"originalBase64": base64.b64encode(raw).decode()}
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        found = None
+    fields = found if isinstance(found, dict) else {}
+    job_id, job_type = fields.get("id"), fields.get("type")
+    try:
+        enqueued_at = datetime.fromisoformat(str(fields.get("enqueuedAt")))
+    except ValueError:
+        enqueued_at = now
+    return Envelope(
+        id=job_id if isinstance(job_id, str) and 0 < len(job_id) <= 256 else f"malformed-{uuid.uuid4()}",
+        type=job_type if isinstance(job_type, str) and 0 < len(job_type) <= 253 else MALFORMED_TYPE,
+        payload=payload,
+        enqueued_at=enqueued_at if enqueued_at.tzinfo is not None else now,
+    )

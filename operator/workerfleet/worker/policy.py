@@ -48,6 +48,8 @@ class Reason(StrEnum):
     NEEDS_REVIEW = "NeedsReview"
     UNKNOWN_JOB_TYPE = "UnknownJobType"
     MALFORMED_ENVELOPE = "MalformedEnvelope"
+    CRASHED = "Crashed"
+    """The job was handed out maxAttempts times and its worker died every time (SIGKILL, OOM, segfault)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,14 @@ def admit(
         return Complete(Outcome.DUPLICATE)
     if deadline_seconds is not None and age_seconds > deadline_seconds:
         return Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, dead_letter)
+    return None
+
+
+def crashed_too_often(deliveries: int, spec: JobTypeSpec) -> Remove | None:
+    """Before an attempt: a job handed out more than maxAttempts times without ever being settled took
+    its worker down each time; running it again would only kill another one."""
+    if deliveries > spec.retry.max_attempts:
+        return give_up(Reason.CRASHED, dead_letter_queue(spec))
     return None
 
 

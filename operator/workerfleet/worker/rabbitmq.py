@@ -5,7 +5,16 @@ connection drops (SIGKILL, lost node) the broker requeues it for another worker.
 queue `<queue>.retry.<ms>ms` whose message TTL dead-letters them back onto the queue when due (delays are
 rounded up to two significant digits, so few such queues exist; each deletes itself when unused).
 Dead-letter and review queues are durable queues published to through the default exchange, with
-publisher confirms, before the original is acknowledged.
+publisher confirms, before the original is acknowledged. A publish the broker does not confirm (nacked,
+say by a full queue with overflow reject-publish, or returned as unroutable because the queue vanished)
+raises DestinationRefused and leaves the original unacknowledged.
+
+Crash counting (Delivery.deliveries), without any store besides the broker: a quorum queue counts
+redeliveries itself (`x-delivery-count`). A classic queue only flags a redelivery (`redelivered`), so a
+worker that receives a redelivered message publishes a copy carrying `x-workerfleet-deliveries` (the
+deliveries so far) and acknowledges the original, without running it; the copy is what runs, and counts
+on from there. Giving a job back on shutdown also publishes such a copy (with the count unchanged)
+instead of a nack, which would count as a redelivery. The copy goes to the end of the queue.
 
 Idempotency keys: RabbitMQ has no key-value store, and the WorkerPool API names no other store for a
 RabbitMQ pool, so completed keys are remembered by each worker process only (for the JobType's TTL).
@@ -24,13 +33,22 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from pamqp.common import FieldTable
 
 from workerfleet.api.workerpool import RabbitMQ
-from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DeliveryLost
+from workerfleet.worker.backend import (
+    BackendUnavailable,
+    CompletedKey,
+    Delivery,
+    DeliveryLost,
+    DestinationRefused,
+)
 from workerfleet.worker.redis_support import split_host_port
 from workerfleet.worker.settings import Credentials
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+DELIVERIES_HEADER = "x-workerfleet-deliveries"
+BROKER_DELIVERY_COUNT = "x-delivery-count"
 DELAY_QUEUE_EXPIRY_MARGIN_MS = 60_000
 GUEST = "guest"
 
@@ -40,6 +58,21 @@ def quantized_delay_ms(delay_seconds: float) -> int:
     milliseconds = max(math.ceil(delay_seconds * 1000), 1)
     step = int(10 ** max(len(str(milliseconds)) - 2, 0))
     return math.ceil(milliseconds / step) * step
+
+
+def deliveries_of(message: AbstractIncomingMessage) -> int:
+    """How often this job was handed out unsettled, this time included (see the module's docstring)."""
+    headers = message.headers or {}
+    carried = headers.get(DELIVERIES_HEADER)
+    base = carried if isinstance(carried, int) and carried >= 1 else 1
+    counted = headers.get(BROKER_DELIVERY_COUNT)
+    if isinstance(counted, int):
+        return base + counted
+    return base + (1 if message.redelivered else 0)
+
+
+def _counted_by_broker(message: AbstractIncomingMessage) -> bool:
+    return isinstance((message.headers or {}).get(BROKER_DELIVERY_COUNT), int)
 
 
 @dataclass(frozen=True)
@@ -59,7 +92,15 @@ def _unavailable_on_connection_errors() -> Iterator[None]:
 
 
 class RabbitMQBackend:
-    def __init__(self, queue: RabbitMQ, credentials: Credentials, prefetch: int) -> None:
+    def __init__(
+        self,
+        queue: RabbitMQ,
+        credentials: Credentials,
+        prefetch: int,
+        consumer_timeout_seconds: float | None = None,
+    ) -> None:
+        """`consumer_timeout_seconds`: asked of the broker as the consumer's x-consumer-timeout, so a long
+        job does not get the channel closed under it (the broker's default is 30 minutes)."""
         self._settings = queue
         self._queue_name = queue.queue
         self._credentials = credentials
@@ -71,6 +112,10 @@ class RabbitMQBackend:
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._known_queues: set[str] = set()
         self._completed: dict[str, float] = {}
+        self._consumer_timeout_ms = (
+            math.ceil(consumer_timeout_seconds * 1000) if consumer_timeout_seconds is not None else None
+        )
+        self._receiving = True
 
     def _live_channel(self) -> AbstractChannel:
         if self._connection is None or self._connection.is_closed or self._channel is None:
@@ -94,7 +139,8 @@ class RabbitMQBackend:
             self._generation += 1
             self._buffer = asyncio.Queue()
             self._known_queues.clear()
-            self._channel = await self._connection.channel(publisher_confirms=True)
+            # on_return_raises: an unroutable publish (no such queue) is an error, not a silent drop.
+            self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._channel.set_qos(prefetch_count=self._prefetch)
             await self._ensure_queue(self._queue_name)
 
@@ -102,7 +148,10 @@ class RabbitMQBackend:
         """Subscribe on the first receive, so a producer that only enqueues never takes jobs."""
         with _unavailable_on_connection_errors():
             queue = await self._ensure_queue(self._queue_name)
-            tag = await queue.consume(self._buffer.put, no_ack=False)
+            arguments: FieldTable | None = (
+                {"x-consumer-timeout": self._consumer_timeout_ms} if self._consumer_timeout_ms else None
+            )
+            tag = await queue.consume(self._buffer.put, no_ack=False, arguments=arguments)
         self._consumer = (queue, tag)
 
     async def _ensure_queue(self, name: str) -> AbstractQueue:
@@ -129,17 +178,36 @@ class RabbitMQBackend:
             # Closing the connection requeues whatever it still holds unacknowledged.
             await connection.close()
 
-    async def close(self) -> None:
+    async def stop_receiving(self) -> None:
+        """Cancel the consumer (basic.cancel), then give back what was prefetched and not handed out."""
+        self._receiving = False
         with _unavailable_on_connection_errors():
             if self._consumer is not None and self._connection is not None and not self._connection.is_closed:
                 queue, tag = self._consumer
+                self._consumer = None
                 await queue.cancel(tag)
-                while not self._buffer.empty():
-                    await self._buffer.get_nowait().nack(requeue=True)
+            await self._give_back_buffered()
+
+    async def _give_back_buffered(self) -> None:
+        """Prefetched messages back to the queue, at once, each as a copy keeping its crash count (a nack
+        would count as a redelivery), then acknowledged."""
+        if self._channel is None or self._channel.is_closed:
+            return  # the broker requeued them when the channel closed
+        while not self._buffer.empty():
+            message = self._buffer.get_nowait()
+            await self._publish(self._queue_name, message.body, deliveries=deliveries_of(message))
+            await message.ack()
+
+    async def close(self) -> None:
+        with _unavailable_on_connection_errors():
+            if self._connection is not None and not self._connection.is_closed:
+                await self.stop_receiving()
             await self._disconnect()
 
     async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
         self._live_channel()
+        if not self._receiving:
+            return []
         if self._consumer is None:
             await self._start_consuming()
         try:
@@ -150,9 +218,19 @@ class RabbitMQBackend:
         messages = [first]
         while len(messages) < max_count and not self._buffer.empty():
             messages.append(self._buffer.get_nowait())
-        return [
-            Delivery(body=message.body, handle=_Handle(self._generation, message)) for message in messages
-        ]
+        deliveries: list[Delivery] = []
+        for message in messages:
+            count = deliveries_of(message)
+            if message.redelivered and not _counted_by_broker(message):
+                # A classic queue cannot count: requeue a copy that carries the count, run that one.
+                with _unavailable_on_connection_errors():
+                    await self._publish(self._queue_name, message.body, deliveries=count)
+                    await message.ack()
+                continue
+            deliveries.append(
+                Delivery(body=message.body, handle=_Handle(self._generation, message), deliveries=count)
+            )
+        return deliveries
 
     def _message(self, delivery: Delivery) -> AbstractIncomingMessage:
         handle = delivery.handle
@@ -165,14 +243,24 @@ class RabbitMQBackend:
             raise DeliveryLost("its channel closed; the broker redelivers it")
         return handle.message
 
-    async def _publish(self, queue: str, body: bytes) -> None:
+    async def _publish(self, queue: str, body: bytes, *, deliveries: int | None = None) -> None:
+        """Publish and wait for the broker's confirm; DestinationRefused when it does not take the message.
+        `deliveries`: the crash count the copy carries (a redelivered or given-back job)."""
         channel = self._live_channel()
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
-            ),
-            routing_key=queue,
-        )
+        try:
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type="application/json",
+                    headers={DELIVERIES_HEADER: deliveries} if deliveries is not None else None,
+                ),
+                routing_key=queue,
+            )
+        except aiormq.exceptions.DeliveryError as error:  # nacked, or returned unroutable
+            self._known_queues.discard(queue)  # declared again next time, in case it vanished
+            reason = "unroutable" if isinstance(error, aiormq.exceptions.PublishError) else "not confirmed"
+            raise DestinationRefused(queue, f"rabbitmq: publish {reason}") from error
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         message = self._message(delivery)
@@ -212,7 +300,9 @@ class RabbitMQBackend:
     async def release(self, delivery: Delivery) -> None:
         message = self._message(delivery)
         with _unavailable_on_connection_errors():
-            await message.nack(requeue=True)
+            # A copy with the count as it is, then the ack: a nack would count the give-back as a crash.
+            await self._publish(self._queue_name, message.body, deliveries=delivery.deliveries)
+            await message.ack()
 
     async def is_completed(self, key: str) -> bool:
         expiry = self._completed.get(key)

@@ -6,11 +6,15 @@ Keys, for a pool whose list is L:
     L:worker:<worker>       the worker's heartbeat, expiring after the heartbeat interval
     L:workers               the workers that may hold jobs
     L:delayed               retries waiting for their backoff, scored by due time (ms since the epoch)
+    L:crashes               per job (field: the job as queued), how often a worker died holding it
     L:done:<type>:<key>     idempotency keys of completed jobs, with the JobType's TTL
 Dead-letter and review queues are lists on the same server (LPUSH).
 
 A worker that vanishes (SIGKILL, OOM, lost node) stops renewing its heartbeat; the next worker whose
 upkeep finds it expired moves its processing list back onto L, in one script, so the jobs run again.
+A process recovers its own processing list only when it starts (a restarted container keeps its
+worker id, and what the earlier process held is orphaned); reconnecting after a connection blip leaves
+it alone, since the jobs in it are still running here.
 """
 
 from __future__ import annotations
@@ -27,19 +31,27 @@ from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_LIST,
+    SETTLE_LIST,
     due_ms,
     now_ms,
     redis_client,
+    refused_on_response_errors,
     unavailable_on_connection_errors,
 )
 from workerfleet.worker.settings import Credentials
 
-# KEYS: heartbeat, processing list, queue, workers set. ARGV: worker id, "force" to skip the liveness
-# check (a worker recovering its own list). Returns the number of jobs moved, or -1 for a live worker.
+# KEYS: heartbeat, processing list, queue, workers set, crash counts. ARGV: worker id, "force" to skip
+# the liveness check (a worker recovering its own list), "count" when the jobs' holder died (each moved
+# job's crash count goes up). Returns the number of jobs moved, or -1 for a live worker.
 RECOVER = """
 if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local moved = 0
-while redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT') do moved = moved + 1 end
+while true do
+  local job = redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT')
+  if not job then break end
+  if ARGV[3] == 'count' then redis.call('HINCRBY', KEYS[5], job, 1) end
+  moved = moved + 1
+end
 redis.call('SREM', KEYS[4], ARGV[1])
 return moved
 """
@@ -60,6 +72,8 @@ class RedisListBackend:
         self._redis: Redis = redis_client(queue.address, queue.database, credentials)
         self._promote = self._redis.register_script(PROMOTE_TO_LIST)
         self._recover = self._redis.register_script(RECOVER)
+        self._started = False
+        self._settle = self._redis.register_script(SETTLE_LIST)
 
     def _processing(self, worker_id: str) -> str:
         return f"{self._queue}:processing:{worker_id}"
@@ -78,9 +92,20 @@ class RedisListBackend:
     def _done(self, key: str) -> str:
         return f"{self._queue}:done:{key}"
 
-    async def _recover_jobs_of(self, worker_id: str, *, force: bool) -> int:
-        keys = [self._heartbeat(worker_id), self._processing(worker_id), self._queue, self._workers]
-        moved: int = await self._recover(keys=keys, args=[worker_id, "force" if force else ""])
+    @property
+    def _crashes(self) -> str:
+        return f"{self._queue}:crashes"
+
+    async def _recover_jobs_of(self, worker_id: str, *, force: bool, crashed: bool = True) -> int:
+        keys = [
+            self._heartbeat(worker_id),
+            self._processing(worker_id),
+            self._queue,
+            self._workers,
+            self._crashes,
+        ]
+        args = [worker_id, "force" if force else "", "count" if crashed else ""]
+        moved: int = await self._recover(keys=keys, args=args)
         return moved
 
     async def _beat(self) -> None:
@@ -91,14 +116,18 @@ class RedisListBackend:
 
     async def connect(self) -> None:
         with unavailable_on_connection_errors():
-            # Jobs left by an earlier process with this id (a restarted container) are ours to give back.
-            await self._recover_jobs_of(self._worker_id, force=True)
+            if not self._started:
+                # Jobs left by an earlier process with this id (a restarted container) are ours to give
+                # back. Only at the start: on a reconnect, our processing list holds jobs running here.
+                await self._recover_jobs_of(self._worker_id, force=True)
+                self._started = True
             await self._beat()
 
     async def close(self) -> None:
         with unavailable_on_connection_errors():
             try:
-                await self._recover_jobs_of(self._worker_id, force=True)
+                # Whatever is left after the drain was not given back for a reason (an outage): not a crash.
+                await self._recover_jobs_of(self._worker_id, force=True, crashed=False)
                 await self._redis.delete(self._heartbeat(self._worker_id))
             finally:
                 await self._redis.aclose()
@@ -117,39 +146,43 @@ class RedisListBackend:
                     for _ in range(max_count - 1):
                         pipe.lmove(self._queue, processing, src="RIGHT", dest="LEFT")
                     bodies.extend(body for body in await pipe.execute() if body is not None)
-        return [Delivery(body=body, handle=None) for body in bodies]
+            crashes: list[Any] = await self._redis.hmget(self._crashes, bodies)
+        return [
+            Delivery(body=body, handle=None, deliveries=1 + int(count or 0))
+            for body, count in zip(bodies, crashes, strict=True)
+        ]
+
+    async def stop_receiving(self) -> None:
+        """Nothing to do: jobs are taken only by receive, and none wait in this process unhanded."""
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         with unavailable_on_connection_errors():
-            if completed_key is None:  # one command needs no transaction
-                await self._redis.lrem(self._processing(self._worker_id), 1, delivery.body)  # type: ignore[arg-type]
-                return
             async with self._redis.pipeline(transaction=True) as pipe:
                 _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
+                if delivery.deliveries > 1:
+                    pipe.hdel(self._crashes, delivery.body)
+                if completed_key is not None:
+                    pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
                 await pipe.execute()
+
+    async def _settle_to(
+        self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
+    ) -> None:
+        """Write `body` to `destination`, then remove the job; nothing is removed if the write fails."""
+        processing = self._processing(self._worker_id)
+        keys = [processing, destination or processing, self._crashes]
+        with unavailable_on_connection_errors(), refused_on_response_errors(destination or processing):
+            await self._settle(keys=keys, args=[delivery.body, body, how, due])
 
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                pipe.zadd(self._delayed, {body: due_ms(delay_seconds)})
-                await pipe.execute()
+        await self._settle_to(delivery, self._delayed, body, "zadd", due_ms(delay_seconds))
 
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                if queue is not None:
-                    pipe.lpush(queue, body)
-                await pipe.execute()
+        await self._settle_to(delivery, queue, body, "lpush" if queue is not None else "none")
 
     async def release(self, delivery: Delivery) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                pipe.rpush(self._queue, delivery.body)  # the end workers take from: it runs next
-                await pipe.execute()
+        # Onto the end workers take from: it runs next.
+        await self._settle_to(delivery, self._queue, delivery.body, "rpush")
 
     async def is_completed(self, key: str) -> bool:
         with unavailable_on_connection_errors():

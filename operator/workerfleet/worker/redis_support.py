@@ -12,7 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from workerfleet.api.common import split_host_port as api_split_host_port
-from workerfleet.worker.backend import BackendUnavailable
+from workerfleet.worker.backend import BackendUnavailable, DestinationRefused
 from workerfleet.worker.settings import ConfigurationError, Credentials
 
 # Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
@@ -55,6 +55,16 @@ def unavailable_on_connection_errors() -> Iterator[None]:
         raise BackendUnavailable(f"redis: {type(error).__name__}: {error}") from error
 
 
+@contextmanager
+def refused_on_response_errors(destination: str) -> Iterator[None]:
+    """A settle script's error reply (WRONGTYPE from the destination, say) becomes DestinationRefused.
+    The scripts write the destination first, so an error there stops them before the job is removed."""
+    try:
+        yield
+    except redis_errors.ResponseError as error:
+        raise DestinationRefused(destination, f"redis: {error}") from error
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -81,4 +91,28 @@ for _, job in ipairs(due) do
   redis.call('XADD', KEYS[2], '*', 'job', job)
 end
 return #due
+"""
+
+# Settling a job in one script, destination first: an error reply from the write (WRONGTYPE, OOM) stops
+# the script before the job is removed, which MULTI/EXEC would not do (it runs the other commands).
+# KEYS[1]: the processing list; KEYS[2]: the destination; KEYS[3]: the crash counts. ARGV: the job as
+# held, the body to write, how ("lpush" a dead-letter or review queue, "rpush" back onto the queue,
+# "zadd" a retry, "none" to drop), the retry's due time. A job settled here did not crash its worker,
+# so its crash count goes, except when it goes back unchanged ("rpush": given back on shutdown).
+SETTLE_LIST = """
+local how = ARGV[3]
+if how == 'lpush' then redis.call('LPUSH', KEYS[2], ARGV[2])
+elseif how == 'rpush' then redis.call('RPUSH', KEYS[2], ARGV[2])
+elseif how == 'zadd' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
+if how ~= 'rpush' then redis.call('HDEL', KEYS[3], ARGV[1]) end
+return redis.call('LREM', KEYS[1], 1, ARGV[1])
+"""
+
+# The same for a stream entry. KEYS[1]: the stream; KEYS[2]: the destination. ARGV: group, entry id,
+# the body to write, how ("xadd" to a stream, "zadd" a retry, "none"), the retry's due time.
+SETTLE_STREAM = """
+local how = ARGV[4]
+if how == 'xadd' then redis.call('XADD', KEYS[2], '*', 'job', ARGV[3])
+elseif how == 'zadd' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3]) end
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 """

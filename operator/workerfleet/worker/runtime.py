@@ -24,13 +24,21 @@ from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
 from workerfleet.api.jobtype import FailureClass, JobTypeSpec
-from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DeliveryLost, QueueBackend
+from workerfleet.worker.backend import (
+    BackendUnavailable,
+    CompletedKey,
+    Delivery,
+    DeliveryLost,
+    DestinationRefused,
+    QueueBackend,
+)
 from workerfleet.worker.envelope import (
     Envelope,
     FailureRecord,
     MalformedEnvelope,
     decode,
     encode,
+    quarantine,
     with_failure,
 )
 from workerfleet.worker.errors import JobError, NeedsReview
@@ -47,6 +55,7 @@ from workerfleet.worker.policy import (
     admit,
     after_failure,
     after_review_request,
+    crashed_too_often,
     dead_letter_queue,
     give_up,
     idempotency_key,
@@ -64,6 +73,9 @@ CANCEL_GRACE_SECONDS = 5.0
 """How long a cancelled async handler may take to unwind before the runtime moves on without it."""
 RELEASE_GRACE_SECONDS = 10.0
 """After the drain time, how long giving back the unfinished jobs may take."""
+GIVE_BACK_SECONDS_WITHOUT_POLICY = 60.0
+"""How long a job whose destination refused it waits before another try, when no JobType says
+(malformed and unknown ones); JobTypes use their backoff's maxSeconds."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,7 @@ class Runtime:
         revision: str,
         concurrency: int,
         drain_seconds: float,
+        pool_dead_letter_queue: str,
         maintenance_interval_seconds: float,
         clock: Callable[[], datetime] = utc_now,
         sample: Callable[[], float] = random.random,
@@ -161,6 +174,7 @@ class Runtime:
         self._revision = revision
         self._concurrency = concurrency
         self._drain_seconds = drain_seconds
+        self._pool_dead_letter = pool_dead_letter_queue
         self._maintenance_interval = maintenance_interval_seconds
         self._clock = clock
         self._sample = sample
@@ -251,6 +265,12 @@ class Runtime:
         log.info("reconnected to the queue")
 
     async def _drain(self) -> None:
+        try:
+            await self._backend.stop_receiving()
+        except BackendUnavailable as error:
+            log.warning(
+                "could not stop receiving; the queue server takes jobs back", extra={"error": str(error)}
+            )
         if not self._in_flight:
             return
         log.info(
@@ -269,10 +289,11 @@ class Runtime:
         try:
             envelope = decode(delivery.body)
         except MalformedEnvelope as error:
+            # Never deleted: dead-lettered, wrapped in an envelope that keeps the original message.
             await self._settle(
                 delivery,
-                None,
-                give_up(Reason.MALFORMED_ENVELOPE, None),
+                quarantine(delivery.body, now=self._clock()),
+                give_up(Reason.MALFORMED_ENVELOPE, self._pool_dead_letter),
                 job_type="",
                 failure=Failure(None, str(error)),
             )
@@ -298,13 +319,25 @@ class Runtime:
             problem = (
                 "the pool serves no such job type" if spec is None else "this worker has no handler for it"
             )
-            dead_letter = dead_letter_queue(spec) if spec is not None else None
+            # Dead-lettered, never dropped: to the JobType's queue when the pool serves the type (this
+            # worker's image lacks the handler), else to the pool's own dead-letter queue.
+            dead_letter = (dead_letter_queue(spec) if spec is not None else None) or self._pool_dead_letter
             await self._settle(
                 delivery,
                 envelope,
                 give_up(Reason.UNKNOWN_JOB_TYPE, dead_letter),
                 job_type="",
                 failure=Failure(None, f"job type {envelope.type!r}: {problem}"),
+            )
+            return
+        crashed = crashed_too_often(delivery.deliveries, spec)
+        if crashed is not None:
+            lost = delivery.deliveries - 1
+            await self._settle(
+                delivery,
+                envelope,
+                crashed,
+                failure=Failure(None, f"its worker died during each of its last {lost} deliveries"),
             )
             return
         invalid = self._validation_problem(envelope, spec)
@@ -464,6 +497,22 @@ class Runtime:
             except DeliveryLost as error:
                 log.warning("job could not be settled", extra={**fields, "error": str(error)})
                 return
+            except DestinationRefused as error:
+                # Nothing was removed: the job is still ours. Give it back, unchanged, to run again later
+                # (a dead-letter queue someone broke must not eat jobs, nor make a worker spin on them).
+                spec = self._policies.get(envelope.type) if envelope is not None else None
+                delay = spec.retry.backoff.max_seconds if spec else GIVE_BACK_SECONDS_WITHOUT_POLICY
+                log.error(
+                    "the job's destination refused it; job given back for a later try",
+                    extra={
+                        **fields,
+                        "destination": error.destination,
+                        "error": str(error),
+                        "retry_in_seconds": delay,
+                    },
+                )
+                await self._give_back_later(delivery, delay, fields)
+                return
         if isinstance(decision, Release):
             log.info("job given back unfinished", extra=fields)
             return
@@ -474,6 +523,18 @@ class Runtime:
             log.info("job done", extra=details)
         else:
             log.warning("job not done", extra=details)
+
+    async def _give_back_later(self, delivery: Delivery, delay: float, fields: dict[str, Any]) -> None:
+        """The job as it came, available again after `delay` (or at once, if even that write fails)."""
+        try:
+            try:
+                await self._backend.retry(delivery, delivery.body, delay)
+            except DestinationRefused:
+                await self._backend.release(delivery)
+        except (BackendUnavailable, DeliveryLost, DestinationRefused) as error:
+            log.warning(
+                "job could not be given back; left for recovery", extra={**fields, "error": str(error)}
+            )
 
     async def _apply(
         self,
