@@ -55,7 +55,8 @@ CANARY_EVERY = 50
 POLL_SECONDS = 2.0
 READY_TIMEOUT_SECONDS = 1800.0
 QUIET_SECONDS = 60.0
-RESTART_WATCH_SECONDS = 45.0
+RESTART_WATCH_SECONDS = 600.0
+"""The longest a restart is followed: until its requests stop, at most this long."""
 SILENCE_SECONDS = 5.0
 """The operator has caught up once it has sent no request for this long."""
 OPERATOR_PORT_SHIFT = 17
@@ -353,8 +354,16 @@ def _restart(operator: OperatorProcess, audit: AuditLog, result: SizeResult) -> 
     operator.stop()
     wall = time.time()
     operator.start()
-    time.sleep(RESTART_WATCH_SECONDS)
-    restart = audit.requests(wall, wall + RESTART_WATCH_SECONDS)
+    deadline = time.monotonic() + RESTART_WATCH_SECONDS
+    restart = []
+    while time.monotonic() < deadline:
+        time.sleep(SILENCE_SECONDS)
+        restart = audit.requests(wall, time.time())
+        quiet_since = max(
+            (datetime.fromisoformat(e["requestReceivedTimestamp"]).timestamp() for e in restart), default=wall
+        )
+        if time.time() - quiet_since > 2 * SILENCE_SECONDS:
+            break
     result.restart_writes = sum(1 for event in restart if _is_write(event))
     result.restart_requests = len(restart)
     result.restart_catch_up_seconds = round(_caught_up_at(restart, wall), 1)
