@@ -82,7 +82,9 @@ def test_keda_mode_registers_no_metrics_api() -> None:
     assert "system:auth-delegator" not in bindings
     [deployment] = [d for d in documents if d["kind"] == "Deployment"]
     assert not [
-        arg for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"] if "api" in arg
+        arg
+        for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        if arg.startswith("--metrics-api")
     ]
 
 
