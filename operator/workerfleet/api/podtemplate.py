@@ -272,7 +272,7 @@ class SecurityContext(PassThrough):
     privileged: (
         Annotated[bool, _not_true("workers may not run privileged containers; remove privileged")] | None
     ) = None
-    """Refused when true."""
+    """Run with all the node's devices and capabilities: refused when true."""
     allow_privilege_escalation: (
         Annotated[
             bool,
@@ -455,15 +455,15 @@ class PodSpec(PassThrough):
     host_network: (
         Annotated[bool, _not_true("workers may not use the node's network; remove hostNetwork")] | None
     ) = None
-    """Refused when true."""
+    """Use the node's network: refused when true."""
     host_pid: (
         Annotated[bool, _not_true("workers may not see the node's processes; remove hostPID")] | None
     ) = Field(default=None, alias="hostPID")
-    """Refused when true."""
+    """Share the node's process namespace: refused when true."""
     host_ipc: (
         Annotated[bool, _not_true("workers may not share the node's IPC namespace; remove hostIPC")] | None
     ) = Field(default=None, alias="hostIPC")
-    """Refused when true."""
+    """Share the node's IPC namespace: refused when true."""
     node_name: (
         Annotated[
             str,
@@ -504,7 +504,7 @@ class PodSpec(PassThrough):
         ]
         | None
     ) = None
-    """Refused: the operator decides."""
+    """Refused: the operator mounts the pool's token exactly when its JobTypes declare permissions."""
 
 
 def _confined_apparmor_annotations(annotations: dict[str, str]) -> bool:
@@ -539,5 +539,6 @@ class PodTemplate(PassThrough):
     metadata: PodTemplateMeta | None = None
     """Labels and annotations of the workers' pods."""
     spec: PodSpec
-    """Pod spec of every worker. The operator adds the restricted security settings, the pool's
-    ServiceAccount and the termination grace period the job types need."""
+    """Pod spec of every worker: any field of the Pod API, those listed here checked so the pod stays
+    inside the restricted Pod Security Standard. The operator adds the restricted security settings,
+    the pool's ServiceAccount and the termination grace period the job types need."""
