@@ -25,6 +25,7 @@ from workerfleet.api.workerpool import (
 
 PROMETHEUS = {"address": "http://prometheus:9090"}
 REDIS = {"address": "redis:6379", "list": "jobs"}
+TEMPLATE = {"spec": {"containers": [{"name": "worker", "image": "thumbs:1"}]}}
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def test_python_and_cel_halves_of_each_rule_agree(case: RuleCase) -> None:
         (Autoscaling, {"maxReplicas": True, "targetDepthPerReplica": 1}),
         (
             WorkerPoolSpec,
-            {"jobTypes": "resize", "template": {"spec": {"containers": [{}]}}, "queue": {"redis": REDIS}},
+            {"jobTypes": "resize", "template": TEMPLATE, "queue": {"redis": REDIS}},
         ),
         (Queue, {"redis": {**REDIS, "database": "0"}}),
         (Analysis, {"maxErrorRate": "0.1", "prometheus": PROMETHEUS}),
@@ -258,7 +259,7 @@ def test_pod_template_needs_a_container() -> None:
 
 def test_wire_names_are_camel_case_with_kubernetes_spellings() -> None:
     spec = WorkerPoolSpec.model_validate(
-        {"jobTypes": ["resize"], "template": {"spec": {"containers": [{}]}}, "queue": {"redis": REDIS}}
+        {"jobTypes": ["resize"], "template": TEMPLATE, "queue": {"redis": REDIS}}
     )
     assert spec.queue.redis is not None
     assert spec.queue.redis.list_key == "jobs"
@@ -295,7 +296,7 @@ def test_resources_carry_group_version_and_kind() -> None:
 
 
 def test_pool_names_must_fit_label_values_with_a_suffix() -> None:
-    spec = {"jobTypes": ["resize"], "template": {"spec": {"containers": [{}]}}, "queue": {"redis": REDIS}}
+    spec = {"jobTypes": ["resize"], "template": TEMPLATE, "queue": {"redis": REDIS}}
     WorkerPool.model_validate({"metadata": {"name": "p" * 56}, "spec": spec})
     with pytest.raises(ValidationError, match="at most 56 characters"):
         WorkerPool.model_validate({"metadata": {"name": "p" * 57}, "spec": spec})

@@ -29,6 +29,7 @@ _KEPT = frozenset(
         "maxLength",
         "minItems",
         "maxItems",
+        "maxProperties",
         VALIDATIONS_KEY,
         PRESERVE_UNKNOWN_FIELDS,
         "x-kubernetes-list-type",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from itertools import pairwise
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from workerfleet.api.base import API_VERSION, ApiModel, ListSet, Rule, Timestamp
 from workerfleet.api.common import (
@@ -20,6 +20,7 @@ from workerfleet.api.common import (
 )
 from workerfleet.api.conditions import Conditions
 from workerfleet.api.meta import ObjectMeta
+from workerfleet.api.podtemplate import PodTemplate
 
 POOL_NAME_MAX_LENGTH = 56
 """A pool's name becomes a label value (at most 63 characters) and, suffixed "-canary", a Deployment name."""
@@ -34,25 +35,6 @@ QUERY_MAX_LENGTH = 4_096
 ANALYSIS_HISTORY_LENGTH = 10
 
 Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
-
-
-class PodSpec(ApiModel):
-    """A Kubernetes PodSpec; only containers is checked here, the rest is the Pod API's own."""
-
-    model_config = ConfigDict(extra="allow")
-
-    containers: Annotated[list[dict[str, Any]], Field(min_length=1)]
-    """The worker containers (name, image, command, env, resources, ...)."""
-
-
-class PodTemplate(ApiModel):
-    """A Kubernetes PodTemplateSpec for the workers; fields other than spec.containers pass through as is."""
-
-    model_config = ConfigDict(extra="allow")
-
-    spec: PodSpec
-    """Pod spec of every worker. The operator adds the restricted security settings, the pool's
-    ServiceAccount and the termination grace period the job types need."""
 
 
 class RedisAuth(ApiModel):

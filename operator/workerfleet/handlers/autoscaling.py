@@ -31,6 +31,7 @@ from workerfleet.handlers.pool_metrics import POOL_METRICS
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
 from workerfleet.handlers.workerpool import pool_lock, post_event
 from workerfleet.kube.client import kube
+from workerfleet.planners.children import restricted_spec
 from workerfleet.planners.scaling import (
     Pause,
     PauseAnnotationError,
@@ -257,7 +258,7 @@ class Pollers(PoolTasks):
             await asyncio.sleep(random.uniform(0, float(interval)))  # noqa: S311  (not for security)
             while key in self._bodies and ACTIVITY.is_active():
                 body = self._bodies[key]
-                spec = WorkerPoolSpec.model_validate(body["spec"])
+                spec = WorkerPoolSpec.model_validate(restricted_spec(body["spec"]))
                 scaling = spec.autoscaling
                 if scaling is None:
                     return

@@ -24,6 +24,7 @@ from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
 from workerfleet.handlers.workerpool import reconcile_by_name
 from workerfleet.kube.client import kube
+from workerfleet.planners.children import restricted_spec
 from workerfleet.planners.rollout import (
     Measurement,
     analysis_due,
@@ -126,7 +127,7 @@ class RolloutClocks(PoolTasks):
         body = await asyncio.to_thread(kube().get, API_VERSION, "WorkerPool", namespace, name)
         if body is None or not _running(body):
             return False
-        spec = WorkerPoolSpec.model_validate(body["spec"])
+        spec = WorkerPoolSpec.model_validate(restricted_spec(body["spec"]))
         canary = spec.rollout.canary if spec.rollout is not None else None
         status = body["status"]
         try:

@@ -34,6 +34,7 @@ from workerfleet.planners.children import (
     Workers,
     names,
     plan_children,
+    restricted_spec,
     revision_of,
 )
 from workerfleet.planners.keda import KEDA_KINDS
@@ -65,6 +66,22 @@ def post_event(pool: dict[str, Any], event: Event) -> None:
     kopf.event(
         kopf.Body(cast(kopf.RawBody, pool)), type=event.type, reason=event.reason, message=event.message
     )
+
+
+def stored_spec(pool: Mapping[str, Any]) -> dict[str, Any]:
+    """The pool's spec as the models read it: a template admitted before the template rules existed
+    loses what they refuse (the workers run without it), and the operator says so in its log."""
+    spec = restricted_spec(pool["spec"])
+    if spec != pool["spec"]:
+        metadata = pool["metadata"]
+        logger.warning(
+            "%s/%s: the pod template asks for what workers may not have (privilege, the node, a"
+            " ServiceAccount of its own, ...); the workers run without it. Fix the pool: `kubectl apply`"
+            " says which field",
+            metadata.get("namespace"),
+            metadata.get("name"),
+        )
+    return spec
 
 
 def pool_lock(namespace: str, name: str) -> threading.Lock:
@@ -168,7 +185,7 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
         return
     metadata = pool["metadata"]
     now = datetime.now(UTC).replace(microsecond=0)
-    spec = WorkerPoolSpec.model_validate(pool["spec"])
+    spec = WorkerPoolSpec.model_validate(stored_spec(pool))
     current = pool.get("status") or {}
     job_types: dict[str, JobTypeSpec] = {}
     missing: list[str] = []

@@ -16,6 +16,15 @@ from typing import Any
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
 from workerfleet.api.jobtype import JobTypeSpec, Permission
+from workerfleet.api.podtemplate import (
+    ADDABLE_CAPABILITIES,
+    ALLOWED_SELINUX_TYPES,
+    APPARMOR_ANNOTATION_PREFIX,
+    CONFINED_PROFILE_TYPES,
+    FORBIDDEN_VOLUME_SOURCES,
+    SAFE_SYSCTLS,
+    UNCONFINED_APPARMOR_ANNOTATION,
+)
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, WorkerPoolSpec
 from workerfleet.planners.keda import KEDA_API_VERSION, keda_objects
 
@@ -174,6 +183,122 @@ RESTRICTED_POD_SECURITY = {
     "fsGroup": NON_ROOT_ID,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+_HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
+_OPERATOR_OWNED = ("nodeName", "serviceAccountName", "serviceAccount", "automountServiceAccountToken")
+"""Pod fields a template may not set at all: the scheduler places the pod, the operator picks its identity."""
+_EMPTY_DIRECTORY: Manifest = {"emptyDir": {}}
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _confine(context: dict[str, Any]) -> None:
+    """Drop the settings of a pod's or a container's security context that the API models refuse."""
+    if context.get("runAsUser") == 0:
+        del context["runAsUser"]
+    if context.get("runAsNonRoot") is False:
+        del context["runAsNonRoot"]
+    for profile in ("seccompProfile", "appArmorProfile"):
+        settings = _object(context.get(profile))
+        if settings is not None and settings.get("type") not in CONFINED_PROFILE_TYPES:
+            del context[profile]  # the pod-level RuntimeDefault applies instead
+    selinux = _object(context.get("seLinuxOptions"))
+    if selinux is not None:
+        selinux.pop("user", None)
+        selinux.pop("role", None)
+        if selinux.get("type") not in (None, "", *ALLOWED_SELINUX_TYPES):
+            del selinux["type"]
+    windows = _object(context.get("windowsOptions"))
+    if windows is not None and windows.get("hostProcess"):
+        del windows["hostProcess"]
+    if context.get("privileged"):
+        del context["privileged"]
+    if context.get("allowPrivilegeEscalation"):
+        del context["allowPrivilegeEscalation"]
+    if context.get("procMount", "Default") != "Default":
+        del context["procMount"]
+    capabilities = _object(context.get("capabilities"))
+    if capabilities is not None and isinstance(capabilities.get("add"), list):
+        capabilities["add"] = [name for name in capabilities["add"] if name in ADDABLE_CAPABILITIES]
+    if isinstance(context.get("sysctls"), list):
+        context["sysctls"] = [
+            sysctl for sysctl in context["sysctls"] if _object(sysctl) and sysctl.get("name") in SAFE_SYSCTLS
+        ]
+
+
+def _confine_container(container: dict[str, Any]) -> None:
+    context = _object(container.get("securityContext"))
+    if context is not None:
+        _confine(context)
+    for port in container.get("ports") or []:
+        if _object(port) is not None and port.get("hostPort"):
+            del port["hostPort"]
+
+
+def _restricted_volume(volume: dict[str, Any]) -> dict[str, Any]:
+    if any(source in volume for source in FORBIDDEN_VOLUME_SOURCES):
+        return {"name": volume.get("name"), **_EMPTY_DIRECTORY}  # mounts keep working, the node stays out
+    projected = _object(volume.get("projected"))
+    if projected is not None and isinstance(projected.get("sources"), list):
+        projected["sources"] = [
+            source
+            for source in projected["sources"]
+            if not (_object(source) is not None and "serviceAccountToken" in source)
+        ]
+    return volume
+
+
+def restricted_template(template: Mapping[str, Any]) -> Manifest:
+    """The pod template without anything the API models refuse (see api/podtemplate.py).
+
+    A template the API server admits today comes back equal; one admitted before those rules existed
+    loses what would reach past the pod: privilege, added capabilities, the node's namespaces, ports
+    and filesystem (such a volume becomes an emptyDir, so mounts still resolve), a node name, a
+    ServiceAccount or token of its own, unconfined seccomp/AppArmor/SELinux, unsafe sysctls, and
+    ephemeral containers.
+    """
+    result: Manifest = copy.deepcopy(dict(template))
+    metadata = _object(result.get("metadata"))
+    annotations = _object(metadata.get("annotations")) if metadata is not None else None
+    if metadata is not None and annotations is not None:
+        metadata["annotations"] = {
+            key: value
+            for key, value in annotations.items()
+            if not (key.startswith(APPARMOR_ANNOTATION_PREFIX) and value == UNCONFINED_APPARMOR_ANNOTATION)
+        }
+    spec = _object(result.get("spec"))
+    if spec is None:
+        return result
+    for name in _HOST_NAMESPACES:
+        if spec.get(name):
+            del spec[name]
+    for name in _OPERATOR_OWNED:
+        spec.pop(name, None)
+    if spec.get("ephemeralContainers"):
+        del spec["ephemeralContainers"]
+    context = _object(spec.get("securityContext"))
+    if context is not None:
+        _confine(context)
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if _object(container) is not None:
+            _confine_container(container)
+    if isinstance(spec.get("volumes"), list):
+        spec["volumes"] = [
+            _restricted_volume(volume) if _object(volume) is not None else volume
+            for volume in spec["volumes"]
+        ]
+    return result
+
+
+def restricted_spec(spec: Mapping[str, Any]) -> Manifest:
+    """A stored WorkerPool spec with its template restricted, so a pool admitted before the template
+    rules existed still parses, and runs without what they refuse."""
+    result = dict(spec)
+    template = _object(result.get("template"))
+    if template is not None:
+        result["template"] = restricted_template(template)
+    return result
 
 
 def _with_defaults(settings: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> Manifest:
@@ -181,6 +306,14 @@ def _with_defaults(settings: Mapping[str, Any] | None, defaults: Mapping[str, An
     merged = copy.deepcopy(dict(defaults))
     merged.update(copy.deepcopy(dict(settings or {})))
     return merged
+
+
+def _container_security(settings: Mapping[str, Any] | None) -> Manifest:
+    context = _with_defaults(settings, RESTRICTED_CONTAINER_SECURITY)
+    capabilities = dict(context.get("capabilities") or {})
+    capabilities["drop"] = ["ALL"]  # whatever else the user dropped is in ALL
+    context["capabilities"] = capabilities
+    return context
 
 
 def hardened_pod_template(
@@ -195,13 +328,17 @@ def hardened_pod_template(
     environment: list[Manifest],
     track: str = STABLE_TRACK,
 ) -> Manifest:
-    """The user's pod template, made to pass the Pod Security Standards `restricted` profile.
+    """The user's pod template, made to pass the Pod Security Standards `restricted` profile
+    whatever it says.
 
-    Settings the user wrote are kept (a weaker one is then refused by PodSecurity admission, which
-    is the point); missing ones get restricted defaults. The root filesystem is read-only, so /tmp
-    is an emptyDir; the JobType policies are mounted for the worker runtime.
+    First everything the API models refuse is taken out (`restricted_template`: the template may
+    predate the rules, or come from a Deployment's annotation). Settings the user wrote within the
+    profile are kept; missing ones get restricted defaults; capabilities drop ALL whatever else the
+    template drops. The pod runs as the pool's ServiceAccount, with a token only when `mount_token`.
+    The root filesystem is read-only, so /tmp is an emptyDir; the JobType policies are mounted for
+    the worker runtime.
     """
-    result: Manifest = copy.deepcopy(dict(template))
+    result = restricted_template(template)
     metadata = result.setdefault("metadata", {})
     metadata["labels"] = {
         **metadata.get("labels", {}),
@@ -220,9 +357,7 @@ def hardened_pod_template(
     ]
     spec["volumes"] = volumes
     for container in [*spec.get("initContainers", []), *spec["containers"]]:
-        container["securityContext"] = _with_defaults(
-            container.get("securityContext"), RESTRICTED_CONTAINER_SECURITY
-        )
+        container["securityContext"] = _container_security(container.get("securityContext"))
         mounts = [
             mount
             for mount in container.get("volumeMounts", [])
