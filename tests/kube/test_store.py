@@ -90,3 +90,24 @@ def test_an_absent_child_is_remembered_as_absent_and_forgotten_on_demand() -> No
     assert applied.holds(key, ABSENT)
     applied.forget(key)
     assert not applied.holds(key, ABSENT)
+
+
+def test_a_deleted_pools_objects_are_forgotten_and_no_others() -> None:
+    watched = WatchedObjects()
+    watched.remember(_deployment("12", 3))
+    other = {**_deployment("14", 1), "metadata": {**_deployment("14", 1)["metadata"], "name": "videos"}}
+    watched.remember(other)
+    watched.forget_named("media", {"thumbs", "thumbs-canary"})
+    assert watched.lookup(KEY) == (False, None)
+    assert watched.lookup(("apps/v1", "Deployment", "media", "videos"))[0]
+
+    applied = AppliedChildren(300, clock=lambda: 0.0, jitter=lambda: 0.0)
+    mine, theirs = (
+        ("v1", "ServiceAccount", "media", "thumbs-worker"),
+        ("v1", "ServiceAccount", "other", "thumbs-worker"),
+    )
+    applied.remember(mine, "abc")
+    applied.remember(theirs, "abc")
+    applied.forget_named("media", {"thumbs-worker"})
+    assert not applied.holds(mine, "abc")
+    assert applied.holds(theirs, "abc")

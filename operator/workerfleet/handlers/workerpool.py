@@ -296,8 +296,13 @@ def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     metadata = body.metadata
     _remember(body, type)
     if type == "DELETED":
-        POOLS_BY_JOB_TYPE.forget(metadata.namespace or "", metadata.name or "")
-        return  # children go with the pool through their ownerReferences
+        namespace, name = metadata.namespace or "", metadata.name or ""
+        POOLS_BY_JOB_TYPE.forget(namespace, name)
+        # Its children go with it through their ownerReferences: nothing of them is worth remembering.
+        child_names = {name, *names(name).values(), f"{name}-queue"}  # -queue: KEDA's TriggerAuthentication
+        kube().watched.forget_named(namespace, child_names)
+        kube().applied.forget_named(namespace, child_names)
+        return
     POOLS_BY_JOB_TYPE.update(metadata.namespace or "", metadata.name or "", body.spec.get("jobTypes", []))
     if metadata.get("deletionTimestamp"):
         return

@@ -202,14 +202,18 @@ class Kube:
             self._request("delete")
             resource.delete(name=key.name, namespace=namespace)
         except NotFoundError:
+            self._gone(object_key, watched)
             return False
-        finally:
-            if watched:
-                self.watched.forget(object_key)
-            else:
-                self.applied.remember(object_key, ABSENT)
+        self._gone(object_key, watched)
         self._count_write()
         return True
+
+    def _gone(self, key: ObjectKey, watched: bool) -> None:
+        """A delete succeeded or found nothing: the object is no more (a failed delete changes nothing)."""
+        if watched:
+            self.watched.forget(key)
+        else:
+            self.applied.remember(key, ABSENT)
 
     def patch_pool_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         resource = self._resource(API_VERSION, "WorkerPool")

@@ -101,6 +101,12 @@ class WatchedObjects:
         with self._lock:
             self._seen.pop(key, None)
 
+    def forget_named(self, namespace: str, names: set[str]) -> None:
+        """Forget every object of any kind with one of `names` in `namespace` (a deleted pool's)."""
+        with self._lock:
+            for key in [key for key in self._seen if key[2] == namespace and key[3] in names]:
+                del self._seen[key]
+
     def clear(self) -> None:
         """Forget everything: what a paused watch did not deliver is unknown."""
         with self._lock:
@@ -162,6 +168,12 @@ class AppliedChildren:
     def forget(self, key: ObjectKey) -> None:
         with self._lock:
             self._children.pop(key, None)
+
+    def forget_named(self, namespace: str, names: set[str]) -> None:
+        """Forget every child of any kind with one of `names` in `namespace` (a deleted pool's)."""
+        with self._lock:
+            for key in [key for key in self._children if key[2] == namespace and key[3] in names]:
+                del self._children[key]
 
     def clear(self) -> None:
         with self._lock:
