@@ -35,12 +35,12 @@ def test_three_thousand_requests_at_once_are_held_to_the_rate() -> None:
         slept.append(seconds)
 
     limiter = RateLimiter(qps=100, burst=200, clock=lambda: clock[0], sleep=sleep)
-    for _ in range(3000):
-        limiter.acquire()
+    waits = [limiter.acquire() for _ in range(3000)]
     # 200 go at once; the other 2800 are spread over 28 s at 100 per second
     assert len(slept) == 2800
     assert max(slept) == pytest.approx(28.0)
     assert limiter.waited_seconds == pytest.approx(sum(slept))
+    assert waits == [0.0] * 200 + slept, "each caller is told how long it waited"
 
 
 @pytest.mark.parametrize(("qps", "burst"), [(0, 10), (-1, 10), (10, 0)])

@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError, ResourceNotFoundError
+from prometheus_client import Counter
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.kube.rate_limit import RateLimiter
@@ -30,6 +31,15 @@ UNSERVED_KIND_RECHECK_SECONDS = 60.0
 """How long a kind the API server does not serve (KEDA's, before KEDA is installed) stays unserved
 here, so a missing kind costs one discovery request a minute, not one per reconcile."""
 APPLIED_HASH_ANNOTATION = "workerfleet.dev/applied-hash"
+API_REQUESTS = Counter(
+    "workerfleet_api_requests_total",
+    "Requests the operator's client sent to the API server, by verb.",
+    ["verb"],
+)
+API_THROTTLED_SECONDS = Counter(
+    "workerfleet_api_throttled_seconds_total",
+    "Time the operator's requests waited for its client-side rate limit (--api-qps, --api-burst).",
+)
 CONNECTION_POOL_SIZE = 32
 """Open connections kept to the API server: more than the threads that share the client, so no request
 pays for a new TLS handshake because another thread holds the pooled connection."""
@@ -101,18 +111,11 @@ class Kube:
         self.watched = WatchedObjects()
         self.applied = AppliedChildren()
         self.writes = 0
-        self.requests: dict[str, int] = {}
-        """Requests sent, by verb, for the operator's metrics and the scale benchmark."""
 
     def _request(self, verb: str) -> None:
-        """Account for one request and wait until the rate limit lets it go."""
-        self._limiter.acquire()
-        with self._lock:
-            self.requests[verb] = self.requests.get(verb, 0) + 1
-
-    @property
-    def rate_limited_seconds(self) -> float:
-        return self._limiter.waited_seconds
+        """Wait until the rate limit lets one request go, and count it in the operator's metrics."""
+        API_THROTTLED_SECONDS.inc(self._limiter.acquire())
+        API_REQUESTS.labels(verb).inc()
 
     def _resource(self, api_version: str, kind: str) -> Any:
         """The API resource of a kind; raises KindNotServedError when the API server has no such kind."""

@@ -53,9 +53,11 @@ class RateLimiter:
         self.waited_seconds = 0.0
         """Time callers spent waiting in all, for the operator's metrics."""
 
-    def acquire(self) -> None:
+    def acquire(self) -> float:
+        """Wait for this caller's turn; return how long it waited."""
         with self._lock:
             wait = self._bucket.take(self._clock())
             self.waited_seconds += wait
         if wait > 0:
             self._sleep(wait)
+        return wait
