@@ -191,8 +191,10 @@ def _components(layout: Layout, certs: pki.ClusterPki) -> list[Component]:
         f"--tls-private-key-file={certs.apiserver.key}",
         f"--client-ca-file={certs.ca.cert}",
         "--authorization-mode=Node,RBAC",
-        # PodSecurity is in the default admission chain; NodeRestriction is the one default-off we want.
-        "--enable-admission-plugins=NodeRestriction",
+        # PodSecurity is in the default admission chain; of the default-off ones, NodeRestriction, and
+        # OwnerReferencesPermissionEnforcement: setting blockOwnerDeletion needs `update` on the
+        # owner's finalizers, as on most production clusters (OpenShift enables it by default).
+        "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
         # Privileged pods must reach PodSecurity admission so its verdict is the one users see.
         "--allow-privileged=true",
         f"--service-cluster-ip-range={pki.SERVICE_CLUSTER_IP_RANGE}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -47,7 +47,7 @@ def test_discovery_names_the_queue_depth_metric() -> None:
 
 
 def test_values_match_the_selector_within_the_namespace() -> None:
-    readings = {"thumbs": Reading(400, TIME), "reports": Reading(7, TIME)}
+    readings = {"thumbs": Reading(400, TIME, 25), "reports": Reading(7, TIME, 25)}
     body = metric_values("media", {"workerfleet.dev/pool": "thumbs"}, readings)
     assert body["kind"] == "ExternalMetricValueList"
     [item] = body["items"]
@@ -60,9 +60,21 @@ def test_values_match_the_selector_within_the_namespace() -> None:
 
 def test_readings_are_kept_per_namespace_and_forgotten_on_request() -> None:
     readings = Readings()
-    readings.put("a", "thumbs", Reading(1, TIME))
-    readings.put("b", "thumbs", Reading(2, TIME))
-    assert readings.in_namespace("a") == {"thumbs": Reading(1, TIME)}
+    readings.put("a", "thumbs", Reading(1, TIME, 25))
+    readings.put("b", "thumbs", Reading(2, TIME, 25))
+    assert readings.in_namespace("a", TIME) == {"thumbs": Reading(1, TIME, 25)}
     readings.forget("a", "thumbs")
-    assert readings.in_namespace("a") == {}
-    assert readings.in_namespace("b") == {"thumbs": Reading(2, TIME)}
+    assert readings.in_namespace("a", TIME) == {}
+    assert readings.in_namespace("b", TIME) == {"thumbs": Reading(2, TIME, 25)}
+
+
+@pytest.mark.parametrize(
+    ("age", "served"), [(0, True), (24.9, True), (25, True), (25.1, False), (600, False)]
+)
+def test_a_reading_older_than_its_lifetime_is_not_served(age: float, served: bool) -> None:
+    """A poller that stopped or hangs leaves no value: the HPA holds rather than act on an old depth."""
+    readings = Readings()
+    readings.put("a", "thumbs", Reading(400, TIME, 25))
+    shown = readings.in_namespace("a", TIME + timedelta(seconds=age))
+    assert shown == ({"thumbs": Reading(400, TIME, 25)} if served else {})
+    assert (metric_values("a", {}, shown)["items"] != []) is served

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What the metrics API serves for one pool: the value the HPA should see, and when it was taken."""
+    """What the metrics API serves for one pool: the value the HPA should see, when it was taken, and
+    how long it may be served (a stale value is no value)."""
 
     value: int
     time: datetime
+    lifetime_seconds: float
+
+    def fresh(self, now: datetime) -> bool:
+        return now - self.time <= timedelta(seconds=self.lifetime_seconds)
 
 
 class Readings:
@@ -34,6 +39,11 @@ class Readings:
         with self._lock:
             self._readings.clear()
 
-    def in_namespace(self, namespace: str) -> dict[str, Reading]:
+    def in_namespace(self, namespace: str, now: datetime) -> dict[str, Reading]:
+        """The readings of the namespace's pools that are still fresh at `now`."""
         with self._lock:
-            return {pool: reading for (ns, pool), reading in self._readings.items() if ns == namespace}
+            return {
+                pool: reading
+                for (ns, pool), reading in self._readings.items()
+                if ns == namespace and reading.fresh(now)
+            }

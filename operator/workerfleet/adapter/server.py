@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -121,7 +122,7 @@ def build_app(
             selector = parse_selector(request.query.get("labelSelector", ""))
         except SelectorError as error:
             return _json(status_error(400, "BadRequest", str(error)), 400)
-        return _json(metric_values(namespace, selector, readings.in_namespace(namespace)))
+        return _json(metric_values(namespace, selector, readings.in_namespace(namespace, datetime.now(UTC))))
 
     app = web.Application()
     app.router.add_get("/healthz", health)

@@ -43,9 +43,11 @@ from workerfleet.planners.scaling import (
     decide,
     judge_queue,
     pause_from_annotations,
+    plan_polling_failure,
     plan_queue_status,
 )
 from workerfleet.planners.status import Event
+from workerfleet.planners.supervision import reading_lifetime_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class PollMemory:
     deadline_read: tuple[tuple[str, ...], float] | None = None
     """Which JobTypes the deadline was read from, and when (monotonic seconds)."""
     idle_since: datetime | None = None
+    failing: bool = False
+    """The poller failed and said so on the pool: its next record reads the pool fresh, to clear it."""
     last_depth: int | None = None
     last_time: datetime | None = None
     throughput_per_replica: float | None = None
@@ -143,16 +147,23 @@ def _policy(scaling: Autoscaling, deadline: int | None) -> ScalingPolicy:
 
 
 def _record(
-    body: dict[str, Any], queue_status: dict[str, Any], judged: QueueConditions, now: datetime
+    body: dict[str, Any],
+    queue_status: dict[str, Any],
+    judged: QueueConditions,
+    now: datetime,
+    *,
+    fresh: bool = False,
 ) -> list[Event]:
     """Write status.queue and the autoscaling conditions when they changed; return Events for flips.
 
     The pool as last watched answers "nothing changed" without a request; only a change is read back
-    fresh (under the pool's lock, since the reconciler writes status too) and written.
+    fresh (under the pool's lock, since the reconciler writes status too) and written. `fresh`: read
+    it fresh anyway (the watched pool may predate a failure this poller wrote while the watch was down).
     """
     metadata = body["metadata"]
     if (
-        plan_queue_status(
+        not fresh
+        and plan_queue_status(
             body.get("status") or {}, metadata.get("generation"), queue_status, judged, now
         ).patch
         is None
@@ -181,14 +192,35 @@ async def _read(source: DepthSource) -> tuple[QueueSample | None, str | None]:
         return None, f"no answer within {READ_TIMEOUT_SECONDS:.0f}s"
 
 
+def _record_failure(namespace: str, name: str, message: str) -> None:
+    """ScalingActive=False with the reason, unless the pool says so already."""
+    api = kube()
+    with pool_lock(namespace, name):
+        pool = api.get(API_VERSION, "WorkerPool", namespace, name)
+        if pool is None or not ACTIVITY.is_active():
+            return
+        patch = plan_polling_failure(
+            pool.get("status") or {}, pool["metadata"].get("generation"), message, datetime.now(UTC)
+        )
+        if patch is not None:
+            api.patch_pool_status(namespace, name, patch)
+
+
 async def _apply_decision(
-    body: dict[str, Any], decision: ScalingDecision, *, depth: int | None, replicas: int, paused: bool
+    body: dict[str, Any],
+    decision: ScalingDecision,
+    *,
+    depth: int | None,
+    replicas: int,
+    paused: bool,
+    reading_lifetime: float,
 ) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     if decision.served_value is None:
         READINGS.forget(namespace, name)
     else:
-        READINGS.put(namespace, name, Reading(value=decision.served_value, time=datetime.now(UTC)))
+        reading = Reading(decision.served_value, datetime.now(UTC), reading_lifetime)
+        READINGS.put(namespace, name, reading)
     if decision.replicas is None or decision.replicas == replicas or not ACTIVITY.is_active():
         return
     await asyncio.to_thread(kube().scale_pool, namespace, name, decision.replicas)
@@ -212,6 +244,8 @@ class Pollers(PoolTasks):
     def __init__(self) -> None:
         super().__init__()
         self._bodies: dict[PoolKey, dict[str, Any]] = {}
+        self._memories: dict[PoolKey, PollMemory] = {}
+        """Kept across a failed poller's restarts (the cooldown clock, the failures of the queue)."""
 
     def update(self, body: dict[str, Any]) -> None:
         key = pool_key(body)
@@ -223,6 +257,7 @@ class Pollers(PoolTasks):
 
     def stop(self, key: PoolKey) -> None:
         self._bodies.pop(key, None)
+        self._memories.pop(key, None)
         super().stop(key)
         READINGS.forget(*key)
 
@@ -233,6 +268,7 @@ class Pollers(PoolTasks):
             for task in tasks:
                 task.cancel()
             self._tasks.clear()
+            self._memories.clear()
             READINGS.clear()
             await asyncio.gather(*tasks, return_exceptions=True)
             return
@@ -243,10 +279,22 @@ class Pollers(PoolTasks):
             if not pool["metadata"].get("deletionTimestamp"):
                 self.update(pool)
 
+    async def failed(self, key: PoolKey, error: Exception, failures: int) -> None:
+        """ScalingActive=False with the error while the poller fails (cleared by its next good poll),
+        and a Warning Event when it starts failing."""
+        memory = self._memories.setdefault(key, PollMemory())
+        memory.failing = True
+        message = f"polling fails and is retried with backoff: {_describe(error)}"
+        await asyncio.to_thread(_record_failure, *key, message)
+        body = self._bodies.get(key)
+        if failures == 1 and body is not None:
+            post_event(body, Event("Warning", ScalingReason.POLLING_FAILED, message))
+
     async def _poll(self, key: PoolKey) -> None:
         """Poll until autoscaling is turned off or the pool goes; spec edits apply at the next poll."""
-        namespace, name = key
-        memory = PollMemory()
+        namespace = key[0]
+        restarted = key in self._memories
+        memory = self._memories.setdefault(key, PollMemory())
         source: DepthSource | None = None
         source_queue: Queue | None = None
         try:
@@ -254,8 +302,8 @@ class Pollers(PoolTasks):
             interval = ((body or {}).get("spec", {}).get("autoscaling") or {}).get(
                 "pollingIntervalSeconds", 0
             )
-            # Pollers started together (at start-up, on turning active) spread over one interval.
-            await asyncio.sleep(random.uniform(0, float(interval)))  # noqa: S311  (not for security)
+            if not restarted:  # pollers started together (start-up, turning active) spread over one interval
+                await asyncio.sleep(random.uniform(0, float(interval)))  # noqa: S311  (not for security)
             while key in self._bodies and ACTIVITY.is_active():
                 body = self._bodies[key]
                 spec = WorkerPoolSpec.model_validate(restricted_spec(body["spec"]))
@@ -274,13 +322,8 @@ class Pollers(PoolTasks):
                     else:
                         source, source_queue = open_source(spec.queue, credentials), spec.queue
                 await _poll_once(body, spec, scaling, source, memory, unusable=unusable)
+                self.succeeded(key)
                 await asyncio.sleep(scaling.polling_interval_seconds)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception(
-                "polling the queue of %s/%s failed; restarting at its next change", namespace, name
-            )
         finally:
             if source is not None:
                 await source.close()
@@ -326,7 +369,14 @@ async def _poll_once(
         pause, pause_problem = Pause(), str(problem)  # hold still rather than guess
     decision = decide(_policy(scaling, deadline), state, now, pause)
     memory.idle_since = decision.idle_since
-    await _apply_decision(body, decision, depth=state.depth, replicas=spec.replicas, paused=pause is not None)
+    await _apply_decision(
+        body,
+        decision,
+        depth=state.depth,
+        replicas=spec.replicas,
+        paused=pause is not None,
+        reading_lifetime=reading_lifetime_seconds(scaling.polling_interval_seconds, READ_TIMEOUT_SECONDS),
+    )
     queue_status: dict[str, Any] = {"consecutiveFailures": memory.failures}
     if sample is not None:
         queue_status["depth"] = sample.depth
@@ -345,8 +395,18 @@ async def _poll_once(
         )
     if not ACTIVITY.is_active():
         return
-    for event in await asyncio.to_thread(_record, body, queue_status, judged, now):
+    events = await asyncio.to_thread(_record, body, queue_status, judged, now, fresh=memory.failing)
+    memory.failing = False
+    for event in events:
         post_event(body, event)
+
+
+def _describe(error: Exception) -> str:
+    """An exception in one line: a Kubernetes API error by its status and reason, not its headers."""
+    status, reason = getattr(error, "status", None), getattr(error, "reason", None)
+    if status is not None and reason is not None:
+        return f"{type(error).__name__} {status} {reason}"
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 POLLERS = Pollers()

@@ -2,14 +2,32 @@
 
 Tasks rather than kopf daemons: a daemon makes kopf put a finalizer on every pool, which would block
 deleting pools (and their namespaces) whenever the operator is not running.
+
+Every task is supervised: an exception (the API server restarting, a permission taken away) is
+logged, counted, reported through `failed`, and the task runs again after a capped, jittered backoff,
+instead of ending until the pool's next watch event (which may never come).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
+
+from prometheus_client import Counter
+
+from workerfleet.planners.supervision import retry_delay
+
+logger = logging.getLogger(__name__)
+
+TASK_FAILURES = Counter(
+    "workerfleet_pool_task_failures_total",
+    "Exceptions that ended a pool's long-running task (which then ran again after a backoff), by task.",
+    ["task"],
+)
 
 PoolKey = tuple[str, str]
 """(namespace, name) of a pool."""
@@ -24,16 +42,62 @@ class PoolTasks:
 
     def __init__(self) -> None:
         self._tasks: dict[PoolKey, asyncio.Task[None]] = {}
+        self._failures: dict[PoolKey, int] = {}
+        """Failures in a row of each pool's task; reset by `succeeded`."""
 
     def update(self, body: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def start(self, key: PoolKey, run: Callable[[PoolKey], Coroutine[Any, Any, None]], what: str) -> None:
-        """Start `run(key)` unless the pool's task is running already."""
+        """Start `run(key)`, supervised, unless the pool's task is running already."""
         if key not in self._tasks or self._tasks[key].done():
-            self._tasks[key] = asyncio.create_task(run(key), name=f"{what} {key[0]}/{key[1]}")
+            self._tasks[key] = asyncio.create_task(
+                self._supervise(key, run, what), name=f"{what} {key[0]}/{key[1]}"
+            )
+
+    async def _supervise(
+        self, key: PoolKey, run: Callable[[PoolKey], Coroutine[Any, Any, None]], what: str
+    ) -> None:
+        """Run until `run` returns; after an exception, report it, back off, and run it again."""
+        while True:
+            try:
+                await run(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # whatever it is, the task must come back
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = retry_delay(failures, random.random())  # noqa: S311  (jitter, not security)
+                TASK_FAILURES.labels(what).inc()
+                logger.exception(
+                    "%s of %s/%s failed (%d in a row); running it again in %.1fs",
+                    what,
+                    *key,
+                    failures,
+                    delay,
+                )
+                await self._report_failure(key, error, failures)
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _report_failure(self, key: PoolKey, error: Exception, failures: int) -> None:
+        try:
+            await self.failed(key, error, failures)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the report needs the API server too, which may be down
+            logger.warning("could not report the failure of %s/%s's task", *key, exc_info=True)
+
+    async def failed(self, key: PoolKey, error: Exception, failures: int) -> None:
+        """Make a failing task visible on its pool (a condition, an Event); best effort."""
+
+    def succeeded(self, key: PoolKey) -> bool:
+        """A task's round went well: its failures in a row start again from 0. True if it was failing."""
+        return self._failures.pop(key, 0) > 0
 
     def stop(self, key: PoolKey) -> None:
+        self._failures.pop(key, None)
         task = self._tasks.pop(key, None)
         if task is not None:
             task.cancel()

@@ -9,7 +9,6 @@ Tasks rather than kopf daemons, for the same reason as the queue pollers: no fin
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +21,7 @@ from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.workerpool import reconcile_by_name
+from workerfleet.handlers.workerpool import post_event, reconcile_by_name
 from workerfleet.kube.client import kube
 from workerfleet.planners.children import restricted_spec
 from workerfleet.planners.rollout import (
@@ -31,10 +30,10 @@ from workerfleet.planners.rollout import (
     progress_deadline_passed,
     step_pause_over,
 )
-
-logger = logging.getLogger(__name__)
+from workerfleet.planners.status import Event
 
 TICK_SECONDS = 1.0
+ROLLOUT_CLOCK_FAILED = "RolloutClockFailed"
 RUNNING_PHASES = (RolloutPhase.PROGRESSING.value, RolloutPhase.PAUSED.value)
 
 
@@ -110,15 +109,19 @@ class RolloutClocks(PoolTasks):
         metrics = _Metrics(namespace, name)
         try:
             while await self._tick_once(namespace, name, metrics):
+                self.succeeded(key)
                 await asyncio.sleep(TICK_SECONDS)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception(
-                "the rollout clock of %s/%s stopped; it restarts at the pool's next change", *key
-            )
         finally:
             await metrics.close()
+
+    async def failed(self, key: PoolKey, error: Exception, failures: int) -> None:
+        """A Warning Event when the clock starts failing (it runs again after a backoff)."""
+        if failures > 1:
+            return
+        body = await asyncio.to_thread(kube().get, API_VERSION, "WorkerPool", *key)
+        if body is not None:
+            message = f"the rollout clock failed and runs again after a backoff: {error}"[:500]
+            post_event(body, Event("Warning", ROLLOUT_CLOCK_FAILED, message))
 
     async def _tick_once(self, namespace: str, name: str, metrics: _Metrics) -> bool:
         """One tick; False when the pool's rollout no longer runs."""

@@ -40,6 +40,9 @@ API_THROTTLED_SECONDS = Counter(
     "workerfleet_api_throttled_seconds_total",
     "Time the operator's requests waited for its client-side rate limit (--api-qps, --api-burst).",
 )
+REQUEST_TIMEOUT_SECONDS = 15.0
+"""No request waits longer for the API server: a frozen server (or a dropped connection) makes a call
+fail, and the caller's retry, instead of holding its thread, and a pool's task, forever."""
 CONNECTION_POOL_SIZE = 32
 """Open connections kept to the API server: more than the threads that share the client, so no request
 pays for a new TLS handshake because another thread holds the pooled connection."""
@@ -80,6 +83,14 @@ class KindNotServedError(LookupError):
         self.kind = kind
 
 
+class _TimedDynamicClient(dynamic.DynamicClient):
+    """The dynamic client with a timeout on every request that does not set its own."""
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        params.setdefault("_request_timeout", REQUEST_TIMEOUT_SECONDS)
+        return super().request(method, path, body, **params)
+
+
 def _hash_of(body: Mapping[str, Any] | None) -> str:
     return str(((body or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION))
 
@@ -102,7 +113,7 @@ class Kube:
                 k8s_config.load_kube_config(client_configuration=configuration)
             configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
             api_client = k8s.ApiClient(configuration)
-        self._dynamic = dynamic.DynamicClient(api_client)
+        self._dynamic = _TimedDynamicClient(api_client)
         self._lock = threading.Lock()
         self._discovery_lock = threading.Lock()
         """The dynamic client's discovery cache is not thread-safe; handlers and pollers share it."""

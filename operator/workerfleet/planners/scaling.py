@@ -172,6 +172,7 @@ class ScalingReason:
     FALLBACK_ENDED = "FallbackEnded"
     QUEUE_READABLE = "QueueReadable"
     ACTIVATED = "Activated"
+    POLLING_FAILED = "PollingFailed"
     DEACTIVATED = "Deactivated"
 
 
@@ -282,3 +283,23 @@ def _flips(before: list[Condition], after: list[Condition]) -> list[Event]:
     elif new_fallback is not None and old_fallback is None and new_fallback.status == "True":
         events.append(Event("Warning", ScalingReason.FALLBACK_ACTIVE, new_fallback.message))
     return events
+
+
+def plan_polling_failure(
+    current: Mapping[str, Any], generation: int | None, message: str, now: datetime
+) -> dict[str, Any] | None:
+    """The status patch that says a pool's poller fails and is retrying (ScalingActive=False), or None
+    when the status says so already. The next successful poll sets the condition back."""
+    previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
+    update = ConditionUpdate(
+        type=WorkerPoolConditionType.SCALING_ACTIVE,
+        status=ConditionStatus.FALSE,
+        reason=ScalingReason.POLLING_FAILED,
+        message=message,
+        observed_generation=generation,
+    )
+    conditions = set_condition(previous, update, now.replace(microsecond=0))
+    new_conditions = [c.to_dict() for c in conditions]
+    if new_conditions == [c.to_dict() for c in previous]:
+        return None
+    return {"conditions": new_conditions}
