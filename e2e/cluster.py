@@ -445,6 +445,40 @@ class Cluster:
 
         _wait_until(healthy, component.name, STARTUP_TIMEOUT_SECONDS, log)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one control-plane component, as a crash or an OOM kill would; `restart` brings it back."""
+        pid = _running_pid(self.layout, name)
+        if pid is None:
+            raise ClusterError(f"{name} is not running")
+        os.kill(pid, signal.SIGKILL)
+        _wait_until(lambda: _running_pid(self.layout, name) is None, f"{name} gone", 15)
+
+    def restart(self, name: str) -> None:
+        """Start one component again with its usual arguments, and wait until it answers healthy."""
+        certs = pki.ensure_pki(self.layout.pki)
+        [component] = [c for c in _components(self.layout, certs) if c.name == name]
+        self._start(component)
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP one component: its sockets stay open, nothing answers (a hung process) until `thaw`."""
+        pid = _running_pid(self.layout, name)
+        if pid is None:
+            raise ClusterError(f"{name} is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT a frozen component, and wait until it answers healthy again."""
+        pid = _running_pid(self.layout, name)
+        if pid is None:
+            raise ClusterError(f"{name} is not running")
+        os.kill(pid, signal.SIGCONT)
+        _wait_until(
+            lambda: _is_healthy(name, self.layout), name, STARTUP_TIMEOUT_SECONDS, self.layout.log(name)
+        )
+
+    def is_healthy(self, name: str) -> bool:
+        return _is_healthy(name, self.layout)
+
     def ensure_fake_nodes(self, count: int) -> None:
         """At least `count` fake nodes (kwok-node-0 ... kwok-node-{count-1}), all Ready."""
         names = [f"kwok-node-{index}" for index in range(count)]

@@ -28,3 +28,12 @@ def test_kopf_bookkeeping_lives_in_annotations_not_status() -> None:
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
     assert settings.persistence.progress_storage.prefix == "workerfleet.dev"
+
+
+def test_api_retries_are_never_far_apart_and_last_about_a_minute() -> None:
+    """A watch comes back within seconds of the API server, and kopf still gives up on a dead one."""
+    settings = kopf.OperatorSettings()
+    apply_settings(settings)
+    backoffs = list(settings.networking.error_backoffs)  # type: ignore[arg-type]
+    assert max(backoffs) <= 2
+    assert 50 <= sum(backoffs) <= 70

@@ -21,6 +21,10 @@ tasks and stay unlimited, so none can hold a slot that another object's start-up
 worker limit and a kopf index, every worker waits for all objects to be indexed, and more objects
 than the limit never start)."""
 REQUEST_TIMEOUT_SECONDS = 30
+API_ERROR_BACKOFFS_SECONDS = (0.5, 1.0, *([2.0] * 29))
+"""kopf's retries of a failed API request (its watch streams' included), ~60 s in all as kopf's own
+default, but never more than 2 s apart: kopf's default (1, 1, 2, 3, 5, 8, 13, 21) sleeps up to 21 s
+between attempts, so a watch could come back half a minute after the API server did."""
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:
@@ -30,6 +34,7 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT_SECONDS
     settings.networking.request_timeout = REQUEST_TIMEOUT_SECONDS
     settings.networking.connect_timeout = 10
+    settings.networking.error_backoffs = API_ERROR_BACKOFFS_SECONDS
     settings.queueing.worker_limit = None
     settings.execution.max_workers = MAX_CONCURRENT_RECONCILES
     # kopf's bookkeeping goes into annotations: a structural CRD schema would prune it from status.
