@@ -19,12 +19,11 @@ from workerfleet.planners.supervision import (
         (2, 0.0, 0.5),
         (3, 0.0, 1.0),
         (4, 0.0, 2.0),
-        (5, 0.0, 4.0),
-        (5, 0.999, 7.996),
-        (6, 0.0, 4.0),  # capped: half of the cap at the least
-        (6, 0.5, 6.0),
-        (7, 0.0, 4.0),
-        (1000, 0.999, 7.996),  # however long the outage, never beyond the cap
+        (4, 0.999, 3.998),
+        (5, 0.0, 2.0),  # capped: half of the cap at the least
+        (5, 0.5, 3.0),
+        (6, 0.0, 2.0),
+        (1000, 0.999, 3.998),  # however long the outage, never beyond the cap
     ],
 )
 def test_retry_delay_doubles_up_to_the_cap_with_jitter(failures: int, jitter: float, delay: float) -> None:

@@ -8,8 +8,8 @@ tasks of many pools, failed by the same outage, do not retry in lockstep.
 from __future__ import annotations
 
 RETRY_BASE_SECONDS = 0.5
-RETRY_CAP_SECONDS = 8.0
-"""Below the 10 s within which every reaction must resume once the API server answers again."""
+RETRY_CAP_SECONDS = 4.0
+"""Well below the 10 s within which every reaction must resume once the API server answers again."""
 
 
 def retry_delay(failures: int, jitter: float) -> float:

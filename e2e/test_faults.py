@@ -1,0 +1,229 @@
+"""The fault suite: real components fail under a running operator; each test asserts recovery and
+prints how long it took (README, "Faults and recovery").
+
+The cluster is shared by the whole session, so a test that stops a control-plane process brings it
+back, healthy, before it ends, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import Cluster
+from e2e.test_autoscaling import (
+    BACKLOG,
+    TARGET_PER_REPLICA,
+    RedisListBacklog,
+    _apply,
+    _condition,
+    _job_type,
+    _pool,
+    _pool_body,
+    _replicas,
+)
+from e2e.waiting import eventually
+from e2e.worker.servers import RedisServer
+
+OUTAGE_SECONDS = 10
+FREEZE_SECONDS = 60
+QUEUE_OUTAGE_SECONDS = 30
+"""Long enough for the fallback to be taken (2 failed reads of a 1 s poll) and held through several
+HPA syncs (5 s each); two minutes would only repeat the same polls."""
+RECOVERY_BOUND_SECONDS = 30
+"""Generous for CI on 2 shared cores; the measured times are printed (and in the README)."""
+
+
+def _measured(fault: str, what: str, seconds: float) -> None:
+    print(f"\n[fault] {fault}: {what} {seconds:.1f}s after recovery")
+
+
+def _answer(probe: Callable[[], Any]) -> Any:
+    """`probe`'s result, or None while the API server does not answer (yet)."""
+    try:
+        return probe()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return None
+
+
+def _seconds_until(probe: Callable[[], Any], what: str, timeout: float = RECOVERY_BOUND_SECONDS) -> float:
+    started = time.monotonic()
+    eventually(lambda: _answer(probe), what=what, timeout=timeout, interval=0.25)
+    return time.monotonic() - started
+
+
+def _ready(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:
+    body = _pool_body(cluster, namespace, name)
+    return (
+        _condition(cluster, namespace, name, "Ready") == ("True", "WorkersReady")
+        and (body.get("status") or {}).get("readyReplicas") == replicas
+    )
+
+
+def _plain_pool(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "jobTypes": ["resize"],
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            # Workers would read it; the operator does not (no autoscaling).
+            "queue": {"redis": {"address": "127.0.0.1:6379", "list": "jobs"}},
+        },
+    }
+
+
+def _asleep(cluster: Cluster, namespace: str, backlog: RedisListBacklog) -> None:
+    """An autoscaled pool at zero replicas over an empty queue, polled once a second."""
+    _apply(cluster, namespace, _job_type(), _pool("thumbs", backlog.queue_spec))
+    eventually(
+        lambda: _condition(cluster, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
+        what="scaling on depth",
+        timeout=60,
+    )
+    assert _replicas(cluster, namespace, "thumbs") == 0
+
+
+@contextmanager
+def _killed(cluster: Cluster, component: str) -> Iterator[None]:
+    """`component` SIGKILLed for the block; started again (and healthy) when it ends, whatever happened."""
+    cluster.kill(component)
+    try:
+        yield
+    finally:
+        cluster.restart(component)
+        if component == "etcd":  # the API server's readiness follows etcd's
+            eventually(lambda: cluster.is_healthy("kube-apiserver"), what="kube-apiserver ready", timeout=60)
+
+
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+def test_a_killed_control_plane_process_leaves_no_pool_asleep(
+    operator: Cluster, namespace: str, redis_server: RedisServer, component: str
+) -> None:
+    # Given an autoscaled pool asleep at zero replicas
+    backlog = RedisListBacklog(redis_server)
+    _asleep(operator, namespace, backlog)
+
+    # When the component is SIGKILLed, a burst of jobs arrives meanwhile, and it comes back after 10 s
+    with _killed(operator, component):
+        backlog.push(BACKLOG)
+        time.sleep(OUTAGE_SECONDS)
+
+    # Then the pool wakes, and the HPA takes it on to depth / target replicas
+    woken = _seconds_until(lambda: _replicas(operator, namespace, "thumbs") >= 1, "the pool woken")
+    _measured(component, "pool woken from zero", woken)
+    target = BACKLOG // TARGET_PER_REPLICA
+    scaled = _seconds_until(
+        lambda: _replicas(operator, namespace, "thumbs") == target, f"{target} replicas", timeout=120
+    )
+    _measured(component, f"HPA at {target} replicas", woken + scaled)
+
+    # And a pool applied now gets its workers at once, and becomes Ready once they are
+    applied = time.monotonic()
+    _apply(operator, namespace, _plain_pool("late", 1))
+    reconciled = _seconds_until(
+        lambda: operator.kubectl("get", "deployment", "late", "-n", namespace), "the late pool's Deployment"
+    )
+    _measured(component, "pool applied after it reconciled (Deployment made)", reconciled)
+    _seconds_until(lambda: _ready(operator, namespace, "late", 1), "the late pool Ready", timeout=120)
+    _measured(component, "pool applied after it Ready", time.monotonic() - applied)
+    backlog.drain()
+
+
+def test_a_frozen_api_server_is_followed_again_once_it_thaws(operator: Cluster, namespace: str) -> None:
+    # Given a pool at one ready replica
+    _apply(operator, namespace, _job_type(), _plain_pool("thumbs", 1))
+    eventually(lambda: _ready(operator, namespace, "thumbs", 1), what="thumbs Ready", timeout=90)
+
+    # When the API server is frozen (SIGSTOP) for a minute: connections open, nothing answers
+    operator.freeze("kube-apiserver")
+    try:
+        time.sleep(FREEZE_SECONDS)
+    finally:
+        operator.thaw("kube-apiserver")
+
+    # Then a change made after it is reconciled: the watch resumed
+    thawed = time.monotonic()
+    eventually(
+        lambda: _answer(
+            lambda: operator.kubectl(
+                "patch", "wp", "thumbs", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":2}}'
+            )
+        ),
+        what="the patch accepted",
+        timeout=RECOVERY_BOUND_SECONDS,
+    )
+    _seconds_until(lambda: _ready(operator, namespace, "thumbs", 2), "thumbs Ready with 2 workers")
+    _measured("kube-apiserver frozen", "change after it reconciled (Ready with 2)", time.monotonic() - thawed)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server this test alone stops and starts (on the same port)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_again(
+    operator: Cluster, namespace: str, own_redis: RedisServer
+) -> None:
+    # Given a pool scaling on a burst of jobs, with a fallback of 3 replicas after 2 failed reads
+    backlog = RedisListBacklog(own_redis)
+    fallback = {"failureThreshold": 2, "replicas": 3}
+    _apply(
+        operator,
+        namespace,
+        _job_type(),
+        _pool("thumbs", backlog.queue_spec, replicas=1, minReplicas=1, fallback=fallback),
+    )
+    backlog.push(BACKLOG)
+    target = BACKLOG // TARGET_PER_REPLICA
+    eventually(
+        lambda: _replicas(operator, namespace, "thumbs") == target, what=f"{target} replicas", timeout=120
+    )
+
+    # When the queue server is down for 30 s
+    own_redis.stop()
+    try:
+        # Then the pool says the queue is unreachable and holds the fallback replicas
+        eventually(
+            lambda: (
+                _condition(operator, namespace, "thumbs", "QueueReachable") == ("False", "QueueUnreachable")
+            ),
+            what="QueueReachable=False",
+            timeout=30,
+        )
+        eventually(
+            lambda: _replicas(operator, namespace, "thumbs") == 3, what="3 fallback replicas", timeout=60
+        )
+        held_from = time.monotonic()
+        remaining = QUEUE_OUTAGE_SECONDS - (time.monotonic() - held_from)
+        while remaining > 0:
+            assert _replicas(operator, namespace, "thumbs") == 3, "the fallback replicas were not held"
+            time.sleep(min(2.0, remaining))
+            remaining = QUEUE_OUTAGE_SECONDS - (time.monotonic() - held_from)
+    finally:
+        own_redis.start()  # same port, empty: jobs in memory went with the server
+
+    # When it is back (empty) and jobs arrive again: Then the pool scales on depth again
+    backlog.push(TARGET_PER_REPLICA * 5)
+    reachable = _seconds_until(
+        lambda: _condition(operator, namespace, "thumbs", "QueueReachable") == ("True", "DepthRead"),
+        "QueueReachable=True",
+    )
+    _measured("queue server down", "QueueReachable=True", reachable)
+    assert _condition(operator, namespace, "thumbs", "Fallback") == ("False", "QueueReadable")
+    scaled = _seconds_until(lambda: _replicas(operator, namespace, "thumbs") == 5, "5 replicas", timeout=120)
+    _measured("queue server down", "scaling on depth again (5 replicas)", reachable + scaled)
