@@ -79,6 +79,7 @@ class PoolTasks:
                 await self._report_failure(key, error, failures)
                 await asyncio.sleep(delay)
             else:
+                self._failures.pop(key, None)
                 return
 
     async def _report_failure(self, key: PoolKey, error: Exception, failures: int) -> None:
