@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workerfleet.api.base import API_VERSION
-from workerfleet.kube.client import Kube, current_namespace
+from workerfleet.kube.client import Kube
+from workerfleet.kube.rest import current_namespace
 from workerfleet.planners.rollout import ROLLOUT_ACTION_ANNOTATION, Action
 
 BAR_WIDTH = 20

@@ -402,11 +402,8 @@ async def _poll_once(
 
 
 def _describe(error: Exception) -> str:
-    """An exception in one line: a Kubernetes API error by its status and reason, not its headers."""
-    status, reason = getattr(error, "status", None), getattr(error, "reason", None)
-    if status is not None and reason is not None:
-        return f"{type(error).__name__} {status} {reason}"
-    return f"{type(error).__name__}: {error}"[:300]
+    """An exception in one line, short enough for a condition's message."""
+    return f"{type(error).__name__}: {error}".replace("\n", " ")[:300]
 
 
 POLLERS = Pollers()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import kopf
+
+from workerfleet.kube.rest import load_credentials
 
 FIELD_MANAGER = "workerfleet"
 ANNOTATION_PREFIX = "workerfleet.dev"
@@ -48,3 +51,29 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     apply_settings(settings)
+
+
+TOKEN_FILE_LOGIN_SECONDS = 600
+"""A token read from a file (a pod's projected service-account token) is rotated by the kubelet:
+kopf logs in again this often, so its watches never present an expired one."""
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches use the credentials the operator's own requests use, resolved in one place."""
+    credentials = load_credentials()
+    expiration = None
+    if credentials.token_file is not None or credentials.exec_command is not None:
+        expiration = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            seconds=TOKEN_FILE_LOGIN_SECONDS
+        )
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_data=credentials.ca_pem,
+        insecure=credentials.insecure,
+        certificate_data=credentials.certificate_pem,
+        private_key_data=credentials.private_key_pem,
+        token=credentials.bearer_token(),
+        default_namespace=credentials.namespace,
+        expiration=expiration,
+    )

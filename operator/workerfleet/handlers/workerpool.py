@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
@@ -25,7 +24,8 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.job_type_index import JobTypeIndex
-from workerfleet.kube.client import KindNotServedError, Kube, kube
+from workerfleet.kube.client import Kube, kube
+from workerfleet.kube.rest import ApiError, KindNotServedError
 from workerfleet.planners.children import (
     POD_TEMPLATE_ANNOTATION,
     POOL_LABEL,
@@ -51,13 +51,6 @@ from workerfleet.planners.status import Event, Observation, merge_patch, plan_st
 logger = logging.getLogger(__name__)
 
 _pool_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-
-
-def _error_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or "")["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{error.status} {error.reason}"
 
 
 def post_event(pool: dict[str, Any], event: Event) -> None:
@@ -223,8 +216,8 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
                 api.apply(manifest)
             for key in plan.delete:
                 api.delete(namespace, key)
-        except ApiException as error:
-            apply_error = f"applying the pool's children failed: {_error_message(error)}"
+        except ApiError as error:
+            apply_error = f"applying the pool's children failed: {error.message or error}"
         except KindNotServedError as error:
             hint = (
                 "; install KEDA, or set spec.autoscaling.engine to builtin"

@@ -11,25 +11,18 @@ import base64
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes import dynamic
-from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError, ResourceNotFoundError
 from prometheus_client import Counter
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.kube.rate_limit import RateLimiter
+from workerfleet.kube.rest import ApiError, KindNotServedError, Rest
 from workerfleet.kube.store import ABSENT, AppliedChildren, ObjectKey, WatchedObjects
 from workerfleet.planners.children import ChildKey, Manifest
 
 FIELD_MANAGER = "workerfleet"
-UNSERVED_KIND_RECHECK_SECONDS = 60.0
-"""How long a kind the API server does not serve (KEDA's, before KEDA is installed) stays unserved
-here, so a missing kind costs one discovery request a minute, not one per reconcile."""
 APPLIED_HASH_ANNOTATION = "workerfleet.dev/applied-hash"
 API_REQUESTS = Counter(
     "workerfleet_api_requests_total",
@@ -40,9 +33,9 @@ API_THROTTLED_SECONDS = Counter(
     "workerfleet_api_throttled_seconds_total",
     "Time the operator's requests waited for its client-side rate limit (--api-qps, --api-burst).",
 )
-REQUEST_TIMEOUT_SECONDS = 15.0
-"""No request waits longer for the API server: a frozen server (or a dropped connection) makes a call
-fail, and the caller's retry, instead of holding its thread, and a pool's task, forever."""
+MERGE_PATCH = "application/merge-patch+json"
+LIST_PAGE_SIZE = 500
+"""Items per page of a list: one huge response would be held in memory whole."""
 CONNECTION_POOL_SIZE = 32
 """Open connections kept to the API server: more than the threads that share the client, so no request
 pays for a new TLS handshake because another thread holds the pooled connection."""
@@ -66,31 +59,6 @@ def with_applied_hash(manifest: Mapping[str, Any]) -> Manifest:
     return stamped
 
 
-def current_namespace() -> str:
-    """The namespace of the kubeconfig's current context, as kubectl picks it."""
-    try:
-        _, context = k8s_config.list_kube_config_contexts()
-    except (k8s_config.ConfigException, OSError):
-        return "default"
-    return str((context or {}).get("context", {}).get("namespace") or "default")
-
-
-class KindNotServedError(LookupError):
-    """The API server serves no such kind, e.g. KEDA's ScaledObject where KEDA is not installed."""
-
-    def __init__(self, api_version: str, kind: str) -> None:
-        super().__init__(f"the API server serves no {kind} ({api_version})")
-        self.kind = kind
-
-
-class _TimedDynamicClient(dynamic.DynamicClient):
-    """The dynamic client with a timeout on every request that does not set its own."""
-
-    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        params.setdefault("_request_timeout", REQUEST_TIMEOUT_SECONDS)
-        return super().request(method, path, body, **params)
-
-
 def _hash_of(body: Mapping[str, Any] | None) -> str:
     return str(((body or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION))
 
@@ -102,22 +70,9 @@ class Kube:
     watches showed (`watched`), and children known to hold what would be applied cost no request.
     """
 
-    def __init__(
-        self, api_client: k8s.ApiClient | None = None, rate_limiter: RateLimiter | None = None
-    ) -> None:
-        if api_client is None:
-            configuration = k8s.Configuration()
-            try:
-                k8s_config.load_incluster_config(client_configuration=configuration)
-            except k8s_config.ConfigException:
-                k8s_config.load_kube_config(client_configuration=configuration)
-            configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
-            api_client = k8s.ApiClient(configuration)
-        self._dynamic = _TimedDynamicClient(api_client)
+    def __init__(self, rest: Rest | None = None, rate_limiter: RateLimiter | None = None) -> None:
+        self._rest = rest or Rest(pool_size=CONNECTION_POOL_SIZE)
         self._lock = threading.Lock()
-        self._discovery_lock = threading.Lock()
-        """The dynamic client's discovery cache is not thread-safe; handlers and pollers share it."""
-        self._unserved: dict[tuple[str, str], float] = {}
         self._limiter = rate_limiter or RateLimiter()
         self.watched = WatchedObjects()
         self.applied = AppliedChildren()
@@ -128,17 +83,10 @@ class Kube:
         API_THROTTLED_SECONDS.inc(self._limiter.acquire())
         API_REQUESTS.labels(verb).inc()
 
-    def _resource(self, api_version: str, kind: str) -> Any:
-        """The API resource of a kind; raises KindNotServedError when the API server has no such kind."""
-        key = (api_version, kind)
-        if self._unserved.get(key, 0.0) > time.monotonic():
-            raise KindNotServedError(api_version, kind)
-        try:
-            with self._discovery_lock:
-                return self._dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError as error:
-            self._unserved[key] = time.monotonic() + UNSERVED_KIND_RECHECK_SECONDS
-            raise KindNotServedError(api_version, kind) from error
+    def _send(self, verb: str, method: str, path: str, **request: Any) -> Any:
+        """One request, after the rate limit lets it go."""
+        self._request(verb)
+        return self._rest.request(method, path, **request)
 
     def _count_write(self) -> None:
         with self._lock:
@@ -162,13 +110,14 @@ class Kube:
     def read(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         """The object as the API server has it now (one request), or None when it does not exist."""
         try:
-            resource = self._resource(api_version, kind)
-            self._request("get")
-            found = resource.get(name=name, namespace=namespace)
-        except (NotFoundError, KindNotServedError):
+            found: Manifest = self._send("get", "GET", self._rest.path(api_version, kind, namespace, name))
+        except KindNotServedError:
             return None
-        result: Manifest = found.to_dict()
-        return result
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
 
     def apply(self, manifest: Mapping[str, Any]) -> bool:
         """Server-side apply `manifest` unless the live object already holds it; True if written."""
@@ -184,18 +133,17 @@ class Kube:
             if not watched:
                 self.applied.remember(key, desired)
             return False
-        resource = self._resource(manifest["apiVersion"], manifest["kind"])
-        self._request("patch")
-        applied = self._dynamic.server_side_apply(
-            resource,
+        applied = self._send(
+            "patch",
+            "PATCH",
+            self._rest.path(*key),
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=stamped,
-            namespace=metadata["namespace"],
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
+            content_type="application/apply-patch+yaml",
         )
         self._count_write()
         if watched:
-            self.watched.remember(applied.to_dict())
+            self.watched.remember(applied)
         else:
             self.applied.remember(key, desired)
         return True
@@ -212,10 +160,10 @@ class Kube:
                 self.applied.remember(object_key, ABSENT)
             return False
         try:
-            resource = self._resource(key.api_version, key.kind)
-            self._request("delete")
-            resource.delete(name=key.name, namespace=namespace)
-        except NotFoundError:
+            self._send("delete", "DELETE", self._rest.path(*object_key))
+        except ApiError as error:
+            if error.status != 404:
+                raise
             self._gone(object_key, watched)
             return False
         self._gone(object_key, watched)
@@ -230,17 +178,15 @@ class Kube:
             self.applied.remember(key, ABSENT)
 
     def patch_pool_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        resource = self._resource(API_VERSION, "WorkerPool")
-        self._request("patch")
-        patched = self._dynamic.patch(
-            resource.subresources["status"],
+        patched = self._send(
+            "patch",
+            "PATCH",
+            self._rest.path(API_VERSION, "WorkerPool", namespace, name, "status"),
             body={"status": dict(status)},
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
         )
         self._count_write()
-        self.watched.remember(patched.to_dict())
+        self.watched.remember(patched)
 
     def may_get_external_metric(self, user: str, groups: list[str], namespace: str, metric: str) -> bool:
         """Whether `user` may read an external metric in `namespace` (a SubjectAccessReview)."""
@@ -259,10 +205,9 @@ class Kube:
                 },
             },
         }
-        resource = self._resource("authorization.k8s.io/v1", "SubjectAccessReview")
-        self._request("create")
-        result = resource.create(body=review)
-        return bool(result.status.allowed)
+        path = self._rest.path("authorization.k8s.io/v1", "SubjectAccessReview")
+        result = self._send("create", "POST", path, body=review)
+        return bool((result.get("status") or {}).get("allowed"))
 
     def front_proxy_trust(self) -> tuple[str, list[str]]:
         """The aggregator's client CA and allowed names, as the API server publishes them."""
@@ -281,49 +226,50 @@ class Kube:
 
     def patch_pool(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """A JSON merge patch of a pool (its annotations or spec), as `kubectl patch --type merge`."""
-        resource = self._resource(API_VERSION, "WorkerPool")
-        self._request("patch")
-        patched = self._dynamic.patch(
-            resource,
+        patched = self._send(
+            "patch",
+            "PATCH",
+            self._rest.path(API_VERSION, "WorkerPool", namespace, name),
             body=dict(patch),
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
         )
         self._count_write()
-        self.watched.remember(patched.to_dict())
+        self.watched.remember(patched)
 
     def list_pools(self, namespaces: tuple[str, ...] = ()) -> list[Manifest]:
         """Every WorkerPool in `namespaces`, or in the whole cluster when none are given."""
-        resource = self._resource(API_VERSION, "WorkerPool")
-        for _ in namespaces or ("",):
-            self._request("list")
-        found = (
-            [resource.get(namespace=namespace) for namespace in namespaces]
-            if namespaces
-            else [resource.get()]
-        )
-        return [item.to_dict() for listing in found for item in listing.items]
+        return [
+            pool
+            for namespace in namespaces or ("",)
+            for pool in self._list(self._rest.path(API_VERSION, "WorkerPool", namespace))
+        ]
+
+    def _list(self, path: str, **query: str) -> list[Manifest]:
+        """Every item of a collection, a page at a time."""
+        items: list[Manifest] = []
+        page: dict[str, str] = {"limit": str(LIST_PAGE_SIZE), **query}
+        while True:
+            listing = self._send("list", "GET", path, query=page)
+            items.extend(listing.get("items") or [])
+            continue_token = (listing.get("metadata") or {}).get("continue")
+            if not continue_token:
+                return items
+            page = {**page, "continue": continue_token}
 
     def label_pod(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
         """Set (or, with None, remove) labels on a pod: the operator marks its own pod active."""
-        resource = self._resource("v1", "Pod")
-        self._request("patch")
-        self._dynamic.patch(
-            resource,
+        self._send(
+            "patch",
+            "PATCH",
+            self._rest.path("v1", "Pod", namespace, name),
             body={"metadata": {"labels": dict(labels)}},
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
         )
         self._count_write()
 
     def pod_labels(self, namespace: str, label_selector: str) -> dict[str, dict[str, str]]:
         """Name to labels of the pods in `namespace` that `label_selector` selects."""
-        resource = self._resource("v1", "Pod")
-        self._request("list")
-        listing = resource.get(namespace=namespace, label_selector=label_selector)
-        pods = [item.to_dict() for item in listing.items]
+        pods = self._list(self._rest.path("v1", "Pod", namespace), labelSelector=label_selector)
         return {str(pod["metadata"]["name"]): dict(pod["metadata"].get("labels") or {}) for pod in pods}
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
@@ -334,7 +280,9 @@ class Kube:
         """
         try:
             secret = self.read("v1", "Secret", namespace, name)
-        except ForbiddenError as error:
+        except ApiError as error:
+            if error.status != 403:
+                raise
             raise LookupError(f"the operator may not read Secret {namespace}/{name}") from error
         if secret is None:
             raise LookupError(f"Secret {namespace}/{name} not found")
