@@ -1,8 +1,10 @@
 """The one place that talks to the Kubernetes API: server-side apply, deletes, status, reads.
 
 Writes are skipped when they would change nothing: every applied object carries a hash of what
-was applied, and an object whose hash matches is left alone, so a steady-state reconcile sends no
-write at all (only reads). `writes` counts what was sent, for tests and metrics.
+was applied, and an object whose hash matches and whose applied fields are all still the operator's
+(managedFields) is left alone, so a steady-state reconcile sends no write at all (only reads).
+Children are written and deleted only when the pool is their controller. `writes` counts what was
+sent, for tests and metrics.
 """
 
 from __future__ import annotations
@@ -10,21 +12,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
-from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ResourceNotFoundError,
+)
 from prometheus_client import Counter
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.kube.rate_limit import RateLimiter
 from workerfleet.kube.store import ABSENT, AppliedChildren, ObjectKey, WatchedObjects
 from workerfleet.planners.children import ChildKey, Manifest
+from workerfleet.planners.ownership import controller_uid, holds_applied
+
+logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "workerfleet"
 UNSERVED_KIND_RECHECK_SECONDS = 60.0
@@ -72,6 +84,24 @@ def current_namespace() -> str:
     return str((context or {}).get("context", {}).get("namespace") or "default")
 
 
+class NameConflictError(Exception):
+    """An object with a child's name exists, and the pool is not its controller."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name} exists and is not this pool's")
+        self.kind = kind
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A child to write: the manifest stamped with its hash."""
+
+    manifest: Manifest
+    key: ObjectKey
+    desired: str
+
+
 class KindNotServedError(LookupError):
     """The API server serves no such kind, e.g. KEDA's ScaledObject where KEDA is not installed."""
 
@@ -108,8 +138,10 @@ class Kube:
         """The dynamic client's discovery cache is not thread-safe; handlers and pollers share it."""
         self._unserved: dict[tuple[str, str], float] = {}
         self._limiter = rate_limiter or RateLimiter()
-        self.watched = WatchedObjects()
+        self.watched = WatchedObjects(FIELD_MANAGER)
         self.applied = AppliedChildren()
+        self._unverifiable: dict[ObjectKey, str] = {}
+        """Children whose applied hash cannot be judged by field ownership (see `write`)."""
         self.writes = 0
 
     def _request(self, verb: str) -> None:
@@ -159,53 +191,95 @@ class Kube:
         result: Manifest = found.to_dict()
         return result
 
-    def apply(self, manifest: Mapping[str, Any]) -> bool:
-        """Server-side apply `manifest` unless the live object already holds it; True if written."""
+    def check(self, manifest: Mapping[str, Any], owner_uid: str, *, verify: bool = False) -> Pending | None:
+        """What applying `manifest` for the owner with `owner_uid` would need to write: None when the
+        live child holds it already (the same hash, and every applied field still the operator's).
+
+        Raises NameConflictError when an object of that name exists and the owner is not its controller:
+        nothing is written to it. `verify`: read an unwatched child even when it is remembered as applied
+        (the periodic resync, which finds hand edits).
+        """
         metadata = manifest["metadata"]
         stamped = with_applied_hash(manifest)
         desired = stamped["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
         key: ObjectKey = (manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"])
         watched = self.watched.tracks(manifest["apiVersion"], manifest["kind"])
-        if not watched and self.applied.holds(key, desired):
-            return False
+        if not watched and not verify and self.applied.holds(key, desired):
+            return None
         live = self.get(*key) if watched else self.read(*key)
-        if live is not None and _hash_of(live) == desired:
+        if live is not None and controller_uid(live) != owner_uid:
+            if not watched:
+                self.applied.forget(key)
+            raise NameConflictError(manifest["kind"], metadata["name"])
+        if live is not None and _hash_of(live) == desired and self._holds(key, live, stamped, desired):
             if not watched:
                 self.applied.remember(key, desired)
-            return False
+            return None
+        return Pending(stamped, key, desired)
+
+    def _holds(self, key: ObjectKey, live: Mapping[str, Any], stamped: Manifest, desired: str) -> bool:
+        with self._lock:
+            unverifiable = self._unverifiable.get(key) == desired
+        return unverifiable or holds_applied(live, stamped, FIELD_MANAGER)
+
+    def write(self, pending: Pending) -> None:
+        """Server-side apply what `check` found missing (with force: the fields are the operator's to set,
+        on an object its pool controls, so a hand edit of one of them is taken back)."""
+        manifest = pending.manifest
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
         self._request("patch")
         applied = self._dynamic.server_side_apply(
             resource,
-            body=stamped,
-            namespace=metadata["namespace"],
+            body=manifest,
+            namespace=manifest["metadata"]["namespace"],
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
-        )
+        ).to_dict()
         self._count_write()
-        if watched:
-            self.watched.remember(applied.to_dict())
+        with self._lock:
+            if holds_applied(applied, manifest, FIELD_MANAGER):
+                self._unverifiable.pop(pending.key, None)
+            else:
+                # The server does not record some applied field (a CRD that prunes it): judging drift
+                # by it would rewrite the child on every resync, so only the hash is compared.
+                logger.warning("%s %s: applied fields not all recorded", manifest["kind"], pending.key[3])
+                self._unverifiable[pending.key] = pending.desired
+        if self.watched.tracks(manifest["apiVersion"], manifest["kind"]):
+            self.watched.remember(applied)
         else:
-            self.applied.remember(key, desired)
+            self.applied.remember(pending.key, pending.desired)
+
+    def apply(self, manifest: Mapping[str, Any], owner_uid: str) -> bool:
+        """Apply `manifest` unless the live child holds it already; True if written (see `check`)."""
+        pending = self.check(manifest, owner_uid)
+        if pending is None:
+            return False
+        self.write(pending)
         return True
 
-    def delete(self, namespace: str, key: ChildKey) -> bool:
-        """Delete the object if it exists; True if a delete was sent."""
+    def delete(self, namespace: str, key: ChildKey, owner_uid: str) -> bool:
+        """Delete the child if it exists and the owner with `owner_uid` is its controller; True if a
+        delete was sent. An object of that name that someone else controls is left alone. The delete
+        carries the UID as a precondition, so an object re-created under the name in between survives."""
         object_key: ObjectKey = (key.api_version, key.kind, namespace, key.name)
         watched = self.watched.tracks(key.api_version, key.kind)
         if not watched and self.applied.holds(object_key, ABSENT):
             return False
         live = self.get(*object_key) if watched else self.read(*object_key)
-        if live is None:
+        if live is None or controller_uid(live) != owner_uid:
             if not watched:
-                self.applied.remember(object_key, ABSENT)
+                self.applied.remember(object_key, ABSENT)  # nothing of the pool's under this name
             return False
         try:
             resource = self._resource(key.api_version, key.kind)
             self._request("delete")
-            resource.delete(name=key.name, namespace=namespace)
-        except NotFoundError:
-            self._gone(object_key, watched)
+            resource.delete(
+                name=key.name,
+                namespace=namespace,
+                body={"preconditions": {"uid": live["metadata"]["uid"]}},
+            )
+        except (NotFoundError, ConflictError):
+            self._gone(object_key, watched)  # gone, or replaced by an object the next read judges
             return False
         self._gone(object_key, watched)
         self._count_write()
