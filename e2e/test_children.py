@@ -212,6 +212,32 @@ def test_hand_edits_to_every_kind_of_child_are_repaired_within_one_resync_period
     assert late == [], [(write["verb"], write["objectRef"]) for write in late]
 
 
+TAKEN = (
+    "serviceaccount/ci-worker",
+    "horizontalpodautoscaler/web",
+    "poddisruptionbudget/web",
+    "deployment/api",
+)
+
+
+def _untouchable(cluster: Cluster, namespace: str, kind: str) -> Any:
+    """What the operator would change if it took the object over: its identity, labels, annotations,
+    owners, spec, and whether the operator's field manager ever wrote to it."""
+    body = _get(cluster, namespace, kind, "--show-managed-fields")
+    if body is None:
+        return None
+    metadata = body["metadata"]
+    return {
+        "uid": metadata["uid"],
+        "labels": metadata.get("labels"),
+        "annotations": metadata.get("annotations"),
+        "ownerReferences": metadata.get("ownerReferences"),
+        "spec": body.get("spec"),
+        "automountServiceAccountToken": body.get("automountServiceAccountToken"),
+        "workerfleet wrote": any(entry["manager"] == "workerfleet" for entry in metadata["managedFields"]),
+    }
+
+
 def test_children_whose_names_are_taken_are_neither_taken_over_nor_deleted(
     operator: Cluster, restricted_namespace: str
 ) -> None:
@@ -234,14 +260,32 @@ def test_children_whose_names_are_taken_are_neither_taken_over_nor_deleted(
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
     }
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ci-worker"}}
-    _apply(operator, ns, account, autoscaler, budget)
-    existing = {
-        kind: _get(operator, ns, kind)["metadata"]
-        for kind in ("serviceaccount/ci-worker", "horizontalpodautoscaler/web", "poddisruptionbudget/web")
+    # And a Deployment api (the operator watches only Deployments labelled as a pool's; this one is not)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {
+                "metadata": {"labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "api", "image": "api:1"}]},
+            },
+        },
     }
+    _apply(operator, ns, account, autoscaler, budget, deployment)
+    existing = {kind: _untouchable(operator, ns, kind) for kind in TAKEN}
 
-    # When pools ci and web are applied (web with one replica and no autoscaling: no HPA, no budget)
-    _apply(operator, ns, _job_type("build"), _pool("ci", ["build"]), _pool("web", ["build"]))
+    # When pools ci, api and web are applied (web with one replica and no autoscaling: no HPA, no budget)
+    _apply(
+        operator,
+        ns,
+        _job_type("build"),
+        _pool("ci", ["build"]),
+        _pool("api", ["build"]),
+        _pool("web", ["build"]),
+    )
 
     # Then ci is not Ready because of the taken name, and a Warning Event names the object
     eventually(
@@ -254,15 +298,18 @@ def test_children_whose_names_are_taken_are_neither_taken_over_nor_deleted(
     )
     assert "ServiceAccount ci-worker" in warnings[0], warnings
 
+    eventually(
+        lambda: (_condition(operator, ns, "api") or ("",))[:2] == ("False", "NameConflict"),
+        what="api Ready=False NameConflict",
+    )
+    assert "Deployment api" in _condition(operator, ns, "api")[2]
+
     # And web is Ready beside what it does not own
     eventually(lambda: _ready(operator, ns, "web"), what="web Ready", timeout=90)
 
     # And nothing that existed was touched, and ci got no workers running as someone else's account
-    for kind, metadata in existing.items():
-        now = _get(operator, ns, kind)
-        assert now is not None, f"{kind} was deleted"
-        assert now["metadata"]["resourceVersion"] == metadata["resourceVersion"], f"{kind} was changed"
-        assert not now["metadata"].get("ownerReferences"), f"{kind} was taken over"
+    for kind, before in existing.items():
+        assert _untouchable(operator, ns, kind) == before, f"{kind} was changed or deleted"
     assert _get(operator, ns, "deployment/ci") is None
 
     # When the ServiceAccount is deleted by its owner, and nobody touches the pool

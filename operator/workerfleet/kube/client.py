@@ -207,9 +207,14 @@ class Kube:
         if not watched and not verify and self.applied.holds(key, desired):
             return None
         live = self.get(*key) if watched else self.read(*key)
+        if live is None and watched:
+            # Created only after a read of the server itself: the watches see only objects labelled as
+            # a pool's, so someone else's object of the name is not in their memory.
+            live = self.read(*key)
+            self.watched.remember_read(key, live)
         if live is not None and controller_uid(live) != owner_uid:
-            if not watched:
-                self.applied.forget(key)
+            # Not remembered: the next attempt reads again (a watch may never show the other object go).
+            (self.watched if watched else self.applied).forget(key)
             raise NameConflictError(manifest["kind"], metadata["name"])
         if live is not None and _hash_of(live) == desired and self._holds(key, live, stamped, desired):
             if not watched:
