@@ -100,6 +100,8 @@ class Pending:
     manifest: Manifest
     key: ObjectKey
     desired: str
+    uid: str | None
+    """The UID of the live object the pool controls, None when it was found absent."""
 
 
 class KindNotServedError(LookupError):
@@ -220,7 +222,7 @@ class Kube:
             if not watched:
                 self.applied.remember(key, desired)
             return None
-        return Pending(stamped, key, desired)
+        return Pending(stamped, key, desired, live["metadata"]["uid"] if live is not None else None)
 
     def _holds(self, key: ObjectKey, live: Mapping[str, Any], stamped: Manifest, desired: str) -> bool:
         with self._lock:
@@ -231,11 +233,16 @@ class Kube:
         """Server-side apply what `check` found missing (with force: the fields are the operator's to set,
         on an object its pool controls, so a hand edit of one of them is taken back)."""
         manifest = pending.manifest
+        body = manifest
+        if pending.uid is not None:
+            # The server refuses an apply whose UID is not the object's: one deleted and made again by
+            # someone else since the check is not taken over.
+            body = {**manifest, "metadata": {**manifest["metadata"], "uid": pending.uid}}
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
         self._request("patch")
         applied = self._dynamic.server_side_apply(
             resource,
-            body=manifest,
+            body=body,
             namespace=manifest["metadata"]["namespace"],
             field_manager=FIELD_MANAGER,
             force_conflicts=True,

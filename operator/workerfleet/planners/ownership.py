@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-UNTRACKED_METADATA = frozenset({"name", "namespace"})
+UNTRACKED_METADATA = frozenset({"name", "namespace", "uid"})
 """Metadata that identifies an object; managedFields does not record it."""
 
 
