@@ -261,14 +261,6 @@ class Kube:
         else:
             self.applied.remember(pending.key, pending.desired)
 
-    def apply(self, manifest: Mapping[str, Any], owner_uid: str) -> bool:
-        """Apply `manifest` unless the live child holds it already; True if written (see `check`)."""
-        pending = self.check(manifest, owner_uid)
-        if pending is None:
-            return False
-        self.write(pending)
-        return True
-
     def delete(self, namespace: str, key: ChildKey, owner_uid: str) -> bool:
         """Delete the child if it exists and the owner with `owner_uid` is its controller; True if a
         delete was sent. An object of that name that someone else controls is left alone. The delete
