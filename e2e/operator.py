@@ -117,19 +117,21 @@ class OperatorProcess:
         port_shift: int = 0,
         pod: tuple[str, str] | None = None,
         pod_selector: str | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
         ports, so a second process can run next to the first (the APIService targets the unshifted one).
         `pod`: (namespace, name) of a pod this process stands in for, as the chart's container would:
         it gets POD_NAMESPACE and POD_NAME and labels that pod while active (--label-active-pod).
         `pod_selector`: the chart's --active-pod-selector, so that on turning active it takes the label
-        off the other pods it selects."""
+        off the other pods it selects. `extra_args`: more options of `workerfleet run`."""
         self.cluster = cluster
         self.log = log
         self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
         self.peering = peering
         self.pod = pod
         self.pod_selector = pod_selector
+        self.extra_args = list(extra_args or [])
         self.liveness_port = LIVENESS_PORT + port_shift
         self.metrics_api_port = METRICS_API_PORT + port_shift
         self.metrics_port = METRICS_PORT + port_shift
@@ -176,6 +178,7 @@ class OperatorProcess:
                     "--metrics-api-address=127.0.0.1",
                     f"--metrics-port={self.metrics_port}",
                     "--metrics-address=127.0.0.1",
+                    *self.extra_args,
                 ],
                 env=environment,
                 stdin=subprocess.DEVNULL,

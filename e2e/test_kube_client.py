@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from e2e.cluster import Cluster
 from workerfleet.kube import client
-from workerfleet.kube.client import Kube
+from workerfleet.kube.client import Kube, Pending
 from workerfleet.kube.rest import ApiError, KindNotServedError, Rest, kubeconfig_credentials
 from workerfleet.planners.children import ChildKey
 
@@ -19,32 +20,48 @@ def admin(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Kube:
     return Kube(Rest(kubeconfig_credentials()))
 
 
-def _config_map(namespace: str, name: str, value: str) -> dict[str, object]:
+def _config_map(namespace: str, name: str, value: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """A ConfigMap controlled by `owner` (as a pool controls its children)."""
+    reference = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+    }
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "ownerReferences": [reference]},
         "data": {"value": value},
     }
 
 
-def test_apply_writes_once_and_reads_back_what_the_server_holds(admin: Kube, namespace: str) -> None:
-    # Given no ConfigMap "settings"
+def test_a_child_is_written_once_and_read_back_as_the_server_holds_it(
+    admin: Kube, cluster: Cluster, namespace: str
+) -> None:
+    # Given an owner, and no ConfigMap "settings"
+    cluster.kubectl("create", "configmap", "owner", "-n", namespace)
+    owner = admin.read("v1", "ConfigMap", namespace, "owner")
+    assert owner is not None
     assert admin.read("v1", "ConfigMap", namespace, "settings") is None
+    uid = owner["metadata"]["uid"]
 
-    # When it is applied twice with the same content
-    first = admin.apply(_config_map(namespace, "settings", "1"))
-    second = admin.apply(_config_map(namespace, "settings", "1"))
+    # When the child is checked and written, then checked again with the same content
+    pending = admin.check(_config_map(namespace, "settings", "1", owner), uid)
+    assert pending is not None
+    admin.write(pending)
+    again = admin.check(_config_map(namespace, "settings", "1", owner), uid, verify=True)
 
-    # Then one write was sent and the server holds the content
-    assert (first, second) == (True, False)
+    # Then one write was needed and the server holds the content
+    assert again is None
     live = admin.read("v1", "ConfigMap", namespace, "settings")
     assert live is not None
     assert live["data"] == {"value": "1"}
 
     # And a delete removes it, a second delete finds nothing to do
-    assert admin.delete(namespace, ChildKey("v1", "ConfigMap", "settings")) is True
-    assert admin.delete(namespace, ChildKey("v1", "ConfigMap", "settings")) is False
+    assert admin.delete(namespace, ChildKey("v1", "ConfigMap", "settings"), uid) is True
+    assert admin.delete(namespace, ChildKey("v1", "ConfigMap", "settings"), uid) is False
 
 
 def test_a_kind_the_server_does_not_serve_is_named(admin: Kube, namespace: str) -> None:
@@ -56,7 +73,7 @@ def test_a_kind_the_server_does_not_serve_is_named(admin: Kube, namespace: str) 
 
     assert admin.read("example.test/v1", "Widget", namespace, "w") is None
     with pytest.raises(KindNotServedError, match="serves no Widget"):
-        admin.apply(widget)
+        admin.write(Pending(widget, ("example.test/v1", "Widget", namespace, "w"), "hash", None))
 
 
 def test_lists_are_read_a_page_at_a_time(

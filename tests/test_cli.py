@@ -96,3 +96,15 @@ def test_a_request_rate_that_admits_nothing_is_refused(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", flag, value])
     assert f"argument {flag}: must be" in capsys.readouterr().err
+
+
+def test_run_resyncs_every_five_minutes_by_default_and_on_request() -> None:
+    assert build_parser().parse_args(["run"]).resync_period == 300.0
+    assert build_parser().parse_args(["run", "--resync-period=5"]).resync_period == 5.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_resync_period_that_never_comes_is_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", f"--resync-period={value}"])
+    assert "argument --resync-period: must be" in capsys.readouterr().err

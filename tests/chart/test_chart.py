@@ -125,6 +125,7 @@ def test_grafana_dashboard_is_valid_json() -> None:
         "image.digest=latest",
         "apiRateLimit.qps=0",
         "apiRateLimit.burst=0",
+        "resyncPeriodSeconds=1",
     ],
 )
 def test_bad_values_fail_at_install_time(bad_value: str) -> None:
@@ -269,6 +270,16 @@ def test_the_operator_request_rate_is_limited_and_tunable() -> None:
     assert {"--api-qps=25", "--api-burst=50"} <= args(
         "--set", "apiRateLimit.qps=25", "--set", "apiRateLimit.burst=50"
     )
+
+
+def test_the_resync_period_is_tunable() -> None:
+    def args(*values: str) -> set[str]:
+        return set(
+            _one(_render(list(values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        )
+
+    assert "--resync-period=300" in args()
+    assert "--resync-period=60" in args("--set", "resyncPeriodSeconds=60")
 
 
 def test_spreading_can_be_required_given_or_off() -> None:

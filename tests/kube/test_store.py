@@ -64,6 +64,22 @@ def test_bodies_are_kept_without_managed_fields_and_handed_out_as_copies() -> No
     assert watched.lookup(KEY)[1] == {**_deployment("12", 3), "metadata": body["metadata"]}
 
 
+def test_the_operators_own_field_sets_are_kept_as_text_and_nobody_elses() -> None:
+    watched = WatchedObjects("workerfleet")
+    deployment = _deployment("12", 3)
+    deployment["metadata"]["managedFields"] += [
+        {"manager": "kubectl", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "workerfleet", "subresource": "status", "fieldsV1": {"f:status": {}}},
+    ]
+    watched.remember(deployment)
+    _, body = watched.lookup(KEY)
+    assert body is not None
+    assert body["metadata"]["managedFields"] == [
+        {"manager": "workerfleet", "operation": None, "fieldsV1": '{"f:spec":{}}'}
+    ]
+    assert deployment["metadata"]["managedFields"][0]["fieldsV1"] == {"f:spec": {}}  # the event untouched
+
+
 def test_only_the_kinds_the_operator_watches_are_tracked() -> None:
     assert WatchedObjects.tracks("workerfleet.dev/v1alpha1", "WorkerPool")
     assert WatchedObjects.tracks("apps/v1", "Deployment")

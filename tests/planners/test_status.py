@@ -124,6 +124,10 @@ DEADLINE = {
             {"Ready": ("False", Reason.APPLY_FAILED), "Degraded": ("True", Reason.APPLY_FAILED)},
         ),
         (
+            observe(name_conflict="ServiceAccount ci-worker exists and is not controlled by this pool"),
+            {"Ready": ("False", Reason.NAME_CONFLICT), "Degraded": ("True", Reason.NAME_CONFLICT)},
+        ),
+        (
             observe(desired_replicas=0, deployment=deployment(replicas=0, ready=0, updated=0)),
             {"Ready": ("True", Reason.WORKERS_READY)},
         ),
@@ -238,3 +242,9 @@ def test_replicas_count_both_tracks_and_a_running_canary_is_progressing() -> Non
     settled = {"stableRevision": "new", "canaryRevision": None, "rollout": {"phase": "Healthy"}}
     done, _, _ = plan_status(observe(rollout=settled), status, NOW)
     assert "canaryRevision" not in done
+
+
+def test_a_taken_name_is_a_warning_event_naming_the_object() -> None:
+    message = "ServiceAccount ci-worker exists and is not controlled by this pool"
+    _, events, _ = plan_status(observe(name_conflict=message), None, NOW)
+    assert Event("Warning", Reason.NAME_CONFLICT, message) in events

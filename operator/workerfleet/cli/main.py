@@ -14,6 +14,7 @@ import kopf
 
 from workerfleet import __version__
 from workerfleet.kube.rate_limit import DEFAULT_BURST, DEFAULT_QPS
+from workerfleet.planners.resync import DEFAULT_RESYNC_SECONDS
 from workerfleet.worker import cli as worker_cli
 
 
@@ -40,7 +41,10 @@ def _run(args: argparse.Namespace) -> int:
 
     namespaces = tuple(args.namespace)
     memo = kopf.Memo(
-        metrics_api=metrics_api, metrics_port=args.metrics_port, metrics_address=args.metrics_address
+        metrics_api=metrics_api,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        resync_seconds=args.resync_period,
     )
     if args.standalone:
         kopf.run(
@@ -220,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BURST,
         metavar="N",
         help=f"requests that may go at once above --api-qps (default {DEFAULT_BURST})",
+    )
+    run.add_argument(
+        "--resync-period",
+        type=_positive_float,
+        default=DEFAULT_RESYNC_SECONDS,
+        metavar="SECONDS",
+        help=f"reconcile every pool at least this often, reading every child (default "
+        f"{DEFAULT_RESYNC_SECONDS:g}): a hand edit of a child is put back within one period",
     )
     run.set_defaults(handler=_run)
 

@@ -24,12 +24,14 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.job_type_index import JobTypeIndex
-from workerfleet.kube.client import Kube, kube
+from workerfleet.handlers.resync import SCHEDULE, run_schedule
+from workerfleet.kube.client import Kube, NameConflictError, kube
 from workerfleet.kube.rest import ApiError, KindNotServedError
 from workerfleet.planners.children import (
     POD_TEMPLATE_ANNOTATION,
     POOL_LABEL,
     REVISION_LABEL,
+    ChildPlan,
     PoolRef,
     Workers,
     names,
@@ -171,11 +173,40 @@ def plan_workers(
     return workers, plan
 
 
-def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measurement | None) -> None:
+def _apply_children(
+    api: Kube, plan: ChildPlan, namespace: str, uid: str, *, verify: bool
+) -> tuple[str | None, str | None]:
+    """Write what the plan needs written: (why applying failed, why a name is taken), None when not."""
+    try:
+        # Every child is checked before any is written: a taken name leaves everything untouched.
+        pending = [api.check(manifest, uid, verify=verify) for manifest in plan.apply]
+        for write in pending:
+            if write is not None:
+                api.write(write)
+        for key in plan.delete:
+            api.delete(namespace, key, uid)
+    except NameConflictError as error:
+        return None, (
+            f"{error.kind} {error.name} exists and is not controlled by this pool: nothing was applied."
+            f" Delete or rename that {error.kind}, or rename the pool"
+        )
+    except ApiError as error:
+        return f"applying the pool's children failed: {error.message or error}", None
+    except KindNotServedError as error:
+        hint = "; install KEDA, or set spec.autoscaling.engine to builtin" if error.kind in KEDA_KINDS else ""
+        return f"applying the pool's children failed: {error}{hint}", None
+    return None, None
+
+
+def _reconcile_locked(
+    namespace: str, name: str, api: Kube, measurement: Measurement | None, *, verify: bool = False
+) -> bool:
+    """One reconcile; False when it must be retried (a child could not be applied). A missing or
+    invalid JobType is not retried: the JobType's own watch event brings the pool back."""
     # The pool as stored now, not as the triggering event saw it: the autoscaler writes status too.
     pool = api.get(API_VERSION, "WorkerPool", namespace, name)
     if pool is None or pool["metadata"].get("deletionTimestamp"):
-        return
+        return True
     metadata = pool["metadata"]
     now = datetime.now(UTC).replace(microsecond=0)
     spec = WorkerPoolSpec.model_validate(stored_spec(pool))
@@ -192,7 +223,7 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
             job_types[job_type] = JobTypeSpec.model_validate(body["spec"])
         except ValidationError as error:
             invalid[job_type] = str(error.errors()[0]["msg"])
-    apply_error = None
+    apply_error, name_conflict = None, None
     stable_revision = current.get("stableRevision") or revision_of(spec.template.to_dict())
     desired_stable = spec.replicas
     rollout_fields: dict[str, Any] | None = None
@@ -211,21 +242,8 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
         }
         rollout_events = rollout.events
         plan = plan_children(PoolRef(name, namespace, metadata["uid"]), spec, job_types, workers)
-        try:
-            for manifest in plan.apply:
-                api.apply(manifest)
-            for key in plan.delete:
-                api.delete(namespace, key)
-        except ApiError as error:
-            apply_error = f"applying the pool's children failed: {error.message or error}"
-        except KindNotServedError as error:
-            hint = (
-                "; install KEDA, or set spec.autoscaling.engine to builtin"
-                if error.kind in KEDA_KINDS
-                else ""
-            )
-            apply_error = f"applying the pool's children failed: {error}{hint}"
-        if apply_error is not None:
+        apply_error, name_conflict = _apply_children(api, plan, namespace, metadata["uid"], verify=verify)
+        if apply_error is not None or name_conflict is not None:
             rollout_fields, rollout_events = None, []  # not done, so not recorded: the next reconcile retries
     # Children are left as they are while a JobType is missing: running workers keep running.
     observation = Observation(
@@ -237,6 +255,7 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
         missing_job_types=missing,
         invalid_job_types=invalid,
         apply_error=apply_error,
+        name_conflict=name_conflict,
         canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name)["canary"]),
         rollout=rollout_fields,
     )
@@ -245,14 +264,29 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
         api.patch_pool_status(namespace, name, merge_patch(current, status))
     for event in [*rollout_events, *events]:
         post_event(pool, event)
+    return apply_error is None and name_conflict is None
 
 
-def reconcile_by_name(namespace: str, name: str, measurement: Measurement | None = None) -> None:
-    """Reconcile one pool, on the active replica only (a standby's kopf is paused, its clocks stopped)."""
+def reconcile_by_name(
+    namespace: str, name: str, measurement: Measurement | None = None, *, verify: bool = False
+) -> None:
+    """Reconcile one pool, on the active replica only (a standby's kopf is paused, its clocks stopped).
+
+    A reconcile that fails (an exception, or a child not applied) is retried with backoff by the
+    resync schedule; `verify` (the periodic resync) reads every child instead of trusting memory.
+    """
     if not ACTIVITY.is_active():
         return
-    with pool_lock(namespace, name):
-        _reconcile_locked(namespace, name, kube(), measurement)
+    key = (namespace, name)
+    settled = False
+    try:
+        with pool_lock(namespace, name):
+            settled = _reconcile_locked(namespace, name, kube(), measurement, verify=verify)
+    finally:
+        if settled:
+            SCHEDULE.succeeded(key)
+        else:
+            SCHEDULE.failed(key)
 
 
 async def _catch_up(active: bool, pools: Pools) -> None:
@@ -273,6 +307,35 @@ async def _catch_up(active: bool, pools: Pools) -> None:
 ACTIVITY.listen(_catch_up)
 
 
+_resync_task: asyncio.Task[None] | None = None
+
+
+@kopf.on.startup()
+def configure_resyncs(memo: kopf.Memo, **_: Any) -> None:
+    SCHEDULE.period = float(memo.get("resync_seconds", SCHEDULE.period))
+
+
+@kopf.on.event(GROUP, VERSION, "workerpools")
+async def start_resyncs(**_: Any) -> None:
+    """Retry failed reconciles and resync every pool periodically (--resync-period).
+
+    Started by the first pool event rather than at start-up: the Events a reconcile posts need the
+    context kopf sets up for its handlers, which a task inherits from where it was created.
+    """
+    global _resync_task  # noqa: PLW0603  (one task per process)
+    if _resync_task is None:
+        _resync_task = asyncio.create_task(run_schedule(SCHEDULE, reconcile_by_name), name="resync")
+
+
+@kopf.on.cleanup()
+async def stop_resyncs(**_: Any) -> None:
+    global _resync_task
+    task, _resync_task = _resync_task, None
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 POOLS_BY_JOB_TYPE = JobTypeIndex()
 
 
@@ -291,12 +354,14 @@ def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type == "DELETED":
         namespace, name = metadata.namespace or "", metadata.name or ""
         POOLS_BY_JOB_TYPE.forget(namespace, name)
+        SCHEDULE.forget((namespace, name))
         # Its children go with it through their ownerReferences: nothing of them is worth remembering.
         child_names = {name, *names(name).values(), f"{name}-queue"}  # -queue: KEDA's TriggerAuthentication
         kube().watched.forget_named(namespace, child_names)
         kube().applied.forget_named(namespace, child_names)
         return
     POOLS_BY_JOB_TYPE.update(metadata.namespace or "", metadata.name or "", body.spec.get("jobTypes", []))
+    SCHEDULE.track((metadata.namespace or "", metadata.name or ""))
     if metadata.get("deletionTimestamp"):
         return
     reconcile(json.loads(json.dumps(dict(body))))

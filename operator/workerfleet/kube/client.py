@@ -1,8 +1,10 @@
 """The one place that talks to the Kubernetes API: server-side apply, deletes, status, reads.
 
 Writes are skipped when they would change nothing: every applied object carries a hash of what
-was applied, and an object whose hash matches is left alone, so a steady-state reconcile sends no
-write at all (only reads). `writes` counts what was sent, for tests and metrics.
+was applied, and an object whose hash matches and whose applied fields are all still the operator's
+(managedFields) is left alone, so a steady-state reconcile sends no write at all (only reads).
+Children are written and deleted only when the pool is their controller. `writes` counts what was
+sent, for tests and metrics.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
@@ -21,6 +25,9 @@ from workerfleet.kube.rate_limit import RateLimiter
 from workerfleet.kube.rest import ApiError, KindNotServedError, Rest
 from workerfleet.kube.store import ABSENT, AppliedChildren, ObjectKey, WatchedObjects
 from workerfleet.planners.children import ChildKey, Manifest
+from workerfleet.planners.ownership import controller_uid, holds_applied
+
+logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "workerfleet"
 APPLIED_HASH_ANNOTATION = "workerfleet.dev/applied-hash"
@@ -59,6 +66,26 @@ def with_applied_hash(manifest: Mapping[str, Any]) -> Manifest:
     return stamped
 
 
+class NameConflictError(Exception):
+    """An object with a child's name exists, and the pool is not its controller."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name} exists and is not this pool's")
+        self.kind = kind
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A child to write: the manifest stamped with its hash."""
+
+    manifest: Manifest
+    key: ObjectKey
+    desired: str
+    uid: str | None
+    """The UID of the live object the pool controls, None when it was found absent."""
+
+
 def _hash_of(body: Mapping[str, Any] | None) -> str:
     return str(((body or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION))
 
@@ -74,8 +101,10 @@ class Kube:
         self._rest = rest or Rest(pool_size=CONNECTION_POOL_SIZE)
         self._lock = threading.Lock()
         self._limiter = rate_limiter or RateLimiter()
-        self.watched = WatchedObjects()
+        self.watched = WatchedObjects(FIELD_MANAGER)
         self.applied = AppliedChildren()
+        self._unverifiable: dict[ObjectKey, str] = {}
+        """Children whose applied hash cannot be judged by field ownership (see `write`)."""
         self.writes = 0
 
     def _request(self, verb: str) -> None:
@@ -119,52 +148,97 @@ class Kube:
             raise
         return found
 
-    def apply(self, manifest: Mapping[str, Any]) -> bool:
-        """Server-side apply `manifest` unless the live object already holds it; True if written."""
+    def check(self, manifest: Mapping[str, Any], owner_uid: str, *, verify: bool = False) -> Pending | None:
+        """What applying `manifest` for the owner with `owner_uid` would need to write: None when the
+        live child holds it already (the same hash, and every applied field still the operator's).
+
+        Raises NameConflictError when an object of that name exists and the owner is not its controller:
+        nothing is written to it. `verify`: read an unwatched child even when it is remembered as applied
+        (the periodic resync, which finds hand edits).
+        """
         metadata = manifest["metadata"]
         stamped = with_applied_hash(manifest)
         desired = stamped["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
         key: ObjectKey = (manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"])
         watched = self.watched.tracks(manifest["apiVersion"], manifest["kind"])
-        if not watched and self.applied.holds(key, desired):
-            return False
+        if not watched and not verify and self.applied.holds(key, desired):
+            return None
         live = self.get(*key) if watched else self.read(*key)
-        if live is not None and _hash_of(live) == desired:
+        if live is None and watched:
+            # Created only after a read of the server itself: the watches see only objects labelled as
+            # a pool's, so someone else's object of the name is not in their memory.
+            live = self.read(*key)
+            self.watched.remember_read(key, live)
+        if live is not None and controller_uid(live) != owner_uid:
+            # Not remembered: the next attempt reads again (a watch may never show the other object go).
+            (self.watched if watched else self.applied).forget(key)
+            raise NameConflictError(manifest["kind"], metadata["name"])
+        if live is not None and _hash_of(live) == desired and self._holds(key, live, stamped, desired):
             if not watched:
                 self.applied.remember(key, desired)
-            return False
-        applied = self._send(
+            return None
+        return Pending(stamped, key, desired, live["metadata"]["uid"] if live is not None else None)
+
+    def _holds(self, key: ObjectKey, live: Mapping[str, Any], stamped: Manifest, desired: str) -> bool:
+        with self._lock:
+            unverifiable = self._unverifiable.get(key) == desired
+        return unverifiable or holds_applied(live, stamped, FIELD_MANAGER)
+
+    def write(self, pending: Pending) -> None:
+        """Server-side apply what `check` found missing (with force: the fields are the operator's to set,
+        on an object its pool controls, so a hand edit of one of them is taken back)."""
+        manifest = pending.manifest
+        body = manifest
+        if pending.uid is not None:
+            # The server refuses an apply whose UID is not the object's: one deleted and made again by
+            # someone else since the check is not taken over.
+            body = {**manifest, "metadata": {**manifest["metadata"], "uid": pending.uid}}
+        applied: Manifest = self._send(
             "patch",
             "PATCH",
-            self._rest.path(*key),
+            self._rest.path(*pending.key),
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
-            body=stamped,
+            body=body,
             content_type="application/apply-patch+yaml",
         )
         self._count_write()
-        if watched:
+        with self._lock:
+            if holds_applied(applied, manifest, FIELD_MANAGER):
+                self._unverifiable.pop(pending.key, None)
+            else:
+                # The server does not record some applied field (a CRD that prunes it): judging drift
+                # by it would rewrite the child on every resync, so only the hash is compared.
+                logger.warning("%s %s: applied fields not all recorded", manifest["kind"], pending.key[3])
+                self._unverifiable[pending.key] = pending.desired
+        if self.watched.tracks(manifest["apiVersion"], manifest["kind"]):
             self.watched.remember(applied)
         else:
-            self.applied.remember(key, desired)
-        return True
+            self.applied.remember(pending.key, pending.desired)
 
-    def delete(self, namespace: str, key: ChildKey) -> bool:
-        """Delete the object if it exists; True if a delete was sent."""
+    def delete(self, namespace: str, key: ChildKey, owner_uid: str) -> bool:
+        """Delete the child if it exists and the owner with `owner_uid` is its controller; True if a
+        delete was sent. An object of that name that someone else controls is left alone. The delete
+        carries the UID as a precondition, so an object re-created under the name in between survives."""
         object_key: ObjectKey = (key.api_version, key.kind, namespace, key.name)
         watched = self.watched.tracks(key.api_version, key.kind)
         if not watched and self.applied.holds(object_key, ABSENT):
             return False
         live = self.get(*object_key) if watched else self.read(*object_key)
-        if live is None:
+        if live is None or controller_uid(live) != owner_uid:
             if not watched:
-                self.applied.remember(object_key, ABSENT)
+                self.applied.remember(object_key, ABSENT)  # nothing of the pool's under this name
             return False
         try:
-            self._send("delete", "DELETE", self._rest.path(*object_key))
+            self._send(
+                "delete",
+                "DELETE",
+                self._rest.path(*object_key),
+                body={"preconditions": {"uid": live["metadata"]["uid"]}},
+            )
         except ApiError as error:
-            if error.status != 404:
+            if error.status not in (404, 409):
                 raise
-            self._gone(object_key, watched)
+            self._gone(object_key, watched)  # gone, or replaced by an object the next read judges
             return False
         self._gone(object_key, watched)
         self._count_write()

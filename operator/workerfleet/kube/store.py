@@ -16,6 +16,7 @@ Two memories, both safe to share between handler threads:
 from __future__ import annotations
 
 import copy
+import json
 import random
 import threading
 import time
@@ -43,12 +44,27 @@ def object_key(body: Mapping[str, Any]) -> ObjectKey:
     return (body["apiVersion"], body["kind"], metadata.get("namespace") or "", metadata["name"])
 
 
-def _slim(body: Mapping[str, Any]) -> Manifest:
-    """A copy without managedFields: the server-side apply bookkeeping is most of a body's size, and
-    nothing the operator decides reads it."""
-    slim = copy.deepcopy(dict(body))
-    (slim.get("metadata") or {}).pop("managedFields", None)
-    return slim
+def _slim(body: Mapping[str, Any], manager: str | None = None) -> Manifest:
+    """A copy without most of managedFields: the server-side apply bookkeeping is most of a body's
+    size. Only `manager`'s own entries are kept (their field sets as compact JSON text, which is
+    smaller than the nested dicts): they tell whether what it applied is still there."""
+    slim = dict(body)
+    metadata = dict(slim.get("metadata") or {})
+    entries = metadata.pop("managedFields", None) or []
+    kept = [
+        {
+            "manager": entry["manager"],
+            "operation": entry.get("operation"),
+            "fieldsV1": json.dumps(entry.get("fieldsV1") or {}, sort_keys=True, separators=(",", ":")),
+        }
+        for entry in entries
+        if manager is not None and entry.get("manager") == manager and not entry.get("subresource")
+    ]
+    if kept:
+        metadata["managedFields"] = kept
+    if "metadata" in slim:
+        slim["metadata"] = metadata
+    return copy.deepcopy(slim)
 
 
 def _version(body: Mapping[str, Any] | None) -> int | None:
@@ -69,9 +85,11 @@ class _Seen:
 class WatchedObjects:
     """The newest version seen of every watched object."""
 
-    def __init__(self) -> None:
+    def __init__(self, manager: str | None = None) -> None:
+        """`manager`: the field manager whose managedFields entries are kept with each object."""
         self._lock = threading.Lock()
         self._seen: dict[ObjectKey, _Seen] = {}
+        self._manager = manager
 
     @staticmethod
     def tracks(api_version: str, kind: str) -> bool:
@@ -79,14 +97,14 @@ class WatchedObjects:
 
     def remember(self, body: Mapping[str, Any]) -> None:
         """An object as a watch event or a write's response showed it."""
-        self._put(object_key(body), _Seen(_slim(body), _version(body)))
+        self._put(object_key(body), _Seen(_slim(body, self._manager), _version(body)))
 
     def remember_deleted(self, body: Mapping[str, Any]) -> None:
         self._put(object_key(body), _Seen(None, _version(body)))
 
     def remember_read(self, key: ObjectKey, body: Mapping[str, Any] | None) -> None:
         """What a read returned: the object, or None when it does not exist."""
-        self._put(key, _Seen(_slim(body) if body is not None else None, _version(body)))
+        self._put(key, _Seen(_slim(body, self._manager) if body is not None else None, _version(body)))
 
     def lookup(self, key: ObjectKey) -> tuple[bool, Manifest | None]:
         """(seen, a copy of the object or None when it is known not to exist)."""

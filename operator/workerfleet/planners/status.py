@@ -31,6 +31,7 @@ class Reason:
     JOB_TYPE_NOT_FOUND = "JobTypeNotFound"
     JOB_TYPE_INVALID = "JobTypeInvalid"
     APPLY_FAILED = "ApplyFailed"
+    NAME_CONFLICT = "NameConflict"
     WORKERS_READY = "WorkersReady"
     WAITING_FOR_WORKERS = "WaitingForWorkers"
     DEPLOYMENT_PENDING = "DeploymentPending"
@@ -58,6 +59,8 @@ class Observation:
     missing_job_types: Sequence[str] = ()
     invalid_job_types: Mapping[str, str] | None = None
     apply_error: str | None = None
+    name_conflict: str | None = None
+    """Why a child could not be applied: its name is taken by an object the pool does not control."""
     canary_deployment: Mapping[str, Any] | None = None
     rollout: Mapping[str, Any] | None = None
     """Status fields of the canary rollout (stableRevision, canaryRevision, rollout) as planned."""
@@ -99,6 +102,9 @@ def _blocked(observation: Observation) -> list[ConditionUpdate] | None:
         )
         message = f"JobType spec not usable: {problems}"
         reason = Reason.JOB_TYPE_INVALID
+    elif observation.name_conflict is not None:
+        message = observation.name_conflict
+        reason = Reason.NAME_CONFLICT
     elif observation.apply_error is not None:
         message = observation.apply_error
         reason = Reason.APPLY_FAILED

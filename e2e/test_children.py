@@ -1,0 +1,321 @@
+"""How a pool's children are applied: failed reconciles are retried, hand edits are put back by the
+periodic resync, and objects the pool does not own are never taken over or deleted."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.chart import OPERATOR_USER
+from e2e.cluster import Cluster
+from e2e.operator import OperatorProcess
+from e2e.waiting import eventually
+from e2e.worker.servers import RedisServer
+
+RESYNC_SECONDS = 6
+"""A short resync period for the drift test (the default is minutes)."""
+RESYNC_JITTER = 0.2
+"""The resync period is jittered by up to this fraction (see handlers/resync.py)."""
+
+
+def _get(cluster: Cluster, namespace: str, *args: str) -> Any:
+    result = cluster.kubectl("get", *args, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None:
+    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
+
+
+def _condition(cluster: Cluster, namespace: str, pool: str, condition_type: str = "Ready") -> Any:
+    body = _get(cluster, namespace, f"workerpool/{pool}") or {}
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition["type"] == condition_type:
+            return condition["status"], condition["reason"], condition["message"]
+    return None
+
+
+def _ready(cluster: Cluster, namespace: str, pool: str) -> bool:
+    condition = _condition(cluster, namespace, pool)
+    return condition is not None and condition[:2] == ("True", "WorkersReady")
+
+
+def _warnings(cluster: Cluster, namespace: str, pool: str, reason: str) -> list[str]:
+    events = _get(cluster, namespace, "events", "--field-selector", f"involvedObject.name={pool}")
+    return [
+        event["message"]
+        for event in (events or {}).get("items", [])
+        if (event["type"], event["reason"]) == ("Warning", reason)
+    ]
+
+
+def _job_type(name: str, permissions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "JobType",
+        "metadata": {"name": name},
+        "spec": {"lane": "fast", "timeoutSeconds": 30, "permissions": permissions or []},
+    }
+
+
+def _pool(name: str, job_types: list[str], replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "jobTypes": job_types,
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            "queue": {"redis": {"address": "127.0.0.1:6379", "list": f"jobs:{name}"}},
+        },
+    }
+
+
+READ_PRESETS = {
+    "apiGroups": [""],
+    "resources": ["configmaps"],
+    "verbs": ["get"],
+    "resourceNames": ["presets"],
+}
+
+
+def test_a_failed_reconcile_is_retried_without_anyone_editing_the_pool(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    # Given a namespace whose quota admits no more ConfigMaps (the pool needs one for its policies)
+    _apply(
+        operator,
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-more-configmaps"},
+            "spec": {"hard": {"count/configmaps": "1"}},
+        },
+    )
+    eventually(
+        lambda: (_get(operator, ns, "resourcequota/no-more-configmaps") or {}).get("status", {}).get("used"),
+        what="the quota's usage to be counted",
+    )
+
+    # When a pool is applied there
+    _apply(operator, ns, _job_type("resize", [READ_PRESETS]), _pool("thumbs", ["resize"]))
+
+    # Then it is not Ready, and says that applying failed
+    eventually(
+        lambda: (_condition(operator, ns, "thumbs") or ("",))[:2] == ("False", "ApplyFailed"),
+        what="Ready=False ApplyFailed",
+    )
+
+    # When the quota goes away, and nobody touches the pool
+    generation = _get(operator, ns, "workerpool/thumbs")["metadata"]["generation"]
+    operator.kubectl("delete", "resourcequota", "no-more-configmaps", "-n", ns)
+    started = time.monotonic()
+
+    # Then the operator retries by itself and the pool becomes Ready
+    eventually(lambda: _ready(operator, ns, "thumbs"), what="thumbs Ready after the quota went", timeout=90)
+    print(f"Ready {time.monotonic() - started:.1f}s after the quota was deleted")
+    assert _get(operator, ns, "workerpool/thumbs")["metadata"]["generation"] == generation
+
+
+@pytest.fixture
+def fast_resync_operator(operator_process: OperatorProcess) -> Iterator[OperatorProcess]:
+    """The suite's operator, restarted with a resync period of a few seconds; restored afterwards."""
+    operator_process.stop()
+    process = OperatorProcess(
+        operator_process.cluster,
+        operator_process.log,
+        operator_process.kubeconfig,
+        extra_args=[f"--resync-period={RESYNC_SECONDS}"],
+    )
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+        operator_process.start()
+
+
+def _hand_edits(cluster: Cluster, namespace: str) -> None:
+    """What a person with edit rights might do to each kind of child."""
+
+    def patch(kind: str, patch_type: str, body: Any) -> None:
+        cluster.kubectl("patch", kind, "-n", namespace, f"--type={patch_type}", "-p", json.dumps(body))
+
+    secrets = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+    patch("role/thumbs-worker", "json", [{"op": "add", "path": "/rules/-", "value": secrets}])
+    default = {"kind": "ServiceAccount", "name": "default", "namespace": namespace}
+    patch("rolebinding/thumbs-worker", "json", [{"op": "add", "path": "/subjects/-", "value": default}])
+    patch("serviceaccount/thumbs-worker", "merge", {"automountServiceAccountToken": False})
+    patch("configmap/thumbs-policies", "merge", {"data": {"policies.json": "{}"}})
+    patch("horizontalpodautoscaler/thumbs", "merge", {"spec": {"maxReplicas": 9}})
+    patch("poddisruptionbudget/thumbs", "merge", {"spec": {"maxUnavailable": 2}})
+    cluster.kubectl("scale", "deployment/thumbs", "--replicas=5", "-n", namespace)
+
+
+def _children(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """The fields of each child that the hand edits change."""
+    role = _get(cluster, namespace, "role/thumbs-worker")
+    binding = _get(cluster, namespace, "rolebinding/thumbs-worker")
+    account = _get(cluster, namespace, "serviceaccount/thumbs-worker")
+    policies = _get(cluster, namespace, "configmap/thumbs-policies")
+    autoscaler = _get(cluster, namespace, "horizontalpodautoscaler/thumbs")
+    budget = _get(cluster, namespace, "poddisruptionbudget/thumbs")
+    deployment = _get(cluster, namespace, "deployment/thumbs")
+    return {
+        "role": role["rules"],
+        "rolebinding": binding["subjects"],
+        "serviceaccount": account.get("automountServiceAccountToken"),
+        "configmap": policies["data"],
+        "hpa": autoscaler["spec"]["maxReplicas"],
+        "pdb": budget["spec"].get("maxUnavailable"),
+        "deployment": deployment["spec"]["replicas"],
+    }
+
+
+def test_hand_edits_to_every_kind_of_child_are_repaired_within_one_resync_period(
+    fast_resync_operator: OperatorProcess, restricted_namespace: str, redis_server: RedisServer
+) -> None:
+    cluster, ns = fast_resync_operator.cluster, restricted_namespace
+    # Given an autoscaled pool with two workers, a Role, a disruption budget and an HPA, all Ready
+    pool = _pool("thumbs", ["resize"], replicas=2)
+    pool["spec"]["queue"] = {"redis": {"address": redis_server.address, "list": "jobs:thumbs"}}
+    pool["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 2, "targetDepthPerReplica": 20}
+    _apply(cluster, ns, _job_type("resize", [READ_PRESETS]), pool)
+    eventually(lambda: _ready(cluster, ns, "thumbs"), what="thumbs Ready", timeout=90)
+    applied = _children(cluster, ns)
+
+    # When someone edits every child by hand
+    _hand_edits(cluster, ns)
+    edited = time.monotonic()
+
+    # Then each is put back within one resync period
+    limit = RESYNC_SECONDS * (1 + RESYNC_JITTER) + 5
+    eventually(lambda: _children(cluster, ns) == applied, what="every child as applied", timeout=limit)
+    print(f"every hand edit repaired {time.monotonic() - edited:.1f}s after it was made")
+
+    # When nothing changes for three resync periods
+    time.sleep(3)
+    before = len(cluster.audit_writes(user=OPERATOR_USER, namespace=ns))
+    time.sleep(3 * RESYNC_SECONDS)
+
+    # Then the resyncs wrote nothing
+    late = cluster.audit_writes(user=OPERATOR_USER, namespace=ns)[before:]
+    assert late == [], [(write["verb"], write["objectRef"]) for write in late]
+
+
+TAKEN = (
+    "serviceaccount/ci-worker",
+    "horizontalpodautoscaler/web",
+    "poddisruptionbudget/web",
+    "deployment/api",
+)
+
+
+def _untouchable(cluster: Cluster, namespace: str, kind: str) -> Any:
+    """What the operator would change if it took the object over: its identity, labels, annotations,
+    owners, spec, and whether the operator's field manager ever wrote to it."""
+    body = _get(cluster, namespace, kind, "--show-managed-fields")
+    if body is None:
+        return None
+    metadata = body["metadata"]
+    return {
+        "uid": metadata["uid"],
+        "labels": metadata.get("labels"),
+        "annotations": metadata.get("annotations"),
+        "ownerReferences": metadata.get("ownerReferences"),
+        "spec": body.get("spec"),
+        "automountServiceAccountToken": body.get("automountServiceAccountToken"),
+        "workerfleet wrote": any(entry["manager"] == "workerfleet" for entry in metadata["managedFields"]),
+    }
+
+
+def test_children_whose_names_are_taken_are_neither_taken_over_nor_deleted(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    # Given a ServiceAccount ci-worker, an HPA web and a disruption budget web that someone else made
+    autoscaler = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "elsewhere"},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+        },
+    }
+    budget = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ci-worker"}}
+    # And a Deployment api (the operator watches only Deployments labelled as a pool's; this one is not)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {
+                "metadata": {"labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "api", "image": "api:1"}]},
+            },
+        },
+    }
+    _apply(operator, ns, account, autoscaler, budget, deployment)
+    existing = {kind: _untouchable(operator, ns, kind) for kind in TAKEN}
+
+    # When pools ci, api and web are applied (web with one replica and no autoscaling: no HPA, no budget)
+    _apply(
+        operator,
+        ns,
+        _job_type("build"),
+        _pool("ci", ["build"]),
+        _pool("api", ["build"]),
+        _pool("web", ["build"]),
+    )
+
+    # Then ci is not Ready because of the taken name, and a Warning Event names the object
+    eventually(
+        lambda: (_condition(operator, ns, "ci") or ("",))[:2] == ("False", "NameConflict"),
+        what="ci Ready=False NameConflict",
+    )
+    assert "ServiceAccount ci-worker" in _condition(operator, ns, "ci")[2]
+    warnings = eventually(
+        lambda: _warnings(operator, ns, "ci", "NameConflict"), what="a NameConflict Warning Event"
+    )
+    assert "ServiceAccount ci-worker" in warnings[0], warnings
+
+    eventually(
+        lambda: (_condition(operator, ns, "api") or ("",))[:2] == ("False", "NameConflict"),
+        what="api Ready=False NameConflict",
+    )
+    assert "Deployment api" in _condition(operator, ns, "api")[2]
+
+    # And web is Ready beside what it does not own
+    eventually(lambda: _ready(operator, ns, "web"), what="web Ready", timeout=90)
+
+    # And nothing that existed was touched, and ci got no workers running as someone else's account
+    for kind, before in existing.items():
+        assert _untouchable(operator, ns, kind) == before, f"{kind} was changed or deleted"
+    assert _get(operator, ns, "deployment/ci") is None
+
+    # When the ServiceAccount is deleted by its owner, and nobody touches the pool
+    operator.kubectl("delete", "serviceaccount", "ci-worker", "-n", ns)
+
+    # Then ci creates its own and becomes Ready by itself
+    eventually(lambda: _ready(operator, ns, "ci"), what="ci Ready once the name is free", timeout=90)
+    owners = _get(operator, ns, "serviceaccount/ci-worker")["metadata"]["ownerReferences"]
+    assert [(owner["kind"], owner["name"]) for owner in owners] == [("WorkerPool", "ci")]
