@@ -43,6 +43,7 @@ from workerfleet.worker.envelope import (
 )
 from workerfleet.worker.errors import JobError, NeedsReview
 from workerfleet.worker.handlers import Handler, Job
+from workerfleet.worker.health import Health
 from workerfleet.worker.metrics import WorkerMetrics
 from workerfleet.worker.policy import (
     Complete,
@@ -162,6 +163,7 @@ class Runtime:
         drain_seconds: float,
         pool_dead_letter_queue: str,
         maintenance_interval_seconds: float,
+        health: Health | None = None,
         clock: Callable[[], datetime] = utc_now,
         sample: Callable[[], float] = random.random,
     ) -> None:
@@ -170,6 +172,8 @@ class Runtime:
         self._handlers = dict(handlers)
         self._validators = build_validators(policies)
         self._metrics = metrics
+        self._health = health or Health(stall_seconds=float("inf"))
+        self._health.policies_loaded(len(self._policies))
         self._pool = pool
         self._revision = revision
         self._concurrency = concurrency
@@ -205,6 +209,7 @@ class Runtime:
     async def _connect(self, stop: asyncio.Event) -> bool:
         backoff = ReconnectBackoff(self._sample)
         while not stop.is_set():
+            self._health.beat()
             try:
                 await self._backend.connect()
             except BackendUnavailable as error:
@@ -214,6 +219,7 @@ class Runtime:
                 )
                 await _sleep_unless(stop, delay)
                 continue
+            self._health.connected(True)
             log.info("connected to the queue", extra={"concurrency": self._concurrency})
             return True
         return False
@@ -233,13 +239,19 @@ class Runtime:
         stopped = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                self._health.beat()
                 free = self._concurrency - len(self._in_flight)
                 if free <= 0:
-                    await asyncio.wait({*self._in_flight, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {*self._in_flight, stopped},
+                        timeout=RECEIVE_WAIT_SECONDS,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     continue
                 try:
                     deliveries = await self._backend.receive(free, RECEIVE_WAIT_SECONDS)
                 except BackendUnavailable as error:
+                    self._health.connected(False)
                     delay = backoff.next_delay()
                     log.warning(
                         "queue unreachable; reconnecting",
@@ -250,6 +262,7 @@ class Runtime:
                         await self._reconnect()
                     continue
                 backoff.reset()
+                self._health.connected(True)
                 for delivery in deliveries:
                     task = asyncio.create_task(self._process(delivery))
                     self._in_flight.add(task)
@@ -265,6 +278,7 @@ class Runtime:
         log.info("reconnected to the queue")
 
     async def _drain(self) -> None:
+        self._health.draining()
         try:
             await self._backend.stop_receiving()
         except BackendUnavailable as error:
