@@ -1,7 +1,8 @@
 """Handlers the integration tests run in real worker processes (`--handlers e2e.worker.probe_handlers`).
 
 Job types `probe` and `slow-probe` (one handler; tests give them different timeouts). The payload says
-what to do: {"id": "...", "sleep": seconds, "block": seconds, "fail": "transient" | "permanent" | "review" | "crash"};
+what to do: {"id": "...", "sleep": seconds, "block": seconds,
+"fail": "transient" | "permanent" | "review" | "crash"};
 "crash" kills the worker process with SIGKILL mid-job, as the OOM killer would; "block" holds the event
 loop (a blocking call in an async handler, a classic bug). Every start and finish
 is appended as a JSON line to $WORKERFLEET_PROBE_LOG, so a test can tell which process ran which
@@ -32,7 +33,7 @@ async def probe(job: worker.Job) -> None:
     payload: dict[str, Any] = job.payload
     record("start", job)
     await asyncio.sleep(float(payload.get("sleep", 0)))
-    time.sleep(float(payload.get("block", 0)))  # noqa: ASYNC251  (on purpose: a stuck event loop)
+    time.sleep(float(payload.get("block", 0)))  # on purpose: a stuck event loop
     match payload.get("fail"):
         case "transient":
             raise worker.TransientError("probe asked for a transient failure")

@@ -41,9 +41,14 @@ def test_a_stuck_event_loop_turns_healthz_unhealthy_and_a_moving_one_heals_it(
     assert worker.probe("/healthz")[0] == 200
     # When a handler blocks the event loop for 8 s
     produce(queue, [("stuck", {"block": 8})])
+
     # Then /healthz answers 503, naming the stall, while the loop is stuck
-    status, body = eventually(
-        lambda: (found := worker.probe("/healthz"))[0] == 503 and found,
+    def unhealthy() -> str | None:
+        status, body = worker.probe("/healthz")
+        return body if status == 503 else None
+
+    body = eventually(
+        unhealthy,
         what="/healthz to fail while the event loop is blocked",
         timeout=10,
     )
@@ -84,4 +89,3 @@ def test_readyz_follows_the_queue_connection_and_the_drain(
         assert worker.wait_exit() == 0
     finally:
         server.stop()
-

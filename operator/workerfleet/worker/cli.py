@@ -10,9 +10,9 @@ import logging
 import os
 import signal
 
+from workerfleet.worker import health as probes
 from workerfleet.worker import jsonlog
 from workerfleet.worker.backends import open_backend, pool_dead_letter_queue
-from workerfleet.worker import health as probes
 from workerfleet.worker.handlers import default_registry
 from workerfleet.worker.metrics import WorkerMetrics
 from workerfleet.worker.runtime import Runtime
@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         probes.serve(settings.metrics_address, settings.metrics_port, metrics.registry, health)
     except OSError as error:
-        log.error("cannot serve metrics and probes", extra={"port": settings.metrics_port, "error": str(error)})
+        log.error(
+            "cannot serve metrics and probes", extra={"port": settings.metrics_port, "error": str(error)}
+        )
         return EXIT_CONFIGURATION_ERROR
     log.info(
         "worker starting",

@@ -62,7 +62,10 @@ class Health:
                 return True, "draining"
             silent = self._clock() - self._last_beat
         if silent > self._stall_seconds:
-            return False, f"the consume loop has not turned for {silent:.0f}s (limit {self._stall_seconds:g}s)"
+            return (
+                False,
+                f"the consume loop has not turned for {silent:.0f}s (limit {self._stall_seconds:g}s)",
+            )
         return True, "the consume loop is turning"
 
     def readiness(self) -> tuple[bool, str]:
@@ -78,7 +81,7 @@ def serve(address: str, port: int, registry: CollectorRegistry, health: Health) 
     """Serve the three paths from a daemon thread for the life of the process."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802  (the name http.server calls)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == METRICS_PATH:
                 self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
@@ -95,7 +98,7 @@ def serve(address: str, port: int, registry: CollectorRegistry, health: Health) 
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             """Probes every few seconds would drown the job log."""
 
     server = ThreadingHTTPServer((address, port), Handler)

@@ -145,7 +145,9 @@ def settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
         ),
         metrics_address=env.get("WORKERFLEET_METRICS_ADDRESS") or DEFAULT_METRICS_ADDRESS,
         metrics_port=_integer(env, "WORKERFLEET_METRICS_PORT", DEFAULT_METRICS_PORT, low=0, high=65_535),
-        stall_seconds=_number(env, "WORKERFLEET_STALL_SECONDS", DEFAULT_STALL_SECONDS, low=1.0, high=86_400.0),
+        stall_seconds=_number(
+            env, "WORKERFLEET_STALL_SECONDS", DEFAULT_STALL_SECONDS, low=1.0, high=86_400.0
+        ),
         log_level=log_level,
     )
 
