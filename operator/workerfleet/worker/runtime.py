@@ -61,6 +61,7 @@ from workerfleet.worker.policy import (
     give_up,
     idempotency_key,
     reject_invalid,
+    with_job_deadline,
 )
 from workerfleet.worker.settings import ConfigurationError
 
@@ -138,6 +139,18 @@ def build_validators(policies: Mapping[str, JobTypeSpec]) -> dict[str, Validator
             ) from None
         validators[name] = validator_class(schema)
     return validators
+
+
+def input_problem(validator: Validator | None, spec: JobTypeSpec, payload: Any) -> str | None:
+    """What is wrong with a job's payload for its JobType (schema, idempotency key), naming the field;
+    None when it may run. Producers check with the same function before enqueueing."""
+    if validator is not None:
+        error = best_match(validator.iter_errors(payload))
+        if error is not None:
+            return f"payload does not match the input schema at {error.json_path}: {error.message}"
+    if spec.idempotency is not None and idempotency_key(payload, spec.idempotency.key_field) is None:
+        return f"payload has no idempotency key at {spec.idempotency.key_field} (a string or an integer)"
+    return None
 
 
 async def _invoke(handler: Handler, job: Job) -> None:
@@ -344,6 +357,7 @@ class Runtime:
                 failure=Failure(None, f"job type {envelope.type!r}: {problem}"),
             )
             return
+        spec = with_job_deadline(spec, envelope.deadline_seconds)
         crashed = crashed_too_often(delivery.deliveries, spec)
         if crashed is not None:
             lost = delivery.deliveries - 1
@@ -417,17 +431,7 @@ class Runtime:
         return (self._clock() - envelope.enqueued_at).total_seconds()
 
     def _validation_problem(self, envelope: Envelope, spec: JobTypeSpec) -> str | None:
-        validator = self._validators.get(envelope.type)
-        if validator is not None:
-            error = best_match(validator.iter_errors(envelope.payload))
-            if error is not None:
-                return f"payload does not match the input schema at {error.json_path}: {error.message}"
-        if (
-            spec.idempotency is not None
-            and idempotency_key(envelope.payload, spec.idempotency.key_field) is None
-        ):
-            return f"payload has no idempotency key at {spec.idempotency.key_field} (a string or an integer)"
-        return None
+        return input_problem(self._validators.get(envelope.type), spec, envelope.payload)
 
     def _completed_key(self, envelope: Envelope, spec: JobTypeSpec) -> CompletedKey | None:
         if spec.idempotency is None:
