@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--concurrency", type=int, help="jobs at once (overrides WORKERFLEET_CONCURRENCY)")
     parser.add_argument(
-        "--metrics-port", type=int, help="Prometheus port (overrides WORKERFLEET_METRICS_PORT)"
+        "--metrics-port",
+        type=int,
+        help="port of /metrics, /healthz and /readyz (overrides WORKERFLEET_METRICS_PORT)",
     )
 
 
