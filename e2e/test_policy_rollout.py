@@ -5,6 +5,7 @@ port and probes."""
 from __future__ import annotations
 
 import json
+import time
 
 from e2e.cluster import Cluster
 from e2e.test_reconciler import _apply, _get, _job_type, _pool, _ready
@@ -48,6 +49,7 @@ def test_a_job_type_change_rolls_the_workers_and_its_pods_carry_probes(
     # When the JobType's retry policy changes
     changed = _job_type("render")
     changed["spec"]["retry"] = {"maxAttempts": 9}
+    started = time.monotonic()
     _apply(operator, ns, changed)
 
     # Then the policies the workers read say so, and every worker is replaced, with no canary
@@ -56,6 +58,7 @@ def test_a_job_type_change_rolls_the_workers_and_its_pods_carry_probes(
         what="the new retry policy in the policies ConfigMap",
     )
     eventually(lambda: _rolled(operator, ns, "renderers", first), what="the workers to roll", timeout=90)
+    print(f"JobType change to every worker replaced and Ready: {time.monotonic() - started:.1f}s")
     deployment = _get(operator, ns, "deployment/renderers")
     assert deployment["metadata"]["labels"]["workerfleet.dev/revision"] == revision
     assert _get(operator, ns, "deployment/renderers-canary") is None

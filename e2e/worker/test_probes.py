@@ -41,6 +41,7 @@ def test_a_stuck_event_loop_turns_healthz_unhealthy_and_a_moving_one_heals_it(
     assert worker.probe("/healthz")[0] == 200
     # When a handler blocks the event loop for 8 s
     produce(queue, [("stuck", {"block": 8})])
+    started = time.monotonic()
 
     # Then /healthz answers 503, naming the stall, while the loop is stuck
     def unhealthy() -> str | None:
@@ -53,6 +54,10 @@ def test_a_stuck_event_loop_turns_healthz_unhealthy_and_a_moving_one_heals_it(
         timeout=10,
     )
     assert "has not turned" in body, body
+    print(
+        f"/healthz failed {time.monotonic() - started:.1f}s after the job was enqueued"
+        f" (limit {STALL_SECONDS}s)"
+    )
     # And it recovers once the loop turns again
     eventually(lambda: worker.probe("/healthz")[0] == 200, what="/healthz to recover", timeout=20)
 
