@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ def probe_policies(queue_name: str, extra_job_types: dict[str, Any] | None = Non
                         "properties": {
                             "id": {"type": "string"},
                             "sleep": {"type": "number"},
+                            "block": {"type": "number"},
                             "fail": {"enum": ["transient", "permanent", "review", "crash"]},
                         },
                     }
@@ -110,6 +112,14 @@ class WorkerProcess:
     def wait_exit(self, timeout: float = EXIT_TIMEOUT_SECONDS) -> int:
         return self.process.wait(timeout=timeout)
 
+    def probe(self, path: str) -> tuple[int, str]:
+        """Status and body of GET `path` on the worker's metrics port."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
     def jobs_total(self) -> dict[str, float]:
         """workerfleet_jobs_total by outcome, for this pool and revision."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
@@ -140,14 +150,16 @@ class Workers:
         concurrency: int = 1,
         worker_id: str | None = None,
         extra_job_types: dict[str, Any] | None = None,
+        environment: dict[str, str] | None = None,
         wait: bool = True,
     ) -> WorkerProcess:
-        """A worker process; `worker_id` fixed for a restarted container, `extra_job_types` beside probe."""
+        """A worker process; `worker_id` fixed for a restarted container, `extra_job_types` beside probe,
+        `environment` added to the worker's."""
         index = len(self._started)
         policies = self._directory / f"policies-{index}.json"
         policies.write_text(json.dumps(probe_policies(queue.name, extra_job_types)))
         metrics_port = free_port()
-        environment = {
+        settings = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(REPOSITORY),
             "WORKERFLEET_POOL": POOL,
@@ -160,14 +172,15 @@ class Workers:
             "WORKERFLEET_METRICS_ADDRESS": "127.0.0.1",
             "WORKERFLEET_METRICS_PORT": str(metrics_port),
             "WORKERFLEET_PROBE_LOG": str(self._probe_log),
+            **(environment or {}),
         }
         if drain_seconds is not None:
-            environment["WORKERFLEET_DRAIN_SECONDS"] = str(drain_seconds)
+            settings["WORKERFLEET_DRAIN_SECONDS"] = str(drain_seconds)
         log_path = self._directory / f"worker-{index}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [str(WORKERFLEET), "worker", "--handlers", "e2e.worker.probe_handlers"],
-                env=environment,
+                env=settings,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )

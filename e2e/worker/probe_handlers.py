@@ -1,8 +1,10 @@
 """Handlers the integration tests run in real worker processes (`--handlers e2e.worker.probe_handlers`).
 
 Job types `probe` and `slow-probe` (one handler; tests give them different timeouts). The payload says
-what to do: {"id": "...", "sleep": seconds, "fail": "transient" | "permanent" | "review" | "crash"};
-"crash" kills the worker process with SIGKILL mid-job, as the OOM killer would. Every start and finish
+what to do: {"id": "...", "sleep": seconds, "block": seconds,
+"fail": "transient" | "permanent" | "review" | "crash"};
+"crash" kills the worker process with SIGKILL mid-job, as the OOM killer would; "block" holds the event
+loop (a blocking call in an async handler, a classic bug). Every start and finish
 is appended as a JSON line to $WORKERFLEET_PROBE_LOG, so a test can tell which process ran which
 attempt, even for a process it killed.
 """
@@ -13,6 +15,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from typing import Any
 
 from workerfleet import worker
@@ -30,6 +33,7 @@ async def probe(job: worker.Job) -> None:
     payload: dict[str, Any] = job.payload
     record("start", job)
     await asyncio.sleep(float(payload.get("sleep", 0)))
+    time.sleep(float(payload.get("block", 0)))  # on purpose: a stuck event loop
     match payload.get("fail"):
         case "transient":
             raise worker.TransientError("probe asked for a transient failure")

@@ -14,6 +14,7 @@ import yaml
 
 from e2e.toolchain import KUBERNETES_VERSION, binaries
 from workerfleet.api.crdgen import render_all
+from workerfleet.planners.children import METRICS_PORT_NAME, POOL_LABEL
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CHART = REPOSITORY / "charts" / "workerfleet"
@@ -22,7 +23,7 @@ VALUE_SETS = {
     **{path.name.removesuffix("-values.yaml"): ["-f", str(path)] for path in sorted(CHART.glob("ci/*.yaml"))},
 }
 # Kinds of the Prometheus operator: no schema of theirs ships offline, so their shape is checked here.
-MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 # kopf's peering kinds: checked against the CRDs the chart ships.
 PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
 
@@ -64,6 +65,7 @@ def test_every_toggle_on_renders_every_optional_part() -> None:
     kinds = {document["kind"] for document in _render(VALUE_SETS["every-toggle-on"])}
     assert kinds >= {
         "ServiceMonitor",
+        "PodMonitor",
         "PrometheusRule",
         "ConfigMap",
         "NetworkPolicy",
@@ -86,6 +88,32 @@ def test_keda_mode_registers_no_metrics_api() -> None:
         for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         if arg.startswith("--metrics-api")
     ]
+
+
+def test_the_pod_monitor_is_off_by_default() -> None:
+    assert "PodMonitor" not in {document["kind"] for document in _render(VALUE_SETS["defaults"])}
+
+
+@pytest.mark.parametrize(
+    ("values", "namespaces"),
+    [
+        (["--set", "metrics.podMonitor.enabled=true"], {"any": True}),
+        (
+            ["--set", "metrics.podMonitor.enabled=true", "--set", "watchNamespaces={media,reports}"],
+            {"matchNames": ["media", "reports"]},
+        ),
+    ],
+)
+def test_one_pod_monitor_scrapes_every_worker_pod_on_its_metrics_port(
+    values: list[str], namespaces: dict[str, Any]
+) -> None:
+    [monitor] = [d for d in _render(values) if d["kind"] == "PodMonitor"]
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == namespaces
+    assert spec["selector"] == {"matchExpressions": [{"key": POOL_LABEL, "operator": "Exists"}]}
+    [endpoint] = spec["podMetricsEndpoints"]
+    # the port name and path the operator gives every worker pod running the runtime
+    assert (endpoint["port"], endpoint["path"]) == (METRICS_PORT_NAME, "/metrics")
 
 
 def test_prometheus_rule_has_the_four_alerts() -> None:

@@ -12,6 +12,7 @@ from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.planners.children import (
     DRAIN_MARGIN_SECONDS,
     POD_TEMPLATE_ANNOTATION,
+    POLICIES_CHECKSUM_ANNOTATION,
     ChildKey,
     Manifest,
     PoolRef,
@@ -296,3 +297,155 @@ def test_without_a_canary_its_deployment_is_deleted() -> None:
     plan = plan_children(POOL, pool_spec(), {"resize-image": job_type()})
     assert ChildKey("apps/v1", "Deployment", "thumbs-canary") in plan.delete
     assert [m["metadata"]["name"] for m in plan.apply if m["kind"] == "Deployment"] == ["thumbs"]
+
+
+def environment_of(container: Manifest) -> dict[str, str]:
+    return {variable["name"]: variable.get("value", "") for variable in container["env"]}
+
+
+PROBES_ON_8000: dict[str, Any] = {
+    "ports": [{"name": "metrics", "containerPort": 8000, "protocol": "TCP"}],
+    "livenessProbe": {
+        "httpGet": {"path": "/healthz", "port": "metrics"},
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+    },
+    "readinessProbe": {
+        "httpGet": {"path": "/readyz", "port": "metrics"},
+        "periodSeconds": 5,
+        "timeoutSeconds": 5,
+        "failureThreshold": 2,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("worker", "container", "expected"),
+    [
+        # the default: the workerfleet runtime on 8000
+        (None, {}, {**PROBES_ON_8000, "port_env": "8000"}),
+        (
+            {"runtime": "workerfleet", "port": 9100},
+            {},
+            {
+                "ports": [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}],
+                "livenessProbe": {**PROBES_ON_8000["livenessProbe"]},
+                "readinessProbe": {**PROBES_ON_8000["readinessProbe"]},
+                "port_env": "9100",
+            },
+        ),
+        # other ports stay; one clashing by name or number gives way
+        (
+            None,
+            {
+                "ports": [
+                    {"containerPort": 8080},
+                    {"name": "metrics", "containerPort": 9},
+                    {"containerPort": 8000},
+                ]
+            },
+            {
+                **PROBES_ON_8000,
+                "ports": [{"containerPort": 8080}, *PROBES_ON_8000["ports"]],
+                "port_env": "8000",
+            },
+        ),
+        # probes the template sets are the image author's: kept
+        (
+            None,
+            {"livenessProbe": {"exec": {"command": ["true"]}}},
+            {**PROBES_ON_8000, "livenessProbe": {"exec": {"command": ["true"]}}, "port_env": "8000"},
+        ),
+        # an image without the runtime: nothing added
+        (
+            {"runtime": "none"},
+            {},
+            {"ports": None, "livenessProbe": None, "readinessProbe": None, "port_env": None},
+        ),
+        (
+            {"runtime": "none"},
+            {"ports": [{"containerPort": 8080}]},
+            {
+                "ports": [{"containerPort": 8080}],
+                "livenessProbe": None,
+                "readinessProbe": None,
+                "port_env": None,
+            },
+        ),
+    ],
+)
+def test_the_runtime_port_and_probes_go_to_the_first_container(
+    worker: dict[str, Any] | None, container: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    template = {
+        "spec": {
+            "containers": [
+                {"name": "worker", "image": "thumbs:1", **container},
+                {"name": "side", "image": "s:1"},
+            ]
+        }
+    }
+    overrides: dict[str, Any] = {"template": template}
+    if worker is not None:
+        overrides["worker"] = worker
+    plan = plan_children(POOL, pool_spec(**overrides), {"resize-image": job_type()})
+    first, second = by_kind(plan.apply)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    found = {key: first.get(key) for key in ("ports", "livenessProbe", "readinessProbe")}
+    found["port_env"] = environment_of(first).get("WORKERFLEET_METRICS_PORT")
+    assert found == expected
+    assert "livenessProbe" not in second
+    assert "ports" not in second
+
+
+def test_the_drain_fits_in_the_grace_period_of_probed_pods() -> None:
+    plan = plan_children(POOL, pool_spec(), {"resize-image": job_type(timeout=300)})
+    pod = by_kind(plan.apply)["Deployment"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 300 + DRAIN_MARGIN_SECONDS
+
+
+def checksum_of(spec: WorkerPoolSpec, job_types: dict[str, JobTypeSpec]) -> str:
+    deployment = by_kind(plan_children(POOL, spec, job_types).apply)["Deployment"]
+    checksum: str = deployment["spec"]["template"]["metadata"]["annotations"][POLICIES_CHECKSUM_ANNOTATION]
+    return checksum
+
+
+BASE_JOB_TYPE: dict[str, Any] = {"lane": "normal", "timeoutSeconds": 60}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "rolls"),
+    [
+        ({"a": BASE_JOB_TYPE}, {"a": BASE_JOB_TYPE}, False),
+        # a field order does not matter
+        ({"a": {"timeoutSeconds": 60, "lane": "normal"}}, {"a": BASE_JOB_TYPE}, False),
+        ({"a": BASE_JOB_TYPE}, {"a": {**BASE_JOB_TYPE, "retry": {"maxAttempts": 9}}}, True),
+        ({"a": BASE_JOB_TYPE}, {"a": {**BASE_JOB_TYPE, "deadLetter": {"queue": "a.dlq"}}}, True),
+        ({"a": BASE_JOB_TYPE}, {"a": {**BASE_JOB_TYPE, "input": {"schema": {"type": "object"}}}}, True),
+        ({"a": BASE_JOB_TYPE}, {"a": BASE_JOB_TYPE, "b": BASE_JOB_TYPE}, True),
+        ({"a": BASE_JOB_TYPE, "b": BASE_JOB_TYPE}, {"a": BASE_JOB_TYPE}, True),
+    ],
+)
+def test_a_change_of_the_policies_changes_the_pod_template_so_the_pods_roll(
+    before: dict[str, Any], after: dict[str, Any], rolls: bool
+) -> None:
+    def parsed(job_types: dict[str, Any]) -> dict[str, JobTypeSpec]:
+        return {name: JobTypeSpec.model_validate(spec) for name, spec in job_types.items()}
+
+    old = checksum_of(pool_spec(jobTypes=sorted(before)), parsed(before))
+    new = checksum_of(pool_spec(jobTypes=sorted(after)), parsed(after))
+    assert (old != new) is rolls
+
+
+def test_the_policies_checksum_keeps_the_revision_and_annotates_both_tracks() -> None:
+    template = pool_spec().template.to_dict()
+    canary = {"spec": {"containers": [{"name": "worker", "image": "thumbs:2"}]}}
+    workers = Workers(stable_template=template, stable_replicas=1, canary_template=canary, canary_replicas=1)
+    plan = plan_children(POOL, pool_spec(), {"resize-image": job_type()}, workers)
+    deployments = [manifest for manifest in plan.apply if manifest["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    annotations = {
+        d["spec"]["template"]["metadata"]["annotations"][POLICIES_CHECKSUM_ANNOTATION] for d in deployments
+    }
+    assert len(annotations) == 1
+    assert deployments[0]["metadata"]["labels"]["workerfleet.dev/revision"] == revision_of(template)

@@ -206,7 +206,10 @@ EVERYTHING_AT_ONCE = {
             },
         ),
         (("spec", "initContainers", 0, "securityContext", "privileged"), None),
-        (("spec", "containers", 0, "ports"), [{"containerPort": 8080}]),
+        (
+            ("spec", "containers", 0, "ports"),
+            [{"containerPort": 8080}, {"name": "metrics", "containerPort": 8000, "protocol": "TCP"}],
+        ),
         # volumes the pod may not have become empty directories, so the mounts still resolve
         (("spec", "volumes", 0), {"name": "root", "emptyDir": {}}),
         (("spec", "volumes", 1), {"name": "token", "projected": {"sources": [{"configMap": {"name": "c"}}]}}),

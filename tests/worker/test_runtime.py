@@ -60,9 +60,17 @@ class Harness:
         )
 
     async def put(
-        self, payload: Any, *, attempt: int = 1, age_seconds: float = 0, job_type: str = "work"
+        self,
+        payload: Any,
+        *,
+        attempt: int = 1,
+        age_seconds: float = 0,
+        job_type: str = "work",
+        deadline_seconds: int | None = None,
     ) -> str:
-        envelope = new_envelope(job_type, payload, now=NOW - timedelta(seconds=age_seconds))
+        envelope = new_envelope(
+            job_type, payload, now=NOW - timedelta(seconds=age_seconds), deadline_seconds=deadline_seconds
+        )
         await self.backend.enqueue(encode(envelope.model_copy(update={"attempt": attempt})))
         return envelope.id
 
@@ -233,6 +241,22 @@ async def test_a_job_past_its_deadline_expires_without_running() -> None:
     [(queue, body)] = harness.backend.moved
     assert (queue, decode(body).last_failure.reason) == ("work.dlq", "DeadlineExceeded")  # type: ignore[union-attr]
     assert harness.count("expired") == 1
+
+
+@pytest.mark.parametrize(
+    ("age_seconds", "deadline_seconds", "runs"),
+    [(61, 60, False), (59, 60, True), (601, 900, False), (599, 900, True)],
+)
+@run_async
+async def test_a_job_deadline_of_its_own_only_shortens_the_job_types(
+    age_seconds: int, deadline_seconds: int, runs: bool
+) -> None:
+    calls: list[Job] = []
+    harness = Harness(recording(calls))
+    await harness.put({"id": "a"}, age_seconds=age_seconds, deadline_seconds=deadline_seconds)
+    await harness.run_until(1)
+    assert bool(calls) is runs
+    assert harness.count("expired") == (0 if runs else 1)
 
 
 @run_async

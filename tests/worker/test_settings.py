@@ -76,6 +76,7 @@ def test_tuning_comes_from_the_environment() -> None:
         ({"WORKERFLEET_CONCURRENCY": "2.5"}, "whole number"),
         ({"WORKERFLEET_METRICS_PORT": "http"}, "WORKERFLEET_METRICS_PORT"),
         ({"WORKERFLEET_LOG_LEVEL": "loud"}, "WORKERFLEET_LOG_LEVEL"),
+        ({"WORKERFLEET_STALL_SECONDS": "0.5"}, "WORKERFLEET_STALL_SECONDS must lie between 1 and 86400"),
     ],
 )
 def test_bad_settings_are_named(overrides: dict[str, str], complaint: str) -> None:

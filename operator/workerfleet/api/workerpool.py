@@ -344,6 +344,24 @@ class Canary(ApiModel):
     )
 
 
+class WorkerRuntime(StrEnum):
+    """What runs in the worker containers."""
+
+    WORKERFLEET = "workerfleet"
+    NONE = "none"
+
+
+class Worker(ApiModel):
+    """How the operator talks to the worker process in the pod."""
+
+    runtime: Annotated[WorkerRuntime, Field(strict=False)] = WorkerRuntime.WORKERFLEET
+    """`workerfleet`: the first container runs `workerfleet worker`, which serves /metrics, /healthz
+    and /readyz on `port`; the pods get that port (named `metrics`) and liveness and readiness
+    probes against it. `none`: the image runs something else; no port and no probes are added."""
+    port: Annotated[int, Field(ge=1, le=65_535)] = 8000
+    """The worker runtime's port for metrics and probes (WORKERFLEET_METRICS_PORT in the pod)."""
+
+
 class Rollout(ApiModel):
     """How a change of the pod template reaches the workers."""
 
@@ -371,6 +389,8 @@ class WorkerPoolSpec(ApiModel):
     """Queue-depth autoscaling; absent keeps replicas as set."""
     rollout: Rollout | None = None
     """Rollout strategy; absent replaces workers with a plain rolling update."""
+    worker: Worker = Field(default_factory=Worker)
+    """The worker runtime in the pods: its port, probes, or none."""
 
 
 class RolloutPhase(StrEnum):

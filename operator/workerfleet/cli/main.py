@@ -13,6 +13,7 @@ from typing import Any, cast
 import kopf
 
 from workerfleet import __version__
+from workerfleet.cli import enqueue as enqueue_cli
 from workerfleet.kube.rate_limit import DEFAULT_BURST, DEFAULT_QPS
 from workerfleet.planners.resync import DEFAULT_RESYNC_SECONDS
 from workerfleet.worker import cli as worker_cli
@@ -241,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker_cli.add_arguments(worker)
     worker.set_defaults(handler=worker_cli.run)
+
+    enqueue = commands.add_parser(
+        "enqueue", help="put one job on a pool's queue, checked against its JobType first"
+    )
+    enqueue_cli.add_arguments(enqueue)
+    enqueue.set_defaults(handler=enqueue_cli.run)
     return parser
 
 

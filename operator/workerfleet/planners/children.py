@@ -25,7 +25,7 @@ from workerfleet.api.podtemplate import (
     SAFE_SYSCTLS,
     UNCONFINED_APPARMOR_ANNOTATION,
 )
-from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, WorkerPoolSpec
+from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Worker, WorkerPoolSpec, WorkerRuntime
 from workerfleet.planners.keda import KEDA_API_VERSION, keda_objects
 
 Manifest = dict[str, Any]
@@ -43,6 +43,15 @@ REVISION_LABEL = "workerfleet.dev/revision"
 TRACK_LABEL = "workerfleet.dev/track"
 STABLE_TRACK = "stable"
 CANARY_TRACK = "canary"
+POLICIES_CHECKSUM_ANNOTATION = "workerfleet.dev/policies-checksum"
+"""On the workers' pod template: a hash of the policies ConfigMap, so a JobType change rolls the pods
+(the runtime reads the policies once, at start)."""
+METRICS_PORT_NAME = "metrics"
+HEALTHZ_PATH = "/healthz"
+READYZ_PATH = "/readyz"
+LIVENESS_PROBE: dict[str, Any] = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
+"""With the runtime's 60 s stall limit: a stuck worker is restarted within about 90 s."""
+READINESS_PROBE: dict[str, Any] = {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 2}
 POD_TEMPLATE_ANNOTATION = "workerfleet.dev/pod-template"
 """On each worker Deployment: the pool's pod template as written, so the stable Deployment can be
 rendered again while a canary of a newer template runs beside it."""
@@ -326,6 +335,8 @@ def hardened_pod_template(
     policies_config_map: str,
     grace_seconds: int,
     environment: list[Manifest],
+    policies_checksum: str,
+    worker: Worker,
     track: str = STABLE_TRACK,
 ) -> Manifest:
     """The user's pod template, made to pass the Pod Security Standards `restricted` profile
@@ -336,10 +347,15 @@ def hardened_pod_template(
     profile are kept; missing ones get restricted defaults; capabilities drop ALL whatever else the
     template drops. The pod runs as the pool's ServiceAccount, with a token only when `mount_token`.
     The root filesystem is read-only, so /tmp is an emptyDir; the JobType policies are mounted for
-    the worker runtime.
+    the worker runtime, and their checksum annotates the pod so that a change of them rolls the pods.
+    With the workerfleet runtime, the first container gets its port and probes (`runtime_probes`).
     """
     result = restricted_template(template)
     metadata = result.setdefault("metadata", {})
+    metadata["annotations"] = {
+        **metadata.get("annotations", {}),
+        POLICIES_CHECKSUM_ANNOTATION: policies_checksum,
+    }
     metadata["labels"] = {
         **metadata.get("labels", {}),
         **common_labels(pool.name, revision),
@@ -371,7 +387,28 @@ def hardened_pod_template(
     for container in spec["containers"]:
         ours = {variable["name"] for variable in environment}
         container["env"] = [v for v in container.get("env", []) if v["name"] not in ours] + environment
+    if worker.runtime == WorkerRuntime.WORKERFLEET:
+        runtime_probes(spec["containers"][0], worker.port)
     return result
+
+
+def runtime_probes(container: dict[str, Any], port: int) -> None:
+    """The runtime's port, named `metrics`, and liveness and readiness probes against it.
+
+    Ports that clash with it (by name or number) give way; probes the template sets are kept, since
+    whoever wrote them knows the image."""
+    ports = [
+        entry
+        for entry in container.get("ports", [])
+        if entry.get("name") != METRICS_PORT_NAME and entry.get("containerPort") != port
+    ]
+    container["ports"] = [*ports, {"name": METRICS_PORT_NAME, "containerPort": port, "protocol": "TCP"}]
+    container.setdefault(
+        "livenessProbe", {"httpGet": {"path": HEALTHZ_PATH, "port": METRICS_PORT_NAME}, **LIVENESS_PROBE}
+    )
+    container.setdefault(
+        "readinessProbe", {"httpGet": {"path": READYZ_PATH, "port": METRICS_PORT_NAME}, **READINESS_PROBE}
+    )
 
 
 def _secret_env(name: str, reference: SecretKeySelector | None) -> list[Manifest]:
@@ -392,6 +429,8 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
         {"name": "WORKERFLEET_QUEUE", "value": json.dumps(spec.queue.to_dict(), sort_keys=True)},
         {"name": "WORKERFLEET_POLICIES", "value": f"{POLICIES_DIRECTORY}/{POLICIES_FILE}"},
     ]
+    if spec.worker.runtime == WorkerRuntime.WORKERFLEET:
+        environment.append({"name": "WORKERFLEET_METRICS_PORT", "value": str(spec.worker.port)})
     queue = spec.queue
     auth = next(
         (
@@ -411,6 +450,11 @@ def policies_document(job_types: Mapping[str, JobTypeSpec]) -> str:
     """The JobType policies as the worker runtime reads them, byte-for-byte stable."""
     document = {"jobTypes": {name: job_types[name].to_dict() for name in sorted(job_types)}}
     return json.dumps(document, sort_keys=True, indent=2)
+
+
+def policies_checksum(job_types: Mapping[str, JobTypeSpec]) -> str:
+    """A hash of the policies document: it changes exactly when the ConfigMap's content does."""
+    return hashlib.sha256(policies_document(job_types).encode()).hexdigest()[:16]
 
 
 def autoscaler(pool: PoolRef, scaling: Autoscaling) -> Manifest:
@@ -473,6 +517,8 @@ def worker_deployment(
                 policies_config_map=child["policies"],
                 grace_seconds=grace_period_seconds(job_types.values()),
                 environment=worker_environment(pool, revision, spec),
+                policies_checksum=policies_checksum(job_types),
+                worker=spec.worker,
                 track=track,
             ),
         },

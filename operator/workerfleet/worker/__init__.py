@@ -14,9 +14,13 @@ Contract with the operator:
 - Environment: WORKERFLEET_POOL, WORKERFLEET_REVISION, WORKERFLEET_QUEUE (the WorkerPool's .spec.queue as
   JSON), WORKERFLEET_QUEUE_USERNAME / WORKERFLEET_QUEUE_PASSWORD (from the queue's auth Secret refs),
   WORKERFLEET_DRAIN_SECONDS; the full list is in `workerfleet.worker.settings`.
-- Job envelope (JSON; see `workerfleet.worker.envelope`): id, type, payload, enqueuedAt, attempt, lastFailure.
-- Metrics on WORKERFLEET_METRICS_PORT (default 8000): workerfleet_jobs_total{pool,revision,job_type,outcome},
-  workerfleet_job_duration_seconds, workerfleet_jobs_in_flight.
+- Job envelope (JSON; see `workerfleet.worker.envelope`): id, type, payload, enqueuedAt, attempt,
+  deadlineSeconds (optional), lastFailure.
+- On WORKERFLEET_METRICS_PORT (default 8000): /metrics
+  (workerfleet_jobs_total{pool,revision,job_type,outcome}, workerfleet_job_duration_seconds,
+  workerfleet_jobs_in_flight), /healthz (the consume loop turns) and
+  /readyz (connected to the queue); see `workerfleet.worker.health`.
+- Producers: `workerfleet enqueue` or `workerfleet.producer` build and check envelopes.
 - SIGTERM: stop taking jobs, finish in-flight ones within the drain time, give back the rest, exit 0.
 
 What happens to a job: payload checked against input.schema (mismatch: dead-lettered, ValidationFailed);

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 
+from workerfleet.worker import health as probes
 from workerfleet.worker import jsonlog
 from workerfleet.worker.backends import open_backend, pool_dead_letter_queue
 from workerfleet.worker.handlers import default_registry
@@ -39,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--concurrency", type=int, help="jobs at once (overrides WORKERFLEET_CONCURRENCY)")
     parser.add_argument(
-        "--metrics-port", type=int, help="Prometheus port (overrides WORKERFLEET_METRICS_PORT)"
+        "--metrics-port",
+        type=int,
+        help="port of /metrics, /healthz and /readyz (overrides WORKERFLEET_METRICS_PORT)",
     )
 
 
@@ -86,12 +89,14 @@ def run(args: argparse.Namespace) -> int:
         _import_handlers(settings.handler_modules)
         backend = open_backend(settings, policies)
         metrics = WorkerMetrics(settings.pool, settings.revision)
+        health = probes.Health(settings.stall_seconds)
         handlers = default_registry.handlers()
         runtime = Runtime(
             backend=backend,
             policies=policies,
             handlers=handlers,
             metrics=metrics,
+            health=health,
             pool=settings.pool,
             revision=settings.revision,
             concurrency=settings.concurrency,
@@ -107,7 +112,13 @@ def run(args: argparse.Namespace) -> int:
         log.warning(
             "no handler for some job types; their jobs are dead-lettered", extra={"job_types": unserved}
         )
-    metrics.serve(settings.metrics_address, settings.metrics_port)
+    try:
+        probes.serve(settings.metrics_address, settings.metrics_port, metrics.registry, health)
+    except OSError as error:
+        log.error(
+            "cannot serve metrics and probes", extra={"port": settings.metrics_port, "error": str(error)}
+        )
+        return EXIT_CONFIGURATION_ERROR
     log.info(
         "worker starting",
         extra={

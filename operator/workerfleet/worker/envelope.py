@@ -10,6 +10,8 @@ a Redis stream entry, a RabbitMQ message body):
       "enqueuedAt": "2024-05-01T12:00:00.123Z",   # when the job was first enqueued (deadlines count
                                                   # from here, across retries)
       "attempt": 1,                      # the attempt this delivery is, counting from 1
+      "deadlineSeconds": 600,            # optional: this job's own deadline, counted from enqueuedAt;
+                                         # it can only shorten the JobType's deadlineSeconds
       "lastFailure": {                   # absent until an attempt fails
         "reason": "AttemptsExhausted", "failureClass": "transient", "message": "...",
         "attempt": 3, "at": "...", "pool": "thumbs", "revision": "5d8c7"
@@ -68,12 +70,26 @@ class Envelope(_Model):
     payload: Any = None
     enqueued_at: AwareDatetime
     attempt: Annotated[int, Field(ge=1)] = 1
+    deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     last_failure: FailureRecord | None = None
 
 
-def new_envelope(job_type: str, payload: Any, *, now: datetime, job_id: str | None = None) -> Envelope:
+def new_envelope(
+    job_type: str,
+    payload: Any,
+    *,
+    now: datetime,
+    job_id: str | None = None,
+    deadline_seconds: int | None = None,
+) -> Envelope:
     """A fresh job, first attempt; a random id unless the producer has its own."""
-    return Envelope(id=job_id or str(uuid.uuid4()), type=job_type, payload=payload, enqueued_at=now)
+    return Envelope(
+        id=job_id or str(uuid.uuid4()),
+        type=job_type,
+        payload=payload,
+        enqueued_at=now,
+        deadline_seconds=deadline_seconds,
+    )
 
 
 def encode(envelope: Envelope) -> bytes:

@@ -3,7 +3,7 @@ compare the canary's outcomes with the stable revision's on the same queue."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from workerfleet.worker.policy import Outcome
 
@@ -66,7 +66,3 @@ class WorkerMetrics:
 
     def in_flight_gauge(self, job_type: str) -> Gauge:
         return self.in_flight.labels(self._pool, self._revision, job_type)
-
-    def serve(self, address: str, port: int) -> None:
-        """Serve /metrics from a daemon thread for the life of the process."""
-        start_http_server(port, addr=address, registry=self.registry)

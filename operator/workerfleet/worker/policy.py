@@ -177,3 +177,12 @@ def idempotency_key(payload: Any, key_field: str) -> str | None:
         return None
     text = str(value)
     return text or None
+
+
+def with_job_deadline(spec: JobTypeSpec, job_deadline_seconds: int | None) -> JobTypeSpec:
+    """The JobType's policy for one job that carries a deadline of its own: the shorter one counts."""
+    if job_deadline_seconds is None:
+        return spec
+    if spec.deadline_seconds is not None and spec.deadline_seconds <= job_deadline_seconds:
+        return spec
+    return spec.model_copy(update={"deadline_seconds": job_deadline_seconds})

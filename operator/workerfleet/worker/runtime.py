@@ -43,6 +43,7 @@ from workerfleet.worker.envelope import (
 )
 from workerfleet.worker.errors import JobError, NeedsReview
 from workerfleet.worker.handlers import Handler, Job
+from workerfleet.worker.health import Health
 from workerfleet.worker.metrics import WorkerMetrics
 from workerfleet.worker.policy import (
     Complete,
@@ -60,6 +61,7 @@ from workerfleet.worker.policy import (
     give_up,
     idempotency_key,
     reject_invalid,
+    with_job_deadline,
 )
 from workerfleet.worker.settings import ConfigurationError
 
@@ -139,6 +141,18 @@ def build_validators(policies: Mapping[str, JobTypeSpec]) -> dict[str, Validator
     return validators
 
 
+def input_problem(validator: Validator | None, spec: JobTypeSpec, payload: Any) -> str | None:
+    """What is wrong with a job's payload for its JobType (schema, idempotency key), naming the field;
+    None when it may run. Producers check with the same function before enqueueing."""
+    if validator is not None:
+        error = best_match(validator.iter_errors(payload))
+        if error is not None:
+            return f"payload does not match the input schema at {error.json_path}: {error.message}"
+    if spec.idempotency is not None and idempotency_key(payload, spec.idempotency.key_field) is None:
+        return f"payload has no idempotency key at {spec.idempotency.key_field} (a string or an integer)"
+    return None
+
+
 async def _invoke(handler: Handler, job: Job) -> None:
     if inspect.iscoroutinefunction(handler):
         await handler(job)
@@ -162,6 +176,7 @@ class Runtime:
         drain_seconds: float,
         pool_dead_letter_queue: str,
         maintenance_interval_seconds: float,
+        health: Health | None = None,
         clock: Callable[[], datetime] = utc_now,
         sample: Callable[[], float] = random.random,
     ) -> None:
@@ -170,6 +185,8 @@ class Runtime:
         self._handlers = dict(handlers)
         self._validators = build_validators(policies)
         self._metrics = metrics
+        self._health = health or Health(stall_seconds=float("inf"))
+        self._health.policies_loaded(len(self._policies))
         self._pool = pool
         self._revision = revision
         self._concurrency = concurrency
@@ -205,6 +222,7 @@ class Runtime:
     async def _connect(self, stop: asyncio.Event) -> bool:
         backoff = ReconnectBackoff(self._sample)
         while not stop.is_set():
+            self._health.beat()
             try:
                 await self._backend.connect()
             except BackendUnavailable as error:
@@ -214,6 +232,7 @@ class Runtime:
                 )
                 await _sleep_unless(stop, delay)
                 continue
+            self._health.connected(True)
             log.info("connected to the queue", extra={"concurrency": self._concurrency})
             return True
         return False
@@ -233,13 +252,19 @@ class Runtime:
         stopped = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                self._health.beat()
                 free = self._concurrency - len(self._in_flight)
                 if free <= 0:
-                    await asyncio.wait({*self._in_flight, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {*self._in_flight, stopped},
+                        timeout=RECEIVE_WAIT_SECONDS,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     continue
                 try:
                     deliveries = await self._backend.receive(free, RECEIVE_WAIT_SECONDS)
                 except BackendUnavailable as error:
+                    self._health.connected(False)
                     delay = backoff.next_delay()
                     log.warning(
                         "queue unreachable; reconnecting",
@@ -250,6 +275,7 @@ class Runtime:
                         await self._reconnect()
                     continue
                 backoff.reset()
+                self._health.connected(True)
                 for delivery in deliveries:
                     task = asyncio.create_task(self._process(delivery))
                     self._in_flight.add(task)
@@ -265,6 +291,7 @@ class Runtime:
         log.info("reconnected to the queue")
 
     async def _drain(self) -> None:
+        self._health.draining()
         try:
             await self._backend.stop_receiving()
         except BackendUnavailable as error:
@@ -330,6 +357,7 @@ class Runtime:
                 failure=Failure(None, f"job type {envelope.type!r}: {problem}"),
             )
             return
+        spec = with_job_deadline(spec, envelope.deadline_seconds)
         crashed = crashed_too_often(delivery.deliveries, spec)
         if crashed is not None:
             lost = delivery.deliveries - 1
@@ -403,17 +431,7 @@ class Runtime:
         return (self._clock() - envelope.enqueued_at).total_seconds()
 
     def _validation_problem(self, envelope: Envelope, spec: JobTypeSpec) -> str | None:
-        validator = self._validators.get(envelope.type)
-        if validator is not None:
-            error = best_match(validator.iter_errors(envelope.payload))
-            if error is not None:
-                return f"payload does not match the input schema at {error.json_path}: {error.message}"
-        if (
-            spec.idempotency is not None
-            and idempotency_key(envelope.payload, spec.idempotency.key_field) is None
-        ):
-            return f"payload has no idempotency key at {spec.idempotency.key_field} (a string or an integer)"
-        return None
+        return input_problem(self._validators.get(envelope.type), spec, envelope.payload)
 
     def _completed_key(self, envelope: Envelope, spec: JobTypeSpec) -> CompletedKey | None:
         if spec.idempotency is None:

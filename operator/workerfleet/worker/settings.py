@@ -16,7 +16,10 @@ Tuning, with defaults that suit a pod (the image or the pod template may set the
 
     WORKERFLEET_HANDLERS        comma-separated modules to import; they register handlers
     WORKERFLEET_CONCURRENCY     jobs one process runs at once (default 1)
-    WORKERFLEET_METRICS_ADDRESS / WORKERFLEET_METRICS_PORT   Prometheus endpoint (default 0.0.0.0:8000)
+    WORKERFLEET_METRICS_ADDRESS / WORKERFLEET_METRICS_PORT   /metrics, /healthz and /readyz (default
+                                0.0.0.0:8000; the operator sets the port from .spec.worker.port)
+    WORKERFLEET_STALL_SECONDS   how long the consume loop may stand still before /healthz fails
+                                (default 60)
     WORKERFLEET_HEARTBEAT_SECONDS  how soon a vanished worker's jobs are taken over (default 15)
     WORKERFLEET_WORKER_ID       this process's name on the queue (default <hostname>-<pid>)
     WORKERFLEET_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
@@ -43,6 +46,7 @@ DEFAULT_POLICIES_PATH = Path("/etc/workerfleet/policies.json")
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"  # noqa: S104  (Prometheus scrapes the pod's IP)
 DEFAULT_METRICS_PORT = 8000
 DEFAULT_HEARTBEAT_SECONDS = 15.0
+DEFAULT_STALL_SECONDS = 60.0
 MAX_CONCURRENCY = 1_000
 
 
@@ -72,6 +76,7 @@ class WorkerSettings:
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     metrics_address: str = DEFAULT_METRICS_ADDRESS
     metrics_port: int = DEFAULT_METRICS_PORT
+    stall_seconds: float = DEFAULT_STALL_SECONDS
     log_level: str = "INFO"
 
 
@@ -140,6 +145,9 @@ def settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
         ),
         metrics_address=env.get("WORKERFLEET_METRICS_ADDRESS") or DEFAULT_METRICS_ADDRESS,
         metrics_port=_integer(env, "WORKERFLEET_METRICS_PORT", DEFAULT_METRICS_PORT, low=0, high=65_535),
+        stall_seconds=_number(
+            env, "WORKERFLEET_STALL_SECONDS", DEFAULT_STALL_SECONDS, low=1.0, high=86_400.0
+        ),
         log_level=log_level,
     )
 

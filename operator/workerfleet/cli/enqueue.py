@@ -1,0 +1,86 @@
+"""`workerfleet enqueue`: put one job on a pool's queue, checked against its JobType first.
+
+Prints the envelope enqueued (JSON) on stdout and where it went on stderr. Exit 2, with nothing
+enqueued, when the job would not run as given (the message names the field); exit 1 when the queue
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from workerfleet import producer
+from workerfleet.worker.backend import BackendUnavailable
+from workerfleet.worker.envelope import encode
+
+EXIT_INVALID = 2
+EXIT_UNREACHABLE = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pool", required=True, help="the WorkerPool whose queue gets the job")
+    parser.add_argument("--type", required=True, dest="job_type", help="the job's JobType")
+    parser.add_argument("--data", required=True, help="the job's payload, JSON")
+    parser.add_argument("--key", help="idempotency key: set at the JobType's idempotency.keyField")
+    parser.add_argument(
+        "--deadline", help="the job's own deadline (90s, 10m, 2h): shorter than the JobType's"
+    )
+    parser.add_argument("--id", dest="job_id", help="the job's id (default: a random UUID)")
+    parser.add_argument("-n", "--namespace", help="namespace of the pool (default: the context's)")
+    parser.add_argument("--pool-file", help="read the WorkerPool from this manifest instead of the cluster")
+    parser.add_argument(
+        "--job-type-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="read the JobType from this manifest instead of the cluster (repeatable)",
+    )
+    parser.add_argument(
+        "--address", help="the queue server's HOST:PORT, instead of the pool's (e.g. a port-forward)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        try:
+            data = json.loads(args.data)
+        except ValueError as error:
+            raise producer.InvalidJob(f"--data is not JSON: {error}") from None
+        if args.pool_file:
+            if not args.job_type_file:
+                raise producer.InvalidJob("--pool-file needs --job-type-file too")
+            target = producer.from_files(
+                args.pool_file, args.job_type_file, job_type=args.job_type, address=args.address
+            )
+            if target.pool != args.pool:
+                raise producer.InvalidJob(f"{args.pool_file} holds WorkerPool {target.pool}, not {args.pool}")
+        else:
+            from workerfleet.kube.client import current_namespace  # noqa: PLC0415  (cluster only)
+
+            target = producer.from_cluster(
+                args.namespace or current_namespace(),
+                pool=args.pool,
+                job_type=args.job_type,
+                job_type_files=args.job_type_file,
+                address=args.address,
+            )
+        envelope = producer.build(target, data, key=args.key, deadline=args.deadline, job_id=args.job_id)
+        asyncio.run(producer.send(target, [envelope]))
+    except (producer.InvalidJob, producer.ConfigurationError) as error:
+        print(f"error: {error}; nothing enqueued", file=sys.stderr)
+        return EXIT_INVALID
+    except BackendUnavailable as error:
+        print(
+            f"error: {producer.describe(target.queue)} unreachable: {error}; nothing enqueued",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    print(encode(envelope).decode())
+    print(
+        f"enqueued job {envelope.id} of type {envelope.type} on {producer.describe(target.queue)}",
+        file=sys.stderr,
+    )
+    return 0
