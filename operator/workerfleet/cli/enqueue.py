@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             if target.pool != args.pool:
                 raise producer.InvalidJob(f"{args.pool_file} holds WorkerPool {target.pool}, not {args.pool}")
         else:
-            from workerfleet.kube.client import current_namespace  # noqa: PLC0415  (cluster only)
+            from workerfleet.kube.rest import current_namespace  # noqa: PLC0415  (cluster only)
 
             target = producer.from_cluster(
                 args.namespace or current_namespace(),
