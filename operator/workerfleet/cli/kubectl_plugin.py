@@ -130,7 +130,8 @@ def _act(args: argparse.Namespace, api: Kube, write: Callable[[str], None]) -> i
         if revision is None:
             wanted = "rolled-back canary" if action == Action.RETRY else "running canary"
             write(
-                f"workerpool {args.namespace}/{args.name}: no {wanted}, so {args.command}{full} has nothing to act on"
+                f"workerpool {args.namespace}/{args.name}: no {wanted},"
+                f" so {args.command}{full} has nothing to act on"
             )
             return EXIT_NO_ROLLOUT
         api.patch_pool(args.namespace, args.name, action_patch(action, revision, datetime.now(UTC)))
