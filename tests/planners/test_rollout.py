@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.api.workerpool import Analysis, Canary, RolloutPhase, RolloutStatus, Verdict
+from workerfleet.api.workerpool import Analysis, AnalysisResult, Canary, RolloutPhase, RolloutStatus, Verdict
 from workerfleet.planners.rollout import (
     Measurement,
     RevisionSample,
@@ -20,6 +20,7 @@ from workerfleet.planners.rollout import (
     plan_rollout,
     progress_deadline_passed,
     split_replicas,
+    step_may_end,
     step_pause_over,
 )
 
@@ -793,3 +794,21 @@ def test_a_canary_ready_again_clears_its_unready_clock() -> None:
     unready = plan_rollout(given(running(), canary_ready_replicas=0), T0 + timedelta(seconds=5))
     ready = plan_rollout(given(unready.rollout, canary_ready_replicas=1), T0 + timedelta(seconds=6))
     assert (ready.rollout.waiting_since, ready.rollout.step_started_at) == (None, T0)
+
+
+# --- The rollout clock -------------------------------------------------------------------------
+
+
+def test_a_step_whose_pause_is_over_but_whose_analysis_holds_it_is_not_reconciled_every_tick() -> None:
+    over = T0 + timedelta(seconds=45)
+    assert step_pause_over(running(), canary(), over)
+    # No analysis of the step yet, or the last one inconclusive: only the next analysis can end it
+    assert not step_may_end(running(), canary(), over)
+    inconclusive = AnalysisResult(time=T0 + timedelta(seconds=40), verdict=Verdict.INCONCLUSIVE)
+    assert not step_may_end(running(last_analysis=inconclusive), canary(), over)
+    assert step_may_end(running(last_analysis=inconclusive), canary(onNoData="Continue"), over)
+    passed = AnalysisResult(time=T0 + timedelta(seconds=40), verdict=Verdict.PASSED)
+    assert step_may_end(running(last_analysis=passed), canary(), over)
+    assert not step_may_end(running(last_analysis=passed), canary(), T0 + timedelta(seconds=29))
+    timed = Canary.model_validate({"steps": [{"weight": 10, "pauseSeconds": 30}]})
+    assert step_may_end(running(), timed, over)

@@ -30,7 +30,7 @@ from workerfleet.planners.rollout import (
     analysis_due,
     analysis_window_seconds,
     progress_deadline_passed,
-    step_pause_over,
+    step_may_end,
 )
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class RolloutClocks(PoolTasks):
             )
         if (
             measurement is not None
-            or step_pause_over(rollout, canary, now)
+            or step_may_end(rollout, canary, now)
             or progress_deadline_passed(rollout, canary, now)
         ):
             await asyncio.to_thread(reconcile_by_name, namespace, name, measurement)

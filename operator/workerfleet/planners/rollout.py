@@ -216,6 +216,29 @@ def step_pause_over(rollout: RolloutStatus, canary: Canary, now: datetime) -> bo
     return pause is not None and now - rollout.step_started_at >= timedelta(seconds=pause)
 
 
+def analysis_allows_progress(rollout: RolloutStatus, canary: Canary) -> tuple[bool, str]:
+    """A step ends only after an analysis of this step that passed (or counts as passing)."""
+    analysis = canary.analysis
+    if analysis is None:
+        return True, ""
+    last, started = rollout.last_analysis, rollout.step_started_at
+    if last is None or started is None or last.time < started:
+        return False, "waiting for the step's first analysis"
+    if last.verdict == Verdict.PASSED:
+        return True, ""
+    if last.verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.CONTINUE:
+        return True, ""
+    return False, f"waiting for a passing analysis: {last.message}"
+
+
+def step_may_end(rollout: RolloutStatus, canary: Canary, now: datetime) -> bool:
+    """Whether a reconcile now could end the step: its pause is over and no analysis holds it.
+
+    While an analysis holds the step, only the next analysis can release it, so the clock waits for
+    that instead of reconciling every tick."""
+    return step_pause_over(rollout, canary, now) and analysis_allows_progress(rollout, canary)[0]
+
+
 @dataclass(frozen=True)
 class RolloutInput:
     """What one reconcile knows about a pool's rollout."""
@@ -626,20 +649,6 @@ class _Machine:
         )
         return True
 
-    def analysis_allows_progress(self) -> tuple[bool, str]:
-        """A step ends only after an analysis of this step that passed (or counts as passing)."""
-        analysis = self.canary.analysis
-        if analysis is None:
-            return True, ""
-        last, started = self.rollout.last_analysis, self.rollout.step_started_at
-        if last is None or started is None or last.time < started:
-            return False, "waiting for the step's first analysis"
-        if last.verdict == Verdict.PASSED:
-            return True, ""
-        if last.verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.CONTINUE:
-            return True, ""
-        return False, f"waiting for a passing analysis: {last.message}"
-
     def advance(self) -> None:
         step = self.canary.steps[self.rollout.step - 1]
         started = self.rollout.step_started_at or self.now
@@ -648,7 +657,7 @@ class _Machine:
         if step.pause_seconds is None:
             self.update(phase=RolloutPhase.PAUSED, message=f"{where}: waiting for promote")
             return
-        allowed, why = self.analysis_allows_progress()
+        allowed, why = analysis_allows_progress(self.rollout, self.canary)
         elapsed = self.now - started >= timedelta(seconds=step.pause_seconds)
         if elapsed and allowed:
             self.complete_step(f"held {step.pause_seconds}s")
