@@ -138,7 +138,9 @@ class Rig:
         self.producer = SteadyProducer(self.redis_server.port, self.queue, JOB_TYPE, per_second)
         self.producer.start()
 
-    def start_worker(self, revision: str, failure_rate: float) -> None:
+    def start_worker(
+        self, revision: str, failure_rate: float, handlers: str = "workerfleet.worker.demo"
+    ) -> subprocess.Popen[bytes]:
         index = len(self.workers)
         policies = self.directory / "policies.json"
         policies.write_text(json.dumps({"jobTypes": {JOB_TYPE: _job_type_spec()}}))
@@ -163,7 +165,7 @@ class Rig:
         with (self.directory / f"worker-{index}.log").open("wb") as log:
             self.workers.append(
                 subprocess.Popen(
-                    [str(WORKERFLEET), "worker", "--handlers", "workerfleet.worker.demo"],
+                    [str(WORKERFLEET), "worker", "--handlers", handlers],
                     env=environment,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
@@ -171,6 +173,7 @@ class Rig:
             )
         self.ports.append(port)
         self.prometheus.set_targets([f"127.0.0.1:{port}" for port in self.ports])
+        return self.workers[-1]
 
     def jobs(self, revision: str, window_seconds: int) -> tuple[float, float]:
         """(attempts, failed attempts) of one revision over the window, as Prometheus has them."""

@@ -1,0 +1,143 @@
+"""Rollouts under faults of real components: canary workers that crash or hang, an operator killed
+while it promotes. Each test prints the time the fault took to be handled (README "Rollout faults")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from e2e.cluster import Cluster
+from e2e.operator import OperatorProcess
+from e2e.prometheus import PrometheusServer
+from e2e.test_canary import (
+    TOTAL_REPLICAS,
+    DeploymentWatch,
+    Rig,
+    _plugin,
+    _ready,
+    analysis,
+)
+from e2e.waiting import eventually
+from e2e.worker.servers import RedisServer
+
+INTERVAL_SECONDS = 3
+NO_SAMPLES_LIMIT = 3
+
+
+@pytest.fixture
+def pool(
+    operator: Cluster,
+    namespace: str,
+    redis_server: RedisServer,
+    prometheus_server: PrometheusServer,
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    started = Rig(operator, namespace, "thumbs", redis_server, prometheus_server, tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _seconds_since(stamp: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+
+
+@pytest.mark.parametrize("fault", ["crashed", "hung"])
+def test_a_canary_that_does_no_work_is_rolled_back_as_unhealthy(pool: Rig, fault: str) -> None:
+    rig = pool
+    # Given a pool whose stable workers process jobs, with analysis that waits for data (onNoData Pause)
+    canary = {
+        "steps": [{"weight": 20, "pauseSeconds": 300}],
+        "analysis": analysis(
+            rig.prometheus, intervalSeconds=INTERVAL_SECONDS, minSamples=50, noSamplesLimit=NO_SAMPLES_LIMIT
+        ),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.0)
+    rig.produce(per_second=100)
+
+    # When the new revision's worker crashes at start (its handlers cannot be imported), or hangs
+    revision = rig.change_template(canary)
+    if fault == "crashed":
+        worker = rig.start_worker(revision, failure_rate=0.0, handlers="workerfleet.worker.no_such_module")
+    else:
+        worker = rig.start_worker(revision, failure_rate=0.0)
+        os.kill(worker.pid, signal.SIGSTOP)
+    started = eventually(lambda: rig.rollout().get("stepStartedAt"), what="the step's clock started")
+
+    # Then the rollout does not wait forever: it rolls back, and says the canary is unhealthy
+    status = eventually(
+        lambda: rig.rollout().get("phase") == "Degraded" and rig.status(),
+        what="the silent canary rolled back",
+        timeout=60,
+    )
+    took = _seconds_since(started)
+    if fault == "hung":
+        os.kill(worker.pid, signal.SIGCONT)
+    print(f"{fault} canary rolled back {took:.1f}s after its step started")
+    assert took <= NO_SAMPLES_LIMIT * INTERVAL_SECONDS + 15
+    assert status["stableRevision"] == stable
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 0, what="the canary at zero")
+    [unhealthy] = [event for event in rig.events() if event["reason"] == "CanaryUnhealthy"]
+    assert unhealthy["type"] == "Warning"
+    assert f"finished no job in {NO_SAMPLES_LIMIT} analyses in a row" in unhealthy["message"]
+
+
+def test_an_operator_killed_while_promoting_finishes_without_an_outage(
+    pool: Rig, operator_process: OperatorProcess
+) -> None:
+    rig = pool
+    # Given a canary at 100%: every worker runs the new revision
+    canary = {"steps": [{"weight": 100}]}
+    rig.create(canary)
+    revision = rig.change_template(canary)
+    eventually(
+        lambda: rig.rollout().get("phase") == "Paused" and _ready(rig, "thumbs-canary") == TOTAL_REPLICAS,
+        what="ten ready canary workers, waiting for promote",
+    )
+    watch = DeploymentWatch(rig.cluster, rig.namespace)
+    try:
+        eventually(lambda: watch.ready_after_each, what="the watch's first listing", timeout=30)
+        # When it is promoted, and the operator is SIGKILLed while the new stable workers start
+        promoted_at = time.monotonic()
+        assert _plugin(rig.cluster, "-n", rig.namespace, "promote", "thumbs").returncode == 0
+        eventually(
+            lambda: rig.rollout().get("phase") == "Promoting",
+            what="the promotion under way",
+            timeout=30,
+            interval=0.1,
+        )
+        operator_process.kill()
+        killed_at = time.monotonic()
+        time.sleep(2)
+        # Then while it is down the canary keeps its workers
+        assert rig.deployment_replicas("thumbs-canary") is not None
+        operator_process.start()
+        # And once it is back it finishes the promotion where it was
+        eventually(
+            lambda: (
+                rig.rollout().get("phase") == "Healthy" and rig.deployment_replicas("thumbs-canary") is None
+            ),
+            what="the promotion finished after the restart",
+            timeout=60,
+        )
+        done = time.monotonic() - killed_at
+        eventually(
+            lambda: any(kind == "DELETED" for _, kind, _, _ in watch.ready_after_each),
+            what="the watch to see the canary go",
+            timeout=10,
+        )
+    finally:
+        watch.stop()
+    print(f"promotion finished {done:.1f}s after the operator was killed (2s of it down)")
+    assert rig.status()["stableRevision"] == revision
+    during = [entry for entry in watch.ready_after_each if entry[0] >= promoted_at]
+    assert min(ready for _, _, _, ready in during) >= TOTAL_REPLICAS, during
+    assert rig.reasons().count("RolloutPromoted") == 1, "the promotion was not repeated"
