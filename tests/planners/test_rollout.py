@@ -812,3 +812,24 @@ def test_a_step_whose_pause_is_over_but_whose_analysis_holds_it_is_not_reconcile
     assert not step_may_end(running(last_analysis=passed), canary(), T0 + timedelta(seconds=29))
     timed = Canary.model_validate({"steps": [{"weight": 10, "pauseSeconds": 30}]})
     assert step_may_end(running(), timed, over)
+
+
+@pytest.mark.parametrize(
+    ("policy", "phase", "step"),
+    [
+        ("Pause", RolloutPhase.PAUSED, 1),
+        ("Continue", RolloutPhase.PROGRESSING, 2),
+        ("Fail", RolloutPhase.DEGRADED, 1),
+    ],
+)
+def test_on_no_data_applies_while_prometheus_is_unreachable(
+    policy: str, phase: RolloutPhase, step: int
+) -> None:
+    # Given Prometheus cannot be reached when the step's pause is over (within consecutiveErrorLimit)
+    plan = plan_rollout(
+        given(running(), canary=canary(onNoData=policy), measurement=Measurement(None, None, "refused")),
+        T0 + timedelta(seconds=30),
+    )
+    # Then onNoData decides: hold, go on, or count a failing verdict
+    assert (plan.rollout.phase, plan.rollout.step) == (phase, step)
+    assert reasons(plan)[0] == RolloutReason.ANALYSIS_ERROR

@@ -293,9 +293,9 @@ class Analysis(ApiModel):
     failure_limit: Annotated[int, Field(ge=0, le=100)] = 0
     """Failing verdicts tolerated over the whole rollout; the next one rolls back."""
     on_no_data: Annotated[NoDataPolicy, Field(strict=False)] = NoDataPolicy.PAUSE
-    """What to do when an interval ends with fewer than minSamples or no metrics: Pause (hold the
-    step until data arrives or someone promotes or aborts), Fail (count a failing verdict) or
-    Continue (treat it as passing)."""
+    """What to do when an interval ends with fewer than minSamples or no metrics (Prometheus
+    unreachable too, within consecutiveErrorLimit): Pause (hold the step until data arrives or
+    someone promotes or aborts), Fail (count a failing verdict) or Continue (treat it as passing)."""
     no_samples_limit: Annotated[int, Field(ge=1, le=100)] = 3
     """Analyses in a row in which the canary finished no job while the stable revision finished at
     least minSamples; at this many the rollout rolls back as CanaryUnhealthy: a canary that crashes

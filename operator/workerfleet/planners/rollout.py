@@ -226,7 +226,8 @@ def analysis_allows_progress(rollout: RolloutStatus, canary: Canary) -> tuple[bo
         return False, "waiting for the step's first analysis"
     if last.verdict == Verdict.PASSED:
         return True, ""
-    if last.verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.CONTINUE:
+    no_data = last.verdict in (Verdict.INCONCLUSIVE, Verdict.ERROR)
+    if no_data and analysis.on_no_data == NoDataPolicy.CONTINUE:
         return True, ""
     return False, f"waiting for a passing analysis: {last.message}"
 
@@ -594,6 +595,7 @@ class _Machine:
         self.update(last_analysis=result, history=history)
         verdict = judgement.verdict
         if verdict == Verdict.ERROR:
+            # No metrics follows onNoData like too few samples, within consecutiveErrorLimit.
             errors = self.rollout.consecutive_errors + 1
             self.update(consecutive_errors=errors)
             self.emit("Warning", RolloutReason.ANALYSIS_ERROR, f"{judgement.message} ({errors} in a row)")
@@ -604,7 +606,7 @@ class _Machine:
                     f" consecutiveErrorLimit {analysis.consecutive_error_limit}: {judgement.message}",
                 )
                 return True
-            return False
+            return analysis.on_no_data == NoDataPolicy.FAIL and self.count_failure(judgement, analysis)
         self.update(consecutive_errors=0)
         if self.judge_silence(measurement, analysis, judgement):
             return True
@@ -617,17 +619,19 @@ class _Machine:
             self.emit("Normal", RolloutReason.ANALYSIS_INCONCLUSIVE, judgement.message)
         else:
             self.emit("Warning", RolloutReason.ANALYSIS_FAILED, judgement.message)
-        if failing:
-            failures = self.rollout.failed_analyses + 1
-            self.update(failed_analyses=failures)
-            if failures > analysis.failure_limit:
-                self.roll_back(
-                    RolloutReason.ROLLED_BACK,
-                    f"{judgement.message} ({failures} failing analyses, failureLimit"
-                    f" {analysis.failure_limit})",
-                )
-                return True
-        return False
+        return failing and self.count_failure(judgement, analysis)
+
+    def count_failure(self, judgement: Judgement, analysis: Analysis) -> bool:
+        """Count one failing verdict; True when it is one more than failureLimit (rolled back)."""
+        failures = self.rollout.failed_analyses + 1
+        self.update(failed_analyses=failures)
+        if failures <= analysis.failure_limit:
+            return False
+        self.roll_back(
+            RolloutReason.ROLLED_BACK,
+            f"{judgement.message} ({failures} failing analyses, failureLimit {analysis.failure_limit})",
+        )
+        return True
 
     def judge_silence(self, measurement: Measurement, analysis: Analysis, judgement: Judgement) -> bool:
         """Count analyses in which the canary did nothing while stable worked; roll back at
@@ -666,7 +670,7 @@ class _Machine:
         held_by_no_data = (
             not allowed
             and last is not None
-            and last.verdict == Verdict.INCONCLUSIVE
+            and last.verdict in (Verdict.INCONCLUSIVE, Verdict.ERROR)
             and self.canary.analysis is not None
             and self.canary.analysis.on_no_data == NoDataPolicy.PAUSE
         )
