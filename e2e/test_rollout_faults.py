@@ -3,6 +3,7 @@ while it promotes. Each test prints the time the fault took to be handled (READM
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -141,3 +142,128 @@ def test_an_operator_killed_while_promoting_finishes_without_an_outage(
     during = [entry for entry in watch.ready_after_each if entry[0] >= promoted_at]
     assert min(ready for _, _, _, ready in during) >= TOTAL_REPLICAS, during
     assert rig.reasons().count("RolloutPromoted") == 1, "the promotion was not repeated"
+
+
+@pytest.mark.parametrize(
+    ("policy", "while_down"),
+    [("Pause", "held at step 1"), ("Continue", "on to step 2"), ("Fail", "rolled back")],
+)
+def test_prometheus_down_during_a_canary_step_follows_on_no_data(
+    pool: Rig, policy: str, while_down: str
+) -> None:
+    rig = pool
+    # Given a canary step of 6 s whose analysis has workers of both revisions to read
+    canary = {
+        "steps": [{"weight": 20, "pauseSeconds": 6}, {"weight": 50, "pauseSeconds": 300}],
+        "analysis": analysis(
+            rig.prometheus,
+            intervalSeconds=INTERVAL_SECONDS,
+            minSamples=30,
+            onNoData=policy,
+            consecutiveErrorLimit=30,
+        ),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.0)
+    rig.produce(per_second=100)
+    revision = rig.change_template(canary)
+    rig.start_worker(revision, failure_rate=0.0)
+    eventually(lambda: rig.rollout().get("stepStartedAt"), what="step 1's clock started")
+
+    # When Prometheus goes down during step 1
+    rig.prometheus.stop()
+    try:
+        # Then each analysis is an Error, and onNoData decides what the step does meanwhile
+        if while_down == "held at step 1":
+            eventually(
+                lambda: (
+                    rig.rollout().get("phase") == "Paused"
+                    and (rig.rollout().get("lastAnalysis") or {}).get("verdict") == "Error"
+                ),
+                what="step 1 held while Prometheus is down",
+                timeout=30,
+            )
+            time.sleep(2 * INTERVAL_SECONDS)
+            assert rig.rollout()["step"] == 1
+        elif while_down == "on to step 2":
+            eventually(lambda: rig.rollout().get("step") == 2, what="step 2 reached blind", timeout=30)
+            assert rig.rollout()["history"][-1]["verdict"] == "Error"
+        else:
+            eventually(lambda: rig.rollout().get("phase") == "Degraded", what="rolled back", timeout=30)
+            assert rig.status()["stableRevision"] == stable
+    finally:
+        rig.prometheus.start()
+        rig.prometheus.set_targets([f"127.0.0.1:{port}" for port in rig.ports])
+    back = time.monotonic()
+    # And once it is back, a held step goes on
+    if while_down == "held at step 1":
+        eventually(lambda: rig.rollout().get("step") == 2, what="step 2 after Prometheus is back", timeout=60)
+        print(f"onNoData Pause: step 1 ended {time.monotonic() - back:.1f}s after Prometheus was back")
+    assert "AnalysisError" in rig.reasons()
+
+
+def test_a_second_template_change_during_a_rollout_starts_over_at_step_1(pool: Rig) -> None:
+    rig = pool
+    # Given a canary at step 2 of 2
+    canary = {"steps": [{"weight": 20}, {"weight": 60}]}
+    rig.create(canary)
+    first = rig.change_template(canary)
+    eventually(lambda: rig.rollout().get("phase") == "Paused", what="step 1 waiting for promote")
+    assert _plugin(rig.cluster, "-n", rig.namespace, "promote", "thumbs").returncode == 0
+    eventually(lambda: rig.rollout().get("step") == 2, what="step 2")
+
+    # When the template changes again
+    rig.cluster.kubectl(
+        "patch",
+        "workerpool/thumbs",
+        "-n",
+        rig.namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": "worker:3"}]}}}}',
+    )
+
+    # Then the newer revision starts over at step 1, with one Event that says the first was replaced
+    status = eventually(
+        lambda: rig.status().get("canaryRevision") not in (None, first) and rig.status(),
+        what="the newer canary",
+    )
+    assert (status["rollout"]["step"], status["rollout"]["weight"]) == (1, 20)
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 2, what="2 canary replicas at 20%")
+    reasons = rig.reasons()
+    assert reasons.count("RolloutSuperseded") == 1, reasons
+    assert reasons.count("RolloutStarted") == 2, reasons
+    superseded = next(event for event in rig.events() if event["reason"] == "RolloutSuperseded")
+    assert first in superseded["message"]
+
+
+def test_a_job_type_changed_during_a_rollout_keeps_the_step(pool: Rig) -> None:
+    rig = pool
+    # Given a canary at step 1, waiting for promote
+    canary = {"steps": [{"weight": 20}, {"weight": 60}]}
+    rig.create(canary)
+    revision = rig.change_template(canary)
+    eventually(lambda: rig.rollout().get("phase") == "Paused", what="step 1 waiting for promote")
+
+    # When the JobType's timeout changes (it sets both Deployments' termination grace period)
+    rig.cluster.kubectl(
+        "patch", "jobtype/demo", "-n", rig.namespace, "--type=merge", "-p", '{"spec": {"timeoutSeconds": 50}}'
+    )
+
+    # Then both Deployments take it, and the rollout stays where it was: same revision, same step
+    def grace(name: str) -> int:
+        body = rig.cluster.kubectl("get", f"deployment/{name}", "-n", rig.namespace, "-o", "json").stdout
+        return int(json.loads(body)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+    eventually(
+        lambda: grace("thumbs") > 50 and grace("thumbs-canary") > 50, what="the new grace period on both"
+    )
+    # (the canary's pods restart with it, so the step holds until they are ready, then waits again)
+    eventually(
+        lambda: (
+            (rig.status().get("canaryRevision"), rig.rollout().get("step"), rig.rollout().get("phase"))
+            == (revision, 1, "Paused")
+        ),
+        what="step 1 of the same revision, waiting for promote",
+    )
+    assert rig.reasons().count("RolloutStarted") == 1
