@@ -267,3 +267,61 @@ def test_a_job_type_changed_during_a_rollout_keeps_the_step(pool: Rig) -> None:
         what="step 1 of the same revision, waiting for promote",
     )
     assert rig.reasons().count("RolloutStarted") == 1
+
+
+def test_an_operator_killed_while_a_step_waits_for_ready_keeps_the_deadline(
+    pool: Rig, operator_process: OperatorProcess
+) -> None:
+    rig = pool
+    # Given a step waiting for canary workers that can never be scheduled, with a 20 s deadline
+    deadline = 20
+    canary = {"steps": [{"weight": 20, "pauseSeconds": 5}], "progressDeadlineSeconds": deadline}
+    stable = rig.create(canary)
+    rig.change_template(canary, nodeSelector={"workerfleet.dev/no-such-node": "true"})
+    waiting_since = eventually(lambda: rig.rollout().get("waitingSince"), what="the step waiting")
+
+    # When the operator is SIGKILLed while it waits, and comes back 3 s later
+    operator_process.kill()
+    time.sleep(3)
+    operator_process.start()
+
+    # Then the deadline still counts from when the step began waiting, and it rolls back once
+    eventually(lambda: rig.rollout().get("phase") == "Degraded", what="rolled back", timeout=60)
+    took = _seconds_since(waiting_since)
+    print(f"waiting step rolled back {took:.1f}s after it began waiting (deadline {deadline}s)")
+    assert deadline <= took <= deadline + 15
+    assert rig.status()["stableRevision"] == stable
+    reasons = rig.reasons()
+    assert (reasons.count("RolloutStarted"), reasons.count("RolledBack")) == (1, 1), reasons
+
+
+def test_an_operator_killed_while_analysing_goes_on_without_repeating_the_step(
+    pool: Rig, operator_process: OperatorProcess
+) -> None:
+    rig = pool
+    # Given step 1 of 2 holding 12 s with analyses every 3 s, and workers of both revisions
+    canary = {
+        "steps": [{"weight": 20, "pauseSeconds": 12}, {"weight": 50, "pauseSeconds": 300}],
+        "analysis": analysis(rig.prometheus, intervalSeconds=INTERVAL_SECONDS, minSamples=30),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.0)
+    rig.produce(per_second=100)
+    revision = rig.change_template(canary)
+    rig.start_worker(revision, failure_rate=0.0)
+    eventually(lambda: rig.rollout().get("lastAnalysis"), what="step 1's first analysis", timeout=30)
+
+    # When the operator is SIGKILLed between analyses and comes back 3 s later
+    operator_process.kill()
+    killed_at = time.monotonic()
+    time.sleep(3)
+    assert rig.rollout()["step"] == 1
+    operator_process.start()
+
+    # Then it goes on analysing step 1 and moves to step 2 once: nothing repeated, nothing skipped
+    eventually(lambda: rig.rollout().get("step") == 2, what="step 2 after the restart", timeout=60)
+    print(f"step 2 reached {time.monotonic() - killed_at:.1f}s after the operator was killed mid-analysis")
+    reasons = rig.reasons()
+    assert (reasons.count("RolloutStarted"), reasons.count("StepCompleted")) == (1, 1), reasons
+    assert "AnalysisPassed" in reasons
+    assert rig.rollout()["weight"] == 50
