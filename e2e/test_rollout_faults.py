@@ -224,11 +224,9 @@ def test_a_second_template_change_during_a_rollout_starts_over_at_step_1(pool: R
     )
 
     # Then the newer revision starts over at step 1, with one Event that says the first was replaced
-    status = eventually(
-        lambda: rig.status().get("canaryRevision") not in (None, first) and rig.status(),
-        what="the newer canary",
-    )
-    assert (status["rollout"]["step"], status["rollout"]["weight"]) == (1, 20)
+    eventually(lambda: rig.status().get("canaryRevision") not in (None, first), what="the newer canary")
+    rollout = rig.rollout()
+    assert (rollout["step"], rollout["weight"]) == (1, 20)
     eventually(lambda: rig.deployment_replicas("thumbs-canary") == 2, what="2 canary replicas at 20%")
     reasons = rig.reasons()
     assert reasons.count("RolloutSuperseded") == 1, reasons
