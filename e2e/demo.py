@@ -150,6 +150,7 @@ def worker_pool(
                     ],
                     "analysis": {
                         "intervalSeconds": timing.analysis_interval_seconds,
+                        "scrapeIntervalSeconds": SCRAPE_INTERVAL_SECONDS,
                         "minSamples": timing.analysis_min_samples,
                         "maxErrorRate": MAX_CANARY_ERROR_RATE,
                         "maxIncreaseOverStable": MAX_INCREASE_OVER_STABLE,

@@ -375,3 +375,25 @@ def test_pause_annotations_hold_or_set_the_replicas(
         interval=2,
     )
     backlog.drain()
+
+
+def test_a_paused_count_above_max_replicas_is_held_at_max_without_a_fight(
+    operator: Cluster, namespace: str, redis_server: RedisServer
+) -> None:
+    # Given an autoscaled pool with maxReplicas 10
+    backlog = RedisListBacklog(redis_server)
+    _apply(operator, namespace, _job_type(), _pool("thumbs", backlog.queue_spec, replicas=2, minReplicas=1))
+    eventually(
+        lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
+        what="scaling on depth",
+        timeout=60,
+    )
+
+    # When autoscaling is paused at 15 replicas, above maxReplicas
+    operator.kubectl(
+        "annotate", "wp", "thumbs", "-n", namespace, "workerfleet.dev/autoscaling-paused-replicas=15"
+    )
+
+    # Then the pool is held at 10 through several HPA syncs, instead of going 15 -> 10 -> 15
+    eventually(lambda: _replicas(operator, namespace, "thumbs") == 10, what="held at maxReplicas", timeout=60)
+    assert _stays(operator, namespace, "thumbs", 10, seconds=12) == []

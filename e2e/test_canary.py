@@ -8,13 +8,16 @@ scrapes them every second and the operator's analysis reads it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +138,9 @@ class Rig:
         self.producer = SteadyProducer(self.redis_server.port, self.queue, JOB_TYPE, per_second)
         self.producer.start()
 
-    def start_worker(self, revision: str, failure_rate: float) -> None:
+    def start_worker(
+        self, revision: str, failure_rate: float, handlers: str = "workerfleet.worker.demo"
+    ) -> subprocess.Popen[bytes]:
         index = len(self.workers)
         policies = self.directory / "policies.json"
         policies.write_text(json.dumps({"jobTypes": {JOB_TYPE: _job_type_spec()}}))
@@ -160,7 +165,7 @@ class Rig:
         with (self.directory / f"worker-{index}.log").open("wb") as log:
             self.workers.append(
                 subprocess.Popen(
-                    [str(WORKERFLEET), "worker", "--handlers", "workerfleet.worker.demo"],
+                    [str(WORKERFLEET), "worker", "--handlers", handlers],
                     env=environment,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
@@ -168,6 +173,7 @@ class Rig:
             )
         self.ports.append(port)
         self.prometheus.set_targets([f"127.0.0.1:{port}" for port in self.ports])
+        return self.workers[-1]
 
     def jobs(self, revision: str, window_seconds: int) -> tuple[float, float]:
         """(attempts, failed attempts) of one revision over the window, as Prometheus has them."""
@@ -210,6 +216,7 @@ def analysis(prometheus: PrometheusServer, **overrides: Any) -> dict[str, Any]:
     """Analysis settings; an override of None leaves that field out."""
     settings = {
         "intervalSeconds": 5,
+        "scrapeIntervalSeconds": 1,  # the test Prometheus scrapes every second
         "maxErrorRate": 0.1,
         "minSamples": 100,
         "prometheus": {"address": prometheus.address},
@@ -240,7 +247,7 @@ def test_a_good_canary_walks_every_step_and_becomes_stable(rig: Rig) -> None:
     eventually(
         lambda: rig.deployment_replicas("thumbs-canary") == 1, what="1 canary replica at 10%", timeout=30
     )
-    assert rig.deployment_replicas("thumbs") == 9
+    eventually(lambda: rig.deployment_replicas("thumbs") == 9, what="stable at 9 once the canary is ready")
 
     # And the rollout walks every step and promotes the revision to stable
     eventually(
@@ -282,17 +289,25 @@ def test_a_bad_canary_is_rolled_back_within_one_analysis_interval(rig: Rig) -> N
     rig.start_worker(revision, failure_rate=0.3)
 
     # Then, once Prometheus shows the canary above the threshold, it is at zero within one interval
+    # (the analysis counts every job since the step started, so the probe reads the same window)
+    step_started = datetime.fromisoformat(
+        eventually(lambda: rig.rollout().get("stepStartedAt"), what="the step's clock started")
+    )
     crossed = zero = None
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and zero is None:
-        total, errors = rig.jobs(revision, interval)
+        window = max(interval, math.ceil((datetime.now(UTC) - step_started).total_seconds()))
+        total, errors = rig.jobs(revision, window)
         if crossed is None and total >= 100 and errors / total > 0.1:
             crossed = time.monotonic()
         if rig.deployment_replicas("thumbs-canary") == 0:
             zero = time.monotonic()
         time.sleep(0.2)
     assert zero is not None, "the canary was not scaled to zero"
-    assert crossed is not None, "Prometheus never showed the canary's error rate above the threshold"
+    assert crossed is not None, (
+        "Prometheus never showed the canary's error rate above the threshold",
+        [event["message"] for event in rig.events() if event["type"] == "Warning"],
+    )
     latency = max(zero - crossed, 0.0)
     record = {
         "rollback_latency_seconds": round(latency, 2),
@@ -408,7 +423,9 @@ def test_the_kubectl_plugin_promotes_aborts_and_retries_and_scaling_splits_the_t
     # When the total changes (as the HPA does through the scale subresource), it is split by the same weight
     cluster.kubectl("scale", "workerpool/thumbs", "-n", ns, "--replicas=20")
     eventually(lambda: rig.deployment_replicas("thumbs-canary") == 6, what="6 of 20 replicas at 30%")
-    assert rig.deployment_replicas("thumbs") == 14
+    eventually(
+        lambda: rig.deployment_replicas("thumbs") == 14, what="stable at 14 once 6 canary workers are ready"
+    )
     cluster.kubectl("scale", "workerpool/thumbs", "-n", ns, f"--replicas={TOTAL_REPLICAS}")
     eventually(lambda: rig.deployment_replicas("thumbs-canary") == 3, what="3 of 10 replicas at 30%")
 
@@ -478,7 +495,7 @@ def test_an_operator_killed_mid_step_continues_where_it_was(
     eventually(lambda: rig.rollout().get("step") == 2, what="step 2 after the restart", timeout=30)
     assert rig.rollout()["phase"] == "Progressing"
     assert rig.deployment_replicas("thumbs-canary") == 5
-    assert rig.deployment_replicas("thumbs") == 5
+    eventually(lambda: rig.deployment_replicas("thumbs") == 5, what="stable at 5 once the canary is ready")
     # And nothing was started twice: one canary Deployment, one RolloutStarted
     listing = _get(rig.cluster, rig.namespace, "deployments", "-l", "workerfleet.dev/pool=thumbs")
     assert sorted(item["metadata"]["name"] for item in listing["items"]) == ["thumbs", "thumbs-canary"]
@@ -516,3 +533,109 @@ def test_a_canary_whose_workers_never_get_ready_is_rolled_back_at_the_progress_d
     assert rolled_back["type"] == "Warning"
     assert "0 of 2 canary workers ready after progressDeadlineSeconds 10" in rolled_back["message"]
     assert revision in rolled_back["message"]
+
+
+class DeploymentWatch:
+    """Every version of a namespace's Deployments, as a watch delivers them, with the ready workers
+    of all of them together after each one."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self._process = subprocess.Popen(
+            [
+                str(_binary("kubectl")),
+                f"--kubeconfig={cluster.kubeconfig}",
+                "get",
+                "deployments",
+                "-n",
+                namespace,
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.ready_after_each: list[tuple[float, str, str, int]] = []
+        """(monotonic time, event type, Deployment, ready workers of all Deployments then)."""
+        self._live: dict[str, int] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self._process.stdout:
+            buffer += line
+            try:
+                event, end = decoder.raw_decode(buffer.lstrip())
+            except ValueError:
+                continue
+            buffer = buffer.lstrip()[end:]
+            body = event["object"]
+            name = body["metadata"]["name"]
+            if event["type"] == "DELETED":
+                self._live.pop(name, None)
+            else:
+                self._live[name] = int((body.get("status") or {}).get("readyReplicas") or 0)
+            self.ready_after_each.append((time.monotonic(), event["type"], name, sum(self._live.values())))
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+        self._reader.join(timeout=EXIT_TIMEOUT_SECONDS)
+
+
+def _ready(rig: Rig, name: str) -> int:
+    body = _get(rig.cluster, rig.namespace, f"deployment/{name}") or {}
+    return int((body.get("status") or {}).get("readyReplicas") or 0)
+
+
+def test_promoting_from_a_full_canary_keeps_every_worker_ready(rig: Rig) -> None:
+    # Given a canary at 100%: all ten workers run the new revision, the stable Deployment none
+    canary = {"steps": [{"weight": 100}]}
+    rig.create(canary)
+    revision = rig.change_template(canary)
+    eventually(
+        lambda: (
+            rig.rollout().get("phase") == "Paused"
+            and _ready(rig, "thumbs-canary") == TOTAL_REPLICAS
+            and rig.deployment_replicas("thumbs") == 0
+        ),
+        what="ten ready canary workers and no stable one, waiting for promote",
+    )
+
+    # When it is promoted
+    watch = DeploymentWatch(rig.cluster, rig.namespace)
+    try:
+        eventually(lambda: watch.ready_after_each, what="the watch's first listing", timeout=30)
+        promoted_at = time.monotonic()
+        assert _plugin(rig.cluster, "-n", rig.namespace, "promote", "thumbs").returncode == 0
+        eventually(
+            lambda: (
+                rig.rollout().get("phase") == "Healthy" and rig.deployment_replicas("thumbs-canary") is None
+            ),
+            what="the promotion done, the canary Deployment gone",
+        )
+        eventually(
+            lambda: any(kind == "DELETED" for _, kind, _, _ in watch.ready_after_each),
+            what="the watch to see the canary go",
+            timeout=10,
+        )
+    finally:
+        watch.stop()
+
+    # Then the stable Deployment runs the new revision with all ten workers
+    assert rig.status()["stableRevision"] == revision
+    assert _ready(rig, "thumbs") == TOTAL_REPLICAS
+    # And at no moment were fewer than ten workers ready: the canary went only after stable was ready
+    during = [entry for entry in watch.ready_after_each if entry[0] >= promoted_at]
+    fewest = min(ready for _, _, _, ready in during)
+    deleted_at = next(at for at, kind, _, _ in during if kind == "DELETED")
+    print(
+        f"promotion from 100%: canary gone {deleted_at - promoted_at:.1f}s after promote,"
+        f" fewest ready {fewest}"
+    )
+    assert fewest >= TOTAL_REPLICAS, during
+    assert rig.reasons().count("RolloutPromoted") == 1

@@ -104,12 +104,12 @@ def test_a_missing_pool_is_reported() -> None:
     ],
 )
 def test_actions_set_the_annotation_with_a_fresh_token(argv: list[str], action: str) -> None:
-    fake = FakeKube(pool())
+    fake = FakeKube(pool("Degraded" if action == "retry" else "Progressing"))
     assert run(argv, fake) == 0
     assert run(argv, fake) == 0
     (_, _, first), (_, _, second) = fake.patches
     values = [p["metadata"]["annotations"]["workerfleet.dev/rollout-action"] for p in (first, second)]
-    assert all(value.startswith(f"{action}/") for value in values)
+    assert all(value.startswith(f"{action}/bbb/") for value in values), "it names the canary revision"
     assert values[0] != values[1], "every request carries its own token, so the operator acts on each"
 
 
@@ -121,10 +121,34 @@ def test_pause_and_resume_set_spec_paused(verb: str, paused: bool) -> None:
 
 
 def test_action_patch_format() -> None:
-    patch = action_patch(Action.ABORT, datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    patch = action_patch(Action.ABORT, "bbb", datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
     assert patch == {
-        "metadata": {"annotations": {"workerfleet.dev/rollout-action": "abort/20260102T030405.000006Z"}}
+        "metadata": {"annotations": {"workerfleet.dev/rollout-action": "abort/bbb/20260102T030405.000006Z"}}
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "stored"),
+    [
+        (["promote", "thumbs", "--full"], pool("Healthy", canaryRevision=None)),
+        (["promote", "thumbs"], pool("Degraded")),
+        (["abort", "thumbs"], pool("Healthy", canaryRevision=None)),
+        (["retry", "thumbs"], pool("Progressing")),
+    ],
+    ids=[
+        "promote --full with no canary",
+        "promote a rolled-back canary",
+        "abort nothing",
+        "retry a running one",
+    ],
+)
+def test_an_action_with_nothing_to_act_on_is_refused_and_not_sent(
+    argv: list[str], stored: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeKube(stored)
+    assert run(argv, fake) == 3
+    assert fake.patches == []
+    assert "nothing to act on" in capsys.readouterr().out
 
 
 def test_watch_prints_each_change_once_until_interrupted() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.handlers.workerpool import _ready_canary_replicas
+from workerfleet.handlers.workerpool import _ready_replicas
 
 
 def canary_deployment(
@@ -41,4 +41,4 @@ def canary_deployment(
     ],
 )
 def test_ready_canary_workers(deployment: dict[str, Any] | None, ready: int) -> None:
-    assert _ready_canary_replicas(deployment, "new") == ready
+    assert _ready_replicas(deployment, "new") == ready

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -330,3 +331,22 @@ def test_bad_paused_replicas_name_the_annotation(value: str) -> None:
 )
 def test_paused_autoscaling_holds(pause: Pause, state: QueueState, expected: ScalingDecision) -> None:
     assert decide(TO_ZERO, state, NOW, pause) == expected
+
+
+@pytest.mark.parametrize(
+    ("min_replicas", "pause", "replicas", "held"),
+    [
+        (0, Pause(50), 2, 10),  # above maxReplicas: the HPA would scale it back to 10 at every sync
+        (3, Pause(1), 5, 3),  # below minReplicas: the HPA would scale it up to 3
+        (3, Pause(0), 5, 0),  # zero: the HPA is inert at zero, so nothing fights it
+        (0, Pause(), 12, 10),  # holding a count the HPA would not keep either
+        (3, Pause(7), 2, 7),
+    ],
+)
+def test_a_paused_count_outside_min_and_max_is_held_within_them(
+    min_replicas: int, pause: Pause, replicas: int, held: int
+) -> None:
+    policy = dataclasses.replace(TO_ZERO, min_replicas=min_replicas)
+    decision = decide(policy, QueueState(replicas=replicas, depth=0, consecutive_failures=0), NOW, pause)
+    assert decision.served_value == held * policy.target_depth_per_replica
+    assert decision.replicas == (None if held == replicas else held)

@@ -277,7 +277,11 @@ class Analysis(ApiModel):
     """Compare the canary with the stable revision on the same queue; a failing verdict rolls back."""
 
     interval_seconds: Annotated[int, Field(ge=1, le=3_600)] = 30
-    """How often a verdict is taken."""
+    """How often a verdict is taken. Each verdict counts the jobs since the step started, over a
+    window of at least two scrapeIntervalSeconds."""
+    scrape_interval_seconds: Annotated[int, Field(ge=1, le=3_600)] = 60
+    """How often Prometheus scrapes the workers. A rate needs two samples, so the query window is
+    never shorter than twice this: a shorter one is always empty."""
     max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
     """Highest share of the canary's jobs that may fail, e.g. 0.02 for 2%."""
     max_increase_over_stable: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -289,9 +293,13 @@ class Analysis(ApiModel):
     failure_limit: Annotated[int, Field(ge=0, le=100)] = 0
     """Failing verdicts tolerated over the whole rollout; the next one rolls back."""
     on_no_data: Annotated[NoDataPolicy, Field(strict=False)] = NoDataPolicy.PAUSE
-    """What to do when an interval ends with fewer than minSamples or no metrics: Pause (hold the
-    step until data arrives or someone promotes or aborts), Fail (count a failing verdict) or
-    Continue (treat it as passing)."""
+    """What to do when an interval ends with fewer than minSamples or no metrics (Prometheus
+    unreachable too, within consecutiveErrorLimit): Pause (hold the step until data arrives or
+    someone promotes or aborts), Fail (count a failing verdict) or Continue (treat it as passing)."""
+    no_samples_limit: Annotated[int, Field(ge=1, le=100)] = 3
+    """Analyses in a row in which the canary finished no job while the stable revision finished at
+    least minSamples; at this many the rollout rolls back as CanaryUnhealthy: a canary that crashes
+    or hangs does no work, and waiting for its data would wait forever."""
     consecutive_error_limit: Annotated[int, Field(ge=0, le=100)] = 4
     """Analyses in a row that may fail to reach Prometheus (or get an unusable answer); the next one
     rolls back, so a rollout never advances blind for long."""
@@ -399,6 +407,7 @@ class RolloutPhase(StrEnum):
     HEALTHY = "Healthy"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
+    PROMOTING = "Promoting"
     DEGRADED = "Degraded"
 
 
@@ -435,7 +444,8 @@ class RolloutStatus(ApiModel):
 
     phase: Annotated[RolloutPhase, Field(strict=False)]
     """Healthy (no rollout running), Progressing, Paused (held by spec.paused, a step without
-    pauseSeconds, or missing analysis data), or Degraded (rolled back after a failing analysis, or
+    pauseSeconds, or missing analysis data), Promoting (the new revision is stable and its workers
+    start; the canary's go as they get ready), or Degraded (rolled back after a failing analysis, or
     canary workers not ready within progressDeadlineSeconds)."""
     step: Annotated[int, Field(ge=0, le=MAX_CANARY_STEPS)] = 0
     """Canary step being run, counting from 1; 0 when no step has started."""
@@ -444,17 +454,22 @@ class RolloutStatus(ApiModel):
     step_started_at: Timestamp | None = None
     """When the current step's canary workers were ready; pauseSeconds and analyses count from here."""
     waiting_since: Timestamp | None = None
-    """When the current step began waiting for its canary workers to be ready; unset once they are.
-    The rollout fails when they are not ready within progressDeadlineSeconds."""
+    """When the current step began waiting for its canary workers to be ready (or, after its clock
+    started, when they stopped being ready); unset once they are. The rollout fails when they are
+    not ready within progressDeadlineSeconds."""
     failed_analyses: Annotated[int, Field(ge=0, le=1_000)] = 0
     """Failing verdicts so far in this rollout, compared with failureLimit."""
+    silent_analyses: Annotated[int, Field(ge=0, le=1_000)] = 0
+    """Analyses in a row in which the canary finished no job while stable did, compared with
+    noSamplesLimit."""
     consecutive_errors: Annotated[int, Field(ge=0, le=1_000)] = 0
     """Analyses in a row that could not read Prometheus, compared with consecutiveErrorLimit."""
     paused_at: Timestamp | None = None
     """When spec.paused began holding the rollout; on resume the step's clock moves on by the pause,
     so paused time does not count towards pauseSeconds."""
     handled_action: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] | None = None
-    """The last `workerfleet.dev/rollout-action` annotation acted on, so an action runs once."""
+    """The last `workerfleet.dev/rollout-action` annotation acted on or dropped, so an action is
+    looked at once."""
     message: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] = ""
     """What the rollout is doing or waiting for, for people."""
     last_analysis: AnalysisResult | None = None

@@ -6,8 +6,11 @@
     kubectl workerfleet retry NAME              start a rolled-back or aborted rollout again from step 1
     kubectl workerfleet pause|resume NAME       hold or release the rollout (spec.paused)
 
-promote, abort and retry set the annotation workerfleet.dev/rollout-action to `<action>/<token>`;
-the operator acts on each token once. `status` exits 1 when the pool is Degraded.
+promote, abort and retry set the annotation workerfleet.dev/rollout-action to
+`<action>/<revision>/<token>`, naming the canary revision running when asked: the operator acts on
+each token once, and only on the rollout of that revision (a stale action is dropped with an Event,
+never carried over to the next canary). They exit 3 when no rollout they could act on runs.
+`status` exits 1 when the pool is Degraded.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from typing import Any
 from workerfleet.api.base import API_VERSION
 from workerfleet.kube.client import Kube
 from workerfleet.kube.rest import current_namespace
-from workerfleet.planners.rollout import ROLLOUT_ACTION_ANNOTATION, Action
+from workerfleet.planners.rollout import ROLLOUT_ACTION_ANNOTATION, Action, action_value
 
 BAR_WIDTH = 20
 WATCH_INTERVAL_SECONDS = 2.0
 EXIT_DEGRADED = 1
 EXIT_NOT_FOUND = 2
+EXIT_NO_ROLLOUT = 3
+RUNNING_PHASES = ("Progressing", "Paused")
 
 
 def progress_bar(weight: int) -> str:
@@ -72,9 +77,18 @@ def render_status(pool: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def action_patch(action: Action, now: datetime) -> dict[str, Any]:
+def action_patch(action: Action, revision: str, now: datetime) -> dict[str, Any]:
     token = now.strftime("%Y%m%dT%H%M%S.%fZ")
-    return {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: f"{action.value}/{token}"}}}
+    return {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: action_value(action, revision, token)}}}
+
+
+def action_target(action: Action, pool: Mapping[str, Any]) -> str | None:
+    """The canary revision `action` is for, or None when the rollout as stored cannot take it."""
+    status = pool.get("status") or {}
+    revision = status.get("canaryRevision")
+    phase = (status.get("rollout") or {}).get("phase")
+    wanted = ("Degraded",) if action == Action.RETRY else RUNNING_PHASES
+    return str(revision) if revision and phase in wanted else None
 
 
 def _get(api: Kube, namespace: str, name: str) -> dict[str, Any] | None:
@@ -104,15 +118,25 @@ def show_status(
 
 
 def _act(args: argparse.Namespace, api: Kube, write: Callable[[str], None]) -> int:
-    if _get(api, args.namespace, args.name) is None:
+    pool = _get(api, args.namespace, args.name)
+    if pool is None:
         write(f"WorkerPool {args.namespace}/{args.name} not found")
         return EXIT_NOT_FOUND
+    full = " --full" if getattr(args, "full", False) else ""
     if args.command in ("pause", "resume"):
         api.patch_pool(args.namespace, args.name, {"spec": {"paused": args.command == "pause"}})
     else:
         action = Action.PROMOTE_FULL if args.command == "promote" and args.full else Action(args.command)
-        api.patch_pool(args.namespace, args.name, action_patch(action, datetime.now(UTC)))
-    full = " --full" if getattr(args, "full", False) else ""
+        revision = action_target(action, pool)
+        if revision is None:
+            wanted = "rolled-back canary" if action == Action.RETRY else "running canary"
+            write(
+                f"workerpool {args.namespace}/{args.name}: no {wanted},"
+                f" so {args.command}{full} has nothing to act on"
+            )
+            return EXIT_NO_ROLLOUT
+        api.patch_pool(args.namespace, args.name, action_patch(action, revision, datetime.now(UTC)))
+        full += f" (revision {revision})"
     write(f"workerpool {args.namespace}/{args.name}: {args.command}{full} requested")
     return 0
 

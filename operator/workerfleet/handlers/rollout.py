@@ -27,8 +27,9 @@ from workerfleet.planners.children import restricted_spec
 from workerfleet.planners.rollout import (
     Measurement,
     analysis_due,
+    analysis_window_seconds,
     progress_deadline_passed,
-    step_pause_over,
+    step_may_end,
 )
 from workerfleet.planners.status import Event
 
@@ -65,7 +66,7 @@ class _Metrics:
         self.provider: MetricProvider | None = None
         self.settings: Analysis | None = None
 
-    async def measure(self, analysis: Analysis, canary: str, stable: str) -> Measurement:
+    async def measure(self, analysis: Analysis, canary: str, stable: str, window_seconds: int) -> Measurement:
         if self.provider is None or self.settings != analysis:
             await self.close()
             try:
@@ -76,7 +77,7 @@ class _Metrics:
                 analysis, credentials, pool=self.name, namespace=self.namespace
             )
             self.settings = analysis
-        return await self.provider.measure(canary, stable, analysis.interval_seconds)
+        return await self.provider.measure(canary, stable, window_seconds)
 
     async def close(self) -> None:
         if self.provider is not None:
@@ -144,11 +145,14 @@ class RolloutClocks(PoolTasks):
         measurement = None
         if canary.analysis is not None and analysis_due(rollout, canary.analysis, now):
             measurement = await metrics.measure(
-                canary.analysis, status["canaryRevision"], status["stableRevision"]
+                canary.analysis,
+                status["canaryRevision"],
+                status["stableRevision"],
+                analysis_window_seconds(rollout, canary.analysis, now),
             )
         if (
             measurement is not None
-            or step_pause_over(rollout, canary, now)
+            or step_may_end(rollout, canary, now)
             or progress_deadline_passed(rollout, canary, now)
         ):
             await asyncio.to_thread(reconcile_by_name, namespace, name, measurement)

@@ -107,8 +107,8 @@ def _stable_template(
     return template
 
 
-def _ready_canary_replicas(deployment: Mapping[str, Any] | None, revision: str) -> int:
-    """Ready workers of the canary Deployment that run `revision`, as its controller last counted."""
+def _ready_replicas(deployment: Mapping[str, Any] | None, revision: str) -> int:
+    """Ready workers of a Deployment that run `revision`, as its controller last counted."""
     if deployment is None:
         return 0
     labels = deployment["spec"]["template"]["metadata"].get("labels") or {}
@@ -156,7 +156,8 @@ def plan_workers(
             stable_template_known=stable_template is not None,
             canary_revision=status.get("canaryRevision"),
             rollout=rollout,
-            canary_ready_replicas=_ready_canary_replicas(canary_deployment, revision),
+            canary_ready_replicas=_ready_replicas(canary_deployment, revision),
+            stable_ready_replicas=_ready_replicas(stable_deployment, revision),
             action=(pool["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION),
             measurement=measurement,
         ),

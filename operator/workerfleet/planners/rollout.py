@@ -10,6 +10,7 @@ next one, so an operator restarted mid-rollout continues from what status says.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,7 +29,8 @@ from workerfleet.planners.status import Event
 
 PERCENT = 100
 ROLLOUT_ACTION_ANNOTATION = "workerfleet.dev/rollout-action"
-"""Set by `kubectl workerfleet`: `<action>/<unique token>`; acted on once (status.rollout.handledAction)."""
+"""Set by `kubectl workerfleet`: `<action>/<revision>/<unique token>`; looked at once
+(status.rollout.handledAction), and acted on only while the rollout of that revision can take it."""
 ERROR_OUTCOMES = ("retried", "dead_lettered", "failed")
 """Outcomes of `workerfleet_jobs_total` that count as a failed attempt."""
 UNCOUNTED_OUTCOMES = ("duplicate",)
@@ -42,6 +44,22 @@ class Action(StrEnum):
     PROMOTE_FULL = "promote-full"
     ABORT = "abort"
     RETRY = "retry"
+
+
+def action_value(action: Action, revision: str, token: str) -> str:
+    """The annotation value that asks for `action` on the rollout of `revision`."""
+    return f"{action.value}/{revision}/{token}"
+
+
+def parse_action(value: str) -> tuple[Action, str] | None:
+    """(action, revision) of an annotation value; None when it is not `<action>/<revision>/<token>`."""
+    parts = value.split("/")
+    if len(parts) != len(("action", "revision", "token")) or not all(parts):
+        return None
+    try:
+        return Action(parts[0]), parts[1]
+    except ValueError:
+        return None
 
 
 class RolloutReason:
@@ -58,7 +76,9 @@ class RolloutReason:
     ABORTED = "RolloutAborted"
     PROMOTED = "RolloutPromoted"
     ROLLED_BACK = "RolledBack"
+    CANARY_UNHEALTHY = "CanaryUnhealthy"
     SUPERSEDED = "RolloutSuperseded"
+    ACTION_IGNORED = "RolloutActionIgnored"
 
 
 def split_replicas(total: int, weight: int) -> tuple[int, int]:
@@ -66,13 +86,16 @@ def split_replicas(total: int, weight: int) -> tuple[int, int]:
 
     Rounding: the canary gets total * weight / 100 rounded half up, then at least one replica when
     weight > 0 (a canary that runs nothing cannot be judged), and the stable revision keeps at least
-    one when weight < 100 and there are two or more replicas. With a single replica and a weight
-    between 1 and 99 the canary's minimum wins: the one replica runs the canary.
+    one when weight < 100. With a single replica and a weight between 1 and 99 both minimums hold,
+    so the pool runs one worker more than its total while the canary runs: handing the only
+    worker to an unproven revision would stop the pool when that revision fails.
     """
     if total <= 0 or weight <= 0:
         return max(total, 0), 0
     if weight >= PERCENT:
         return 0, total
+    if total == 1:
+        return 1, 1
     canary = (total * weight + PERCENT // 2) // PERCENT
     canary = max(canary, 1)
     if total >= 2:
@@ -165,6 +188,14 @@ def judge(measurement: Measurement, analysis: Analysis) -> Judgement:
     return Judgement(Verdict.PASSED, f"{numbers}: within thresholds", canary_rate, stable_rate)
 
 
+def analysis_window_seconds(rollout: RolloutStatus | None, analysis: Analysis, now: datetime) -> int:
+    """The query window of an analysis: every job since the step started, and never less than two
+    scrapes (a rate over fewer samples is empty) nor one interval."""
+    started = rollout.step_started_at if rollout is not None else None
+    elapsed = math.ceil((now - started).total_seconds()) if started is not None else 0
+    return max(elapsed, 2 * analysis.scrape_interval_seconds, analysis.interval_seconds)
+
+
 def analysis_due(rollout: RolloutStatus | None, analysis: Analysis | None, now: datetime) -> bool:
     """Whether a running rollout's next analysis window has ended."""
     if analysis is None or rollout is None or rollout.step == 0 or rollout.step_started_at is None:
@@ -185,6 +216,30 @@ def step_pause_over(rollout: RolloutStatus, canary: Canary, now: datetime) -> bo
     return pause is not None and now - rollout.step_started_at >= timedelta(seconds=pause)
 
 
+def analysis_allows_progress(rollout: RolloutStatus, canary: Canary) -> tuple[bool, str]:
+    """A step ends only after an analysis of this step that passed (or counts as passing)."""
+    analysis = canary.analysis
+    if analysis is None:
+        return True, ""
+    last, started = rollout.last_analysis, rollout.step_started_at
+    if last is None or started is None or last.time < started:
+        return False, "waiting for the step's first analysis"
+    if last.verdict == Verdict.PASSED:
+        return True, ""
+    no_data = last.verdict in (Verdict.INCONCLUSIVE, Verdict.ERROR)
+    if no_data and analysis.on_no_data == NoDataPolicy.CONTINUE:
+        return True, ""
+    return False, f"waiting for a passing analysis: {last.message}"
+
+
+def step_may_end(rollout: RolloutStatus, canary: Canary, now: datetime) -> bool:
+    """Whether a reconcile now could end the step: its pause is over and no analysis holds it.
+
+    While an analysis holds the step, only the next analysis can release it, so the clock waits for
+    that instead of reconciling every tick."""
+    return step_pause_over(rollout, canary, now) and analysis_allows_progress(rollout, canary)[0]
+
+
 @dataclass(frozen=True)
 class RolloutInput:
     """What one reconcile knows about a pool's rollout."""
@@ -202,6 +257,9 @@ class RolloutInput:
     rollout: RolloutStatus | None
     canary_ready_replicas: int
     """Ready workers of the canary Deployment on this template revision (0 when there is none)."""
+    stable_ready_replicas: int = 0
+    """Ready workers of the stable Deployment on this template revision: while promoting, the
+    canary's workers go only as these come up."""
     action: str | None = None
     measurement: Measurement | None = None
 
@@ -231,21 +289,27 @@ def _step_clock_start(inp: RolloutInput, weight: int, now: datetime) -> datetime
 
     A canary still pulling its image or starting has done no work, so its pause must not run out
     and its analysis would only find no samples; the clock starts at the next reconcile after the
-    canary Deployment reports enough ready workers.
+    canary Deployment reports enough ready workers. A pool at 0 replicas runs no canary, so its
+    steps never start (they would run out unseen).
     """
+    if inp.total_replicas <= 0:
+        return None
     _, wanted = split_replicas(inp.total_replicas, weight)
     return now if inp.canary_ready_replicas >= wanted else None
 
 
 def _step_clock(inp: RolloutInput, weight: int, now: datetime) -> tuple[datetime | None, datetime | None]:
-    """(step_started_at, waiting_since) of a step entered now: started, or waiting for its canary."""
+    """(step_started_at, waiting_since) of a step entered now: started, or waiting for its canary.
+
+    At 0 replicas nothing is waited for, so no progress deadline runs either."""
     started = _step_clock_start(inp, weight, now)
-    return started, None if started is not None else now
+    return started, None if started is not None or inp.total_replicas <= 0 else now
 
 
 def progress_deadline_passed(rollout: RolloutStatus, canary: Canary, now: datetime) -> bool:
-    """Whether a step has waited longer than progressDeadlineSeconds for its canary workers."""
-    if rollout.step_started_at is not None or rollout.waiting_since is None or rollout.paused_at is not None:
+    """Whether a step's canary workers have not been ready for progressDeadlineSeconds: never ready
+    since the step began, or no longer ready since its clock started."""
+    if rollout.waiting_since is None or rollout.paused_at is not None:
         return False
     return now - rollout.waiting_since >= timedelta(seconds=canary.progress_deadline_seconds)
 
@@ -266,17 +330,66 @@ def _started(inp: RolloutInput, now: datetime, previous: RolloutStatus | None) -
     )
 
 
+def _ignored(action: str, why: str) -> Event:
+    return Event("Warning", RolloutReason.ACTION_IGNORED, f"rollout action {action!r} ignored: {why}")
+
+
+def _drop_pending_action(inp: RolloutInput, previous: RolloutStatus | None) -> tuple[str | None, list[Event]]:
+    """(handledAction, Events) where no canary runs: an action asked for now is dropped, never kept
+    for a later canary."""
+    handled = previous.handled_action if previous is not None else None
+    if inp.action is None or inp.action == handled:
+        return handled, []
+    return inp.action, [_ignored(inp.action, "no canary is running")]
+
+
+def _promoting(inp: RolloutInput, rollout: RolloutStatus, events: list[Event]) -> RolloutPlan:
+    """The promoted revision's stable workers come up at the full total first; the canary keeps as
+    many workers as are not yet replaced by ready stable ones, so the pool never runs short."""
+    revision = inp.template_revision
+    _, canary_target = split_replicas(inp.total_replicas, rollout.weight)
+    remaining = max(0, min(canary_target, inp.total_replicas - inp.stable_ready_replicas))
+    if remaining == 0:
+        done = RolloutStatus(
+            phase=RolloutPhase.HEALTHY,
+            handled_action=rollout.handled_action,
+            last_analysis=rollout.last_analysis,
+            history=rollout.history,
+            message=rollout.message,
+        )
+        return _settled(inp, revision, done, events)
+    return RolloutPlan(revision, revision, inp.total_replicas, remaining, rollout, events)
+
+
+def _held_before_start(inp: RolloutInput, previous: RolloutStatus | None, events: list[Event]) -> RolloutPlan:
+    """spec.paused holds a new template before step 1: no canary worker starts."""
+    handled, dropped = _drop_pending_action(inp, previous)
+    message = f"revision {inp.template_revision} waits for spec.paused to be cleared before step 1"
+    already = previous is not None and previous.phase == RolloutPhase.PAUSED and previous.step == 0
+    if not already:
+        events.append(Event("Normal", RolloutReason.PAUSED, message))
+    held = RolloutStatus(phase=RolloutPhase.PAUSED, handled_action=handled, message=message)
+    assert inp.stable_revision is not None
+    return RolloutPlan(inp.stable_revision, None, inp.total_replicas, 0, held, [*events, *dropped])
+
+
 def plan_rollout(inp: RolloutInput, now: datetime) -> RolloutPlan:
     """The next state of the pool's rollout and the replica split that goes with it."""
     revision, stable = inp.template_revision, inp.stable_revision
     previous = inp.rollout
-    kept_action = previous.handled_action if previous is not None else None
     if inp.canary is None or stable is None or not inp.stable_template_known:
+        handled, dropped = _drop_pending_action(inp, previous)
         return _settled(
-            inp, revision, RolloutStatus(phase=RolloutPhase.HEALTHY, handled_action=kept_action), []
+            inp, revision, RolloutStatus(phase=RolloutPhase.HEALTHY, handled_action=handled), dropped
         )
     if revision == stable:
-        events = []
+        handled, events = _drop_pending_action(inp, previous)
+        if (
+            previous is not None
+            and previous.phase == RolloutPhase.PROMOTING
+            and inp.canary_revision == revision
+        ):
+            return _promoting(inp, previous.model_copy(update={"handled_action": handled}), events)
         if (
             inp.canary_revision is not None
             and previous is not None
@@ -285,7 +398,7 @@ def plan_rollout(inp: RolloutInput, now: datetime) -> RolloutPlan:
             events.append(
                 Event("Normal", RolloutReason.ABORTED, f"template is back at stable revision {stable}")
             )
-        settled = RolloutStatus(phase=RolloutPhase.HEALTHY, handled_action=kept_action)
+        settled = RolloutStatus(phase=RolloutPhase.HEALTHY, handled_action=handled)
         return _settled(inp, stable, settled, events)
     events = []
     if inp.canary_revision != revision or previous is None or previous.step == 0:
@@ -297,6 +410,8 @@ def plan_rollout(inp: RolloutInput, now: datetime) -> RolloutPlan:
                     f"revision {inp.canary_revision} replaced by {revision} before it was promoted",
                 )
             )
+        if inp.paused:
+            return _held_before_start(inp, previous, events)
         rollout = _started(inp, now, previous)
         events.append(
             Event(
@@ -334,10 +449,12 @@ class _Machine:
         self.act_on_request()
         if self.promoted or self.rollout.phase == RolloutPhase.DEGRADED:
             return
-        if self.hold_for_spec_pause() or self.wait_for_canary():
+        if self.hold_for_spec_pause() or self.hold_at_zero() or self.wait_for_canary():
             return
         measurement, analysis = self.inp.measurement, self.canary.analysis
         if measurement is not None and analysis is not None and self.record(measurement, analysis):
+            return
+        if self.hold_while_unready():
             return
         self.advance()
 
@@ -346,7 +463,18 @@ class _Machine:
         if action is None or action == self.rollout.handled_action:
             return
         self.update(handled_action=action)
-        verb = action.split("/", 1)[0]
+        parsed = parse_action(action)
+        revision = self.inp.template_revision
+        if parsed is None:
+            choices = ", ".join(member.value for member in Action)
+            self.events.append(
+                _ignored(action, f"not <action>/<revision>/<token> with an action of {choices}")
+            )
+            return
+        verb, named = parsed
+        if named != revision:
+            self.events.append(_ignored(action, f"it names revision {named}, the canary runs {revision}"))
+            return
         running = self.rollout.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
         if verb == Action.ABORT and running:
             self.roll_back(RolloutReason.ABORTED, "aborted on request")
@@ -361,6 +489,49 @@ class _Machine:
             self.promote("promoted in full on request")
         elif verb == Action.PROMOTE and running:
             self.complete_step("promoted on request")
+        else:
+            self.events.append(_ignored(action, f"the rollout of {revision} is {self.rollout.phase.value}"))
+
+    def hold_at_zero(self) -> bool:
+        """A pool at 0 replicas runs no canary: its step holds, and times again from the start once
+        workers return, so no step ends (and no revision is promoted) unseen."""
+        if self.inp.total_replicas > 0:
+            return False
+        self.update(
+            phase=RolloutPhase.PROGRESSING,
+            step_started_at=None,
+            waiting_since=None,
+            message=f"step {self.rollout.step} of {len(self.canary.steps)} at {self.rollout.weight}%:"
+            " the pool has 0 replicas, so no canary worker runs; the step starts when workers return",
+        )
+        return True
+
+    def hold_while_unready(self) -> bool:
+        """A started step whose canary workers stop being ready (crash-looping, hung, evicted) holds;
+        not ready again within progressDeadlineSeconds, it rolls back as CanaryUnhealthy."""
+        _, wanted = split_replicas(self.inp.total_replicas, self.rollout.weight)
+        ready = self.inp.canary_ready_replicas
+        if ready >= wanted:
+            if self.rollout.waiting_since is not None:
+                self.update(waiting_since=None)
+            return False
+        if self.rollout.waiting_since is None:
+            self.update(waiting_since=self.now)
+        deadline = self.canary.progress_deadline_seconds
+        where = f"step {self.rollout.step} of {len(self.canary.steps)} at {self.rollout.weight}%"
+        if progress_deadline_passed(self.rollout, self.canary, self.now):
+            self.roll_back(
+                RolloutReason.CANARY_UNHEALTHY,
+                f"{where}: canary unhealthy: {ready} of {wanted} canary workers ready, not ready for"
+                f" {deadline}s after the step started (crash-looping, hung or evicted)",
+            )
+        else:
+            self.update(
+                phase=RolloutPhase.PROGRESSING,
+                message=f"{where}: {ready} of {wanted} canary workers ready; the step holds, and rolls"
+                f" back if they are not ready within progressDeadlineSeconds {deadline}",
+            )
+        return True
 
     def hold_for_spec_pause(self) -> bool:
         paused_at = self.rollout.paused_at
@@ -424,6 +595,7 @@ class _Machine:
         self.update(last_analysis=result, history=history)
         verdict = judgement.verdict
         if verdict == Verdict.ERROR:
+            # No metrics follows onNoData like too few samples, within consecutiveErrorLimit.
             errors = self.rollout.consecutive_errors + 1
             self.update(consecutive_errors=errors)
             self.emit("Warning", RolloutReason.ANALYSIS_ERROR, f"{judgement.message} ({errors} in a row)")
@@ -434,8 +606,10 @@ class _Machine:
                     f" consecutiveErrorLimit {analysis.consecutive_error_limit}: {judgement.message}",
                 )
                 return True
-            return False
+            return analysis.on_no_data == NoDataPolicy.FAIL and self.count_failure(judgement, analysis)
         self.update(consecutive_errors=0)
+        if self.judge_silence(measurement, analysis, judgement):
+            return True
         failing = verdict == Verdict.FAILED or (
             verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.FAIL
         )
@@ -445,31 +619,39 @@ class _Machine:
             self.emit("Normal", RolloutReason.ANALYSIS_INCONCLUSIVE, judgement.message)
         else:
             self.emit("Warning", RolloutReason.ANALYSIS_FAILED, judgement.message)
-        if failing:
-            failures = self.rollout.failed_analyses + 1
-            self.update(failed_analyses=failures)
-            if failures > analysis.failure_limit:
-                self.roll_back(
-                    RolloutReason.ROLLED_BACK,
-                    f"{judgement.message} ({failures} failing analyses, failureLimit"
-                    f" {analysis.failure_limit})",
-                )
-                return True
-        return False
+        return failing and self.count_failure(judgement, analysis)
 
-    def analysis_allows_progress(self) -> tuple[bool, str]:
-        """A step ends only after an analysis of this step that passed (or counts as passing)."""
-        analysis = self.canary.analysis
-        if analysis is None:
-            return True, ""
-        last, started = self.rollout.last_analysis, self.rollout.step_started_at
-        if last is None or started is None or last.time < started:
-            return False, "waiting for the step's first analysis"
-        if last.verdict == Verdict.PASSED:
-            return True, ""
-        if last.verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.CONTINUE:
-            return True, ""
-        return False, f"waiting for a passing analysis: {last.message}"
+    def count_failure(self, judgement: Judgement, analysis: Analysis) -> bool:
+        """Count one failing verdict; True when it is one more than failureLimit (rolled back)."""
+        failures = self.rollout.failed_analyses + 1
+        self.update(failed_analyses=failures)
+        if failures <= analysis.failure_limit:
+            return False
+        self.roll_back(
+            RolloutReason.ROLLED_BACK,
+            f"{judgement.message} ({failures} failing analyses, failureLimit {analysis.failure_limit})",
+        )
+        return True
+
+    def judge_silence(self, measurement: Measurement, analysis: Analysis, judgement: Judgement) -> bool:
+        """Count analyses in which the canary did nothing while stable worked; roll back at
+        noSamplesLimit. True when it rolled back."""
+        stable_jobs = _samples(measurement.stable)
+        if _samples(measurement.canary) > 0 or stable_jobs < analysis.min_samples:
+            self.update(silent_analyses=0)
+            return False
+        silent = self.rollout.silent_analyses + 1
+        self.update(silent_analyses=silent)
+        if silent < analysis.no_samples_limit:
+            return False
+        self.emit("Normal", RolloutReason.ANALYSIS_INCONCLUSIVE, judgement.message)
+        self.roll_back(
+            RolloutReason.CANARY_UNHEALTHY,
+            f"canary unhealthy: it finished no job in {silent} analyses in a row while stable finished"
+            f" {stable_jobs} (noSamplesLimit {analysis.no_samples_limit}); its workers crash, hang or"
+            " cannot reach the queue",
+        )
+        return True
 
     def advance(self) -> None:
         step = self.canary.steps[self.rollout.step - 1]
@@ -479,7 +661,7 @@ class _Machine:
         if step.pause_seconds is None:
             self.update(phase=RolloutPhase.PAUSED, message=f"{where}: waiting for promote")
             return
-        allowed, why = self.analysis_allows_progress()
+        allowed, why = analysis_allows_progress(self.rollout, self.canary)
         elapsed = self.now - started >= timedelta(seconds=step.pause_seconds)
         if elapsed and allowed:
             self.complete_step(f"held {step.pause_seconds}s")
@@ -488,7 +670,7 @@ class _Machine:
         held_by_no_data = (
             not allowed
             and last is not None
-            and last.verdict == Verdict.INCONCLUSIVE
+            and last.verdict in (Verdict.INCONCLUSIVE, Verdict.ERROR)
             and self.canary.analysis is not None
             and self.canary.analysis.on_no_data == NoDataPolicy.PAUSE
         )
@@ -520,6 +702,7 @@ class _Machine:
         )
 
     def promote(self, why: str) -> None:
+        """The template becomes stable at the full total; the canary goes as those workers get ready."""
         self.promoted = True
         self.emit(
             "Normal",
@@ -528,11 +711,13 @@ class _Machine:
             f" it replaces {self.inp.stable_revision}",
         )
         self.rollout = RolloutStatus(
-            phase=RolloutPhase.HEALTHY,
+            phase=RolloutPhase.PROMOTING,
+            weight=self.rollout.weight,
             handled_action=self.rollout.handled_action,
             last_analysis=self.rollout.last_analysis,
             history=self.rollout.history,
-            message=f"revision {self.inp.template_revision} promoted: {why}",
+            message=f"revision {self.inp.template_revision} promoted: {why}; the canary's workers go as"
+            f" {self.inp.total_replicas} stable workers of it get ready",
         )
 
     def roll_back(self, reason: str, why: str) -> None:
@@ -549,8 +734,12 @@ class _Machine:
         stable = self.inp.stable_revision
         assert stable is not None
         if self.promoted:
-            return _settled(self.inp, self.inp.template_revision, self.rollout, self.events)
-        stable_replicas, canary_replicas = split_replicas(self.inp.total_replicas, self.rollout.weight)
+            return _promoting(self.inp, self.rollout, self.events)
+        total = self.inp.total_replicas
+        stable_target, canary_replicas = split_replicas(total, self.rollout.weight)
+        # Stable gives up only the workers that ready canary workers already replace.
+        replaced = min(self.inp.canary_ready_replicas, canary_replicas)
+        stable_replicas = min(max(total, 0), max(stable_target, total - replaced))
         return RolloutPlan(
             stable_revision=stable,
             canary_revision=self.inp.template_revision,

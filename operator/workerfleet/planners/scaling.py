@@ -115,13 +115,21 @@ def deadline_replicas(
     return math.ceil(depth / (throughput_per_replica * time_left))
 
 
+def _within_bounds(replicas: int, policy: ScalingPolicy) -> int:
+    """A held count the HPA keeps: it scales anything outside min..max back at every sync, so holding
+    such a count would fight it. Zero stays zero (the HPA does nothing at zero)."""
+    if replicas == 0:
+        return 0
+    return min(max(replicas, policy.min_replicas, 1), policy.max_replicas)
+
+
 def decide(
     policy: ScalingPolicy, state: QueueState, now: datetime, pause: Pause | None = None
 ) -> ScalingDecision:
     """What to serve the HPA and whether the operator must set replicas itself, for one poll."""
     if pause is not None:
         # Serve exactly what holds the replica count, so the HPA neither adds nor removes workers.
-        held = state.replicas if pause.replicas is None else pause.replicas
+        held = _within_bounds(state.replicas if pause.replicas is None else pause.replicas, policy)
         target = None if held == state.replicas else held
         return ScalingDecision(held * policy.target_depth_per_replica, target, None, in_fallback=False)
     return _decide_on_depth(policy, state, now)

@@ -178,7 +178,7 @@ def _with_rollout(observation: Observation, judged: list[ConditionUpdate]) -> li
     message = str(rollout.get("message", ""))
     result = []
     for condition in judged:
-        if condition.type == Type.PROGRESSING.value and phase in ("Progressing", "Paused"):
+        if condition.type == Type.PROGRESSING.value and phase in ("Progressing", "Paused", "Promoting"):
             result.append(update(Type.PROGRESSING, TRUE, Reason.CANARY_RUNNING, message))
         elif condition.type == Type.DEGRADED.value and phase == "Degraded" and condition.status != TRUE:
             result.append(update(Type.DEGRADED, TRUE, Reason.ROLLOUT_FAILED, message))

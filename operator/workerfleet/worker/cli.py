@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         policies = load_policies(settings.policies_path)
         _import_handlers(settings.handler_modules)
         backend = open_backend(settings, policies)
-        metrics = WorkerMetrics(settings.pool, settings.revision)
+        metrics = WorkerMetrics(settings.pool, settings.revision, policies)
         health = probes.Health(settings.stall_seconds)
         handlers = default_registry.handlers()
         runtime = Runtime(

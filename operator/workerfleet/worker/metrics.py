@@ -3,6 +3,8 @@ compare the canary's outcomes with the stable revision's on the same queue."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from workerfleet.worker.policy import Outcome
@@ -32,7 +34,7 @@ DURATION_BUCKETS = (
 class WorkerMetrics:
     """The worker's metrics in a registry of their own (so tests can run several side by side)."""
 
-    def __init__(self, pool: str, revision: str) -> None:
+    def __init__(self, pool: str, revision: str, job_types: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
         self._pool = pool
         self._revision = revision
@@ -43,6 +45,11 @@ class WorkerMetrics:
             ["pool", "revision", "job_type", "outcome"],
             registry=self.registry,
         )
+        # Every outcome series exists at 0 from the first scrape: a counter that first appears at 1
+        # shows no increase, so a new canary pod's first failure would be lost to the analysis.
+        for job_type in job_types:
+            for outcome in Outcome:
+                self.jobs.labels(pool, revision, job_type, outcome.value)
         self.duration = Histogram(
             "workerfleet_job_duration_seconds",
             "Time one attempt's handler ran, by how the delivery ended.",
