@@ -42,6 +42,17 @@ E2E_VALUES: dict[str, Any] = {
 }
 
 
+def operator_args(values: dict[str, Any], *, release: str = RELEASE) -> tuple[str, ...]:
+    """The flags the chart's Deployment gives the operator for these values' tenancy settings."""
+    allowed = values.get("allowedAddresses") or {}
+    return (
+        f"--delegable-permissions={json.dumps(values['rbac']['delegableWorkerPermissions'])}",
+        f"--queue-credentials-role={release}-queue-credentials",
+        *(f"--allow-queue-address={address}" for address in allowed.get("queues", [])),
+        *(f"--allow-prometheus={address}" for address in allowed.get("prometheus", [])),
+    )
+
+
 def helm(
     cluster: Cluster, *args: str, input_text: str | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:

@@ -153,11 +153,11 @@ def test_the_operator_identity_holds_what_it_needs_and_nothing_more(
     assert not _operator_can(operator_chart, "delete", "clusterkopfpeerings.kopf.dev/workerfleet")
 
 
-def test_a_job_type_asking_for_more_than_the_chart_delegates_leaves_the_pool_apply_failed(
+def test_a_job_type_asking_for_more_than_the_chart_delegates_is_refused_before_any_role_is_written(
     operator: Cluster, restricted_namespace: str
 ) -> None:
     ns = restricted_namespace
-    # Given a JobType whose workers would read Secrets, which the chart does not let the operator grant
+    # Given a JobType whose workers would read Secrets, which the chart does not delegate
     job_type = {
         "apiVersion": "workerfleet.dev/v1alpha1",
         "kind": "JobType",
@@ -182,14 +182,16 @@ def test_a_job_type_asking_for_more_than_the_chart_delegates_leaves_the_pool_app
     text = "\n---\n".join(yaml.safe_dump(document) for document in (job_type, pool))
     operator.kubectl("apply", "-n", ns, "-f", "-", input_text=text)
 
-    # Then the API server refuses the Role, and the pool says so instead of crash-looping
+    # Then the operator refuses the rule before writing a Role, and the pool says which rule
     def ready_condition() -> dict[str, Any] | None:
         body = _get(operator, "workerpool", "leaky", "-n", ns) or {}
         conditions = (body.get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == "Ready" and c["reason"] == "ApplyFailed"), None)
+        return next(
+            (c for c in conditions if c["type"] == "Ready" and c["reason"] == "PermissionNotDelegable"), None
+        )
 
-    condition = eventually(ready_condition, what="Ready=False ApplyFailed", timeout=60)
+    condition = eventually(ready_condition, what="Ready=False PermissionNotDelegable", timeout=60)
     assert condition["status"] == "False"
-    assert "attempting to grant RBAC permissions not currently held" in condition["message"]
+    assert 'JobType leaky: get on secrets (group "")' in condition["message"]
     assert _get(operator, "role", "leaky-worker", "-n", ns) is None
     assert not _operator_can(operator, "get", "secrets/anything", "-n", ns)

@@ -25,6 +25,7 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.job_type_index import JobTypeIndex
+from workerfleet.handlers.tenancy import tenancy
 from workerfleet.kube.client import KindNotServedError, Kube, kube
 from workerfleet.planners.children import (
     POD_TEMPLATE_ANNOTATION,
@@ -38,6 +39,7 @@ from workerfleet.planners.children import (
     revision_of,
 )
 from workerfleet.planners.keda import KEDA_KINDS
+from workerfleet.planners.permissions import describe, not_delegable
 from workerfleet.planners.rollout import (
     ROLLOUT_ACTION_ANNOTATION,
     Measurement,
@@ -204,7 +206,13 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
     desired_stable = spec.replicas
     rollout_fields: dict[str, Any] | None = None
     rollout_events: list[Event] = []
-    if not missing and not invalid:
+    refused = [
+        describe(refusal)
+        for refusal in not_delegable(
+            {name: job_type.permissions for name, job_type in job_types.items()}, tenancy().delegable
+        )
+    ]
+    if not missing and not invalid and not refused:
         stable_live = api.get("apps/v1", "Deployment", namespace, name)
         canary_live = api.get("apps/v1", "Deployment", namespace, names(name)["canary"])
         workers, rollout = plan_workers(
@@ -234,7 +242,7 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
             apply_error = f"applying the pool's children failed: {error}{hint}"
         if apply_error is not None:
             rollout_fields, rollout_events = None, []  # not done, so not recorded: the next reconcile retries
-    # Children are left as they are while a JobType is missing: running workers keep running.
+    # Children are left as they are while a JobType is missing or refused: running workers keep running.
     observation = Observation(
         pool=name,
         generation=metadata.get("generation", 0),
@@ -243,6 +251,7 @@ def _reconcile_locked(namespace: str, name: str, api: Kube, measurement: Measure
         deployment=api.get("apps/v1", "Deployment", namespace, name),
         missing_job_types=missing,
         invalid_job_types=invalid,
+        refused_permissions=refused,
         apply_error=apply_error,
         canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name)["canary"]),
         rollout=rollout_fields,

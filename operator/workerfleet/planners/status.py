@@ -30,6 +30,7 @@ class Reason:
 
     JOB_TYPE_NOT_FOUND = "JobTypeNotFound"
     JOB_TYPE_INVALID = "JobTypeInvalid"
+    PERMISSION_NOT_DELEGABLE = "PermissionNotDelegable"
     APPLY_FAILED = "ApplyFailed"
     WORKERS_READY = "WorkersReady"
     WAITING_FOR_WORKERS = "WaitingForWorkers"
@@ -57,6 +58,8 @@ class Observation:
     deployment: Mapping[str, Any] | None
     missing_job_types: Sequence[str] = ()
     invalid_job_types: Mapping[str, str] | None = None
+    refused_permissions: Sequence[str] = ()
+    """JobType rules beyond the delegable set, as `describe` words them: no Role is written."""
     apply_error: str | None = None
     canary_deployment: Mapping[str, Any] | None = None
     rollout: Mapping[str, Any] | None = None
@@ -99,6 +102,13 @@ def _blocked(observation: Observation) -> list[ConditionUpdate] | None:
         )
         message = f"JobType spec not usable: {problems}"
         reason = Reason.JOB_TYPE_INVALID
+    elif observation.refused_permissions:
+        refused = "; ".join(observation.refused_permissions)
+        message = (
+            f"not delegable to workers (rbac.delegableWorkerPermissions): {refused}."
+            " Remove the rule from the JobType, or ask the cluster admin to make it delegable"
+        )
+        reason = Reason.PERMISSION_NOT_DELEGABLE
     elif observation.apply_error is not None:
         message = observation.apply_error
         reason = Reason.APPLY_FAILED
