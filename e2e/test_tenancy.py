@@ -217,3 +217,24 @@ def test_queue_credentials_are_read_only_where_a_namespace_admin_granted_it(
         ),
         what="the credentials to be read and the queue tried",
     )
+
+
+def test_system_namespaces_are_not_served_unless_watched(operator: Cluster, namespace: str) -> None:
+    cluster = operator
+    # Given the same JobType and pool in kube-system and in an ordinary namespace
+    documents = (_job_type("system-job", []), _pool("system-pool", ["system-job"]))
+    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
+    try:
+        for target in ("kube-system", namespace):
+            cluster.kubectl("apply", "-n", target, "-f", "-", input_text=text)
+
+        # When the operator has judged the ordinary one
+        eventually(lambda: _condition(cluster, namespace, "system-pool", "Ready"), what="the pool judged")
+
+        # Then it left the one in kube-system alone: no status, no children
+        assert _condition(cluster, "kube-system", "system-pool", "Ready") is None
+        for kind in ("deployment", "serviceaccount/system-pool-worker"):
+            name = [] if "/" in kind else ["system-pool"]
+            assert cluster.kubectl("get", kind, *name, "-n", "kube-system", check=False).returncode != 0
+    finally:
+        cluster.kubectl("delete", "-n", "kube-system", "-f", "-", input_text=text, check=False)

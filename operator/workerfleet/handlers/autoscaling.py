@@ -29,7 +29,7 @@ from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.tenancy import tenancy
+from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.handlers.workerpool import pool_lock, post_event
 from workerfleet.kube.client import CredentialsNotGrantedError, kube
 from workerfleet.planners.children import restricted_spec
@@ -378,7 +378,7 @@ POLLERS = Pollers()
 ACTIVITY.listen(POLLERS.on_activity)
 
 
-@kopf.on.event(GROUP, VERSION, "workerpools")
+@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
 async def autoscaling_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
     route_pool_event(POLLERS, type, body)
 

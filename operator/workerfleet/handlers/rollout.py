@@ -22,6 +22,7 @@ from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
+from workerfleet.handlers.tenancy import served
 from workerfleet.handlers.workerpool import reconcile_by_name
 from workerfleet.kube.client import kube
 from workerfleet.planners.children import restricted_spec
@@ -156,7 +157,7 @@ CLOCKS = RolloutClocks()
 ACTIVITY.listen(CLOCKS.on_activity)
 
 
-@kopf.on.event(GROUP, VERSION, "workerpools")
+@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
 async def rollout_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
     route_pool_event(CLOCKS, type, body)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from workerfleet.planners.permissions import DEFAULT_QUEUE_CREDENTIALS_ROLE, DelegableRule
+from workerfleet.planners.scope import serves_namespace
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,8 @@ def configure(settings: Tenancy) -> None:
 
 def tenancy() -> Tenancy:
     return _settings
+
+
+def served(namespace: str | None, **_: Any) -> bool:
+    """kopf's `when` filter: objects in system namespaces are not the operator's unless watched."""
+    return serves_namespace(namespace or "", _settings.watch_namespaces)

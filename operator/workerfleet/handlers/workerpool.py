@@ -25,7 +25,7 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.job_type_index import JobTypeIndex
-from workerfleet.handlers.tenancy import tenancy
+from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.kube.client import KindNotServedError, Kube, kube
 from workerfleet.planners.children import (
     POD_TEMPLATE_ANNOTATION,
@@ -300,7 +300,7 @@ def _remember(body: kopf.Body, type: str | None) -> None:
         kube().watched.remember(body)
 
 
-@kopf.on.event(GROUP, VERSION, "workerpools")
+@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
 def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     metadata = body.metadata
     _remember(body, type)
@@ -318,7 +318,7 @@ def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     reconcile(json.loads(json.dumps(dict(body))))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT})
+@kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT}, when=served)
 def deployment_changed(
     body: kopf.Body, type: str | None, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> None:
@@ -326,7 +326,7 @@ def deployment_changed(
     reconcile_by_name(namespace or "", labels[POOL_LABEL])
 
 
-@kopf.on.event(GROUP, VERSION, "jobtypes")
+@kopf.on.event(GROUP, VERSION, "jobtypes", when=served)
 def job_type_changed(body: kopf.Body, type: str | None, namespace: str | None, name: str, **_: Any) -> None:
     _remember(body, type)
     for pool in POOLS_BY_JOB_TYPE.pools_serving(namespace or "", name):
