@@ -29,7 +29,11 @@ QUEUE_CREDENTIALS_SECRETS = ["redis-credentials", "rabbitmq-credentials"]
 """The only Secret names the operator may read (the examples' queues name them)."""
 
 DELEGABLE_WORKER_PERMISSIONS = [
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update"]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch"],
+    },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
 ]
 """What the examples' and the tests' JobTypes grant their workers, and nothing more."""

@@ -14,6 +14,7 @@ from workerfleet.planners.scaling import (
     QueueState,
     QueueStatusPlan,
     ScalingDecision,
+    ScalingReason,
     ScalingPolicy,
     deadline_replicas,
     decide,
@@ -330,3 +331,16 @@ def test_bad_paused_replicas_name_the_annotation(value: str) -> None:
 )
 def test_paused_autoscaling_holds(pause: Pause, state: QueueState, expected: ScalingDecision) -> None:
     assert decide(TO_ZERO, state, NOW, pause) == expected
+
+
+def test_a_queue_not_tried_says_why_with_its_own_reason_and_warning() -> None:
+    # Given a queue last unreachable, now refused before any read (a Secret nobody granted)
+    refusal = (ScalingReason.CREDENTIALS_NOT_GRANTED, "bind ClusterRole workerfleet-queue-credentials")
+    judged = judge_queue(ScalingDecision(None, None, None, False), None, 1, None, 3, refusal=refusal)
+    assert judged.queue_reachable == ("False", *refusal)
+    # Then the change of reason alone is news: a Warning names the grant
+    status = _status_after({"consecutiveFailures": 3}, UNREACHABLE, AGO_1H)
+    plan = plan_queue_status(status, 1, {"consecutiveFailures": 4}, judged, NOW)
+    assert [(event.type, event.reason) for event in plan.events][:1] == [
+        ("Warning", ScalingReason.CREDENTIALS_NOT_GRANTED)
+    ]

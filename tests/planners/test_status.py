@@ -120,6 +120,13 @@ DEADLINE = {
             {"Ready": ("False", Reason.JOB_TYPE_INVALID), "Degraded": ("True", Reason.JOB_TYPE_INVALID)},
         ),
         (
+            observe(refused_permissions=['JobType thief: get on secrets (group "")']),
+            {
+                "Ready": ("False", Reason.PERMISSION_NOT_DELEGABLE),
+                "Degraded": ("True", Reason.PERMISSION_NOT_DELEGABLE),
+            },
+        ),
+        (
             observe(apply_error="forbidden: attempt to grant extra privileges"),
             {"Ready": ("False", Reason.APPLY_FAILED), "Degraded": ("True", Reason.APPLY_FAILED)},
         ),
@@ -238,3 +245,12 @@ def test_replicas_count_both_tracks_and_a_running_canary_is_progressing() -> Non
     settled = {"stableRevision": "new", "canaryRevision": None, "rollout": {"phase": "Healthy"}}
     done, _, _ = plan_status(observe(rollout=settled), status, NOW)
     assert "canaryRevision" not in done
+
+
+def test_a_refused_permission_is_named_with_the_fix() -> None:
+    refused = observe(refused_permissions=['JobType thief: get on secrets (group "")'])
+    status, events, _ = plan_status(refused, None, NOW)
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert 'JobType thief: get on secrets (group "")' in ready["message"]
+    assert "rbac.delegableWorkerPermissions" in ready["message"]
+    assert [(e.type, e.reason) for e in events] == [("Warning", Reason.PERMISSION_NOT_DELEGABLE)]
