@@ -22,7 +22,7 @@ from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.tenancy import served
+from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.handlers.workerpool import reconcile_by_name
 from workerfleet.kube.client import kube
 from workerfleet.planners.children import restricted_spec
@@ -32,6 +32,7 @@ from workerfleet.planners.rollout import (
     progress_deadline_passed,
     step_pause_over,
 )
+from workerfleet.planners.scope import prometheus_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,14 @@ class _Metrics:
     async def measure(self, analysis: Analysis, canary: str, stable: str) -> Measurement:
         if self.provider is None or self.settings != analysis:
             await self.close()
+            address = analysis.prometheus.address
+            if not prometheus_allowed(address, tenancy().prometheus_addresses):
+                return Measurement(
+                    None,
+                    None,
+                    error=f"Prometheus {address} is not in the operator's allowlist"
+                    " (chart value allowedAddresses.prometheus)",
+                )
             try:
                 credentials = await asyncio.to_thread(_credentials, self.namespace, analysis)
             except LookupError as error:  # a missing Secret counts as unreadable metrics
