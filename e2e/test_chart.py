@@ -6,8 +6,10 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 
@@ -196,3 +198,31 @@ def test_a_job_type_asking_for_more_than_the_chart_delegates_is_refused_before_a
     assert 'JobType leaky: get on secrets (group "")' in condition["message"]
     assert _get(operator, "role", "leaky-worker", "-n", ns) is None
     assert not _operator_can(operator, "get", "secrets/anything", "-n", ns)
+
+
+def test_the_operator_may_change_only_the_active_label_of_its_own_pods(
+    operator_chart: Cluster, tmp_path: Path
+) -> None:
+    # Given one of the chart's operator pods, and a client holding the operator's own token
+    selector = f"app.kubernetes.io/name={chart.RELEASE},app.kubernetes.io/instance={chart.RELEASE}"
+    listed = _get(operator_chart, "pods", "-n", chart.RELEASE_NAMESPACE, "-l", selector)
+    pod = listed["items"][0]["metadata"]["name"]
+    kubeconfig = chart.service_account_kubeconfig(operator_chart, tmp_path / "operator.kubeconfig")
+    client = kubernetes.config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+    pods = kubernetes.client.CoreV1Api(client)
+
+    def patch(labels: dict[str, str | None]) -> str | None:
+        """None when admitted, else the API server's refusal."""
+        try:
+            pods.patch_namespaced_pod(pod, chart.RELEASE_NAMESPACE, {"metadata": {"labels": labels}})
+        except kubernetes.client.ApiException as error:
+            return str(error.body)
+        return None
+
+    # When it sets and removes the label it manages, the API server admits it
+    assert patch({"workerfleet.dev/active": "true"}) is None
+    assert patch({"workerfleet.dev/active": None}) is None
+    # When it tries any other label (one a Service might select), it is refused
+    refused = patch({"example.com/selected-by": "another-service"})
+    assert refused is not None
+    assert "only the workerfleet.dev/active label" in refused

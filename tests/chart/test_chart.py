@@ -183,16 +183,26 @@ def test_the_operator_reads_no_secret_unless_granted() -> None:
 
 def test_a_pool_may_name_only_job_types_its_author_may_use_by_default() -> None:
     documents = _render(VALUE_SETS["defaults"])
-    policy = _one(documents, "ValidatingAdmissionPolicy")
+    [policy] = [
+        d
+        for d in documents
+        if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "wf-workerfleet-jobtype-use"
+    ]
     assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert "check('use')" in policy["spec"]["variables"][1]["expression"]
-    assert _one(documents, "ValidatingAdmissionPolicyBinding")["spec"]["validationActions"] == ["Deny"]
+    [binding] = [
+        d
+        for d in documents
+        if d["kind"] == "ValidatingAdmissionPolicyBinding"
+        and d["spec"]["policyName"] == "wf-workerfleet-jobtype-use"
+    ]
+    assert binding["spec"]["validationActions"] == ["Deny"]
     user = _one(
         [d for d in documents if d["metadata"]["name"] == "wf-workerfleet-jobtype-user"], "ClusterRole"
     )
     assert user["rules"] == [{"apiGroups": ["workerfleet.dev"], "resources": ["jobtypes"], "verbs": ["use"]}]
     off = _render(["--set", "jobTypeUsePolicy.enabled=false"])
-    assert not [d for d in off if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert not [d for d in off if d["metadata"]["name"] == "wf-workerfleet-jobtype-use"]
 
 
 def test_the_operator_is_given_the_ceiling_and_the_allowlists() -> None:
