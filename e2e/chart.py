@@ -38,11 +38,15 @@ DELEGABLE_WORKER_PERMISSIONS = [
 ]
 """What the examples' and the tests' JobTypes grant their workers, and nothing more."""
 
+ALLOWED_QUEUE_ADDRESSES = ["127.0.0.1", "localhost", "*.queues"]
+"""Where the tests' and the examples' queues are: any other queue address is refused."""
+
 E2E_VALUES: dict[str, Any] = {
     "rbac": {
         "delegableWorkerPermissions": DELEGABLE_WORKER_PERMISSIONS,
         "queueCredentialSecrets": QUEUE_CREDENTIALS_SECRETS,
     },
+    "allowedAddresses": {"queues": ALLOWED_QUEUE_ADDRESSES},
 }
 
 

@@ -238,3 +238,39 @@ def test_system_namespaces_are_not_served_unless_watched(operator: Cluster, name
             assert cluster.kubectl("get", kind, *name, "-n", "kube-system", check=False).returncode != 0
     finally:
         cluster.kubectl("delete", "-n", "kube-system", "-f", "-", input_text=text, check=False)
+
+
+def test_a_queue_off_the_allowlist_is_never_contacted(operator: Cluster, team: str) -> None:
+    cluster = operator
+    _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
+    assert _tenant(cluster, team, _job_type("plain", [])).returncode == 0
+    # Given a pool whose queue is somewhere the chart does not allow, with a password to send there
+    queue = {
+        "redis": {
+            "address": "collector.example:6379",
+            "list": "jobs",
+            "auth": {"passwordSecretRef": {"name": "redis-credentials", "key": "password"}},
+        }
+    }
+    autoscaling = {
+        "autoscaling": {
+            "minReplicas": 0,
+            "maxReplicas": 2,
+            "targetDepthPerReplica": 5,
+            "pollingIntervalSeconds": 1,
+        }
+    }
+
+    # When the tenant creates it
+    assert _tenant(cluster, team, _pool("exfiltrate", ["plain"], queue, **autoscaling)).returncode == 0
+
+    # Then the queue is refused before any Secret is read, naming the address and the chart value
+    reachable = eventually(
+        lambda: (
+            (c := _condition(cluster, team, "exfiltrate", "QueueReachable")) and c["status"] == "False" and c
+        ),
+        what="the queue to be judged",
+    )
+    assert reachable["reason"] == "AddressNotAllowed", reachable
+    assert "collector.example:6379" in reachable["message"]
+    assert "allowedAddresses.queues" in reachable["message"]
