@@ -92,6 +92,10 @@ class SizeResult:
         return self.live_seconds / self.floor_seconds
 
 
+DELEGABLE = ('--delegable-permissions=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]',)
+"""The operator may grant the benchmark's JobType exactly what it asks for."""
+
+
 def _job_type() -> dict[str, Any]:
     return {
         "apiVersion": "workerfleet.dev/v1alpha1",
@@ -408,7 +412,7 @@ def _measure(cluster: Cluster, pools: int, redis: RedisServer, log: Path) -> Siz
 
     # 2. Cold start over pools applied while the operator was stopped.
     # Ports of its own: this benchmark needs no external metrics API registered (nor leaves one).
-    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT)
+    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE)
     _create_namespaces(cluster, f"{tag}-cold")
     _apply(cluster, _pools_manifests(pools, f"{tag}-cold", redis))
     try:
@@ -467,7 +471,7 @@ def single_pool_latency(cluster: Cluster, redis: RedisServer, log: Path) -> tupl
     prefix = "latency"
     _create_namespaces(cluster, prefix)
     namespace = _namespaces(prefix)[0]
-    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT)
+    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE)
     raw, pooled = [], []
     try:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(_job_type()))

@@ -29,17 +29,36 @@ QUEUE_CREDENTIALS_SECRETS = ["redis-credentials", "rabbitmq-credentials"]
 """The only Secret names the operator may read (the examples' queues name them)."""
 
 DELEGABLE_WORKER_PERMISSIONS = [
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update"]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch"],
+    },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
 ]
 """What the examples' and the tests' JobTypes grant their workers, and nothing more."""
+
+ALLOWED_QUEUE_ADDRESSES = ["127.0.0.1", "localhost", "*.queues"]
+"""Where the tests' and the examples' queues are: any other queue address is refused."""
 
 E2E_VALUES: dict[str, Any] = {
     "rbac": {
         "delegableWorkerPermissions": DELEGABLE_WORKER_PERMISSIONS,
         "queueCredentialSecrets": QUEUE_CREDENTIALS_SECRETS,
     },
+    "allowedAddresses": {"queues": ALLOWED_QUEUE_ADDRESSES},
 }
+
+
+def operator_args(values: dict[str, Any], *, release: str = RELEASE) -> tuple[str, ...]:
+    """The flags the chart's Deployment gives the operator for these values' tenancy settings."""
+    allowed = values.get("allowedAddresses") or {}
+    return (
+        f"--delegable-permissions={json.dumps(values['rbac']['delegableWorkerPermissions'])}",
+        f"--queue-credentials-role={release}-queue-credentials",
+        *(f"--allow-queue-address={address}" for address in allowed.get("queues", [])),
+        *(f"--allow-prometheus={address}" for address in allowed.get("prometheus", [])),
+    )
 
 
 def helm(

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +117,7 @@ class OperatorProcess:
         port_shift: int = 0,
         pod: tuple[str, str] | None = None,
         pod_selector: str | None = None,
-        extra_args: list[str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
         ports, so a second process can run next to the first (the APIService targets the unshifted one).
@@ -131,7 +131,7 @@ class OperatorProcess:
         self.peering = peering
         self.pod = pod
         self.pod_selector = pod_selector
-        self.extra_args = list(extra_args or [])
+        self.extra_args = list(extra_args)
         self.liveness_port = LIVENESS_PORT + port_shift
         self.metrics_api_port = METRICS_API_PORT + port_shift
         self.metrics_port = METRICS_PORT + port_shift
@@ -173,6 +173,7 @@ class OperatorProcess:
                     "run",
                     *self._mode_args(),
                     *self._pod_args(),
+                    *self.extra_args,
                     f"--liveness={liveness}",
                     f"--metrics-api-port={self.metrics_api_port}",
                     "--metrics-api-address=127.0.0.1",
@@ -242,10 +243,10 @@ class OperatorProcess:
 
 @contextmanager
 def running_operator(
-    cluster: Cluster, log: Path, kubeconfig: Path | None = None
+    cluster: Cluster, log: Path, kubeconfig: Path | None = None, extra_args: tuple[str, ...] = ()
 ) -> Iterator[OperatorProcess]:
     """The operator running until the block ends; then SIGTERM (SIGKILL after 15 s)."""
-    process = OperatorProcess(cluster, log, kubeconfig)
+    process = OperatorProcess(cluster, log, kubeconfig, extra_args=extra_args)
     try:
         process.start()
         yield process
@@ -264,5 +265,5 @@ def operator_as_chart_identity(cluster: Cluster, log: Path) -> Iterator[Operator
         cluster, cluster.layout.component_kubeconfig("chart-operator")
     )
     register_metrics_api(cluster)
-    with running_operator(cluster, log, kubeconfig) as process:
+    with running_operator(cluster, log, kubeconfig, chart.operator_args(chart.E2E_VALUES)) as process:
         yield process

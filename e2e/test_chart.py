@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,12 +138,13 @@ def test_the_operator_identity_holds_what_it_needs_and_nothing_more(
         ("delete", "namespaces"),
         ("create", "customresourcedefinitions"),
         ("delete", "workerpools", "-n", ns),
+        ("get", "workerpools", "--subresource=status", "-n", ns),  # it reads pools, writes their status
     ]:
         assert not _operator_can(operator_chart, *request), request
     # And it holds what the reconciler uses
     for request in [
         ("patch", "deployments", "-n", ns),
-        ("patch", "workerpools/status", "-n", ns),
+        ("patch", "workerpools", "--subresource=status", "-n", ns),
         ("create", "roles", "-n", ns),
         ("list", "customresourcedefinitions"),
         ("create", "subjectaccessreviews"),
@@ -153,11 +159,11 @@ def test_the_operator_identity_holds_what_it_needs_and_nothing_more(
     assert not _operator_can(operator_chart, "delete", "clusterkopfpeerings.kopf.dev/workerfleet")
 
 
-def test_a_job_type_asking_for_more_than_the_chart_delegates_leaves_the_pool_apply_failed(
+def test_a_job_type_asking_for_more_than_the_chart_delegates_is_refused_before_any_role_is_written(
     operator: Cluster, restricted_namespace: str
 ) -> None:
     ns = restricted_namespace
-    # Given a JobType whose workers would read Secrets, which the chart does not let the operator grant
+    # Given a JobType whose workers would read Secrets, which the chart does not delegate
     job_type = {
         "apiVersion": "workerfleet.dev/v1alpha1",
         "kind": "JobType",
@@ -182,14 +188,58 @@ def test_a_job_type_asking_for_more_than_the_chart_delegates_leaves_the_pool_app
     text = "\n---\n".join(yaml.safe_dump(document) for document in (job_type, pool))
     operator.kubectl("apply", "-n", ns, "-f", "-", input_text=text)
 
-    # Then the API server refuses the Role, and the pool says so instead of crash-looping
+    # Then the operator refuses the rule before writing a Role, and the pool says which rule
     def ready_condition() -> dict[str, Any] | None:
         body = _get(operator, "workerpool", "leaky", "-n", ns) or {}
         conditions = (body.get("status") or {}).get("conditions") or []
-        return next((c for c in conditions if c["type"] == "Ready" and c["reason"] == "ApplyFailed"), None)
+        return next(
+            (c for c in conditions if c["type"] == "Ready" and c["reason"] == "PermissionNotDelegable"), None
+        )
 
-    condition = eventually(ready_condition, what="Ready=False ApplyFailed", timeout=60)
+    condition = eventually(ready_condition, what="Ready=False PermissionNotDelegable", timeout=60)
     assert condition["status"] == "False"
-    assert "attempting to grant RBAC permissions not currently held" in condition["message"]
+    assert 'JobType leaky: get on secrets (group "")' in condition["message"]
     assert _get(operator, "role", "leaky-worker", "-n", ns) is None
     assert not _operator_can(operator, "get", "secrets/anything", "-n", ns)
+
+
+def _patch_pod_as(kubeconfig: Path, namespace: str, pod: str, labels: dict[str, str | None]) -> str | None:
+    """A merge patch of the pod's labels with the kubeconfig's token (kubectl would GET the pod first,
+    which the operator may not); None when admitted, else the API server's refusal."""
+    config = json.loads(kubeconfig.read_text())
+    cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+    )
+    request = urllib.request.Request(  # noqa: S310  (the local API server, https)
+        f"{cluster['server']}/api/v1/namespaces/{namespace}/pods/{pod}",
+        data=json.dumps({"metadata": {"labels": labels}}).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {user['token']}", "Content-Type": "application/merge-patch+json"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30):  # noqa: S310
+            return None
+    except urllib.error.HTTPError as error:
+        return str(error.read().decode())
+
+
+def test_the_operator_may_change_only_the_active_label_of_its_own_pods(
+    operator_chart: Cluster, tmp_path: Path
+) -> None:
+    # Given one of the chart's operator pods, and the operator's own token
+    selector = f"app.kubernetes.io/name={chart.RELEASE},app.kubernetes.io/instance={chart.RELEASE}"
+    listed = _get(operator_chart, "pods", "-n", chart.RELEASE_NAMESPACE, "-l", selector)
+    pod = listed["items"][0]["metadata"]["name"]
+    kubeconfig = chart.service_account_kubeconfig(operator_chart, tmp_path / "operator.kubeconfig")
+
+    def patch(labels: dict[str, str | None]) -> str | None:
+        return _patch_pod_as(kubeconfig, chart.RELEASE_NAMESPACE, pod, labels)
+
+    # When it sets and removes the label it manages, the API server admits it
+    assert patch({"workerfleet.dev/active": "true"}) is None
+    assert patch({"workerfleet.dev/active": None}) is None
+    # When it tries any other label (one a Service might select), it is refused
+    refused = patch({"example.com/selected-by": "another-service"})
+    assert refused is not None
+    assert "only the workerfleet.dev/active label" in refused

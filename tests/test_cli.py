@@ -108,3 +108,19 @@ def test_a_resync_period_that_never_comes_is_refused(value: str, capsys: pytest.
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", f"--resync-period={value}"])
     assert "argument --resync-period: must be" in capsys.readouterr().err
+
+
+def test_nothing_is_delegable_unless_the_chart_says_so() -> None:
+    assert build_parser().parse_args(["run"]).delegable_permissions == []
+    rule = '[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]'
+    [parsed] = build_parser().parse_args(["run", f"--delegable-permissions={rule}"]).delegable_permissions
+    assert (parsed.api_groups, parsed.resources, parsed.verbs) == ([""], ["configmaps"], ["get"])
+
+
+@pytest.mark.parametrize("value", ["not json", '[{"resources": ["configmaps"]}]', '{"verbs": "get"}'])
+def test_a_delegable_set_that_is_not_a_list_of_rules_is_refused(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", f"--delegable-permissions={value}"])
+    assert "argument --delegable-permissions: a JSON list of RBAC rules" in capsys.readouterr().err

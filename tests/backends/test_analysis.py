@@ -174,3 +174,17 @@ def test_an_unreachable_prometheus_is_an_error_not_an_exception() -> None:
     measurement = asyncio.run(measure())
     assert measurement.error is not None
     assert "127.0.0.1:9" in measurement.error
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "error", "error": "token=hunter2 tenant-b's series"},
+        "token=hunter2 tenant-b's series",
+        {"status": "success", "data": {"resultType": "token=hunter2 tenant-b's series", "result": []}},
+    ],
+)
+def test_a_prometheus_answer_is_never_copied_into_the_error(body: object) -> None:
+    with pytest.raises(MetricsUnavailableError) as raised:
+        value_of(body)
+    assert "hunter2" not in str(raised.value)

@@ -87,3 +87,18 @@ def test_addresses(address: str, parts: tuple[str, int]) -> None:
 def test_bad_addresses(address: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         split_host_port(address)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "error", "error": "token=hunter2 tenant-b's series"},
+        "token=hunter2 tenant-b's series",
+        {"status": "success", "data": {"resultType": "token=hunter2 tenant-b's series", "result": []}},
+    ],
+)
+def test_a_prometheus_answer_is_never_copied_into_the_error(body: object) -> None:
+    # The error becomes the pool's status and an Event: readable by whoever reads the pool
+    with pytest.raises(QueueUnreachableError) as raised:
+        depth_from_response(body)
+    assert "hunter2" not in str(raised.value)

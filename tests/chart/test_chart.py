@@ -174,8 +174,83 @@ def test_the_operator_may_not_escalate_or_bind_by_default() -> None:
     assert not verbs & {"escalate", "bind", "impersonate", "*"}
     assert "*" not in resources
     assert "pods/exec" not in resources
-    [secrets] = [rule for rule in rules if "secrets" in rule["resources"]]
-    assert secrets["verbs"] == ["get"]
+
+
+def _bound_rules(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules of the roles the chart itself binds to the operator."""
+    bound = {
+        (document["roleRef"]["kind"], document["roleRef"]["name"])
+        for document in documents
+        if document["kind"] in ("ClusterRoleBinding", "RoleBinding")
+    }
+    return [
+        rule
+        for document in documents
+        if (document["kind"], document["metadata"]["name"]) in bound
+        for rule in document["rules"]
+    ]
+
+
+def test_the_operator_reads_no_secret_unless_granted() -> None:
+    # By default: no Secret anywhere; a namespace admin binds the queue-credentials ClusterRole
+    default = _render(VALUE_SETS["defaults"])
+    assert not [rule for rule in _bound_rules(default) if "secrets" in rule["resources"]]
+    reader = _one(
+        [d for d in default if d["metadata"]["name"] == "wf-workerfleet-queue-credentials"], "ClusterRole"
+    )
+    assert reader["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    # Named Secrets: those names only, never list or watch
+    named = _render(["--set", "rbac.queueCredentialSecrets={redis-auth}"])
+    [secrets] = [rule for rule in _bound_rules(named) if "secrets" in rule["resources"]]
+    assert secrets == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get"],
+        "resourceNames": ["redis-auth"],
+    }
+
+
+def test_a_pool_may_name_only_job_types_its_author_may_use_by_default() -> None:
+    documents = _render(VALUE_SETS["defaults"])
+    [policy] = [
+        d
+        for d in documents
+        if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "wf-workerfleet-jobtype-use"
+    ]
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert "check('use')" in policy["spec"]["variables"][1]["expression"]
+    [binding] = [
+        d
+        for d in documents
+        if d["kind"] == "ValidatingAdmissionPolicyBinding"
+        and d["spec"]["policyName"] == "wf-workerfleet-jobtype-use"
+    ]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    user = _one(
+        [d for d in documents if d["metadata"]["name"] == "wf-workerfleet-jobtype-user"], "ClusterRole"
+    )
+    assert user["rules"] == [{"apiGroups": ["workerfleet.dev"], "resources": ["jobtypes"], "verbs": ["use"]}]
+    off = _render(["--set", "jobTypeUsePolicy.enabled=false"])
+    assert not [d for d in off if d["metadata"]["name"] == "wf-workerfleet-jobtype-use"]
+
+
+def test_the_operator_is_given_the_ceiling_and_the_allowlists() -> None:
+    documents = _render(
+        [
+            "--set",
+            "allowedAddresses.queues={*.queues.svc:6379}",
+            "--set",
+            "allowedAddresses.prometheus={https://prom:9090}",
+        ]
+    )
+    args = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    [delegable] = [arg for arg in args if arg.startswith("--delegable-permissions=")]
+    assert json.loads(delegable.partition("=")[2]) == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert "--queue-credentials-role=wf-workerfleet-queue-credentials" in args
+    assert "--allow-queue-address=*.queues.svc:6379" in args
+    assert "--allow-prometheus=https://prom:9090" in args
 
 
 def test_policy_checker_finds_no_failed_kubernetes_check(tmp_path: Path) -> None:

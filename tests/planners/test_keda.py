@@ -101,14 +101,14 @@ USER = {"name": "queue-secret", "key": "user"}
         (
             {
                 "prometheus": {
-                    "address": "http://prometheus:9090",
+                    "address": "https://prometheus:9090",
                     "query": "sum(depth)",
                     "bearerTokenSecretRef": SECRET,
                 }
             },
             "prometheus",
             {
-                "serverAddress": "http://prometheus:9090",
+                "serverAddress": "https://prometheus:9090",
                 "query": "sum(depth)",
                 "threshold": "25",
                 "activationThreshold": "3",

@@ -16,6 +16,7 @@ from workerfleet.planners.scaling import (
     QueueStatusPlan,
     ScalingDecision,
     ScalingPolicy,
+    ScalingReason,
     deadline_replicas,
     decide,
     judge_queue,
@@ -350,3 +351,16 @@ def test_a_paused_count_outside_min_and_max_is_held_within_them(
     decision = decide(policy, QueueState(replicas=replicas, depth=0, consecutive_failures=0), NOW, pause)
     assert decision.served_value == held * policy.target_depth_per_replica
     assert decision.replicas == (None if held == replicas else held)
+
+
+def test_a_queue_not_tried_says_why_with_its_own_reason_and_warning() -> None:
+    # Given a queue last unreachable, now refused before any read (a Secret nobody granted)
+    refusal = (ScalingReason.CREDENTIALS_NOT_GRANTED, "bind ClusterRole workerfleet-queue-credentials")
+    judged = judge_queue(ScalingDecision(None, None, None, False), None, 1, None, 3, refusal=refusal)
+    assert judged.queue_reachable == ("False", *refusal)
+    # Then the change of reason alone is news: a Warning names the grant
+    status = _status_after({"consecutiveFailures": 3}, UNREACHABLE, AGO_1H)
+    plan = plan_queue_status(status, 1, {"consecutiveFailures": 4}, judged, NOW)
+    assert [(event.type, event.reason) for event in plan.events][:1] == [
+        ("Warning", ScalingReason.CREDENTIALS_NOT_GRANTED)
+    ]

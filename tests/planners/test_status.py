@@ -120,6 +120,13 @@ DEADLINE = {
             {"Ready": ("False", Reason.JOB_TYPE_INVALID), "Degraded": ("True", Reason.JOB_TYPE_INVALID)},
         ),
         (
+            observe(refused_permissions=['JobType thief: get on secrets (group "")']),
+            {
+                "Ready": ("False", Reason.PERMISSION_NOT_DELEGABLE),
+                "Degraded": ("True", Reason.PERMISSION_NOT_DELEGABLE),
+            },
+        ),
+        (
             observe(apply_error="forbidden: attempt to grant extra privileges"),
             {"Ready": ("False", Reason.APPLY_FAILED), "Degraded": ("True", Reason.APPLY_FAILED)},
         ),
@@ -248,3 +255,12 @@ def test_a_taken_name_is_a_warning_event_naming_the_object() -> None:
     message = "ServiceAccount ci-worker exists and is not controlled by this pool"
     _, events, _ = plan_status(observe(name_conflict=message), None, NOW)
     assert Event("Warning", Reason.NAME_CONFLICT, message) in events
+
+
+def test_a_refused_permission_is_named_with_the_fix() -> None:
+    refused = observe(refused_permissions=['JobType thief: get on secrets (group "")'])
+    status, events, _ = plan_status(refused, None, NOW)
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert 'JobType thief: get on secrets (group "")' in ready["message"]
+    assert "rbac.delegableWorkerPermissions" in ready["message"]
+    assert [(e.type, e.reason) for e in events] == [("Warning", Reason.PERMISSION_NOT_DELEGABLE)]

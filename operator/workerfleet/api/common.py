@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from workerfleet.api.base import ApiModel
+from workerfleet.api.base import ApiModel, Rule
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_SUBDOMAIN_MAX_LENGTH = 253
@@ -70,3 +70,15 @@ class PrometheusServer(ApiModel):
     """Bearer token sent with every query, for a Prometheus behind an authenticating proxy."""
     tls: TLSConfig | None = None
     """TLS settings for an https:// address."""
+
+    validations: ClassVar[tuple[Rule[PrometheusServer], ...]] = (
+        Rule(
+            cel="!has(self.bearerTokenSecretRef) || self.address.startsWith('https://')",
+            message="a bearer token is sent only over https: make the address https://,"
+            " or drop bearerTokenSecretRef",
+            holds=lambda server: (
+                server.bearer_token_secret_ref is None or server.address.startswith("https://")
+            ),
+            field_path=".address",
+        ),
+    )

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+from http import HTTPStatus
 from string import Template
 from typing import Protocol
 
 import aiohttp
 
 from workerfleet.api.workerpool import Analysis
-from workerfleet.backends.base import Credentials
+from workerfleet.backends.base import Credentials, failure
 from workerfleet.planners.rollout import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES, Measurement, RevisionSample
 
 TIMEOUT_SECONDS = 5.0
@@ -48,11 +49,13 @@ class MetricProvider(Protocol):
 def value_of(body: object) -> float | None:
     """The single number of an instant query's answer; None for an empty vector (no data)."""
     if not isinstance(body, dict) or body.get("status") != "success":
-        raise MetricsUnavailableError(f"query failed: {body!r:.300}")
-    data = body["data"]
-    if data["resultType"] == "scalar":
+        raise MetricsUnavailableError("query failed: the answer is not a successful query result")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise MetricsUnavailableError("query failed: the answer is not a successful query result")
+    if data.get("resultType") == "scalar":
         text = data["result"][1]
-    elif data["resultType"] == "vector":
+    elif data.get("resultType") == "vector":
         samples = data["result"]
         if not samples:
             return None
@@ -60,7 +63,7 @@ def value_of(body: object) -> float | None:
             raise MetricsUnavailableError(f"query returned {len(samples)} series; aggregate it to one (sum)")
         text = samples[0]["value"][1]
     else:
-        raise MetricsUnavailableError(f"query returned a {data['resultType']}; use an instant vector")
+        raise MetricsUnavailableError("query returned neither a scalar nor a vector; use an instant vector")
     number = float(text)
     return None if math.isnan(number) else max(number, 0.0)
 
@@ -93,9 +96,11 @@ class PrometheusAnalysis:
             async with self._session.get(
                 url, params={"query": query}, headers=self._headers, ssl=self._ssl
             ) as response:
+                if response.status != HTTPStatus.OK:
+                    raise MetricsUnavailableError(f"prometheus at {url}: HTTP {response.status}")
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise MetricsUnavailableError(f"prometheus at {url}: {type(error).__name__}: {error}") from error
+            raise MetricsUnavailableError(f"prometheus at {url}: {failure(error)}") from error
         return value_of(body)
 
     async def _sample(self, revision: str, window_seconds: int) -> RevisionSample | None:

@@ -12,6 +12,14 @@ class QueueUnreachableError(RuntimeError):
     """The backend could not be read; the message says why, without credentials."""
 
 
+def failure(error: BaseException) -> str:
+    """A failed read in a few fixed words: the error's kind (and the OS's words for a failed
+    connection), never text the server sent, which status and Events would show to whoever reads the pool."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
+    return type(error).__name__
+
+
 @dataclass(frozen=True)
 class QueueSample:
     depth: int

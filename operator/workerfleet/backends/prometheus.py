@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import ssl
+from http import HTTPStatus
 
 import aiohttp
 
 from workerfleet.api.workerpool import PrometheusQueue
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
+from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, failure
 
 TIMEOUT_SECONDS = 5.0
 
@@ -20,11 +21,13 @@ TIMEOUT_SECONDS = 5.0
 def depth_from_response(body: object) -> int:
     """The single sample of an instant query's vector or scalar result, rounded up."""
     if not isinstance(body, dict) or body.get("status") != "success":
-        raise QueueUnreachableError(f"prometheus query failed: {body!r:.300}")
-    data = body["data"]
-    if data["resultType"] == "scalar":
+        raise QueueUnreachableError("prometheus query failed: the answer is not a successful query result")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise QueueUnreachableError("prometheus query failed: the answer is not a successful query result")
+    if data.get("resultType") == "scalar":
         value = data["result"][1]
-    elif data["resultType"] == "vector":
+    elif data.get("resultType") == "vector":
         samples = data["result"]
         if not samples:
             return 0
@@ -35,7 +38,7 @@ def depth_from_response(body: object) -> int:
         value = samples[0]["value"][1]
     else:
         raise QueueUnreachableError(
-            f"prometheus query returned a {data['resultType']}; use an instant vector"
+            "prometheus query returned neither a scalar nor a vector; use an instant vector"
         )
     number = float(value)
     if math.isnan(number) or number < 0:
@@ -62,9 +65,11 @@ class PrometheusDepth:
             async with self._session.get(
                 url, params={"query": self._queue.query}, headers=self._headers, ssl=self._ssl
             ) as response:
+                if response.status != HTTPStatus.OK:
+                    raise QueueUnreachableError(f"prometheus at {url}: HTTP {response.status}")
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise QueueUnreachableError(f"prometheus at {url}: {type(error).__name__}: {error}") from error
+            raise QueueUnreachableError(f"prometheus at {url}: {failure(error)}") from error
         return QueueSample(depth=depth_from_response(body))
 
     async def close(self) -> None:

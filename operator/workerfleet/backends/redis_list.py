@@ -12,7 +12,13 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from workerfleet.api.workerpool import RedisList
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, envelope_age_seconds
+from workerfleet.backends.base import (
+    Credentials,
+    QueueSample,
+    QueueUnreachableError,
+    envelope_age_seconds,
+    failure,
+)
 from workerfleet.backends.redis_common import connect, release
 
 
@@ -38,9 +44,7 @@ class RedisListDepth:
                     lengths: list[Any] = await pipeline.execute()
                 in_flight = sum(int(length) for length in lengths)
         except (redis_errors.RedisError, OSError) as error:
-            raise QueueUnreachableError(
-                f"redis list {self._key!r}: {type(error).__name__}: {error}"
-            ) from error
+            raise QueueUnreachableError(f"redis list {self._key!r}: {failure(error)}") from error
         return QueueSample(
             depth=int(waiting) + in_flight + int(delayed),
             oldest_age_seconds=envelope_age_seconds(oldest, datetime.now(UTC)),

@@ -19,7 +19,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from workerfleet.api.workerpool import RedisStream
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
+from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, failure
 from workerfleet.backends.redis_common import connect, release
 
 
@@ -51,11 +51,9 @@ class RedisStreamDepth:
         except redis_errors.ResponseError as error:
             if "no such key" in str(error).lower():
                 return QueueSample(depth=int(await self._delayed()))
-            raise QueueUnreachableError(f"redis stream {self._stream!r}: {error}") from error
+            raise QueueUnreachableError(f"redis stream {self._stream!r}: {failure(error)}") from error
         except (redis_errors.RedisError, OSError) as error:
-            raise QueueUnreachableError(
-                f"redis stream {self._stream!r}: {type(error).__name__}: {error}"
-            ) from error
+            raise QueueUnreachableError(f"redis stream {self._stream!r}: {failure(error)}") from error
 
     async def _delayed(self) -> int:
         return int(await self._redis.zcard(f"{self._stream}:delayed"))

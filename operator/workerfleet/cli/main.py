@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import socket
@@ -15,6 +16,7 @@ import kopf
 from workerfleet import __version__
 from workerfleet.cli import enqueue as enqueue_cli
 from workerfleet.kube.rate_limit import DEFAULT_BURST, DEFAULT_QPS
+from workerfleet.planners.permissions import DEFAULT_QUEUE_CREDENTIALS_ROLE, DelegableRule
 from workerfleet.planners.resync import DEFAULT_RESYNC_SECONDS
 from workerfleet.worker import cli as worker_cli
 
@@ -30,6 +32,17 @@ def _run(args: argparse.Namespace) -> int:
     from workerfleet.kube.client import configure  # noqa: PLC0415
 
     configure(qps=args.api_qps, burst=args.api_burst)
+    from workerfleet.handlers import tenancy  # noqa: PLC0415
+
+    tenancy.configure(
+        tenancy.Tenancy(
+            delegable=tuple(args.delegable_permissions),
+            queue_credentials_role=args.queue_credentials_role,
+            queue_addresses=tuple(args.allow_queue_address),
+            prometheus_addresses=tuple(args.allow_prometheus),
+            watch_namespaces=tuple(args.namespace),
+        )
+    )
 
     metrics_api = MetricsApiSettings(
         address=args.metrics_api_address,
@@ -106,6 +119,13 @@ def _positive_float(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return number
+
+
+def _delegable(value: str) -> list[DelegableRule]:
+    try:
+        return [DelegableRule.model_validate(rule) for rule in json.loads(value)]
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(f"a JSON list of RBAC rules: {error}") from error
 
 
 def _positive_int(value: str) -> int:
@@ -233,6 +253,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"reconcile every pool at least this often, reading every child (default "
         f"{DEFAULT_RESYNC_SECONDS:g}): a hand edit of a child is put back within one period",
+    )
+    run.add_argument(
+        "--delegable-permissions",
+        type=_delegable,
+        default=[],
+        metavar="JSON",
+        help="the RBAC rules (a JSON list) JobTypes may grant workers; a pool whose JobType asks for more "
+        "is refused (Ready=False, PermissionNotDelegable) before any Role is written (default: none)",
+    )
+    run.add_argument(
+        "--queue-credentials-role",
+        default=DEFAULT_QUEUE_CREDENTIALS_ROLE,
+        metavar="NAME",
+        help="the ClusterRole a namespace admin binds to let the operator read queue credentials there",
+    )
+    run.add_argument(
+        "--allow-queue-address",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a queue address pools may name (repeatable; *.domain allowed); default: any",
+    )
+    run.add_argument(
+        "--allow-prometheus",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a Prometheus base URL pools may name (repeatable); default: any",
     )
     run.set_defaults(handler=_run)
 

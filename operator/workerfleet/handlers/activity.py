@@ -26,6 +26,7 @@ import kopf
 
 from workerfleet.kube.client import Kube, kube
 from workerfleet.planners.peering import Reason, Verdict, decide_role, pods_to_unmark
+from workerfleet.planners.scope import serves_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,12 @@ async def follow_peering(settings: PeeringSettings, api: Kube, activity: Activit
             marked_at = time.monotonic()
         if active and not activity.is_active():
             try:
-                pools = await asyncio.to_thread(api.list_pools, settings.namespaces)
+                listed = await asyncio.to_thread(api.list_pools, settings.namespaces)
+                pools = [
+                    pool
+                    for pool in listed
+                    if serves_namespace(pool["metadata"]["namespace"], settings.namespaces)
+                ]
             except Exception:
                 logger.exception("listing the pools to catch up on failed; trying again")
             else:

@@ -29,8 +29,9 @@ from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
+from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.handlers.workerpool import pool_lock, post_event
-from workerfleet.kube.client import kube
+from workerfleet.kube.client import CredentialsNotGrantedError, kube
 from workerfleet.planners.children import restricted_spec
 from workerfleet.planners.scaling import (
     Pause,
@@ -46,6 +47,7 @@ from workerfleet.planners.scaling import (
     plan_polling_failure,
     plan_queue_status,
 )
+from workerfleet.planners.scope import refused_queue_address
 from workerfleet.planners.status import Event
 from workerfleet.planners.supervision import reading_lifetime_seconds
 
@@ -183,6 +185,21 @@ def _record(
     return plan.events
 
 
+def _refusal(queue: Queue) -> tuple[str, str] | None:
+    """Why the queue may not be contacted at all (before any Secret is read); None when it may."""
+    settings = tenancy()
+    refused = refused_queue_address(queue, settings.queue_addresses, settings.prometheus_addresses)
+    return None if refused is None else (ScalingReason.ADDRESS_NOT_ALLOWED, refused)
+
+
+def _grant_hint(namespace: str, error: CredentialsNotGrantedError) -> str:
+    return (
+        f"queue credentials: {error.args[0]}. A namespace admin grants it with a RoleBinding in {namespace}"
+        f" of ClusterRole {tenancy().queue_credentials_role} to the operator's ServiceAccount"
+        " (README: Security model)"
+    )
+
+
 async def _read(source: DepthSource) -> tuple[QueueSample | None, str | None]:
     try:
         return await asyncio.wait_for(source.read(), READ_TIMEOUT_SECONDS), None
@@ -311,17 +328,22 @@ class Pollers(PoolTasks):
                 if scaling is None:
                     return
                 unusable: str | None = None
+                refusal: tuple[str, str] | None = None
                 if source is None or spec.queue != source_queue:
                     if source is not None:
                         await source.close()
                         source = None
-                    try:
-                        credentials = await asyncio.to_thread(_credentials, namespace, spec.queue)
-                    except LookupError as error:  # a missing Secret: report it, try again next poll
-                        unusable = f"queue credentials: {error.args[0]}"
-                    else:
-                        source, source_queue = open_source(spec.queue, credentials), spec.queue
-                await _poll_once(body, spec, scaling, source, memory, unusable=unusable)
+                    refusal = _refusal(spec.queue)
+                    if refusal is None:
+                        try:
+                            credentials = await asyncio.to_thread(_credentials, namespace, spec.queue)
+                        except CredentialsNotGrantedError as error:  # reported; tried again next poll
+                            refusal = (ScalingReason.CREDENTIALS_NOT_GRANTED, _grant_hint(namespace, error))
+                        except LookupError as error:  # a missing Secret: report it, try again next poll
+                            unusable = f"queue credentials: {error.args[0]}"
+                        else:
+                            source, source_queue = open_source(spec.queue, credentials), spec.queue
+                await _poll_once(body, spec, scaling, source, memory, unusable=unusable, refusal=refusal)
                 self.succeeded(key)
                 await asyncio.sleep(scaling.polling_interval_seconds)
         finally:
@@ -337,7 +359,9 @@ async def _poll_once(
     memory: PollMemory,
     *,
     unusable: str | None,
+    refusal: tuple[str, str] | None = None,
 ) -> None:
+    """`unusable`: why there is no source to read; `refusal`: (reason, message) when none may be opened."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     sample, error = await _read(source) if source is not None else (None, unusable)
     QUEUE_POLLS.labels("read" if sample is not None else "failed").inc()
@@ -388,6 +412,7 @@ async def _poll_once(
         error,
         decision.replicas or spec.replicas,
         paused=pause is not None,
+        refusal=refusal,
     )
     if pause_problem is not None:
         judged = replace(
@@ -410,7 +435,7 @@ POLLERS = Pollers()
 ACTIVITY.listen(POLLERS.on_activity)
 
 
-@kopf.on.event(GROUP, VERSION, "workerpools")
+@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
 async def autoscaling_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
     route_pool_event(POLLERS, type, body)
 

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from workerfleet.api.base import GROUP, VERSION
 from workerfleet.handlers.activity import ACTIVITY, Pools
+from workerfleet.handlers.tenancy import served
 
 POOL_LABELS = ["namespace", "pool"]
 
@@ -143,7 +144,7 @@ def start_metrics_endpoint(memo: kopf.Memo, **_: Any) -> None:
         start_http_server(port, addr=memo.get("metrics_address", "0.0.0.0"))  # noqa: S104
 
 
-@kopf.on.event(GROUP, VERSION, "workerpools")
+@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
 def pool_status_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     if not ACTIVITY.is_active():

@@ -21,6 +21,7 @@ from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
+from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.handlers.workerpool import post_event, reconcile_by_name
 from workerfleet.kube.client import kube
 from workerfleet.planners.children import restricted_spec
@@ -31,6 +32,7 @@ from workerfleet.planners.rollout import (
     progress_deadline_passed,
     step_may_end,
 )
+from workerfleet.planners.scope import prometheus_allowed
 from workerfleet.planners.status import Event
 
 TICK_SECONDS = 1.0
@@ -69,6 +71,14 @@ class _Metrics:
     async def measure(self, analysis: Analysis, canary: str, stable: str, window_seconds: int) -> Measurement:
         if self.provider is None or self.settings != analysis:
             await self.close()
+            address = analysis.prometheus.address
+            if not prometheus_allowed(address, tenancy().prometheus_addresses):
+                return Measurement(
+                    None,
+                    None,
+                    error=f"Prometheus {address} is not in the operator's allowlist"
+                    " (chart value allowedAddresses.prometheus)",
+                )
             try:
                 credentials = await asyncio.to_thread(_credentials, self.namespace, analysis)
             except LookupError as error:  # a missing Secret counts as unreadable metrics
@@ -163,7 +173,7 @@ CLOCKS = RolloutClocks()
 ACTIVITY.listen(CLOCKS.on_activity)
 
 
-@kopf.on.event(GROUP, VERSION, "workerpools")
+@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
 async def rollout_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
     route_pool_event(CLOCKS, type, body)
 

@@ -25,6 +25,7 @@ from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.job_type_index import JobTypeIndex
 from workerfleet.handlers.resync import SCHEDULE, run_schedule
+from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.kube.client import Kube, NameConflictError, kube
 from workerfleet.kube.rest import ApiError, KindNotServedError
 from workerfleet.planners.children import (
@@ -40,6 +41,7 @@ from workerfleet.planners.children import (
     revision_of,
 )
 from workerfleet.planners.keda import KEDA_KINDS
+from workerfleet.planners.permissions import describe, not_delegable
 from workerfleet.planners.rollout import (
     ROLLOUT_ACTION_ANNOTATION,
     Measurement,
@@ -229,7 +231,13 @@ def _reconcile_locked(
     desired_stable = spec.replicas
     rollout_fields: dict[str, Any] | None = None
     rollout_events: list[Event] = []
-    if not missing and not invalid:
+    refused = [
+        describe(refusal)
+        for refusal in not_delegable(
+            {name: job_type.permissions for name, job_type in job_types.items()}, tenancy().delegable
+        )
+    ]
+    if not missing and not invalid and not refused:
         stable_live = api.get("apps/v1", "Deployment", namespace, name)
         canary_live = api.get("apps/v1", "Deployment", namespace, names(name)["canary"])
         workers, rollout = plan_workers(
@@ -246,7 +254,7 @@ def _reconcile_locked(
         apply_error, name_conflict = _apply_children(api, plan, namespace, metadata["uid"], verify=verify)
         if apply_error is not None or name_conflict is not None:
             rollout_fields, rollout_events = None, []  # not done, so not recorded: the next reconcile retries
-    # Children are left as they are while a JobType is missing: running workers keep running.
+    # Children are left as they are while a JobType is missing or refused: running workers keep running.
     observation = Observation(
         pool=name,
         generation=metadata.get("generation", 0),
@@ -255,6 +263,7 @@ def _reconcile_locked(
         deployment=api.get("apps/v1", "Deployment", namespace, name),
         missing_job_types=missing,
         invalid_job_types=invalid,
+        refused_permissions=refused,
         apply_error=apply_error,
         name_conflict=name_conflict,
         canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name)["canary"]),
@@ -348,7 +357,7 @@ def _remember(body: kopf.Body, type: str | None) -> None:
         kube().watched.remember(body)
 
 
-@kopf.on.event(GROUP, VERSION, "workerpools")
+@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
 def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     metadata = body.metadata
     _remember(body, type)
@@ -368,7 +377,7 @@ def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     reconcile(json.loads(json.dumps(dict(body))))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT})
+@kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT}, when=served)
 def deployment_changed(
     body: kopf.Body, type: str | None, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> None:
@@ -376,7 +385,7 @@ def deployment_changed(
     reconcile_by_name(namespace or "", labels[POOL_LABEL])
 
 
-@kopf.on.event(GROUP, VERSION, "jobtypes")
+@kopf.on.event(GROUP, VERSION, "jobtypes", when=served)
 def job_type_changed(body: kopf.Body, type: str | None, namespace: str | None, name: str, **_: Any) -> None:
     _remember(body, type)
     for pool in POOLS_BY_JOB_TYPE.pools_serving(namespace or "", name):

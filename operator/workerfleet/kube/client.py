@@ -349,21 +349,27 @@ class Kube:
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret, decoded; the caller keeps it in memory only.
 
-        A Secret the operator may not read is reported like a missing one: the chart lists the
-        Secrets it may read (rbac.queueCredentialSecrets).
+        A Secret the operator may not read raises CredentialsNotGrantedError: the chart names the
+        Secrets it may read (rbac.queueCredentialSecrets), or a namespace admin granted it there.
         """
         try:
             secret = self.read("v1", "Secret", namespace, name)
         except ApiError as error:
             if error.status != 403:
                 raise
-            raise LookupError(f"the operator may not read Secret {namespace}/{name}") from error
+            raise CredentialsNotGrantedError(
+                f"the operator may not read Secret {namespace}/{name}"
+            ) from error
         if secret is None:
             raise LookupError(f"Secret {namespace}/{name} not found")
         encoded = (secret.get("data") or {}).get(key)
         if encoded is None:
             raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(encoded).decode()
+
+
+class CredentialsNotGrantedError(LookupError):
+    """The operator may not read a Secret a pool names: nobody granted it in that namespace."""
 
 
 _kube: Kube | None = None

@@ -173,6 +173,8 @@ class ScalingReason:
 
     DEPTH_READ = "DepthRead"
     QUEUE_UNREACHABLE = "QueueUnreachable"
+    CREDENTIALS_NOT_GRANTED = "CredentialsNotGranted"
+    ADDRESS_NOT_ALLOWED = "AddressNotAllowed"
     SCALING_ON_DEPTH = "ScalingOnQueueDepth"
     PAUSED = "AutoscalingPaused"
     DEPTH_UNKNOWN = "DepthUnknown"
@@ -201,8 +203,12 @@ def judge_queue(
     replicas: int,
     *,
     paused: bool = False,
+    refusal: tuple[str, str] | None = None,
 ) -> QueueConditions:
-    if depth is None:
+    """`refusal`: (reason, message) when the queue was not even tried: an address or a Secret not allowed."""
+    if refusal is not None:
+        reachable = ("False", *refusal)
+    elif depth is None:
         reachable = ("False", ScalingReason.QUEUE_UNREACHABLE, f"{failures} failed reads in a row: {error}")
     else:
         reachable = ("True", ScalingReason.DEPTH_READ, f"{depth} jobs waiting")
@@ -276,9 +282,9 @@ def _flips(before: list[Condition], after: list[Condition]) -> list[Event]:
     if (
         new_reach is not None
         and new_reach.status == "False"
-        and (old_reach is None or old_reach.status != "False")
+        and (old_reach is None or (old_reach.status, old_reach.reason) != ("False", new_reach.reason))
     ):
-        events.append(Event("Warning", ScalingReason.QUEUE_UNREACHABLE, new_reach.message))
+        events.append(Event("Warning", new_reach.reason, new_reach.message))
     old_fallback = find_condition(before, WorkerPoolConditionType.FALLBACK)
     new_fallback = find_condition(after, WorkerPoolConditionType.FALLBACK)
     if new_fallback is not None and old_fallback is not None and new_fallback.status != old_fallback.status:

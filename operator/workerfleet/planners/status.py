@@ -30,6 +30,7 @@ class Reason:
 
     JOB_TYPE_NOT_FOUND = "JobTypeNotFound"
     JOB_TYPE_INVALID = "JobTypeInvalid"
+    PERMISSION_NOT_DELEGABLE = "PermissionNotDelegable"
     APPLY_FAILED = "ApplyFailed"
     NAME_CONFLICT = "NameConflict"
     WORKERS_READY = "WorkersReady"
@@ -58,6 +59,8 @@ class Observation:
     deployment: Mapping[str, Any] | None
     missing_job_types: Sequence[str] = ()
     invalid_job_types: Mapping[str, str] | None = None
+    refused_permissions: Sequence[str] = ()
+    """JobType rules beyond the delegable set, as `describe` words them: no Role is written."""
     apply_error: str | None = None
     name_conflict: str | None = None
     """Why a child could not be applied: its name is taken by an object the pool does not control."""
@@ -102,6 +105,13 @@ def _blocked(observation: Observation) -> list[ConditionUpdate] | None:
         )
         message = f"JobType spec not usable: {problems}"
         reason = Reason.JOB_TYPE_INVALID
+    elif observation.refused_permissions:
+        refused = "; ".join(observation.refused_permissions)
+        message = (
+            f"not delegable to workers (rbac.delegableWorkerPermissions): {refused}."
+            " Remove the rule from the JobType, or ask the cluster admin to make it delegable"
+        )
+        reason = Reason.PERMISSION_NOT_DELEGABLE
     elif observation.name_conflict is not None:
         message = observation.name_conflict
         reason = Reason.NAME_CONFLICT

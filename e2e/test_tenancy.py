@@ -1,0 +1,276 @@
+"""An ordinary namespace user gains nothing through the operator that they could not do themselves.
+
+The tenant is impersonated (`kubectl --as=tenant --as-group=team-a-developers`): bound to the built-in
+`edit` ClusterRole in their namespace only, plus the right to create WorkerPools and JobTypes there.
+After each attempt, `kubectl auth can-i --as=<the pool's ServiceAccount>` shows what was granted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.chart import RELEASE
+from e2e.cluster import Cluster
+from e2e.waiting import eventually
+
+TENANT = ("--as=tenant", "--as-group=team-a-developers")
+JOB_TYPE_USER = f"{RELEASE}-jobtype-user"
+QUEUE_CREDENTIALS_READER = f"{RELEASE}-queue-credentials"
+
+
+def _tenant(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply` as the tenant; the result, refused or not."""
+    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
+    return cluster.kubectl(*TENANT, "apply", "-n", namespace, "-f", "-", input_text=text, check=False)
+
+
+def _can(cluster: Cluster, namespace: str, pool: str, *request: str) -> bool:
+    """Whether the pool's ServiceAccount may make `request`, as the API server authorizes it."""
+    user = f"--as=system:serviceaccount:{namespace}:{pool}-worker"
+    result = cluster.kubectl("auth", "can-i", user, "-n", namespace, *request, check=False)
+    return result.stdout.strip() == "yes"
+
+
+def _condition(cluster: Cluster, namespace: str, pool: str, kind: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", "workerpool", pool, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    for condition in (json.loads(result.stdout).get("status") or {}).get("conditions") or []:
+        if condition["type"] == kind:
+            return dict(condition)
+    return None
+
+
+def _warnings(cluster: Cluster, namespace: str, pool: str) -> list[str]:
+    listed = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={pool}", "-o", "json"
+    )
+    return [
+        f"{event['reason']}: {event['message']}"
+        for event in json.loads(listed.stdout)["items"]
+        if event["type"] == "Warning"
+    ]
+
+
+def _job_type(name: str, permissions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "JobType",
+        "metadata": {"name": name},
+        "spec": {"lane": "fast", "timeoutSeconds": 30, "permissions": permissions},
+    }
+
+
+def _pool(
+    name: str, job_types: list[str], queue: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "jobTypes": job_types,
+            "replicas": 1,
+            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            "queue": queue or {"redis": {"address": "127.0.0.1:6379", "list": f"jobs:{name}"}},
+            **spec,
+        },
+    }
+
+
+def _bind(cluster: Cluster, namespace: str, name: str, cluster_role: str, *subject: str) -> None:
+    cluster.kubectl("create", "rolebinding", name, "-n", namespace, f"--clusterrole={cluster_role}", *subject)
+
+
+@pytest.fixture
+def team(crds: Cluster, namespace: str) -> str:
+    """The tenant's namespace: `edit` there, and create rights on WorkerPools and JobTypes."""
+    _bind(crds, namespace, "tenant-edit", "edit", "--group=team-a-developers")
+    crds.kubectl(
+        "create", "role", "workerfleet-author", "-n", namespace,
+        "--verb=get,list,watch,create,update,patch,delete", "--resource=workerpools,jobtypes",
+    )  # fmt: skip
+    crds.kubectl(
+        "create", "rolebinding", "workerfleet-author", "-n", namespace,
+        "--role=workerfleet-author", "--group=team-a-developers",
+    )  # fmt: skip
+    return namespace
+
+
+def test_a_pool_may_reference_only_job_types_its_author_may_use(operator_chart: Cluster, team: str) -> None:
+    cluster = operator_chart
+    # Given a JobType in the tenant's namespace (the platform team's, say)
+    assert _tenant(cluster, team, _job_type("platform-job", [])).returncode == 0
+
+    # When the tenant creates a pool that references it, without the right to use it
+    refused = _tenant(cluster, team, _pool("mine", ["platform-job"]))
+
+    # Then admission refuses it, naming the JobType and the ClusterRole that grants its use
+    assert refused.returncode != 0
+    assert "platform-job" in refused.stderr
+    assert JOB_TYPE_USER in refused.stderr
+    assert cluster.kubectl("get", "workerpool", "mine", "-n", team, check=False).returncode != 0
+
+    # When a namespace admin binds workerfleet-jobtype-user to the tenant
+    _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
+
+    # Then the same pool is admitted
+    admitted = _tenant(cluster, team, _pool("mine", ["platform-job"]))
+    assert admitted.returncode == 0, admitted.stderr
+
+
+def test_a_job_type_grants_workers_nothing_beyond_the_delegable_set(operator: Cluster, team: str) -> None:
+    cluster = operator
+    _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
+    # Given a JobType that asks for a queue-credential Secret the operator itself may read
+    thief = _job_type(
+        "thief",
+        [
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "verbs": ["get"],
+                "resourceNames": ["redis-credentials"],
+            }
+        ],
+    )
+    assert _tenant(cluster, team, thief).returncode == 0
+
+    # When the tenant's pool serves it
+    assert _tenant(cluster, team, _pool("sneaky", ["thief"])).returncode == 0
+
+    # Then the pool is not Ready, naming the refused rule, with a Warning Event saying so
+    ready = eventually(
+        lambda: (c := _condition(cluster, team, "sneaky", "Ready")) and c["status"] == "False" and c,
+        what="the pool to be judged",
+    )
+    assert ready["reason"] == "PermissionNotDelegable", ready
+    assert "JobType thief: get on secrets named redis-credentials" in ready["message"]
+    eventually(
+        lambda: any("PermissionNotDelegable" in event for event in _warnings(cluster, team, "sneaky")),
+        what="a Warning Event on the pool",
+    )
+    # And its ServiceAccount may read no Secret (no Role was written)
+    assert not _can(cluster, team, "sneaky", "get", "secret/redis-credentials")
+    assert cluster.kubectl("get", "role", "sneaky-worker", "-n", team, check=False).returncode != 0
+
+
+def test_queue_credentials_are_read_only_where_a_namespace_admin_granted_it(
+    operator: Cluster, team: str
+) -> None:
+    cluster = operator
+    _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
+    # Given the tenant's Secret (not one the chart names) and a pool whose queue authenticates with it
+    cluster.kubectl(
+        "create", "secret", "generic", "team-redis", "-n", team, "--from-literal=password=hunter2"
+    )
+    assert _tenant(cluster, team, _job_type("plain", [])).returncode == 0
+    queue = {
+        "redis": {
+            "address": "127.0.0.1:1",
+            "list": "jobs",
+            "auth": {"passwordSecretRef": {"name": "team-redis", "key": "password"}},
+        }
+    }
+    autoscaling = {
+        "autoscaling": {
+            "minReplicas": 0,
+            "maxReplicas": 2,
+            "targetDepthPerReplica": 5,
+            "pollingIntervalSeconds": 1,
+        }
+    }
+
+    # When the pool is created in a namespace that granted the operator nothing
+    assert _tenant(cluster, team, _pool("guarded", ["plain"], queue, **autoscaling)).returncode == 0
+
+    # Then the queue is not reachable for want of the grant, and the condition names the fix
+    reachable = eventually(
+        lambda: (
+            (c := _condition(cluster, team, "guarded", "QueueReachable")) and c["status"] == "False" and c
+        ),
+        what="the queue to be judged",
+    )
+    assert reachable["reason"] == "CredentialsNotGranted", reachable
+    assert QUEUE_CREDENTIALS_READER in reachable["message"]
+    eventually(
+        lambda: any("CredentialsNotGranted" in event for event in _warnings(cluster, team, "guarded")),
+        what="a Warning Event naming the grant",
+    )
+
+    # When the namespace's admin opts in by binding the chart's ClusterRole to the operator there
+    _bind(
+        cluster, team, "workerfleet-queue-credentials", QUEUE_CREDENTIALS_READER,
+        f"--serviceaccount=workerfleet-system:{RELEASE}",
+    )  # fmt: skip
+
+    # Then the Secret is read and the queue itself is what is judged (nothing listens at :1)
+    eventually(
+        lambda: (
+            (c := _condition(cluster, team, "guarded", "QueueReachable"))
+            and c["reason"] == "QueueUnreachable"
+        ),
+        what="the credentials to be read and the queue tried",
+    )
+
+
+def test_system_namespaces_are_not_served_unless_watched(operator: Cluster, namespace: str) -> None:
+    cluster = operator
+    # Given the same JobType and pool in kube-system and in an ordinary namespace
+    documents = (_job_type("system-job", []), _pool("system-pool", ["system-job"]))
+    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
+    try:
+        for target in ("kube-system", namespace):
+            cluster.kubectl("apply", "-n", target, "-f", "-", input_text=text)
+
+        # When the operator has judged the ordinary one
+        eventually(lambda: _condition(cluster, namespace, "system-pool", "Ready"), what="the pool judged")
+
+        # Then it left the one in kube-system alone: no status, no children
+        assert _condition(cluster, "kube-system", "system-pool", "Ready") is None
+        for kind in ("deployment", "serviceaccount/system-pool-worker"):
+            name = [] if "/" in kind else ["system-pool"]
+            assert cluster.kubectl("get", kind, *name, "-n", "kube-system", check=False).returncode != 0
+    finally:
+        cluster.kubectl("delete", "-n", "kube-system", "-f", "-", input_text=text, check=False)
+
+
+def test_a_queue_off_the_allowlist_is_never_contacted(operator: Cluster, team: str) -> None:
+    cluster = operator
+    _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
+    assert _tenant(cluster, team, _job_type("plain", [])).returncode == 0
+    # Given a pool whose queue is somewhere the chart does not allow, with a password to send there
+    queue = {
+        "redis": {
+            "address": "collector.example:6379",
+            "list": "jobs",
+            "auth": {"passwordSecretRef": {"name": "redis-credentials", "key": "password"}},
+        }
+    }
+    autoscaling = {
+        "autoscaling": {
+            "minReplicas": 0,
+            "maxReplicas": 2,
+            "targetDepthPerReplica": 5,
+            "pollingIntervalSeconds": 1,
+        }
+    }
+
+    # When the tenant creates it
+    assert _tenant(cluster, team, _pool("exfiltrate", ["plain"], queue, **autoscaling)).returncode == 0
+
+    # Then the queue is refused before any Secret is read, naming the address and the chart value
+    reachable = eventually(
+        lambda: (
+            (c := _condition(cluster, team, "exfiltrate", "QueueReachable")) and c["status"] == "False" and c
+        ),
+        what="the queue to be judged",
+    )
+    assert reachable["reason"] == "AddressNotAllowed", reachable
+    assert "collector.example:6379" in reachable["message"]
+    assert "allowedAddresses.queues" in reachable["message"]
