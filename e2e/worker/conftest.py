@@ -121,7 +121,8 @@ class WorkerProcess:
             return error.code, error.read().decode()
 
     def jobs_total(self) -> dict[str, float]:
-        """workerfleet_jobs_total by outcome, for this pool and revision."""
+        """workerfleet_jobs_total by outcome, for this pool and revision: the outcomes that happened
+        (every outcome's series is there from the start, at 0, so that a rate over it is never empty)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
         totals: dict[str, float] = {}
@@ -131,7 +132,7 @@ class WorkerProcess:
                     assert (sample.labels["pool"], sample.labels["revision"]) == (POOL, REVISION)
                     outcome = sample.labels["outcome"]
                     totals[outcome] = totals.get(outcome, 0) + sample.value
-        return totals
+        return {outcome: total for outcome, total in totals.items() if total}
 
 
 class Workers:
