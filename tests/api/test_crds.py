@@ -179,10 +179,9 @@ def _schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
     node = schema
     path = re.sub(r"\[\?\(@\.\w+==\"[^\"]*\"\)\]", "[]", json_path)
     for name in path.lstrip(".").split("."):
+        node = node["properties"][name.removesuffix("[]")]
         if name.endswith("[]"):
-            node = node["properties"][name[:-2]]["items"]
-        else:
-            node = node["properties"][name]
+            node = node["items"]
     return node
 
 
