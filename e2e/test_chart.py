@@ -139,12 +139,14 @@ def test_the_operator_identity_holds_what_it_needs_and_nothing_more(
         ("create", "customresourcedefinitions"),
         ("delete", "workerpools", "-n", ns),
         ("get", "workerpools", "--subresource=status", "-n", ns),  # it reads pools, writes their status
+        ("patch", "jobtypes", "-n", ns),  # a JobType's spec is its owner's: the operator writes its status
     ]:
         assert not _operator_can(operator_chart, *request), request
     # And it holds what the reconciler uses
     for request in [
         ("patch", "deployments", "-n", ns),
         ("patch", "workerpools", "--subresource=status", "-n", ns),
+        ("patch", "jobtypes", "--subresource=status", "-n", ns),
         ("create", "roles", "-n", ns),
         ("list", "customresourcedefinitions"),
         ("create", "subjectaccessreviews"),

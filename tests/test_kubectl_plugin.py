@@ -70,7 +70,7 @@ def test_progress_bar(weight: int, filled: int) -> None:
 
 
 def test_status_shows_revisions_weights_step_and_last_analysis() -> None:
-    view = render_status(pool())
+    view = render_status(pool(), NOW)
     assert "media/thumbs: Progressing" in view
     assert "stable  aaa          5 replicas" in view
     assert "canary  bbb          5 replicas" in view
@@ -170,3 +170,104 @@ def test_watch_prints_each_change_once_until_interrupted() -> None:
     assert len(printed) == 2
     assert "Progressing" in printed[0]
     assert "Degraded" in printed[1]
+
+
+NOW = datetime(2026, 1, 1, 0, 10, 0, tzinfo=UTC)
+
+
+def paused_pool(pause_seconds: int | None, started: str | None = "2026-01-01T00:05:00Z") -> dict[str, Any]:
+    body = pool()
+    step: dict[str, Any] = {"weight": 50}
+    if pause_seconds is not None:
+        step["pauseSeconds"] = pause_seconds
+    body["spec"]["rollout"]["canary"] = {
+        "steps": [{"weight": 10}, step, {"weight": 100}],
+        "analysis": {
+            "prometheus": {"address": "http://127.0.0.1:9090"},
+            "maxErrorRate": 0.02,
+            "maxIncreaseOverStable": 0.01,
+            "minSamples": 100,
+        },
+    }
+    if started is not None:
+        body["status"]["rollout"]["stepStartedAt"] = started
+    return body
+
+
+@pytest.mark.parametrize(
+    ("pause_seconds", "started", "expected"),
+    [
+        (600, "2026-01-01T00:05:00Z", "pause 5m00s left"),
+        (330, "2026-01-01T00:05:00Z", "pause 30s left"),
+        (60, "2026-01-01T00:05:00Z", "pause over, next step due"),
+        (None, "2026-01-01T00:05:00Z", "held until promoted"),
+        (600, None, "waiting for the canary workers to be ready"),
+    ],
+)
+def test_the_progress_line_shows_time_left_in_the_pause(
+    pause_seconds: int | None, started: str | None, expected: str
+) -> None:
+    view = render_status(paused_pool(pause_seconds, started), NOW)
+    [line] = [line for line in view.splitlines() if line.startswith("  step    ")]
+    assert "step    2 of 3" in line
+    assert "50% canary" in line
+    assert expected in line
+
+
+def test_the_analysis_is_shown_against_its_thresholds() -> None:
+    view = render_status(paused_pool(600), NOW)
+    assert "canary 1.2% of 150 jobs, stable 1.0% of 160 jobs" in view
+    assert (
+        "thresholds: canary at most 2.0%, at most 1.0 points over stable, 100 jobs before a verdict" in view
+    )
+
+
+def test_the_pool_degraded_condition_exits_non_zero_even_without_a_rollout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = pool("Healthy")
+    body["status"]["conditions"] = [
+        {
+            "type": "Degraded",
+            "status": "True",
+            "reason": "JobTypeInvalid",
+            "message": "JobType spec not usable",
+        }
+    ]
+    assert run(["status", "thumbs"], FakeKube(body)) == 1
+    assert "Degraded: JobTypeInvalid: JobType spec not usable" in capsys.readouterr().out
+
+
+def _watch(terminal: bool) -> list[str]:
+    views = [paused_pool(600), paused_pool(600), paused_pool(600)]
+    views[2]["status"]["rollout"]["step"] = 3
+    fake = FakeKube(views[0])
+    written: list[str] = []
+    naps = 0
+
+    def sleep(_: float) -> None:
+        nonlocal naps
+        naps += 1
+        if naps == len(views):
+            raise KeyboardInterrupt
+        fake.stored = views[naps]
+
+    args = build_parser().parse_args(["-n", "media", "status", "thumbs", "--watch"])
+    with pytest.raises(KeyboardInterrupt):
+        show_status(args, cast(Kube, fake), written.append, sleep, terminal=terminal, now=lambda: NOW)
+    return written
+
+
+def test_watch_redraws_in_place_on_a_terminal() -> None:
+    written = _watch(terminal=True)
+    assert len(written) == 3  # every tick, so the pause counts down
+    lines = written[0].count("\n") + 1
+    assert not written[0].startswith("\x1b[")
+    assert all(view.startswith(f"\x1b[{lines}F\x1b[J") for view in written[1:])
+
+
+def test_watch_prints_plain_lines_when_piped() -> None:
+    written = _watch(terminal=False)
+    assert len(written) == 2  # only when the pool changed
+    assert not any("\x1b" in view for view in written)
+    assert "step    3 of 3" in written[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +175,13 @@ def test_defaults_are_valid_under_their_own_schema(kind: Kind) -> None:
 
 
 def _schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
+    """The schema of the field a JSONPath names; a filter (`[?(@.type=="Ready")]`) selects list items."""
     node = schema
-    for name in json_path.lstrip(".").split("."):
-        node = node["properties"][name]
+    path = re.sub(r"\[\?\(@\.\w+==\"[^\"]*\"\)\]", "[]", json_path)
+    for name in path.lstrip(".").split("."):
+        node = node["properties"][name.removesuffix("[]")]
+        if name.endswith("[]"):
+            node = node["items"]
     return node
 
 
@@ -207,7 +212,7 @@ def test_worker_pool_columns_show_rollout_and_queue() -> None:
 
 def test_job_type_columns_and_selectable_lane() -> None:
     names = [column.name for column in JOB_TYPE.printer_columns if column.priority == 0]
-    assert names == ["Lane", "Timeout", "Max Attempts", "Age"]
+    assert names == ["Lane", "Timeout", "Max Attempts", "Accepted", "Age"]
     version = custom_resource_definition(JOB_TYPE)["spec"]["versions"][0]
     assert version["selectableFields"] == [{"jsonPath": ".spec.lane"}]
     assert _schema_at(openapi_schema(JOB_TYPE), ".spec.lane")["type"] == "string"

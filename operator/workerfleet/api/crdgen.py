@@ -113,6 +113,12 @@ JOB_TYPE = Kind(
         PrinterColumn("Lane", "string", ".spec.lane", "fast, normal or heavy."),
         PrinterColumn("Timeout", "integer", ".spec.timeoutSeconds", "Seconds one attempt may run."),
         PrinterColumn("Max Attempts", "integer", ".spec.retry.maxAttempts", "Attempts before giving up."),
+        PrinterColumn(
+            "Accepted",
+            "string",
+            '.status.conditions[?(@.type=="Accepted")].status',
+            "False when the job type cannot be served as written (see its Accepted condition).",
+        ),
         AGE,
         PrinterColumn("Deadline", "integer", ".spec.deadlineSeconds", "Seconds before a job expires.", 1),
         PrinterColumn("Dead Letter", "string", ".spec.deadLetter.queue", "Queue of failed jobs.", 1),

@@ -1,6 +1,7 @@
 """`kubectl workerfleet`: watch and steer a WorkerPool's canary rollout.
 
-    kubectl workerfleet status NAME [--watch]   revisions, weights, step, last analysis, progress
+    kubectl workerfleet status NAME [--watch]   revisions, step i of n, weight, time left in the pause,
+                                                last analysis against its thresholds
     kubectl workerfleet promote NAME [--full]   end the current step now (--full: make the canary stable)
     kubectl workerfleet abort NAME              scale the canary to zero; the pool becomes Degraded
     kubectl workerfleet retry NAME              start a rolled-back or aborted rollout again from step 1
@@ -10,7 +11,8 @@ promote, abort and retry set the annotation workerfleet.dev/rollout-action to
 `<action>/<revision>/<token>`, naming the canary revision running when asked: the operator acts on
 each token once, and only on the rollout of that revision (a stale action is dropped with an Event,
 never carried over to the next canary). They exit 3 when no rollout they could act on runs.
-`status` exits 1 when the pool is Degraded.
+`status` exits 1 when the pool is Degraded. `--watch` redraws in place on a terminal and prints the
+view again, as plain lines, each time the pool changes when the output is piped.
 """
 
 from __future__ import annotations
@@ -44,12 +46,58 @@ def _rate(value: object) -> str:
     return f"{float(value) * 100:.1f}%" if isinstance(value, int | float) else "-"
 
 
-def render_status(pool: Mapping[str, Any]) -> str:
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
+def pause_left(step: Mapping[str, Any], rollout: Mapping[str, Any], now: datetime) -> str:
+    """Where the current step's pause stands: its clock starts when the canary workers are ready."""
+    if rollout.get("phase") not in RUNNING_PHASES:
+        return ""
+    if step.get("pauseSeconds") is None:
+        return "held until promoted"
+    started = _timestamp(rollout.get("stepStartedAt"))
+    if started is None:
+        return "waiting for the canary workers to be ready"
+    left = (started - now).total_seconds() + int(step["pauseSeconds"])
+    return f"pause {_duration(left)} left" if left > 0 else "pause over, next step due"
+
+
+def _thresholds(analysis: Mapping[str, Any]) -> str:
+    parts = []
+    if analysis.get("maxErrorRate") is not None:
+        parts.append(f"canary at most {_rate(analysis['maxErrorRate'])}")
+    if analysis.get("maxIncreaseOverStable") is not None:
+        parts.append(f"at most {float(analysis['maxIncreaseOverStable']) * 100:.1f} points over stable")
+    parts.append(f"{analysis.get('minSamples', 100)} jobs before a verdict")
+    return "thresholds: " + ", ".join(parts)
+
+
+def degraded(pool: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pool's Degraded condition when it holds (a rolled-back canary, a JobType it cannot serve)."""
+    for condition in (pool.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def render_status(pool: Mapping[str, Any], now: datetime) -> str:
     """A readable view of a pool's rollout, from the pool as stored."""
     metadata, spec = pool["metadata"], pool.get("spec") or {}
     status = pool.get("status") or {}
     rollout = status.get("rollout") or {}
-    steps = (((spec.get("rollout") or {}).get("canary") or {}).get("steps")) or []
+    canary = (spec.get("rollout") or {}).get("canary") or {}
+    steps = canary.get("steps") or []
     phase = rollout.get("phase", "Unknown")
     total = status.get("replicas", 0)
     canary_replicas = status.get("canaryReplicas", 0)
@@ -59,9 +107,12 @@ def render_status(pool: Mapping[str, Any]) -> str:
         f"  stable  {status.get('stableRevision', '-'):<12} {total - canary_replicas} replicas",
     ]
     if status.get("canaryRevision"):
+        step = rollout.get("step", 0)
+        left = pause_left(steps[step - 1], rollout, now) if 0 < step <= len(steps) else ""
         lines.append(f"  canary  {status['canaryRevision']:<12} {canary_replicas} replicas")
         lines.append(
-            f"  step    {rollout.get('step', 0)} of {len(steps)}  {progress_bar(rollout.get('weight', 0))}"
+            f"  step    {step} of {len(steps)}  {progress_bar(rollout.get('weight', 0))}"
+            + (f"  {left}" if left else "")
         )
         if rollout.get("failedAnalyses"):
             lines.append(f"  failed analyses: {rollout['failedAnalyses']}")
@@ -74,6 +125,11 @@ def render_status(pool: Mapping[str, Any]) -> str:
             f" (canary {_rate(last.get('canaryErrorRate'))} of {last.get('canarySamples', 0)} jobs,"
             f" stable {_rate(last.get('stableErrorRate'))} of {last.get('stableSamples', 0)} jobs)"
         )
+        if canary.get("analysis"):
+            lines.append(f"  {_thresholds(canary['analysis'])}")
+    condition = degraded(pool)
+    if condition is not None:
+        lines.append(f"  Degraded: {condition.get('reason', '')}: {condition.get('message', '')}")
     return "\n".join(lines)
 
 
@@ -100,20 +156,26 @@ def show_status(
     api: Kube,
     write: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    terminal: bool = False,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> int:
-    shown = None
+    """Print the pool's view; with --watch, redraw it in place every tick on a terminal (the pause
+    counts down), or print it again only when the pool changed when the output is piped."""
+    shown: Mapping[str, Any] | None = None
+    drawn = 0
     while True:
         pool = _get(api, args.namespace, args.name)
         if pool is None:
             write(f"WorkerPool {args.namespace}/{args.name} not found")
             return EXIT_NOT_FOUND
-        view = render_status(pool)
-        if view != shown:
-            write(view)
-            shown = view
+        if terminal or pool != shown:
+            view = render_status(pool, now())
+            write((f"\x1b[{drawn}F\x1b[J" if terminal and drawn else "") + view)
+            shown, drawn = pool, view.count("\n") + 1
         if not args.watch:
             phase = ((pool.get("status") or {}).get("rollout") or {}).get("phase")
-            return EXIT_DEGRADED if phase == "Degraded" else 0
+            return EXIT_DEGRADED if phase == "Degraded" or degraded(pool) is not None else 0
         sleep(WATCH_INTERVAL_SECONDS)
 
 
@@ -172,7 +234,7 @@ def main(argv: Sequence[str] | None = None, api: Kube | None = None) -> int:
     api = api or Kube()
     try:
         if args.command == "status":
-            return show_status(args, api, print)
+            return show_status(args, api, print, terminal=sys.stdout.isatty())
         return _act(args, api, print)
     except KeyboardInterrupt:
         return 0

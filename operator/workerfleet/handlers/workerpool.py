@@ -40,6 +40,7 @@ from workerfleet.planners.children import (
     restricted_spec,
     revision_of,
 )
+from workerfleet.planners.job_type import input_schema_problem, plan_job_type_status
 from workerfleet.planners.keda import KEDA_KINDS
 from workerfleet.planners.permissions import describe, not_delegable
 from workerfleet.planners.rollout import (
@@ -223,9 +224,15 @@ def _reconcile_locked(
             missing.append(job_type)
             continue
         try:
-            job_types[job_type] = JobTypeSpec.model_validate(body["spec"])
+            job_type_spec = JobTypeSpec.model_validate(body["spec"])
         except ValidationError as error:
             invalid[job_type] = str(error.errors()[0]["msg"])
+            continue
+        problem = input_schema_problem(job_type_spec)
+        if problem is not None:
+            invalid[job_type] = problem
+            continue
+        job_types[job_type] = job_type_spec
     apply_error, name_conflict = None, None
     stable_revision = current.get("stableRevision") or revision_of(spec.template.to_dict())
     desired_stable = spec.replicas
@@ -254,7 +261,8 @@ def _reconcile_locked(
         apply_error, name_conflict = _apply_children(api, plan, namespace, metadata["uid"], verify=verify)
         if apply_error is not None or name_conflict is not None:
             rollout_fields, rollout_events = None, []  # not done, so not recorded: the next reconcile retries
-    # Children are left as they are while a JobType is missing or refused: running workers keep running.
+    # Children are left as they are while a JobType is missing, invalid or refused: running workers keep
+    # running.
     observation = Observation(
         pool=name,
         generation=metadata.get("generation", 0),
@@ -385,8 +393,30 @@ def deployment_changed(
     reconcile_by_name(namespace or "", labels[POOL_LABEL])
 
 
+def judge_job_type(body: Mapping[str, Any]) -> None:
+    """Write the JobType's Accepted condition when it changed, with an Event when it turns False."""
+    if not ACTIVITY.is_active() or body["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        spec = JobTypeSpec.model_validate(body["spec"])
+    except ValidationError:
+        return  # admitted under older CRD rules: the pools that serve it report what is wrong
+    problem = input_schema_problem(spec)
+    metadata = body["metadata"]
+    current = body.get("status") or {}
+    status, events, changed = plan_job_type_status(
+        metadata.get("generation", 0), problem, current, datetime.now(UTC)
+    )
+    if changed:
+        kube().patch_job_type_status(metadata["namespace"], metadata["name"], merge_patch(current, status))
+    for event in events:
+        post_event(dict(body), event)
+
+
 @kopf.on.event(GROUP, VERSION, "jobtypes", when=served)
 def job_type_changed(body: kopf.Body, type: str | None, namespace: str | None, name: str, **_: Any) -> None:
     _remember(body, type)
+    if type != "DELETED":
+        judge_job_type(json.loads(json.dumps(dict(body))))
     for pool in POOLS_BY_JOB_TYPE.pools_serving(namespace or "", name):
         reconcile_by_name(namespace or "", pool)

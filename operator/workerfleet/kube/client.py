@@ -262,6 +262,17 @@ class Kube:
         self._count_write()
         self.watched.remember(patched)
 
+    def patch_job_type_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        patched = self._send(
+            "patch",
+            "PATCH",
+            self._rest.path(API_VERSION, "JobType", namespace, name, "status"),
+            body={"status": dict(status)},
+            content_type=MERGE_PATCH,
+        )
+        self._count_write()
+        self.watched.remember(patched)
+
     def may_get_external_metric(self, user: str, groups: list[str], namespace: str, metric: str) -> bool:
         """Whether `user` may read an external metric in `namespace` (a SubjectAccessReview)."""
         review = {

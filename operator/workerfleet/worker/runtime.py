@@ -24,6 +24,7 @@ from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
 from workerfleet.api.jobtype import FailureClass, JobTypeSpec
+from workerfleet.planners.job_type import input_schema_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
     CompletedKey,
@@ -129,14 +130,11 @@ def build_validators(policies: Mapping[str, JobTypeSpec]) -> dict[str, Validator
     for name, spec in policies.items():
         if spec.input is None:
             continue
+        problem = input_schema_problem(spec)
+        if problem is not None:
+            raise ConfigurationError(f"job type {name!r}: {problem}")
         schema = spec.input.payload_schema
         validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        try:
-            validator_class.check_schema(schema)
-        except jsonschema.SchemaError as error:
-            raise ConfigurationError(
-                f"job type {name!r}: input.schema is not a valid JSON Schema: {error.message}"
-            ) from None
         validators[name] = validator_class(schema)
     return validators
 
