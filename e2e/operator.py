@@ -179,7 +179,6 @@ class OperatorProcess:
                     "--metrics-api-address=127.0.0.1",
                     f"--metrics-port={self.metrics_port}",
                     "--metrics-address=127.0.0.1",
-                    *self.extra_args,
                 ],
                 env=environment,
                 stdin=subprocess.DEVNULL,

@@ -128,13 +128,14 @@ def test_a_failed_reconcile_is_retried_without_anyone_editing_the_pool(
 
 @pytest.fixture
 def fast_resync_operator(operator_process: OperatorProcess) -> Iterator[OperatorProcess]:
-    """The suite's operator, restarted with a resync period of a few seconds; restored afterwards."""
+    """The suite's operator (with the chart's flags), restarted with a resync period of a few seconds;
+    restored afterwards."""
     operator_process.stop()
     process = OperatorProcess(
         operator_process.cluster,
         operator_process.log,
         operator_process.kubeconfig,
-        extra_args=[f"--resync-period={RESYNC_SECONDS}"],
+        extra_args=[*operator_process.extra_args, f"--resync-period={RESYNC_SECONDS}"],
     )
     try:
         process.start()
