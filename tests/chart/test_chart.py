@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography import x509
 
 from e2e.toolchain import KUBERNETES_VERSION, binaries
 from workerfleet.api.crdgen import render_all
@@ -481,3 +483,51 @@ def test_metrics_api_routes_to_the_active_replica_only() -> None:
     args = _one(keda, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--label-active-pod" not in args
     assert not [arg for arg in args if arg.startswith("--active-pod-selector")]
+
+
+def _certificate(pem_base64: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(pem_base64))
+
+
+def test_the_metrics_api_verifies_tls_by_default_with_a_generated_ca() -> None:
+    documents = _render([])
+    api_service = _one(documents, "APIService")
+    # Given defaults, the APIService verifies the operator's certificate against a CA the chart made
+    assert "insecureSkipTLSVerify" not in api_service["spec"]
+    ca = _certificate(api_service["spec"]["caBundle"])
+    [secret] = [
+        d
+        for d in documents
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "wf-workerfleet-metrics-api-tls"
+    ]
+    assert secret["type"] == "kubernetes.io/tls"
+    serving = _certificate(secret["data"]["tls.crt"])
+    assert serving.issuer == ca.subject
+    serving.verify_directly_issued_by(ca)
+    names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "wf-workerfleet-metrics-api.workerfleet-system.svc" in names.get_values_for_type(x509.DNSName)
+    # and the operator serves that certificate, from the mounted Secret
+    deployment = _one(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--metrics-api-cert=/etc/workerfleet/metrics-api/tls.crt" in args
+    assert "--metrics-api-key=/etc/workerfleet/metrics-api/tls.key" in args
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["metrics-api-certificate"]["secret"]["secretName"] == "wf-workerfleet-metrics-api-tls"
+
+
+def test_a_given_certificate_secret_is_served_with_its_ca_and_none_is_generated() -> None:
+    documents = _render(VALUE_SETS["every-toggle-on"])
+    api_service = _one(documents, "APIService")
+    assert "insecureSkipTLSVerify" not in api_service["spec"]
+    assert api_service["spec"]["caBundle"] == "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+    assert not [d for d in documents if d["kind"] == "Secret"]
+    pod = _one(documents, "Deployment")["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["metrics-api-certificate"]["secret"]["secretName"] == "workerfleet-metrics-api-tls"
+
+
+def test_a_certificate_secret_without_its_ca_is_refused_at_install() -> None:
+    result = _helm("template", "wf", str(CHART), "--set", "metricsApi.certificateSecret=mine")
+    assert result.returncode != 0
+    assert "metricsApi.caBundle" in result.stderr

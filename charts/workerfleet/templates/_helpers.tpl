@@ -48,3 +48,8 @@ app.kubernetes.io/component: operator
 {{- define "workerfleet.metricsApiService" -}}
 {{- printf "%s-metrics-api" (include "workerfleet.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* The Secret holding the metrics API's serving certificate: the given one, or the one the chart makes. */}}
+{{- define "workerfleet.metricsApiCertificateSecret" -}}
+{{- .Values.metricsApi.certificateSecret | default (printf "%s-tls" (include "workerfleet.metricsApiService" .)) -}}
+{{- end -}}

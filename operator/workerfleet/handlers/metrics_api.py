@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from workerfleet.adapter.certificates import write_self_signed
+from workerfleet.adapter.certificates import ReloadingCertificate, watch, write_self_signed
 from workerfleet.adapter.readings import Readings
 from workerfleet.adapter.server import FrontProxyTrust, build_app, kube_authorizer, serve, server_tls
 from workerfleet.handlers.activity import ACTIVITY
@@ -39,6 +39,7 @@ async def start_metrics_api(memo: kopf.Memo, **_: Any) -> None:
     client = kube()
     client_ca, allowed_names = await asyncio.to_thread(client.front_proxy_trust)
     trust = FrontProxyTrust(client_ca_pem=client_ca, allowed_names=frozenset(allowed_names))
+    given = bool(settings.cert_file and settings.key_file)
     if settings.cert_file and settings.key_file:
         cert_file, key_file = settings.cert_file, settings.key_file
     else:
@@ -46,14 +47,21 @@ async def start_metrics_api(memo: kopf.Memo, **_: Any) -> None:
         names = [*settings.service_names, "localhost"]
         cert, key = write_self_signed(directory, names, ["127.0.0.1"])
         cert_file, key_file = str(cert), str(key)
+    tls = server_tls(cert_file, key_file, trust)
     app = build_app(READINGS, trust, kube_authorizer(client), ready=ACTIVITY.is_active)
-    memo["metrics_api_runner"] = await serve(
-        app, settings.address, settings.port, server_tls(cert_file, key_file, trust)
-    )
+    memo["metrics_api_runner"] = await serve(app, settings.address, settings.port, tls)
+    if given:
+        # A renewed Secret reaches the mounted files: serve it without a restart.
+        memo["metrics_api_certificate_watch"] = asyncio.create_task(
+            watch(ReloadingCertificate(tls, cert_file, key_file))
+        )
 
 
 @kopf.on.cleanup()
 async def stop_metrics_api(memo: kopf.Memo, **_: Any) -> None:
+    watcher = memo.get("metrics_api_certificate_watch")
+    if watcher is not None:
+        watcher.cancel()
     runner = memo.get("metrics_api_runner")
     if runner is not None:
         await runner.cleanup()
