@@ -531,3 +531,55 @@ def test_a_certificate_secret_without_its_ca_is_refused_at_install() -> None:
     result = _helm("template", "wf", str(CHART), "--set", "metricsApi.certificateSecret=mine")
     assert result.returncode != 0
     assert "metricsApi.caBundle" in result.stderr
+
+
+def _container_of(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_the_operator_metrics_are_bound_to_loopback_by_default() -> None:
+    documents = _render([])
+    container = _container_of(documents)
+    assert "--metrics-address=127.0.0.1" in container["args"]
+    assert "metrics" not in {port["name"] for port in container["ports"]}
+    assert not [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")]
+    policy = _one(documents, "NetworkPolicy")
+    assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [[{"port": "metrics-api"}]]
+
+
+PROMETHEUS_NAMESPACE = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def test_exposed_metrics_admit_only_the_named_scrapers() -> None:
+    documents = _render(
+        [
+            "--set",
+            "metrics.address=0.0.0.0",
+            "--set-json",
+            f"networkPolicy.metricsFrom={json.dumps(PROMETHEUS_NAMESPACE)}",
+        ]
+    )
+    assert "--metrics-address=0.0.0.0" in _container_of(documents)["args"]
+    assert [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")]
+    [rule] = [
+        rule
+        for rule in _one(documents, "NetworkPolicy")["spec"]["ingress"]
+        if rule["ports"] == [{"port": "metrics"}]
+    ]
+    assert rule["from"] == PROMETHEUS_NAMESPACE
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        # a ServiceMonitor cannot scrape a loopback address
+        (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.address"),
+        # exposed to the pod network: say who may scrape
+        (["--set", "metrics.address=0.0.0.0"], "networkPolicy.metricsFrom"),
+    ],
+)
+def test_metrics_exposed_by_mistake_are_refused_at_install(values: list[str], named: str) -> None:
+    result = _helm("template", "wf", str(CHART), *values)
+    assert result.returncode != 0
+    assert named in result.stderr

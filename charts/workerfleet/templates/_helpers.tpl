@@ -53,3 +53,8 @@ app.kubernetes.io/component: operator
 {{- define "workerfleet.metricsApiCertificateSecret" -}}
 {{- .Values.metricsApi.certificateSecret | default (printf "%s-tls" (include "workerfleet.metricsApiService" .)) -}}
 {{- end -}}
+
+{{/* Whether the operator's /metrics listens beyond the pod's loopback, for Prometheus to scrape. */}}
+{{- define "workerfleet.metricsExposed" -}}
+{{- if not (has .Values.metrics.address (list "127.0.0.1" "::1" "localhost")) -}}true{{- end -}}
+{{- end -}}
