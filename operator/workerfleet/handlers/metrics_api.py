@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,22 @@ import kopf
 
 from workerfleet.adapter.certificates import ReloadingCertificate, watch, write_self_signed
 from workerfleet.adapter.readings import Readings
-from workerfleet.adapter.server import FrontProxyTrust, build_app, kube_authorizer, serve, server_tls
+from workerfleet.adapter.server import (
+    FrontProxy,
+    FrontProxyTrust,
+    build_app,
+    kube_authorizer,
+    serve,
+    server_tls,
+)
 from workerfleet.handlers.activity import ACTIVITY
 from workerfleet.kube.client import kube
+from workerfleet.kube.rest import ApiError
 
+logger = logging.getLogger(__name__)
+
+FRONT_PROXY_CHECK_SECONDS = 60.0
+"""How often the aggregator's client CA is read again: a rotated front-proxy CA is trusted within this."""
 READINGS = Readings()
 """Queue depths the pollers record and the metrics API serves; one per operator process."""
 
@@ -48,20 +61,35 @@ async def start_metrics_api(memo: kopf.Memo, **_: Any) -> None:
         cert, key = write_self_signed(directory, names, ["127.0.0.1"])
         cert_file, key_file = str(cert), str(key)
     tls = server_tls(cert_file, key_file, trust)
-    app = build_app(READINGS, trust, kube_authorizer(client), ready=ACTIVITY.is_active)
+    front_proxy = FrontProxy(trust, tls)
+    app = build_app(READINGS, front_proxy, kube_authorizer(client), ready=ACTIVITY.is_active)
     memo["metrics_api_runner"] = await serve(app, settings.address, settings.port, tls)
+    tasks = [asyncio.create_task(_follow_front_proxy(front_proxy))]
     if given:
         # A renewed Secret reaches the mounted files: serve it without a restart.
-        memo["metrics_api_certificate_watch"] = asyncio.create_task(
-            watch(ReloadingCertificate(tls, cert_file, key_file))
-        )
+        tasks.append(asyncio.create_task(watch(ReloadingCertificate(tls, cert_file, key_file))))
+    memo["metrics_api_watches"] = tasks
+
+
+async def _follow_front_proxy(front_proxy: FrontProxy) -> None:
+    """Read the aggregator's client CA and names again every minute, until cancelled."""
+    while True:
+        await asyncio.sleep(FRONT_PROXY_CHECK_SECONDS)
+        try:
+            client_ca, allowed_names = await asyncio.to_thread(kube().front_proxy_trust)
+        except (LookupError, KeyError, OSError, ApiError) as error:
+            logger.warning("front-proxy trust not read again (%s); keeping the one in use", error)
+            continue
+        if front_proxy.update(
+            FrontProxyTrust(client_ca_pem=client_ca, allowed_names=frozenset(allowed_names))
+        ):
+            logger.info("front-proxy trust updated from kube-system/extension-apiserver-authentication")
 
 
 @kopf.on.cleanup()
 async def stop_metrics_api(memo: kopf.Memo, **_: Any) -> None:
-    watcher = memo.get("metrics_api_certificate_watch")
-    if watcher is not None:
-        watcher.cancel()
+    for task in memo.get("metrics_api_watches", []):
+        task.cancel()
     runner = memo.get("metrics_api_runner")
     if runner is not None:
         await runner.cleanup()
