@@ -10,7 +10,11 @@ import ssl
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from e2e.chart import CHART, helm
 from e2e.cluster import Cluster
 from e2e.operator import (
     METRICS_API_PORT,
@@ -23,6 +27,18 @@ from e2e.pki import Pair
 from e2e.waiting import eventually
 
 DISCOVERY = "/apis/external.metrics.k8s.io/v1beta1"
+RELEASE = "tls"
+SECRET = "tls-workerfleet-metrics-api-tls"
+
+
+def _rendered(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """The chart's default rendering against the real API server (so `lookup` sees it), as an
+    install or upgrade would; by kind, the generated Secret and the APIService."""
+    result = helm(cluster, "template", RELEASE, str(CHART), "--namespace", namespace, "--dry-run=server")
+    documents = [document for document in yaml.safe_load_all(result.stdout) if document]
+    [secret] = [d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"] == SECRET]
+    [api_service] = [d for d in documents if d["kind"] == "APIService"]
+    return {"Secret": secret, "APIService": api_service}
 
 
 def _discovered(cluster: Cluster) -> bool:
@@ -84,3 +100,18 @@ def test_the_aggregator_verifies_the_operator_and_follows_a_renewed_certificate(
         register_metrics_api(operator)
         eventually(lambda: _verified_by(ca.cert), what="the original certificate served again", timeout=60)
         eventually(lambda: _discovered(operator), what="discovery through the original CA", timeout=60)
+
+
+def test_an_upgrade_keeps_the_ca_and_certificate_the_install_made(cluster: Cluster, namespace: str) -> None:
+    # Given a default install's generated certificate Secret in its namespace
+    installed = _rendered(cluster, namespace)
+    assert installed["APIService"]["spec"]["caBundle"] == installed["Secret"]["data"]["ca.crt"]
+    assert "insecureSkipTLSVerify" not in installed["APIService"]["spec"]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(installed["Secret"]))
+
+    # When the chart is rendered again, as `helm upgrade` does
+    upgraded = _rendered(cluster, namespace)
+
+    # Then the certificate, key and CA are the same, and the APIService still trusts that CA
+    assert upgraded["Secret"]["data"] == installed["Secret"]["data"]
+    assert upgraded["APIService"]["spec"]["caBundle"] == installed["Secret"]["data"]["ca.crt"]
