@@ -134,7 +134,8 @@ def fast_resync_operator(operator_process: OperatorProcess) -> Iterator[Operator
         operator_process.cluster,
         operator_process.log,
         operator_process.kubeconfig,
-        extra_args=[f"--resync-period={RESYNC_SECONDS}"],
+        # the chart's tenancy flags too (delegable permissions, allowlists)
+        extra_args=[*operator_process.extra_args, f"--resync-period={RESYNC_SECONDS}"],
     )
     try:
         process.start()
