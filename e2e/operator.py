@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from e2e import chart, toolchain
 from e2e.cluster import REPOSITORY, Cluster, port_offset
+from e2e.pki import Authority, Pair
 from e2e.waiting import eventually
 
 LIVENESS_PORT = 18080 + port_offset()
@@ -36,7 +38,24 @@ def install_crds(cluster: Cluster) -> None:
     )
 
 
-def register_metrics_api(cluster: Cluster) -> None:
+METRICS_API_CA = "metrics-api-ca"
+
+
+def metrics_api_certificate(cluster: Cluster, authority: str = METRICS_API_CA) -> tuple[Pair, Pair]:
+    """A CA of the metrics API's own and a serving certificate it signed for the Service's name, as
+    the chart makes them: (CA, serving pair). The aggregator verifies the name service.namespace.svc."""
+    namespace, service = METRICS_API_SERVICE
+    issuer = Authority(cluster.layout.pki, authority)
+    serving = issuer.issue(
+        f"{authority}-serving",
+        f"{service}.{namespace}.svc",
+        server_names=(f"{service}.{namespace}.svc", "localhost"),
+        server_ips=("127.0.0.1",),
+    )
+    return issuer.pair, serving
+
+
+def register_metrics_api(cluster: Cluster, ca: Path | None = None) -> None:
     """Point external.metrics.k8s.io at the operator on this host.
 
     The aggregator reaches an APIService through a Service; Endpoints may not hold loopback
@@ -44,6 +63,7 @@ def register_metrics_api(cluster: Cluster) -> None:
     APIService, whose Service selects the operator's simulated pod.
     """
     namespace, service = METRICS_API_SERVICE
+    ca_bundle = base64.b64encode((ca or metrics_api_certificate(cluster)[0].cert).read_bytes()).decode()
     manifests = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         {
@@ -64,8 +84,8 @@ def register_metrics_api(cluster: Cluster) -> None:
                 "group": "external.metrics.k8s.io",
                 "version": "v1beta1",
                 "service": {"name": service, "namespace": namespace, "port": METRICS_API_PORT},
-                # The operator's certificate is self-signed here; the chart can pin a caBundle.
-                "insecureSkipTLSVerify": True,
+                # Verified, as the chart's: the operator serves a certificate this CA signed.
+                "caBundle": ca_bundle,
                 "groupPriorityMinimum": 100,
                 "versionPriority": 100,
             },
@@ -164,6 +184,7 @@ class OperatorProcess:
     def start(self) -> None:
         liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         environment = self._environment()
+        _, serving = metrics_api_certificate(self.cluster)
         with self.log.open("ab") as output:
             process = subprocess.Popen(
                 [
@@ -177,6 +198,8 @@ class OperatorProcess:
                     f"--liveness={liveness}",
                     f"--metrics-api-port={self.metrics_api_port}",
                     "--metrics-api-address=127.0.0.1",
+                    f"--metrics-api-cert={serving.cert}",
+                    f"--metrics-api-key={serving.key}",
                     f"--metrics-port={self.metrics_port}",
                     "--metrics-address=127.0.0.1",
                 ],

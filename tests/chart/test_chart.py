@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography import x509
 
 from e2e.toolchain import KUBERNETES_VERSION, binaries
 from workerfleet.api.crdgen import render_all
@@ -481,3 +483,103 @@ def test_metrics_api_routes_to_the_active_replica_only() -> None:
     args = _one(keda, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--label-active-pod" not in args
     assert not [arg for arg in args if arg.startswith("--active-pod-selector")]
+
+
+def _certificate(pem_base64: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(pem_base64))
+
+
+def test_the_metrics_api_verifies_tls_by_default_with_a_generated_ca() -> None:
+    documents = _render([])
+    api_service = _one(documents, "APIService")
+    # Given defaults, the APIService verifies the operator's certificate against a CA the chart made
+    assert "insecureSkipTLSVerify" not in api_service["spec"]
+    ca = _certificate(api_service["spec"]["caBundle"])
+    [secret] = [
+        d
+        for d in documents
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "wf-workerfleet-metrics-api-tls"
+    ]
+    assert secret["type"] == "kubernetes.io/tls"
+    serving = _certificate(secret["data"]["tls.crt"])
+    assert serving.issuer == ca.subject
+    serving.verify_directly_issued_by(ca)
+    names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "wf-workerfleet-metrics-api.workerfleet-system.svc" in names.get_values_for_type(x509.DNSName)
+    # and the operator serves that certificate, from the mounted Secret
+    deployment = _one(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--metrics-api-cert=/etc/workerfleet/metrics-api/tls.crt" in args
+    assert "--metrics-api-key=/etc/workerfleet/metrics-api/tls.key" in args
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["metrics-api-certificate"]["secret"]["secretName"] == "wf-workerfleet-metrics-api-tls"
+
+
+def test_a_given_certificate_secret_is_served_with_its_ca_and_none_is_generated() -> None:
+    documents = _render(VALUE_SETS["every-toggle-on"])
+    api_service = _one(documents, "APIService")
+    assert "insecureSkipTLSVerify" not in api_service["spec"]
+    assert api_service["spec"]["caBundle"] == "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+    assert not [d for d in documents if d["kind"] == "Secret"]
+    pod = _one(documents, "Deployment")["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["metrics-api-certificate"]["secret"]["secretName"] == "workerfleet-metrics-api-tls"
+
+
+def test_a_certificate_secret_without_its_ca_is_refused_at_install() -> None:
+    result = _helm("template", "wf", str(CHART), "--set", "metricsApi.certificateSecret=mine")
+    assert result.returncode != 0
+    assert "metricsApi.caBundle" in result.stderr
+
+
+def _container_of(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_the_operator_metrics_are_bound_to_loopback_by_default() -> None:
+    documents = _render([])
+    container = _container_of(documents)
+    assert "--metrics-address=127.0.0.1" in container["args"]
+    assert "metrics" not in {port["name"] for port in container["ports"]}
+    assert not [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")]
+    policy = _one(documents, "NetworkPolicy")
+    assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [[{"port": "metrics-api"}]]
+
+
+PROMETHEUS_NAMESPACE = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def test_exposed_metrics_admit_only_the_named_scrapers() -> None:
+    documents = _render(
+        [
+            "--set",
+            "metrics.address=0.0.0.0",
+            "--set-json",
+            f"networkPolicy.metricsFrom={json.dumps(PROMETHEUS_NAMESPACE)}",
+        ]
+    )
+    assert "--metrics-address=0.0.0.0" in _container_of(documents)["args"]
+    assert [d for d in documents if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")]
+    [rule] = [
+        rule
+        for rule in _one(documents, "NetworkPolicy")["spec"]["ingress"]
+        if rule["ports"] == [{"port": "metrics"}]
+    ]
+    assert rule["from"] == PROMETHEUS_NAMESPACE
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        # a ServiceMonitor cannot scrape a loopback address
+        (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.address"),
+        # exposed to the pod network: say who may scrape
+        (["--set", "metrics.address=0.0.0.0"], "networkPolicy.metricsFrom"),
+    ],
+)
+def test_metrics_exposed_by_mistake_are_refused_at_install(values: list[str], named: str) -> None:
+    result = _helm("template", "wf", str(CHART), *values)
+    assert result.returncode != 0
+    assert named in result.stderr

@@ -449,3 +449,79 @@ def test_the_policies_checksum_keeps_the_revision_and_annotates_both_tracks() ->
     }
     assert len(annotations) == 1
     assert deployments[0]["metadata"]["labels"]["workerfleet.dev/revision"] == revision_of(template)
+
+
+FAST = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+NORMAL = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+HEAVY = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+OWN = {"requests": {"cpu": "2"}, "limits": {"cpu": "3", "memory": "1Gi"}}
+
+
+def lanes(*names: str) -> dict[str, JobTypeSpec]:
+    return {
+        f"type-{index}": JobTypeSpec.model_validate({"lane": lane, "timeoutSeconds": 60})
+        for index, lane in enumerate(names)
+    }
+
+
+@pytest.mark.parametrize(
+    ("job_types", "worker", "sidecar", "init", "expected"),
+    [
+        # each lane its own default for the worker container; sidecars and init containers the smallest
+        (lanes("fast"), None, None, None, (FAST, FAST, FAST)),
+        (lanes("normal"), None, None, None, (NORMAL, FAST, FAST)),
+        (lanes("heavy"), None, None, None, (HEAVY, FAST, FAST)),
+        # a pool of several lanes is sized for its heaviest
+        (lanes("fast", "heavy", "normal"), None, None, None, (HEAVY, FAST, FAST)),
+        (lanes("fast", "normal"), None, None, None, (NORMAL, FAST, FAST)),
+        # no JobType found (yet): the middle lane
+        ({}, None, None, None, (NORMAL, FAST, FAST)),
+        # a container that sets its own resources keeps them, all of them, and only those
+        (lanes("heavy"), OWN, None, None, (OWN, FAST, FAST)),
+        (lanes("fast"), None, OWN, OWN, (FAST, OWN, OWN)),
+        (
+            lanes("normal"),
+            {"limits": {"memory": "64Mi"}},
+            None,
+            None,
+            ({"limits": {"memory": "64Mi"}}, FAST, FAST),
+        ),
+        # empty resources are no choice: the default
+        (lanes("heavy"), {}, {"requests": {}, "limits": {}}, None, (HEAVY, FAST, FAST)),
+    ],
+)
+def test_containers_get_resources_of_the_pools_lane_unless_they_set_their_own(
+    job_types: dict[str, JobTypeSpec],
+    worker: dict[str, Any] | None,
+    sidecar: dict[str, Any] | None,
+    init: dict[str, Any] | None,
+    expected: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+) -> None:
+    def container(name: str, resources: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": f"{name}:1",
+            **({"resources": resources} if resources is not None else {}),
+        }
+
+    template = {
+        "spec": {
+            "initContainers": [container("init", init)],
+            "containers": [container("worker", worker), container("side", sidecar)],
+        }
+    }
+    spec = pool_spec(jobTypes=sorted(job_types) or ["missing"], template=template)
+    pod = by_kind(plan_children(POOL, spec, job_types).apply)["Deployment"]["spec"]["template"]["spec"]
+    first, second = pod["containers"]
+    assert (first["resources"], second["resources"], pod["initContainers"][0]["resources"]) == expected
+
+
+def test_no_default_limits_cpu() -> None:
+    """A CPU limit throttles a worker that could use an idle core; memory limits keep a node alive."""
+    for job_types in (lanes("fast"), lanes("normal"), lanes("heavy")):
+        pod = by_kind(plan_children(POOL, pool_spec(jobTypes=sorted(job_types)), job_types).apply)[
+            "Deployment"
+        ]
+        for container in pod["spec"]["template"]["spec"]["containers"]:
+            assert "cpu" not in container["resources"]["limits"]
+            assert container["resources"]["limits"]["memory"]

@@ -48,3 +48,13 @@ app.kubernetes.io/component: operator
 {{- define "workerfleet.metricsApiService" -}}
 {{- printf "%s-metrics-api" (include "workerfleet.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* The Secret holding the metrics API's serving certificate: the given one, or the one the chart makes. */}}
+{{- define "workerfleet.metricsApiCertificateSecret" -}}
+{{- .Values.metricsApi.certificateSecret | default (printf "%s-tls" (include "workerfleet.metricsApiService" .)) -}}
+{{- end -}}
+
+{{/* Whether the operator's /metrics listens beyond the pod's loopback, for Prometheus to scrape. */}}
+{{- define "workerfleet.metricsExposed" -}}
+{{- if not (has .Values.metrics.address (list "127.0.0.1" "::1" "localhost")) -}}true{{- end -}}
+{{- end -}}

@@ -45,6 +45,28 @@ class FrontProxyTrust:
     allowed_names: frozenset[str]
 
 
+class FrontProxy:
+    """The trust in the aggregator, followed as the API server publishes a new front-proxy CA.
+
+    A new CA is added to the serving context's verify store, so the aggregator's renewed client
+    certificate is accepted at the next handshake; OpenSSL cannot take a CA out of a live store, so
+    the previous one stays trusted until the operator restarts. Allowed names are replaced.
+    """
+
+    def __init__(self, trust: FrontProxyTrust, context: ssl.SSLContext) -> None:
+        self.trust = trust
+        self._context = context
+
+    def update(self, trust: FrontProxyTrust) -> bool:
+        """Follow `trust`; whether anything changed."""
+        if trust == self.trust:
+            return False
+        if trust.client_ca_pem != self.trust.client_ca_pem:
+            self._context.load_verify_locations(cadata=trust.client_ca_pem)
+        self.trust = trust
+        return True
+
+
 Authorizer = Callable[[str, tuple[str, ...], str, str], Awaitable[bool]]
 
 
@@ -87,7 +109,7 @@ def _proxied_user(request: web.Request, trust: FrontProxyTrust) -> tuple[str, tu
 
 def build_app(
     readings: Readings,
-    trust: FrontProxyTrust,
+    front_proxy: FrontProxy,
     authorizer: Authorizer,
     ready: Callable[[], bool] = lambda: True,
 ) -> web.Application:
@@ -102,12 +124,12 @@ def build_app(
         return web.Response(status=503, text="standby: another operator replica serves the metrics")
 
     async def discovery(request: web.Request) -> web.Response:
-        if _proxied_user(request, trust) is None:
+        if _proxied_user(request, front_proxy.trust) is None:
             return _json(status_error(401, "Unauthorized", "requests must come through the API server"), 401)
         return _json(resource_list())
 
     async def metric(request: web.Request) -> web.Response:
-        identity = _proxied_user(request, trust)
+        identity = _proxied_user(request, front_proxy.trust)
         if identity is None:
             return _json(status_error(401, "Unauthorized", "requests must come through the API server"), 401)
         namespace, name = request.match_info["namespace"], request.match_info["metric"]

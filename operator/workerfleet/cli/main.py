@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve the operator's Prometheus metrics (queue depth, pool conditions) on this port; 0: off",
     )
-    run.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS")  # noqa: S104
+    # Loopback unless asked: the metrics name every pool and its queue, so not for every namespace.
+    run.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS")
     run.add_argument(
         "--api-qps",
         type=_positive_float,

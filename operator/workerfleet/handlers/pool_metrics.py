@@ -141,7 +141,7 @@ ACTIVITY.listen(POOL_METRICS.on_activity)
 def start_metrics_endpoint(memo: kopf.Memo, **_: Any) -> None:
     port: int = memo.get("metrics_port", 0)
     if port:
-        start_http_server(port, addr=memo.get("metrics_address", "0.0.0.0"))  # noqa: S104
+        start_http_server(port, addr=memo.get("metrics_address", "127.0.0.1"))
 
 
 @kopf.on.event(GROUP, VERSION, "workerpools", when=served)

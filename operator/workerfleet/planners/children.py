@@ -15,7 +15,7 @@ from typing import Any
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
-from workerfleet.api.jobtype import JobTypeSpec, Permission
+from workerfleet.api.jobtype import JobTypeSpec, Lane, Permission
 from workerfleet.api.podtemplate import (
     ADDABLE_CAPABILITIES,
     ALLOWED_SELINUX_TYPES,
@@ -52,6 +52,19 @@ READYZ_PATH = "/readyz"
 LIVENESS_PROBE: dict[str, Any] = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 """With the runtime's 60 s stall limit: a stuck worker is restarted within about 90 s."""
 READINESS_PROBE: dict[str, Any] = {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 2}
+LANE_RESOURCES: dict[Lane, Manifest] = {
+    Lane.FAST: {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+    Lane.NORMAL: {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+    Lane.HEAVY: {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+}
+"""The worker container's resources when the template sets none: requests so the scheduler places
+and a ResourceQuota counts the pods, a memory limit so a leak ends in the worker, not on the node.
+No CPU limit: throttling a worker that could use an idle core only slows its jobs."""
+LANE_ORDER = (Lane.FAST, Lane.NORMAL, Lane.HEAVY)
+DEFAULT_LANE = Lane.NORMAL
+"""For a pool none of whose JobTypes is found (yet)."""
+SIDE_CONTAINER_LANE = Lane.FAST
+"""Init and sidecar containers get the smallest default: the work is the worker container's."""
 POD_TEMPLATE_ANNOTATION = "workerfleet.dev/pod-template"
 """On each worker Deployment: the pool's pod template as written, so the stable Deployment can be
 rendered again while a canary of a newer template runs beside it."""
@@ -157,6 +170,19 @@ def _rule(permission: Permission) -> Manifest:
     if permission.resource_names:
         rule["resourceNames"] = sorted(permission.resource_names)
     return rule
+
+
+def pool_lane(job_types: Iterable[JobTypeSpec]) -> Lane:
+    """The heaviest lane of the pool's JobTypes: its workers must fit the largest job they take."""
+    found = [job_type.lane for job_type in job_types]
+    return max(found, key=LANE_ORDER.index) if found else DEFAULT_LANE
+
+
+def _default_resources(container: dict[str, Any], lane: Lane) -> None:
+    """The lane's resources for a container that sets none; one that sets any keeps exactly those."""
+    resources = _object(container.get("resources")) or {}
+    if not any(resources.get(key) for key in ("requests", "limits", "claims")):
+        container["resources"] = copy.deepcopy(LANE_RESOURCES[lane])
 
 
 def owner_reference(pool: PoolRef) -> Manifest:
@@ -337,6 +363,7 @@ def hardened_pod_template(
     environment: list[Manifest],
     policies_checksum: str,
     worker: Worker,
+    lane: Lane = DEFAULT_LANE,
     track: str = STABLE_TRACK,
 ) -> Manifest:
     """The user's pod template, made to pass the Pod Security Standards `restricted` profile
@@ -349,6 +376,8 @@ def hardened_pod_template(
     The root filesystem is read-only, so /tmp is an emptyDir; the JobType policies are mounted for
     the worker runtime, and their checksum annotates the pod so that a change of them rolls the pods.
     With the workerfleet runtime, the first container gets its port and probes (`runtime_probes`).
+    Containers without resources get defaults: the first one those of the pool's `lane`, the others
+    the smallest (`LANE_RESOURCES`).
     """
     result = restricted_template(template)
     metadata = result.setdefault("metadata", {})
@@ -384,6 +413,8 @@ def hardened_pod_template(
             {"name": "policies", "mountPath": POLICIES_DIRECTORY, "readOnly": True},
         ]
         container["volumeMounts"] = mounts
+    for index, container in enumerate([*spec["containers"], *spec.get("initContainers", [])]):
+        _default_resources(container, lane if index == 0 else SIDE_CONTAINER_LANE)
     for container in spec["containers"]:
         ours = {variable["name"] for variable in environment}
         container["env"] = [v for v in container.get("env", []) if v["name"] not in ours] + environment
@@ -519,6 +550,7 @@ def worker_deployment(
                 environment=worker_environment(pool, revision, spec),
                 policies_checksum=policies_checksum(job_types),
                 worker=spec.worker,
+                lane=pool_lane(job_types.values()),
                 track=track,
             ),
         },
