@@ -336,16 +336,17 @@ def test_a_bad_canary_is_rolled_back_within_one_analysis_interval(rig: Rig) -> N
 
 
 def test_a_noisy_canary_within_the_increase_over_a_noisy_stable_is_promoted(rig: Rig) -> None:
-    # Given stable workers that fail 5% of their jobs, and a threshold relative to stable only
+    # Given stable workers that fail 5% of their jobs, and a threshold relative to stable only (8 points:
+    # over a few hundred jobs each, the two measured rates wander by a couple of points either way)
     canary = {
         "steps": [{"weight": 50, "pauseSeconds": 10}],
-        "analysis": analysis(rig.prometheus, maxErrorRate=None, maxIncreaseOverStable=0.05),
+        "analysis": analysis(rig.prometheus, maxErrorRate=None, maxIncreaseOverStable=0.08),
     }
     stable = rig.create(canary)
     rig.start_worker(stable, failure_rate=0.05)
     rig.produce(per_second=150)
 
-    # When the canary fails 6%, above the stable revision but within 5 points of it
+    # When the canary fails 6%, above the stable revision but within 8 points of it
     revision = rig.change_template(canary)
     rig.start_worker(revision, failure_rate=0.06)
 

@@ -7,6 +7,7 @@ back, healthy, before it ends, whatever happened in between.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from e2e.test_autoscaling import (
 )
 from e2e.waiting import eventually
 from e2e.worker.servers import RedisServer
+from workerfleet.handlers.startup import WATCH_INACTIVITY_TIMEOUT_SECONDS
 
 OUTAGE_SECONDS = 10
 FREEZE_SECONDS = 60
@@ -149,6 +151,13 @@ def test_a_frozen_api_server_is_followed_again_once_it_thaws(operator: Cluster, 
         time.sleep(FREEZE_SECONDS)
     finally:
         operator.thaw("kube-apiserver")
+    try:
+        _changes_after_a_freeze_are_followed(operator, namespace)
+    finally:
+        _revive_pods_marked_not_ready(operator)
+
+
+def _changes_after_a_freeze_are_followed(operator: Cluster, namespace: str) -> None:
 
     # Then a change made after it is reconciled: the watch resumed
     thawed = time.monotonic()
@@ -170,8 +179,35 @@ def test_a_frozen_api_server_is_followed_again_once_it_thaws(operator: Cluster, 
     # And the pool's status follows its Deployment again (the Deployment watch resumed too). Ready is
     # not waited for: the node leases ran out during the freeze, the node controller marked the pods
     # not ready, and kwok, unlike a kubelet, does not report them ready again.
-    _seconds_until(lambda: _status_follows(operator, namespace, "thumbs", 2), "status.replicas 2")
+    # A watch the freeze left silent is dropped after kopf's inactivity timeout at the latest.
+    _seconds_until(
+        lambda: _status_follows(operator, namespace, "thumbs", 2),
+        "status.replicas 2",
+        timeout=WATCH_INACTIVITY_TIMEOUT_SECONDS + RECOVERY_BOUND_SECONDS,
+    )
     _measured("kube-apiserver frozen", "pool status following its Deployment", time.monotonic() - thawed)
+
+
+def _revive_pods_marked_not_ready(cluster: Cluster) -> None:
+    """Put the cluster back as the freeze found it, for the tests after this one: the node controller
+    marked every pod not ready while the leases could not be renewed, and kwok never reports them ready
+    again. Pods a controller owns are deleted, so their controllers make ready ones."""
+    eventually(lambda: _all_nodes_ready(cluster), what="every node Ready again", timeout=60)
+    pods = json.loads(cluster.kubectl("get", "pods", "--all-namespaces", "-o", "json").stdout)["items"]
+    for pod in pods:
+        ready = [c for c in pod["status"].get("conditions") or [] if c["type"] == "Ready"]
+        owned = any(owner.get("controller") for owner in pod["metadata"].get("ownerReferences") or [])
+        if owned and ready and ready[0]["status"] != "True" and not pod["metadata"].get("deletionTimestamp"):
+            namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", "--ignore-not-found")
+
+
+def _all_nodes_ready(cluster: Cluster) -> bool:
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    return all(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions") or [])
+        for node in nodes
+    )
 
 
 def _status_follows(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:
