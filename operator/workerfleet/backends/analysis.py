@@ -31,6 +31,12 @@ DEFAULT_TOTAL_QUERY = (
     "[$window]))"
 )
 
+RESTARTS_QUERY = (
+    'sum(changes(workerfleet_worker_start_time_seconds{pool="$pool",revision="$revision"}[$window]))'
+)
+"""Restarts of one revision's workers: a restarted container keeps its scrape target, so its start
+time series changes once per restart."""
+
 
 class MetricsUnavailableError(RuntimeError):
     """Prometheus could not be asked, or gave an answer that is not one number."""
@@ -103,15 +109,18 @@ class PrometheusAnalysis:
             raise MetricsUnavailableError(f"prometheus at {url}: {failure(error)}") from error
         return value_of(body)
 
+    def _render(self, query: str, revision: str, window_seconds: int) -> str:
+        return render(
+            query,
+            pool=self._pool,
+            namespace=self._namespace,
+            revision=revision,
+            window_seconds=window_seconds,
+        )
+
     async def _sample(self, revision: str, window_seconds: int) -> RevisionSample | None:
         queries = [
-            render(
-                query,
-                pool=self._pool,
-                namespace=self._namespace,
-                revision=revision,
-                window_seconds=window_seconds,
-            )
+            self._render(query, revision, window_seconds)
             for query in (
                 self._analysis.total_query or DEFAULT_TOTAL_QUERY,
                 self._analysis.error_query or DEFAULT_ERROR_QUERY,
@@ -124,12 +133,14 @@ class PrometheusAnalysis:
 
     async def measure(self, canary_revision: str, stable_revision: str, window_seconds: int) -> Measurement:
         try:
-            canary, stable = await asyncio.gather(
-                self._sample(canary_revision, window_seconds), self._sample(stable_revision, window_seconds)
+            canary, stable, restarts = await asyncio.gather(
+                self._sample(canary_revision, window_seconds),
+                self._sample(stable_revision, window_seconds),
+                self._query(self._render(RESTARTS_QUERY, canary_revision, window_seconds)),
             )
         except MetricsUnavailableError as error:
             return Measurement(canary=None, stable=None, error=str(error))
-        return Measurement(canary=canary, stable=stable)
+        return Measurement(canary=canary, stable=stable, canary_restarts=restarts)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -3,6 +3,7 @@ compare the canary's outcomes with the stable revision's on the same queue."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -63,6 +64,15 @@ class WorkerMetrics:
             ["pool", "revision", "job_type"],
             registry=self.registry,
         )
+        # A restarted container keeps its pod's scrape target, so each restart changes this series:
+        # canary analysis counts the changes to see a canary that crash-loops or is OOM-killed.
+        self.started = Gauge(
+            "workerfleet_worker_start_time_seconds",
+            "When this worker process started, in seconds since the epoch.",
+            ["pool", "revision"],
+            registry=self.registry,
+        )
+        self.started.labels(pool, revision).set(time.time())
 
     def count(self, job_type: str, outcome: Outcome, handler_seconds: float | None) -> None:
         """One delivery ended; `handler_seconds` is set when its handler ran."""
