@@ -16,11 +16,14 @@ from typing import Any
 import aio_pika
 import pytest
 
+from e2e.chart import RELEASE, RELEASE_NAMESPACE, SERVICE_ACCOUNT
+from e2e.cluster import Cluster
 from e2e.pki import Authority
 from e2e.waiting import eventually
 from e2e.worker.conftest import Workers
 from e2e.worker.servers import RabbitMQServer, RedisServer, ServerTls
 from e2e.worker.test_worker_processes import events
+from workerfleet import producer
 from workerfleet.api.workerpool import Queue
 from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
@@ -249,3 +252,123 @@ def test_rabbitmq_over_tls_depth_and_worker(
     eventually(
         lambda: finished(probe_log) == ["amqps-1", "amqps-2"], what="both jobs done over amqps", timeout=30
     )
+
+
+def test_the_producer_enqueues_over_tls_with_the_ca_from_the_environment(
+    tls_redis: RedisServer, trusted_ca: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    name = f"jobs-{uuid.uuid4().hex[:8]}"
+    pool = {"metadata": {"name": "produced"}, "spec": {"jobTypes": ["probe"], "replicas": 0,
+            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            "queue": redis_list_spec(tls_redis, name)}}  # fmt: skip
+    job_type = {"metadata": {"name": "probe"}, "spec": {"lane": "fast", "timeoutSeconds": 30}}
+    (tmp_path / "pool.json").write_text(json.dumps({"kind": "WorkerPool", **pool}))
+    (tmp_path / "jobtype.json").write_text(json.dumps({"kind": "JobType", **job_type}))
+    monkeypatch.setenv("WORKERFLEET_QUEUE_CA", trusted_ca)
+
+    target = producer.from_files(
+        str(tmp_path / "pool.json"), [str(tmp_path / "jobtype.json")], job_type="probe"
+    )
+    asyncio.run(producer.send(target, [producer.build(target, {"id": "p-1"}, job_id="p-1")]))
+
+    with tls_redis.client() as client:
+        assert client.llen(name) == 1
+
+
+def _pool(name: str, server: RedisServer, ca_secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "jobTypes": ["probe"],
+            "replicas": 0,
+            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            "queue": {
+                "redis": {
+                    "address": server.address,
+                    "list": f"jobs-{name}",
+                    "tls": {"caSecretRef": {"name": ca_secret, "key": "ca.crt"}, "serverName": SERVER_NAME},
+                }
+            },
+            "autoscaling": {
+                "minReplicas": 0,
+                "maxReplicas": 3,
+                "targetDepthPerReplica": 5,
+                "pollingIntervalSeconds": 1,
+            },
+        },
+    }
+
+
+def _reachable(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    body = json.loads(cluster.kubectl("get", "wp", name, "-n", namespace, "-o", "json").stdout)
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "QueueReachable"), None)
+
+
+def test_the_operator_reads_depth_over_tls_and_names_a_wrong_ca_in_queue_reachable(
+    operator: Cluster,
+    namespace: str,
+    tls_redis: RedisServer,
+    authorities: tuple[Authority, Authority],
+    tmp_path: Path,
+) -> None:
+    cluster = operator
+    signer, other = authorities
+    # Given the namespace lets the operator read its queue Secrets, and two CA bundles there
+    cluster.kubectl(
+        "create", "rolebinding", "workerfleet-queue-credentials", "-n", namespace,
+        f"--clusterrole={RELEASE}-queue-credentials",
+        f"--serviceaccount={RELEASE_NAMESPACE}:{SERVICE_ACCOUNT}",
+    )  # fmt: skip
+    for secret, authority in (("queue-ca", signer), ("other-ca", other)):
+        cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            secret,
+            "-n",
+            namespace,
+            f"--from-file=ca.crt={authority.pair.cert}",
+        )
+    with tls_redis.client() as client:
+        client.lpush("jobs-trusting", job("t-1"), job("t-2"))
+    job_type = {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "JobType",
+        "metadata": {"name": "probe"},
+        "spec": {"lane": "fast", "timeoutSeconds": 30},
+    }
+    documents = (
+        job_type,
+        _pool("trusting", tls_redis, "queue-ca"),
+        _pool("mistrusting", tls_redis, "other-ca"),
+    )
+
+    # When pools name the server's CA, and another CA
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text="\n---\n".join(json.dumps(d) for d in documents)
+    )
+
+    # Then the first pool's depth is read over TLS (and it scales on it)
+    trusted = eventually(
+        lambda: (c := _reachable(cluster, namespace, "trusting")) and c["status"] == "True" and c,
+        what="QueueReachable=True over TLS",
+        timeout=90,
+    )
+    assert trusted["reason"] == "DepthRead", trusted
+    # And the second pool says the certificate was refused, and why
+    refused = eventually(
+        lambda: (c := _reachable(cluster, namespace, "mistrusting")) and c["status"] == "False" and c,
+        what="QueueReachable=False for the wrong CA",
+        timeout=90,
+    )
+    assert refused["reason"] == "QueueUnreachable", refused
+    assert "TLS: certificate verify failed" in refused["message"], refused
+    # And the workers read the CA the way they read queue credentials: by reference, from the Secret
+    deployment = json.loads(
+        cluster.kubectl("get", "deployment", "trusting", "-n", namespace, "-o", "json").stdout
+    )
+    env = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WORKERFLEET_QUEUE_CA"]["valueFrom"] == {"secretKeyRef": {"name": "queue-ca", "key": "ca.crt"}}
