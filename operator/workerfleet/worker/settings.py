@@ -1,6 +1,6 @@
 """The worker's configuration, read from what the operator puts into every worker container.
 
-Environment (set by the operator's Deployment; the last three only when configured):
+Environment (set by the operator's Deployment; the last four only when configured):
 
     WORKERFLEET_POOL          the WorkerPool's name (a label on every metric)
     WORKERFLEET_REVISION      the pod template revision, stable or canary (a label on every metric)
