@@ -19,6 +19,7 @@ import aiohttp
 from workerfleet.api.workerpool import Analysis
 from workerfleet.backends.base import Credentials, failure
 from workerfleet.planners.rollout import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES, Measurement, RevisionSample
+from workerfleet.tls import client_context
 
 TIMEOUT_SECONDS = 5.0
 JOBS_METRIC = "workerfleet_jobs_total"
@@ -89,8 +90,9 @@ class PrometheusAnalysis:
         self._headers = (
             {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else {}
         )
+        tls = analysis.prometheus.tls
         self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem else True
+            client_context(credentials.ca_pem, tls.server_name) if tls is not None else True
         )
         self._session: aiohttp.ClientSession | None = None
 

@@ -452,7 +452,9 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
     """What the worker runtime reads: who it is, where its queue is, where the policies are.
 
     Queue credentials stay in their Secret: the pod reads them through secretKeyRef, so no value
-    is ever copied into the Deployment, the ConfigMap or the pool's status.
+    is ever copied into the Deployment, the ConfigMap or the pool's status. The queue's TLS CA bundle
+    (`tls.caSecretRef`) reaches the pod the same way, as WORKERFLEET_QUEUE_CA; `tls.serverName`
+    travels inside WORKERFLEET_QUEUE with the rest of the queue's settings.
     """
     environment: list[Manifest] = [
         {"name": "WORKERFLEET_POOL", "value": pool.name},
@@ -463,17 +465,15 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
     if spec.worker.runtime == WorkerRuntime.WORKERFLEET:
         environment.append({"name": "WORKERFLEET_METRICS_PORT", "value": str(spec.worker.port)})
     queue = spec.queue
-    auth = next(
-        (
-            backend.auth
-            for backend in (queue.redis, queue.redis_stream, queue.rabbitmq)
-            if backend is not None
-        ),
+    backend = next(
+        (backend for backend in (queue.redis, queue.redis_stream, queue.rabbitmq) if backend is not None),
         None,
     )
-    if auth is not None:
-        environment += _secret_env("WORKERFLEET_QUEUE_USERNAME", auth.username_secret_ref)
-        environment += _secret_env("WORKERFLEET_QUEUE_PASSWORD", auth.password_secret_ref)
+    if backend is not None and backend.auth is not None:
+        environment += _secret_env("WORKERFLEET_QUEUE_USERNAME", backend.auth.username_secret_ref)
+        environment += _secret_env("WORKERFLEET_QUEUE_PASSWORD", backend.auth.password_secret_ref)
+    if backend is not None and backend.tls is not None:
+        environment += _secret_env("WORKERFLEET_QUEUE_CA", backend.tls.ca_secret_ref)
     return environment
 
 

@@ -1,6 +1,6 @@
 """The worker's configuration, read from what the operator puts into every worker container.
 
-Environment (set by the operator's Deployment; the last three only when configured):
+Environment (set by the operator's Deployment; the last four only when configured):
 
     WORKERFLEET_POOL          the WorkerPool's name (a label on every metric)
     WORKERFLEET_REVISION      the pod template revision, stable or canary (a label on every metric)
@@ -8,6 +8,8 @@ Environment (set by the operator's Deployment; the last three only when configur
     WORKERFLEET_POLICIES      path of the policy file (default /etc/workerfleet/policies.json)
     WORKERFLEET_QUEUE_USERNAME  from .spec.queue.<backend>.auth.usernameSecretRef
     WORKERFLEET_QUEUE_PASSWORD  from .spec.queue.<backend>.auth.passwordSecretRef
+    WORKERFLEET_QUEUE_CA        from .spec.queue.<backend>.tls.caSecretRef: the PEM bundle of CAs the
+                                queue server's certificate is verified against (with tls.serverName)
     WORKERFLEET_DRAIN_SECONDS   how long a SIGTERM'd worker may finish in-flight jobs (default: the
                                 longest timeoutSeconds of its job types); keep it below the pod's
                                 terminationGracePeriodSeconds
@@ -60,6 +62,8 @@ class Credentials:
 
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    ca_pem: str | None = None
+    """PEM bundle of the CAs to trust for the queue's TLS (not a secret: certificates only)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ def settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
     credentials = Credentials(
         username=env.get("WORKERFLEET_QUEUE_USERNAME") or None,
         password=env.get("WORKERFLEET_QUEUE_PASSWORD") or None,
+        ca_pem=env.get("WORKERFLEET_QUEUE_CA") or None,
     )
     drain = env.get("WORKERFLEET_DRAIN_SECONDS", "").strip()
     log_level = env.get("WORKERFLEET_LOG_LEVEL", "INFO").strip().upper() or "INFO"
