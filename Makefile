@@ -64,6 +64,7 @@ bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP lo
 	$(BIN)/python -m bench.autoscaling_reaction
 	$(BIN)/python -m bench.rollback_latency
 	$(BIN)/python -m bench.scale --sizes $(BENCH_SCALE_SIZES)
+	$(BIN)/python -m bench.plots
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -24,11 +24,12 @@ NORMAL_COLOR = "#555555"
 PANEL_HEIGHT = 150
 MARGIN_LEFT = 64
 MARGIN_RIGHT = 180
-MARGIN_TOP = 22
+MARGIN_TOP = 40
 PANEL_GAP = 34
 AXIS_BOTTOM = 34
 MARKER_LABEL_HEIGHT = 14
 TARGET_TICKS = 5
+FEW_POINTS = 12
 
 
 class XFormat(Enum):
@@ -199,8 +200,8 @@ def render_svg(chart: Chart) -> str:
     """The chart as one `<svg>` element."""
     x_low, x_high = x_range(chart)
     plot_width = chart.width - MARGIN_LEFT - MARGIN_RIGHT
-    top = MARGIN_TOP + (MARKER_LABEL_HEIGHT * 2 if chart.markers else 0)
-    height = top + len(chart.panels) * (PANEL_HEIGHT + PANEL_GAP) + AXIS_BOTTOM
+    top = MARGIN_TOP + (MARKER_LABEL_HEIGHT * 2 + 4 if chart.markers else 0)
+    height = top + len(chart.panels) * (PANEL_HEIGHT + PANEL_GAP) - PANEL_GAP + AXIS_BOTTOM + 6
 
     def sx(x: float) -> float:
         return MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_width
@@ -212,6 +213,7 @@ def render_svg(chart: Chart) -> str:
         f' viewBox="0 0 {chart.width} {height}" font-family="sans-serif" font-size="11"'
         f' role="img" aria-label="{escape(chart.title)}">',
         f"<title>{escape(chart.title)}</title>",
+        '<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{MARGIN_LEFT}" y="14" font-size="13" font-weight="bold">{escape(chart.title)}</text>',
     ]
     panel_top = top
@@ -226,7 +228,7 @@ def render_svg(chart: Chart) -> str:
     for index, marker in enumerate(sorted(chart.markers, key=lambda m: m.at)):
         x = sx(marker.at)
         color = WARNING_COLOR if marker.warning else NORMAL_COLOR
-        label_y = MARGIN_TOP + 10 + (index % 2) * MARKER_LABEL_HEIGHT
+        label_y = MARGIN_TOP - 8 + (index % 2) * MARKER_LABEL_HEIGHT
         tooltip = f"{_format_x(marker.at, chart.x_format)} {marker.label}: {marker.detail}".rstrip(": ")
         parts.append(
             f'<g class="marker" data-label="{escape(marker.label)}" data-at="{_number(marker.at)}">'
@@ -280,11 +282,18 @@ def _panel(
     for index, series in enumerate(panel.series):
         color = PALETTE[index % len(PALETTE)]
         points = sum(len(run) for run in _segments(series.points))
+        runs = _segments(series.points)
         paths = "".join(
             f'<path d="{_path([(sx(x), sy(y)) for x, y in run], series.step)}" fill="none"'
             f' stroke="{color}" stroke-width="1.8"/>'
-            for run in _segments(series.points)
+            for run in runs
         )
+        if points <= FEW_POINTS:  # few points: show where they are
+            paths += "".join(
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>'
+                for run in runs
+                for x, y in run
+            )
         legend_y = top + 12 + index * 16
         legend_x = MARGIN_LEFT + plot_width + 10
         parts.append(
