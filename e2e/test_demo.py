@@ -57,10 +57,12 @@ class ChartQueries:
         self.panels_with_data: list[str] = []
         self.firing: list[dict[str, str]] = []
         self.alert_seconds = 0.0
+        self.seconds = 0.0
 
     def __call__(self, shown: demo.Demo) -> None:
         prometheus = shown.prometheus
         assert prometheus is not None
+        began = time.monotonic()
         start, end = shown._started.timestamp(), time.time()
         for panel in json.loads(DASHBOARD.read_text())["panels"]:
             problems = [
@@ -76,6 +78,7 @@ class ChartQueries:
             if error := prometheus.parse_error(rule["expr"]):
                 self.wrong.append(f"alert {rule['alert']}: {rule['expr']} does not parse: {error}")
         self._degraded_alert(prometheus)
+        self.seconds = time.monotonic() - began
 
     @staticmethod
     def _target(prometheus: PrometheusServer, target: dict[str, str], start: float, end: float) -> list[str]:
@@ -137,6 +140,7 @@ def test_the_demo_scales_with_a_burst_and_rolls_a_bad_revision_back(
         [demo.start_servers, demo.apply_pool, demo.burst_and_scale, demo.bad_revision_rolls_back, queries],
     )
 
+    print(f"chart queries and the Degraded alert checked in {queries.seconds:.1f}s")
     # Every dashboard panel draws the run, every rule parses, and the Degraded pool's alert fires
     # with the pool's own namespace (not the operator's)
     assert queries.wrong == [], "\n".join(queries.wrong)
