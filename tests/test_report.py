@@ -15,6 +15,7 @@ from workerfleet.report import (
     Series,
     XFormat,
     format_seconds,
+    label_rows,
     nice_ticks,
     render_html,
     render_svg,
@@ -199,3 +200,39 @@ def test_the_page_is_self_contained_xhtml_with_a_table_of_the_markers() -> None:
 def test_an_empty_chart_still_renders() -> None:
     svg = ET.fromstring(render_svg(Chart("nothing yet", [Panel("empty", [])])))
     assert svg.findtext(f"{SVG}title") == "nothing yet"
+
+
+@pytest.mark.parametrize(
+    ("positions", "rows"),
+    [
+        ([], []),
+        # far apart: one row
+        ([(0, "Activated"), (200, "ScaledUp")], [0, 0]),
+        # close together: each on the next free row, and back to the first once it is free
+        (
+            [(0, "RolloutStarted"), (10, "AnalysisFailed"), (12, "RolledBack"), (300, "Deactivated")],
+            [0, 1, 2, 0],
+        ),
+        ([(0, "ScaledDown"), (20, "ScaledDown"), (80, "ScaledDown")], [0, 1, 0]),
+    ],
+)
+def test_marker_labels_close_in_time_go_on_separate_rows(
+    positions: list[tuple[float, str]], rows: list[int]
+) -> None:
+    assert label_rows(positions) == rows
+
+
+def test_markers_rows_make_room_above_the_panels() -> None:
+    close = [Marker(10, "RolloutStarted"), Marker(10.5, "AnalysisFailed"), Marker(11, "RolledBack")]
+    crowded = ET.fromstring(render_svg(Chart("c", [Panel("p", [Series("s", [(0, 1), (100, 2)])])], close)))
+    apart = ET.fromstring(
+        render_svg(Chart("c", [Panel("p", [Series("s", [(0, 1), (100, 2)])])], [close[0], Marker(90, "x")]))
+    )
+    label_ys = {
+        float(t.get("y") or 0)
+        for g in crowded.iter(f"{SVG}g")
+        if g.get("class") == "marker"
+        for t in g.iter(f"{SVG}text")
+    }
+    assert len(label_ys) == 3
+    assert float(crowded.get("height") or 0) > float(apart.get("height") or 0)

@@ -29,6 +29,9 @@ PANEL_GAP = 34
 AXIS_BOTTOM = 34
 MARKER_LABEL_HEIGHT = 14
 TARGET_TICKS = 5
+PIXELS_PER_TICK = 110
+CHARACTER_WIDTH = 6.5
+"""A generous estimate of one character's width at font-size 11, to keep marker labels apart."""
 FEW_POINTS = 12
 
 
@@ -196,17 +199,36 @@ def _segments(points: Sequence[tuple[float, float]]) -> list[list[tuple[float, f
     return [run for run in runs if run]
 
 
+def label_rows(positions: Sequence[tuple[float, str]]) -> list[int]:
+    """The row of each label (x in pixels, text), in the given order: the first row where it does
+    not overlap the label before it, so labels of Events close in time stay readable."""
+    row_ends: list[float] = []
+    rows = []
+    for x, text in positions:
+        end = x + 2 + len(text) * CHARACTER_WIDTH + 4
+        row = next((index for index, row_end in enumerate(row_ends) if row_end <= x), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(end)
+        else:
+            row_ends[row] = end
+        rows.append(row)
+    return rows
+
+
 def render_svg(chart: Chart) -> str:
     """The chart as one `<svg>` element."""
     x_low, x_high = x_range(chart)
     plot_width = chart.width - MARGIN_LEFT - MARGIN_RIGHT
-    top = MARGIN_TOP + (MARKER_LABEL_HEIGHT * 2 + 4 if chart.markers else 0)
-    height = top + len(chart.panels) * (PANEL_HEIGHT + PANEL_GAP) - PANEL_GAP + AXIS_BOTTOM + 6
 
     def sx(x: float) -> float:
         return MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_width
 
-    ticks = (time_ticks if chart.x_format is XFormat.SECONDS else nice_ticks)(x_low, x_high)
+    markers = sorted(chart.markers, key=lambda m: m.at)
+    rows = label_rows([(sx(marker.at), marker.label) for marker in markers])
+    top = MARGIN_TOP + ((max(rows) + 1) * MARKER_LABEL_HEIGHT + 4 if rows else 0)
+    height = top + len(chart.panels) * (PANEL_HEIGHT + PANEL_GAP) - PANEL_GAP + AXIS_BOTTOM + 6
+    target = max(2, plot_width // PIXELS_PER_TICK)
+    ticks = (time_ticks if chart.x_format is XFormat.SECONDS else nice_ticks)(x_low, x_high, target)
     ticks = [tick for tick in ticks if x_low - 1e-9 <= tick <= x_high + 1e-9]
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{chart.width}" height="{height}"'
@@ -225,10 +247,10 @@ def render_svg(chart: Chart) -> str:
         f'<text x="{MARGIN_LEFT + plot_width / 2:.1f}" y="{bottom + 30}" text-anchor="middle"'
         f' fill="#333">{escape(chart.x_label)}</text>'
     )
-    for index, marker in enumerate(sorted(chart.markers, key=lambda m: m.at)):
+    for marker, row in zip(markers, rows, strict=True):
         x = sx(marker.at)
         color = WARNING_COLOR if marker.warning else NORMAL_COLOR
-        label_y = MARGIN_TOP - 8 + (index % 2) * MARKER_LABEL_HEIGHT
+        label_y = MARGIN_TOP - 8 + row * MARKER_LABEL_HEIGHT
         tooltip = f"{_format_x(marker.at, chart.x_format)} {marker.label}: {marker.detail}".rstrip(": ")
         parts.append(
             f'<g class="marker" data-label="{escape(marker.label)}" data-at="{_number(marker.at)}">'
