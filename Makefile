@@ -65,6 +65,7 @@ bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP lo
 	$(BIN)/python -m bench.rollback_latency
 	$(BIN)/python -m bench.scale --sizes $(BENCH_SCALE_SIZES)
 	$(BIN)/python -m bench.footprint
+	$(BIN)/python -m bench.plots
 
 footprint: $(INSTALLED) ## installed size of the worker and the operator dependency sets, the worker's start time
 	$(BIN)/python -m bench.footprint

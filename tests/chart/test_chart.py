@@ -128,6 +128,13 @@ def test_prometheus_rule_has_the_four_alerts() -> None:
         "WorkerfleetFallbackActive",
     }
     assert alerts["WorkerfleetQueueBacklog"]["for"] == "10m"
+    assert alerts["WorkerfleetPoolDegraded"]["for"] == "5m"
+
+
+def test_the_service_monitor_keeps_the_pools_namespace_label() -> None:
+    # The operator's series carry the pool's namespace: the target's (the operator's) must not replace it
+    [monitor] = [d for d in _render(VALUE_SETS["every-toggle-on"]) if d["kind"] == "ServiceMonitor"]
+    assert [endpoint.get("honorLabels") for endpoint in monitor["spec"]["endpoints"]] == [True]
 
 
 def test_grafana_dashboard_is_valid_json() -> None:
