@@ -37,7 +37,8 @@ from e2e.operator import METRICS_PORT, install_crds, operator_as_chart_identity
 from e2e.producer import SteadyProducer
 from e2e.prometheus import SCRAPE_INTERVAL_SECONDS, PrometheusServer
 from e2e.worker.servers import RedisServer, free_port
-from workerfleet.planners.rollout import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES, RolloutReason
+from workerfleet.api.worker_contract import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES
+from workerfleet.planners.rollout import RolloutReason
 from workerfleet.planners.scaling import ScalingReason
 from workerfleet.report import Chart, Marker, Page, Panel, Series, render_html
 from workerfleet.worker.envelope import encode, new_envelope

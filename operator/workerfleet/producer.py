@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
 from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.api.workerpool import Queue, WorkerPoolSpec
 from workerfleet.worker.backends import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
@@ -170,9 +171,9 @@ def describe(queue: Queue) -> str:
 
 def _environment_credentials() -> Credentials:
     return Credentials(
-        username=os.environ.get("WORKERFLEET_QUEUE_USERNAME") or None,
-        password=os.environ.get("WORKERFLEET_QUEUE_PASSWORD") or None,
-        ca_pem=os.environ.get("WORKERFLEET_QUEUE_CA") or None,
+        username=os.environ.get(WorkerEnv.QUEUE_USERNAME) or None,
+        password=os.environ.get(WorkerEnv.QUEUE_PASSWORD) or None,
+        ca_pem=os.environ.get(WorkerEnv.QUEUE_CA) or None,
     )
 
 

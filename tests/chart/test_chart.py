@@ -16,7 +16,8 @@ from cryptography import x509
 
 from e2e.toolchain import KUBERNETES_VERSION, binaries
 from workerfleet.api.crdgen import render_all
-from workerfleet.planners.children import METRICS_PORT_NAME, POOL_LABEL
+from workerfleet.api.worker_contract import METRICS_PORT_NAME
+from workerfleet.planners.children import POOL_LABEL
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CHART = REPOSITORY / "charts" / "workerfleet"

@@ -16,13 +16,18 @@ from typing import Protocol
 
 import aiohttp
 
+from workerfleet.api.worker_contract import (
+    ERROR_OUTCOMES,
+    JOBS_METRIC,
+    UNCOUNTED_OUTCOMES,
+    WORKER_START_TIME_METRIC,
+)
 from workerfleet.api.workerpool import Analysis
 from workerfleet.backends.base import Credentials, failure
-from workerfleet.planners.rollout import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES, Measurement, RevisionSample
+from workerfleet.planners.rollout import Measurement, RevisionSample
 from workerfleet.tls import client_context
 
 TIMEOUT_SECONDS = 5.0
-JOBS_METRIC = "workerfleet_jobs_total"
 DEFAULT_ERROR_QUERY = (
     f'sum(increase({JOBS_METRIC}{{pool="$pool",revision="$revision",outcome=~"{"|".join(ERROR_OUTCOMES)}"}}'
     "[$window]))"
@@ -32,9 +37,7 @@ DEFAULT_TOTAL_QUERY = (
     "[$window]))"
 )
 
-RESTARTS_QUERY = (
-    'sum(changes(workerfleet_worker_start_time_seconds{pool="$pool",revision="$revision"}[$window]))'
-)
+RESTARTS_QUERY = f'sum(changes({WORKER_START_TIME_METRIC}{{pool="$pool",revision="$revision"}}[$window]))'
 """Restarts of one revision's workers: a restarted container keeps its scrape target, so its start
 time series changes once per restart."""
 

@@ -31,10 +31,6 @@ PERCENT = 100
 ROLLOUT_ACTION_ANNOTATION = "workerfleet.dev/rollout-action"
 """Set by `kubectl workerfleet`: `<action>/<revision>/<unique token>`; looked at once
 (status.rollout.handledAction), and acted on only while the rollout of that revision can take it."""
-ERROR_OUTCOMES = ("retried", "dead_lettered", "failed")
-"""Outcomes of `workerfleet_jobs_total` that count as a failed attempt."""
-UNCOUNTED_OUTCOMES = ("duplicate",)
-"""Outcomes that are no attempt at all (a redelivered job already done), so not a sample."""
 
 
 class Action(StrEnum):

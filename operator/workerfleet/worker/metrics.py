@@ -8,7 +8,13 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from workerfleet.worker.policy import Outcome
+from workerfleet.api.worker_contract import (
+    JOB_DURATION_METRIC,
+    JOBS_IN_FLIGHT_METRIC,
+    JOBS_METRIC,
+    WORKER_START_TIME_METRIC,
+    Outcome,
+)
 
 DURATION_BUCKETS = (
     0.005,
@@ -40,7 +46,7 @@ class WorkerMetrics:
         self._pool = pool
         self._revision = revision
         self.jobs = Counter(
-            "workerfleet_jobs_total",
+            JOBS_METRIC,
             "Deliveries of jobs by how they ended: succeeded, retried, dead_lettered, failed (dropped, no "
             "dead-letter queue), expired, duplicate, review.",
             ["pool", "revision", "job_type", "outcome"],
@@ -52,14 +58,14 @@ class WorkerMetrics:
             for outcome in Outcome:
                 self.jobs.labels(pool, revision, job_type, outcome.value)
         self.duration = Histogram(
-            "workerfleet_job_duration_seconds",
+            JOB_DURATION_METRIC,
             "Time one attempt's handler ran, by how the delivery ended.",
             ["pool", "revision", "job_type", "outcome"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "workerfleet_jobs_in_flight",
+            JOBS_IN_FLIGHT_METRIC,
             "Jobs this worker holds right now.",
             ["pool", "revision", "job_type"],
             registry=self.registry,
@@ -67,7 +73,7 @@ class WorkerMetrics:
         # A restarted container keeps its pod's scrape target, so each restart changes this series:
         # canary analysis counts the changes to see a canary that crash-loops or is OOM-killed.
         self.started = Gauge(
-            "workerfleet_worker_start_time_seconds",
+            WORKER_START_TIME_METRIC,
             "When this worker process started, in seconds since the epoch.",
             ["pool", "revision"],
             registry=self.registry,
