@@ -401,7 +401,7 @@ def verdict(  # noqa: PLR0917  (the inputs of one verdict, each named at the cal
         seed=plan.seed,
         jobs=len(plan.jobs),
         invocations=sum(1 for r in ledger.records if r.event is Event.START),
-        kills=sum(1 for r in ledger.records if r.event is Event.KILLED),
+        kills=len({r.pid for r in ledger.records if r.event is Event.KILLED}),
         leftover_depth=leftover_depth,
     )
     sent = {job.id for job in plan.jobs}

@@ -240,6 +240,17 @@ class LossRun:
         review = [envelope.id for envelope in self.target.queue.entries(f"{queue}.review")]
         return verdict(self.target.backend, self.plan, self.records(), dead, review, self.target.leftover())
 
+    def declare(self) -> None:
+        """What a producer declares before its first job (a RabbitMQ queue, a stream's group), so the pool
+        can read its depth: a RabbitMQ queue that does not exist is an unreachable queue."""
+
+        async def connect() -> None:
+            producer = self.target.queue.producer()
+            await producer.connect()
+            await producer.close()
+
+        asyncio.run(connect())
+
     def enqueue(self) -> None:
         async def produce() -> None:
             producer = self.target.queue.producer()
@@ -292,6 +303,7 @@ class LossRun:
         self.say(f"schedule ({self.profile.name} profile):\n{self.plan.describe()}")
         pool = worker_pool(self.target.queue.spec(), self.profile, self.ledger)
         self.apply(*job_types(self.target.queue.name), pool)
+        self.declare()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not (self._queue_read() and self.replicas() == 0):
             if time.monotonic() > deadline:
