@@ -17,7 +17,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
@@ -67,8 +66,10 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     failed = False
     try:
-        with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="loss-") as scratch:
-            directory = Path(scratch)
+        with ExitStack() as stack:
+            # Kept after the run (ledger, worker logs, server logs), to read what happened to a job id
+            directory = cluster.layout.logs / f"loss-{profile.name}-{seed}-{int(time.time())}"
+            print(f"ledger and logs in {directory}", flush=True)
             install_crds(cluster)
             chart.install(cluster, chart.E2E_VALUES)
             stack.callback(chart.uninstall, cluster)
@@ -95,7 +96,9 @@ def main() -> int:
                     rows.append(row)
                     print(table([row]), flush=True)
                     for problem in result.problems():
-                        print(f"  {problem}", flush=True)
+                        print(f"  FAILED {problem}", flush=True)
+                    for finding in result.reported():
+                        print(f"  at-least-once {finding}", flush=True)
                     failed = failed or not result.ok
                 finally:
                     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -73,6 +73,7 @@ def test_no_job_is_lost_under_kills_a_queue_restart_and_a_job_type_rollout(
     print(table([result.row()]))
     print(f"{target.backend}: run took {time.monotonic() - started:.0f}s; faults fired:")
     print("\n".join("  " + line for line in result.faults))
+    print("\n".join("  at-least-once " + line for line in result.reported()))
     # Every job id ended exactly once, none is left on the queue, and a keyed job's effect is applied once
     assert result.ok, f"seed {chosen}:\n" + "\n".join(result.problems())
     assert result.leftover_depth == 0

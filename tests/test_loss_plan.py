@@ -175,3 +175,22 @@ def test_the_table_has_a_row_per_backend() -> None:
     assert lines[0].startswith("| backend | jobs | done |")
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| redis-list", "| rabbitmq"]
     assert "0→0→0" in lines[2]
+
+
+def test_without_atomic_settling_a_dead_letter_written_twice_and_a_keyed_rerun_are_reported_not_failed() -> (
+    None
+):
+    twice = [*DEAD, ("late", "DeadlineExceeded")]
+    rerun = [*clean_ledger(), Record(Event.START, 1.5, 10, "plain", 2), effect("keyed", 3.0, 12)]
+    atomic = verdict("redis-list", PLAN, rerun, twice, ["unsure"], 0)
+    assert not atomic.ok
+    assert [f.job for f in atomic.written_twice] == ["late"]
+    assert [f.job for f in atomic.keyed_duplicates] == ["keyed"]
+    assert len(atomic.problems()) == 2
+    assert atomic.reported() == []
+    rabbit = verdict("rabbitmq", PLAN, rerun, twice, ["unsure"], 0, atomic_settle=False)
+    assert rabbit.ok, rabbit.problems()
+    assert rabbit.row()["written_twice"] == 1
+    assert rabbit.row()["keyed_rerun_without_shared_keys"] == 1
+    assert rabbit.ends["expired"] == 1
+    assert len(rabbit.reported()) == 2

@@ -67,6 +67,8 @@ class Target:
     restart: Callable[[], None]
     leftover: Callable[[], int]
     """Jobs the queue still holds: waiting, in flight and waiting for a retry."""
+    atomic_settle: bool = True
+    """See plan.Verdict.atomic_settle."""
 
 
 def redis_target(backend: str, server: RedisServer) -> Target:
@@ -100,7 +102,8 @@ def rabbitmq_target(server: RabbitMQServer) -> Target:
     def leftover() -> int:
         return server.queue_messages(lambda queue: queue == name or queue.startswith(f"{name}.retry."))
 
-    return Target("rabbitmq", RabbitMQQueue(server.address, name, server), server.restart, leftover)
+    queue = RabbitMQQueue(server.address, name, server)
+    return Target("rabbitmq", queue, server.restart, leftover, atomic_settle=False)
 
 
 def job_types(queue: str, *, backoff_max_seconds: float = 1.0) -> list[dict[str, Any]]:
@@ -238,7 +241,15 @@ class LossRun:
             for envelope in self.target.queue.entries(f"{queue}.dlq")
         ]
         review = [envelope.id for envelope in self.target.queue.entries(f"{queue}.review")]
-        return verdict(self.target.backend, self.plan, self.records(), dead, review, self.target.leftover())
+        return verdict(
+            self.target.backend,
+            self.plan,
+            self.records(),
+            dead,
+            review,
+            self.target.leftover(),
+            atomic_settle=self.target.atomic_settle,
+        )
 
     def declare(self) -> None:
         """What a producer declares before its first job (a RabbitMQ queue, a stream's group), so the pool
