@@ -10,9 +10,11 @@ under the same pod name (the kubelet restarting the container), so it keeps its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -56,6 +58,7 @@ TICK_SECONDS = 1.0
 ACCOUNT_EVERY_SECONDS = 3.0
 SCALE_TO_ZERO_TIMEOUT_SECONDS = 180.0
 START_TIMEOUT_SECONDS = 120.0
+KILL_WAIT_SECONDS = 10.0
 
 
 @dataclass
@@ -293,6 +296,9 @@ class LossRun:
                     return
                 append(str(self.ledger), Record(Event.KILLED, time.time(), alive[name]))
                 os.kill(alive[name], signal.SIGKILL)
+                # Gone before the next kill picks (a process in an fsync dies only once it returns)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.fleet.processes[name].process.wait(timeout=KILL_WAIT_SECONDS)
                 self.fired.append(f"{event.describe()}: SIGKILL {name} (pid {alive[name]})")
             case Fault.RESTART_QUEUE:
                 thread = threading.Thread(target=self.target.restart, daemon=True)
