@@ -59,16 +59,20 @@ demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of
 	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
 BENCH_SCALE_SIZES ?= 100,300,1000
-bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction; rollback latency; operator at scale
+bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction; rollback latency; operator at scale; loss checker (5,000 jobs per backend)
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.autoscaling_reaction
 	$(BIN)/python -m bench.rollback_latency
 	$(BIN)/python -m bench.scale --sizes $(BENCH_SCALE_SIZES)
+<<<<<<< HEAD
 	$(BIN)/python -m bench.footprint
 	$(BIN)/python -m bench.plots
 
 footprint: $(INSTALLED) ## installed size of the worker and the operator dependency sets, the worker's start time
 	$(BIN)/python -m bench.footprint
+=======
+	$(BIN)/python -m bench.loss
+>>>>>>> loss
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

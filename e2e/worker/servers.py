@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,15 @@ class ServerTls:
 
 
 class RedisServer:
-    """redis-server without persistence, bound to 127.0.0.1 on a free port; TLS only when `tls` is given."""
+    """redis-server bound to 127.0.0.1 on a free port; TLS only when `tls` is given; without
+    persistence, or with `durable` an append-only file fsynced on every write (`appendfsync always`),
+    so it can be killed and restarted without losing a write it acknowledged."""
 
-    def __init__(self, directory: Path, tls: ServerTls | None = None) -> None:
+    def __init__(self, directory: Path, tls: ServerTls | None = None, *, durable: bool = False) -> None:
         self.directory = directory
         self.port = free_port()
         self.tls = tls
+        self.durable = durable
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,8 +87,11 @@ class RedisServer:
                 str(self.directory),
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ["--appendonly", "yes", "--appendfsync", "always"]
+                    if self.durable
+                    else ["--appendonly", "no"]
+                ),
                 "--daemonize",
                 "no",
             ],
@@ -138,6 +145,13 @@ class RedisServer:
     def stop(self) -> None:
         if self._process is not None:
             _stop_group(self._process)
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed server or node: no shutdown, no final save."""
+        if self._process is not None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
             self._process = None
 
 
@@ -278,6 +292,40 @@ class RabbitMQServer:
                 pairs = re.findall(r'\{"?([^",{}]+)"?,\s*"?([^",{}]*)"?\}', arguments)
                 return dict(pairs)
         return None
+
+    def restart(self) -> None:
+        """Stop the node and start it again on the same ports and data (durable queues and persistent
+        messages survive; epmd keeps running)."""
+        assert self._server is not None
+        _stop_group(self._server)
+        log = (self.directory / "rabbitmq.out").open("ab")
+        self._server = subprocess.Popen(
+            [str(RABBITMQ_SERVER)],
+            env=self._environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        eventually(
+            self._answers, what="rabbitmq-server to accept AMQP connections", timeout=START_TIMEOUT_SECONDS
+        )
+
+    def queue_messages(self, wanted: Callable[[str], bool]) -> int:
+        """Messages (ready and unacknowledged) in every queue whose name is `wanted`."""
+        listing = subprocess.run(
+            [str(RABBITMQCTL), "list_queues", "--quiet", "--no-table-headers", "name", "messages"],
+            env=self._environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        total = 0
+        for line in listing.stdout.splitlines():
+            name, _, count = line.partition("\t")
+            if wanted(name) and count.strip().isdigit():
+                total += int(count)
+        return total
 
     def stop(self) -> None:
         if self._server is not None:
