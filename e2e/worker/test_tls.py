@@ -24,8 +24,9 @@ from e2e.worker.conftest import Workers
 from e2e.worker.servers import RabbitMQServer, RedisServer, ServerTls
 from e2e.worker.test_worker_processes import events
 from workerfleet import producer
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Queue
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
+from workerfleet.backends.base import QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
 from workerfleet.worker.envelope import encode, new_envelope
 

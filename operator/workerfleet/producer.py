@@ -32,13 +32,14 @@ from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.api.workerpool import Queue, WorkerPoolSpec
-from workerfleet.worker.backends import open_backend
+from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
 from workerfleet.worker.runtime import build_validators, input_problem
-from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
+from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 

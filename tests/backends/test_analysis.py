@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Analysis
 from workerfleet.backends.analysis import (
     DEFAULT_ERROR_QUERY,
@@ -23,7 +24,6 @@ from workerfleet.backends.analysis import (
     render,
     value_of,
 )
-from workerfleet.backends.base import Credentials
 
 
 def vector(*values: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.worker.backends import open_backend
+from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend

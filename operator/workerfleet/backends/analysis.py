@@ -16,6 +16,7 @@ from typing import Protocol
 
 import aiohttp
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.worker_contract import (
     ERROR_OUTCOMES,
     JOBS_METRIC,
@@ -23,7 +24,7 @@ from workerfleet.api.worker_contract import (
     WORKER_START_TIME_METRIC,
 )
 from workerfleet.api.workerpool import Analysis
-from workerfleet.backends.base import Credentials, failure
+from workerfleet.backends.base import failure
 from workerfleet.planners.rollout import Measurement, RevisionSample
 from workerfleet.tls import client_context
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -33,16 +33,6 @@ class QueueSample:
     backoff (RabbitMQ tells only the ready ones; see backends.rabbitmq)."""
     oldest_age_seconds: float | None = None
     """Age of the oldest waiting job, where the backend can tell."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Secrets resolved from the pool's Secret references; repr never shows them."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    bearer_token: str | None = field(default=None, repr=False)
-    ca_pem: str | None = None
 
 
 class DepthSource(Protocol):

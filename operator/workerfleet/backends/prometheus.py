@@ -12,8 +12,9 @@ from http import HTTPStatus
 
 import aiohttp
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import PrometheusQueue
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, failure
+from workerfleet.backends.base import QueueSample, QueueUnreachableError, failure
 from workerfleet.tls import client_context
 
 TIMEOUT_SECONDS = 5.0

@@ -20,8 +20,9 @@ from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from workerfleet.api.common import split_host_port
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
+from workerfleet.backends.base import QueueSample, QueueUnreachableError
 from workerfleet.tls import client_context, tls_problem
 
 TIMEOUT_SECONDS = 5.0

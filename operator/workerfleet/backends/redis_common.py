@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
 
 from workerfleet.api.common import TLSConfig, split_host_port
-from workerfleet.backends.base import Credentials
+from workerfleet.api.credentials import Credentials
 from workerfleet.tls import RedisTLSConnection, client_context
 
 TIMEOUT_SECONDS = 5.0

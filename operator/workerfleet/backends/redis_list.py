@@ -11,14 +11,9 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
-from workerfleet.backends.base import (
-    Credentials,
-    QueueSample,
-    QueueUnreachableError,
-    envelope_age_seconds,
-    failure,
-)
+from workerfleet.backends.base import QueueSample, QueueUnreachableError, envelope_age_seconds, failure
 from workerfleet.backends.redis_common import connect, release
 
 

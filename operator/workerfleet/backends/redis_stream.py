@@ -18,8 +18,9 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, failure
+from workerfleet.backends.base import QueueSample, QueueUnreachableError, failure
 from workerfleet.backends.redis_common import connect, release
 
 

@@ -21,9 +21,10 @@ from prometheus_client import Counter
 
 from workerfleet.adapter.readings import Reading
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
-from workerfleet.backends.base import Credentials, DepthSource, QueueSample, QueueUnreachableError
+from workerfleet.backends.base import DepthSource, QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS

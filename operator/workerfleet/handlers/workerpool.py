@@ -156,7 +156,7 @@ def _reconcile_locked(
     ]
     if not missing and not invalid and not refused:
         stable_live = api.get("apps/v1", "Deployment", namespace, name)
-        canary_live = api.get("apps/v1", "Deployment", namespace, names(name)["canary"])
+        canary_live = api.get("apps/v1", "Deployment", namespace, names(name).canary)
         workers, rollout = plan_workers(
             pool, spec, stable_live, canary_live, measurement=measurement, now=now
         )
@@ -184,7 +184,7 @@ def _reconcile_locked(
         refused_permissions=refused,
         apply_error=apply_error,
         name_conflict=name_conflict,
-        canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name)["canary"]),
+        canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name).canary),
         rollout=rollout_fields,
     )
     status, events, changed = plan_status(observation, current, now)
@@ -284,7 +284,7 @@ def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         POOLS_BY_JOB_TYPE.forget(namespace, name)
         SCHEDULE.forget((namespace, name))
         # Its children go with it through their ownerReferences: nothing of them is worth remembering.
-        child_names = {name, *names(name).values(), f"{name}-queue"}  # -queue: KEDA's TriggerAuthentication
+        child_names = {name, *names(name).all(), f"{name}-queue"}  # -queue: KEDA's TriggerAuthentication
         kube().watched.forget_named(namespace, child_names)
         kube().applied.forget_named(namespace, child_names)
         return

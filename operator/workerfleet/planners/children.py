@@ -137,17 +137,40 @@ def common_labels(pool: str, revision: str | None = None) -> dict[str, str]:
     return labels
 
 
-def names(pool: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class ChildNames:
     """Child names, derived from the pool's name so they never collide between pools."""
-    return {
-        "deployment": pool,
-        "canary": f"{pool}-canary",
-        "service_account": f"{pool}-worker",
-        "role": f"{pool}-worker",
-        "policies": f"{pool}-policies",
-        "budget": pool,
-        "autoscaler": pool,
-    }
+
+    deployment: str
+    canary: str
+    service_account: str
+    role: str
+    policies: str
+    budget: str
+    autoscaler: str
+
+    def all(self) -> set[str]:
+        return {
+            self.deployment,
+            self.canary,
+            self.service_account,
+            self.role,
+            self.policies,
+            self.budget,
+            self.autoscaler,
+        }
+
+
+def names(pool: str) -> ChildNames:
+    return ChildNames(
+        deployment=pool,
+        canary=f"{pool}-canary",
+        service_account=f"{pool}-worker",
+        role=f"{pool}-worker",
+        policies=f"{pool}-policies",
+        budget=pool,
+        autoscaler=pool,
+    )
 
 
 def grace_period_seconds(job_types: Iterable[JobTypeSpec]) -> int:
@@ -517,7 +540,7 @@ def autoscaler(pool: PoolRef, scaling: Autoscaling) -> Manifest:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(pool, names(pool.name)["autoscaler"]),
+        "metadata": _metadata(pool, names(pool.name).autoscaler),
         "spec": spec,
     }
 
@@ -534,7 +557,7 @@ def worker_deployment(
     """One track's Deployment of workers running `template`."""
     child = names(pool.name)
     revision = revision_of(template)
-    metadata = _metadata(pool, child["deployment"] if track == STABLE_TRACK else child["canary"], revision)
+    metadata = _metadata(pool, child.deployment if track == STABLE_TRACK else child.canary, revision)
     metadata["annotations"] = {POD_TEMPLATE_ANNOTATION: json.dumps(template, sort_keys=True)}
     return {
         "apiVersion": "apps/v1",
@@ -547,9 +570,9 @@ def worker_deployment(
                 template,
                 pool=pool,
                 revision=revision,
-                service_account=child["service_account"],
+                service_account=child.service_account,
                 mount_token=bool(role_rules(job_types.values())),
-                policies_config_map=child["policies"],
+                policies_config_map=child.policies,
                 grace_seconds=grace_period_seconds(job_types.values()),
                 environment=worker_environment(pool, revision, spec),
                 policies_checksum=policies_checksum(job_types),
@@ -580,36 +603,36 @@ def plan_children(
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": _metadata(pool, child["service_account"]),
+            "metadata": _metadata(pool, child.service_account),
             "automountServiceAccountToken": needs_api,
         },
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(pool, child["policies"]),
+            "metadata": _metadata(pool, child.policies),
             "data": {POLICIES_FILE: policies_document(job_types)},
         },
     ]
     delete: list[ChildKey] = []
     role_keys = [
-        ChildKey("rbac.authorization.k8s.io/v1", "Role", child["role"]),
-        ChildKey("rbac.authorization.k8s.io/v1", "RoleBinding", child["role"]),
+        ChildKey("rbac.authorization.k8s.io/v1", "Role", child.role),
+        ChildKey("rbac.authorization.k8s.io/v1", "RoleBinding", child.role),
     ]
     if needs_api:
         apply += [
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "Role",
-                "metadata": _metadata(pool, child["role"]),
+                "metadata": _metadata(pool, child.role),
                 "rules": rules,
             },
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "RoleBinding",
-                "metadata": _metadata(pool, child["role"]),
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": child["role"]},
+                "metadata": _metadata(pool, child.role),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": child.role},
                 "subjects": [
-                    {"kind": "ServiceAccount", "name": child["service_account"], "namespace": pool.namespace}
+                    {"kind": "ServiceAccount", "name": child.service_account, "namespace": pool.namespace}
                 ],
             },
         ]
@@ -637,20 +660,20 @@ def plan_children(
             )
         )
     else:
-        delete.append(ChildKey("apps/v1", "Deployment", child["canary"]))
-    budget_key = ChildKey("policy/v1", "PodDisruptionBudget", child["budget"])
+        delete.append(ChildKey("apps/v1", "Deployment", child.canary))
+    budget_key = ChildKey("policy/v1", "PodDisruptionBudget", child.budget)
     if spec.replicas > 1:
         apply.append(
             {
                 "apiVersion": "policy/v1",
                 "kind": "PodDisruptionBudget",
-                "metadata": _metadata(pool, child["budget"]),
+                "metadata": _metadata(pool, child.budget),
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {POOL_LABEL: pool.name}}},
             }
         )
     else:
         delete.append(budget_key)
-    autoscaler_key = ChildKey("autoscaling/v2", "HorizontalPodAutoscaler", child["autoscaler"])
+    autoscaler_key = ChildKey("autoscaling/v2", "HorizontalPodAutoscaler", child.autoscaler)
     engine = spec.autoscaling.engine if spec.autoscaling is not None else None
     if spec.autoscaling is not None and engine == AutoscalingEngine.BUILTIN:
         apply.append(autoscaler(pool, spec.autoscaling))

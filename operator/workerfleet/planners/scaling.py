@@ -32,7 +32,7 @@ from workerfleet.planners.status import Event
 
 
 @dataclass(frozen=True)
-class ScalingPolicy:
+class ScalingSettings:
     """The pool's autoscaling settings that matter for one decision."""
 
     min_replicas: int
@@ -115,7 +115,7 @@ def deadline_replicas(
     return math.ceil(depth / (throughput_per_replica * time_left))
 
 
-def _within_bounds(replicas: int, policy: ScalingPolicy) -> int:
+def _within_bounds(replicas: int, policy: ScalingSettings) -> int:
     """A held count the HPA keeps: it scales anything outside min..max back at every sync, so holding
     such a count would fight it. Zero stays zero (the HPA does nothing at zero)."""
     if replicas == 0:
@@ -124,7 +124,7 @@ def _within_bounds(replicas: int, policy: ScalingPolicy) -> int:
 
 
 def decide(
-    policy: ScalingPolicy, state: QueueState, now: datetime, pause: Pause | None = None
+    policy: ScalingSettings, state: QueueState, now: datetime, pause: Pause | None = None
 ) -> ScalingDecision:
     """What to serve the HPA and whether the operator must set replicas itself, for one poll."""
     if pause is not None:
@@ -135,7 +135,7 @@ def decide(
     return _decide_on_depth(policy, state, now)
 
 
-def _decide_on_depth(policy: ScalingPolicy, state: QueueState, now: datetime) -> ScalingDecision:
+def _decide_on_depth(policy: ScalingSettings, state: QueueState, now: datetime) -> ScalingDecision:
     if state.depth is None:
         fallback = policy.fallback_replicas
         threshold = policy.failure_threshold
@@ -351,9 +351,9 @@ def observe_drain(memory: ScalingMemory, depth: int, replicas: int, now: datetim
     return replace(memory, last_depth=depth, last_time=now, throughput_per_replica=rate)
 
 
-def policy_of(scaling: Autoscaling, deadline_seconds: int | None) -> ScalingPolicy:
+def policy_of(scaling: Autoscaling, deadline_seconds: int | None) -> ScalingSettings:
     fallback = scaling.fallback
-    return ScalingPolicy(
+    return ScalingSettings(
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
         target_depth_per_replica=scaling.target_depth_per_replica,

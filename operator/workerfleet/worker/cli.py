@@ -13,7 +13,7 @@ import signal
 from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.worker import health as probes
 from workerfleet.worker import jsonlog
-from workerfleet.worker.backends import open_backend, pool_dead_letter_queue
+from workerfleet.worker.backend_factory import open_backend, pool_dead_letter_queue
 from workerfleet.worker.handlers import default_registry
 from workerfleet.worker.metrics import WorkerMetrics
 from workerfleet.worker.runtime import Runtime

@@ -35,6 +35,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pamqp.common import FieldTable
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.tls import client_context, tls_problem
 from workerfleet.worker.backend import (
@@ -45,7 +46,6 @@ from workerfleet.worker.backend import (
     DestinationRefused,
 )
 from workerfleet.worker.redis_support import split_host_port
-from workerfleet.worker.settings import Credentials
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 DELIVERIES_HEADER = "x-workerfleet-deliveries"

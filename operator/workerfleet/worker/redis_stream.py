@@ -31,6 +31,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
 from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
@@ -43,7 +44,6 @@ from workerfleet.worker.redis_support import (
     refused_on_response_errors,
     unavailable_on_connection_errors,
 )
-from workerfleet.worker.settings import Credentials
 
 JOB_FIELD = b"job"
 START_OF_PENDING = "-"

@@ -14,9 +14,10 @@ from redis.backoff import NoBackoff
 
 from workerfleet.api.common import TLSConfig
 from workerfleet.api.common import split_host_port as api_split_host_port
+from workerfleet.api.credentials import Credentials
 from workerfleet.tls import RedisTLSConnection, client_context, tls_problem
 from workerfleet.worker.backend import BackendUnavailable, DestinationRefused
-from workerfleet.worker.settings import ConfigurationError, Credentials
+from workerfleet.worker.settings import ConfigurationError
 
 # Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
 SOCKET_TIMEOUT_SECONDS = 15.0

@@ -36,11 +36,12 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.worker_contract import POLICIES_PATH, WorkerEnv
 from workerfleet.api.workerpool import Queue
@@ -55,16 +56,6 @@ MAX_CONCURRENCY = 1_000
 
 class ConfigurationError(ValueError):
     """The worker cannot start as configured; the message names the setting."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Queue credentials from the environment; repr never shows the password."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_pem: str | None = None
-    """PEM bundle of the CAs to trust for the queue's TLS (not a secret: certificates only)."""
 
 
 @dataclass(frozen=True)

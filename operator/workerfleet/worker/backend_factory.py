@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from workerfleet.api.common import TLSConfig
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RabbitMQAuth, RedisAuth
 from workerfleet.worker.backend import QueueBackend
@@ -12,7 +13,7 @@ from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
 from workerfleet.worker.runtime import CANCEL_GRACE_SECONDS
-from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
+from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
 DEFAULT_TIMEOUT_SECONDS = 30
 CONSUMER_TIMEOUT_MARGIN_SECONDS = 60.0
