@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    from workerfleet.handlers.metrics_api import MetricsApiSettings  # noqa: PLC0415
+    from workerfleet.handlers.metrics_api import MetricsApiSettings, RegistrationSettings  # noqa: PLC0415
     from workerfleet.kube.client import configure  # noqa: PLC0415
 
     configure(qps=args.api_qps, burst=args.api_burst)
@@ -50,6 +50,15 @@ def _run(args: argparse.Namespace) -> int:
         cert_file=args.metrics_api_cert,
         key_file=args.metrics_api_key,
         service_names=tuple(args.metrics_api_service) or MetricsApiSettings.service_names,
+        registration=None
+        if args.register_metrics_api is None
+        else RegistrationSettings(
+            namespace=args.register_metrics_api[0],
+            service=args.register_metrics_api[1],
+            port=args.metrics_api_service_port,
+            ca_file=args.metrics_api_ca_file,
+            owner_cluster_role=args.metrics_api_owner_cluster_role,
+        ),
     )
     from workerfleet.handlers.activity import PeeringSettings, pod_from_environment  # noqa: PLC0415
 
@@ -126,6 +135,13 @@ def _delegable(value: str) -> list[DelegableRule]:
         return [DelegableRule.model_validate(rule) for rule in json.loads(value)]
     except (ValueError, TypeError) as error:
         raise argparse.ArgumentTypeError(f"a JSON list of RBAC rules: {error}") from error
+
+
+def _namespaced_name(value: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError("NAMESPACE/NAME")
+    return namespace, name
 
 
 def _positive_int(value: str) -> int:
@@ -222,6 +238,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DNS_NAME",
         help="the Service name the self-signed certificate is made for (repeatable)",
+    )
+    run.add_argument(
+        "--register-metrics-api",
+        type=_namespaced_name,
+        default=None,
+        metavar="NAMESPACE/SERVICE",
+        help="register the v1beta1.external.metrics.k8s.io APIService, routed to this Service, while this "
+        "replica is the active one, and remove it when the last replica stops gracefully (a registered "
+        "API that nothing answers stalls namespace deletion and garbage collection cluster-wide)",
+    )
+    run.add_argument(
+        "--metrics-api-service-port",
+        type=_positive_int,
+        default=443,
+        metavar="PORT",
+        help="with --register-metrics-api: the Service port the APIService names (default 443)",
+    )
+    run.add_argument(
+        "--metrics-api-ca-file",
+        default=None,
+        metavar="FILE",
+        help="with --register-metrics-api: the CA (PEM) the APIService trusts, read again while active; "
+        "default: the serving certificate itself",
+    )
+    run.add_argument(
+        "--metrics-api-owner-cluster-role",
+        default=None,
+        metavar="NAME",
+        help="with --register-metrics-api: the release's ClusterRole, named as the APIService's owner so "
+        "that the garbage collector removes it when the release is uninstalled",
     )
     run.add_argument(
         "--metrics-port",
