@@ -67,10 +67,10 @@ class RegistrationSettings:
 REGISTER_CHECK_SECONDS = 10.0
 """While active, how often the APIService is read and applied again if it differs (a renewed CA, a hand
 edit, an APIService deleted by `helm upgrade` from an older release that templated it)."""
-STOP_WAIT_SECONDS = 4.0
+STOP_WAIT_SECONDS = 2.0
 """On a graceful stop, how long a replica waits for the other live replicas' records to go (they stop at
 the same moment on `helm uninstall` or a scale to 0) before it leaves the APIService to them."""
-STOP_POLL_SECONDS = 0.5
+STOP_POLL_SECONDS = 0.25
 FIELD_MANAGER = "workerfleet-metrics-api"
 
 
