@@ -128,13 +128,16 @@ class OperatorProcess:
         pod: tuple[str, str] | None = None,
         pod_selector: str | None = None,
         extra_args: Sequence[str] = (),
+        register: bool = True,
     ) -> None:
         """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
         ports, so a second process can run next to the first (the APIService targets the unshifted one).
         `pod`: (namespace, name) of a pod this process stands in for, as the chart's container would:
         it gets POD_NAMESPACE and POD_NAME and labels that pod while active (--label-active-pod).
         `pod_selector`: the chart's --active-pod-selector, so that on turning active it takes the label
-        off the other pods it selects. `extra_args`: more options of `workerfleet run`."""
+        off the other pods it selects. `extra_args`: more options of `workerfleet run`. `register`: register
+        the metrics APIService while active (routed to `register_metrics_api`'s Service; standalone, the
+        start waits until it is registered and Available)."""
         self.cluster = cluster
         self.log = log
         self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
@@ -142,6 +145,7 @@ class OperatorProcess:
         self.pod = pod
         self.pod_selector = pod_selector
         self.extra_args = list(extra_args)
+        self.register = register
         self.liveness_port = LIVENESS_PORT + port_shift
         self.metrics_api_port = METRICS_API_PORT + port_shift
         self.metrics_port = METRICS_PORT + port_shift
@@ -166,6 +170,8 @@ class OperatorProcess:
     def _registration_args(self) -> list[str]:
         """Register the APIService while active, routed to the ExternalName Service, on this process's port,
         trusting the CA that signed its certificate (as the chart's flags do with its Service)."""
+        if not self.register:
+            return []
         namespace, service = METRICS_API_SERVICE
         ca, _ = metrics_api_certificate(self.cluster)
         return [
@@ -216,7 +222,7 @@ class OperatorProcess:
             what=f"the operator to answer {liveness} (log: {self.log})",
             timeout=60,
         )
-        if self.peering is None:
+        if self.peering is None and self.register:
             # Standalone, it is active at once and registers the APIService within seconds.
             eventually(
                 self._registered_here,

@@ -14,11 +14,15 @@ follows the active replica" is the APIService's port following it.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from e2e import chart
 from e2e.cluster import Cluster
@@ -45,7 +49,7 @@ STAYS_ABSENT = 8.0
 """After uninstall, how long the APIService is watched staying away while the old process still runs."""
 
 
-def _api_service(cluster: Cluster) -> dict[str, object] | None:
+def _api_service(cluster: Cluster) -> dict[str, Any] | None:
     result = cluster.kubectl("get", "apiservice", API_SERVICE, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
 
@@ -55,7 +59,7 @@ def _available(cluster: Cluster) -> bool | None:
     body = _api_service(cluster)
     if body is None:
         return None
-    conditions = (body.get("status") or {}).get("conditions") or []  # type: ignore[attr-defined]
+    conditions = (body.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
 
@@ -209,7 +213,7 @@ def _served_by(cluster: Cluster, process: OperatorProcess) -> bool:
     body = _api_service(cluster)
     if body is None:
         return False
-    port = body["spec"]["service"]["port"]  # type: ignore[index]
+    port = body["spec"]["service"]["port"]
     return bool(port == process.metrics_api_port and _discovered(cluster))
 
 
@@ -274,3 +278,82 @@ def test_a_namespace_is_deleted_after_helm_uninstall(
         chart.service_account_kubeconfig(cluster, operator_process.kubeconfig)
         register_metrics_api(cluster)
         operator_process.start()
+
+
+OLDER_CHART_POST_RENDERER = """
+import base64, sys, yaml
+documents = [d for d in yaml.safe_load_all(sys.stdin) if d]
+[ca] = [d for d in documents
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-metrics-api-ca")]
+documents.append({
+    "apiVersion": "apiregistration.k8s.io/v1",
+    "kind": "APIService",
+    "metadata": {"name": "v1beta1.external.metrics.k8s.io", "labels": ca["metadata"]["labels"]},
+    "spec": {
+        "group": "external.metrics.k8s.io",
+        "version": "v1beta1",
+        "service": {"name": "workerfleet-metrics-api", "namespace": ca["metadata"]["namespace"], "port": 443},
+        "caBundle": base64.b64encode(ca["data"]["ca.crt"].encode()).decode(),
+        "groupPriorityMinimum": 100,
+        "versionPriority": 100,
+    },
+})
+sys.stdout.write(yaml.safe_dump_all(documents))
+"""
+"""Renders the chart as its versions before this one did: with the APIService in the release."""
+
+
+def test_helm_upgrade_from_a_release_that_templated_the_api_service(
+    operator_chart: Cluster, operator_process: OperatorProcess, tmp_path: Path
+) -> None:
+    cluster = operator_chart
+    renderer = tmp_path / "older-chart"
+    renderer.write_text(f"#!{sys.executable}\n{OLDER_CHART_POST_RENDERER}")
+    renderer.chmod(0o755)
+    operator_process.stop()
+    try:
+        # Given a release made by a chart version that templated the APIService
+        chart.helm(
+            cluster,
+            "upgrade",
+            "--install",
+            chart.RELEASE,
+            str(chart.CHART),
+            "--namespace",
+            chart.RELEASE_NAMESPACE,
+            "--values",
+            "-",
+            "--post-renderer",
+            str(renderer),
+            "--wait",
+            "--timeout=120s",
+            input_text=yaml.safe_dump(chart.E2E_VALUES),
+        )
+        older = _api_service(cluster)
+        assert older is not None
+        assert older["metadata"]["annotations"]["meta.helm.sh/release-name"] == chart.RELEASE
+
+        # When it is upgraded to this chart
+        chart.install(cluster, chart.E2E_VALUES)
+
+        # Then Helm deletes that APIService (it left the release) rather than conflicting with anything
+        assert _api_service(cluster) is None
+    finally:
+        chart.install(cluster, chart.E2E_VALUES)
+        started = time.monotonic()
+        operator_process.start()
+
+    # And the operator registers its own, owned by the release's ClusterRole, which later upgrades keep
+    print(
+        f"APIService registered and Available {time.monotonic() - started:.1f} s after the operator started"
+    )
+    registered = _api_service(cluster)
+    assert registered is not None
+    metadata = registered["metadata"]
+    assert [owner["name"] for owner in metadata["ownerReferences"]] == [f"{chart.RELEASE}-cluster"]
+    assert "meta.helm.sh/release-name" not in (metadata.get("annotations") or {})
+    chart.install(cluster, chart.E2E_VALUES)
+    again = _api_service(cluster)
+    assert again is not None
+    assert again["metadata"]["uid"] == metadata["uid"]
+    assert _discovered(cluster)
