@@ -357,3 +357,53 @@ def test_helm_upgrade_from_a_release_that_templated_the_api_service(
     assert again is not None
     assert again["metadata"]["uid"] == metadata["uid"]
     assert _discovered(cluster)
+
+
+def _create_as_operator(cluster: Cluster, name: str, namespace: str, **spec: Any) -> str:
+    """A server-side dry run of creating an APIService as the operator's ServiceAccount; its stderr."""
+    body = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": name},
+        "spec": {
+            "group": name.split(".", 1)[1],
+            "version": name.split(".", 1)[0],
+            "service": {"namespace": namespace, "name": "workerfleet-metrics-api", "port": 443},
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+            **spec,
+        },
+    }
+    result = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        f"--as={chart.OPERATOR_USER}",
+        "-f",
+        "-",
+        input_text=json.dumps(body),
+        check=False,
+    )
+    return result.stderr
+
+
+def test_the_operator_may_register_only_its_own_metrics_api(operator_chart: Cluster) -> None:
+    cluster = operator_chart
+    # RBAC lets the operator's ServiceAccount create any APIService (create has no resourceNames);
+    # the chart's policy holds it to the external metrics API, in the release namespace, verifying TLS
+    ns = chart.RELEASE_NAMESPACE
+    allowed = _create_as_operator(cluster, API_SERVICE, ns)
+    assert allowed == "" or "already exists" in allowed, allowed
+    assert "may register only" in _create_as_operator(cluster, "v1beta1.custom.metrics.k8s.io", ns)
+    assert "may route" in _create_as_operator(cluster, API_SERVICE, "kube-system")
+    assert "may route" in _create_as_operator(cluster, API_SERVICE, ns, insecureSkipTLSVerify=True)
+    # and it may delete or patch no other APIService
+    for verb in ("delete", "patch"):
+        answer = cluster.kubectl(
+            "auth",
+            "can-i",
+            verb,
+            "apiservices/v1beta1.metrics.k8s.io",
+            f"--as={chart.OPERATOR_USER}",
+            check=False,
+        )
+        assert answer.stdout.strip() == "no", verb
