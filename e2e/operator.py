@@ -288,6 +288,20 @@ class OperatorProcess:
             process.wait(timeout=5)
 
 
+def stop_together(processes: Sequence[OperatorProcess]) -> None:
+    """SIGTERM to every process at once (a scale to 0, `helm uninstall`); then wait for each, as `stop`."""
+    running = [(process, process._process) for process in processes if process._process is not None]
+    for process, child in running:
+        process._process = None
+        child.terminate()
+    for _, child in running:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=5)
+
+
 @contextmanager
 def running_operator(
     cluster: Cluster, log: Path, kubeconfig: Path | None = None, extra_args: tuple[str, ...] = ()

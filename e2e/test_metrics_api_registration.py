@@ -26,7 +26,7 @@ import yaml
 
 from e2e import chart
 from e2e.cluster import Cluster
-from e2e.operator import METRICS_API_PORT, OperatorProcess, Peering, register_metrics_api
+from e2e.operator import METRICS_API_PORT, OperatorProcess, Peering, register_metrics_api, stop_together
 from e2e.waiting import eventually
 
 API_SERVICE = "v1beta1.external.metrics.k8s.io"
@@ -246,6 +246,40 @@ def test_a_namespace_is_deleted_during_a_rolling_upgrade(
     print(f"metrics API served by the new replica {time.monotonic() - stopped:.1f} s after SIGTERM")
     seconds = _gone_within(cluster, name, sent, NAMESPACE_GONE_BOUND)
     print(f"namespace deleted {seconds:.1f} s after the delete, during a rolling upgrade")
+
+
+def _peering_records(cluster: Cluster) -> set[str]:
+    body = json.loads(cluster.kubectl("get", "clusterkopfpeering", "workerfleet", "-o", "json").stdout)
+    return set(body.get("status") or {})
+
+
+def test_a_namespace_is_deleted_after_every_replica_stops_at_once(
+    upgrade_replicas: tuple[OperatorProcess, OperatorProcess], operator_chart: Cluster
+) -> None:
+    cluster = operator_chart
+    first, second = upgrade_replicas
+    # Given two replicas, one active and serving, one standby
+    first.start()
+    second.start()
+    eventually(lambda: _served_by(cluster, first), what="the metrics API served by the first", timeout=30)
+    eventually(lambda: second.is_active() is False, what="the second replica standby", timeout=30)
+    eventually(
+        lambda: _peering_records(cluster) == {"e2e-old", "e2e-new"},
+        what="both replicas' peering records",
+        timeout=30,
+    )
+
+    # When both are sent SIGTERM at the same moment (a scale to 0; the pods on `helm uninstall`)
+    stopped = time.monotonic()
+    stop_together([first, second])
+
+    # Then the last one to go removes the APIService (each waited for the other's record to go), and a
+    # namespace deletion completes
+    eventually(lambda: _api_service(cluster) is None, what="the APIService removed", timeout=10)
+    print(f"APIService removed {time.monotonic() - stopped:.1f} s after both replicas were sent SIGTERM")
+    name, sent = _start_namespace_deletion(cluster)
+    seconds = _gone_within(cluster, name, sent, NAMESPACE_GONE_BOUND)
+    print(f"namespace deleted {seconds:.1f} s after the delete, every replica stopped")
 
 
 def test_a_namespace_is_deleted_after_helm_uninstall(
