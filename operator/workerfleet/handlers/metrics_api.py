@@ -157,8 +157,12 @@ async def _follow_registration(settings: RegistrationSettings, ca_file: str, wak
                 done = await asyncio.to_thread(ensure_registered, kube(), settings, ca_file)
             except (LookupError, OSError, ApiError) as error:
                 done = f"not registered: {error}"
+            except Exception as error:  # the loop must outlive any failure: it is the API's only registrar
+                logger.exception("registering the metrics API failed; trying again")
+                done = f"not registered: {type(error).__name__}"
             if done not in ("unchanged", logged):
-                logger.info("metrics API %s", done)
+                log = logger.warning if done.startswith("not registered") else logger.info
+                log("metrics API %s", done)
             logged = done
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=REGISTER_CHECK_SECONDS)
@@ -229,7 +233,7 @@ async def stop_metrics_api(memo: kopf.Memo, **_: Any) -> None:
     if settings.port and settings.registration is not None:
         try:
             await unregister_when_last(settings.registration, memo.get("peering"))
-        except (OSError, ApiError) as error:
+        except Exception as error:  # a failed removal must not keep the rest of the cleanup from running
             logger.warning("metrics API not unregistered (%s): the next replica or the GC will", error)
     runner = memo.get("metrics_api_runner")
     if runner is not None:
