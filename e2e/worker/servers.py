@@ -11,9 +11,12 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import redis
@@ -44,12 +47,23 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
-class RedisServer:
-    """redis-server without persistence, bound to 127.0.0.1 on a free port."""
+@dataclass(frozen=True)
+class ServerTls:
+    """A serving certificate and key (PEM files) and the CA that signed it: the server then speaks TLS
+    only, on its one port."""
 
-    def __init__(self, directory: Path) -> None:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class RedisServer:
+    """redis-server without persistence, bound to 127.0.0.1 on a free port; TLS only when `tls` is given."""
+
+    def __init__(self, directory: Path, tls: ServerTls | None = None) -> None:
         self.directory = directory
         self.port = free_port()
+        self.tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,8 +78,7 @@ class RedisServer:
                 "redis-server",
                 "--bind",
                 "127.0.0.1",
-                "--port",
-                str(self.port),
+                *self._listener(),
                 "--dir",
                 str(self.directory),
                 "--save",
@@ -79,7 +92,7 @@ class RedisServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        client = self.client(socket_connect_timeout=1)
         try:
             eventually(
                 lambda: self._answers(client),
@@ -88,6 +101,30 @@ class RedisServer:
             )
         finally:
             client.close()
+
+    def _listener(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.tls.cert),
+            "--tls-key-file",
+            str(self.tls.key),
+            "--tls-ca-cert-file",
+            str(self.tls.ca),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A synchronous client for seeding and inspecting (over TLS, trusting the server's CA)."""
+        if self.tls is not None:
+            options |= {"ssl": True, "ssl_ca_certs": str(self.tls.ca), "ssl_check_hostname": False}
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
     def _answers(self, client: redis.Redis) -> bool:
         assert self._process is not None
@@ -105,10 +142,12 @@ class RedisServer:
 
 
 class RabbitMQServer:
-    """A RabbitMQ node of its own: its own epmd, node name, ports and data, all on 127.0.0.1."""
+    """A RabbitMQ node of its own: its own epmd, node name, ports and data, all on 127.0.0.1; its AMQP
+    listener speaks TLS only (amqps) when `tls` is given."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: ServerTls | None = None) -> None:
         self.directory = directory
+        self.tls = tls
         self.port = free_port()
         self._epmd_port = free_port()
         self._dist_port = free_port()
@@ -143,7 +182,7 @@ class RabbitMQServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "rabbitmq-env.conf").write_text("")
         (self.directory / "enabled_plugins").write_text("[].\n")
-        (self.directory / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (self.directory / "rabbitmq.conf").write_text(self._listeners())
         environment = self._environment()
         log = (self.directory / "rabbitmq.out").open("ab")
         # Our own epmd, started first, so the node does not spawn a daemon that would outlive the tests.
@@ -166,15 +205,34 @@ class RabbitMQServer:
             self._answers, what="rabbitmq-server to accept AMQP connections", timeout=START_TIMEOUT_SECONDS
         )
 
+    def _listeners(self) -> str:
+        if self.tls is None:
+            return f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        return (
+            "listeners.tcp = none\n"
+            f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
+            f"ssl_options.cacertfile = {self.tls.ca}\n"
+            f"ssl_options.certfile = {self.tls.cert}\n"
+            f"ssl_options.keyfile = {self.tls.key}\n"
+            "ssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n"
+        )
+
     def _answers(self) -> bool:
         assert self._server is not None
         if self._server.poll() is not None:
             raise AssertionError(
                 f"rabbitmq-server exited with {self._server.returncode}; see {self.directory}"
             )
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.check_hostname = False
 
         async def connect() -> bool:
-            connection = await aio_pika.connect(host="127.0.0.1", port=self.port, timeout=2)
+            connection = await aio_pika.connect(
+                host="127.0.0.1", port=self.port, timeout=2, ssl=context is not None, ssl_context=context
+            )
             await connection.close()
             return True
 

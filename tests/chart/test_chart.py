@@ -16,7 +16,8 @@ from cryptography import x509
 
 from e2e.toolchain import KUBERNETES_VERSION, binaries
 from workerfleet.api.crdgen import render_all
-from workerfleet.planners.children import METRICS_PORT_NAME, POOL_LABEL
+from workerfleet.api.worker_contract import METRICS_PORT_NAME
+from workerfleet.planners.children import POOL_LABEL
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CHART = REPOSITORY / "charts" / "workerfleet"
@@ -133,6 +134,13 @@ def test_prometheus_rule_has_the_four_alerts() -> None:
         "WorkerfleetFallbackActive",
     }
     assert alerts["WorkerfleetQueueBacklog"]["for"] == "10m"
+    assert alerts["WorkerfleetPoolDegraded"]["for"] == "5m"
+
+
+def test_the_service_monitor_keeps_the_pools_namespace_label() -> None:
+    # The operator's series carry the pool's namespace: the target's (the operator's) must not replace it
+    [monitor] = [d for d in _render(VALUE_SETS["every-toggle-on"]) if d["kind"] == "ServiceMonitor"]
+    assert [endpoint.get("honorLabels") for endpoint in monitor["spec"]["endpoints"]] == [True]
 
 
 def test_grafana_dashboard_is_valid_json() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from workerfleet.api.jobtype import Backoff, FailureClass, JobTypeSpec
+from workerfleet.api.worker_contract import Outcome
 from workerfleet.worker.policy import (
     Complete,
     Failure,
-    Outcome,
     Reason,
     Remove,
     RetryLater,

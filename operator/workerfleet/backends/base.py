@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from workerfleet.tls import tls_problem
+
 
 class QueueUnreachableError(RuntimeError):
     """The backend could not be read; the message says why, without credentials."""
@@ -14,7 +16,11 @@ class QueueUnreachableError(RuntimeError):
 
 def failure(error: BaseException) -> str:
     """A failed read in a few fixed words: the error's kind (and the OS's words for a failed
-    connection), never text the server sent, which status and Events would show to whoever reads the pool."""
+    connection; the local TLS library's for a refused certificate), never text the server sent, which
+    status and Events would show to whoever reads the pool."""
+    problem = tls_problem(error)
+    if problem is not None:
+        return problem
     if isinstance(error, OSError) and error.strerror:
         return f"{type(error).__name__}: {error.strerror}"
     return type(error).__name__

@@ -13,7 +13,6 @@ other credentials), which the WorkerPool API does not name. So:
 
 from __future__ import annotations
 
-import ssl
 from urllib.parse import quote
 
 import aio_pika
@@ -23,6 +22,7 @@ from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 from workerfleet.api.common import split_host_port
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
+from workerfleet.tls import client_context, tls_problem
 
 TIMEOUT_SECONDS = 5.0
 
@@ -44,7 +44,9 @@ class RabbitMQDepth:
         try:
             if self._connection is None or self._connection.is_closed:
                 context = (
-                    ssl.create_default_context(cadata=self._credentials.ca_pem) if self._queue.tls else None
+                    client_context(self._credentials.ca_pem, self._queue.tls.server_name)
+                    if self._queue.tls is not None
+                    else None
                 )
                 self._connection = await aio_pika.connect_robust(
                     self._url(), timeout=TIMEOUT_SECONDS, ssl_context=context
@@ -63,7 +65,7 @@ class RabbitMQDepth:
             await self.close()
             # The URL holds the password: name only the queue and the kind of failure.
             raise QueueUnreachableError(
-                f"rabbitmq queue {self._queue.queue!r}: {type(error).__name__}"
+                f"rabbitmq queue {self._queue.queue!r}: {tls_problem(error) or type(error).__name__}"
             ) from error
         return QueueSample(depth=int(count or 0))
 

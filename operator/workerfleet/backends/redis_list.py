@@ -25,7 +25,7 @@ from workerfleet.backends.redis_common import connect, release
 class RedisListDepth:
     def __init__(self, queue: RedisList, credentials: Credentials) -> None:
         self._key = queue.list_key
-        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls is not None)
+        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls)
 
     async def read(self) -> QueueSample:
         try:

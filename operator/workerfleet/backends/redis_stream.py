@@ -43,7 +43,7 @@ class RedisStreamDepth:
     def __init__(self, queue: RedisStream, credentials: Credentials) -> None:
         self._stream = queue.stream
         self._group = queue.consumer_group
-        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls is not None)
+        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls)
 
     async def read(self) -> QueueSample:
         try:

@@ -25,13 +25,20 @@ from workerfleet.api.podtemplate import (
     SAFE_SYSCTLS,
     UNCONFINED_APPARMOR_ANNOTATION,
 )
+from workerfleet.api.worker_contract import (
+    HEALTHZ_PATH,
+    METRICS_PORT_NAME,
+    POLICIES_DIRECTORY,
+    POLICIES_FILE,
+    POLICIES_PATH,
+    READYZ_PATH,
+    WorkerEnv,
+)
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Worker, WorkerPoolSpec, WorkerRuntime
 from workerfleet.planners.keda import KEDA_API_VERSION, keda_objects
 
 Manifest = dict[str, Any]
 
-POLICIES_DIRECTORY = "/etc/workerfleet"
-POLICIES_FILE = "policies.json"
 TMP_DIRECTORY = "/tmp"  # noqa: S108  (an emptyDir of the pod's own, not the host's /tmp)
 NON_ROOT_ID = 65532
 DRAIN_MARGIN_SECONDS = 15
@@ -46,9 +53,6 @@ CANARY_TRACK = "canary"
 POLICIES_CHECKSUM_ANNOTATION = "workerfleet.dev/policies-checksum"
 """On the workers' pod template: a hash of the policies ConfigMap, so a JobType change rolls the pods
 (the runtime reads the policies once, at start)."""
-METRICS_PORT_NAME = "metrics"
-HEALTHZ_PATH = "/healthz"
-READYZ_PATH = "/readyz"
 LIVENESS_PROBE: dict[str, Any] = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 """With the runtime's 60 s stall limit: a stuck worker is restarted within about 90 s."""
 READINESS_PROBE: dict[str, Any] = {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 2}
@@ -452,28 +456,28 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
     """What the worker runtime reads: who it is, where its queue is, where the policies are.
 
     Queue credentials stay in their Secret: the pod reads them through secretKeyRef, so no value
-    is ever copied into the Deployment, the ConfigMap or the pool's status.
+    is ever copied into the Deployment, the ConfigMap or the pool's status. The queue's TLS CA bundle
+    (`tls.caSecretRef`) reaches the pod the same way, as WORKERFLEET_QUEUE_CA; `tls.serverName`
+    travels inside WORKERFLEET_QUEUE with the rest of the queue's settings.
     """
     environment: list[Manifest] = [
-        {"name": "WORKERFLEET_POOL", "value": pool.name},
-        {"name": "WORKERFLEET_REVISION", "value": revision},
-        {"name": "WORKERFLEET_QUEUE", "value": json.dumps(spec.queue.to_dict(), sort_keys=True)},
-        {"name": "WORKERFLEET_POLICIES", "value": f"{POLICIES_DIRECTORY}/{POLICIES_FILE}"},
+        {"name": WorkerEnv.POOL.value, "value": pool.name},
+        {"name": WorkerEnv.REVISION.value, "value": revision},
+        {"name": WorkerEnv.QUEUE.value, "value": json.dumps(spec.queue.to_dict(), sort_keys=True)},
+        {"name": WorkerEnv.POLICIES.value, "value": POLICIES_PATH},
     ]
     if spec.worker.runtime == WorkerRuntime.WORKERFLEET:
-        environment.append({"name": "WORKERFLEET_METRICS_PORT", "value": str(spec.worker.port)})
+        environment.append({"name": WorkerEnv.METRICS_PORT.value, "value": str(spec.worker.port)})
     queue = spec.queue
-    auth = next(
-        (
-            backend.auth
-            for backend in (queue.redis, queue.redis_stream, queue.rabbitmq)
-            if backend is not None
-        ),
+    backend = next(
+        (backend for backend in (queue.redis, queue.redis_stream, queue.rabbitmq) if backend is not None),
         None,
     )
-    if auth is not None:
-        environment += _secret_env("WORKERFLEET_QUEUE_USERNAME", auth.username_secret_ref)
-        environment += _secret_env("WORKERFLEET_QUEUE_PASSWORD", auth.password_secret_ref)
+    if backend is not None and backend.auth is not None:
+        environment += _secret_env(WorkerEnv.QUEUE_USERNAME.value, backend.auth.username_secret_ref)
+        environment += _secret_env(WorkerEnv.QUEUE_PASSWORD.value, backend.auth.password_secret_ref)
+    if backend is not None and backend.tls is not None:
+        environment += _secret_env(WorkerEnv.QUEUE_CA.value, backend.tls.ca_secret_ref)
     return environment
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 
+from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.worker import health as probes
 from workerfleet.worker import jsonlog
 from workerfleet.worker.backends import open_backend, pool_dead_letter_queue
@@ -48,12 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
-    modules = [module for module in env.get("WORKERFLEET_HANDLERS", "").split(",") if module.strip()]
-    env["WORKERFLEET_HANDLERS"] = ",".join([*modules, *args.handlers])
+    modules = [module for module in env.get(WorkerEnv.HANDLERS, "").split(",") if module.strip()]
+    env[WorkerEnv.HANDLERS] = ",".join([*modules, *args.handlers])
     if args.concurrency is not None:
-        env["WORKERFLEET_CONCURRENCY"] = str(args.concurrency)
+        env[WorkerEnv.CONCURRENCY] = str(args.concurrency)
     if args.metrics_port is not None:
-        env["WORKERFLEET_METRICS_PORT"] = str(args.metrics_port)
+        env[WorkerEnv.METRICS_PORT] = str(args.metrics_port)
     return env
 
 

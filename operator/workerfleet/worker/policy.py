@@ -11,29 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from workerfleet.api.jobtype import Backoff, FailureClass, JobTypeSpec
-
-
-class Outcome(StrEnum):
-    """How one delivery of a job ended; the `outcome` label of workerfleet_jobs_total.
-
-    Every delivery the runtime takes ends in exactly one of these, except one given back unfinished
-    on shutdown. Error rate for canary analysis: (retried + dead_lettered + failed) / all but duplicate
-    and expired.
-    """
-
-    SUCCEEDED = "succeeded"
-    RETRIED = "retried"
-    """The attempt failed and the job was scheduled for another one."""
-    DEAD_LETTERED = "dead_lettered"
-    """The job failed for good and was moved to the JobType's dead-letter queue."""
-    FAILED = "failed"
-    """The job failed for good and was dropped, because no dead-letter queue applies."""
-    EXPIRED = "expired"
-    """The job outlived deadlineSeconds and was not run (again)."""
-    DUPLICATE = "duplicate"
-    """The job's idempotency key was already completed, so it was acknowledged without running."""
-    REVIEW = "review"
-    """The handler marked the result ambiguous and the job went to the review queue."""
+from workerfleet.api.worker_contract import Outcome
 
 
 class Reason(StrEnum):

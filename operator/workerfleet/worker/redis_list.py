@@ -69,7 +69,7 @@ class RedisListBackend:
         self._queue = queue.list_key
         self._worker_id = worker_id
         self._heartbeat_ms = int(heartbeat_seconds * 1000)
-        self._redis: Redis = redis_client(queue.address, queue.database, credentials)
+        self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_LIST)
         self._recover = self._redis.register_script(RECOVER)
         self._started = False

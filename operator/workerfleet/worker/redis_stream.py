@@ -106,7 +106,7 @@ class RedisStreamBackend:
         self._reclaim_interval = reclaim_interval_seconds
         self._next_reclaim = 0.0
         self._reclaim_cursor = START_OF_PENDING
-        self._redis: Redis = redis_client(queue.address, queue.database, credentials)
+        self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
 

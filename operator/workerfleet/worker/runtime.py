@@ -24,6 +24,7 @@ from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
 from workerfleet.api.jobtype import FailureClass, JobTypeSpec
+from workerfleet.api.worker_contract import Outcome
 from workerfleet.planners.job_type import input_schema_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
@@ -50,7 +51,6 @@ from workerfleet.worker.policy import (
     Complete,
     Decision,
     Failure,
-    Outcome,
     Reason,
     Remove,
     RetryLater,
