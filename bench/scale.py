@@ -414,7 +414,9 @@ def _measure(cluster: Cluster, pools: int, redis: RedisServer, log: Path) -> Siz
 
     # 2. Cold start over pools applied while the operator was stopped.
     # Ports of its own: this benchmark needs no external metrics API registered (nor leaves one).
-    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE)
+    operator = OperatorProcess(
+        cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE, register=False
+    )
     _create_namespaces(cluster, f"{tag}-cold")
     _apply(cluster, _pools_manifests(pools, f"{tag}-cold", redis))
     try:
@@ -473,7 +475,9 @@ def single_pool_latency(cluster: Cluster, redis: RedisServer, log: Path) -> tupl
     prefix = "latency"
     _create_namespaces(cluster, prefix)
     namespace = _namespaces(prefix)[0]
-    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE)
+    operator = OperatorProcess(
+        cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE, register=False
+    )
     raw, pooled = [], []
     try:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(_job_type()))

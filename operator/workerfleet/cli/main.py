@@ -72,6 +72,13 @@ def _delegable(value: str) -> list[DelegableRule]:
         raise argparse.ArgumentTypeError(f"a JSON list of RBAC rules: {error}") from error
 
 
+def _namespaced_name(value: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError("NAMESPACE/NAME")
+    return namespace, name
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -166,6 +173,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DNS_NAME",
         help="the Service name the self-signed certificate is made for (repeatable)",
+    )
+    run.add_argument(
+        "--register-metrics-api",
+        type=_namespaced_name,
+        default=None,
+        metavar="NAMESPACE/SERVICE",
+        help="register the v1beta1.external.metrics.k8s.io APIService, routed to this Service, while this "
+        "replica is the active one, and remove it when the last replica stops gracefully (a registered "
+        "API that nothing answers stalls namespace deletion and garbage collection cluster-wide)",
+    )
+    run.add_argument(
+        "--metrics-api-service-port",
+        type=_positive_int,
+        default=443,
+        metavar="PORT",
+        help="with --register-metrics-api: the Service port the APIService names (default 443)",
+    )
+    run.add_argument(
+        "--metrics-api-ca-file",
+        default=None,
+        metavar="FILE",
+        help="with --register-metrics-api: the CA (PEM) the APIService trusts, read again while active; "
+        "default: the serving certificate itself",
+    )
+    run.add_argument(
+        "--metrics-api-owner-cluster-role",
+        default=None,
+        metavar="NAME",
+        help="with --register-metrics-api: the release's ClusterRole, named as the APIService's owner so "
+        "that the garbage collector removes it when the release is uninstalled",
     )
     run.add_argument(
         "--metrics-port",

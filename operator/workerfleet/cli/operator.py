@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    from workerfleet.handlers.metrics_api import MetricsApiSettings  # noqa: PLC0415
+    from workerfleet.handlers.metrics_api import MetricsApiSettings, RegistrationSettings  # noqa: PLC0415
     from workerfleet.kube.client import configure  # noqa: PLC0415
 
     configure(qps=args.api_qps, burst=args.api_burst)
@@ -40,6 +40,15 @@ def run(args: argparse.Namespace) -> int:
         cert_file=args.metrics_api_cert,
         key_file=args.metrics_api_key,
         service_names=tuple(args.metrics_api_service) or MetricsApiSettings.service_names,
+        registration=None
+        if args.register_metrics_api is None
+        else RegistrationSettings(
+            namespace=args.register_metrics_api[0],
+            service=args.register_metrics_api[1],
+            port=args.metrics_api_service_port,
+            ca_file=args.metrics_api_ca_file,
+            owner_cluster_role=args.metrics_api_owner_cluster_role,
+        ),
     )
     from workerfleet.handlers.activity import PeeringSettings, pod_from_environment  # noqa: PLC0415
 
