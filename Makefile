@@ -64,15 +64,12 @@ bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP lo
 	$(BIN)/python -m bench.autoscaling_reaction
 	$(BIN)/python -m bench.rollback_latency
 	$(BIN)/python -m bench.scale --sizes $(BENCH_SCALE_SIZES)
-<<<<<<< HEAD
+	$(BIN)/python -m bench.loss
 	$(BIN)/python -m bench.footprint
 	$(BIN)/python -m bench.plots
 
 footprint: $(INSTALLED) ## installed size of the worker and the operator dependency sets, the worker's start time
 	$(BIN)/python -m bench.footprint
-=======
-	$(BIN)/python -m bench.loss
->>>>>>> loss
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
