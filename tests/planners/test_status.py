@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from workerfleet.planners.status import Event, Observation, PoolReason, merge_patch, plan_status
+from workerfleet.api.workerpool import RolloutPhase, RolloutStatus
+from workerfleet.planners.status import (
+    Event,
+    Observation,
+    PlannedRollout,
+    PoolReason,
+    merge_patch,
+    plan_status,
+)
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -238,11 +246,7 @@ def test_merge_patch_removes_what_went_away(
 
 
 def test_a_rolled_back_canary_degrades_the_pool_without_a_second_event() -> None:
-    rollout = {
-        "stableRevision": "old",
-        "canaryRevision": "new",
-        "rollout": {"phase": "Degraded", "message": "30%"},
-    }
+    rollout = PlannedRollout("old", "new", RolloutStatus(phase=RolloutPhase.DEGRADED, message="30%"))
     status, events, changed = plan_status(observe(rollout=rollout), None, NOW)
     assert changed
     assert conditions(status)["Degraded"] == ("True", PoolReason.ROLLOUT_FAILED)
@@ -255,16 +259,12 @@ def test_replicas_count_both_tracks_and_a_running_canary_is_progressing() -> Non
         "metadata": {"generation": 1},
         "status": {"replicas": 2, "readyReplicas": 1, "availableReplicas": 1},
     }
-    rollout = {
-        "stableRevision": "old",
-        "canaryRevision": "new",
-        "rollout": {"phase": "Progressing", "step": 1},
-    }
+    rollout = PlannedRollout("old", "new", RolloutStatus(phase=RolloutPhase.PROGRESSING, step=1))
     status, _, _ = plan_status(observe(canary_deployment=canary, rollout=rollout), None, NOW)
     assert status["canaryReplicas"] == 2
     assert status["replicas"] == plan_status(observe(), None, NOW)[0]["replicas"] + 2
     assert conditions(status)["Progressing"] == ("True", PoolReason.CANARY_RUNNING)
-    settled = {"stableRevision": "new", "canaryRevision": None, "rollout": {"phase": "Healthy"}}
+    settled = PlannedRollout("new", None, RolloutStatus(phase=RolloutPhase.HEALTHY))
     done, _, _ = plan_status(observe(rollout=settled), status, NOW)
     assert "canaryRevision" not in done
 

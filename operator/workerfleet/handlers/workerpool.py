@@ -41,7 +41,7 @@ from workerfleet.planners.job_type import input_schema_problem, plan_job_type_st
 from workerfleet.planners.keda import KEDA_KINDS
 from workerfleet.planners.permissions import describe, not_delegable
 from workerfleet.planners.rollout import Measurement
-from workerfleet.planners.status import Event, Observation, merge_patch, plan_status
+from workerfleet.planners.status import Event, Observation, PlannedRollout, merge_patch, plan_status
 from workerfleet.planners.workers import plan_workers
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def _reconcile_locked(
     apply_error, name_conflict = None, None
     stable_revision = current.get("stableRevision") or revision_of(spec.template.to_dict())
     desired_stable = spec.replicas
-    rollout_fields: dict[str, Any] | None = None
+    planned_rollout: PlannedRollout | None = None
     rollout_events: list[Event] = []
     refused = [
         describe(refusal)
@@ -161,16 +161,15 @@ def _reconcile_locked(
             pool, spec, stable_live, canary_live, measurement=measurement, now=now
         )
         stable_revision, desired_stable = rollout.stable_revision, rollout.stable_replicas
-        rollout_fields = {
-            "stableRevision": rollout.stable_revision,
-            "canaryRevision": rollout.canary_revision,
-            "rollout": rollout.rollout.to_dict(),
-        }
+        planned_rollout = PlannedRollout(rollout.stable_revision, rollout.canary_revision, rollout.rollout)
         rollout_events = rollout.events
         plan = plan_children(PoolRef(name, namespace, metadata["uid"]), spec, job_types, workers)
         apply_error, name_conflict = _apply_children(api, plan, namespace, metadata["uid"], verify=verify)
         if apply_error is not None or name_conflict is not None:
-            rollout_fields, rollout_events = None, []  # not done, so not recorded: the next reconcile retries
+            planned_rollout, rollout_events = (
+                None,
+                [],
+            )  # not done, so not recorded: the next reconcile retries
     # Children are left as they are while a JobType is missing, invalid or refused: running workers keep
     # running.
     observation = Observation(
@@ -185,7 +184,7 @@ def _reconcile_locked(
         apply_error=apply_error,
         name_conflict=name_conflict,
         canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name).canary),
-        rollout=rollout_fields,
+        rollout=planned_rollout,
     )
     status, events, changed = plan_status(observation, current, now)
     if changed:

@@ -19,7 +19,7 @@ from workerfleet.api.conditions import (
     find_condition,
     set_condition,
 )
-from workerfleet.api.workerpool import RolloutPhase
+from workerfleet.api.workerpool import RolloutPhase, RolloutStatus
 from workerfleet.api.workerpool import WorkerPoolConditionType as Type
 from workerfleet.planners.children import pool_selector
 
@@ -50,6 +50,22 @@ class PoolReason:
 
 
 @dataclass(frozen=True)
+class PlannedRollout:
+    """The rollout's part of the pool's status, as planned."""
+
+    stable_revision: str
+    canary_revision: str | None
+    rollout: RolloutStatus
+
+    def status_fields(self) -> dict[str, Any]:
+        return {
+            "stableRevision": self.stable_revision,
+            "canaryRevision": self.canary_revision,
+            "rollout": self.rollout.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
 class Observation:
     """What one reconcile saw and did."""
 
@@ -66,8 +82,8 @@ class Observation:
     name_conflict: str | None = None
     """Why a child could not be applied: its name is taken by an object the pool does not control."""
     canary_deployment: Mapping[str, Any] | None = None
-    rollout: Mapping[str, Any] | None = None
-    """Status fields of the canary rollout (stableRevision, canaryRevision, rollout) as planned."""
+    rollout: PlannedRollout | None = None
+    """The canary rollout as planned; None when it was not carried out (its children not applied)."""
 
 
 @dataclass(frozen=True)
@@ -183,10 +199,11 @@ def _judge(observation: Observation) -> list[ConditionUpdate]:
 def _with_rollout(observation: Observation, judged: list[ConditionUpdate]) -> list[ConditionUpdate]:
     """A running canary is Progressing; a rolled-back or aborted one leaves the pool Degraded (the
     rollout's own Warning Event has the numbers, so no second Event comes from the condition)."""
-    rollout = (observation.rollout or {}).get("rollout") or {}
-    phase = rollout.get("phase")
+    if observation.rollout is None:
+        return judged
+    phase = observation.rollout.rollout.phase
     update = _updater(observation.generation)
-    message = str(rollout.get("message", ""))
+    message = observation.rollout.rollout.message
     result = []
     for condition in judged:
         if condition.type == Type.PROGRESSING.value and phase in (
@@ -230,7 +247,7 @@ def plan_status(
         "canaryReplicas": int(canary_status.get("replicas") or 0),
         "selector": pool_selector(observation.pool),
         "stableRevision": observation.revision,
-        **(observation.rollout or {}),
+        **(observation.rollout.status_fields() if observation.rollout else {}),
         "conditions": [condition.to_dict() for condition in conditions],
     }
     status = {key: value for key, value in status.items() if value is not None}
