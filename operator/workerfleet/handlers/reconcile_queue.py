@@ -53,11 +53,11 @@ _MALLOC_TRIM = _malloc_trim()
 
 
 def release_memory() -> None:
-    """Free unreachable cycles, then give the allocator's free pages back to the operating system.
+    """Free unreachable cycles, then give glibc's free pages back to the operating system.
 
-    With `PYTHONMALLOC=malloc` (as the image and the chart run the operator) every object lives in
-    glibc's heap, whose free pages between live objects only `malloc_trim` returns: without it the
-    operator's RSS stays at its catch-up peak."""
+    Python's own allocator gives back an arena once it is empty; objects of more than 512 bytes (the
+    watch memory's JSON, responses) live in glibc's heap instead, whose free pages between live
+    chunks only `malloc_trim` returns."""
     gc.collect()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
