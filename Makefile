@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install debian-packages binaries cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
+.PHONY: footprint help install debian-packages binaries cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help:
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[operator,dev]'
 	touch $@
 
 install: $(INSTALLED) ## create .venv with workerfleet and its dev tools
@@ -59,11 +59,17 @@ demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of
 	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
 
 BENCH_SCALE_SIZES ?= 100,300,1000
-bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction; rollback latency; operator at scale
+bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction; rollback latency; operator at scale; loss checker (5,000 jobs per backend)
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.autoscaling_reaction
 	$(BIN)/python -m bench.rollback_latency
 	$(BIN)/python -m bench.scale --sizes $(BENCH_SCALE_SIZES)
+	$(BIN)/python -m bench.loss
+	$(BIN)/python -m bench.footprint
+	$(BIN)/python -m bench.plots
+
+footprint: $(INSTALLED) ## installed size of the worker and the operator dependency sets, the worker's start time
+	$(BIN)/python -m bench.footprint
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

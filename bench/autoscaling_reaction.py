@@ -17,6 +17,7 @@ import json
 import tempfile
 import time
 import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ TARGET_PER_REPLICA = 50
 POLLING_SECONDS = 1
 ROUNDS = 3
 TIMEOUT_SECONDS = 120.0
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _pool(name: str, address: str, key: str) -> dict[str, Any]:
@@ -68,16 +70,39 @@ def _replicas(cluster: Cluster, namespace: str, name: str) -> int:
     return replicas
 
 
-def _wait_for(cluster: Cluster, namespace: str, name: str, replicas: int, since: float) -> float:
+@dataclass
+class Round:
+    """One round: when the pool reached 1 and the backlog's replicas, and (seconds, depth, replicas)
+    sampled from the push on, for the plot."""
+
+    activation_seconds: float = 0.0
+    scale_up_seconds: float = 0.0
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+
+
+def _wait_for(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    replicas: int,
+    since: float,
+    *,
+    client: redis.Redis,
+    key: str,
+    round_: Round,
+) -> float:
     deadline = since + TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        if _replicas(cluster, namespace, name) >= replicas:
-            return time.monotonic() - since
+        current = _replicas(cluster, namespace, name)
+        elapsed = time.monotonic() - since
+        round_.timeline.append((round(elapsed, 2), int(client.llen(key)), current))
+        if current >= replicas:
+            return elapsed
         time.sleep(0.2)
     raise TimeoutError(f"{name} did not reach {replicas} replicas within {TIMEOUT_SECONDS:.0f}s")
 
 
-def _round(cluster: Cluster, namespace: str, server: RedisServer) -> tuple[float, float]:
+def _round(cluster: Cluster, namespace: str, server: RedisServer) -> Round:
     name, key = f"bench-{uuid.uuid4().hex[:6]}", f"jobs:{uuid.uuid4().hex[:6]}"
     manifest = yaml.safe_dump(_pool(name, server.address, key))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
@@ -88,13 +113,20 @@ def _round(cluster: Cluster, namespace: str, server: RedisServer) -> tuple[float
         json.dumps({"id": str(n), "type": "bench", "payload": {}, "enqueuedAt": enqueued, "attempt": 1})
         for n in range(BACKLOG)
     ]
+    result = Round()
+    result.timeline.append((0.0, 0, _replicas(cluster, namespace, name)))
     pushed = time.monotonic()
     client.lpush(key, *jobs)
-    activation = _wait_for(cluster, namespace, name, 1, pushed)
-    scale_up = _wait_for(cluster, namespace, name, BACKLOG // TARGET_PER_REPLICA, pushed)
+    result.activation_seconds = _wait_for(
+        cluster, namespace, name, 1, pushed, client=client, key=key, round_=result
+    )
+    target = BACKLOG // TARGET_PER_REPLICA
+    result.scale_up_seconds = _wait_for(
+        cluster, namespace, name, target, pushed, client=client, key=key, round_=result
+    )
     client.close()
     cluster.kubectl("delete", "wp", name, "-n", namespace, "--wait=false")
-    return activation, scale_up
+    return result
 
 
 def main() -> None:
@@ -120,7 +152,7 @@ def main() -> None:
             server.start()
             try:
                 with running_operator(cluster, Path(directory) / "operator.log"):
-                    rounds = [_round(cluster, namespace, server) for _ in range(ROUNDS)]
+                    measured = [_round(cluster, namespace, server) for _ in range(ROUNDS)]
             finally:
                 server.stop()
     finally:
@@ -129,6 +161,16 @@ def main() -> None:
         if started_here:
             cluster.down()
 
+    RESULTS.mkdir(exist_ok=True)
+    record = {
+        "backlog": BACKLOG,
+        "target_per_replica": TARGET_PER_REPLICA,
+        "polling_seconds": POLLING_SECONDS,
+        "hpa_sync_period": HPA_SYNC_PERIOD,
+        "rounds": [asdict(r) for r in measured],
+    }
+    (RESULTS / "autoscaling-reaction.json").write_text(json.dumps(record, indent=2) + "\n")
+    rounds = [(r.activation_seconds, r.scale_up_seconds) for r in measured]
     sync_seconds = float(HPA_SYNC_PERIOD.removesuffix("s"))
     activation_wait = float(POLLING_SECONDS)
     scale_up_wait = POLLING_SECONDS + sync_seconds
@@ -148,6 +190,7 @@ def main() -> None:
         f"ratio {best_scale_up / scale_up_wait:5.2f}"
     )
     print("rounds (activation, scale-up):", ", ".join(f"({a:.1f}s, {u:.1f}s)" for a, u in rounds))
+    print(f"wrote {RESULTS / 'autoscaling-reaction.json'}")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from e2e.cluster import Cluster
 
+RESULTS = Path(__file__).resolve().parent / "results"
 TEST = "e2e/test_canary.py::test_a_bad_canary_is_rolled_back_within_one_analysis_interval"
 
 
@@ -28,12 +30,13 @@ def main() -> int:
     if started_here:
         cluster.up()  # the test then leaves it running, and with it the record it writes
     record = cluster.layout.logs / "rollback-latency.json"
-    ratios, seconds = [], []
+    ratios, seconds, runs = [], [], []
     try:
         for run in range(args.runs):
             record.unlink(missing_ok=True)
             subprocess.run([sys.executable, "-m", "pytest", "-q", TEST], check=True, timeout=600)
             measured = json.loads(record.read_text())
+            runs.append(measured)
             ratios.append(measured["ratio"])
             seconds.append(measured["rollback_latency_seconds"])
             latency, interval = measured["rollback_latency_seconds"], measured["interval_seconds"]
@@ -45,6 +48,9 @@ def main() -> int:
         f"rollback latency: median {statistics.median(seconds):.2f}s, max {max(seconds):.2f}s;"
         f" median {statistics.median(ratios):.2f} x the analysis interval, max {max(ratios):.2f} x"
     )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "rollback-latency.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'rollback-latency.json'}")
     return 0
 
 

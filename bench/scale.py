@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from bench.plots import scale_chart
 from e2e.cluster import PODS_PER_FAKE_NODE, REPOSITORY, Cluster
 from e2e.operator import OperatorProcess, install_crds
 from e2e.pki import BENCH_OPERATOR_USER
@@ -46,6 +47,7 @@ from e2e.worker.servers import RedisServer
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.planners.children import PoolRef, plan_children
+from workerfleet.report import render_svg
 
 NAMESPACES = 10
 AUTOSCALED_SHARE = 4
@@ -420,7 +422,9 @@ def _measure(cluster: Cluster, pools: int, redis: RedisServer, log: Path) -> Siz
 
     # 2. Cold start over pools applied while the operator was stopped.
     # Ports of its own: this benchmark needs no external metrics API registered (nor leaves one).
-    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE)
+    operator = OperatorProcess(
+        cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE, register=False
+    )
     _create_namespaces(cluster, f"{tag}-cold")
     _apply(cluster, _pools_manifests(pools, f"{tag}-cold", redis))
     try:
@@ -484,7 +488,9 @@ def single_pool_latency(cluster: Cluster, redis: RedisServer, log: Path) -> tupl
     prefix = "latency"
     _create_namespaces(cluster, prefix)
     namespace = _namespaces(prefix)[0]
-    operator = OperatorProcess(cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE)
+    operator = OperatorProcess(
+        cluster, log, port_shift=OPERATOR_PORT_SHIFT, extra_args=DELEGABLE, register=False
+    )
     raw, pooled = [], []
     try:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(_job_type()))
@@ -531,83 +537,6 @@ def _table(results: list[SizeResult]) -> str:
     return "\n".join(lines)
 
 
-def _plot(results: list[SizeResult]) -> str:
-    """Two panels, time and memory against pool count, as a self-contained SVG."""
-    width, height, margin = 360, 240, 48
-    xs = [r.pools for r in results]
-    x_max = max(xs) * 1.05
-
-    def panel(left: int, title: str, series: list[tuple[str, str, list[float]]], unit: str) -> str:
-        y_max = max(max(values) for _, _, values in series) * 1.15 or 1.0
-
-        def point(x: float, y: float) -> tuple[float, float]:
-            return (
-                left + margin + (width - 2 * margin) * x / x_max,
-                height - margin - (height - 2 * margin) * y / y_max,
-            )
-
-        parts = [
-            f'<text x="{left + width / 2}" y="20" text-anchor="middle" font-size="13">{title}</text>',
-            f'<line x1="{left + margin}" y1="{height - margin}" x2="{left + width - margin}" '
-            f'y2="{height - margin}" stroke="black"/>',
-            f'<line x1="{left + margin}" y1="{margin}" x2="{left + margin}" '
-            f'y2="{height - margin}" stroke="black"/>',
-            f'<text x="{left + width / 2}" y="{height - 12}" text-anchor="middle" '
-            'font-size="11">pools</text>',
-            f'<text x="{left + 12}" y="{height / 2}" font-size="11" '
-            f'transform="rotate(-90 {left + 12} {height / 2})" text-anchor="middle">{unit}</text>',
-        ]
-        for x in xs:
-            px, _ = point(x, 0)
-            parts.append(
-                f'<text x="{px}" y="{height - margin + 14}" text-anchor="middle" font-size="10">{x}</text>'
-            )
-        for fraction in (0.5, 1.0):
-            _, py = point(0, y_max / 1.15 * fraction)
-            parts.append(
-                f'<text x="{left + margin - 4}" y="{py + 3}" text-anchor="end" font-size="10">'
-                f"{y_max / 1.15 * fraction:.0f}</text>"
-            )
-        for row, (name, colour, values) in enumerate(series):
-            points = " ".join(
-                f"{px:.1f},{py:.1f}" for px, py in (point(x, y) for x, y in zip(xs, values, strict=True))
-            )
-            parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
-            for x, y in zip(xs, values, strict=True):
-                px, py = point(x, y)
-                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>')
-            parts.append(
-                f'<text x="{left + margin + 8}" y="{margin + 4 + 14 * row}" font-size="11" '
-                f'fill="{colour}">{name}</text>'
-            )
-        return "\n".join(parts)
-
-    time_panel = panel(
-        0,
-        "time to all Ready",
-        [
-            ("raw children (floor)", "#888888", [r.floor_seconds for r in results]),
-            ("operator, cold start", "#1f77b4", [r.cold_seconds for r in results]),
-            ("operator, applied live", "#2ca02c", [r.live_seconds for r in results]),
-        ],
-        "seconds",
-    )
-    memory_panel = panel(
-        width,
-        "operator memory",
-        [
-            ("peak RSS", "#d62728", [r.peak_rss_mib for r in results]),
-            ("settled RSS", "#ff7f0e", [r.settled_rss_mib for r in results]),
-        ],
-        "MiB",
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" '
-        f'font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n'
-        f"{time_panel}\n{memory_panel}\n</svg>\n"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -651,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": [asdict(r) for r in results],
     }
     (RESULTS / "scale.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / "scale.svg").write_text(_plot(results))
+    (RESULTS / "scale.svg").write_text(render_svg(scale_chart(record)) + "\n")
     print(f"wrote {RESULTS / 'scale.json'} and {RESULTS / 'scale.svg'}")
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from e2e.worker.servers import RedisServer
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RedisList
 from workerfleet.worker import jsonlog
@@ -25,7 +26,6 @@ from workerfleet.worker.handlers import Job
 from workerfleet.worker.metrics import WorkerMetrics
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.runtime import Runtime
-from workerfleet.worker.settings import Credentials
 
 PUSH_BATCH = 1_000
 CONCURRENCIES = (1, 16)

@@ -51,13 +51,15 @@ E2E_VALUES: dict[str, Any] = {
 
 
 def operator_args(values: dict[str, Any], *, release: str = RELEASE) -> tuple[str, ...]:
-    """The flags the chart's Deployment gives the operator for these values' tenancy settings."""
+    """The flags the chart's Deployment gives the operator for these values' tenancy settings, and the
+    owner of the APIService it registers (the release's ClusterRole)."""
     allowed = values.get("allowedAddresses") or {}
     return (
         f"--delegable-permissions={json.dumps(values['rbac']['delegableWorkerPermissions'])}",
         f"--queue-credentials-role={release}-queue-credentials",
         *(f"--allow-queue-address={address}" for address in allowed.get("queues", [])),
         *(f"--allow-prometheus={address}" for address in allowed.get("prometheus", [])),
+        f"--metrics-api-owner-cluster-role={release}-cluster",
     )
 
 

@@ -37,6 +37,10 @@ from e2e.operator import METRICS_PORT, install_crds, operator_as_chart_identity
 from e2e.producer import SteadyProducer
 from e2e.prometheus import SCRAPE_INTERVAL_SECONDS, PrometheusServer
 from e2e.worker.servers import RedisServer, free_port
+from workerfleet.api.worker_contract import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES
+from workerfleet.planners.rollout import RolloutReason
+from workerfleet.planners.scaling import ScalingReason
+from workerfleet.report import Chart, Marker, Page, Panel, Series, render_html
 from workerfleet.worker.envelope import encode, new_envelope
 
 NAMESPACE = "workerfleet-demo"
@@ -46,6 +50,20 @@ QUEUE = "jobs:resize-image"
 WORKER = Path(sys.executable).parent / "workerfleet"
 PLUGIN = Path(sys.executable).parent / "kubectl-workerfleet"
 WORKER_STOP_SECONDS = 30.0
+REPORT = Path("demo-report.html")
+SCALED_UP = "ScaledUp"
+"""The HPA's SuccessfulRescale Event to more replicas, as the report labels it."""
+SCALED_DOWN = "ScaledDown"
+HPA_RESCALE = "SuccessfulRescale"
+MARKED_REASONS = (
+    ScalingReason.ACTIVATED,
+    ScalingReason.DEACTIVATED,
+    RolloutReason.STARTED,
+    RolloutReason.ANALYSIS_FAILED,
+    RolloutReason.ROLLED_BACK,
+)
+"""The pool's Events the report marks on its time axis, besides the HPA's rescales."""
+ERROR_RATE_WINDOW = "10s"
 
 
 @dataclass(frozen=True)
@@ -186,12 +204,11 @@ class HostWorkers:
         for name in sorted(set(ready) - set(self.processes)):
             self._start(name, ready[name], policies)
         if self.prometheus is not None:
-            self.prometheus.set_targets(
-                [
-                    f"127.0.0.1:{METRICS_PORT}",
-                    *(f"127.0.0.1:{worker.metrics_port}" for worker in self.processes.values()),
-                ]
-            )
+            # The target labels Kubernetes discovery gives: the pod's namespace and name
+            labels = {f"127.0.0.1:{METRICS_PORT}": {"namespace": chart.RELEASE_NAMESPACE, "pod": "operator"}}
+            for name, worker in self.processes.items():
+                labels[f"127.0.0.1:{worker.metrics_port}"] = {"namespace": NAMESPACE, "pod": name}
+            self.prometheus.set_targets(list(labels), labels)
 
     def revisions(self) -> dict[str, str]:
         """The revision each running worker process was started with, by pod name."""
@@ -242,6 +259,24 @@ def _event_time(event: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(microsecond=0)
 
 
+@dataclass(frozen=True)
+class PoolSample:
+    """The pool as the demo saw it at one moment: seconds since the demo started."""
+
+    at: float
+    depth: int
+    desired: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class SeenEvent:
+    at: float
+    type: str
+    reason: str
+    message: str
+
+
 def _pod_ready(pod: dict[str, Any]) -> bool:
     if pod["metadata"].get("deletionTimestamp"):
         return False
@@ -264,6 +299,10 @@ class Demo:
         self._events_seen: set[str] = set()
         self._last_table = ""
         self._started = datetime.now(UTC).replace(microsecond=0)
+        self.samples: list[PoolSample] = []
+        self.events: list[SeenEvent] = []
+        self.report: Path | None = None
+        """Where `write_report` writes the picture of the run."""
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -282,6 +321,7 @@ class Demo:
         table = self.kubectl("get", "wp", "-n", NAMESPACE)
         depth = self.queue_depth()
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        self.sample(depth)
         if table != self._last_table:
             workers = len(self.workers.processes)
             self.say(f"--- {stamp}  kubectl get wp   (Redis {QUEUE}: {depth} waiting, {workers} workers)")
@@ -292,6 +332,21 @@ class Demo:
             if uid not in self._events_seen and _event_time(event) >= self._started:
                 self._events_seen.add(uid)
                 self.say(f"    event {event['type']:<7} {event['reason']:<22} {event['message']}")
+                at = (_event_time(event) - self._started).total_seconds()
+                self.events.append(SeenEvent(at, event["type"], event["reason"], event["message"]))
+
+    def since_start(self) -> float:
+        return time.time() - self._started.timestamp()
+
+    def sample(self, depth: int) -> None:
+        """Record the queue depth and the pool's desired and ready replicas, for the report."""
+        found = self.kubectl("get", "workerpool", POOL, "-n", NAMESPACE, "-o", "json", "--ignore-not-found")
+        if not found:
+            return
+        pool = json.loads(found)
+        desired = int(pool["spec"].get("replicas", 0))
+        ready = int((pool.get("status") or {}).get("readyReplicas", 0))
+        self.samples.append(PoolSample(self.since_start(), depth, desired, ready))
 
     def queue_depth(self) -> int:
         assert self.redis is not None
@@ -364,12 +419,24 @@ def start_servers(demo: Demo) -> None:
     demo.redis.start()
     demo.stack.callback(demo.redis.stop)
     rules = demo.directory / "alerts.yml"
+    # The chart's PrometheusRule, with the Degraded alert's wait shortened so it fires within the demo,
+    # and its ServiceMonitor, whose label handling the demo's scrape job copies.
     rendered = chart.helm(
-        demo.cluster, "template", "demo", str(chart.CHART), "--set", "metrics.prometheusRule.enabled=true"
+        demo.cluster,
+        "template",
+        "demo",
+        str(chart.CHART),
+        "--set",
+        "metrics.prometheusRule.enabled=true,metrics.prometheusRule.poolDegradedFor=5s",
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.address=0.0.0.0,networkPolicy.enabled=false",
     ).stdout
-    [rule] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "PrometheusRule"]
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    [rule] = [d for d in documents if d["kind"] == "PrometheusRule"]
+    [monitor] = [d for d in documents if d["kind"] == "ServiceMonitor"]
     rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    demo.prometheus = PrometheusServer(demo.directory / "prometheus", [rules])
+    honor_labels = bool(monitor["spec"]["endpoints"][0].get("honorLabels", False))
+    demo.prometheus = PrometheusServer(demo.directory / "prometheus", [rules], honor_labels=honor_labels)
     demo.prometheus.start()
     demo.stack.callback(demo.prometheus.stop)
     demo.workers.prometheus = demo.prometheus
@@ -498,6 +565,102 @@ def bad_revision_rolls_back(demo: Demo) -> None:
     demo.say(demo.plugin("status", POOL).rstrip())
 
 
+def error_rates(demo: Demo, stable_revision: str | None) -> dict[str, list[tuple[float, float]]]:
+    """The stable and canary workers' error rates over the run, from the demo's Prometheus.
+
+    The rate is the analysis' own: failed attempts (retried, dead-lettered, failed) over all jobs
+    but duplicates, here over a sliding window rather than since the step started.
+    """
+    if demo.prometheus is None:
+        return {}
+    selector = f'pool="{POOL}"'
+    errors = f'{selector},outcome=~"{"|".join(ERROR_OUTCOMES)}"'
+    counted = f'{selector},outcome!~"{"|".join(UNCOUNTED_OUTCOMES)}"'
+    query = (
+        f"sum by (revision) (rate(workerfleet_jobs_total{{{errors}}}[{ERROR_RATE_WINDOW}]))"
+        f" / sum by (revision) (rate(workerfleet_jobs_total{{{counted}}}[{ERROR_RATE_WINDOW}]))"
+    )
+    origin = demo._started.timestamp()
+    rates: dict[str, list[tuple[float, float]]] = {"stable": [], "canary": []}
+    for series in demo.prometheus.query_range(query, origin, time.time(), 2):
+        role = "stable" if series["metric"].get("revision") == stable_revision else "canary"
+        rates[role] += [(float(at) - origin, float(value)) for at, value in series["values"]]
+    return rates
+
+
+def _markers(events: list[SeenEvent]) -> list[Marker]:
+    """The Events worth a line across the chart; the HPA's rescales read as ScaledUp or ScaledDown."""
+    markers, size = [], 0
+    for event in sorted(events, key=lambda e: e.at):
+        label = event.reason
+        if event.reason == HPA_RESCALE:
+            new_size = (
+                int(event.message.split("New size: ")[1].split(";")[0])
+                if "New size: " in event.message
+                else 0
+            )
+            label, size = (SCALED_UP if new_size > size else SCALED_DOWN), new_size
+        elif event.reason not in MARKED_REASONS:
+            continue
+        markers.append(Marker(event.at, label, event.message, warning=event.type == "Warning"))
+    return markers
+
+
+def report_page(
+    samples: list[PoolSample],
+    events: list[SeenEvent],
+    rates: dict[str, list[tuple[float, float]]],
+    started: datetime,
+) -> Page:
+    """The run on one time axis: the queue, the replicas, the error rates, and the pool's Events."""
+    chart_ = Chart(
+        f"WorkerPool {NAMESPACE}/{POOL}",
+        [
+            Panel("Queue depth", [Series("queue depth", [(s.at, s.depth) for s in samples])], unit="jobs"),
+            Panel(
+                "Replicas",
+                [
+                    Series("desired", [(s.at, s.desired) for s in samples], step=True),
+                    Series("ready", [(s.at, s.ready) for s in samples], step=True),
+                ],
+            ),
+            Panel(
+                "Error rate",
+                [Series(f"{role} error rate", rates.get(role, [])) for role in ("stable", "canary")],
+                y_format="{:.0%}",
+                y_min_span=0.1,
+            ),
+        ],
+        _markers(events),
+        x_label=f"time since {started:%Y-%m-%d %H:%M:%S} UTC",
+    )
+    notes = [
+        f"make demo, started {started:%Y-%m-%d %H:%M:%S} UTC: queue depth read from Redis and replicas from"
+        f" the WorkerPool as the demo polled them; error rates of the stable and canary workers from"
+        f" Prometheus over {ERROR_RATE_WINDOW} windows (failed attempts over jobs), as the canary analysis"
+        f" counts them; dashed lines are the pool's Events (hover for the message).",
+    ]
+    return Page(f"workerfleet demo {started:%Y-%m-%d %H:%M} UTC", [chart_], notes)
+
+
+def write_report(demo: Demo) -> None:
+    """`demo-report.html`: the picture of the run, self-contained (inline SVG, no scripts)."""
+    if demo.report is None:
+        return
+    stable = None
+    found = demo.kubectl("get", "workerpool", POOL, "-n", NAMESPACE, "-o", "json", "--ignore-not-found")
+    if found:
+        stable = (json.loads(found).get("status") or {}).get("stableRevision")
+    try:
+        rates = error_rates(demo, stable)
+    except OSError as error:  # Prometheus gone: the picture without the error rates
+        demo.say(f"(no error rates in the report: {error})")
+        rates = {}
+    page = report_page(demo.samples, demo.events, rates, demo._started)
+    demo.report.write_text(render_html(page))
+    demo.say(f"\nreport: {demo.report.resolve()}  (open it in a browser: file://{demo.report.resolve()})")
+
+
 SCENARIO: list[Callable[[Demo], None]] = [
     start_cluster,
     start_servers,
@@ -550,8 +713,11 @@ def running(demo: Demo) -> Iterator[Demo]:
 
 def run(demo: Demo, steps: list[Callable[[Demo], None]]) -> None:
     with running(demo):
-        for step in steps:
-            step(demo)
+        try:
+            for step in steps:
+                step(demo)
+        finally:  # the picture of the run so far, even when a step failed
+            write_report(demo)
         farewell(demo)
         if demo.timing.linger_seconds:
             demo.say(f"\n(keeping it running for {demo.timing.linger_seconds:.0f}s; Ctrl-C stops it now)")
@@ -572,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     demo = Demo(cluster, directory, Timing(linger_seconds=args.linger))
+    demo.report = REPORT
     try:
         run(demo, SCENARIO)
     except KeyboardInterrupt:

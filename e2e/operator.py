@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -55,15 +54,20 @@ def metrics_api_certificate(cluster: Cluster, authority: str = METRICS_API_CA) -
     return issuer.pair, serving
 
 
-def register_metrics_api(cluster: Cluster, ca: Path | None = None) -> None:
-    """Point external.metrics.k8s.io at the operator on this host.
+SECOND_REPLICA_PORT_SHIFT = 150
+"""The port shift of a second operator process next to the first (peering and upgrade tests)."""
 
-    The aggregator reaches an APIService through a Service; Endpoints may not hold loopback
-    addresses, so an ExternalName Service names localhost instead. This replaces the chart's
-    APIService, whose Service selects the operator's simulated pod.
+
+def register_metrics_api(cluster: Cluster) -> None:
+    """The Service the operator registers external.metrics.k8s.io to (it applies the APIService itself
+    while it is the active replica, and removes it when the last replica stops).
+
+    The aggregator reaches an APIService through a Service; Endpoints may not hold loopback addresses,
+    so an ExternalName Service names localhost instead, with a port for each process that may serve
+    (the active one names its own port in the APIService: "the endpoint follows the active replica").
     """
     namespace, service = METRICS_API_SERVICE
-    ca_bundle = base64.b64encode((ca or metrics_api_certificate(cluster)[0].cert).read_bytes()).decode()
+    ports = (METRICS_API_PORT, METRICS_API_PORT + SECOND_REPLICA_PORT_SHIFT)
     manifests = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         {
@@ -73,21 +77,7 @@ def register_metrics_api(cluster: Cluster, ca: Path | None = None) -> None:
             "spec": {
                 "type": "ExternalName",
                 "externalName": "localhost",
-                "ports": [{"port": METRICS_API_PORT}],
-            },
-        },
-        {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
-            "spec": {
-                "group": "external.metrics.k8s.io",
-                "version": "v1beta1",
-                "service": {"name": service, "namespace": namespace, "port": METRICS_API_PORT},
-                # Verified, as the chart's: the operator serves a certificate this CA signed.
-                "caBundle": ca_bundle,
-                "groupPriorityMinimum": 100,
-                "versionPriority": 100,
+                "ports": [{"name": f"https-{port}", "port": port} for port in ports],
             },
         },
     ]
@@ -97,8 +87,8 @@ def register_metrics_api(cluster: Cluster, ca: Path | None = None) -> None:
 
 
 def unregister_metrics_api(cluster: Cluster) -> None:
-    """Take away what `register_metrics_api` made, so that a chart installed later can own the APIService
-    (Helm refuses to adopt one it did not make), and discovery does not wait on a server that is gone."""
+    """Take away what `register_metrics_api` made, and an APIService a killed operator left, so that
+    discovery does not wait on a server that is gone."""
     namespace, service = METRICS_API_SERVICE
     cluster.kubectl("delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found")
     cluster.kubectl("delete", "service", service, "-n", namespace, "--ignore-not-found")
@@ -138,13 +128,16 @@ class OperatorProcess:
         pod: tuple[str, str] | None = None,
         pod_selector: str | None = None,
         extra_args: Sequence[str] = (),
+        register: bool = True,
     ) -> None:
         """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
         ports, so a second process can run next to the first (the APIService targets the unshifted one).
         `pod`: (namespace, name) of a pod this process stands in for, as the chart's container would:
         it gets POD_NAMESPACE and POD_NAME and labels that pod while active (--label-active-pod).
         `pod_selector`: the chart's --active-pod-selector, so that on turning active it takes the label
-        off the other pods it selects. `extra_args`: more options of `workerfleet run`."""
+        off the other pods it selects. `extra_args`: more options of `workerfleet run`. `register`: register
+        the metrics APIService while active (routed to `register_metrics_api`'s Service; standalone, the
+        start waits until it is registered and Available)."""
         self.cluster = cluster
         self.log = log
         self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
@@ -152,6 +145,7 @@ class OperatorProcess:
         self.pod = pod
         self.pod_selector = pod_selector
         self.extra_args = list(extra_args)
+        self.register = register
         self.liveness_port = LIVENESS_PORT + port_shift
         self.metrics_api_port = METRICS_API_PORT + port_shift
         self.metrics_port = METRICS_PORT + port_shift
@@ -172,6 +166,19 @@ class OperatorProcess:
             return []
         selector = [] if self.pod_selector is None else [f"--active-pod-selector={self.pod_selector}"]
         return ["--label-active-pod", *selector]
+
+    def _registration_args(self) -> list[str]:
+        """Register the APIService while active, routed to the ExternalName Service, on this process's port,
+        trusting the CA that signed its certificate (as the chart's flags do with its Service)."""
+        if not self.register:
+            return []
+        namespace, service = METRICS_API_SERVICE
+        ca, _ = metrics_api_certificate(self.cluster)
+        return [
+            f"--register-metrics-api={namespace}/{service}",
+            f"--metrics-api-service-port={self.metrics_api_port}",
+            f"--metrics-api-ca-file={ca.cert}",
+        ]
 
     def _environment(self) -> dict[str, str]:
         environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
@@ -194,6 +201,7 @@ class OperatorProcess:
                     "run",
                     *self._mode_args(),
                     *self._pod_args(),
+                    *self._registration_args(),
                     *self.extra_args,
                     f"--liveness={liveness}",
                     f"--metrics-api-port={self.metrics_api_port}",
@@ -214,13 +222,30 @@ class OperatorProcess:
             what=f"the operator to answer {liveness} (log: {self.log})",
             timeout=60,
         )
-        if self.metrics_api_port == METRICS_API_PORT:
+        if self.peering is None and self.register:
+            # Standalone, it is active at once and registers the APIService within seconds.
+            eventually(
+                self._registered_here,
+                what="the APIService registered to this process's port",
+                timeout=60,
+            )
             self.cluster.kubectl(
                 "wait",
                 "--for=condition=Available",
                 "apiservice/v1beta1.external.metrics.k8s.io",
                 "--timeout=60s",
             )
+
+    def _registered_here(self) -> bool:
+        result = self.cluster.kubectl(
+            "get",
+            "apiservice",
+            "v1beta1.external.metrics.k8s.io",
+            "-o",
+            "jsonpath={.spec.service.port}",
+            check=False,
+        )
+        return result.returncode == 0 and result.stdout.strip() == str(self.metrics_api_port)
 
     def is_active(self) -> bool | None:
         """What the process reports in workerfleet_operator_active; None when it does not answer."""
@@ -261,6 +286,20 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def stop_together(processes: Sequence[OperatorProcess]) -> None:
+    """SIGTERM to every process at once (a scale to 0, `helm uninstall`); then wait for each, as `stop`."""
+    running = [(process, process._process) for process in processes if process._process is not None]
+    for process, child in running:
+        process._process = None
+        child.terminate()
+    for _, child in running:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=5)
 
 
 @contextmanager

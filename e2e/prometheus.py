@@ -24,8 +24,11 @@ SCRAPE_INTERVAL_SECONDS = 1
 class PrometheusServer:
     """`prometheus` scraping every 1 s the targets listed with `set_targets`, with the given rules."""
 
-    def __init__(self, directory: Path, rule_files: Sequence[Path] = ()) -> None:
+    def __init__(
+        self, directory: Path, rule_files: Sequence[Path] = (), *, honor_labels: bool = False
+    ) -> None:
         self.directory = directory
+        self.honor_labels = honor_labels
         self.port = free_port()
         self._targets_file = directory / "targets.json"
         self._rule_files = list(rule_files)
@@ -47,6 +50,7 @@ class PrometheusServer:
             "scrape_configs": [
                 {
                     "job_name": "workers",
+                    "honor_labels": self.honor_labels,
                     "file_sd_configs": [{"files": [str(self._targets_file)], "refresh_interval": "1s"}],
                 }
             ],
@@ -77,10 +81,13 @@ class PrometheusServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def set_targets(self, addresses: list[str]) -> None:
-        """Scrape exactly these host:port addresses (written atomically, as file discovery expects)."""
+    def set_targets(self, addresses: list[str], labels: dict[str, dict[str, str]] | None = None) -> None:
+        """Scrape exactly these host:port addresses (written atomically, as file discovery expects),
+        each with the target labels given for it (as Kubernetes discovery adds namespace and pod)."""
+        labels = labels or {}
         staged = self._targets_file.with_suffix(".tmp")
-        staged.write_text(json.dumps([{"targets": sorted(addresses)}]))
+        groups = [{"targets": [address], "labels": labels.get(address, {})} for address in sorted(addresses)]
+        staged.write_text(json.dumps(groups))
         staged.replace(self._targets_file)
 
     def query_vector(self, promql: str) -> list[dict[str, Any]]:
@@ -90,6 +97,33 @@ class PrometheusServer:
             body: dict[str, Any] = json.loads(response.read())
         samples: list[dict[str, Any]] = body["data"]["result"]
         return samples
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """The series of a range query (Unix times), each with its `values`: what a dashboard panel draws."""
+        parameters = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        url = f"{self.address}/api/v1/query_range?" + urllib.parse.urlencode(parameters)
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310  (loopback only)
+            body: dict[str, Any] = json.loads(response.read())
+        series: list[dict[str, Any]] = body["data"]["result"]
+        return series
+
+    def parse_error(self, promql: str) -> str | None:
+        """Prometheus' error for an expression it cannot run (this version has no parse endpoint)."""
+        url = f"{self.address}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (loopback only)
+                response.read()
+        except urllib.error.HTTPError as error:
+            body = json.loads(error.read() or b"{}")
+            return f"{error.code}: {body.get('error', '')}"
+        return None
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing now (GET /api/v1/alerts)."""
+        with urllib.request.urlopen(f"{self.address}/api/v1/alerts", timeout=5) as response:  # noqa: S310
+            body: dict[str, Any] = json.loads(response.read())
+        alerts: list[dict[str, Any]] = body["data"]["alerts"]
+        return alerts
 
     def query(self, promql: str) -> float | None:
         """The single value of an instant query, or None for an empty result."""

@@ -68,6 +68,7 @@ class Rig:
     queue: str = field(default_factory=lambda: f"jobs-{uuid.uuid4().hex[:8]}")
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
+    launches: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
     producer: SteadyProducer | None = None
 
     def pool(self, image: str, canary: dict[str, Any], **pod_spec: Any) -> dict[str, Any]:
@@ -162,18 +163,25 @@ class Rig:
             "WORKERFLEET_DEMO_FAILURE_RATE": str(failure_rate),
             "WORKERFLEET_DEMO_DURATION_SECONDS": "0.005",
         }
-        with (self.directory / f"worker-{index}.log").open("wb") as log:
-            self.workers.append(
-                subprocess.Popen(
-                    [str(WORKERFLEET), "worker", "--handlers", handlers],
-                    env=environment,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
+        self.launches.append(([str(WORKERFLEET), "worker", "--handlers", handlers], environment))
+        self.workers.append(self._launch(index))
         self.ports.append(port)
         self.prometheus.set_targets([f"127.0.0.1:{port}" for port in self.ports])
         return self.workers[-1]
+
+    def _launch(self, index: int) -> subprocess.Popen[bytes]:
+        command, environment = self.launches[index]
+        with (self.directory / f"worker-{index}.log").open("ab") as log:
+            return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=log)
+
+    def restart_worker(self, worker: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """SIGKILL a worker and start it again on the same metrics port, as a kubelet restarts an
+        OOM-killed container in its pod (same scrape target)."""
+        index = self.workers.index(worker)
+        worker.kill()
+        worker.wait(timeout=EXIT_TIMEOUT_SECONDS)
+        self.workers[index] = self._launch(index)
+        return self.workers[index]
 
     def jobs(self, revision: str, window_seconds: int) -> tuple[float, float]:
         """(attempts, failed attempts) of one revision over the window, as Prometheus has them."""

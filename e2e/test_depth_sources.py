@@ -7,8 +7,8 @@ import asyncio
 import redis
 
 from e2e.worker.servers import RedisServer
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
-from workerfleet.backends.base import Credentials
 from workerfleet.backends.redis_common import shared_clients
 from workerfleet.backends.redis_list import RedisListDepth
 

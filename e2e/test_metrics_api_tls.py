@@ -4,6 +4,7 @@ restart of the operator."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
@@ -21,7 +22,6 @@ from e2e.operator import (
     METRICS_API_SERVICE,
     OperatorProcess,
     metrics_api_certificate,
-    register_metrics_api,
 )
 from e2e.pki import Pair
 from e2e.waiting import eventually
@@ -29,16 +29,22 @@ from e2e.waiting import eventually
 DISCOVERY = "/apis/external.metrics.k8s.io/v1beta1"
 RELEASE = "tls"
 SECRET = "tls-workerfleet-metrics-api-tls"
+CA_CONFIG_MAP = "tls-workerfleet-metrics-api-ca"
 
 
 def _rendered(cluster: Cluster, namespace: str) -> dict[str, Any]:
     """The chart's default rendering against the real API server (so `lookup` sees it), as an
-    install or upgrade would; by kind, the generated Secret and the APIService."""
+    install or upgrade would; by kind, the generated Secret and the ConfigMap of the CA the operator
+    registers the APIService with."""
     result = helm(cluster, "template", RELEASE, str(CHART), "--namespace", namespace, "--dry-run=server")
     documents = [document for document in yaml.safe_load_all(result.stdout) if document]
     [secret] = [d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"] == SECRET]
-    [api_service] = [d for d in documents if d["kind"] == "APIService"]
-    return {"Secret": secret, "APIService": api_service}
+    [ca] = [d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == CA_CONFIG_MAP]
+    return {"Secret": secret, "ConfigMap": ca}
+
+
+def _ca_bundle(rendered: dict[str, Any]) -> str:
+    return base64.b64encode(rendered["ConfigMap"]["data"]["ca.crt"].encode()).decode()
 
 
 def _discovered(cluster: Cluster) -> bool:
@@ -57,6 +63,13 @@ def _verified_by(ca: Path) -> bool:
             return True
     except (ssl.SSLError, OSError):
         return False
+
+
+def _replace_file(path: Path, content: bytes) -> None:
+    """One file replaced in one rename, as the kubelet updates a ConfigMap volume."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_bytes(content)
+    staged.replace(path)
 
 
 def _replace(target: Pair, source: tuple[bytes, bytes]) -> None:
@@ -82,22 +95,26 @@ def test_the_aggregator_verifies_the_operator_and_follows_a_renewed_certificate(
     kept = (serving.cert.read_bytes(), serving.key.read_bytes())
     pid = operator_process.pid
 
-    # When a new CA renews the certificate: the operator's files and the APIService's caBundle
+    # When a new CA renews the certificate: the operator's files and the CA file it registers the
+    # APIService with (the chart's ConfigMap)
     new_ca, renewed = metrics_api_certificate(operator, authority=f"metrics-api-ca-{uuid.uuid4().hex[:6]}")
+    kept_ca = ca.cert.read_bytes()
+    previous_ca = ca.cert.with_name("previous-ca.crt")
+    previous_ca.write_bytes(kept_ca)
     try:
         _replace(serving, (renewed.cert.read_bytes(), renewed.key.read_bytes()))
-        register_metrics_api(operator, new_ca.cert)
+        _replace_file(ca.cert, new_ca.cert.read_bytes())
         started = time.monotonic()
 
         # Then the operator serves the renewed certificate, and the aggregator reaches it, no restart
         eventually(lambda: _verified_by(new_ca.cert), what="the renewed certificate served", timeout=60)
         print(f"renewed certificate served {time.monotonic() - started:.1f}s after the files changed")
         eventually(lambda: _discovered(operator), what="discovery through the new CA", timeout=60)
-        assert not _verified_by(ca.cert)
+        assert not _verified_by(previous_ca)
         assert operator_process.pid == pid
     finally:
         _replace(serving, kept)
-        register_metrics_api(operator)
+        _replace_file(ca.cert, kept_ca)
         eventually(lambda: _verified_by(ca.cert), what="the original certificate served again", timeout=60)
         eventually(lambda: _discovered(operator), what="discovery through the original CA", timeout=60)
 
@@ -105,8 +122,7 @@ def test_the_aggregator_verifies_the_operator_and_follows_a_renewed_certificate(
 def test_an_upgrade_keeps_the_ca_and_certificate_the_install_made(cluster: Cluster, namespace: str) -> None:
     # Given a default install's generated certificate Secret in its namespace
     installed = _rendered(cluster, namespace)
-    assert installed["APIService"]["spec"]["caBundle"] == installed["Secret"]["data"]["ca.crt"]
-    assert "insecureSkipTLSVerify" not in installed["APIService"]["spec"]
+    assert _ca_bundle(installed) == installed["Secret"]["data"]["ca.crt"]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(installed["Secret"]))
 
     # When the chart is rendered again, as `helm upgrade` does
@@ -114,4 +130,4 @@ def test_an_upgrade_keeps_the_ca_and_certificate_the_install_made(cluster: Clust
 
     # Then the certificate, key and CA are the same, and the APIService still trusts that CA
     assert upgraded["Secret"]["data"] == installed["Secret"]["data"]
-    assert upgraded["APIService"]["spec"]["caBundle"] == installed["Secret"]["data"]["ca.crt"]
+    assert _ca_bundle(upgraded) == installed["Secret"]["data"]["ca.crt"]

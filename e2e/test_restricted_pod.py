@@ -66,7 +66,7 @@ def _operator_pod(case: Case) -> dict[str, Any]:
 @pytest.fixture
 def restricted(cluster: Cluster, namespace: str) -> str:
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    cluster.kubectl("create", "serviceaccount", names(POOL.name)["service_account"], "-n", namespace)
+    cluster.kubectl("create", "serviceaccount", names(POOL.name).service_account, "-n", namespace)
     return namespace
 
 

@@ -29,6 +29,10 @@ from e2e.worker.servers import RedisServer
 
 INTERVAL_SECONDS = 3
 NO_SAMPLES_LIMIT = 3
+RESTART_LIMIT = 3
+RESTART_EVERY_SECONDS = 6.0
+"""Several scrapes of the 1 s test Prometheus between kills, so each restart is a change it sees;
+the canary has finished jobs before the first kill, so it is never merely silent."""
 
 
 @pytest.fixture
@@ -89,6 +93,49 @@ def test_a_canary_that_does_no_work_is_rolled_back_as_unhealthy(pool: Rig, fault
     [unhealthy] = [event for event in rig.events() if event["reason"] == "CanaryUnhealthy"]
     assert unhealthy["type"] == "Warning"
     assert f"finished no job in {NO_SAMPLES_LIMIT} analyses in a row" in unhealthy["message"]
+
+
+def test_a_canary_that_keeps_restarting_is_rolled_back_as_unhealthy(pool: Rig) -> None:
+    rig = pool
+    # Given a pool whose stable workers process jobs, and a long step that a canary doing jobs
+    # without errors would pass
+    canary = {
+        "steps": [{"weight": 20, "pauseSeconds": 300}],
+        "analysis": analysis(
+            rig.prometheus, intervalSeconds=INTERVAL_SECONDS, minSamples=10, restartLimit=RESTART_LIMIT
+        ),
+    }
+    stable = rig.create(canary)
+    rig.start_worker(stable, failure_rate=0.0)
+    rig.produce(per_second=100)
+
+    # When the new revision's worker is killed every few seconds and restarted in place, as an
+    # OOM-killed container is: it finishes jobs without errors in between, and its pod stays ready
+    revision = rig.change_template(canary)
+    worker = rig.start_worker(revision, failure_rate=0.0)
+    started = eventually(lambda: rig.rollout().get("stepStartedAt"), what="the step's clock started")
+    eventually(lambda: rig.jobs(revision, 60)[0] > 0, what="the canary finishing jobs", timeout=30)
+    kills = 0
+    while kills < RESTART_LIMIT * 4 and rig.rollout().get("phase") != "Degraded":
+        time.sleep(RESTART_EVERY_SECONDS)
+        worker = rig.restart_worker(worker)
+        kills += 1
+
+    # Then it is rolled back as unhealthy, with the restarts in the reason
+    status = eventually(
+        lambda: rig.rollout().get("phase") == "Degraded" and rig.status(),
+        what="the restarting canary rolled back",
+        timeout=30,
+    )
+    print(
+        f"restarting canary rolled back {_seconds_since(started):.1f}s after its step started, {kills} kills"
+    )
+    assert status["stableRevision"] == stable
+    eventually(lambda: rig.deployment_replicas("thumbs-canary") == 0, what="the canary at zero")
+    [unhealthy] = [event for event in rig.events() if event["reason"] == "CanaryUnhealthy"]
+    assert unhealthy["type"] == "Warning"
+    assert "restarted" in unhealthy["message"]
+    assert f"(restartLimit {RESTART_LIMIT})" in unhealthy["message"]
 
 
 def test_an_operator_killed_while_promoting_finishes_without_an_outage(

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from workerfleet import producer
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import Queue
 from workerfleet.worker.envelope import decode, encode
-from workerfleet.worker.settings import Credentials
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 RESIZE: dict[str, Any] = {

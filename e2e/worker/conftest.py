@@ -12,7 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,6 +80,15 @@ def probe_policies(queue_name: str, extra_job_types: dict[str, Any] | None = Non
     }
 
 
+class NamedQueue(Protocol):
+    """What a worker is pointed at: the queue's name and the WorkerPool .spec.queue (every
+    QueueUnderTest is one)."""
+
+    name: str
+
+    def spec(self) -> dict[str, Any]: ...
+
+
 class WorkerProcess:
     """One `workerfleet worker` process, its JSON log and its metrics endpoint."""
 
@@ -145,7 +154,7 @@ class Workers:
 
     def start(
         self,
-        queue: QueueUnderTest,
+        queue: NamedQueue,
         *,
         drain_seconds: float | None = None,
         concurrency: int = 1,

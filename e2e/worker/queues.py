@@ -13,13 +13,13 @@ import aio_pika
 import redis
 
 from e2e.worker.servers import RabbitMQServer
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Queue
 from workerfleet.worker.backend import QueueBackend
 from workerfleet.worker.envelope import Envelope, decode
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
-from workerfleet.worker.settings import Credentials
 
 HEARTBEAT_SECONDS = 1.5
 

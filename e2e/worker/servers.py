@@ -11,9 +11,13 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import redis
@@ -44,12 +48,26 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
-class RedisServer:
-    """redis-server without persistence, bound to 127.0.0.1 on a free port."""
+@dataclass(frozen=True)
+class ServerTls:
+    """A serving certificate and key (PEM files) and the CA that signed it: the server then speaks TLS
+    only, on its one port."""
 
-    def __init__(self, directory: Path) -> None:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class RedisServer:
+    """redis-server bound to 127.0.0.1 on a free port; TLS only when `tls` is given; without
+    persistence, or with `durable` an append-only file fsynced on every write (`appendfsync always`),
+    so it can be killed and restarted without losing a write it acknowledged."""
+
+    def __init__(self, directory: Path, tls: ServerTls | None = None, *, durable: bool = False) -> None:
         self.directory = directory
         self.port = free_port()
+        self.tls = tls
+        self.durable = durable
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,14 +82,16 @@ class RedisServer:
                 "redis-server",
                 "--bind",
                 "127.0.0.1",
-                "--port",
-                str(self.port),
+                *self._listener(),
                 "--dir",
                 str(self.directory),
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ["--appendonly", "yes", "--appendfsync", "always"]
+                    if self.durable
+                    else ["--appendonly", "no"]
+                ),
                 "--daemonize",
                 "no",
             ],
@@ -79,7 +99,7 @@ class RedisServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        client = self.client(socket_connect_timeout=1)
         try:
             eventually(
                 lambda: self._answers(client),
@@ -88,6 +108,30 @@ class RedisServer:
             )
         finally:
             client.close()
+
+    def _listener(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.tls.cert),
+            "--tls-key-file",
+            str(self.tls.key),
+            "--tls-ca-cert-file",
+            str(self.tls.ca),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A synchronous client for seeding and inspecting (over TLS, trusting the server's CA)."""
+        if self.tls is not None:
+            options |= {"ssl": True, "ssl_ca_certs": str(self.tls.ca), "ssl_check_hostname": False}
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
     def _answers(self, client: redis.Redis) -> bool:
         assert self._process is not None
@@ -103,12 +147,21 @@ class RedisServer:
             _stop_group(self._process)
             self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed server or node: no shutdown, no final save."""
+        if self._process is not None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            self._process = None
+
 
 class RabbitMQServer:
-    """A RabbitMQ node of its own: its own epmd, node name, ports and data, all on 127.0.0.1."""
+    """A RabbitMQ node of its own: its own epmd, node name, ports and data, all on 127.0.0.1; its AMQP
+    listener speaks TLS only (amqps) when `tls` is given."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: ServerTls | None = None) -> None:
         self.directory = directory
+        self.tls = tls
         self.port = free_port()
         self._epmd_port = free_port()
         self._dist_port = free_port()
@@ -143,7 +196,7 @@ class RabbitMQServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "rabbitmq-env.conf").write_text("")
         (self.directory / "enabled_plugins").write_text("[].\n")
-        (self.directory / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (self.directory / "rabbitmq.conf").write_text(self._listeners())
         environment = self._environment()
         log = (self.directory / "rabbitmq.out").open("ab")
         # Our own epmd, started first, so the node does not spawn a daemon that would outlive the tests.
@@ -166,15 +219,34 @@ class RabbitMQServer:
             self._answers, what="rabbitmq-server to accept AMQP connections", timeout=START_TIMEOUT_SECONDS
         )
 
+    def _listeners(self) -> str:
+        if self.tls is None:
+            return f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        return (
+            "listeners.tcp = none\n"
+            f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
+            f"ssl_options.cacertfile = {self.tls.ca}\n"
+            f"ssl_options.certfile = {self.tls.cert}\n"
+            f"ssl_options.keyfile = {self.tls.key}\n"
+            "ssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n"
+        )
+
     def _answers(self) -> bool:
         assert self._server is not None
         if self._server.poll() is not None:
             raise AssertionError(
                 f"rabbitmq-server exited with {self._server.returncode}; see {self.directory}"
             )
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.check_hostname = False
 
         async def connect() -> bool:
-            connection = await aio_pika.connect(host="127.0.0.1", port=self.port, timeout=2)
+            connection = await aio_pika.connect(
+                host="127.0.0.1", port=self.port, timeout=2, ssl=context is not None, ssl_context=context
+            )
             await connection.close()
             return True
 
@@ -220,6 +292,40 @@ class RabbitMQServer:
                 pairs = re.findall(r'\{"?([^",{}]+)"?,\s*"?([^",{}]*)"?\}', arguments)
                 return dict(pairs)
         return None
+
+    def restart(self) -> None:
+        """Stop the node and start it again on the same ports and data (durable queues and persistent
+        messages survive; epmd keeps running)."""
+        assert self._server is not None
+        _stop_group(self._server)
+        log = (self.directory / "rabbitmq.out").open("ab")
+        self._server = subprocess.Popen(
+            [str(RABBITMQ_SERVER)],
+            env=self._environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        eventually(
+            self._answers, what="rabbitmq-server to accept AMQP connections", timeout=START_TIMEOUT_SECONDS
+        )
+
+    def queue_messages(self, wanted: Callable[[str], bool]) -> int:
+        """Messages (ready and unacknowledged) in every queue whose name is `wanted`."""
+        listing = subprocess.run(
+            [str(RABBITMQCTL), "list_queues", "--quiet", "--no-table-headers", "name", "messages"],
+            env=self._environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        total = 0
+        for line in listing.stdout.splitlines():
+            name, _, count = line.partition("\t")
+            if wanted(name) and count.strip().isdigit():
+                total += int(count)
+        return total
 
     def stop(self) -> None:
         if self._server is not None:

@@ -10,8 +10,9 @@ import uuid
 import redis
 
 from e2e.worker.servers import RedisServer
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList, RedisStream
-from workerfleet.backends.base import Credentials, QueueSample
+from workerfleet.backends.base import QueueSample
 from workerfleet.backends.redis_list import RedisListDepth
 from workerfleet.backends.redis_stream import RedisStreamDepth
 

@@ -12,7 +12,8 @@
 past the JobType's own; nothing is enqueued then. `send` writes each envelope as it is to the pool's
 queue (Redis list, Redis stream or RabbitMQ) and returns once the server has it. Queue credentials
 come from WORKERFLEET_QUEUE_USERNAME / WORKERFLEET_QUEUE_PASSWORD, or, from the cluster, from the
-Secrets the pool's queue auth references when the caller may read them.
+Secrets the pool's queue auth references when the caller may read them; the CA bundle of a queue with
+TLS from WORKERFLEET_QUEUE_CA, else from the Secret its `tls.caSecretRef` names.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,14 @@ from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.api.workerpool import Queue, WorkerPoolSpec
-from workerfleet.worker.backends import open_backend
+from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
 from workerfleet.worker.runtime import build_validators, input_problem
-from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
+from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -169,8 +172,9 @@ def describe(queue: Queue) -> str:
 
 def _environment_credentials() -> Credentials:
     return Credentials(
-        username=os.environ.get("WORKERFLEET_QUEUE_USERNAME") or None,
-        password=os.environ.get("WORKERFLEET_QUEUE_PASSWORD") or None,
+        username=os.environ.get(WorkerEnv.QUEUE_USERNAME) or None,
+        password=os.environ.get(WorkerEnv.QUEUE_PASSWORD) or None,
+        ca_pem=os.environ.get(WorkerEnv.QUEUE_CA) or None,
     )
 
 
@@ -270,8 +274,17 @@ def from_cluster(
                 ) from None
 
         credentials = Credentials(
-            username=value(auth.username_secret_ref), password=value(auth.password_secret_ref)
+            username=value(auth.username_secret_ref),
+            password=value(auth.password_secret_ref),
+            ca_pem=credentials.ca_pem,
         )
+    tls = next((b.tls for b in (queue.redis, queue.redis_stream, queue.rabbitmq) if b is not None), None)
+    if tls is not None and tls.ca_secret_ref is not None and credentials.ca_pem is None:
+        try:
+            ca_pem = api.secret_value(namespace, tls.ca_secret_ref.name, tls.ca_secret_ref.key)
+        except LookupError as error:
+            raise InvalidJob(f"{error}; set WORKERFLEET_QUEUE_CA to the queue's CA bundle instead") from None
+        credentials = replace(credentials, ca_pem=ca_pem)
     return Target(
         pool=pool,
         queue=_with_address(queue, address),

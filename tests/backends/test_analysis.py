@@ -13,16 +13,17 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Analysis
 from workerfleet.backends.analysis import (
     DEFAULT_ERROR_QUERY,
     DEFAULT_TOTAL_QUERY,
+    RESTARTS_QUERY,
     MetricsUnavailableError,
     PrometheusAnalysis,
     render,
     value_of,
 )
-from workerfleet.backends.base import Credentials
 
 
 def vector(*values: str) -> dict[str, Any]:
@@ -124,6 +125,7 @@ def test_measures_both_revisions_over_the_interval(prometheus: FakePrometheus) -
         q(DEFAULT_TOTAL_QUERY, "new"): vector("200"),
         q(DEFAULT_ERROR_QUERY, "new"): vector("60"),
         q(DEFAULT_TOTAL_QUERY, "old"): vector("800"),
+        q(RESTARTS_QUERY, "new"): vector("2"),
     }
     address = f"http://127.0.0.1:{prometheus.server_address[1]}"
     provider = PrometheusAnalysis(
@@ -142,7 +144,8 @@ def test_measures_both_revisions_over_the_interval(prometheus: FakePrometheus) -
     assert measurement.stable is not None
     assert (measurement.canary.total, measurement.canary.errors) == (200, 60)
     assert (measurement.stable.total, measurement.stable.errors) == (800, 0)
-    assert len(prometheus.seen) == 4
+    assert measurement.canary_restarts == 2
+    assert len(prometheus.seen) == 5
     assert {header for _, header in prometheus.seen} == {"Bearer t0ken"}
 
 

@@ -16,7 +16,8 @@ from cryptography import x509
 
 from e2e.toolchain import KUBERNETES_VERSION, binaries
 from workerfleet.api.crdgen import render_all
-from workerfleet.planners.children import METRICS_PORT_NAME, POOL_LABEL
+from workerfleet.api.worker_contract import METRICS_PORT_NAME
+from workerfleet.planners.children import POOL_LABEL
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CHART = REPOSITORY / "charts" / "workerfleet"
@@ -72,7 +73,7 @@ def test_every_toggle_on_renders_every_optional_part() -> None:
         "ConfigMap",
         "NetworkPolicy",
         "PodDisruptionBudget",
-        "APIService",
+        "ValidatingAdmissionPolicy",
         "RoleBinding",
         "KopfPeering",
     }
@@ -82,6 +83,11 @@ def test_keda_mode_registers_no_metrics_api() -> None:
     documents = _render(VALUE_SETS["keda-mode"])
     kinds = [document["kind"] for document in documents]
     assert "APIService" not in kinds
+    assert not [d for d in documents if d["metadata"]["name"].endswith("-metrics-api-registration")]
+    [cluster_role] = [
+        d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-cluster")
+    ]
+    assert "apiservices" not in {resource for rule in cluster_role["rules"] for resource in rule["resources"]}
     bindings = [d["roleRef"]["name"] for d in documents if d["kind"] in {"ClusterRoleBinding", "RoleBinding"}]
     assert "system:auth-delegator" not in bindings
     [deployment] = [d for d in documents if d["kind"] == "Deployment"]
@@ -128,6 +134,13 @@ def test_prometheus_rule_has_the_four_alerts() -> None:
         "WorkerfleetFallbackActive",
     }
     assert alerts["WorkerfleetQueueBacklog"]["for"] == "10m"
+    assert alerts["WorkerfleetPoolDegraded"]["for"] == "5m"
+
+
+def test_the_service_monitor_keeps_the_pools_namespace_label() -> None:
+    # The operator's series carry the pool's namespace: the target's (the operator's) must not replace it
+    [monitor] = [d for d in _render(VALUE_SETS["every-toggle-on"]) if d["kind"] == "ServiceMonitor"]
+    assert [endpoint.get("honorLabels") for endpoint in monitor["spec"]["endpoints"]] == [True]
 
 
 def test_grafana_dashboard_is_valid_json() -> None:
@@ -489,12 +502,18 @@ def _certificate(pem_base64: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(base64.b64decode(pem_base64))
 
 
+def _ca_bundle(documents: list[dict[str, Any]]) -> str:
+    """The CA the operator registers the APIService with (base64 PEM, as in caBundle)."""
+    [config_map] = [
+        d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-metrics-api-ca")
+    ]
+    return base64.b64encode(config_map["data"]["ca.crt"].encode()).decode()
+
+
 def test_the_metrics_api_verifies_tls_by_default_with_a_generated_ca() -> None:
     documents = _render([])
-    api_service = _one(documents, "APIService")
-    # Given defaults, the APIService verifies the operator's certificate against a CA the chart made
-    assert "insecureSkipTLSVerify" not in api_service["spec"]
-    ca = _certificate(api_service["spec"]["caBundle"])
+    # Given defaults, the operator registers the APIService with a CA the chart made
+    ca = _certificate(_ca_bundle(documents))
     [secret] = [
         d
         for d in documents
@@ -518,13 +537,58 @@ def test_the_metrics_api_verifies_tls_by_default_with_a_generated_ca() -> None:
 
 def test_a_given_certificate_secret_is_served_with_its_ca_and_none_is_generated() -> None:
     documents = _render(VALUE_SETS["every-toggle-on"])
-    api_service = _one(documents, "APIService")
-    assert "insecureSkipTLSVerify" not in api_service["spec"]
-    assert api_service["spec"]["caBundle"] == "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+    assert _ca_bundle(documents) == "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
     assert not [d for d in documents if d["kind"] == "Secret"]
     pod = _one(documents, "Deployment")["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes["metrics-api-certificate"]["secret"]["secretName"] == "workerfleet-metrics-api-tls"
+
+
+def test_the_operator_registers_the_metrics_api_and_the_chart_does_not() -> None:
+    documents = _render([])
+    # The chart templates no APIService: a registered API that nothing answers stalls namespace
+    # deletion, so the active replica registers it and the last one to stop removes it
+    assert "APIService" not in {d["kind"] for d in documents}
+    args = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--register-metrics-api=workerfleet-system/wf-workerfleet-metrics-api" in args
+    assert "--metrics-api-ca-file=/etc/workerfleet/metrics-api-ca/ca.crt" in args
+    # with the release's ClusterRole as its owner, so the GC removes it on uninstall
+    assert "--metrics-api-owner-cluster-role=wf-workerfleet-cluster" in args
+    [cluster_role] = [
+        d
+        for d in documents
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "wf-workerfleet-cluster"
+    ]
+    rules = [rule for rule in cluster_role["rules"] if "apiservices" in rule["resources"]]
+    assert rules == [
+        {
+            "apiGroups": ["apiregistration.k8s.io"],
+            "resources": ["apiservices"],
+            "resourceNames": ["v1beta1.external.metrics.k8s.io"],
+            "verbs": ["get", "patch", "delete"],
+        },
+        {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["create"]},
+    ]
+    owner_rule = [rule for rule in cluster_role["rules"] if "clusterroles" in rule["resources"]]
+    assert owner_rule == [
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["clusterroles"],
+            "resourceNames": ["wf-workerfleet-cluster"],
+            "verbs": ["get"],
+        }
+    ]
+    # and `create`, which RBAC cannot limit by name, is held to that name and namespace by a policy
+    [policy] = [
+        d
+        for d in documents
+        if d["kind"] == "ValidatingAdmissionPolicy"
+        and d["metadata"]["name"] == "wf-workerfleet-metrics-api-registration"
+    ]
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["apiservices"]
+    expressions = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "v1beta1.external.metrics.k8s.io" in expressions
+    assert "object.spec.service.namespace == 'workerfleet-system'" in expressions
 
 
 def test_a_certificate_secret_without_its_ca_is_refused_at_install() -> None:

@@ -271,6 +271,40 @@ def test_queue_credentials_are_referenced_never_copied() -> None:
     assert "value" not in env["WORKERFLEET_QUEUE_PASSWORD"]
 
 
+@pytest.mark.parametrize(
+    ("tls", "ca_variable"),
+    [
+        ({"caSecretRef": {"name": "queue-ca", "key": "ca.crt"}, "serverName": "redis.internal"}, True),
+        ({"serverName": "redis.internal"}, False),  # the system's CAs: nothing to mount
+        (None, False),
+    ],
+)
+@pytest.mark.parametrize("backend", ["redis", "redisStream", "rabbitmq"])
+def test_the_queue_ca_reaches_the_worker_by_reference_and_the_tls_settings_with_the_queue(
+    backend: str, tls: dict[str, Any] | None, ca_variable: bool
+) -> None:
+    settings: dict[str, Any] = {
+        "redis": {"address": "redis:6379", "list": "jobs"},
+        "redisStream": {"address": "redis:6379", "stream": "jobs", "consumerGroup": "workers"},
+        "rabbitmq": {"address": "rabbitmq:5671", "queue": "jobs"},
+    }[backend]
+    queue = {backend: {**settings, **({"tls": tls} if tls is not None else {})}}
+    plan = plan_children(POOL, pool_spec(queue=queue), {"resize-image": job_type()})
+    deployment = by_kind(plan.apply)["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    env = {v["name"]: v for v in pod["containers"][0]["env"]}
+    if ca_variable:
+        assert env["WORKERFLEET_QUEUE_CA"] == {
+            "name": "WORKERFLEET_QUEUE_CA",
+            "valueFrom": {"secretKeyRef": {"name": "queue-ca", "key": "ca.crt"}},
+        }
+    else:
+        assert "WORKERFLEET_QUEUE_CA" not in env
+    assert json.loads(env["WORKERFLEET_QUEUE"]["value"])[backend].get("tls") == tls
+    # No volume for it: the CA is read like the credentials, one key of one Secret, through the kubelet
+    assert not [v for v in pod["volumes"] if "secret" in v]
+
+
 def test_a_canary_runs_beside_the_stable_deployment_with_its_own_selector() -> None:
     old = {"spec": {"containers": [{"name": "worker", "image": "thumbs:1"}]}}
     new = {"spec": {"containers": [{"name": "worker", "image": "thumbs:2"}]}}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from workerfleet.api.jobtype import JobTypeSpec
-from workerfleet.planners.job_type import ACCEPTED, Reason, input_schema_problem, plan_job_type_status
+from workerfleet.planners.job_type import ACCEPTED, JobTypeReason, input_schema_problem, plan_job_type_status
 from workerfleet.planners.status import Event
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -71,50 +71,57 @@ INVALID_MESSAGE = f"{PROBLEM}. The pools that serve it keep their workers as the
     ("current", "problem", "state", "events", "changed", "transitioned"),
     [
         # first judgement of a valid JobType: recorded, no Event
-        (None, None, ("True", Reason.VALID), [], True, True),
+        (None, None, ("True", JobTypeReason.VALID), [], True, True),
         # first judgement of an invalid one: recorded with a Warning naming the problem
         (
             None,
             PROBLEM,
-            ("False", Reason.INVALID_INPUT_SCHEMA),
-            [Event("Warning", Reason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE)],
+            ("False", JobTypeReason.INVALID_INPUT_SCHEMA),
+            [Event("Warning", JobTypeReason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE)],
             True,
             True,
         ),
         # steady states write nothing and post nothing
-        (_accepted("True", Reason.VALID, VALID_MESSAGE), None, ("True", Reason.VALID), [], False, False),
         (
-            _accepted("False", Reason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE),
+            _accepted("True", JobTypeReason.VALID, VALID_MESSAGE),
+            None,
+            ("True", JobTypeReason.VALID),
+            [],
+            False,
+            False,
+        ),
+        (
+            _accepted("False", JobTypeReason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE),
             PROBLEM,
-            ("False", Reason.INVALID_INPUT_SCHEMA),
+            ("False", JobTypeReason.INVALID_INPUT_SCHEMA),
             [],
             False,
             False,
         ),
         # valid -> invalid: a Warning, a transition
         (
-            _accepted("True", Reason.VALID, VALID_MESSAGE),
+            _accepted("True", JobTypeReason.VALID, VALID_MESSAGE),
             PROBLEM,
-            ("False", Reason.INVALID_INPUT_SCHEMA),
-            [Event("Warning", Reason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE)],
+            ("False", JobTypeReason.INVALID_INPUT_SCHEMA),
+            [Event("Warning", JobTypeReason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE)],
             True,
             True,
         ),
         # fixed: a Normal Event, a transition
         (
-            _accepted("False", Reason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE),
+            _accepted("False", JobTypeReason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE),
             None,
-            ("True", Reason.VALID),
-            [Event("Normal", Reason.VALID, VALID_MESSAGE)],
+            ("True", JobTypeReason.VALID),
+            [Event("Normal", JobTypeReason.VALID, VALID_MESSAGE)],
             True,
             True,
         ),
         # still invalid, for another reason: a new Warning, the transition time kept
         (
-            _accepted("False", Reason.INVALID_INPUT_SCHEMA, "an older problem"),
+            _accepted("False", JobTypeReason.INVALID_INPUT_SCHEMA, "an older problem"),
             PROBLEM,
-            ("False", Reason.INVALID_INPUT_SCHEMA),
-            [Event("Warning", Reason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE)],
+            ("False", JobTypeReason.INVALID_INPUT_SCHEMA),
+            [Event("Warning", JobTypeReason.INVALID_INPUT_SCHEMA, INVALID_MESSAGE)],
             True,
             False,
         ),
@@ -140,7 +147,7 @@ def test_plan_job_type_status(
 
 def test_a_new_generation_is_recorded_without_a_transition() -> None:
     status, events, changed = plan_job_type_status(
-        2, None, _accepted("True", Reason.VALID, VALID_MESSAGE), NOW
+        2, None, _accepted("True", JobTypeReason.VALID, VALID_MESSAGE), NOW
     )
     assert changed
     assert events == []

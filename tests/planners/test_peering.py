@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from workerfleet.planners.peering import Reason, Role, Verdict, decide_role, parse_peers, pods_to_unmark
+from workerfleet.planners.peering import (
+    Role,
+    RoleReason,
+    RoleVerdict,
+    decide_role,
+    parse_peers,
+    pods_to_unmark,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 ME = "workerfleet-7d9c-abcde"
@@ -22,16 +29,16 @@ def record(priority: int, *, seen_ago: float = 0, lifetime: int = 30) -> dict[st
     }
 
 
-CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], float | None]] = [
+CASES: list[tuple[str, dict[str, Any] | None, Role, RoleReason, tuple[str, ...], float | None]] = [
     # (case, status, role, reason, blockers, recheck in seconds from NOW)
-    ("alone and registered", {ME: record(PRIORITY)}, Role.ACTIVE, Reason.HIGHEST_PRIORITY, (), 30),
-    ("not registered yet", {}, Role.STANDBY, Reason.NOT_REGISTERED, (), None),
-    ("no status at all", None, Role.STANDBY, Reason.NOT_REGISTERED, (), None),
+    ("alone and registered", {ME: record(PRIORITY)}, Role.ACTIVE, RoleReason.HIGHEST_PRIORITY, (), 30),
+    ("not registered yet", {}, Role.STANDBY, RoleReason.NOT_REGISTERED, (), None),
+    ("no status at all", None, Role.STANDBY, RoleReason.NOT_REGISTERED, (), None),
     (
         "own record expired (kopf stopped refreshing it)",
         {ME: record(PRIORITY, seen_ago=31)},
         Role.STANDBY,
-        Reason.NOT_REGISTERED,
+        RoleReason.NOT_REGISTERED,
         (),
         None,
     ),
@@ -39,7 +46,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "own record expires exactly now",
         {ME: record(PRIORITY, seen_ago=30)},
         Role.STANDBY,
-        Reason.NOT_REGISTERED,
+        RoleReason.NOT_REGISTERED,
         (),
         None,
     ),
@@ -47,7 +54,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a lower live peer",
         {ME: record(PRIORITY), "other": record(PRIORITY - 1)},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -55,7 +62,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a higher live peer",
         {ME: record(PRIORITY), "other": record(PRIORITY + 1, seen_ago=10)},
         Role.STANDBY,
-        Reason.OUTRANKED,
+        RoleReason.OUTRANKED,
         ("other",),
         20,
     ),
@@ -63,7 +70,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a higher peer, not registered ourselves",
         {"other": record(PRIORITY + 1)},
         Role.STANDBY,
-        Reason.OUTRANKED,
+        RoleReason.OUTRANKED,
         ("other",),
         30,
     ),
@@ -71,7 +78,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a higher peer that died (lifetime ran out)",
         {ME: record(PRIORITY), "other": record(PRIORITY + 1, seen_ago=31)},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -79,7 +86,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a higher peer dying exactly now",
         {ME: record(PRIORITY), "other": record(PRIORITY + 1, seen_ago=30)},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -87,7 +94,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a higher peer one second before its expiry",
         {ME: record(PRIORITY), "other": record(PRIORITY + 1, seen_ago=29)},
         Role.STANDBY,
-        Reason.OUTRANKED,
+        RoleReason.OUTRANKED,
         ("other",),
         1,
     ),
@@ -95,7 +102,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a higher peer with a short lifetime",
         {ME: record(PRIORITY), "other": record(PRIORITY + 1, seen_ago=6, lifetime=5)},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -103,7 +110,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a peer with the same priority: kopf pauses both",
         {ME: record(PRIORITY), "other": record(PRIORITY, seen_ago=5)},
         Role.STANDBY,
-        Reason.PRIORITY_COLLISION,
+        RoleReason.PRIORITY_COLLISION,
         ("other",),
         25,
     ),
@@ -111,7 +118,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a dead peer with the same priority",
         {ME: record(PRIORITY), "other": record(PRIORITY, seen_ago=45)},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -119,7 +126,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "higher and same priority: outranked wins, both block",
         {ME: record(PRIORITY), "a": record(PRIORITY, seen_ago=20), "b": record(PRIORITY + 7, seen_ago=5)},
         Role.STANDBY,
-        Reason.OUTRANKED,
+        RoleReason.OUTRANKED,
         ("b",),
         10,
     ),
@@ -127,7 +134,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "two higher peers: recheck at the first expiry",
         {ME: record(PRIORITY), "b": record(PRIORITY + 2, seen_ago=2), "a": record(PRIORITY + 1, seen_ago=20)},
         Role.STANDBY,
-        Reason.OUTRANKED,
+        RoleReason.OUTRANKED,
         ("a", "b"),
         10,
     ),
@@ -135,7 +142,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "three replicas, we are the highest",
         {ME: record(PRIORITY), "a": record(1), "b": record(PRIORITY - 100)},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -143,7 +150,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a record without lastseen counts as seen now",
         {ME: record(PRIORITY), "other": {"priority": PRIORITY + 1, "lifetime": 30}},
         Role.STANDBY,
-        Reason.OUTRANKED,
+        RoleReason.OUTRANKED,
         ("other",),
         30,
     ),
@@ -154,7 +161,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
             "other": {"priority": PRIORITY + 1, "lastseen": (NOW - timedelta(seconds=59)).isoformat()},
         },
         Role.STANDBY,
-        Reason.OUTRANKED,
+        RoleReason.OUTRANKED,
         ("other",),
         1,
     ),
@@ -162,7 +169,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "a record without priority has kopf's default 0",
         {ME: record(PRIORITY), "other": {"lifetime": 30, "lastseen": NOW.isoformat()}},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -170,7 +177,7 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
         "malformed records are ignored",
         {ME: record(PRIORITY), "x": "junk", "y": {"priority": "high"}, "z": {"lastseen": "yesterday"}},
         Role.ACTIVE,
-        Reason.HIGHEST_PRIORITY,
+        RoleReason.HIGHEST_PRIORITY,
         (),
         30,
     ),
@@ -185,19 +192,19 @@ CASES: list[tuple[str, dict[str, Any] | None, Role, Reason, tuple[str, ...], flo
 def test_decide_role(
     status: dict[str, Any] | None,
     role: Role,
-    reason: Reason,
+    reason: RoleReason,
     blockers: tuple[str, ...],
     recheck: float | None,
 ) -> None:
     verdict = decide_role(status, identity=ME, priority=PRIORITY, now=NOW)
     expected_recheck = None if recheck is None else NOW + timedelta(seconds=recheck)
-    assert verdict == Verdict(role, reason, blockers, expected_recheck)
+    assert verdict == RoleVerdict(role, reason, blockers, expected_recheck)
     assert verdict.active is (role is Role.ACTIVE)
 
 
 def test_no_peering_object_means_standby() -> None:
     verdict = decide_role(None, identity=ME, priority=PRIORITY, now=NOW, exists=False)
-    assert verdict == Verdict(Role.STANDBY, Reason.NO_PEERING_OBJECT)
+    assert verdict == RoleVerdict(Role.STANDBY, RoleReason.NO_PEERING_OBJECT)
 
 
 @pytest.mark.parametrize("offset_hours", [0, 2, -5])

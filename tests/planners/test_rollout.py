@@ -833,3 +833,38 @@ def test_on_no_data_applies_while_prometheus_is_unreachable(
     # Then onNoData decides: hold, go on, or count a failing verdict
     assert (plan.rollout.phase, plan.rollout.step) == (phase, step)
     assert reasons(plan)[0] == RolloutReason.ANALYSIS_ERROR
+
+
+@pytest.mark.parametrize(
+    ("restarts", "limit", "rolled_back"),
+    [
+        (None, 3, False),
+        (0.0, 3, False),
+        (2.0, 3, False),
+        (3.0, 3, True),
+        (7.0, 3, True),
+        (1.0, 1, True),
+    ],
+)
+def test_a_canary_whose_workers_restart_is_rolled_back_as_unhealthy_at_the_restart_limit(
+    restarts: float | None, limit: int, rolled_back: bool
+) -> None:
+    # Given a canary that works well between restarts (no failed job, plenty of samples)
+    measurement = Measurement(sample(900, 0), sample(900, 0), canary_restarts=restarts)
+    # When an analysis counts its restarts
+    plan = plan_rollout(
+        given(running(), canary=canary(restartLimit=limit), measurement=measurement),
+        T0 + timedelta(seconds=10),
+    )
+    # Then it rolls back at restartLimit, with a reason that says why
+    assert (plan.rollout.phase == RolloutPhase.DEGRADED) == rolled_back
+    if rolled_back:
+        assert plan.canary_replicas == 0
+        [unhealthy] = [event for event in plan.events if event.reason == RolloutReason.CANARY_UNHEALTHY]
+        assert unhealthy.type == "Warning"
+        assert (
+            f"restarted {round(restarts or 0)} times within the analysis window (restartLimit {limit})"
+            in (unhealthy.message)
+        )
+    else:
+        assert RolloutReason.CANARY_UNHEALTHY not in reasons(plan)

@@ -15,8 +15,8 @@ from workerfleet.planners.scaling import (
     QueueState,
     QueueStatusPlan,
     ScalingDecision,
-    ScalingPolicy,
     ScalingReason,
+    ScalingSettings,
     deadline_replicas,
     decide,
     judge_queue,
@@ -28,7 +28,7 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 AGO_10S = NOW - timedelta(seconds=10)
 AGO_1H = NOW - timedelta(hours=1)
 
-TO_ZERO = ScalingPolicy(
+TO_ZERO = ScalingSettings(
     min_replicas=0,
     max_replicas=10,
     target_depth_per_replica=50,
@@ -37,10 +37,10 @@ TO_ZERO = ScalingPolicy(
     failure_threshold=3,
     fallback_replicas=4,
 )
-AT_LEAST_ONE = ScalingPolicy(
+AT_LEAST_ONE = ScalingSettings(
     min_replicas=1, max_replicas=10, target_depth_per_replica=50, activation_depth=0, cooldown_seconds=300
 )
-ACTIVATE_ABOVE_5 = ScalingPolicy(
+ACTIVATE_ABOVE_5 = ScalingSettings(
     min_replicas=0, max_replicas=10, target_depth_per_replica=50, activation_depth=5, cooldown_seconds=60
 )
 
@@ -139,7 +139,7 @@ ACTIVATE_ABOVE_5 = ScalingPolicy(
         ),
     ],
 )
-def test_decisions(policy: ScalingPolicy, state: QueueState, expected: ScalingDecision) -> None:
+def test_decisions(policy: ScalingSettings, state: QueueState, expected: ScalingDecision) -> None:
     assert decide(policy, state, NOW) == expected
 
 
@@ -166,7 +166,7 @@ def test_deadline_replicas(
 
 
 def test_deadline_raises_the_served_value_within_max_replicas() -> None:
-    policy = ScalingPolicy(
+    policy = ScalingSettings(
         min_replicas=1,
         max_replicas=10,
         target_depth_per_replica=50,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.planners.status import Event, Observation, Reason, merge_patch, plan_status
+from workerfleet.planners.status import Event, Observation, PoolReason, merge_patch, plan_status
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -68,75 +68,93 @@ DEADLINE = {
         (
             observe(),
             {
-                "Ready": ("True", Reason.WORKERS_READY),
-                "Available": ("True", Reason.MINIMUM_REPLICAS_AVAILABLE),
-                "Progressing": ("False", Reason.ROLLOUT_COMPLETE),
-                "Degraded": ("False", Reason.AS_EXPECTED),
+                "Ready": ("True", PoolReason.WORKERS_READY),
+                "Available": ("True", PoolReason.MINIMUM_REPLICAS_AVAILABLE),
+                "Progressing": ("False", PoolReason.ROLLOUT_COMPLETE),
+                "Degraded": ("False", PoolReason.AS_EXPECTED),
             },
         ),
         (
             observe(deployment=deployment(ready=1)),
-            {"Ready": ("False", Reason.WAITING_FOR_WORKERS), "Progressing": ("True", Reason.ROLLING_OUT)},
+            {
+                "Ready": ("False", PoolReason.WAITING_FOR_WORKERS),
+                "Progressing": ("True", PoolReason.ROLLING_OUT),
+            },
         ),
         (
             observe(desired_replicas=3),
-            {"Ready": ("False", Reason.WAITING_FOR_WORKERS), "Progressing": ("True", Reason.ROLLING_OUT)},
+            {
+                "Ready": ("False", PoolReason.WAITING_FOR_WORKERS),
+                "Progressing": ("True", PoolReason.ROLLING_OUT),
+            },
         ),
         (
             observe(deployment=deployment(replicas=3, updated=2)),  # old workers still running
-            {"Ready": ("False", Reason.WAITING_FOR_WORKERS), "Progressing": ("True", Reason.ROLLING_OUT)},
+            {
+                "Ready": ("False", PoolReason.WAITING_FOR_WORKERS),
+                "Progressing": ("True", PoolReason.ROLLING_OUT),
+            },
         ),
         (
             observe(deployment=deployment(available="False", ready=0)),
             {
-                "Available": ("False", Reason.MINIMUM_REPLICAS_UNAVAILABLE),
-                "Ready": ("False", Reason.WAITING_FOR_WORKERS),
+                "Available": ("False", PoolReason.MINIMUM_REPLICAS_UNAVAILABLE),
+                "Ready": ("False", PoolReason.WAITING_FOR_WORKERS),
             },
         ),
         (
             observe(deployment=deployment(ready=0, extra=[REPLICA_FAILURE])),
-            {"Degraded": ("True", Reason.REPLICA_FAILURE), "Ready": ("False", Reason.REPLICA_FAILURE)},
+            {
+                "Degraded": ("True", PoolReason.REPLICA_FAILURE),
+                "Ready": ("False", PoolReason.REPLICA_FAILURE),
+            },
         ),
         (
             observe(deployment=deployment(ready=1, extra=[DEADLINE])),
             {
-                "Degraded": ("True", Reason.PROGRESS_DEADLINE_EXCEEDED),
-                "Ready": ("False", Reason.PROGRESS_DEADLINE_EXCEEDED),
+                "Degraded": ("True", PoolReason.PROGRESS_DEADLINE_EXCEEDED),
+                "Ready": ("False", PoolReason.PROGRESS_DEADLINE_EXCEEDED),
             },
         ),
         (
             observe(deployment=None),
             {
-                "Ready": ("False", Reason.DEPLOYMENT_PENDING),
-                "Available": ("Unknown", Reason.DEPLOYMENT_PENDING),
+                "Ready": ("False", PoolReason.DEPLOYMENT_PENDING),
+                "Available": ("Unknown", PoolReason.DEPLOYMENT_PENDING),
             },
         ),
         (
             observe(missing_job_types=["resize-image"]),
-            {"Ready": ("False", Reason.JOB_TYPE_NOT_FOUND), "Degraded": ("True", Reason.JOB_TYPE_NOT_FOUND)},
+            {
+                "Ready": ("False", PoolReason.JOB_TYPE_NOT_FOUND),
+                "Degraded": ("True", PoolReason.JOB_TYPE_NOT_FOUND),
+            },
         ),
         (
             observe(invalid_job_types={"resize-image": "bad schema"}),
-            {"Ready": ("False", Reason.JOB_TYPE_INVALID), "Degraded": ("True", Reason.JOB_TYPE_INVALID)},
+            {
+                "Ready": ("False", PoolReason.JOB_TYPE_INVALID),
+                "Degraded": ("True", PoolReason.JOB_TYPE_INVALID),
+            },
         ),
         (
             observe(refused_permissions=['JobType thief: get on secrets (group "")']),
             {
-                "Ready": ("False", Reason.PERMISSION_NOT_DELEGABLE),
-                "Degraded": ("True", Reason.PERMISSION_NOT_DELEGABLE),
+                "Ready": ("False", PoolReason.PERMISSION_NOT_DELEGABLE),
+                "Degraded": ("True", PoolReason.PERMISSION_NOT_DELEGABLE),
             },
         ),
         (
             observe(apply_error="forbidden: attempt to grant extra privileges"),
-            {"Ready": ("False", Reason.APPLY_FAILED), "Degraded": ("True", Reason.APPLY_FAILED)},
+            {"Ready": ("False", PoolReason.APPLY_FAILED), "Degraded": ("True", PoolReason.APPLY_FAILED)},
         ),
         (
             observe(name_conflict="ServiceAccount ci-worker exists and is not controlled by this pool"),
-            {"Ready": ("False", Reason.NAME_CONFLICT), "Degraded": ("True", Reason.NAME_CONFLICT)},
+            {"Ready": ("False", PoolReason.NAME_CONFLICT), "Degraded": ("True", PoolReason.NAME_CONFLICT)},
         ),
         (
             observe(desired_replicas=0, deployment=deployment(replicas=0, ready=0, updated=0)),
-            {"Ready": ("True", Reason.WORKERS_READY)},
+            {"Ready": ("True", PoolReason.WORKERS_READY)},
         ),
     ],
 )
@@ -182,16 +200,16 @@ def test_transition_time_moves_only_when_status_flips() -> None:
 
 def test_events_on_degradation_recovery_and_readiness() -> None:
     ready, events, _ = plan_status(observe(), None, NOW)
-    assert events == [Event("Normal", Reason.WORKERS_READY, "2 of 2 workers ready, 2 on revision abc")]
+    assert events == [Event("Normal", PoolReason.WORKERS_READY, "2 of 2 workers ready, 2 on revision abc")]
     missing, events, _ = plan_status(observe(missing_job_types=["resize-image"]), ready, NOW)
-    assert [(e.type, e.reason) for e in events] == [("Warning", Reason.JOB_TYPE_NOT_FOUND)]
+    assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.JOB_TYPE_NOT_FOUND)]
     assert "resize-image" in events[0].message
     _, repeated, _ = plan_status(observe(missing_job_types=["resize-image"]), missing, NOW)
     assert repeated == []
     _, recovered, _ = plan_status(observe(), missing, NOW)
     assert [(e.type, e.reason) for e in recovered] == [
-        ("Normal", Reason.RECOVERED),
-        ("Normal", Reason.WORKERS_READY),
+        ("Normal", PoolReason.RECOVERED),
+        ("Normal", PoolReason.WORKERS_READY),
     ]
 
 
@@ -227,8 +245,8 @@ def test_a_rolled_back_canary_degrades_the_pool_without_a_second_event() -> None
     }
     status, events, changed = plan_status(observe(rollout=rollout), None, NOW)
     assert changed
-    assert conditions(status)["Degraded"] == ("True", Reason.ROLLOUT_FAILED)
-    assert all(event.reason != Reason.ROLLOUT_FAILED for event in events)
+    assert conditions(status)["Degraded"] == ("True", PoolReason.ROLLOUT_FAILED)
+    assert all(event.reason != PoolReason.ROLLOUT_FAILED for event in events)
     assert (status["stableRevision"], status["canaryRevision"]) == ("old", "new")
 
 
@@ -245,7 +263,7 @@ def test_replicas_count_both_tracks_and_a_running_canary_is_progressing() -> Non
     status, _, _ = plan_status(observe(canary_deployment=canary, rollout=rollout), None, NOW)
     assert status["canaryReplicas"] == 2
     assert status["replicas"] == plan_status(observe(), None, NOW)[0]["replicas"] + 2
-    assert conditions(status)["Progressing"] == ("True", Reason.CANARY_RUNNING)
+    assert conditions(status)["Progressing"] == ("True", PoolReason.CANARY_RUNNING)
     settled = {"stableRevision": "new", "canaryRevision": None, "rollout": {"phase": "Healthy"}}
     done, _, _ = plan_status(observe(rollout=settled), status, NOW)
     assert "canaryRevision" not in done
@@ -254,7 +272,7 @@ def test_replicas_count_both_tracks_and_a_running_canary_is_progressing() -> Non
 def test_a_taken_name_is_a_warning_event_naming_the_object() -> None:
     message = "ServiceAccount ci-worker exists and is not controlled by this pool"
     _, events, _ = plan_status(observe(name_conflict=message), None, NOW)
-    assert Event("Warning", Reason.NAME_CONFLICT, message) in events
+    assert Event("Warning", PoolReason.NAME_CONFLICT, message) in events
 
 
 def test_a_refused_permission_is_named_with_the_fix() -> None:
@@ -263,4 +281,4 @@ def test_a_refused_permission_is_named_with_the_fix() -> None:
     [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
     assert 'JobType thief: get on secrets (group "")' in ready["message"]
     assert "rbac.delegableWorkerPermissions" in ready["message"]
-    assert [(e.type, e.reason) for e in events] == [("Warning", Reason.PERMISSION_NOT_DELEGABLE)]
+    assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.PERMISSION_NOT_DELEGABLE)]

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workerfleet.planners.supervision import (
-    RETRY_CAP_SECONDS,
-    reading_lifetime_seconds,
-    retry_delay,
-)
+from workerfleet.planners.supervision import RETRY_CAP_SECONDS, reading_lifetime_seconds, retry_delay
 
 
 @pytest.mark.parametrize(

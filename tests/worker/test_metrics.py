@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
+from workerfleet.api.worker_contract import Outcome
 from workerfleet.worker.metrics import WorkerMetrics
-from workerfleet.worker.policy import Outcome
 
 
 def scraped(metrics: WorkerMetrics) -> str:

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from workerfleet.api.jobtype import Backoff, FailureClass, JobTypeSpec
+from workerfleet.api.worker_contract import Outcome
 from workerfleet.worker.policy import (
     Complete,
     Failure,
-    Outcome,
-    Reason,
+    FailureReason,
     Remove,
     RetryLater,
     admit,
@@ -70,14 +70,14 @@ def test_backoff_never_exceeds_max_seconds(attempt: int) -> None:
             3,
             0,
             WITH_DLQ,
-            Remove(Outcome.DEAD_LETTERED, Reason.ATTEMPTS_EXHAUSTED, "dlq"),
+            Remove(Outcome.DEAD_LETTERED, FailureReason.ATTEMPTS_EXHAUSTED, "dlq"),
         ),
         (
             Failure(FailureClass.TRANSIENT, "x"),
             3,
             0,
             WITHOUT_DLQ,
-            Remove(Outcome.FAILED, Reason.ATTEMPTS_EXHAUSTED, None),
+            Remove(Outcome.FAILED, FailureReason.ATTEMPTS_EXHAUSTED, None),
         ),
         (Failure(FailureClass.UNKNOWN, "x"), 1, 0, WITH_DLQ, RetryLater(1.0)),
         (Failure(FailureClass.TIMEOUT, "x"), 2, 0, WITH_DLQ, RetryLater(2.0)),
@@ -86,17 +86,23 @@ def test_backoff_never_exceeds_max_seconds(attempt: int) -> None:
             1,
             0,
             WITH_DLQ,
-            Remove(Outcome.DEAD_LETTERED, Reason.NOT_RETRYABLE, "dlq"),
+            Remove(Outcome.DEAD_LETTERED, FailureReason.NOT_RETRYABLE, "dlq"),
         ),
         (
             Failure(FailureClass.VALIDATION, "x"),
             1,
             0,
             WITH_DLQ,
-            Remove(Outcome.DEAD_LETTERED, Reason.NOT_RETRYABLE, "dlq"),
+            Remove(Outcome.DEAD_LETTERED, FailureReason.NOT_RETRYABLE, "dlq"),
         ),
-        (Failure(None, "x"), 1, 0, WITH_DLQ, Remove(Outcome.DEAD_LETTERED, Reason.PERMANENT_ERROR, "dlq")),
-        (Failure(None, "x"), 1, 0, WITHOUT_DLQ, Remove(Outcome.FAILED, Reason.PERMANENT_ERROR, None)),
+        (
+            Failure(None, "x"),
+            1,
+            0,
+            WITH_DLQ,
+            Remove(Outcome.DEAD_LETTERED, FailureReason.PERMANENT_ERROR, "dlq"),
+        ),
+        (Failure(None, "x"), 1, 0, WITHOUT_DLQ, Remove(Outcome.FAILED, FailureReason.PERMANENT_ERROR, None)),
         # Within the deadline only while the next attempt still starts before it.
         (Failure(FailureClass.TRANSIENT, "x"), 1, 8.5, WITH_DEADLINE, RetryLater(1.0)),
         (
@@ -104,7 +110,7 @@ def test_backoff_never_exceeds_max_seconds(attempt: int) -> None:
             2,
             8.5,
             WITH_DEADLINE,
-            Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, "dlq"),
+            Remove(Outcome.EXPIRED, FailureReason.DEADLINE_EXCEEDED, "dlq"),
         ),
         # A class left out of retryOn is not retried, even when not in failFastOn either.
         (
@@ -112,14 +118,14 @@ def test_backoff_never_exceeds_max_seconds(attempt: int) -> None:
             1,
             0,
             spec(retry={**RETRY, "retryOn": ["transient"], "failFastOn": []}),
-            Remove(Outcome.FAILED, Reason.NOT_RETRYABLE, None),
+            Remove(Outcome.FAILED, FailureReason.NOT_RETRYABLE, None),
         ),
         (
             Failure(FailureClass.TRANSIENT, "x"),
             1,
             0,
             spec(retry={"maxAttempts": 1}, deadLetter={"queue": "dlq"}),
-            Remove(Outcome.DEAD_LETTERED, Reason.ATTEMPTS_EXHAUSTED, "dlq"),
+            Remove(Outcome.DEAD_LETTERED, FailureReason.ATTEMPTS_EXHAUSTED, "dlq"),
         ),
     ],
 )
@@ -138,7 +144,7 @@ def test_after_failure(
         (10_000, None, False, None),
         (9.9, 10, False, None),
         (10.0, 10, False, None),
-        (10.1, 10, False, Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, "dlq")),
+        (10.1, 10, False, Remove(Outcome.EXPIRED, FailureReason.DEADLINE_EXCEEDED, "dlq")),
         (0, 10, True, Complete(Outcome.DUPLICATE)),
         (99, 10, True, Complete(Outcome.DUPLICATE)),
     ],
@@ -152,18 +158,18 @@ def test_admit(age: float, deadline: int | None, completed: bool, expected: Comp
 
 def test_expired_without_a_dead_letter_queue_is_dropped_but_still_counted_as_expired() -> None:
     decision = admit(age_seconds=11, deadline_seconds=10, already_completed=False, dead_letter=None)
-    assert decision == Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, None)
+    assert decision == Remove(Outcome.EXPIRED, FailureReason.DEADLINE_EXCEEDED, None)
 
 
 @pytest.mark.parametrize(
     ("job_type", "expected"),
     [
-        (WITH_DLQ, Remove(Outcome.DEAD_LETTERED, Reason.VALIDATION_FAILED, "dlq")),
-        (WITHOUT_DLQ, Remove(Outcome.FAILED, Reason.VALIDATION_FAILED, None)),
+        (WITH_DLQ, Remove(Outcome.DEAD_LETTERED, FailureReason.VALIDATION_FAILED, "dlq")),
+        (WITHOUT_DLQ, Remove(Outcome.FAILED, FailureReason.VALIDATION_FAILED, None)),
         # Even a policy that would retry validation failures does not retry an invalid payload.
         (
             spec(retry={"retryOn": ["validation"], "failFastOn": []}, deadLetter={"queue": "dlq"}),
-            Remove(Outcome.DEAD_LETTERED, Reason.VALIDATION_FAILED, "dlq"),
+            Remove(Outcome.DEAD_LETTERED, FailureReason.VALIDATION_FAILED, "dlq"),
         ),
     ],
 )
@@ -174,9 +180,9 @@ def test_invalid_payloads_are_dead_lettered_at_once(job_type: JobTypeSpec, expec
 @pytest.mark.parametrize(
     ("job_type", "expected"),
     [
-        (WITH_DLQ, Remove(Outcome.REVIEW, Reason.NEEDS_REVIEW, "inbox")),
-        (spec(deadLetter={"queue": "dlq"}), Remove(Outcome.DEAD_LETTERED, Reason.NEEDS_REVIEW, "dlq")),
-        (WITHOUT_DLQ, Remove(Outcome.FAILED, Reason.NEEDS_REVIEW, None)),
+        (WITH_DLQ, Remove(Outcome.REVIEW, FailureReason.NEEDS_REVIEW, "inbox")),
+        (spec(deadLetter={"queue": "dlq"}), Remove(Outcome.DEAD_LETTERED, FailureReason.NEEDS_REVIEW, "dlq")),
+        (WITHOUT_DLQ, Remove(Outcome.FAILED, FailureReason.NEEDS_REVIEW, None)),
     ],
 )
 def test_review_requests(job_type: JobTypeSpec, expected: Remove) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.worker.backends import open_backend
+from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
@@ -157,7 +157,11 @@ def test_the_backend_follows_the_queue_kind(queue: dict[str, Any], backend_type:
             {},
             "their own client",
         ),
-        ({"redis": {**REDIS_QUEUE["redis"], "tls": {}}}, {}, "tls is not supported"),
+        (
+            {"redis": {**REDIS_QUEUE["redis"], "tls": {"caSecretRef": {"name": "ca", "key": "ca.crt"}}}},
+            {},
+            "WORKERFLEET_QUEUE_CA",
+        ),
         (
             {"redis": {**REDIS_QUEUE["redis"], "auth": {"passwordSecretRef": {"name": "s", "key": "p"}}}},
             {},

@@ -39,7 +39,7 @@ Checked = TypeVar("Checked")
 Item = TypeVar("Item")
 
 
-class Reason(StrEnum):
+class FieldErrorReason(StrEnum):
     """How the API server words a broken rule: `Invalid value` unless a rule says otherwise."""
 
     INVALID = "FieldValueInvalid"
@@ -60,7 +60,7 @@ class Rule(Generic[Checked]):
     message: str
     holds: Callable[[Checked], bool]
     field_path: str | None = None
-    reason: Reason | None = None
+    reason: FieldErrorReason | None = None
 
     def as_validation(self) -> dict[str, str]:
         """The rule as one entry of `x-kubernetes-validations`."""

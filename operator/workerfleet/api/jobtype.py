@@ -7,13 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from workerfleet.api.base import (
-    API_VERSION,
-    ApiModel,
-    ListSet,
-    Reason,
-    Rule,
-)
+from workerfleet.api.base import API_VERSION, ApiModel, FieldErrorReason, ListSet, Rule
 from workerfleet.api.common import DNS_SUBDOMAIN_MAX_LENGTH, QueueName
 from workerfleet.api.conditions import Conditions
 from workerfleet.api.meta import ObjectMeta
@@ -163,7 +157,7 @@ def _no_wildcard(what: str) -> Rule[str]:
         cel="!self.contains('*')",
         message=f"wildcards are not allowed: name each {what} the workers need",
         holds=lambda value: "*" not in value,
-        reason=Reason.FORBIDDEN,
+        reason=FieldErrorReason.FORBIDDEN,
     )
 
 

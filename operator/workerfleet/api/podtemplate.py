@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import ConfigDict, Field
 
-from workerfleet.api.base import ApiModel, Reason, Rule
+from workerfleet.api.base import ApiModel, FieldErrorReason, Rule
 from workerfleet.api.common import DNS_SUBDOMAIN_MAX_LENGTH
 
 MAX_CONTAINERS = 32
@@ -96,7 +96,7 @@ def _cel_list(values: tuple[str, ...]) -> str:
 
 
 def _forbidden(cel: str, message: str, holds: Callable[[Any], bool]) -> Rule[Any]:
-    return Rule(cel=cel, message=message, holds=holds, reason=Reason.FORBIDDEN)
+    return Rule(cel=cel, message=message, holds=holds, reason=FieldErrorReason.FORBIDDEN)
 
 
 def _never(message: str) -> Rule[Any]:

@@ -300,6 +300,11 @@ class Analysis(ApiModel):
     """Analyses in a row in which the canary finished no job while the stable revision finished at
     least minSamples; at this many the rollout rolls back as CanaryUnhealthy: a canary that crashes
     or hangs does no work, and waiting for its data would wait forever."""
+    restart_limit: Annotated[int, Field(ge=1, le=100)] = 3
+    """Restarts of canary workers within an analysis window at which the rollout rolls back as
+    CanaryUnhealthy: a canary that crash-loops or is OOM-killed between jobs may still finish jobs
+    and be ready most of the time. Counted from the worker runtime's
+    `workerfleet_worker_start_time_seconds`; workers without the runtime are not judged on it."""
     consecutive_error_limit: Annotated[int, Field(ge=0, le=100)] = 4
     """Analyses in a row that may fail to reach Prometheus (or get an unusable answer); the next one
     rolls back, so a rollout never advances blind for long."""

@@ -16,12 +16,19 @@ from typing import Protocol
 
 import aiohttp
 
+from workerfleet.api.credentials import Credentials
+from workerfleet.api.worker_contract import (
+    ERROR_OUTCOMES,
+    JOBS_METRIC,
+    UNCOUNTED_OUTCOMES,
+    WORKER_START_TIME_METRIC,
+)
 from workerfleet.api.workerpool import Analysis
-from workerfleet.backends.base import Credentials, failure
-from workerfleet.planners.rollout import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES, Measurement, RevisionSample
+from workerfleet.backends.base import failure
+from workerfleet.planners.rollout import Measurement, RevisionSample
+from workerfleet.tls import client_context
 
 TIMEOUT_SECONDS = 5.0
-JOBS_METRIC = "workerfleet_jobs_total"
 DEFAULT_ERROR_QUERY = (
     f'sum(increase({JOBS_METRIC}{{pool="$pool",revision="$revision",outcome=~"{"|".join(ERROR_OUTCOMES)}"}}'
     "[$window]))"
@@ -30,6 +37,10 @@ DEFAULT_TOTAL_QUERY = (
     f'sum(increase({JOBS_METRIC}{{pool="$pool",revision="$revision",outcome!~"{"|".join(UNCOUNTED_OUTCOMES)}"}}'
     "[$window]))"
 )
+
+RESTARTS_QUERY = f'sum(changes({WORKER_START_TIME_METRIC}{{pool="$pool",revision="$revision"}}[$window]))'
+"""Restarts of one revision's workers: a restarted container keeps its scrape target, so its start
+time series changes once per restart."""
 
 
 class MetricsUnavailableError(RuntimeError):
@@ -83,8 +94,9 @@ class PrometheusAnalysis:
         self._headers = (
             {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else {}
         )
+        tls = analysis.prometheus.tls
         self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem else True
+            client_context(credentials.ca_pem, tls.server_name) if tls is not None else True
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -103,15 +115,18 @@ class PrometheusAnalysis:
             raise MetricsUnavailableError(f"prometheus at {url}: {failure(error)}") from error
         return value_of(body)
 
+    def _render(self, query: str, revision: str, window_seconds: int) -> str:
+        return render(
+            query,
+            pool=self._pool,
+            namespace=self._namespace,
+            revision=revision,
+            window_seconds=window_seconds,
+        )
+
     async def _sample(self, revision: str, window_seconds: int) -> RevisionSample | None:
         queries = [
-            render(
-                query,
-                pool=self._pool,
-                namespace=self._namespace,
-                revision=revision,
-                window_seconds=window_seconds,
-            )
+            self._render(query, revision, window_seconds)
             for query in (
                 self._analysis.total_query or DEFAULT_TOTAL_QUERY,
                 self._analysis.error_query or DEFAULT_ERROR_QUERY,
@@ -124,12 +139,14 @@ class PrometheusAnalysis:
 
     async def measure(self, canary_revision: str, stable_revision: str, window_seconds: int) -> Measurement:
         try:
-            canary, stable = await asyncio.gather(
-                self._sample(canary_revision, window_seconds), self._sample(stable_revision, window_seconds)
+            canary, stable, restarts = await asyncio.gather(
+                self._sample(canary_revision, window_seconds),
+                self._sample(stable_revision, window_seconds),
+                self._query(self._render(RESTARTS_QUERY, canary_revision, window_seconds)),
             )
         except MetricsUnavailableError as error:
             return Measurement(canary=None, stable=None, error=str(error))
-        return Measurement(canary=canary, stable=stable)
+        return Measurement(canary=canary, stable=stable, canary_restarts=restarts)
 
     async def close(self) -> None:
         if self._session is not None:

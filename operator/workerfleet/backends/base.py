@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from workerfleet.tls import tls_problem
 
 
 class QueueUnreachableError(RuntimeError):
@@ -14,7 +16,11 @@ class QueueUnreachableError(RuntimeError):
 
 def failure(error: BaseException) -> str:
     """A failed read in a few fixed words: the error's kind (and the OS's words for a failed
-    connection), never text the server sent, which status and Events would show to whoever reads the pool."""
+    connection; the local TLS library's for a refused certificate), never text the server sent, which
+    status and Events would show to whoever reads the pool."""
+    problem = tls_problem(error)
+    if problem is not None:
+        return problem
     if isinstance(error, OSError) and error.strerror:
         return f"{type(error).__name__}: {error.strerror}"
     return type(error).__name__
@@ -27,16 +33,6 @@ class QueueSample:
     backoff (RabbitMQ tells only the ready ones; see backends.rabbitmq)."""
     oldest_age_seconds: float | None = None
     """Age of the oldest waiting job, where the backend can tell."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Secrets resolved from the pool's Secret references; repr never shows them."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    bearer_token: str | None = field(default=None, repr=False)
-    ca_pem: str | None = None
 
 
 class DepthSource(Protocol):

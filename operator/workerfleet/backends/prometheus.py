@@ -12,8 +12,10 @@ from http import HTTPStatus
 
 import aiohttp
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import PrometheusQueue
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, failure
+from workerfleet.backends.base import QueueSample, QueueUnreachableError, failure
+from workerfleet.tls import client_context
 
 TIMEOUT_SECONDS = 5.0
 
@@ -53,7 +55,7 @@ class PrometheusDepth:
             {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else {}
         )
         self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem else True
+            client_context(credentials.ca_pem, queue.tls.server_name) if queue.tls is not None else True
         )
         self._session: aiohttp.ClientSession | None = None
 

@@ -13,13 +13,14 @@ other credentials), which the WorkerPool API does not name. So:
 
 from __future__ import annotations
 
-import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from workerfleet.api.common import split_host_port
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError
+from workerfleet.backends.base import QueueSample, QueueUnreachableError
+from workerfleet.tls import client_context, tls_problem
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
@@ -48,7 +49,9 @@ class RabbitMQDepth:
         try:
             if self._connection is None or self._connection.is_closed:
                 context = (
-                    ssl.create_default_context(cadata=self._credentials.ca_pem) if self._queue.tls else None
+                    client_context(self._credentials.ca_pem, self._queue.tls.server_name)
+                    if self._queue.tls is not None
+                    else None
                 )
                 self._connection = await aio_pika.connect_robust(
                     self._url(), timeout=TIMEOUT_SECONDS, ssl_context=context
@@ -67,7 +70,7 @@ class RabbitMQDepth:
             await self.close()
             # The URL holds the password: name only the queue and the kind of failure.
             raise QueueUnreachableError(
-                f"rabbitmq queue {self._queue.queue!r}: {type(error).__name__}"
+                f"rabbitmq queue {self._queue.queue!r}: {tls_problem(error) or type(error).__name__}"
             ) from error
         return QueueSample(depth=int(count or 0))
 

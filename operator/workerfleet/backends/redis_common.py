@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
 
-from workerfleet.api.common import split_host_port
-from workerfleet.backends.base import Credentials
+from workerfleet.api.common import TLSConfig, split_host_port
+from workerfleet.api.credentials import Credentials
+from workerfleet.tls import RedisTLSConnection, client_context
 
 TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS_PER_SERVER = 8
 """Connections one server gets from the operator at most, however many pools poll it at once (a poll
 is two commands in one round trip: more connections would only add load to the server)."""
 
-_ClientKey = tuple[int, str, int, str | None, str | None, bool, str | None]
+_ClientKey = tuple[int, str, int, str | None, str | None, bool, str | None, str | None]
 _shared: dict[_ClientKey, tuple[Redis, int]] = {}
 """Client and number of sources using it, by event loop, server, database, credentials and TLS."""
 
@@ -31,11 +32,16 @@ def _loop_id() -> int:
         return 0
 
 
-def _tls_arguments(tls: bool, credentials: Credentials) -> dict[str, Any]:
-    return {"ssl_ca_data": credentials.ca_pem} if tls else {}
+def _tls_arguments(tls: TLSConfig | None, credentials: Credentials) -> dict[str, Any]:
+    if tls is None:
+        return {"connection_class": Connection}
+    return {
+        "connection_class": RedisTLSConnection,
+        "tls_context": client_context(credentials.ca_pem, tls.server_name),
+    }
 
 
-def connect(address: str, database: int, credentials: Credentials, tls: bool) -> Redis:
+def connect(address: str, database: int, credentials: Credentials, tls: TLSConfig | None) -> Redis:
     """A client for this server, database and credentials, shared with every other source that uses
     the same; give it back with `release`."""
     key: _ClientKey = (
@@ -44,8 +50,9 @@ def connect(address: str, database: int, credentials: Credentials, tls: bool) ->
         database,
         credentials.username,
         credentials.password,
-        tls,
+        tls is not None,
         credentials.ca_pem,
+        tls.server_name if tls is not None else None,
     )
     client, users = _shared.get(key, (None, 0))
     if client is None:
@@ -53,7 +60,6 @@ def connect(address: str, database: int, credentials: Credentials, tls: bool) ->
         pool = BlockingConnectionPool(
             max_connections=MAX_CONNECTIONS_PER_SERVER,
             timeout=TIMEOUT_SECONDS,
-            connection_class=SSLConnection if tls else Connection,
             host=host,
             port=port,
             db=database,

@@ -11,21 +11,16 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
-from workerfleet.backends.base import (
-    Credentials,
-    QueueSample,
-    QueueUnreachableError,
-    envelope_age_seconds,
-    failure,
-)
+from workerfleet.backends.base import QueueSample, QueueUnreachableError, envelope_age_seconds, failure
 from workerfleet.backends.redis_common import connect, release
 
 
 class RedisListDepth:
     def __init__(self, queue: RedisList, credentials: Credentials) -> None:
         self._key = queue.list_key
-        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls is not None)
+        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls)
 
     async def read(self) -> QueueSample:
         try:

@@ -18,8 +18,9 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
-from workerfleet.backends.base import Credentials, QueueSample, QueueUnreachableError, failure
+from workerfleet.backends.base import QueueSample, QueueUnreachableError, failure
 from workerfleet.backends.redis_common import connect, release
 
 
@@ -43,7 +44,7 @@ class RedisStreamDepth:
     def __init__(self, queue: RedisStream, credentials: Credentials) -> None:
         self._stream = queue.stream
         self._group = queue.consumer_group
-        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls is not None)
+        self._redis = connect(queue.address, queue.database, credentials, tls=queue.tls)
 
     async def read(self) -> QueueSample:
         try:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Queue
-from workerfleet.backends.base import Credentials, DepthSource
+from workerfleet.backends.base import DepthSource
 from workerfleet.backends.prometheus import PrometheusDepth
 from workerfleet.backends.rabbitmq import RabbitMQDepth
 from workerfleet.backends.redis_list import RedisListDepth

@@ -60,7 +60,15 @@ def run(args: argparse.Namespace) -> int:
             if target.pool != args.pool:
                 raise producer.InvalidJob(f"{args.pool_file} holds WorkerPool {target.pool}, not {args.pool}")
         else:
-            from workerfleet.kube.rest import current_namespace  # noqa: PLC0415  (cluster only)
+            try:
+                from workerfleet.kube.rest import current_namespace  # noqa: PLC0415  (cluster only)
+            except ModuleNotFoundError as error:
+                if error.name != "urllib3":
+                    raise
+                raise producer.ConfigurationError(
+                    "reading the pool from the cluster needs the Kubernetes client: "
+                    "pip install 'workerfleet[cluster]', or give --pool-file and --job-type-file"
+                ) from None
 
             target = producer.from_cluster(
                 args.namespace or current_namespace(),

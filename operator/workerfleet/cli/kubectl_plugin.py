@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workerfleet.api.base import API_VERSION
+from workerfleet.api.workerpool import RolloutPhase, WorkerPoolConditionType
 from workerfleet.kube.client import Kube
 from workerfleet.kube.rest import current_namespace
 from workerfleet.planners.rollout import ROLLOUT_ACTION_ANNOTATION, Action, action_value
@@ -34,7 +35,7 @@ WATCH_INTERVAL_SECONDS = 2.0
 EXIT_DEGRADED = 1
 EXIT_NOT_FOUND = 2
 EXIT_NO_ROLLOUT = 3
-RUNNING_PHASES = ("Progressing", "Paused")
+RUNNING_PHASES = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
 
 
 def progress_bar(weight: int) -> str:
@@ -86,7 +87,7 @@ def _thresholds(analysis: Mapping[str, Any]) -> str:
 def degraded(pool: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The pool's Degraded condition when it holds (a rolled-back canary, a JobType it cannot serve)."""
     for condition in (pool.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+        if condition.get("type") == WorkerPoolConditionType.DEGRADED and condition.get("status") == "True":
             return dict(condition)
     return None
 
@@ -143,7 +144,7 @@ def action_target(action: Action, pool: Mapping[str, Any]) -> str | None:
     status = pool.get("status") or {}
     revision = status.get("canaryRevision")
     phase = (status.get("rollout") or {}).get("phase")
-    wanted = ("Degraded",) if action == Action.RETRY else RUNNING_PHASES
+    wanted = (RolloutPhase.DEGRADED,) if action == Action.RETRY else RUNNING_PHASES
     return str(revision) if revision and phase in wanted else None
 
 
@@ -175,7 +176,7 @@ def show_status(
             shown, drawn = pool, view.count("\n") + 1
         if not args.watch:
             phase = ((pool.get("status") or {}).get("rollout") or {}).get("phase")
-            return EXIT_DEGRADED if phase == "Degraded" or degraded(pool) is not None else 0
+            return EXIT_DEGRADED if phase == RolloutPhase.DEGRADED or degraded(pool) is not None else 0
         sleep(WATCH_INTERVAL_SECONDS)
 
 

@@ -9,9 +9,6 @@ import secrets
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
-
-import kopf
 
 from workerfleet import __version__
 from workerfleet.cli import enqueue as enqueue_cli
@@ -20,76 +17,23 @@ from workerfleet.planners.permissions import DEFAULT_QUEUE_CREDENTIALS_ROLE, Del
 from workerfleet.planners.resync import DEFAULT_RESYNC_SECONDS
 from workerfleet.worker import cli as worker_cli
 
+OPERATOR_DEPENDENCIES = frozenset({"kopf", "aiohttp", "urllib3", "cryptography"})
+"""Modules of the `operator` extra: a worker image has none of them."""
+
 
 def _run(args: argparse.Namespace) -> int:
-    import workerfleet.handlers  # noqa: F401, PLC0415  (registers the handlers with kopf)
-
-    kopf.configure(
-        verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
-    )
-    from workerfleet.handlers.metrics_api import MetricsApiSettings  # noqa: PLC0415
-    from workerfleet.kube.client import configure  # noqa: PLC0415
-
-    configure(qps=args.api_qps, burst=args.api_burst)
-    from workerfleet.handlers import tenancy  # noqa: PLC0415
-
-    tenancy.configure(
-        tenancy.Tenancy(
-            delegable=tuple(args.delegable_permissions),
-            queue_credentials_role=args.queue_credentials_role,
-            queue_addresses=tuple(args.allow_queue_address),
-            prometheus_addresses=tuple(args.allow_prometheus),
-            watch_namespaces=tuple(args.namespace),
+    try:
+        from workerfleet.cli import operator  # noqa: PLC0415  (the operator's dependencies, on demand)
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in OPERATOR_DEPENDENCIES:
+            raise
+        print(
+            f"error: the operator needs workerfleet's operator dependencies ({error}); "
+            "install them with: pip install 'workerfleet[operator]'",
+            file=sys.stderr,
         )
-    )
-
-    metrics_api = MetricsApiSettings(
-        address=args.metrics_api_address,
-        port=args.metrics_api_port,
-        cert_file=args.metrics_api_cert,
-        key_file=args.metrics_api_key,
-        service_names=tuple(args.metrics_api_service) or MetricsApiSettings.service_names,
-    )
-    from workerfleet.handlers.activity import PeeringSettings, pod_from_environment  # noqa: PLC0415
-
-    namespaces = tuple(args.namespace)
-    memo = kopf.Memo(
-        metrics_api=metrics_api,
-        metrics_port=args.metrics_port,
-        metrics_address=args.metrics_address,
-        resync_seconds=args.resync_period,
-    )
-    if args.standalone:
-        kopf.run(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=True,
-            liveness_endpoint=args.liveness,
-            memo=memo,
-        )
-        return 0
-    identity = args.identity or default_identity()
-    priority = args.priority if args.priority is not None else random_priority()
-    memo["peering"] = PeeringSettings(
-        name=args.peering,
-        identity=identity,
-        priority=priority,
-        lifetime_seconds=args.peering_lifetime,
-        namespaces=namespaces,
-        pod=pod_from_environment() if args.label_active_pod else None,
-        pod_selector=args.active_pod_selector or None,
-    )
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        peering_name=args.peering,
-        priority=priority,
-        identity=cast("Any", identity),  # kopf's Identity is a NewType of str
-        liveness_endpoint=args.liveness,
-        memo=memo,
-    )
-    return 0
+        return 2
+    return operator.run(args)
 
 
 PRIORITY_RANGE = 2**31 - 1
@@ -126,6 +70,13 @@ def _delegable(value: str) -> list[DelegableRule]:
         return [DelegableRule.model_validate(rule) for rule in json.loads(value)]
     except (ValueError, TypeError) as error:
         raise argparse.ArgumentTypeError(f"a JSON list of RBAC rules: {error}") from error
+
+
+def _namespaced_name(value: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError("NAMESPACE/NAME")
+    return namespace, name
 
 
 def _positive_int(value: str) -> int:
@@ -222,6 +173,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DNS_NAME",
         help="the Service name the self-signed certificate is made for (repeatable)",
+    )
+    run.add_argument(
+        "--register-metrics-api",
+        type=_namespaced_name,
+        default=None,
+        metavar="NAMESPACE/SERVICE",
+        help="register the v1beta1.external.metrics.k8s.io APIService, routed to this Service, while this "
+        "replica is the active one, and remove it when the last replica stops gracefully (a registered "
+        "API that nothing answers stalls namespace deletion and garbage collection cluster-wide)",
+    )
+    run.add_argument(
+        "--metrics-api-service-port",
+        type=_positive_int,
+        default=443,
+        metavar="PORT",
+        help="with --register-metrics-api: the Service port the APIService names (default 443)",
+    )
+    run.add_argument(
+        "--metrics-api-ca-file",
+        default=None,
+        metavar="FILE",
+        help="with --register-metrics-api: the CA (PEM) the APIService trusts, read again while active; "
+        "default: the serving certificate itself",
+    )
+    run.add_argument(
+        "--metrics-api-owner-cluster-role",
+        default=None,
+        metavar="NAME",
+        help="with --register-metrics-api: the release's ClusterRole, named as the APIService's owner so "
+        "that the garbage collector removes it when the release is uninstalled",
     )
     run.add_argument(
         "--metrics-port",

@@ -25,7 +25,7 @@ from typing import Any
 import kopf
 
 from workerfleet.kube.client import Kube, kube
-from workerfleet.planners.peering import Reason, Verdict, decide_role, pods_to_unmark
+from workerfleet.planners.peering import RoleReason, RoleVerdict, decide_role, pods_to_unmark
 from workerfleet.planners.scope import serves_namespace
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Activity:
 
     def __init__(self) -> None:
         self._active = True
-        self.verdict: Verdict | None = None
+        self.verdict: RoleVerdict | None = None
         self._listeners: list[Listener] = []
 
     def is_active(self) -> bool:
@@ -96,7 +96,7 @@ class Activity:
 ACTIVITY = Activity()
 
 
-def _read_verdicts(api: Kube, settings: PeeringSettings, now: datetime) -> list[Verdict]:
+def _read_verdicts(api: Kube, settings: PeeringSettings, now: datetime) -> list[RoleVerdict]:
     objects: list[tuple[str, str]] = (
         [(namespace, "KopfPeering") for namespace in settings.namespaces]
         if settings.namespaces
@@ -154,16 +154,16 @@ def _mark_pods(api: Kube, settings: PeeringSettings, active: bool) -> bool:
     return True
 
 
-def _describe(verdicts: list[Verdict]) -> str:
+def _describe(verdicts: list[RoleVerdict]) -> str:
     blocking = [verdict for verdict in verdicts if not verdict.active]
     if not blocking:
         return "highest priority among the live peers"
     first = blocking[0]
-    if first.reason is Reason.NO_PEERING_OBJECT:
+    if first.reason is RoleReason.NO_PEERING_OBJECT:
         return "the peering object does not exist: create it (the chart does), or run with --standalone"
-    if first.reason is Reason.PRIORITY_COLLISION:
+    if first.reason is RoleReason.PRIORITY_COLLISION:
         return f"a live peer has this replica's priority, so kopf pauses both: {', '.join(first.blockers)}"
-    if first.reason is Reason.OUTRANKED:
+    if first.reason is RoleReason.OUTRANKED:
         return f"outranked by {', '.join(first.blockers)}"
     return "this replica's own peering record is not there (yet)"
 

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +21,10 @@ from prometheus_client import Counter
 
 from workerfleet.adapter.readings import Reading
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
-from workerfleet.backends.base import Credentials, DepthSource, QueueSample, QueueUnreachableError
+from workerfleet.backends.base import DepthSource, QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS
@@ -34,16 +35,12 @@ from workerfleet.handlers.workerpool import pool_lock, post_event
 from workerfleet.kube.client import CredentialsNotGrantedError, kube
 from workerfleet.planners.children import restricted_spec
 from workerfleet.planners.scaling import (
-    Pause,
-    PauseAnnotationError,
+    PollFacts,
+    PollPlan,
     QueueConditions,
-    QueueState,
-    ScalingDecision,
-    ScalingPolicy,
+    ScalingMemory,
     ScalingReason,
-    decide,
-    judge_queue,
-    pause_from_annotations,
+    plan_poll,
     plan_polling_failure,
     plan_queue_status,
 )
@@ -56,8 +53,6 @@ logger = logging.getLogger(__name__)
 READ_TIMEOUT_SECONDS = 10.0
 DEADLINE_REFRESH_SECONDS = 30.0
 """JobType deadlines are read again this often, not on every poll (a poll can be every second)."""
-THROUGHPUT_SMOOTHING = 0.3
-"""Weight of the newest throughput estimate in its moving average."""
 QUEUE_POLLS = Counter(
     "workerfleet_queue_polls_total", "Reads of the pools' queues, by result (read or failed).", ["result"]
 )
@@ -72,34 +67,15 @@ def _builtin_autoscaling(spec: Mapping[str, Any]) -> bool:
 
 @dataclass
 class PollMemory:
-    """What one pool's poller carries from one poll to the next."""
+    """What one pool's poller carries from one poll to the next: the decisions' memory, and what it
+    read last."""
 
-    failures: int = 0
+    scaling: ScalingMemory = field(default_factory=ScalingMemory)
     deadline: int | None = None
     deadline_read: tuple[tuple[str, ...], float] | None = None
     """Which JobTypes the deadline was read from, and when (monotonic seconds)."""
-    idle_since: datetime | None = None
     failing: bool = False
     """The poller failed and said so on the pool: its next record reads the pool fresh, to clear it."""
-    last_depth: int | None = None
-    last_time: datetime | None = None
-    throughput_per_replica: float | None = None
-
-    def observe_drain(self, depth: int, replicas: int, now: datetime) -> None:
-        """Estimate jobs/s per replica from depth going down (arrivals make this an underestimate,
-        which errs towards more replicas for deadlines)."""
-        if self.last_depth is not None and self.last_time is not None and replicas > 0:
-            seconds = (now - self.last_time).total_seconds()
-            drained = self.last_depth - depth
-            if seconds > 0 and drained > 0:
-                rate = drained / seconds / replicas
-                previous = self.throughput_per_replica
-                self.throughput_per_replica = (
-                    rate
-                    if previous is None
-                    else THROUGHPUT_SMOOTHING * rate + (1 - THROUGHPUT_SMOOTHING) * previous
-                )
-        self.last_depth, self.last_time = depth, now
 
 
 def _credentials(namespace: str, queue: Queue) -> Credentials:
@@ -133,19 +109,6 @@ def _strictest_deadline(namespace: str, job_types: list[str]) -> int | None:
             if deadline is not None:
                 deadlines.append(deadline)
     return min(deadlines, default=None)
-
-
-def _policy(scaling: Autoscaling, deadline: int | None) -> ScalingPolicy:
-    return ScalingPolicy(
-        min_replicas=scaling.min_replicas,
-        max_replicas=scaling.max_replicas,
-        target_depth_per_replica=scaling.target_depth_per_replica,
-        activation_depth=scaling.activation_depth,
-        cooldown_seconds=scaling.cooldown_seconds,
-        failure_threshold=scaling.fallback.failure_threshold if scaling.fallback else None,
-        fallback_replicas=scaling.fallback.replicas if scaling.fallback else None,
-        deadline_seconds=deadline,
-    )
 
 
 def _record(
@@ -223,36 +186,18 @@ def _record_failure(namespace: str, name: str, message: str) -> None:
             api.patch_pool_status(namespace, name, patch)
 
 
-async def _apply_decision(
-    body: dict[str, Any],
-    decision: ScalingDecision,
-    *,
-    depth: int | None,
-    replicas: int,
-    paused: bool,
-    reading_lifetime: float,
-) -> None:
+async def _apply(body: dict[str, Any], plan: PollPlan, reading_lifetime: float) -> None:
+    """Serve the plan's value to the HPA, and set the replicas it sets."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    if decision.served_value is None:
+    if plan.served_value is None:
         READINGS.forget(namespace, name)
     else:
-        reading = Reading(decision.served_value, datetime.now(UTC), reading_lifetime)
-        READINGS.put(namespace, name, reading)
-    if decision.replicas is None or decision.replicas == replicas or not ACTIVITY.is_active():
+        READINGS.put(namespace, name, Reading(plan.served_value, datetime.now(UTC), reading_lifetime))
+    if plan.scale_to is None or not ACTIVITY.is_active():
         return
-    await asyncio.to_thread(kube().scale_pool, namespace, name, decision.replicas)
-    if paused:
-        message = f"autoscaling paused by annotation: scaled {replicas} -> {decision.replicas} and held there"
-        reason = ScalingReason.PAUSED
-    elif decision.replicas > replicas:
-        message = (
-            f"queue depth {depth} is above the activation depth: scaled {replicas} -> {decision.replicas}"
-        )
-        reason = ScalingReason.ACTIVATED
-    else:
-        message = f"queue idle for the cooldown: scaled from {replicas} to {decision.replicas}"
-        reason = ScalingReason.DEACTIVATED
-    post_event(body, Event("Normal", reason, message))
+    await asyncio.to_thread(kube().scale_pool, namespace, name, plan.scale_to)
+    if plan.scale_event is not None:
+        post_event(body, plan.scale_event)
 
 
 class Pollers(PoolTasks):
@@ -367,60 +312,35 @@ async def _poll_once(
     QUEUE_POLLS.labels("read" if sample is not None else "failed").inc()
     if not ACTIVITY.is_active():
         return  # turned standby while reading: the active replica decides and writes
-    now = datetime.now(UTC)
-    memory.failures = 0 if sample is not None else memory.failures + 1
-    if sample is not None:
-        memory.observe_drain(sample.depth, spec.replicas, now)
     job_types = tuple(spec.job_types)
     read = memory.deadline_read
     if read is None or read[0] != job_types or time.monotonic() - read[1] >= DEADLINE_REFRESH_SECONDS:
         memory.deadline = await asyncio.to_thread(_strictest_deadline, namespace, list(job_types))
         memory.deadline_read = (job_types, time.monotonic())
-    deadline = memory.deadline
-    POOL_METRICS.observe_deadline(namespace, name, deadline)
-    state = QueueState(
+    POOL_METRICS.observe_deadline(namespace, name, memory.deadline)
+    now = datetime.now(UTC)
+    facts = PollFacts(
+        scaling=scaling,
         replicas=spec.replicas,
+        annotations=body["metadata"].get("annotations") or {},
         depth=sample.depth if sample else None,
-        consecutive_failures=memory.failures,
         oldest_age_seconds=sample.oldest_age_seconds if sample else None,
-        throughput_per_replica=memory.throughput_per_replica,
-        idle_since=memory.idle_since,
-    )
-    try:
-        pause = pause_from_annotations(body["metadata"].get("annotations") or {})
-        pause_problem = None
-    except PauseAnnotationError as problem:
-        pause, pause_problem = Pause(), str(problem)  # hold still rather than guess
-    decision = decide(_policy(scaling, deadline), state, now, pause)
-    memory.idle_since = decision.idle_since
-    await _apply_decision(
-        body,
-        decision,
-        depth=state.depth,
-        replicas=spec.replicas,
-        paused=pause is not None,
-        reading_lifetime=reading_lifetime_seconds(scaling.polling_interval_seconds, READ_TIMEOUT_SECONDS),
-    )
-    queue_status: dict[str, Any] = {"consecutiveFailures": memory.failures}
-    if sample is not None:
-        queue_status["depth"] = sample.depth
-        POOL_METRICS.observe_queue(namespace, name, sample.depth, sample.oldest_age_seconds, now)
-    judged = judge_queue(
-        decision,
-        state.depth,
-        memory.failures,
-        error,
-        decision.replicas or spec.replicas,
-        paused=pause is not None,
+        error=error,
         refusal=refusal,
+        deadline_seconds=memory.deadline,
+        now=now,
     )
-    if pause_problem is not None:
-        judged = replace(
-            judged, scaling_active=(judged.scaling_active[0], ScalingReason.PAUSED, pause_problem)
-        )
+    plan = plan_poll(facts, memory.scaling)
+    memory.scaling = plan.memory
+    lifetime = reading_lifetime_seconds(scaling.polling_interval_seconds, READ_TIMEOUT_SECONDS)
+    await _apply(body, plan, lifetime)
+    if sample is not None:
+        POOL_METRICS.observe_queue(namespace, name, sample.depth, sample.oldest_age_seconds, now)
     if not ACTIVITY.is_active():
         return
-    events = await asyncio.to_thread(_record, body, queue_status, judged, now, fresh=memory.failing)
+    events = await asyncio.to_thread(
+        _record, body, plan.queue_status, plan.conditions, now, fresh=memory.failing
+    )
     memory.failing = False
     for event in events:
         post_event(body, event)

@@ -16,9 +16,9 @@ import kopf
 from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Analysis, RolloutPhase, RolloutStatus, WorkerPoolSpec
 from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
-from workerfleet.backends.base import Credentials
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
 from workerfleet.handlers.tenancy import served, tenancy

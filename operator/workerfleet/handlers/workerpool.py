@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.jobtype import JobTypeSpec
-from workerfleet.api.workerpool import RolloutStatus, WorkerPoolSpec
+from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.job_type_index import JobTypeIndex
 from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES, ReconcileQueue
@@ -30,12 +30,9 @@ from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.kube.client import Kube, NameConflictError, kube
 from workerfleet.kube.rest import ApiError, KindNotServedError
 from workerfleet.planners.children import (
-    POD_TEMPLATE_ANNOTATION,
     POOL_LABEL,
-    REVISION_LABEL,
     ChildPlan,
     PoolRef,
-    Workers,
     names,
     plan_children,
     restricted_spec,
@@ -44,15 +41,9 @@ from workerfleet.planners.children import (
 from workerfleet.planners.job_type import input_schema_problem, plan_job_type_status
 from workerfleet.planners.keda import KEDA_KINDS
 from workerfleet.planners.permissions import describe, not_delegable
-from workerfleet.planners.rollout import (
-    ROLLOUT_ACTION_ANNOTATION,
-    Measurement,
-    RolloutInput,
-    RolloutPlan,
-    analysis_due,
-    plan_rollout,
-)
+from workerfleet.planners.rollout import Measurement
 from workerfleet.planners.status import Event, Observation, merge_patch, plan_status
+from workerfleet.planners.workers import plan_workers
 
 logger = logging.getLogger(__name__)
 
@@ -95,87 +86,6 @@ def reconcile(pool: dict[str, Any], measurement: Measurement | None = None) -> N
     """
     metadata = pool["metadata"]
     reconcile_by_name(metadata["namespace"], metadata["name"], measurement)
-
-
-def _stable_template(
-    deployment: Mapping[str, Any] | None, stable_revision: str | None
-) -> dict[str, Any] | None:
-    """The pod template the stable Deployment runs, when it is the one status calls stable."""
-    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
-    try:
-        template = json.loads(annotations[POD_TEMPLATE_ANNOTATION])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not isinstance(template, dict) or revision_of(template) != stable_revision:
-        return None
-    return template
-
-
-def _ready_replicas(deployment: Mapping[str, Any] | None, revision: str) -> int:
-    """Ready workers of a Deployment that run `revision`, as its controller last counted."""
-    if deployment is None:
-        return 0
-    labels = deployment["spec"]["template"]["metadata"].get("labels") or {}
-    status = deployment.get("status") or {}
-    if labels.get(REVISION_LABEL) != revision:
-        return 0
-    if int(status.get("observedGeneration") or 0) < int(deployment["metadata"].get("generation") or 0):
-        return 0
-    return min(int(status.get("readyReplicas") or 0), int(status.get("updatedReplicas") or 0))
-
-
-def _rollout_status(status: Mapping[str, Any]) -> RolloutStatus | None:
-    try:
-        return RolloutStatus.model_validate(status["rollout"]) if status.get("rollout") else None
-    except ValidationError:
-        return None  # written by an older operator: start the rollout state afresh
-
-
-def plan_workers(
-    pool: Mapping[str, Any],
-    spec: WorkerPoolSpec,
-    stable_deployment: Mapping[str, Any] | None,
-    canary_deployment: Mapping[str, Any] | None,
-    *,
-    measurement: Measurement | None,
-    now: datetime,
-) -> tuple[Workers, RolloutPlan]:
-    """The rollout's next state and the stable/canary templates and replicas that go with it."""
-    status = pool.get("status") or {}
-    template = spec.template.to_dict()
-    revision = revision_of(template)
-    stable_revision = status.get("stableRevision")
-    stable_template = _stable_template(stable_deployment, stable_revision)
-    rollout = _rollout_status(status)
-    canary = spec.rollout.canary if spec.rollout is not None else None
-    if measurement is not None and not analysis_due(rollout, canary.analysis if canary else None, now):
-        measurement = None  # a window judged already, e.g. by a reconcile that raced the ticker
-    plan = plan_rollout(
-        RolloutInput(
-            canary=canary,
-            paused=spec.paused,
-            total_replicas=spec.replicas,
-            template_revision=revision,
-            stable_revision=stable_revision,
-            stable_template_known=stable_template is not None,
-            canary_revision=status.get("canaryRevision"),
-            rollout=rollout,
-            canary_ready_replicas=_ready_replicas(canary_deployment, revision),
-            stable_ready_replicas=_ready_replicas(stable_deployment, revision),
-            action=(pool["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION),
-            measurement=measurement,
-        ),
-        now,
-    )
-    workers = Workers(
-        stable_template=template
-        if plan.stable_revision == revision or stable_template is None
-        else stable_template,
-        stable_replicas=plan.stable_replicas,
-        canary_template=template if plan.canary_revision is not None else None,
-        canary_replicas=plan.canary_replicas,
-    )
-    return workers, plan
 
 
 def _apply_children(
@@ -247,7 +157,7 @@ def _reconcile_locked(
     ]
     if not missing and not invalid and not refused:
         stable_live = api.get("apps/v1", "Deployment", namespace, name)
-        canary_live = api.get("apps/v1", "Deployment", namespace, names(name)["canary"])
+        canary_live = api.get("apps/v1", "Deployment", namespace, names(name).canary)
         workers, rollout = plan_workers(
             pool, spec, stable_live, canary_live, measurement=measurement, now=now
         )
@@ -275,7 +185,7 @@ def _reconcile_locked(
         refused_permissions=refused,
         apply_error=apply_error,
         name_conflict=name_conflict,
-        canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name)["canary"]),
+        canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name).canary),
         rollout=rollout_fields,
     )
     status, events, changed = plan_status(observation, current, now)
@@ -379,7 +289,7 @@ async def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         SCHEDULE.forget((namespace, name))
         RECONCILES.forget((namespace, name))
         # Its children go with it through their ownerReferences: nothing of them is worth remembering.
-        child_names = {name, *names(name).values(), f"{name}-queue"}  # -queue: KEDA's TriggerAuthentication
+        child_names = {name, *names(name).all(), f"{name}-queue"}  # -queue: KEDA's TriggerAuthentication
         kube().watched.forget_named(namespace, child_names)
         kube().applied.forget_named(namespace, child_names)
         return

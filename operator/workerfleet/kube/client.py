@@ -341,6 +341,36 @@ class Kube:
                 return items
             page = {**page, "continue": continue_token}
 
+    def apply_cluster_object(self, manifest: Mapping[str, Any], field_manager: str) -> None:
+        """Server-side apply a cluster-scoped object (the metrics APIService) as `field_manager`, taking
+        over fields another manager (an older chart release) set."""
+        self._send(
+            "patch",
+            "PATCH",
+            self._rest.path(manifest["apiVersion"], manifest["kind"], "", manifest["metadata"]["name"]),
+            query={"fieldManager": field_manager, "force": "true"},
+            body=dict(manifest),
+            content_type="application/apply-patch+yaml",
+        )
+        self._count_write()
+
+    def delete_exactly(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete the object with this UID (a precondition: one made again under the name survives);
+        False when it is already gone or was replaced."""
+        try:
+            self._send(
+                "delete",
+                "DELETE",
+                self._rest.path(api_version, kind, namespace, name),
+                body={"preconditions": {"uid": uid}},
+            )
+        except ApiError as error:
+            if error.status in (404, 409):
+                return False
+            raise
+        self._count_write()
+        return True
+
     def label_pod(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
         """Set (or, with None, remove) labels on a pod: the operator marks its own pod active."""
         self._send(

@@ -63,7 +63,7 @@ class KindNotServedError(LookupError):
 
 
 @dataclass
-class Credentials:
+class ApiCredentials:
     """Where the API server is and how to prove who we are to it."""
 
     server: str
@@ -171,7 +171,7 @@ def _merged_kubeconfig() -> dict[str, Any]:
     return merged
 
 
-def kubeconfig_credentials() -> Credentials:
+def kubeconfig_credentials() -> ApiCredentials:
     merged = _merged_kubeconfig()
     name = merged["current-context"]
     if not name or name not in merged["contexts"]:
@@ -187,7 +187,7 @@ def kubeconfig_credentials() -> Credentials:
         raise ConfigError(
             f"kubeconfig user {context.get('user')!r} uses an auth-provider: use an exec plugin instead"
         )
-    return Credentials(
+    return ApiCredentials(
         server=str(cluster["server"]).rstrip("/"),
         ca_pem=_pem(cluster, "certificate-authority", cluster_base),
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
@@ -200,14 +200,14 @@ def kubeconfig_credentials() -> Credentials:
     )
 
 
-def in_cluster_credentials() -> Credentials | None:
+def in_cluster_credentials() -> ApiCredentials | None:
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
     token = SERVICE_ACCOUNT_DIRECTORY / "token"
     if not host or not port or not token.exists():
         return None
     namespace_file = SERVICE_ACCOUNT_DIRECTORY / "namespace"
     host = f"[{host}]" if ":" in host else host
-    return Credentials(
+    return ApiCredentials(
         server=f"https://{host}:{port}",
         ca_pem=(SERVICE_ACCOUNT_DIRECTORY / "ca.crt").read_text(),
         token_file=token,
@@ -215,7 +215,7 @@ def in_cluster_credentials() -> Credentials | None:
     )
 
 
-def load_credentials() -> Credentials:
+def load_credentials() -> ApiCredentials:
     """In a pod, its service account; elsewhere the kubeconfig, as kubectl finds it."""
     return in_cluster_credentials() or kubeconfig_credentials()
 
@@ -249,7 +249,7 @@ class Resource:
 class Rest:
     """Requests to one API server, over a pool of kept-alive connections."""
 
-    def __init__(self, credentials: Credentials | None = None, *, pool_size: int = 10) -> None:
+    def __init__(self, credentials: ApiCredentials | None = None, *, pool_size: int = 10) -> None:
         self.credentials = credentials or load_credentials()
         self._http = urllib3.PoolManager(
             maxsize=pool_size,

@@ -25,13 +25,20 @@ from workerfleet.api.podtemplate import (
     SAFE_SYSCTLS,
     UNCONFINED_APPARMOR_ANNOTATION,
 )
+from workerfleet.api.worker_contract import (
+    HEALTHZ_PATH,
+    METRICS_PORT_NAME,
+    POLICIES_DIRECTORY,
+    POLICIES_FILE,
+    POLICIES_PATH,
+    READYZ_PATH,
+    WorkerEnv,
+)
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Worker, WorkerPoolSpec, WorkerRuntime
 from workerfleet.planners.keda import KEDA_API_VERSION, keda_objects
 
 Manifest = dict[str, Any]
 
-POLICIES_DIRECTORY = "/etc/workerfleet"
-POLICIES_FILE = "policies.json"
 TMP_DIRECTORY = "/tmp"  # noqa: S108  (an emptyDir of the pod's own, not the host's /tmp)
 NON_ROOT_ID = 65532
 DRAIN_MARGIN_SECONDS = 15
@@ -46,9 +53,6 @@ CANARY_TRACK = "canary"
 POLICIES_CHECKSUM_ANNOTATION = "workerfleet.dev/policies-checksum"
 """On the workers' pod template: a hash of the policies ConfigMap, so a JobType change rolls the pods
 (the runtime reads the policies once, at start)."""
-METRICS_PORT_NAME = "metrics"
-HEALTHZ_PATH = "/healthz"
-READYZ_PATH = "/readyz"
 LIVENESS_PROBE: dict[str, Any] = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 """With the runtime's 60 s stall limit: a stuck worker is restarted within about 90 s."""
 READINESS_PROBE: dict[str, Any] = {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 2}
@@ -133,17 +137,40 @@ def common_labels(pool: str, revision: str | None = None) -> dict[str, str]:
     return labels
 
 
-def names(pool: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class ChildNames:
     """Child names, derived from the pool's name so they never collide between pools."""
-    return {
-        "deployment": pool,
-        "canary": f"{pool}-canary",
-        "service_account": f"{pool}-worker",
-        "role": f"{pool}-worker",
-        "policies": f"{pool}-policies",
-        "budget": pool,
-        "autoscaler": pool,
-    }
+
+    deployment: str
+    canary: str
+    service_account: str
+    role: str
+    policies: str
+    budget: str
+    autoscaler: str
+
+    def all(self) -> set[str]:
+        return {
+            self.deployment,
+            self.canary,
+            self.service_account,
+            self.role,
+            self.policies,
+            self.budget,
+            self.autoscaler,
+        }
+
+
+def names(pool: str) -> ChildNames:
+    return ChildNames(
+        deployment=pool,
+        canary=f"{pool}-canary",
+        service_account=f"{pool}-worker",
+        role=f"{pool}-worker",
+        policies=f"{pool}-policies",
+        budget=pool,
+        autoscaler=pool,
+    )
 
 
 def grace_period_seconds(job_types: Iterable[JobTypeSpec]) -> int:
@@ -452,28 +479,28 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
     """What the worker runtime reads: who it is, where its queue is, where the policies are.
 
     Queue credentials stay in their Secret: the pod reads them through secretKeyRef, so no value
-    is ever copied into the Deployment, the ConfigMap or the pool's status.
+    is ever copied into the Deployment, the ConfigMap or the pool's status. The queue's TLS CA bundle
+    (`tls.caSecretRef`) reaches the pod the same way, as WORKERFLEET_QUEUE_CA; `tls.serverName`
+    travels inside WORKERFLEET_QUEUE with the rest of the queue's settings.
     """
     environment: list[Manifest] = [
-        {"name": "WORKERFLEET_POOL", "value": pool.name},
-        {"name": "WORKERFLEET_REVISION", "value": revision},
-        {"name": "WORKERFLEET_QUEUE", "value": json.dumps(spec.queue.to_dict(), sort_keys=True)},
-        {"name": "WORKERFLEET_POLICIES", "value": f"{POLICIES_DIRECTORY}/{POLICIES_FILE}"},
+        {"name": WorkerEnv.POOL.value, "value": pool.name},
+        {"name": WorkerEnv.REVISION.value, "value": revision},
+        {"name": WorkerEnv.QUEUE.value, "value": json.dumps(spec.queue.to_dict(), sort_keys=True)},
+        {"name": WorkerEnv.POLICIES.value, "value": POLICIES_PATH},
     ]
     if spec.worker.runtime == WorkerRuntime.WORKERFLEET:
-        environment.append({"name": "WORKERFLEET_METRICS_PORT", "value": str(spec.worker.port)})
+        environment.append({"name": WorkerEnv.METRICS_PORT.value, "value": str(spec.worker.port)})
     queue = spec.queue
-    auth = next(
-        (
-            backend.auth
-            for backend in (queue.redis, queue.redis_stream, queue.rabbitmq)
-            if backend is not None
-        ),
+    backend = next(
+        (backend for backend in (queue.redis, queue.redis_stream, queue.rabbitmq) if backend is not None),
         None,
     )
-    if auth is not None:
-        environment += _secret_env("WORKERFLEET_QUEUE_USERNAME", auth.username_secret_ref)
-        environment += _secret_env("WORKERFLEET_QUEUE_PASSWORD", auth.password_secret_ref)
+    if backend is not None and backend.auth is not None:
+        environment += _secret_env(WorkerEnv.QUEUE_USERNAME.value, backend.auth.username_secret_ref)
+        environment += _secret_env(WorkerEnv.QUEUE_PASSWORD.value, backend.auth.password_secret_ref)
+    if backend is not None and backend.tls is not None:
+        environment += _secret_env(WorkerEnv.QUEUE_CA.value, backend.tls.ca_secret_ref)
     return environment
 
 
@@ -513,7 +540,7 @@ def autoscaler(pool: PoolRef, scaling: Autoscaling) -> Manifest:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(pool, names(pool.name)["autoscaler"]),
+        "metadata": _metadata(pool, names(pool.name).autoscaler),
         "spec": spec,
     }
 
@@ -530,7 +557,7 @@ def worker_deployment(
     """One track's Deployment of workers running `template`."""
     child = names(pool.name)
     revision = revision_of(template)
-    metadata = _metadata(pool, child["deployment"] if track == STABLE_TRACK else child["canary"], revision)
+    metadata = _metadata(pool, child.deployment if track == STABLE_TRACK else child.canary, revision)
     metadata["annotations"] = {POD_TEMPLATE_ANNOTATION: json.dumps(template, sort_keys=True)}
     return {
         "apiVersion": "apps/v1",
@@ -543,9 +570,9 @@ def worker_deployment(
                 template,
                 pool=pool,
                 revision=revision,
-                service_account=child["service_account"],
+                service_account=child.service_account,
                 mount_token=bool(role_rules(job_types.values())),
-                policies_config_map=child["policies"],
+                policies_config_map=child.policies,
                 grace_seconds=grace_period_seconds(job_types.values()),
                 environment=worker_environment(pool, revision, spec),
                 policies_checksum=policies_checksum(job_types),
@@ -576,36 +603,36 @@ def plan_children(
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": _metadata(pool, child["service_account"]),
+            "metadata": _metadata(pool, child.service_account),
             "automountServiceAccountToken": needs_api,
         },
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(pool, child["policies"]),
+            "metadata": _metadata(pool, child.policies),
             "data": {POLICIES_FILE: policies_document(job_types)},
         },
     ]
     delete: list[ChildKey] = []
     role_keys = [
-        ChildKey("rbac.authorization.k8s.io/v1", "Role", child["role"]),
-        ChildKey("rbac.authorization.k8s.io/v1", "RoleBinding", child["role"]),
+        ChildKey("rbac.authorization.k8s.io/v1", "Role", child.role),
+        ChildKey("rbac.authorization.k8s.io/v1", "RoleBinding", child.role),
     ]
     if needs_api:
         apply += [
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "Role",
-                "metadata": _metadata(pool, child["role"]),
+                "metadata": _metadata(pool, child.role),
                 "rules": rules,
             },
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "RoleBinding",
-                "metadata": _metadata(pool, child["role"]),
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": child["role"]},
+                "metadata": _metadata(pool, child.role),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": child.role},
                 "subjects": [
-                    {"kind": "ServiceAccount", "name": child["service_account"], "namespace": pool.namespace}
+                    {"kind": "ServiceAccount", "name": child.service_account, "namespace": pool.namespace}
                 ],
             },
         ]
@@ -633,20 +660,20 @@ def plan_children(
             )
         )
     else:
-        delete.append(ChildKey("apps/v1", "Deployment", child["canary"]))
-    budget_key = ChildKey("policy/v1", "PodDisruptionBudget", child["budget"])
+        delete.append(ChildKey("apps/v1", "Deployment", child.canary))
+    budget_key = ChildKey("policy/v1", "PodDisruptionBudget", child.budget)
     if spec.replicas > 1:
         apply.append(
             {
                 "apiVersion": "policy/v1",
                 "kind": "PodDisruptionBudget",
-                "metadata": _metadata(pool, child["budget"]),
+                "metadata": _metadata(pool, child.budget),
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {POOL_LABEL: pool.name}}},
             }
         )
     else:
         delete.append(budget_key)
-    autoscaler_key = ChildKey("autoscaling/v2", "HorizontalPodAutoscaler", child["autoscaler"])
+    autoscaler_key = ChildKey("autoscaling/v2", "HorizontalPodAutoscaler", child.autoscaler)
     engine = spec.autoscaling.engine if spec.autoscaling is not None else None
     if spec.autoscaling is not None and engine == AutoscalingEngine.BUILTIN:
         apply.append(autoscaler(pool, spec.autoscaling))

@@ -26,7 +26,7 @@ from workerfleet.planners.status import Event
 ACCEPTED = "Accepted"
 
 
-class Reason:
+class JobTypeReason:
     """Reasons of the JobType's Accepted condition and of the Events on its changes."""
 
     VALID = "Valid"
@@ -58,7 +58,7 @@ def plan_job_type_status(
         judged = ConditionUpdate(
             type=ACCEPTED,
             status=ConditionStatus.TRUE,
-            reason=Reason.VALID,
+            reason=JobTypeReason.VALID,
             message="the job type can be served as written",
             observed_generation=generation,
         )
@@ -66,7 +66,7 @@ def plan_job_type_status(
         judged = ConditionUpdate(
             type=ACCEPTED,
             status=ConditionStatus.FALSE,
-            reason=Reason.INVALID_INPUT_SCHEMA,
+            reason=JobTypeReason.INVALID_INPUT_SCHEMA,
             message=f"{problem}. The pools that serve it keep their workers as they are until it is fixed",
             observed_generation=generation,
         )

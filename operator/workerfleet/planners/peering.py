@@ -30,7 +30,7 @@ class Role(enum.StrEnum):
     STANDBY = "standby"
 
 
-class Reason(enum.StrEnum):
+class RoleReason(enum.StrEnum):
     HIGHEST_PRIORITY = "HighestPriority"
     NOT_REGISTERED = "NotRegistered"
     """Our own record is missing or expired: kopf has not (or no longer) announced this replica."""
@@ -56,9 +56,9 @@ class PeerRecord:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class RoleVerdict:
     role: Role
-    reason: Reason
+    reason: RoleReason
     blockers: tuple[str, ...] = ()
     """Identities of the live peers that keep this replica standby."""
     recheck_at: datetime | None = None
@@ -93,14 +93,14 @@ def parse_peers(status: Mapping[str, Any] | None, now: datetime) -> list[PeerRec
 
 def decide_role(
     status: Mapping[str, Any] | None, *, identity: str, priority: int, now: datetime, exists: bool = True
-) -> Verdict:
+) -> RoleVerdict:
     """Active or standby, for the replica `identity` with `priority`, given the peering object's status.
 
     `exists=False`: the peering object is missing. kopf then pauses nobody, so every replica would
     act; rather than run twice, stay standby until the object is there.
     """
     if not exists:
-        return Verdict(Role.STANDBY, Reason.NO_PEERING_OBJECT)
+        return RoleVerdict(Role.STANDBY, RoleReason.NO_PEERING_OBJECT)
     peers = parse_peers(status, now)
     own = next((peer for peer in peers if peer.identity == identity), None)
     live_others = [peer for peer in peers if peer.identity != identity and peer.alive(now)]
@@ -111,12 +111,12 @@ def decide_role(
     ]  # when one of them expires, we may take over
     recheck_at = min(deadlines, default=None)
     if outranking:
-        return Verdict(Role.STANDBY, Reason.OUTRANKED, tuple(outranking), recheck_at)
+        return RoleVerdict(Role.STANDBY, RoleReason.OUTRANKED, tuple(outranking), recheck_at)
     if same:
-        return Verdict(Role.STANDBY, Reason.PRIORITY_COLLISION, tuple(same), recheck_at)
+        return RoleVerdict(Role.STANDBY, RoleReason.PRIORITY_COLLISION, tuple(same), recheck_at)
     if own is None or not own.alive(now):
-        return Verdict(Role.STANDBY, Reason.NOT_REGISTERED)
-    return Verdict(Role.ACTIVE, Reason.HIGHEST_PRIORITY, (), own.deadline)
+        return RoleVerdict(Role.STANDBY, RoleReason.NOT_REGISTERED)
+    return RoleVerdict(Role.ACTIVE, RoleReason.HIGHEST_PRIORITY, (), own.deadline)
 
 
 def pods_to_unmark(own: str, marked: Mapping[str, Mapping[str, str]], label: str) -> list[str]:

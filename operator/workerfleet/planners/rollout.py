@@ -31,10 +31,6 @@ PERCENT = 100
 ROLLOUT_ACTION_ANNOTATION = "workerfleet.dev/rollout-action"
 """Set by `kubectl workerfleet`: `<action>/<revision>/<unique token>`; looked at once
 (status.rollout.handledAction), and acted on only while the rollout of that revision can take it."""
-ERROR_OUTCOMES = ("retried", "dead_lettered", "failed")
-"""Outcomes of `workerfleet_jobs_total` that count as a failed attempt."""
-UNCOUNTED_OUTCOMES = ("duplicate",)
-"""Outcomes that are no attempt at all (a redelivered job already done), so not a sample."""
 
 
 class Action(StrEnum):
@@ -122,6 +118,8 @@ class Measurement:
     canary: RevisionSample | None
     stable: RevisionSample | None
     error: str | None = None
+    canary_restarts: float | None = None
+    """Restarts of canary workers within the window; None when the workers export no start time."""
 
 
 @dataclass(frozen=True)
@@ -608,7 +606,7 @@ class _Machine:
                 return True
             return analysis.on_no_data == NoDataPolicy.FAIL and self.count_failure(judgement, analysis)
         self.update(consecutive_errors=0)
-        if self.judge_silence(measurement, analysis, judgement):
+        if self.judge_restarts(measurement, analysis) or self.judge_silence(measurement, analysis, judgement):
             return True
         failing = verdict == Verdict.FAILED or (
             verdict == Verdict.INCONCLUSIVE and analysis.on_no_data == NoDataPolicy.FAIL
@@ -630,6 +628,19 @@ class _Machine:
         self.roll_back(
             RolloutReason.ROLLED_BACK,
             f"{judgement.message} ({failures} failing analyses, failureLimit {analysis.failure_limit})",
+        )
+        return True
+
+    def judge_restarts(self, measurement: Measurement, analysis: Analysis) -> bool:
+        """Roll back a canary whose workers restarted restartLimit times within the window; True when
+        it rolled back."""
+        restarts = measurement.canary_restarts
+        if restarts is None or restarts < analysis.restart_limit:
+            return False
+        self.roll_back(
+            RolloutReason.CANARY_UNHEALTHY,
+            f"canary unhealthy: its workers restarted {round(restarts)} times within the analysis window"
+            f" (restartLimit {analysis.restart_limit}); they crash-loop or are killed (out of memory?)",
         )
         return True
 

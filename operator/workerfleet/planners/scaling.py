@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,12 +27,12 @@ from workerfleet.api.conditions import (
     find_condition,
     set_condition,
 )
-from workerfleet.api.workerpool import WorkerPoolConditionType
+from workerfleet.api.workerpool import Autoscaling, WorkerPoolConditionType
 from workerfleet.planners.status import Event
 
 
 @dataclass(frozen=True)
-class ScalingPolicy:
+class ScalingSettings:
     """The pool's autoscaling settings that matter for one decision."""
 
     min_replicas: int
@@ -115,7 +115,7 @@ def deadline_replicas(
     return math.ceil(depth / (throughput_per_replica * time_left))
 
 
-def _within_bounds(replicas: int, policy: ScalingPolicy) -> int:
+def _within_bounds(replicas: int, policy: ScalingSettings) -> int:
     """A held count the HPA keeps: it scales anything outside min..max back at every sync, so holding
     such a count would fight it. Zero stays zero (the HPA does nothing at zero)."""
     if replicas == 0:
@@ -124,7 +124,7 @@ def _within_bounds(replicas: int, policy: ScalingPolicy) -> int:
 
 
 def decide(
-    policy: ScalingPolicy, state: QueueState, now: datetime, pause: Pause | None = None
+    policy: ScalingSettings, state: QueueState, now: datetime, pause: Pause | None = None
 ) -> ScalingDecision:
     """What to serve the HPA and whether the operator must set replicas itself, for one poll."""
     if pause is not None:
@@ -135,7 +135,7 @@ def decide(
     return _decide_on_depth(policy, state, now)
 
 
-def _decide_on_depth(policy: ScalingPolicy, state: QueueState, now: datetime) -> ScalingDecision:
+def _decide_on_depth(policy: ScalingSettings, state: QueueState, now: datetime) -> ScalingDecision:
     if state.depth is None:
         fallback = policy.fallback_replicas
         threshold = policy.failure_threshold
@@ -317,3 +317,157 @@ def plan_polling_failure(
     if new_conditions == [c.to_dict() for c in previous]:
         return None
     return {"conditions": new_conditions}
+
+
+THROUGHPUT_SMOOTHING = 0.3
+"""Weight of the newest throughput estimate in its moving average."""
+
+
+@dataclass(frozen=True)
+class ScalingMemory:
+    """What one pool's decisions carry from one poll to the next."""
+
+    failures: int = 0
+    """Failed reads in a row."""
+    idle_since: datetime | None = None
+    last_depth: int | None = None
+    last_time: datetime | None = None
+    throughput_per_replica: float | None = None
+    """Jobs per second one replica completes, estimated from how fast the queue drains."""
+
+
+def observe_drain(memory: ScalingMemory, depth: int, replicas: int, now: datetime) -> ScalingMemory:
+    """Estimate jobs/s per replica from depth going down (arrivals make this an underestimate,
+    which errs towards more replicas for deadlines)."""
+    rate = memory.throughput_per_replica
+    if memory.last_depth is not None and memory.last_time is not None and replicas > 0:
+        seconds = (now - memory.last_time).total_seconds()
+        drained = memory.last_depth - depth
+        if seconds > 0 and drained > 0:
+            newest = drained / seconds / replicas
+            rate = (
+                newest if rate is None else THROUGHPUT_SMOOTHING * newest + (1 - THROUGHPUT_SMOOTHING) * rate
+            )
+    return replace(memory, last_depth=depth, last_time=now, throughput_per_replica=rate)
+
+
+def policy_of(scaling: Autoscaling, deadline_seconds: int | None) -> ScalingSettings:
+    fallback = scaling.fallback
+    return ScalingSettings(
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        target_depth_per_replica=scaling.target_depth_per_replica,
+        activation_depth=scaling.activation_depth,
+        cooldown_seconds=scaling.cooldown_seconds,
+        failure_threshold=fallback.failure_threshold if fallback else None,
+        fallback_replicas=fallback.replicas if fallback else None,
+        deadline_seconds=deadline_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class PollFacts:
+    """What one poll gathered: the pool as watched, the queue's answer (or why there is none)."""
+
+    scaling: Autoscaling
+    replicas: int
+    annotations: Mapping[str, str]
+    depth: int | None
+    """None when the queue was not read."""
+    oldest_age_seconds: float | None
+    error: str | None
+    """Why the read failed, or why there was nothing to read."""
+    refusal: tuple[str, str] | None
+    """(reason, message) when the queue may not be contacted at all."""
+    deadline_seconds: int | None
+    """The strictest deadline of the pool's JobTypes."""
+    now: datetime
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """Everything one poll does: what to serve the HPA, replicas to set, what status.queue says."""
+
+    served_value: int | None
+    """None: serve nothing, so the HPA holds its replicas."""
+    scale_to: int | None
+    """Replicas the operator sets itself, with `scale_event`; None leaves them to the HPA."""
+    scale_event: Event | None
+    queue_status: dict[str, Any]
+    conditions: QueueConditions
+    memory: ScalingMemory
+
+
+def plan_poll(facts: PollFacts, memory: ScalingMemory) -> PollPlan:
+    """Decide one poll of an autoscaled pool."""
+    read = facts.depth is not None
+    memory = replace(memory, failures=0 if read else memory.failures + 1)
+    if facts.depth is not None:
+        memory = observe_drain(memory, facts.depth, facts.replicas, facts.now)
+    try:
+        pause = pause_from_annotations(dict(facts.annotations))
+        pause_problem = None
+    except PauseAnnotationError as problem:
+        pause, pause_problem = Pause(), str(problem)  # hold still rather than guess
+    state = QueueState(
+        replicas=facts.replicas,
+        depth=facts.depth,
+        consecutive_failures=memory.failures,
+        oldest_age_seconds=facts.oldest_age_seconds,
+        throughput_per_replica=memory.throughput_per_replica,
+        idle_since=memory.idle_since,
+    )
+    decision = decide(policy_of(facts.scaling, facts.deadline_seconds), state, facts.now, pause)
+    memory = replace(memory, idle_since=decision.idle_since)
+    scale_to = decision.replicas if decision.replicas != facts.replicas else None
+    queue_status: dict[str, Any] = {"consecutiveFailures": memory.failures}
+    if facts.depth is not None:
+        queue_status["depth"] = facts.depth
+    judged = judge_queue(
+        decision,
+        facts.depth,
+        memory.failures,
+        facts.error,
+        decision.replicas or facts.replicas,
+        paused=pause is not None,
+        refusal=facts.refusal,
+    )
+    if pause_problem is not None:
+        judged = replace(
+            judged, scaling_active=(judged.scaling_active[0], ScalingReason.PAUSED, pause_problem)
+        )
+    return PollPlan(
+        served_value=decision.served_value,
+        scale_to=scale_to,
+        scale_event=None if scale_to is None else _scale_event(facts, scale_to, paused=pause is not None),
+        queue_status=queue_status,
+        conditions=judged,
+        memory=memory,
+    )
+
+
+def _scale_event(facts: PollFacts, replicas: int, *, paused: bool) -> Event:
+    before = facts.replicas
+    if paused:
+        return Event(
+            "Normal",
+            ScalingReason.PAUSED,
+            f"autoscaling paused by annotation: scaled {before} -> {replicas} and held there",
+        )
+    if replicas > before and facts.depth is None:
+        return Event(
+            "Normal",
+            ScalingReason.ACTIVATED,
+            f"queue unreadable ({facts.error}): scaled {before} -> {replicas}, the fallback replicas",
+        )
+    if replicas > before:
+        return Event(
+            "Normal",
+            ScalingReason.ACTIVATED,
+            f"queue depth {facts.depth} is above the activation depth: scaled {before} -> {replicas}",
+        )
+    return Event(
+        "Normal",
+        ScalingReason.DEACTIVATED,
+        f"queue idle for the cooldown: scaled from {before} to {replicas}",
+    )

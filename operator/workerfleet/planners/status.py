@@ -19,13 +19,14 @@ from workerfleet.api.conditions import (
     find_condition,
     set_condition,
 )
+from workerfleet.api.workerpool import RolloutPhase
 from workerfleet.api.workerpool import WorkerPoolConditionType as Type
 from workerfleet.planners.children import pool_selector
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 
-class Reason:
+class PoolReason:
     """Condition and Event reasons: part of the API, so constants, never ad-hoc strings."""
 
     JOB_TYPE_NOT_FOUND = "JobTypeNotFound"
@@ -98,26 +99,26 @@ def _blocked(observation: Observation) -> list[ConditionUpdate] | None:
     if observation.missing_job_types:
         missing = ", ".join(observation.missing_job_types)
         message = f"JobType {missing} not found in this namespace: create it, or remove it from spec.jobTypes"
-        reason = Reason.JOB_TYPE_NOT_FOUND
+        reason = PoolReason.JOB_TYPE_NOT_FOUND
     elif observation.invalid_job_types:
         problems = "; ".join(
             f"{name}: {error}" for name, error in sorted(observation.invalid_job_types.items())
         )
         message = f"JobType spec not usable: {problems}"
-        reason = Reason.JOB_TYPE_INVALID
+        reason = PoolReason.JOB_TYPE_INVALID
     elif observation.refused_permissions:
         refused = "; ".join(observation.refused_permissions)
         message = (
             f"not delegable to workers (rbac.delegableWorkerPermissions): {refused}."
             " Remove the rule from the JobType, or ask the cluster admin to make it delegable"
         )
-        reason = Reason.PERMISSION_NOT_DELEGABLE
+        reason = PoolReason.PERMISSION_NOT_DELEGABLE
     elif observation.name_conflict is not None:
         message = observation.name_conflict
-        reason = Reason.NAME_CONFLICT
+        reason = PoolReason.NAME_CONFLICT
     elif observation.apply_error is not None:
         message = observation.apply_error
-        reason = Reason.APPLY_FAILED
+        reason = PoolReason.APPLY_FAILED
     else:
         return None
     return [update(Type.READY, FALSE, reason, message), update(Type.DEGRADED, TRUE, reason, message)]
@@ -132,10 +133,10 @@ def _judge(observation: Observation) -> list[ConditionUpdate]:
     if deployment is None:
         pending = "waiting for the Deployment to be created"
         return [
-            update(Type.READY, FALSE, Reason.DEPLOYMENT_PENDING, pending),
-            update(Type.AVAILABLE, UNKNOWN, Reason.DEPLOYMENT_PENDING, pending),
-            update(Type.PROGRESSING, TRUE, Reason.DEPLOYMENT_PENDING, pending),
-            update(Type.DEGRADED, FALSE, Reason.AS_EXPECTED, ""),
+            update(Type.READY, FALSE, PoolReason.DEPLOYMENT_PENDING, pending),
+            update(Type.AVAILABLE, UNKNOWN, PoolReason.DEPLOYMENT_PENDING, pending),
+            update(Type.PROGRESSING, TRUE, PoolReason.DEPLOYMENT_PENDING, pending),
+            update(Type.DEGRADED, FALSE, PoolReason.AS_EXPECTED, ""),
         ]
     status = deployment.get("status", {})
     desired = observation.desired_replicas
@@ -148,33 +149,33 @@ def _judge(observation: Observation) -> list[ConditionUpdate]:
 
     available = _deployment_condition(deployment, "Available")
     if available is None:
-        available_update = update(Type.AVAILABLE, UNKNOWN, Reason.DEPLOYMENT_PENDING, progress)
+        available_update = update(Type.AVAILABLE, UNKNOWN, PoolReason.DEPLOYMENT_PENDING, progress)
     elif available.get("status") == "True":
-        available_update = update(Type.AVAILABLE, TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, progress)
+        available_update = update(Type.AVAILABLE, TRUE, PoolReason.MINIMUM_REPLICAS_AVAILABLE, progress)
     else:
-        available_update = update(Type.AVAILABLE, FALSE, Reason.MINIMUM_REPLICAS_UNAVAILABLE, progress)
+        available_update = update(Type.AVAILABLE, FALSE, PoolReason.MINIMUM_REPLICAS_UNAVAILABLE, progress)
 
     failure = _deployment_condition(deployment, "ReplicaFailure")
     progressing = _deployment_condition(deployment, "Progressing")
     if failure is not None and failure.get("status") == "True":
-        degraded = update(Type.DEGRADED, TRUE, Reason.REPLICA_FAILURE, str(failure.get("message", "")))
+        degraded = update(Type.DEGRADED, TRUE, PoolReason.REPLICA_FAILURE, str(failure.get("message", "")))
     elif progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
         degraded = update(
-            Type.DEGRADED, TRUE, Reason.PROGRESS_DEADLINE_EXCEEDED, str(progressing.get("message", ""))
+            Type.DEGRADED, TRUE, PoolReason.PROGRESS_DEADLINE_EXCEEDED, str(progressing.get("message", ""))
         )
     else:
-        degraded = update(Type.DEGRADED, FALSE, Reason.AS_EXPECTED, "")
+        degraded = update(Type.DEGRADED, FALSE, PoolReason.AS_EXPECTED, "")
 
     if degraded.status == TRUE:
         ready_update = update(Type.READY, FALSE, degraded.reason, degraded.message)
     elif rolling:
-        ready_update = update(Type.READY, FALSE, Reason.WAITING_FOR_WORKERS, progress)
+        ready_update = update(Type.READY, FALSE, PoolReason.WAITING_FOR_WORKERS, progress)
     else:
-        ready_update = update(Type.READY, TRUE, Reason.WORKERS_READY, progress)
+        ready_update = update(Type.READY, TRUE, PoolReason.WORKERS_READY, progress)
     progressing_update = (
-        update(Type.PROGRESSING, TRUE, Reason.ROLLING_OUT, progress)
+        update(Type.PROGRESSING, TRUE, PoolReason.ROLLING_OUT, progress)
         if rolling
-        else update(Type.PROGRESSING, FALSE, Reason.ROLLOUT_COMPLETE, progress)
+        else update(Type.PROGRESSING, FALSE, PoolReason.ROLLOUT_COMPLETE, progress)
     )
     return _with_rollout(observation, [ready_update, available_update, progressing_update, degraded])
 
@@ -188,10 +189,18 @@ def _with_rollout(observation: Observation, judged: list[ConditionUpdate]) -> li
     message = str(rollout.get("message", ""))
     result = []
     for condition in judged:
-        if condition.type == Type.PROGRESSING.value and phase in ("Progressing", "Paused", "Promoting"):
-            result.append(update(Type.PROGRESSING, TRUE, Reason.CANARY_RUNNING, message))
-        elif condition.type == Type.DEGRADED.value and phase == "Degraded" and condition.status != TRUE:
-            result.append(update(Type.DEGRADED, TRUE, Reason.ROLLOUT_FAILED, message))
+        if condition.type == Type.PROGRESSING.value and phase in (
+            RolloutPhase.PROGRESSING,
+            RolloutPhase.PAUSED,
+            RolloutPhase.PROMOTING,
+        ):
+            result.append(update(Type.PROGRESSING, TRUE, PoolReason.CANARY_RUNNING, message))
+        elif (
+            condition.type == Type.DEGRADED.value
+            and phase == RolloutPhase.DEGRADED
+            and condition.status != TRUE
+        ):
+            result.append(update(Type.DEGRADED, TRUE, PoolReason.ROLLOUT_FAILED, message))
         else:
             result.append(condition)
     return result
@@ -251,12 +260,12 @@ def _events(before: Sequence[Condition], after: Sequence[Condition]) -> list[Eve
         new = find_condition(after, kind.value)
         if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
             continue
-        if kind == Type.DEGRADED and new.status == TRUE and new.reason == Reason.ROLLOUT_FAILED:
+        if kind == Type.DEGRADED and new.status == TRUE and new.reason == PoolReason.ROLLOUT_FAILED:
             continue
         if kind == Type.DEGRADED and new.status == TRUE:
             events.append(Event("Warning", new.reason, new.message))
         elif kind == Type.DEGRADED and old is not None and old.status == TRUE:
-            events.append(Event("Normal", Reason.RECOVERED, "no longer degraded"))
+            events.append(Event("Normal", PoolReason.RECOVERED, "no longer degraded"))
         elif kind == Type.READY and new.status == TRUE:
-            events.append(Event("Normal", Reason.WORKERS_READY, new.message))
+            events.append(Event("Normal", PoolReason.WORKERS_READY, new.message))
     return events

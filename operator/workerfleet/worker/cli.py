@@ -11,6 +11,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.worker.settings import ConfigurationError
 
 if TYPE_CHECKING:
@@ -41,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
-    modules = [module for module in env.get("WORKERFLEET_HANDLERS", "").split(",") if module.strip()]
-    env["WORKERFLEET_HANDLERS"] = ",".join([*modules, *args.handlers])
+    modules = [module for module in env.get(WorkerEnv.HANDLERS, "").split(",") if module.strip()]
+    env[WorkerEnv.HANDLERS] = ",".join([*modules, *args.handlers])
     if args.concurrency is not None:
-        env["WORKERFLEET_CONCURRENCY"] = str(args.concurrency)
+        env[WorkerEnv.CONCURRENCY] = str(args.concurrency)
     if args.metrics_port is not None:
-        env["WORKERFLEET_METRICS_PORT"] = str(args.metrics_port)
+        env[WorkerEnv.METRICS_PORT] = str(args.metrics_port)
     return env
 
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # needs none of the worker's queue clients (about 13 MiB of its memory).
     from workerfleet.worker import health as probes  # noqa: PLC0415
     from workerfleet.worker import jsonlog  # noqa: PLC0415
-    from workerfleet.worker.backends import open_backend, pool_dead_letter_queue  # noqa: PLC0415
+    from workerfleet.worker.backend_factory import open_backend, pool_dead_letter_queue  # noqa: PLC0415
     from workerfleet.worker.handlers import default_registry  # noqa: PLC0415
     from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
     from workerfleet.worker.runtime import Runtime  # noqa: PLC0415

@@ -22,9 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-HEALTHZ_PATH = "/healthz"
-READYZ_PATH = "/readyz"
-METRICS_PATH = "/metrics"
+from workerfleet.api.worker_contract import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
 
 
 class Health:

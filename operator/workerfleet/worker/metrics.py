@@ -3,11 +3,18 @@ compare the canary's outcomes with the stable revision's on the same queue."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from workerfleet.worker.policy import Outcome
+from workerfleet.api.worker_contract import (
+    JOB_DURATION_METRIC,
+    JOBS_IN_FLIGHT_METRIC,
+    JOBS_METRIC,
+    WORKER_START_TIME_METRIC,
+    Outcome,
+)
 
 DURATION_BUCKETS = (
     0.005,
@@ -39,7 +46,7 @@ class WorkerMetrics:
         self._pool = pool
         self._revision = revision
         self.jobs = Counter(
-            "workerfleet_jobs_total",
+            JOBS_METRIC,
             "Deliveries of jobs by how they ended: succeeded, retried, dead_lettered, failed (dropped, no "
             "dead-letter queue), expired, duplicate, review.",
             ["pool", "revision", "job_type", "outcome"],
@@ -51,18 +58,27 @@ class WorkerMetrics:
             for outcome in Outcome:
                 self.jobs.labels(pool, revision, job_type, outcome.value)
         self.duration = Histogram(
-            "workerfleet_job_duration_seconds",
+            JOB_DURATION_METRIC,
             "Time one attempt's handler ran, by how the delivery ended.",
             ["pool", "revision", "job_type", "outcome"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "workerfleet_jobs_in_flight",
+            JOBS_IN_FLIGHT_METRIC,
             "Jobs this worker holds right now.",
             ["pool", "revision", "job_type"],
             registry=self.registry,
         )
+        # A restarted container keeps its pod's scrape target, so each restart changes this series:
+        # canary analysis counts the changes to see a canary that crash-loops or is OOM-killed.
+        self.started = Gauge(
+            WORKER_START_TIME_METRIC,
+            "When this worker process started, in seconds since the epoch.",
+            ["pool", "revision"],
+            registry=self.registry,
+        )
+        self.started.labels(pool, revision).set(time.time())
 
     def count(self, job_type: str, outcome: Outcome, handler_seconds: float | None) -> None:
         """One delivery ended; `handler_seconds` is set when its handler ran."""

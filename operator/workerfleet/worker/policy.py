@@ -11,32 +11,10 @@ from enum import StrEnum
 from typing import Any
 
 from workerfleet.api.jobtype import Backoff, FailureClass, JobTypeSpec
+from workerfleet.api.worker_contract import Outcome
 
 
-class Outcome(StrEnum):
-    """How one delivery of a job ended; the `outcome` label of workerfleet_jobs_total.
-
-    Every delivery the runtime takes ends in exactly one of these, except one given back unfinished
-    on shutdown. Error rate for canary analysis: (retried + dead_lettered + failed) / all but duplicate
-    and expired.
-    """
-
-    SUCCEEDED = "succeeded"
-    RETRIED = "retried"
-    """The attempt failed and the job was scheduled for another one."""
-    DEAD_LETTERED = "dead_lettered"
-    """The job failed for good and was moved to the JobType's dead-letter queue."""
-    FAILED = "failed"
-    """The job failed for good and was dropped, because no dead-letter queue applies."""
-    EXPIRED = "expired"
-    """The job outlived deadlineSeconds and was not run (again)."""
-    DUPLICATE = "duplicate"
-    """The job's idempotency key was already completed, so it was acknowledged without running."""
-    REVIEW = "review"
-    """The handler marked the result ambiguous and the job went to the review queue."""
-
-
-class Reason(StrEnum):
+class FailureReason(StrEnum):
     """Why a job left the queue other than by succeeding; written into the envelope's lastFailure."""
 
     ATTEMPT_FAILED = "AttemptFailed"
@@ -74,7 +52,7 @@ class RetryLater:
 
     delay_seconds: float
     outcome: Outcome = Outcome.RETRIED
-    reason: Reason = Reason.ATTEMPT_FAILED
+    reason: FailureReason = FailureReason.ATTEMPT_FAILED
 
 
 @dataclass(frozen=True)
@@ -83,14 +61,14 @@ class Remove:
     when `queue` is None."""
 
     outcome: Outcome
-    reason: Reason
+    reason: FailureReason
     queue: str | None
 
 
 Decision = Complete | RetryLater | Remove
 
 
-def give_up(reason: Reason, dead_letter_queue: str | None) -> Remove:
+def give_up(reason: FailureReason, dead_letter_queue: str | None) -> Remove:
     """The job failed for good: dead-letter it when there is a queue for that, else drop it."""
     if dead_letter_queue is None:
         return Remove(Outcome.FAILED, reason, None)
@@ -109,7 +87,7 @@ def admit(
     if already_completed:
         return Complete(Outcome.DUPLICATE)
     if deadline_seconds is not None and age_seconds > deadline_seconds:
-        return Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, dead_letter)
+        return Remove(Outcome.EXPIRED, FailureReason.DEADLINE_EXCEEDED, dead_letter)
     return None
 
 
@@ -117,14 +95,14 @@ def crashed_too_often(deliveries: int, spec: JobTypeSpec) -> Remove | None:
     """Before an attempt: a job handed out more than maxAttempts times without ever being settled took
     its worker down each time; running it again would only kill another one."""
     if deliveries > spec.retry.max_attempts:
-        return give_up(Reason.CRASHED, dead_letter_queue(spec))
+        return give_up(FailureReason.CRASHED, dead_letter_queue(spec))
     return None
 
 
 def reject_invalid(spec: JobTypeSpec) -> Remove:
     """The payload does not match the input schema: the same payload fails the same way every time, so it
     is dead-lettered at once whatever retryOn says."""
-    return give_up(Reason.VALIDATION_FAILED, dead_letter_queue(spec))
+    return give_up(FailureReason.VALIDATION_FAILED, dead_letter_queue(spec))
 
 
 def backoff_delay(failed_attempt: int, backoff: Backoff, jitter_sample: float) -> float:
@@ -147,23 +125,23 @@ def after_failure(
     retry = spec.retry
     dead_letter = dead_letter_queue(spec)
     if failure.failure_class is None:
-        return give_up(Reason.PERMANENT_ERROR, dead_letter)
+        return give_up(FailureReason.PERMANENT_ERROR, dead_letter)
     if failure.failure_class in retry.fail_fast_on or failure.failure_class not in retry.retry_on:
-        return give_up(Reason.NOT_RETRYABLE, dead_letter)
+        return give_up(FailureReason.NOT_RETRYABLE, dead_letter)
     if attempt >= retry.max_attempts:
-        return give_up(Reason.ATTEMPTS_EXHAUSTED, dead_letter)
+        return give_up(FailureReason.ATTEMPTS_EXHAUSTED, dead_letter)
     delay = backoff_delay(attempt, retry.backoff, jitter_sample)
     if spec.deadline_seconds is not None and age_seconds + delay > spec.deadline_seconds:
         # The next attempt would start past the deadline: expire now rather than hold the job for nothing.
-        return Remove(Outcome.EXPIRED, Reason.DEADLINE_EXCEEDED, dead_letter)
+        return Remove(Outcome.EXPIRED, FailureReason.DEADLINE_EXCEEDED, dead_letter)
     return RetryLater(delay)
 
 
 def after_review_request(spec: JobTypeSpec) -> Remove:
     """The handler marked its result ambiguous: the review queue, or dead-letter when there is none."""
     if spec.review is not None:
-        return Remove(Outcome.REVIEW, Reason.NEEDS_REVIEW, spec.review.queue)
-    return give_up(Reason.NEEDS_REVIEW, dead_letter_queue(spec))
+        return Remove(Outcome.REVIEW, FailureReason.NEEDS_REVIEW, spec.review.queue)
+    return give_up(FailureReason.NEEDS_REVIEW, dead_letter_queue(spec))
 
 
 def idempotency_key(payload: Any, key_field: str) -> str | None:

@@ -35,7 +35,9 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pamqp.common import FieldTable
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
+from workerfleet.tls import client_context, tls_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
     CompletedKey,
@@ -44,7 +46,6 @@ from workerfleet.worker.backend import (
     DestinationRefused,
 )
 from workerfleet.worker.redis_support import split_host_port
-from workerfleet.worker.settings import Credentials
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 DELIVERIES_HEADER = "x-workerfleet-deliveries"
@@ -86,7 +87,9 @@ def _unavailable_on_connection_errors() -> Iterator[None]:
     try:
         yield
     except (aiormq.exceptions.AMQPConnectionError, ConnectionError, OSError, TimeoutError) as error:
-        raise BackendUnavailable(f"rabbitmq: {type(error).__name__}: {error}") from error
+        raise BackendUnavailable(
+            f"rabbitmq: {tls_problem(error) or f'{type(error).__name__}: {error}'}"
+        ) from error
     except aiormq.exceptions.ChannelInvalidStateError as error:
         raise BackendUnavailable(f"rabbitmq: channel closed: {error}") from error
 
@@ -135,6 +138,12 @@ class RabbitMQBackend:
                 password=self._credentials.password or GUEST,
                 virtualhost=self._settings.vhost,
                 timeout=CONNECT_TIMEOUT_SECONDS,
+                ssl=self._settings.tls is not None,
+                ssl_context=(
+                    client_context(self._credentials.ca_pem, self._settings.tls.server_name)
+                    if self._settings.tls is not None
+                    else None
+                ),
             )
             self._generation += 1
             self._buffer = asyncio.Queue()

@@ -26,6 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
 from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
@@ -38,7 +39,6 @@ from workerfleet.worker.redis_support import (
     refused_on_response_errors,
     unavailable_on_connection_errors,
 )
-from workerfleet.worker.settings import Credentials
 
 # KEYS: heartbeat, processing list, queue, workers set, crash counts. ARGV: worker id, "force" to skip
 # the liveness check (a worker recovering its own list), "count" when the jobs' holder died (each moved
@@ -69,7 +69,7 @@ class RedisListBackend:
         self._queue = queue.list_key
         self._worker_id = worker_id
         self._heartbeat_ms = int(heartbeat_seconds * 1000)
-        self._redis: Redis = redis_client(queue.address, queue.database, credentials)
+        self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_LIST)
         self._recover = self._redis.register_script(RECOVER)
         self._started = False

@@ -31,6 +31,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
 from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
@@ -43,7 +44,6 @@ from workerfleet.worker.redis_support import (
     refused_on_response_errors,
     unavailable_on_connection_errors,
 )
-from workerfleet.worker.settings import Credentials
 
 JOB_FIELD = b"job"
 START_OF_PENDING = "-"
@@ -106,7 +106,7 @@ class RedisStreamBackend:
         self._reclaim_interval = reclaim_interval_seconds
         self._next_reclaim = 0.0
         self._reclaim_cursor = START_OF_PENDING
-        self._redis: Redis = redis_client(queue.address, queue.database, credentials)
+        self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from workerfleet.api.common import TLSConfig
 from workerfleet.api.common import split_host_port as api_split_host_port
+from workerfleet.api.credentials import Credentials
+from workerfleet.tls import RedisTLSConnection, client_context, tls_problem
 from workerfleet.worker.backend import BackendUnavailable, DestinationRefused
-from workerfleet.worker.settings import ConfigurationError, Credentials
+from workerfleet.worker.settings import ConfigurationError
 
 # Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
 SOCKET_TIMEOUT_SECONDS = 15.0
@@ -29,21 +33,31 @@ def split_host_port(address: str) -> tuple[str, int]:
         raise ConfigurationError(str(error)) from error
 
 
-def redis_client(address: str, database: int, credentials: Credentials) -> Redis:
+def redis_client(
+    address: str, database: int, credentials: Credentials, tls: TLSConfig | None = None
+) -> Redis:
     host, port = split_host_port(address)
-    return Redis(
-        host=host,
-        port=port,
-        db=database,
-        username=credentials.username,
-        password=credentials.password,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        health_check_interval=30,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "db": database,
+        "username": credentials.username,
+        "password": credentials.password,
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "health_check_interval": 30,
         # One immediate retry covers a connection the server closed while idle; longer outages surface
         # at once as BackendUnavailable, so the runtime's own backoff (and logs) take over.
-        retry=Retry(NoBackoff(), 1),
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if tls is None:
+        return Redis(**options)
+    pool = ConnectionPool(
+        connection_class=RedisTLSConnection,
+        tls_context=client_context(credentials.ca_pem, tls.server_name),
+        **options,
     )
+    return Redis.from_pool(pool)
 
 
 @contextmanager
@@ -52,7 +66,9 @@ def unavailable_on_connection_errors() -> Iterator[None]:
     try:
         yield
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
-        raise BackendUnavailable(f"redis: {type(error).__name__}: {error}") from error
+        raise BackendUnavailable(
+            f"redis: {tls_problem(error) or f'{type(error).__name__}: {error}'}"
+        ) from error
 
 
 @contextmanager

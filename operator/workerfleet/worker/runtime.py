@@ -24,6 +24,7 @@ from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
 from workerfleet.api.jobtype import FailureClass, JobTypeSpec
+from workerfleet.api.worker_contract import Outcome
 from workerfleet.planners.job_type import input_schema_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
@@ -50,8 +51,7 @@ from workerfleet.worker.policy import (
     Complete,
     Decision,
     Failure,
-    Outcome,
-    Reason,
+    FailureReason,
     Remove,
     RetryLater,
     admit,
@@ -318,7 +318,7 @@ class Runtime:
             await self._settle(
                 delivery,
                 quarantine(delivery.body, now=self._clock()),
-                give_up(Reason.MALFORMED_ENVELOPE, self._pool_dead_letter),
+                give_up(FailureReason.MALFORMED_ENVELOPE, self._pool_dead_letter),
                 job_type="",
                 failure=Failure(None, str(error)),
             )
@@ -350,7 +350,7 @@ class Runtime:
             await self._settle(
                 delivery,
                 envelope,
-                give_up(Reason.UNKNOWN_JOB_TYPE, dead_letter),
+                give_up(FailureReason.UNKNOWN_JOB_TYPE, dead_letter),
                 job_type="",
                 failure=Failure(None, f"job type {envelope.type!r}: {problem}"),
             )
@@ -580,7 +580,7 @@ class Runtime:
                 )
                 await self._backend.move(delivery, decision.queue, encode(removed))
 
-    def _record(self, reason: Reason, failure: Failure | None, envelope: Envelope) -> FailureRecord:
+    def _record(self, reason: FailureReason, failure: Failure | None, envelope: Envelope) -> FailureRecord:
         return FailureRecord(
             reason=reason.value,
             failure_class=failure.failure_class.value if failure and failure.failure_class else None,

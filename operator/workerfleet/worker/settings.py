@@ -1,6 +1,6 @@
 """The worker's configuration, read from what the operator puts into every worker container.
 
-Environment (set by the operator's Deployment; the last three only when configured):
+Environment (set by the operator's Deployment; the last four only when configured):
 
     WORKERFLEET_POOL          the WorkerPool's name (a label on every metric)
     WORKERFLEET_REVISION      the pod template revision, stable or canary (a label on every metric)
@@ -8,6 +8,8 @@ Environment (set by the operator's Deployment; the last three only when configur
     WORKERFLEET_POLICIES      path of the policy file (default /etc/workerfleet/policies.json)
     WORKERFLEET_QUEUE_USERNAME  from .spec.queue.<backend>.auth.usernameSecretRef
     WORKERFLEET_QUEUE_PASSWORD  from .spec.queue.<backend>.auth.passwordSecretRef
+    WORKERFLEET_QUEUE_CA        from .spec.queue.<backend>.tls.caSecretRef: the PEM bundle of CAs the
+                                queue server's certificate is verified against (with tls.serverName)
     WORKERFLEET_DRAIN_SECONDS   how long a SIGTERM'd worker may finish in-flight jobs (default: the
                                 longest timeoutSeconds of its job types); keep it below the pod's
                                 terminationGracePeriodSeconds
@@ -34,15 +36,17 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.worker_contract import POLICIES_PATH, WorkerEnv
 from workerfleet.api.workerpool import Queue
 
-DEFAULT_POLICIES_PATH = Path("/etc/workerfleet/policies.json")
+DEFAULT_POLICIES_PATH = Path(POLICIES_PATH)
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"  # noqa: S104  (Prometheus scrapes the pod's IP)
 DEFAULT_METRICS_PORT = 8000
 DEFAULT_HEARTBEAT_SECONDS = 15.0
@@ -52,14 +56,6 @@ MAX_CONCURRENCY = 1_000
 
 class ConfigurationError(ValueError):
     """The worker cannot start as configured; the message names the setting."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Queue credentials from the environment; repr never shows the password."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -112,42 +108,39 @@ def parse_queue(text: str) -> Queue:
 
 def settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
     """Settings from environment variables (a mapping, so tests need not touch os.environ)."""
-    missing = [name for name in ("WORKERFLEET_POOL", "WORKERFLEET_QUEUE") if not env.get(name)]
+    missing = [name for name in (WorkerEnv.POOL, WorkerEnv.QUEUE) if not env.get(name)]
     if missing:
         raise ConfigurationError(f"missing environment: {', '.join(missing)}")
-    queue = parse_queue(env["WORKERFLEET_QUEUE"])
+    queue = parse_queue(env[WorkerEnv.QUEUE])
     credentials = Credentials(
-        username=env.get("WORKERFLEET_QUEUE_USERNAME") or None,
-        password=env.get("WORKERFLEET_QUEUE_PASSWORD") or None,
+        username=env.get(WorkerEnv.QUEUE_USERNAME) or None,
+        password=env.get(WorkerEnv.QUEUE_PASSWORD) or None,
+        ca_pem=env.get(WorkerEnv.QUEUE_CA) or None,
     )
-    drain = env.get("WORKERFLEET_DRAIN_SECONDS", "").strip()
-    log_level = env.get("WORKERFLEET_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    drain = env.get(WorkerEnv.DRAIN_SECONDS, "").strip()
+    log_level = env.get(WorkerEnv.LOG_LEVEL, "INFO").strip().upper() or "INFO"
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigurationError(
             f"WORKERFLEET_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
         )
     return WorkerSettings(
-        pool=env["WORKERFLEET_POOL"],
-        revision=env.get("WORKERFLEET_REVISION", ""),
-        worker_id=env.get("WORKERFLEET_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+        pool=env[WorkerEnv.POOL],
+        revision=env.get(WorkerEnv.REVISION, ""),
+        worker_id=env.get(WorkerEnv.WORKER_ID) or f"{socket.gethostname()}-{os.getpid()}",
         queue=queue,
         credentials=credentials,
-        policies_path=Path(env.get("WORKERFLEET_POLICIES") or DEFAULT_POLICIES_PATH),
+        policies_path=Path(env.get(WorkerEnv.POLICIES) or DEFAULT_POLICIES_PATH),
         handler_modules=tuple(
-            module.strip() for module in env.get("WORKERFLEET_HANDLERS", "").split(",") if module.strip()
+            module.strip() for module in env.get(WorkerEnv.HANDLERS, "").split(",") if module.strip()
         ),
-        concurrency=_integer(env, "WORKERFLEET_CONCURRENCY", 1, low=1, high=MAX_CONCURRENCY),
-        drain_seconds=(
-            _number(env, "WORKERFLEET_DRAIN_SECONDS", 0.0, low=0.0, high=86_400.0) if drain else None
-        ),
+        concurrency=_integer(env, WorkerEnv.CONCURRENCY, 1, low=1, high=MAX_CONCURRENCY),
+        drain_seconds=(_number(env, WorkerEnv.DRAIN_SECONDS, 0.0, low=0.0, high=86_400.0) if drain else None),
         heartbeat_seconds=_number(
-            env, "WORKERFLEET_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS, low=0.5, high=3_600.0
+            env, WorkerEnv.HEARTBEAT_SECONDS, DEFAULT_HEARTBEAT_SECONDS, low=0.5, high=3_600.0
         ),
-        metrics_address=env.get("WORKERFLEET_METRICS_ADDRESS") or DEFAULT_METRICS_ADDRESS,
-        metrics_port=_integer(env, "WORKERFLEET_METRICS_PORT", DEFAULT_METRICS_PORT, low=0, high=65_535),
-        stall_seconds=_number(
-            env, "WORKERFLEET_STALL_SECONDS", DEFAULT_STALL_SECONDS, low=1.0, high=86_400.0
-        ),
+        metrics_address=env.get(WorkerEnv.METRICS_ADDRESS) or DEFAULT_METRICS_ADDRESS,
+        metrics_port=_integer(env, WorkerEnv.METRICS_PORT, DEFAULT_METRICS_PORT, low=0, high=65_535),
+        stall_seconds=_number(env, WorkerEnv.STALL_SECONDS, DEFAULT_STALL_SECONDS, low=1.0, high=86_400.0),
         log_level=log_level,
     )
 

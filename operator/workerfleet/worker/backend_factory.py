@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from workerfleet.api.common import TLSConfig
+from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RabbitMQAuth, RedisAuth
 from workerfleet.worker.backend import QueueBackend
@@ -11,7 +13,7 @@ from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
 from workerfleet.worker.runtime import CANCEL_GRACE_SECONDS
-from workerfleet.worker.settings import ConfigurationError, Credentials, WorkerSettings
+from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
 DEFAULT_TIMEOUT_SECONDS = 30
 CONSUMER_TIMEOUT_MARGIN_SECONDS = 60.0
@@ -19,8 +21,13 @@ CONSUMER_TIMEOUT_MARGIN_SECONDS = 60.0
 a message waiting in the prefetch buffer for a free slot."""
 
 
-def check_credentials(auth: RedisAuth | RabbitMQAuth | None, credentials: Credentials) -> None:
-    """Credentials the queue's auth references must have arrived in the environment."""
+def check_credentials(
+    auth: RedisAuth | RabbitMQAuth | None, credentials: Credentials, tls: TLSConfig | None = None
+) -> None:
+    """Credentials the queue's auth references, and the CA its TLS names, must have arrived in the
+    environment."""
+    if tls is not None and tls.ca_secret_ref is not None and credentials.ca_pem is None:
+        raise ConfigurationError("the queue's tls names a CA Secret, but WORKERFLEET_QUEUE_CA is empty")
     if auth is None:
         return
     if credentials.password is None:
@@ -47,11 +54,8 @@ def pool_dead_letter_queue(settings: WorkerSettings) -> str:
 
 def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
     queue = settings.queue
-    configured = queue.redis or queue.redis_stream or queue.rabbitmq
-    if configured is not None and configured.tls is not None:
-        raise ConfigurationError("queue.*.tls is not supported by this worker runtime yet")
     if queue.redis is not None:
-        check_credentials(queue.redis.auth, settings.credentials)
+        check_credentials(queue.redis.auth, settings.credentials, queue.redis.tls)
         return RedisListBackend(
             queue.redis,
             settings.credentials,
@@ -59,7 +63,7 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
             heartbeat_seconds=settings.heartbeat_seconds,
         )
     if queue.redis_stream is not None:
-        check_credentials(queue.redis_stream.auth, settings.credentials)
+        check_credentials(queue.redis_stream.auth, settings.credentials, queue.redis_stream.tls)
         # A live worker settles an entry within its type's timeout, plus the grace a cancelled handler
         # gets; past that and a heartbeat interval, its worker is gone.
         margin = CANCEL_GRACE_SECONDS + settings.heartbeat_seconds
@@ -77,7 +81,7 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
             },
         )
     if queue.rabbitmq is not None:
-        check_credentials(queue.rabbitmq.auth, settings.credentials)
+        check_credentials(queue.rabbitmq.auth, settings.credentials, queue.rabbitmq.tls)
         longest_attempt = max(
             (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
         )
