@@ -13,7 +13,7 @@ import signal
 from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.worker import health as probes
 from workerfleet.worker import jsonlog
-from workerfleet.worker.backend_factory import open_backend, pool_dead_letter_queue
+from workerfleet.worker.backend_factory import keys_per_process, open_backend, pool_dead_letter_queue
 from workerfleet.worker.handlers import default_registry
 from workerfleet.worker.metrics import WorkerMetrics
 from workerfleet.worker.runtime import Runtime
@@ -112,6 +112,13 @@ def run(args: argparse.Namespace) -> int:
     if unserved:
         log.warning(
             "no handler for some job types; their jobs are dead-lettered", extra={"job_types": unserved}
+        )
+    per_process = keys_per_process(settings, policies)
+    if per_process:
+        log.warning(
+            "queue.rabbitmq names no idempotencyStore: these job types' keys are checked per worker "
+            "process only, so a job redelivered to another worker runs again",
+            extra={"job_types": per_process},
         )
     try:
         probes.serve(settings.metrics_address, settings.metrics_port, metrics.registry, health)
