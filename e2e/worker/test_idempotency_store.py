@@ -73,3 +73,40 @@ def test_a_keyed_job_whose_ack_was_lost_does_not_run_again_on_another_worker(
         what="the queue to be empty",
         timeout=30,
     )
+
+
+def test_a_keyed_job_waits_while_the_store_is_down_and_runs_once_it_is_back(
+    rabbitmq_server: RabbitMQServer, workers: Workers, probe_log: Path, tmp_path: Path
+) -> None:
+    store = RedisServer(tmp_path / "store", durable=True)
+    store.start()
+    try:
+        name = f"jobs-{uuid.uuid4().hex[:8]}"
+        queue = RabbitMQQueue(rabbitmq_server.address, name, rabbitmq_server)
+        spec = {
+            "rabbitmq": {
+                "address": rabbitmq_server.address,
+                "queue": name,
+                "idempotencyStore": {"address": store.address},
+            }
+        }
+        worker = workers.start(ThroughAddress(name, spec))
+        store.kill()
+        produce(queue, [("keyed-2", {})])
+        # The worker cannot check the key: it does not run the job, and says why
+        eventually(
+            lambda: any("idempotency store" in entry.get("error", "") for entry in worker.logs()),
+            what="the worker to report the store unreachable",
+            timeout=30,
+        )
+        assert events(probe_log, "start") == []
+        assert worker.probe("/readyz")[0] == 503
+        store.start()
+        eventually(
+            lambda: events(probe_log, "finish"), what="the job to run once the store is back", timeout=90
+        )
+        assert [job for job, _ in events(probe_log, "start")] == ["keyed-2"]
+        with store.client() as client:
+            assert client.exists(f"{name}:done:probe:keyed-2")
+    finally:
+        store.stop()

@@ -130,6 +130,7 @@ class RabbitMQBackend:
         self._store_settings: IdempotencyStore | None = queue.idempotency_store
         self._store_credentials = store_credentials or Credentials()
         self._store: Redis | None = None
+        self._store_down = False
         self._store_prefix = (
             queue.idempotency_store.key_prefix or f"{queue.queue}:done:"
             if queue.idempotency_store is not None
@@ -145,6 +146,27 @@ class RabbitMQBackend:
                 self._store_settings.tls,
             )
         return self._store
+
+    async def _check_store(self) -> None:
+        store = self._live_store()
+        if store is None:
+            return
+        try:
+            with _store_unavailable():
+                await store.ping()
+        except BackendUnavailable as error:
+            raise BackendUnavailable(f"idempotency store: {error}") from error
+        self._store_down = False
+
+    @contextmanager
+    def _store_call(self) -> Iterator[None]:
+        """A call to the store; when it fails, receive() takes no more jobs until the store answers."""
+        try:
+            with _store_unavailable():
+                yield
+        except BackendUnavailable:
+            self._store_down = True
+            raise
 
     def _live_channel(self) -> AbstractChannel:
         if self._connection is None or self._connection.is_closed or self._channel is None:
@@ -180,8 +202,9 @@ class RabbitMQBackend:
             await self._ensure_queue(self._queue_name)
         store = self._live_store()
         if store is not None:
-            with _store_unavailable():
+            with self._store_call():
                 await store.ping()
+            self._store_down = False
 
     async def _start_consuming(self) -> None:
         """Subscribe on the first receive, so a producer that only enqueues never takes jobs."""
@@ -248,6 +271,9 @@ class RabbitMQBackend:
 
     async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
         self._live_channel()
+        if self._store_down:
+            # Keyed jobs cannot be checked: take no more jobs until the store answers again.
+            await self._check_store()
         if not self._receiving:
             return []
         if self._consumer is None:
@@ -309,7 +335,7 @@ class RabbitMQBackend:
         if completed_key is not None and store is not None:
             # Recorded before the ack, and even when the channel is already gone: the effect was applied,
             # and an ack the broker never sees leaves a redelivery, which must find the key.
-            with _store_unavailable():
+            with self._store_call():
                 await store.set(self._store_prefix + completed_key.key, b"1", ex=completed_key.ttl_seconds)
         message = self._message(delivery)
         with _unavailable_on_connection_errors():
@@ -359,7 +385,7 @@ class RabbitMQBackend:
         store = self._live_store()
         if store is None:
             return False
-        with _store_unavailable():
+        with self._store_call():
             return bool(await store.exists(self._store_prefix + key))
 
     async def maintain(self) -> None:
