@@ -55,7 +55,10 @@ def own_rabbitmq(tmp_path: Path) -> Iterator[RabbitMQServer]:
 @pytest.fixture(params=["redis-list", "redis-stream", "rabbitmq"])
 def target(request: pytest.FixtureRequest) -> Target:
     if request.param == "rabbitmq":
-        return rabbitmq_target(request.getfixturevalue("own_rabbitmq"))
+        # The pool records completed idempotency keys in a Redis of its own (idempotencyStore).
+        return rabbitmq_target(
+            request.getfixturevalue("own_rabbitmq"), request.getfixturevalue("durable_redis")
+        )
     return redis_target(request.param, request.getfixturevalue("durable_redis"))
 
 

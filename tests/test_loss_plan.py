@@ -188,9 +188,20 @@ def test_without_atomic_settling_a_dead_letter_written_twice_and_a_keyed_rerun_a
     assert [f.job for f in atomic.keyed_duplicates] == ["keyed"]
     assert len(atomic.problems()) == 2
     assert atomic.reported() == []
-    rabbit = verdict("rabbitmq", PLAN, rerun, twice, ["unsure"], 0, atomic_settle=False)
+    rabbit = verdict("rabbitmq", PLAN, rerun, twice, ["unsure"], 0, atomic_settle=False, shared_keys=False)
     assert rabbit.ok, rabbit.problems()
     assert rabbit.row()["written_twice"] == 1
     assert rabbit.row()["keyed_rerun_without_shared_keys"] == 1
     assert rabbit.ends["expired"] == 1
     assert len(rabbit.reported()) == 2
+
+
+def test_with_shared_keys_a_keyed_rerun_fails_even_where_settling_is_not_atomic() -> None:
+    rerun = [*clean_ledger(), Record(Event.START, 1.5, 10, "plain", 2), effect("keyed", 3.0, 12)]
+    twice = [*DEAD, ("late", "DeadlineExceeded")]
+    with_store = verdict("rabbitmq", PLAN, rerun, twice, ["unsure"], 0, atomic_settle=False, shared_keys=True)
+    assert not with_store.ok
+    assert [f.job for f in with_store.keyed_duplicates] == ["keyed"]
+    assert with_store.keyed_rerun == []
+    assert with_store.problems() == [f"keyed effect duplicated: {with_store.keyed_duplicates[0].describe()}"]
+    assert with_store.reported() == [f"same end written twice: {with_store.written_twice[0].describe()}"]

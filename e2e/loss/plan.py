@@ -312,11 +312,15 @@ class Verdict:
     lost: list[Finding] = field(default_factory=list)
     stranded: list[Finding] = field(default_factory=list)
     atomic_settle: bool = True
-    """Whether the backend settles a job in one atomic step, with its idempotency key stored where every
-    worker sees it (Redis: one Lua script). Not RabbitMQ: the publish to a dead-letter queue and the
-    ack are two steps, the broker does not confirm an ack, and completed keys live in each worker
-    process; a worker that dies or loses its connection after the first step leaves the job to be
-    delivered again, so a dead letter can be written twice and a keyed job run again elsewhere."""
+    """Whether the backend settles a job in one atomic step (Redis: one Lua script). Not RabbitMQ: the
+    publish to a dead-letter queue and the ack are two steps, and the broker does not confirm an ack; a
+    worker that dies or loses its connection after the first step leaves the job to be delivered again,
+    so a dead letter can be written twice (reported, not failed)."""
+    shared_keys: bool = True
+    """Whether completed idempotency keys are stored where every worker sees them, before the job is
+    acknowledged (Redis: with the ack; RabbitMQ: in the pool's idempotencyStore). Without (a RabbitMQ
+    pool without a store), keys live in each worker process, and a keyed job delivered again to another
+    worker runs again: reported, not failed."""
     conflicting: list[Finding] = field(default_factory=list)
     """Jobs that ended in more than one place."""
     written_twice: list[Finding] = field(default_factory=list)
@@ -325,7 +329,7 @@ class Verdict:
     keyed_duplicates: list[Finding] = field(default_factory=list)
     """Keyed jobs whose effect was applied again where the runtime should have prevented it."""
     keyed_rerun: list[Finding] = field(default_factory=list)
-    """Keyed jobs run again on a backend without atomic settling (reported, not failed)."""
+    """Keyed jobs run again where completed keys are not shared (reported, not failed)."""
     keyed_redone_after_kill: int = 0
     """Keyed jobs whose effect was applied again because the worker that applied it first was SIGKILLed
     before it could acknowledge (between the handler's return and the ack; no queue can tell)."""
@@ -361,11 +365,10 @@ class Verdict:
         return found
 
     def reported(self) -> list[str]:
-        """At-least-once findings, allowed but named: the same end written twice, a keyed job run again,
-        where the backend does not settle atomically."""
-        if self.atomic_settle:
-            return []
-        return [f"same end written twice: {finding.describe()}" for finding in self.written_twice] + [
+        """At-least-once findings, allowed but named: the same end written twice where the backend does
+        not settle atomically, a keyed job run again where completed keys are not shared."""
+        twice = [] if self.atomic_settle else self.written_twice
+        return [f"same end written twice: {finding.describe()}" for finding in twice] + [
             f"keyed job run again: {finding.describe()}" for finding in self.keyed_rerun
         ]
 
@@ -405,13 +408,15 @@ def verdict(  # noqa: PLR0917  (the inputs of one verdict, each named at the cal
     leftover_depth: int,
     *,
     atomic_settle: bool = True,
+    shared_keys: bool = True,
 ) -> Verdict:
     """Account for every job id: its end from the ledger (done = its effect applied) and the dead-letter
     and review queues (with the reason in lastFailure), then what went wrong.
 
     `dead_letters` are (job id, lastFailure reason) pairs, `review` the ids in the review queue,
     `leftover_depth` what the queue still holds (waiting, in flight, delayed) once the run ended: with
-    any left, jobs without an end are stranded; with none, they are lost. `atomic_settle`: see Verdict.
+    any left, jobs without an end are stranded; with none, they are lost. `atomic_settle`, `shared_keys`:
+    see Verdict.
     """
     ledger = _Ledger(list(records))
     ends: dict[str, list[tuple[End, str | None]]] = {}
@@ -430,6 +435,7 @@ def verdict(  # noqa: PLR0917  (the inputs of one verdict, each named at the cal
         kills=len({r.pid for r in ledger.records if r.event is Event.KILLED}),
         leftover_depth=leftover_depth,
         atomic_settle=atomic_settle,
+        shared_keys=shared_keys,
     )
     sent = {job.id for job in plan.jobs}
     for job_id in sorted(set(ends) - sent):
@@ -503,7 +509,7 @@ def _account_for(job: JobPlan, found: list[tuple[End, str | None]], ledger: _Led
     else:
         pids = [r.pid for r in applied]
         finding = Finding(job.id, job.kind, f"effect applied {len(applied)} times, by pids {pids}")
-        (result.keyed_duplicates if result.atomic_settle else result.keyed_rerun).append(finding)
+        (result.keyed_duplicates if result.shared_keys else result.keyed_rerun).append(finding)
 
 
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -72,6 +72,8 @@ class Target:
     """Jobs the queue still holds: waiting, in flight and waiting for a retry."""
     atomic_settle: bool = True
     """See plan.Verdict.atomic_settle."""
+    shared_keys: bool = True
+    """See plan.Verdict.shared_keys."""
 
 
 def redis_target(backend: str, server: RedisServer) -> Target:
@@ -99,14 +101,17 @@ def redis_target(backend: str, server: RedisServer) -> Target:
     return Target(backend, stream, restart, stream_leftover)
 
 
-def rabbitmq_target(server: RabbitMQServer) -> Target:
+def rabbitmq_target(server: RabbitMQServer, store: RedisServer | None = None) -> Target:
+    """`store`: the pool's idempotencyStore; without one, completed keys stay in each worker process."""
     name = f"loss-{uuid.uuid4().hex[:6]}"
 
     def leftover() -> int:
         return server.queue_messages(lambda queue: queue == name or queue.startswith(f"{name}.retry."))
 
-    queue = RabbitMQQueue(server.address, name, server)
-    return Target("rabbitmq", queue, server.restart, leftover, atomic_settle=False)
+    queue = RabbitMQQueue(server.address, name, server, store.address if store is not None else None)
+    return Target(
+        "rabbitmq", queue, server.restart, leftover, atomic_settle=False, shared_keys=store is not None
+    )
 
 
 def job_types(queue: str, *, backoff_max_seconds: float = 1.0) -> list[dict[str, Any]]:
@@ -252,6 +257,7 @@ class LossRun:
             review,
             self.target.leftover(),
             atomic_settle=self.target.atomic_settle,
+            shared_keys=self.target.shared_keys,
         )
 
     def declare(self) -> None:

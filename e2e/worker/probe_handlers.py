@@ -1,8 +1,10 @@
 """Handlers the integration tests run in real worker processes (`--handlers e2e.worker.probe_handlers`).
 
 Job types `probe` and `slow-probe` (one handler; tests give them different timeouts). The payload says
-what to do: {"id": "...", "sleep": seconds, "block": seconds,
+what to do: {"id": "...", "sleep": seconds, "block": seconds, "gate": path,
 "fail": "transient" | "permanent" | "review" | "crash"};
+"gate" holds the handler (at most GATE_SECONDS) until a file exists at that path, so a test can act
+between the start of a job and its end;
 "crash" kills the worker process with SIGKILL mid-job, as the OOM killer would; "block" holds the event
 loop (a blocking call in an async handler, a classic bug). Every start and finish
 is appended as a JSON line to $WORKERFLEET_PROBE_LOG, so a test can tell which process ran which
@@ -20,6 +22,8 @@ from typing import Any
 
 from workerfleet import worker
 
+GATE_SECONDS = 60.0
+
 
 def record(event: str, job: worker.Job) -> None:
     line = json.dumps({"event": event, "id": job.id, "attempt": job.attempt, "pid": os.getpid()}) + "\n"
@@ -34,6 +38,10 @@ async def probe(job: worker.Job) -> None:
     record("start", job)
     await asyncio.sleep(float(payload.get("sleep", 0)))
     time.sleep(float(payload.get("block", 0)))  # on purpose: a stuck event loop
+    if (gate := payload.get("gate")) is not None:
+        deadline = time.monotonic() + GATE_SECONDS
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
     match payload.get("fail"):
         case "transient":
             raise worker.TransientError("probe asked for a transient failure")

@@ -113,9 +113,12 @@ class RabbitMQQueue:
     address: str
     name: str
     server: RabbitMQServer
+    store: str | None = None
+    """Address of a Redis the pool records completed idempotency keys in (idempotencyStore)."""
 
     def spec(self) -> dict[str, Any]:
-        return {"rabbitmq": {"address": self.address, "queue": self.name}}
+        store = {"idempotencyStore": {"address": self.store}} if self.store is not None else {}
+        return {"rabbitmq": {"address": self.address, "queue": self.name, **store}}
 
     def producer(self) -> QueueBackend:
         queue = Queue.model_validate(self.spec()).rabbitmq

@@ -271,6 +271,31 @@ def test_queue_credentials_are_referenced_never_copied() -> None:
     assert "value" not in env["WORKERFLEET_QUEUE_PASSWORD"]
 
 
+def test_the_idempotency_store_credentials_and_ca_are_referenced_never_copied() -> None:
+    store = {
+        "address": "keys.redis:6380",
+        "auth": {
+            "usernameSecretRef": {"name": "keys", "key": "user"},
+            "passwordSecretRef": {"name": "keys", "key": "password"},
+        },
+        "tls": {"caSecretRef": {"name": "keys-ca", "key": "ca.crt"}, "serverName": "keys.internal"},
+    }
+    queue = {"rabbitmq": {"address": "rabbitmq:5672", "queue": "jobs", "idempotencyStore": store}}
+    plan = plan_children(POOL, pool_spec(queue=queue), {"resize-image": job_type()})
+    deployment = by_kind(plan.apply)["Deployment"]
+    env = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {name: env[name]["valueFrom"]["secretKeyRef"] for name in env if "STORE" in name} == {
+        "WORKERFLEET_STORE_USERNAME": {"name": "keys", "key": "user"},
+        "WORKERFLEET_STORE_PASSWORD": {"name": "keys", "key": "password"},
+        "WORKERFLEET_STORE_CA": {"name": "keys-ca", "key": "ca.crt"},
+    }
+    assert "WORKERFLEET_QUEUE_PASSWORD" not in env  # the broker's own auth is unset
+    assert json.loads(env["WORKERFLEET_QUEUE"]["value"])["rabbitmq"]["idempotencyStore"] == {
+        **store,
+        "database": 0,
+    }
+
+
 @pytest.mark.parametrize(
     ("tls", "ca_variable"),
     [

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from workerfleet.worker.backend_factory import open_backend
+from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.worker.backend_factory import keys_per_process, open_backend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
@@ -181,6 +182,34 @@ def test_the_backend_follows_the_queue_kind(queue: dict[str, Any], backend_type:
             {"WORKERFLEET_QUEUE_PASSWORD": "pw"},
             "WORKERFLEET_QUEUE_USERNAME",
         ),
+        (
+            {
+                "rabbitmq": {
+                    "address": "r:5672",
+                    "queue": "q",
+                    "idempotencyStore": {
+                        "address": "k:6379",
+                        "auth": {"passwordSecretRef": {"name": "s", "key": "p"}},
+                    },
+                }
+            },
+            {"WORKERFLEET_QUEUE_PASSWORD": "pw"},
+            "idempotency store has auth set, but WORKERFLEET_STORE_PASSWORD",
+        ),
+        (
+            {
+                "rabbitmq": {
+                    "address": "r:5672",
+                    "queue": "q",
+                    "idempotencyStore": {
+                        "address": "k:6379",
+                        "tls": {"caSecretRef": {"name": "c", "key": "k"}},
+                    },
+                }
+            },
+            {"WORKERFLEET_QUEUE_CA": "pem"},
+            "WORKERFLEET_STORE_CA",
+        ),
     ],
 )
 def test_unusable_queues_are_refused_at_start(
@@ -189,3 +218,25 @@ def test_unusable_queues_are_refused_at_start(
     settings = settings_from_env(env(WORKERFLEET_QUEUE=json.dumps(queue), **extra_env))
     with pytest.raises(ConfigurationError, match=complaint):
         open_backend(settings, {})
+
+
+@pytest.mark.parametrize(
+    ("rabbitmq", "warned"),
+    [
+        ({"address": "r:5672", "queue": "q"}, ["keyed"]),
+        ({"address": "r:5672", "queue": "q", "idempotencyStore": {"address": "k:6379"}}, []),
+    ],
+)
+def test_keyed_job_types_on_rabbitmq_without_a_store_are_named(
+    rabbitmq: dict[str, Any], warned: list[str]
+) -> None:
+    settings = settings_from_env(env(WORKERFLEET_QUEUE=json.dumps({"rabbitmq": rabbitmq})))
+    policies = {
+        "keyed": JobTypeSpec.model_validate(
+            {"lane": "fast", "timeoutSeconds": 10, "idempotency": {"keyField": "id"}}
+        ),
+        "plain": JobTypeSpec.model_validate({"lane": "fast", "timeoutSeconds": 10}),
+    }
+    assert keys_per_process(settings, policies) == warned
+    redis_settings = settings_from_env(env(WORKERFLEET_QUEUE=json.dumps(REDIS_QUEUE)))
+    assert keys_per_process(redis_settings, policies) == []

@@ -22,6 +22,10 @@ class WorkerEnv(StrEnum):
     QUEUE_PASSWORD = "WORKERFLEET_QUEUE_PASSWORD"  # noqa: S105  (the variable's name, not a password)
     QUEUE_CA = "WORKERFLEET_QUEUE_CA"
     """PEM of the CA the queue's certificate is checked against."""
+    STORE_USERNAME = "WORKERFLEET_STORE_USERNAME"
+    STORE_PASSWORD = "WORKERFLEET_STORE_PASSWORD"  # noqa: S105  (the variable's name, not a password)
+    STORE_CA = "WORKERFLEET_STORE_CA"
+    """Credentials and CA of the RabbitMQ pool's idempotency store (queue.rabbitmq.idempotencyStore)."""
     POLICIES = "WORKERFLEET_POLICIES"
     """Path of the policies file."""
     WORKER_ID = "WORKERFLEET_WORKER_ID"

@@ -91,6 +91,22 @@ class RabbitMQAuth(ApiModel):
     """Password."""
 
 
+class IdempotencyStore(ApiModel):
+    """A Redis server where the workers of a RabbitMQ pool record the idempotency keys of completed jobs,
+    so a keyed job delivered again to any worker is not run again."""
+
+    address: HostPort
+    """Redis server as host:port, e.g. redis.queues:6379."""
+    database: Annotated[int, Field(ge=0, le=255)] = 0
+    """Logical database number (SELECT)."""
+    key_prefix: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """Prefix of the keys written; absent uses `<queue>:done:`."""
+    auth: RedisAuth | None = None
+    """Credentials; absent connects without AUTH."""
+    tls: TLSConfig | None = None
+    """TLS settings; absent connects in plain text."""
+
+
 class RabbitMQ(ApiModel):
     """A RabbitMQ queue the workers consume over AMQP 0-9-1, acknowledging each job when done."""
 
@@ -104,6 +120,10 @@ class RabbitMQ(ApiModel):
     """Credentials; absent uses the broker's guest user, which RabbitMQ admits only from localhost."""
     tls: TLSConfig | None = None
     """TLS settings; absent connects in plain text."""
+    idempotency_store: IdempotencyStore | None = None
+    """Where completed idempotency keys are recorded, shared by all workers of the pool. Absent, each
+    worker process remembers the keys it completed itself: a keyed job redelivered to another worker
+    (its acknowledgement lost to a broker restart or a dead worker) runs again."""
 
 
 class PrometheusQueue(PrometheusServer):

@@ -481,7 +481,8 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
     Queue credentials stay in their Secret: the pod reads them through secretKeyRef, so no value
     is ever copied into the Deployment, the ConfigMap or the pool's status. The queue's TLS CA bundle
     (`tls.caSecretRef`) reaches the pod the same way, as WORKERFLEET_QUEUE_CA; `tls.serverName`
-    travels inside WORKERFLEET_QUEUE with the rest of the queue's settings.
+    travels inside WORKERFLEET_QUEUE with the rest of the queue's settings. A RabbitMQ pool's
+    idempotency store gets the same treatment, as WORKERFLEET_STORE_USERNAME, _PASSWORD and _CA.
     """
     environment: list[Manifest] = [
         {"name": WorkerEnv.POOL.value, "value": pool.name},
@@ -501,6 +502,12 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
         environment += _secret_env(WorkerEnv.QUEUE_PASSWORD.value, backend.auth.password_secret_ref)
     if backend is not None and backend.tls is not None:
         environment += _secret_env(WorkerEnv.QUEUE_CA.value, backend.tls.ca_secret_ref)
+    store = queue.rabbitmq.idempotency_store if queue.rabbitmq is not None else None
+    if store is not None and store.auth is not None:
+        environment += _secret_env(WorkerEnv.STORE_USERNAME.value, store.auth.username_secret_ref)
+        environment += _secret_env(WorkerEnv.STORE_PASSWORD.value, store.auth.password_secret_ref)
+    if store is not None and store.tls is not None:
+        environment += _secret_env(WorkerEnv.STORE_CA.value, store.tls.ca_secret_ref)
     return environment
 
 

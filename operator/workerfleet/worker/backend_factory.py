@@ -22,18 +22,23 @@ a message waiting in the prefetch buffer for a free slot."""
 
 
 def check_credentials(
-    auth: RedisAuth | RabbitMQAuth | None, credentials: Credentials, tls: TLSConfig | None = None
+    auth: RedisAuth | RabbitMQAuth | None,
+    credentials: Credentials,
+    tls: TLSConfig | None = None,
+    *,
+    what: str = "queue",
+    variable: str = "WORKERFLEET_QUEUE",
 ) -> None:
     """Credentials the queue's auth references, and the CA its TLS names, must have arrived in the
-    environment."""
+    environment (`what` and `variable`: the idempotency store's, WORKERFLEET_STORE_*)."""
     if tls is not None and tls.ca_secret_ref is not None and credentials.ca_pem is None:
-        raise ConfigurationError("the queue's tls names a CA Secret, but WORKERFLEET_QUEUE_CA is empty")
+        raise ConfigurationError(f"the {what}'s tls names a CA Secret, but {variable}_CA is empty")
     if auth is None:
         return
     if credentials.password is None:
-        raise ConfigurationError("the queue has auth set, but WORKERFLEET_QUEUE_PASSWORD is empty")
+        raise ConfigurationError(f"the {what} has auth set, but {variable}_PASSWORD is empty")
     if auth.username_secret_ref is not None and credentials.username is None:
-        raise ConfigurationError("the queue's auth names a user, but WORKERFLEET_QUEUE_USERNAME is empty")
+        raise ConfigurationError(f"the {what}'s auth names a user, but {variable}_USERNAME is empty")
 
 
 def pool_dead_letter_queue(settings: WorkerSettings) -> str:
@@ -50,6 +55,15 @@ def pool_dead_letter_queue(settings: WorkerSettings) -> str:
         else "workerfleet"
     )
     return f"{name}.dlq"
+
+
+def keys_per_process(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> list[str]:
+    """Keyed job types whose completed keys only this process will know: a RabbitMQ pool without an
+    idempotencyStore (the worker warns at start)."""
+    rabbitmq = settings.queue.rabbitmq
+    if rabbitmq is None or rabbitmq.idempotency_store is not None:
+        return []
+    return sorted(name for name, spec in policies.items() if spec.idempotency is not None)
 
 
 def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
@@ -82,6 +96,15 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
         )
     if queue.rabbitmq is not None:
         check_credentials(queue.rabbitmq.auth, settings.credentials, queue.rabbitmq.tls)
+        store = queue.rabbitmq.idempotency_store
+        if store is not None:
+            check_credentials(
+                store.auth,
+                settings.store_credentials,
+                store.tls,
+                what="idempotency store",
+                variable="WORKERFLEET_STORE",
+            )
         longest_attempt = max(
             (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
         )
@@ -91,6 +114,7 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
             prefetch=settings.concurrency,
             # A message stays unacknowledged for at most its attempt, the cancel grace and the settling.
             consumer_timeout_seconds=longest_attempt + CONSUMER_TIMEOUT_MARGIN_SECONDS,
+            store_credentials=settings.store_credentials,
         )
     raise ConfigurationError(
         "queue.prometheus only tells the operator the queue's depth; the workers of such a pool consume "

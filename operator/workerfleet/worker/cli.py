@@ -79,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
     # needs none of the worker's queue clients (about 13 MiB of its memory).
     from workerfleet.worker import health as probes  # noqa: PLC0415
     from workerfleet.worker import jsonlog  # noqa: PLC0415
-    from workerfleet.worker.backend_factory import open_backend, pool_dead_letter_queue  # noqa: PLC0415
+    from workerfleet.worker.backend_factory import (  # noqa: PLC0415
+        keys_per_process,
+        open_backend,
+        pool_dead_letter_queue,
+    )
     from workerfleet.worker.handlers import default_registry  # noqa: PLC0415
     from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
     from workerfleet.worker.runtime import Runtime  # noqa: PLC0415
@@ -119,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
     if unserved:
         log.warning(
             "no handler for some job types; their jobs are dead-lettered", extra={"job_types": unserved}
+        )
+    per_process = keys_per_process(settings, policies)
+    if per_process:
+        log.warning(
+            "queue.rabbitmq names no idempotencyStore: these job types' keys are checked per worker "
+            "process only, so a job redelivered to another worker runs again",
+            extra={"job_types": per_process},
         )
     try:
         probes.serve(settings.metrics_address, settings.metrics_port, metrics.registry, health)

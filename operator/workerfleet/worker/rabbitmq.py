@@ -16,9 +16,13 @@ deliveries so far) and acknowledges the original, without running it; the copy i
 on from there. Giving a job back on shutdown also publishes such a copy (with the count unchanged)
 instead of a nack, which would count as a redelivery. The copy goes to the end of the queue.
 
-Idempotency keys: RabbitMQ has no key-value store, and the WorkerPool API names no other store for a
-RabbitMQ pool, so completed keys are remembered by each worker process only (for the JobType's TTL).
-A redelivery to the same process is caught; one to another process is not.
+Idempotency keys: RabbitMQ has no key-value store. With `idempotencyStore` (a Redis server), a worker
+records a completed job's key there (SET with the JobType's TTL) BEFORE it acknowledges the job, and
+checks the store on every delivery of a keyed job: an acknowledgement lost to a broker restart or a
+dead worker leaves the job to be delivered again, and whichever worker gets it finds the key and
+acknowledges it without running it. Without a store, completed keys are remembered by each worker
+process only (for the JobType's TTL): a redelivery to the same process is caught; one to another
+process is not.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pamqp.common import FieldTable
+from redis.asyncio import Redis
 
 from workerfleet.api.credentials import Credentials
-from workerfleet.api.workerpool import RabbitMQ
+from workerfleet.api.workerpool import IdempotencyStore, RabbitMQ
 from workerfleet.tls import client_context, tls_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
@@ -45,7 +50,8 @@ from workerfleet.worker.backend import (
     DeliveryLost,
     DestinationRefused,
 )
-from workerfleet.worker.redis_support import split_host_port
+from workerfleet.worker.redis_support import redis_client, split_host_port
+from workerfleet.worker.redis_support import unavailable_on_connection_errors as _store_unavailable
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 DELIVERIES_HEADER = "x-workerfleet-deliveries"
@@ -101,9 +107,11 @@ class RabbitMQBackend:
         credentials: Credentials,
         prefetch: int,
         consumer_timeout_seconds: float | None = None,
+        store_credentials: Credentials | None = None,
     ) -> None:
         """`consumer_timeout_seconds`: asked of the broker as the consumer's x-consumer-timeout, so a long
-        job does not get the channel closed under it (the broker's default is 30 minutes)."""
+        job does not get the channel closed under it (the broker's default is 30 minutes).
+        `store_credentials`: for the queue's idempotencyStore, when it names one."""
         self._settings = queue
         self._queue_name = queue.queue
         self._credentials = credentials
@@ -119,6 +127,46 @@ class RabbitMQBackend:
             math.ceil(consumer_timeout_seconds * 1000) if consumer_timeout_seconds is not None else None
         )
         self._receiving = True
+        self._store_settings: IdempotencyStore | None = queue.idempotency_store
+        self._store_credentials = store_credentials or Credentials()
+        self._store: Redis | None = None
+        self._store_down = False
+        self._store_prefix = (
+            queue.idempotency_store.key_prefix or f"{queue.queue}:done:"
+            if queue.idempotency_store is not None
+            else ""
+        )
+
+    def _live_store(self) -> Redis | None:
+        if self._store_settings is not None and self._store is None:
+            self._store = redis_client(
+                self._store_settings.address,
+                self._store_settings.database,
+                self._store_credentials,
+                self._store_settings.tls,
+            )
+        return self._store
+
+    async def _check_store(self) -> None:
+        store = self._live_store()
+        if store is None:
+            return
+        try:
+            with _store_unavailable():
+                await store.ping()
+        except BackendUnavailable as error:
+            raise BackendUnavailable(f"idempotency store: {error}") from error
+        self._store_down = False
+
+    @contextmanager
+    def _store_call(self) -> Iterator[None]:
+        """A call to the store; when it fails, receive() takes no more jobs until the store answers."""
+        try:
+            with _store_unavailable():
+                yield
+        except BackendUnavailable:
+            self._store_down = True
+            raise
 
     def _live_channel(self) -> AbstractChannel:
         if self._connection is None or self._connection.is_closed or self._channel is None:
@@ -152,6 +200,11 @@ class RabbitMQBackend:
             self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._channel.set_qos(prefetch_count=self._prefetch)
             await self._ensure_queue(self._queue_name)
+        store = self._live_store()
+        if store is not None:
+            with self._store_call():
+                await store.ping()
+            self._store_down = False
 
     async def _start_consuming(self) -> None:
         """Subscribe on the first receive, so a producer that only enqueues never takes jobs."""
@@ -182,6 +235,9 @@ class RabbitMQBackend:
         return queue
 
     async def _disconnect(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await store.aclose()
         connection, self._connection, self._channel, self._consumer = self._connection, None, None, None
         if connection is not None and not connection.is_closed:
             # Closing the connection requeues whatever it still holds unacknowledged.
@@ -215,6 +271,9 @@ class RabbitMQBackend:
 
     async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
         self._live_channel()
+        if self._store_down:
+            # Keyed jobs cannot be checked: take no more jobs until the store answers again.
+            await self._check_store()
         if not self._receiving:
             return []
         if self._consumer is None:
@@ -272,6 +331,12 @@ class RabbitMQBackend:
             raise DestinationRefused(queue, f"rabbitmq: publish {reason}") from error
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
+        store = self._live_store()
+        if completed_key is not None and store is not None:
+            # Recorded before the ack, and even when the channel is already gone: the effect was applied,
+            # and an ack the broker never sees leaves a redelivery, which must find the key.
+            with self._store_call():
+                await store.set(self._store_prefix + completed_key.key, b"1", ex=completed_key.ttl_seconds)
         message = self._message(delivery)
         with _unavailable_on_connection_errors():
             await message.ack()
@@ -315,7 +380,13 @@ class RabbitMQBackend:
 
     async def is_completed(self, key: str) -> bool:
         expiry = self._completed.get(key)
-        return expiry is not None and expiry > time.monotonic()
+        if expiry is not None and expiry > time.monotonic():
+            return True
+        store = self._live_store()
+        if store is None:
+            return False
+        with self._store_call():
+            return bool(await store.exists(self._store_prefix + key))
 
     async def maintain(self) -> None:
         now = time.monotonic()

@@ -10,6 +10,7 @@ Environment (set by the operator's Deployment; the last four only when configure
     WORKERFLEET_QUEUE_PASSWORD  from .spec.queue.<backend>.auth.passwordSecretRef
     WORKERFLEET_QUEUE_CA        from .spec.queue.<backend>.tls.caSecretRef: the PEM bundle of CAs the
                                 queue server's certificate is verified against (with tls.serverName)
+    WORKERFLEET_STORE_USERNAME / _PASSWORD / _CA  the same, for .spec.queue.rabbitmq.idempotencyStore
     WORKERFLEET_DRAIN_SECONDS   how long a SIGTERM'd worker may finish in-flight jobs (default: the
                                 longest timeoutSeconds of its job types); keep it below the pod's
                                 terminationGracePeriodSeconds
@@ -36,7 +37,7 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -66,6 +67,8 @@ class WorkerSettings:
     queue: Queue
     credentials: Credentials
     policies_path: Path
+    store_credentials: Credentials = field(default_factory=Credentials)
+    """For a RabbitMQ pool's idempotencyStore."""
     handler_modules: tuple[str, ...] = ()
     concurrency: int = 1
     drain_seconds: float | None = None
@@ -129,6 +132,11 @@ def settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
         worker_id=env.get(WorkerEnv.WORKER_ID) or f"{socket.gethostname()}-{os.getpid()}",
         queue=queue,
         credentials=credentials,
+        store_credentials=Credentials(
+            username=env.get(WorkerEnv.STORE_USERNAME) or None,
+            password=env.get(WorkerEnv.STORE_PASSWORD) or None,
+            ca_pem=env.get(WorkerEnv.STORE_CA) or None,
+        ),
         policies_path=Path(env.get(WorkerEnv.POLICIES) or DEFAULT_POLICIES_PATH),
         handler_modules=tuple(
             module.strip() for module in env.get(WorkerEnv.HANDLERS, "").split(",") if module.strip()
