@@ -66,6 +66,27 @@ USER = {"name": "queue-secret", "key": "user"}
             ["password"],
         ),
         (
+            {
+                "redisStream": {
+                    "address": "redis:6379",
+                    "stream": "s",
+                    "consumerGroup": "g",
+                    "tls": {"caSecretRef": {"name": "queue-ca", "key": "ca.crt"}},
+                }
+            },
+            "redis-streams",
+            {
+                "address": "redis:6379",
+                "databaseIndex": "0",
+                "stream": "s",
+                "consumerGroup": "g",
+                "lagCount": "25",
+                "activationLagCount": "3",
+                "enableTLS": "true",
+            },
+            ["ca"],
+        ),
+        (
             {"redisStream": {"address": "redis:6379", "stream": "s", "consumerGroup": "g"}},
             "redis-streams",
             {

@@ -24,9 +24,11 @@ Secrets = list[tuple[str, SecretKeySelector]]
 
 def _redis_basics(redis: RedisList | RedisStream) -> tuple[dict[str, str], Secrets]:
     metadata = {"address": redis.address, "databaseIndex": str(redis.database)}
+    secrets: Secrets = []
     if redis.tls is not None:
         metadata["enableTLS"] = "true"
-    secrets: Secrets = []
+        if redis.tls.ca_secret_ref is not None:  # KEDA's redis scalers read `ca` from the authentication
+            secrets.append(("ca", redis.tls.ca_secret_ref))
     if redis.auth is not None:
         secrets.append(("password", redis.auth.password_secret_ref))
         if redis.auth.username_secret_ref is not None:
