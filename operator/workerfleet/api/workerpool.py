@@ -402,6 +402,9 @@ class Rollout(ApiModel):
     """Canary rollout in steps, with automatic rollback."""
 
 
+_KEDA_CEL = "has(self.autoscaling) && has(self.autoscaling.engine) && self.autoscaling.engine == 'keda'"
+
+
 class WorkerPoolSpec(ApiModel):
     """The pool as its owner wants it."""
 
@@ -424,6 +427,57 @@ class WorkerPoolSpec(ApiModel):
     """Rollout strategy; absent replaces workers with a plain rolling update."""
     worker: Worker = Field(default_factory=Worker)
     """The worker runtime in the pods: its port, probes, or none."""
+
+    validations: ClassVar[tuple[Rule[WorkerPoolSpec], ...]] = (
+        Rule(
+            cel=f"!({_KEDA_CEL}) || !("
+            + " || ".join(
+                f"(has(self.queue.{backend}) && has(self.queue.{backend}.tls)"
+                f" && has(self.queue.{backend}.tls.serverName))"
+                for backend in ("redis", "redisStream", "rabbitmq", "prometheus")
+            )
+            + ")",
+            message="tls.serverName is not supported with autoscaling.engine keda: KEDA checks the"
+            " certificate against the address's host. Use the builtin engine, or a certificate for that host",
+            holds=lambda spec: (
+                not _keda(spec) or all(tls is None or tls.server_name is None for tls in _tls(spec))
+            ),
+            field_path=".queue",
+        ),
+        Rule(
+            cel=f"!({_KEDA_CEL}) || !("
+            + " || ".join(
+                f"(has(self.queue.{backend}) && has(self.queue.{backend}.tls)"
+                f" && has(self.queue.{backend}.tls.caSecretRef))"
+                for backend in ("rabbitmq", "prometheus")
+            )
+            + ")",
+            message="tls.caSecretRef of a RabbitMQ or Prometheus queue is not supported with"
+            " autoscaling.engine keda: KEDA cannot be given that CA. Use the builtin engine, or a"
+            " certificate the system's authorities trust",
+            holds=lambda spec: (
+                not _keda(spec)
+                or all(
+                    backend is None or backend.tls is None or backend.tls.ca_secret_ref is None
+                    for backend in (spec.queue.rabbitmq, spec.queue.prometheus)
+                )
+            ),
+            field_path=".queue",
+        ),
+    )
+
+
+def _keda(spec: WorkerPoolSpec) -> bool:
+    return spec.autoscaling is not None and spec.autoscaling.engine == AutoscalingEngine.KEDA
+
+
+def _tls(spec: WorkerPoolSpec) -> list[TLSConfig | None]:
+    queue = spec.queue
+    return [
+        backend.tls
+        for backend in (queue.redis, queue.redis_stream, queue.rabbitmq, queue.prometheus)
+        if backend
+    ]
 
 
 class RolloutPhase(StrEnum):
