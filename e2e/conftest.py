@@ -9,11 +9,11 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from e2e import chart
-from e2e.cluster import Cluster
-from e2e.operator import OperatorProcess, install_crds, operator_as_chart_identity
-from e2e.prometheus import PrometheusServer
-from e2e.worker.servers import RabbitMQServer, RedisServer
+from devenv import chart
+from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess, install_crds, operator_as_chart_identity
+from devenv.prometheus import PrometheusServer
+from devenv.servers import RabbitMQServer, RedisServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
