@@ -6,9 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import aio_pika
@@ -237,17 +235,6 @@ def test_backlog_scales_the_pool_from_zero_to_target_and_back(
         interval=2,
     )
     assert "Deactivated" in _event_reasons(operator, namespace, "thumbs")
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server this test alone may stop and start."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_unreachable_queue_holds_fallback_replicas_and_recovers(

@@ -12,7 +12,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,17 +221,6 @@ def _status_follows(cluster: Cluster, namespace: str, name: str, replicas: int) 
 def _deployment_replicas(cluster: Cluster, namespace: str, name: str) -> int:
     result = cluster.kubectl("get", "deployment", name, "-n", namespace, "-o", "jsonpath={.spec.replicas}")
     return int(result.stdout)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server this test alone stops and starts (on the same port)."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_again(
