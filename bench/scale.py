@@ -74,7 +74,10 @@ class SizeResult:
     cold_seconds: float = 0.0
     live_seconds: float = 0.0
     peak_rss_mib: float = 0.0
+    ready_rss_mib: float = 0.0
+    """At the moment every pool is Ready (the catch-up is over)."""
     settled_rss_mib: float = 0.0
+    """After the quiet minute that follows."""
     catch_up_requests_per_second: dict[str, float] = field(default_factory=dict)
     quiet_requests_per_minute: dict[str, int] = field(default_factory=dict)
     quiet_writes: int = 0
@@ -392,6 +395,11 @@ def _quiet_minute(operator: OperatorProcess, audit: AuditLog, rss: RssSampler, r
     result.quiet_writes = sum(1 for event in quiet if _is_write(event))
     result.settled_rss_mib = round(rss.current_kib() / 1024, 1)
     result.peak_rss_mib = round(rss.peak_kib / 1024, 1)
+    print(
+        f"  quiet minute: {result.quiet_writes} writes; RSS peak {result.peak_rss_mib:.0f} MiB,"
+        f" settled {result.settled_rss_mib:.0f} MiB",
+        flush=True,
+    )
 
 
 def _pools_manifests(pools: int, prefix: str, redis: RedisServer) -> list[dict[str, Any]]:
@@ -427,12 +435,17 @@ def _measure(cluster: Cluster, pools: int, redis: RedisServer, log: Path) -> Siz
             result.cold_seconds = (time.monotonic() - started) + _wait_all(
                 cluster, "workerpools", f"{tag}-cold", pools, _pool_ready
             )
+            result.ready_rss_mib = round(rss.current_kib() / 1024, 1)
             catch_up = audit.requests(wall, wall + result.cold_seconds)
             result.catch_up_requests_per_second = {
                 verb: round(count / result.cold_seconds, 1)
                 for verb, count in sorted(_by_verb(catch_up).items())
             }
-            print(f"  cold start: all {pools} pools Ready in {result.cold_seconds:.1f}s", flush=True)
+            print(
+                f"  cold start: all {pools} pools Ready in {result.cold_seconds:.1f}s"
+                f" ({result.cold_ratio:.2f} x the floor), RSS {result.ready_rss_mib:.0f} MiB",
+                flush=True,
+            )
 
             # 3. A quiet minute.
             _quiet_minute(operator, audit, rss, result)
@@ -505,18 +518,19 @@ def single_pool_latency(cluster: Cluster, redis: RedisServer, log: Path) -> tupl
 
 def _table(results: list[SizeResult]) -> str:
     header = (
-        "| pools | floor (raw) | cold start | ratio | live | ratio | peak RSS | settled RSS "
+        "| pools | floor (raw) | cold start | ratio | live | ratio | peak RSS | RSS at Ready | settled RSS "
         "| catch-up req/s | quiet req/min | quiet writes | polls/s | quiet CPU | restart writes "
         "| restart catch-up |"
     )
-    lines = [header, "|" + "---|" * 15]
+    lines = [header, "|" + "---|" * 16]
     for r in results:
         catch_up = ", ".join(f"{verb} {rate:g}" for verb, rate in r.catch_up_requests_per_second.items())
         quiet = ", ".join(f"{verb} {count}" for verb, count in r.quiet_requests_per_minute.items()) or "0"
         lines.append(
             f"| {r.pools} | {r.floor_seconds:.1f} s | {r.cold_seconds:.1f} s | {r.cold_ratio:.2f} "
             f"| {r.live_seconds:.1f} s | {r.live_ratio:.2f} | {r.peak_rss_mib:.0f} MiB "
-            f"| {r.settled_rss_mib:.0f} MiB | {catch_up} | {quiet} | {r.quiet_writes} "
+            f"| {r.ready_rss_mib:.0f} MiB | {r.settled_rss_mib:.0f} MiB | {catch_up} | {quiet} "
+            f"| {r.quiet_writes} "
             f"| {r.quiet_polls_per_second:g} | {r.quiet_cpu_percent:g} % | {r.restart_writes} "
             f"| {r.restart_catch_up_seconds:.1f} s |"
         )

@@ -13,7 +13,7 @@ from devenv.cluster import Cluster
 from devenv.operator import OperatorProcess
 from devenv.waiting import eventually
 from workerfleet.backends.redis_common import MAX_CONNECTIONS_PER_SERVER
-from workerfleet.handlers.startup import MAX_CONCURRENT_RECONCILES
+from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES
 from workerfleet.kube.client import CONNECTION_POOL_SIZE
 
 POOLS = 3 * max(MAX_CONCURRENT_RECONCILES, CONNECTION_POOL_SIZE, MAX_CONNECTIONS_PER_SERVER) + 4

@@ -2,11 +2,8 @@ from __future__ import annotations
 
 import kopf
 
-from workerfleet.handlers.startup import (
-    MAX_CONCURRENT_RECONCILES,
-    WATCH_INACTIVITY_TIMEOUT_SECONDS,
-    apply_settings,
-)
+from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES
+from workerfleet.handlers.startup import WATCH_INACTIVITY_TIMEOUT_SECONDS, apply_settings
 
 
 def test_settings_for_production() -> None:

@@ -10,11 +10,6 @@ import logging
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 logger = logging.getLogger(__name__)
 
 VALIDITY = datetime.timedelta(days=365)
@@ -71,6 +66,12 @@ async def watch(certificate: ReloadingCertificate, interval: float = RELOAD_INTE
 
 def write_self_signed(directory: Path, dns_names: list[str], ip_addresses: list[str]) -> tuple[Path, Path]:
     """Write cert and key files; the APIService must then skip TLS verification or carry this cert."""
+    # Imported here: `cryptography` is 9 MiB of the operator's memory, needed only without a certificate.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0] if dns_names else "workerfleet")])
     now = datetime.datetime.now(datetime.UTC)

@@ -13,17 +13,17 @@ other credentials), which the WorkerPool API does not name. So:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import aio_pika
-from aio_pika.abc import AbstractRobustConnection
-from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from workerfleet.api.common import split_host_port
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
 from workerfleet.tls import client_context, tls_problem
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractRobustConnection
 
 TIMEOUT_SECONDS = 5.0
 
@@ -42,6 +42,10 @@ class RabbitMQDepth:
         return f"{scheme}://{user}:{password}@{host}:{port}/{quote(self._queue.vhost, safe='')}"
 
     async def read(self) -> QueueSample:
+        # Imported on the first read: the AMQP client is 8 MiB of memory, for pools on RabbitMQ only.
+        import aio_pika  # noqa: PLC0415
+        from aiormq.exceptions import AMQPError, ChannelNotFoundEntity  # noqa: PLC0415
+
         try:
             if self._connection is None or self._connection.is_closed:
                 context = (

@@ -12,10 +12,6 @@ import asyncio
 import json
 import sys
 
-from workerfleet import producer
-from workerfleet.worker.backend import BackendUnavailable
-from workerfleet.worker.envelope import encode
-
 EXIT_INVALID = 2
 EXIT_UNREACHABLE = 1
 
@@ -44,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `workerfleet run` (the operator) parses the same command line and needs none of
+    # the queue clients.
+    from workerfleet import producer  # noqa: PLC0415
+    from workerfleet.worker.backend import BackendUnavailable  # noqa: PLC0415
+    from workerfleet.worker.envelope import encode  # noqa: PLC0415
+
     try:
         try:
             data = json.loads(args.data)

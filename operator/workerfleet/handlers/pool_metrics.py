@@ -145,7 +145,8 @@ def start_metrics_endpoint(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "workerpools", when=served)
-def pool_status_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def pool_status_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """On the event loop, not in kopf's threads: an event waiting for a thread keeps its body alive."""
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     if not ACTIVITY.is_active():
         return

@@ -112,7 +112,10 @@ class PoolTasks:
 
 def route_pool_event(tasks: PoolTasks, event_type: str | None, body: Mapping[str, Any]) -> None:
     """A pool's watch event: a deleted (or deleting) pool's task stops, any other change updates it."""
-    raw: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    # A plain copy (kopf's body is a view of what the next event replaces), without managedFields: the
+    # server-side apply bookkeeping is most of a pool's size, and a poller keeps its pool's body.
+    metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+    raw: dict[str, Any] = json.loads(json.dumps({**body, "metadata": metadata}))
     if event_type == "DELETED" or raw["metadata"].get("deletionTimestamp"):
         tasks.stop(pool_key(raw))
     else:

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES
 from workerfleet.kube.rest import load_credentials
 
 FIELD_MANAGER = "workerfleet"
@@ -16,13 +17,6 @@ WATCH_SERVER_TIMEOUT_SECONDS = 300
 WATCH_CLIENT_TIMEOUT_SECONDS = 330
 # Bookmarks arrive every 60 s; a stream silent for longer than this is dead, so reconnect.
 WATCH_INACTIVITY_TIMEOUT_SECONDS = 90
-MAX_CONCURRENT_RECONCILES = 16
-"""Threads that run blocking reconciles: caps the API calls in flight from one operator replica.
-
-This is a limit on threads, not kopf's `queueing.worker_limit`: kopf's per-object workers are cheap
-tasks and stay unlimited, so none can hold a slot that another object's start-up waits for (with a
-worker limit and a kopf index, every worker waits for all objects to be indexed, and more objects
-than the limit never start)."""
 REQUEST_TIMEOUT_SECONDS = 30
 API_ERROR_BACKOFFS_SECONDS = (0.5, 1.0, *([2.0] * 29))
 """kopf's retries of a failed API request (its watch streams' included), ~60 s in all as kopf's own
@@ -39,7 +33,7 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.networking.connect_timeout = 10
     settings.networking.error_backoffs = API_ERROR_BACKOFFS_SECONDS
     settings.queueing.worker_limit = None
-    settings.execution.max_workers = MAX_CONCURRENT_RECONCILES
+    settings.execution.max_workers = MAX_CONCURRENT_RECONCILES  # kopf's own, for the blocking handlers left
     # kopf's bookkeeping goes into annotations: a structural CRD schema would prune it from status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

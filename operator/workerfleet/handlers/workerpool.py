@@ -24,6 +24,7 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.job_type_index import JobTypeIndex
+from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES, ReconcileQueue
 from workerfleet.handlers.resync import SCHEDULE, run_schedule
 from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.kube.client import Kube, NameConflictError, kube
@@ -261,9 +262,11 @@ async def stop_resyncs(**_: Any) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    await RECONCILES.stop()
 
 
 POOLS_BY_JOB_TYPE = JobTypeIndex()
+RECONCILES = ReconcileQueue(MAX_CONCURRENT_RECONCILES)
 
 
 def _remember(body: kopf.Body, type: str | None) -> None:
@@ -275,31 +278,33 @@ def _remember(body: kopf.Body, type: str | None) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "workerpools", when=served)
-def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def pool_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Remember the pool and queue its reconcile; returns at once, so kopf lets go of the body."""
     metadata = body.metadata
+    namespace, name = metadata.namespace or "", metadata.name or ""
     _remember(body, type)
     if type == "DELETED":
-        namespace, name = metadata.namespace or "", metadata.name or ""
         POOLS_BY_JOB_TYPE.forget(namespace, name)
         SCHEDULE.forget((namespace, name))
+        RECONCILES.forget((namespace, name))
         # Its children go with it through their ownerReferences: nothing of them is worth remembering.
         child_names = {name, *names(name).all(), f"{name}-queue"}  # -queue: KEDA's TriggerAuthentication
         kube().watched.forget_named(namespace, child_names)
         kube().applied.forget_named(namespace, child_names)
         return
-    POOLS_BY_JOB_TYPE.update(metadata.namespace or "", metadata.name or "", body.spec.get("jobTypes", []))
-    SCHEDULE.track((metadata.namespace or "", metadata.name or ""))
+    POOLS_BY_JOB_TYPE.update(namespace, name, body.spec.get("jobTypes", []))
+    SCHEDULE.track((namespace, name))
     if metadata.get("deletionTimestamp"):
         return
-    reconcile(json.loads(json.dumps(dict(body))))
+    RECONCILES.request((namespace, name), reconcile_by_name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={POOL_LABEL: kopf.PRESENT}, when=served)
-def deployment_changed(
+async def deployment_changed(
     body: kopf.Body, type: str | None, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> None:
     _remember(body, type)
-    reconcile_by_name(namespace or "", labels[POOL_LABEL])
+    RECONCILES.request((namespace or "", labels[POOL_LABEL]), reconcile_by_name)
 
 
 def judge_job_type(body: Mapping[str, Any]) -> None:
@@ -323,9 +328,11 @@ def judge_job_type(body: Mapping[str, Any]) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "jobtypes", when=served)
-def job_type_changed(body: kopf.Body, type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+async def job_type_changed(
+    body: kopf.Body, type: str | None, namespace: str | None, name: str, **_: Any
+) -> None:
     _remember(body, type)
     if type != "DELETED":
-        judge_job_type(json.loads(json.dumps(dict(body))))
+        await asyncio.to_thread(judge_job_type, json.loads(json.dumps(dict(body))))
     for pool in POOLS_BY_JOB_TYPE.pools_serving(namespace or "", name):
-        reconcile_by_name(namespace or "", pool)
+        RECONCILES.request((namespace or "", pool), reconcile_by_name)

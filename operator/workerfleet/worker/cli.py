@@ -9,20 +9,13 @@ import importlib
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from workerfleet.api.worker_contract import WorkerEnv
-from workerfleet.worker import health as probes
-from workerfleet.worker import jsonlog
-from workerfleet.worker.backend_factory import open_backend, pool_dead_letter_queue
-from workerfleet.worker.handlers import default_registry
-from workerfleet.worker.metrics import WorkerMetrics
-from workerfleet.worker.runtime import Runtime
-from workerfleet.worker.settings import (
-    ConfigurationError,
-    effective_drain_seconds,
-    load_policies,
-    settings_from_env,
-)
+from workerfleet.worker.settings import ConfigurationError
+
+if TYPE_CHECKING:
+    from workerfleet.worker.runtime import Runtime
 
 log = logging.getLogger("workerfleet.worker")
 
@@ -82,6 +75,20 @@ async def _serve(runtime: Runtime) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Consume until SIGTERM or SIGINT, drain, exit 0; exit 2 when the configuration is unusable."""
+    # Imported here, not at the top: `workerfleet run` (the operator) parses the same command line and
+    # needs none of the worker's queue clients (about 13 MiB of its memory).
+    from workerfleet.worker import health as probes  # noqa: PLC0415
+    from workerfleet.worker import jsonlog  # noqa: PLC0415
+    from workerfleet.worker.backend_factory import open_backend, pool_dead_letter_queue  # noqa: PLC0415
+    from workerfleet.worker.handlers import default_registry  # noqa: PLC0415
+    from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
+    from workerfleet.worker.runtime import Runtime  # noqa: PLC0415
+    from workerfleet.worker.settings import (  # noqa: PLC0415
+        effective_drain_seconds,
+        load_policies,
+        settings_from_env,
+    )
+
     jsonlog.configure("INFO")  # until the settings (and their log level) are known
     try:
         settings = settings_from_env(_environment(args))
