@@ -19,16 +19,16 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED) ## create .venv with workerfleet and its dev tools
 
 binaries: $(INSTALLED) ## build (or reuse) the pinned control-plane binaries
-	$(BIN)/python -m e2e.toolchain
+	$(BIN)/python -m devenv.toolchain
 
 cluster-up: $(INSTALLED) ## start the local control plane (idempotent)
-	$(BIN)/python -m e2e.cluster up
+	$(BIN)/python -m devenv.cluster up
 
 cluster-down: $(INSTALLED) ## stop the local control plane and remove its state
-	$(BIN)/python -m e2e.cluster down
+	$(BIN)/python -m devenv.cluster down
 
 cluster-status: $(INSTALLED) ## show each component's pid, health and log
-	$(BIN)/python -m e2e.cluster status
+	$(BIN)/python -m devenv.cluster status
 
 crds: $(INSTALLED) ## regenerate crds/ and the chart's copy from the API models (commit the result)
 	$(BIN)/python -m workerfleet.api.crdgen --output-dir crds
@@ -56,7 +56,7 @@ test: lint unit chart e2e ## lint + unit + chart + e2e
 
 DEMO_LINGER ?= 300
 demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
-	$(BIN)/python -m e2e.demo --linger $(DEMO_LINGER)
+	$(BIN)/python -m devenv.demo --linger $(DEMO_LINGER)
 
 BENCH_SCALE_SIZES ?= 100,300,1000
 bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction; rollback latency; operator at scale; loss checker (5,000 jobs per backend)

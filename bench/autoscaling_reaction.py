@@ -25,9 +25,9 @@ from typing import Any
 import redis
 import yaml
 
-from e2e.cluster import HPA_SYNC_PERIOD, Cluster
-from e2e.operator import install_crds, register_metrics_api, running_operator, unregister_metrics_api
-from e2e.worker.servers import RedisServer
+from devenv.cluster import HPA_SYNC_PERIOD, Cluster
+from devenv.operator import install_crds, register_metrics_api, running_operator, unregister_metrics_api
+from devenv.servers import RedisServer
 
 BACKLOG = 400
 TARGET_PER_REPLICA = 50

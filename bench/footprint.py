@@ -21,7 +21,7 @@ import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
-from e2e.toolchain import cache_root
+from devenv.toolchain import cache_root
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "operator")

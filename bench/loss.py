@@ -24,12 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from e2e import chart
-from e2e.cluster import Cluster
-from e2e.loss.plan import PROFILES, schedule, table
-from e2e.loss.run import BACKENDS, LossRun, Target, rabbitmq_target, redis_target
-from e2e.operator import install_crds, operator_as_chart_identity
-from e2e.worker.servers import RabbitMQServer, RedisServer
+from devenv import chart
+from devenv.cluster import Cluster
+from devenv.loss.plan import PROFILES, schedule, table
+from devenv.loss.run import BACKENDS, LossRun, Target, rabbitmq_target, redis_target
+from devenv.operator import install_crds, operator_as_chart_identity
+from devenv.servers import RabbitMQServer, RedisServer
 
 RESULTS = Path(__file__).parent / "results" / "loss.json"
 SEED_ENV = "WORKERFLEET_LOSS_SEED"

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEST = "e2e/test_canary.py::test_a_bad_canary_is_rolled_back_within_one_analysis_interval"

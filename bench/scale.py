@@ -40,10 +40,10 @@ from typing import Any
 import yaml
 
 from bench.plots import scale_chart
-from e2e.cluster import PODS_PER_FAKE_NODE, REPOSITORY, Cluster
-from e2e.operator import OperatorProcess, install_crds
-from e2e.pki import BENCH_OPERATOR_USER
-from e2e.worker.servers import RedisServer
+from devenv.cluster import PODS_PER_FAKE_NODE, REPOSITORY, Cluster
+from devenv.operator import OperatorProcess, install_crds
+from devenv.pki import BENCH_OPERATOR_USER
+from devenv.servers import RedisServer
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.planners.children import PoolRef, plan_children

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from e2e.worker.servers import RedisServer
+from devenv.servers import RedisServer
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import RedisList

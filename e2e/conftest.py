@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import pytest
 
-from e2e import chart
-from e2e.cluster import Cluster
-from e2e.operator import OperatorProcess, install_crds, operator_as_chart_identity
-from e2e.prometheus import PrometheusServer
-from e2e.worker.servers import RabbitMQServer, RedisServer
+from devenv import chart
+from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess, install_crds, operator_as_chart_identity
+from devenv.prometheus import PrometheusServer
+from devenv.servers import RabbitMQServer, RedisServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -125,3 +126,14 @@ def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit
 def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """A real Prometheus on a loopback port scraping the targets tests give it, for the whole session."""
     yield from _running(PrometheusServer(tmp_path_factory.mktemp("prometheus")))
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server this test alone may stop and start (on the same port)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

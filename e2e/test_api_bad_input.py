@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
 
 CORPUS = Path(__file__).resolve().parent / "bad_input" / "corpus.yaml"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
 from workerfleet.api.base import ApiModel
 from workerfleet.api.crdgen import JOB_TYPE, WORKER_POOL
 from workerfleet.api.jobtype import FailureClass, JobType
@@ -32,10 +32,6 @@ def _load(path: Path) -> dict[str, Any]:
     return document
 
 
-def _get(cluster: Cluster, namespace: str, *args: str) -> Any:
-    return json.loads(cluster.kubectl("get", *args, "-n", namespace, "-o", "json").stdout)
-
-
 def _apply_examples(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", str(REPOSITORY / "examples"))
 
@@ -45,21 +41,21 @@ def test_every_example_is_stored_as_written(cluster: Cluster, namespace: str) ->
 
     for path in EXAMPLES:
         written = _load(path)
-        stored = _get(cluster, namespace, f"{written['kind'].lower()}/{written['metadata']['name']}")
+        stored = cluster.get(f"{written['kind'].lower()}/{written['metadata']['name']}", namespace=namespace)
         model = MODELS[written["kind"]]
         # What the API server stored, defaults included, is what the manifest means to the models.
         assert (
             model.model_validate(stored).model_dump()["spec"]
             == model.model_validate(written).model_dump()["spec"]
         )
-    report = _get(cluster, namespace, "jobtype/render-report")
+    report = cluster.get("jobtype/render-report", namespace=namespace)
     assert report["spec"]["retry"]["retryOn"] == [
         FailureClass.TRANSIENT,
         FailureClass.TIMEOUT,
         FailureClass.UNKNOWN,
     ]
     assert report["spec"]["retry"]["backoff"]["jitter"] == 0.1
-    reports_pool = _get(cluster, namespace, "workerpool/reports")
+    reports_pool = cluster.get("workerpool/reports", namespace=namespace)
     assert reports_pool["spec"]["autoscaling"]["engine"] == "builtin"
     assert reports_pool["spec"]["paused"] is False
 
@@ -136,7 +132,7 @@ def test_scale_subresource_lets_an_hpa_target_a_pool(cluster: Cluster, namespace
 
     cluster.kubectl("scale", "workerpool/thumbs", "-n", namespace, "--replicas=7")
 
-    assert _get(cluster, namespace, "workerpool/thumbs")["spec"]["replicas"] == 7
+    assert cluster.get("workerpool/thumbs", namespace=namespace)["spec"]["replicas"] == 7
     scale = json.loads(
         cluster.kubectl(
             "get", "--raw", f"/apis/workerfleet.dev/v1alpha1/namespaces/{namespace}/workerpools/thumbs/scale"

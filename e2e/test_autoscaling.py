@@ -6,19 +6,16 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import aio_pika
 import pytest
 import redis
-import yaml
 
-from e2e.cluster import Cluster
-from e2e.waiting import eventually
-from e2e.worker.servers import RabbitMQServer, RedisServer
+from devenv.cluster import Cluster
+from devenv.servers import RabbitMQServer, RedisServer
+from devenv.waiting import eventually
 
 BACKLOG = 400
 TARGET_PER_REPLICA = 50
@@ -116,11 +113,6 @@ def backlog(request: pytest.FixtureRequest) -> Backlog:
     return RedisListBacklog(server) if request.param == "redis-list" else RedisStreamBacklog(server)
 
 
-def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None:
-    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
-
-
 def _job_type() -> dict[str, Any]:
     return {
         "apiVersion": "workerfleet.dev/v1alpha1",
@@ -208,7 +200,7 @@ def test_backlog_scales_the_pool_from_zero_to_target_and_back(
 ) -> None:
     # Given an autoscaled pool at zero replicas over an empty queue
     backlog.create()
-    _apply(operator, namespace, _job_type(), _pool("thumbs", backlog.queue_spec))
+    operator.apply(_job_type(), _pool("thumbs", backlog.queue_spec), namespace=namespace)
     eventually(
         lambda: _condition(operator, namespace, "thumbs", "QueueReachable") == ("True", "DepthRead"),
         what="the queue to be read",
@@ -245,25 +237,14 @@ def test_backlog_scales_the_pool_from_zero_to_target_and_back(
     assert "Deactivated" in _event_reasons(operator, namespace, "thumbs")
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server this test alone may stop and start."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_unreachable_queue_holds_fallback_replicas_and_recovers(
     operator: Cluster, namespace: str, own_redis: RedisServer
 ) -> None:
     # Given a pool at one replica with a fallback of 3 after 2 failed reads
     queue = {"redis": {"address": own_redis.address, "list": "jobs"}}
     fallback = {"failureThreshold": 2, "replicas": 3}
-    _apply(
-        operator, namespace, _job_type(), _pool("thumbs", queue, replicas=1, minReplicas=1, fallback=fallback)
+    operator.apply(
+        _job_type(), _pool("thumbs", queue, replicas=1, minReplicas=1, fallback=fallback), namespace=namespace
     )
     eventually(
         lambda: _condition(operator, namespace, "thumbs", "QueueReachable") == ("True", "DepthRead"),
@@ -322,7 +303,9 @@ def test_pause_annotations_hold_or_set_the_replicas(
     operator: Cluster, namespace: str, redis_server: RedisServer
 ) -> None:
     backlog = RedisListBacklog(redis_server)
-    _apply(operator, namespace, _job_type(), _pool("thumbs", backlog.queue_spec, replicas=2, minReplicas=1))
+    operator.apply(
+        _job_type(), _pool("thumbs", backlog.queue_spec, replicas=2, minReplicas=1), namespace=namespace
+    )
     eventually(
         lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
         what="scaling on depth",
@@ -382,7 +365,9 @@ def test_a_paused_count_above_max_replicas_is_held_at_max_without_a_fight(
 ) -> None:
     # Given an autoscaled pool with maxReplicas 10
     backlog = RedisListBacklog(redis_server)
-    _apply(operator, namespace, _job_type(), _pool("thumbs", backlog.queue_spec, replicas=2, minReplicas=1))
+    operator.apply(
+        _job_type(), _pool("thumbs", backlog.queue_spec, replicas=2, minReplicas=1), namespace=namespace
+    )
     eventually(
         lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
         what="scaling on depth",

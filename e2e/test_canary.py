@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from e2e.cluster import Cluster, _binary
-from e2e.operator import OperatorProcess
-from e2e.producer import SteadyProducer
-from e2e.prometheus import PrometheusServer
-from e2e.waiting import eventually
-from e2e.worker.servers import RedisServer, free_port
+from devenv.cluster import Cluster, _binary
+from devenv.operator import OperatorProcess
+from devenv.producer import SteadyProducer
+from devenv.prometheus import PrometheusServer
+from devenv.servers import RedisServer, free_port
+from devenv.waiting import eventually
 
 WORKERFLEET = Path(sys.executable).parent / "workerfleet"
 JOB_TYPE = "demo"
@@ -43,16 +42,6 @@ def _job_type_spec() -> dict[str, Any]:
         "timeoutSeconds": 5,
         "retry": {"maxAttempts": 2, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.2, "multiplier": 2}},
     }
-
-
-def _get(cluster: Cluster, namespace: str, *args: str) -> Any:
-    result = cluster.kubectl("get", *args, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None:
-    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
 
 
 @dataclass
@@ -93,7 +82,7 @@ class Rig:
             "metadata": {"name": JOB_TYPE},
             "spec": _job_type_spec(),
         }
-        _apply(self.cluster, self.namespace, job_type, self.pool("worker:1", canary))
+        self.cluster.apply(job_type, self.pool("worker:1", canary), namespace=self.namespace)
         status = eventually(
             lambda: (self.status().get("rollout") or {}).get("phase") == "Healthy" and self.status(),
             what="the pool to be Healthy",
@@ -103,7 +92,7 @@ class Rig:
 
     def change_template(self, canary: dict[str, Any], **pod_spec: Any) -> str:
         """Image v2: a new revision; returns the canary revision the operator computed."""
-        _apply(self.cluster, self.namespace, self.pool("worker:2", canary, **pod_spec))
+        self.cluster.apply(self.pool("worker:2", canary, **pod_spec), namespace=self.namespace)
         status = eventually(
             lambda: self.status().get("canaryRevision") and self.status(),
             what="a canary revision",
@@ -112,19 +101,19 @@ class Rig:
         return str(status["canaryRevision"])
 
     def status(self) -> dict[str, Any]:
-        body = _get(self.cluster, self.namespace, f"workerpool/{self.name}") or {}
+        body = self.cluster.get(f"workerpool/{self.name}", namespace=self.namespace) or {}
         return dict(body.get("status") or {})
 
     def rollout(self) -> dict[str, Any]:
         return dict(self.status().get("rollout") or {})
 
     def deployment_replicas(self, name: str) -> int | None:
-        body = _get(self.cluster, self.namespace, f"deployment/{name}")
+        body = self.cluster.get(f"deployment/{name}", namespace=self.namespace)
         return None if body is None else int(body["spec"]["replicas"])
 
     def events(self) -> list[dict[str, Any]]:
-        listing = _get(
-            self.cluster, self.namespace, "events", f"--field-selector=involvedObject.name={self.name}"
+        listing = self.cluster.get(
+            "events", f"--field-selector=involvedObject.name={self.name}", namespace=self.namespace
         )
         items = (listing or {}).get("items") or []
         # eventTime has microseconds; firstTimestamp only seconds, too coarse for the order
@@ -265,7 +254,7 @@ def test_a_good_canary_walks_every_step_and_becomes_stable(rig: Rig) -> None:
     )
     eventually(lambda: rig.deployment_replicas("thumbs-canary") is None, what="the canary Deployment gone")
     assert rig.deployment_replicas("thumbs") == TOTAL_REPLICAS
-    stable_deployment = _get(rig.cluster, rig.namespace, "deployment/thumbs")
+    stable_deployment = rig.cluster.get("deployment/thumbs", namespace=rig.namespace)
     assert stable_deployment["spec"]["template"]["metadata"]["labels"]["workerfleet.dev/revision"] == revision
 
     # And the Events tell the story in order
@@ -506,7 +495,7 @@ def test_an_operator_killed_mid_step_continues_where_it_was(
     assert rig.deployment_replicas("thumbs-canary") == 5
     eventually(lambda: rig.deployment_replicas("thumbs") == 5, what="stable at 5 once the canary is ready")
     # And nothing was started twice: one canary Deployment, one RolloutStarted
-    listing = _get(rig.cluster, rig.namespace, "deployments", "-l", "workerfleet.dev/pool=thumbs")
+    listing = rig.cluster.get("deployments", "-l", "workerfleet.dev/pool=thumbs", namespace=rig.namespace)
     assert sorted(item["metadata"]["name"] for item in listing["items"]) == ["thumbs", "thumbs-canary"]
     assert rig.reasons().count("RolloutStarted") == 1
     step_completed = next(e for e in rig.events() if e["reason"] == "StepCompleted")
@@ -597,7 +586,7 @@ class DeploymentWatch:
 
 
 def _ready(rig: Rig, name: str) -> int:
-    body = _get(rig.cluster, rig.namespace, f"deployment/{name}") or {}
+    body = rig.cluster.get(f"deployment/{name}", namespace=rig.namespace) or {}
     return int((body.get("status") or {}).get("readyReplicas") or 0)
 
 

@@ -16,14 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e import chart
-from e2e.cluster import Cluster
-from e2e.waiting import eventually
-
-
-def _get(cluster: Cluster, *args: str) -> Any:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
+from devenv import chart
+from devenv.cluster import Cluster
+from devenv.waiting import eventually
 
 
 @pytest.fixture
@@ -36,7 +31,7 @@ def release(crds: Cluster) -> Iterator[tuple[str, str]]:
 
 
 def _operator_args(cluster: Cluster, namespace: str, deployment: str) -> list[str]:
-    body = _get(cluster, "deployment", deployment, "-n", namespace)
+    body = cluster.get("deployment", deployment, namespace=namespace)
     args: list[str] = body["spec"]["template"]["spec"]["containers"][0]["args"]
     return args
 
@@ -56,12 +51,12 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
 
     # Then the operator's pod passes admission, becomes Available, and NOTES say what to do next
     assert "kubectl get workerpools -w" in installed.stdout
-    deployment = _get(crds, "deployment", name, "-n", release_namespace)
+    deployment = crds.get("deployment", name, namespace=release_namespace)
     assert deployment["status"]["availableReplicas"] == 2  # peering replicas: one acts, one stands by
     assert f"--namespace={namespace}" in _operator_args(crds, release_namespace, name)
-    assert _get(crds, "kopfpeering", name, "-n", namespace) is not None
-    assert _get(crds, "rolebinding", name, "-n", namespace)["roleRef"]["name"] == f"{name}-namespaced"
-    assert _get(crds, "clusterrolebinding", f"{name}-namespaced") is None
+    assert crds.get("kopfpeering", name, namespace=namespace) is not None
+    assert crds.get("rolebinding", name, namespace=namespace)["roleRef"]["name"] == f"{name}-namespaced"
+    assert crds.get("clusterrolebinding", f"{name}-namespaced") is None
 
     # When it is upgraded to watch the whole cluster with debug logs
     chart.install(
@@ -72,13 +67,13 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
     )
 
     # Then the per-namespace binding becomes a cluster-wide one and the new pod runs with the new flags
-    assert _get(crds, "rolebinding", name, "-n", namespace) is None
-    assert _get(crds, "clusterrolebinding", f"{name}-namespaced") is not None
+    assert crds.get("rolebinding", name, namespace=namespace) is None
+    assert crds.get("clusterrolebinding", f"{name}-namespaced") is not None
     args = _operator_args(crds, release_namespace, name)
     assert "--verbose" in args
     assert not [arg for arg in args if arg.startswith("--namespace")]
-    assert _get(crds, "clusterkopfpeering", name) is not None
-    assert _get(crds, "kopfpeering", name, "-n", namespace) is None
+    assert crds.get("clusterkopfpeering", name) is not None
+    assert crds.get("kopfpeering", name, namespace=namespace) is None
     history = chart.helm(crds, "history", name, "-n", release_namespace, "-o", "json").stdout
     assert [entry["revision"] for entry in json.loads(history)] == [1, 2]
 
@@ -93,9 +88,9 @@ def test_install_upgrade_uninstall(crds: Cluster, namespace: str, release: tuple
         ("clusterrolebinding", f"{name}-namespaced"),
         ("clusterkopfpeering", name),
     ]:
-        assert _get(crds, kind, object_name) is None, (kind, object_name)
-    assert _get(crds, "deployment", name, "-n", release_namespace) is None
-    assert _get(crds, "crd", "workerpools.workerfleet.dev") is not None
+        assert crds.get(kind, object_name) is None, (kind, object_name)
+    assert crds.get("deployment", name, namespace=release_namespace) is None
+    assert crds.get("crd", "workerpools.workerfleet.dev") is not None
 
 
 def test_bad_values_are_refused_at_install(crds: Cluster, release: tuple[str, str]) -> None:
@@ -103,7 +98,7 @@ def test_bad_values_are_refused_at_install(crds: Cluster, release: tuple[str, st
     with pytest.raises(subprocess.CalledProcessError) as refused:
         chart.install(crds, {"peering": {"lifetimeSeconds": 1}}, release=name, namespace=release_namespace)
     assert "lifetimeSeconds" in refused.value.stderr
-    assert _get(crds, "deployment", name, "-n", release_namespace) is None
+    assert crds.get("deployment", name, namespace=release_namespace) is None
 
 
 def _operator_can(cluster: Cluster, *request: str) -> bool:
@@ -192,7 +187,7 @@ def test_a_job_type_asking_for_more_than_the_chart_delegates_is_refused_before_a
 
     # Then the operator refuses the rule before writing a Role, and the pool says which rule
     def ready_condition() -> dict[str, Any] | None:
-        body = _get(operator, "workerpool", "leaky", "-n", ns) or {}
+        body = operator.get("workerpool", "leaky", namespace=ns) or {}
         conditions = (body.get("status") or {}).get("conditions") or []
         return next(
             (c for c in conditions if c["type"] == "Ready" and c["reason"] == "PermissionNotDelegable"), None
@@ -201,7 +196,7 @@ def test_a_job_type_asking_for_more_than_the_chart_delegates_is_refused_before_a
     condition = eventually(ready_condition, what="Ready=False PermissionNotDelegable", timeout=60)
     assert condition["status"] == "False"
     assert 'JobType leaky: get on secrets (group "")' in condition["message"]
-    assert _get(operator, "role", "leaky-worker", "-n", ns) is None
+    assert operator.get("role", "leaky-worker", namespace=ns) is None
     assert not _operator_can(operator, "get", "secrets/anything", "-n", ns)
 
 
@@ -231,7 +226,7 @@ def test_the_operator_may_change_only_the_active_label_of_its_own_pods(
 ) -> None:
     # Given one of the chart's operator pods, and the operator's own token
     selector = f"app.kubernetes.io/name={chart.RELEASE},app.kubernetes.io/instance={chart.RELEASE}"
-    listed = _get(operator_chart, "pods", "-n", chart.RELEASE_NAMESPACE, "-l", selector)
+    listed = operator_chart.get("pods", "-l", selector, namespace=chart.RELEASE_NAMESPACE)
     pod = listed["items"][0]["metadata"]["name"]
     kubeconfig = chart.service_account_kubeconfig(operator_chart, tmp_path / "operator.kubeconfig")
 

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
-from e2e.chart import OPERATOR_USER
-from e2e.cluster import Cluster
-from e2e.operator import OperatorProcess
-from e2e.waiting import eventually
-from e2e.worker.servers import RedisServer
+from devenv.chart import OPERATOR_USER
+from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess
+from devenv.servers import RedisServer
+from devenv.waiting import eventually
+from e2e import pools
 
 RESYNC_SECONDS = 6
 """A short resync period for the drift test (the default is minutes)."""
@@ -23,59 +23,21 @@ RESYNC_JITTER = 0.2
 """The resync period is jittered by up to this fraction (see handlers/resync.py)."""
 
 
-def _get(cluster: Cluster, namespace: str, *args: str) -> Any:
-    result = cluster.kubectl("get", *args, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None:
-    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
-
-
 def _condition(cluster: Cluster, namespace: str, pool: str, condition_type: str = "Ready") -> Any:
-    body = _get(cluster, namespace, f"workerpool/{pool}") or {}
+    body = cluster.get(f"workerpool/{pool}", namespace=namespace) or {}
     for condition in (body.get("status") or {}).get("conditions") or []:
         if condition["type"] == condition_type:
             return condition["status"], condition["reason"], condition["message"]
     return None
 
 
-def _ready(cluster: Cluster, namespace: str, pool: str) -> bool:
-    condition = _condition(cluster, namespace, pool)
-    return condition is not None and condition[:2] == ("True", "WorkersReady")
-
-
 def _warnings(cluster: Cluster, namespace: str, pool: str, reason: str) -> list[str]:
-    events = _get(cluster, namespace, "events", "--field-selector", f"involvedObject.name={pool}")
+    events = cluster.get("events", "--field-selector", f"involvedObject.name={pool}", namespace=namespace)
     return [
         event["message"]
         for event in (events or {}).get("items", [])
         if (event["type"], event["reason"]) == ("Warning", reason)
     ]
-
-
-def _job_type(name: str, permissions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "workerfleet.dev/v1alpha1",
-        "kind": "JobType",
-        "metadata": {"name": name},
-        "spec": {"lane": "fast", "timeoutSeconds": 30, "permissions": permissions or []},
-    }
-
-
-def _pool(name: str, job_types: list[str], replicas: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "workerfleet.dev/v1alpha1",
-        "kind": "WorkerPool",
-        "metadata": {"name": name},
-        "spec": {
-            "jobTypes": job_types,
-            "replicas": replicas,
-            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
-            "queue": {"redis": {"address": "127.0.0.1:6379", "list": f"jobs:{name}"}},
-        },
-    }
 
 
 READ_PRESETS = {
@@ -91,23 +53,26 @@ def test_a_failed_reconcile_is_retried_without_anyone_editing_the_pool(
 ) -> None:
     ns = restricted_namespace
     # Given a namespace whose quota admits no more ConfigMaps (the pool needs one for its policies)
-    _apply(
-        operator,
-        ns,
+    operator.apply(
         {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
             "metadata": {"name": "no-more-configmaps"},
             "spec": {"hard": {"count/configmaps": "1"}},
         },
+        namespace=ns,
     )
     eventually(
-        lambda: (_get(operator, ns, "resourcequota/no-more-configmaps") or {}).get("status", {}).get("used"),
+        lambda: (
+            (operator.get("resourcequota/no-more-configmaps", namespace=ns) or {})
+            .get("status", {})
+            .get("used")
+        ),
         what="the quota's usage to be counted",
     )
 
     # When a pool is applied there
-    _apply(operator, ns, _job_type("resize", [READ_PRESETS]), _pool("thumbs", ["resize"]))
+    operator.apply(pools.job_type("resize", [READ_PRESETS]), pools.pool("thumbs", ["resize"]), namespace=ns)
 
     # Then it is not Ready, and says that applying failed
     eventually(
@@ -116,14 +81,16 @@ def test_a_failed_reconcile_is_retried_without_anyone_editing_the_pool(
     )
 
     # When the quota goes away, and nobody touches the pool
-    generation = _get(operator, ns, "workerpool/thumbs")["metadata"]["generation"]
+    generation = operator.get("workerpool/thumbs", namespace=ns)["metadata"]["generation"]
     operator.kubectl("delete", "resourcequota", "no-more-configmaps", "-n", ns)
     started = time.monotonic()
 
     # Then the operator retries by itself and the pool becomes Ready
-    eventually(lambda: _ready(operator, ns, "thumbs"), what="thumbs Ready after the quota went", timeout=90)
+    eventually(
+        lambda: pools.ready(operator, ns, "thumbs"), what="thumbs Ready after the quota went", timeout=90
+    )
     print(f"Ready {time.monotonic() - started:.1f}s after the quota was deleted")
-    assert _get(operator, ns, "workerpool/thumbs")["metadata"]["generation"] == generation
+    assert operator.get("workerpool/thumbs", namespace=ns)["metadata"]["generation"] == generation
 
 
 @pytest.fixture
@@ -164,13 +131,13 @@ def _hand_edits(cluster: Cluster, namespace: str) -> None:
 
 def _children(cluster: Cluster, namespace: str) -> dict[str, Any]:
     """The fields of each child that the hand edits change."""
-    role = _get(cluster, namespace, "role/thumbs-worker")
-    binding = _get(cluster, namespace, "rolebinding/thumbs-worker")
-    account = _get(cluster, namespace, "serviceaccount/thumbs-worker")
-    policies = _get(cluster, namespace, "configmap/thumbs-policies")
-    autoscaler = _get(cluster, namespace, "horizontalpodautoscaler/thumbs")
-    budget = _get(cluster, namespace, "poddisruptionbudget/thumbs")
-    deployment = _get(cluster, namespace, "deployment/thumbs")
+    role = cluster.get("role/thumbs-worker", namespace=namespace)
+    binding = cluster.get("rolebinding/thumbs-worker", namespace=namespace)
+    account = cluster.get("serviceaccount/thumbs-worker", namespace=namespace)
+    policies = cluster.get("configmap/thumbs-policies", namespace=namespace)
+    autoscaler = cluster.get("horizontalpodautoscaler/thumbs", namespace=namespace)
+    budget = cluster.get("poddisruptionbudget/thumbs", namespace=namespace)
+    deployment = cluster.get("deployment/thumbs", namespace=namespace)
     return {
         "role": role["rules"],
         "rolebinding": binding["subjects"],
@@ -187,11 +154,11 @@ def test_hand_edits_to_every_kind_of_child_are_repaired_within_one_resync_period
 ) -> None:
     cluster, ns = fast_resync_operator.cluster, restricted_namespace
     # Given an autoscaled pool with two workers, a Role, a disruption budget and an HPA, all Ready
-    pool = _pool("thumbs", ["resize"], replicas=2)
+    pool = pools.pool("thumbs", ["resize"], replicas=2)
     pool["spec"]["queue"] = {"redis": {"address": redis_server.address, "list": "jobs:thumbs"}}
     pool["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 2, "targetDepthPerReplica": 20}
-    _apply(cluster, ns, _job_type("resize", [READ_PRESETS]), pool)
-    eventually(lambda: _ready(cluster, ns, "thumbs"), what="thumbs Ready", timeout=90)
+    cluster.apply(pools.job_type("resize", [READ_PRESETS]), pool, namespace=ns)
+    eventually(lambda: pools.ready(cluster, ns, "thumbs"), what="thumbs Ready", timeout=90)
     applied = _children(cluster, ns)
 
     # When someone edits every child by hand
@@ -224,7 +191,7 @@ TAKEN = (
 def _untouchable(cluster: Cluster, namespace: str, kind: str) -> Any:
     """What the operator would change if it took the object over: its identity, labels, annotations,
     owners, spec, and whether the operator's field manager ever wrote to it."""
-    body = _get(cluster, namespace, kind, "--show-managed-fields")
+    body = cluster.get(kind, "--show-managed-fields", namespace=namespace)
     if body is None:
         return None
     metadata = body["metadata"]
@@ -275,17 +242,16 @@ def test_children_whose_names_are_taken_are_neither_taken_over_nor_deleted(
             },
         },
     }
-    _apply(operator, ns, account, autoscaler, budget, deployment)
+    operator.apply(account, autoscaler, budget, deployment, namespace=ns)
     existing = {kind: _untouchable(operator, ns, kind) for kind in TAKEN}
 
     # When pools ci, api and web are applied (web with one replica and no autoscaling: no HPA, no budget)
-    _apply(
-        operator,
-        ns,
-        _job_type("build"),
-        _pool("ci", ["build"]),
-        _pool("api", ["build"]),
-        _pool("web", ["build"]),
+    operator.apply(
+        pools.job_type("build"),
+        pools.pool("ci", ["build"]),
+        pools.pool("api", ["build"]),
+        pools.pool("web", ["build"]),
+        namespace=ns,
     )
 
     # Then ci is not Ready because of the taken name, and a Warning Event names the object
@@ -306,17 +272,17 @@ def test_children_whose_names_are_taken_are_neither_taken_over_nor_deleted(
     assert "Deployment api" in _condition(operator, ns, "api")[2]
 
     # And web is Ready beside what it does not own
-    eventually(lambda: _ready(operator, ns, "web"), what="web Ready", timeout=90)
+    eventually(lambda: pools.ready(operator, ns, "web"), what="web Ready", timeout=90)
 
     # And nothing that existed was touched, and ci got no workers running as someone else's account
     for kind, before in existing.items():
         assert _untouchable(operator, ns, kind) == before, f"{kind} was changed or deleted"
-    assert _get(operator, ns, "deployment/ci") is None
+    assert operator.get("deployment/ci", namespace=ns) is None
 
     # When the ServiceAccount is deleted by its owner, and nobody touches the pool
     operator.kubectl("delete", "serviceaccount", "ci-worker", "-n", ns)
 
     # Then ci creates its own and becomes Ready by itself
-    eventually(lambda: _ready(operator, ns, "ci"), what="ci Ready once the name is free", timeout=90)
-    owners = _get(operator, ns, "serviceaccount/ci-worker")["metadata"]["ownerReferences"]
+    eventually(lambda: pools.ready(operator, ns, "ci"), what="ci Ready once the name is free", timeout=90)
+    owners = operator.get("serviceaccount/ci-worker", namespace=ns)["metadata"]["ownerReferences"]
     assert [(owner["kind"], owner["name"]) for owner in owners] == [("WorkerPool", "ci")]

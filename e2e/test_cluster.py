@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from e2e import toolchain
-from e2e.cluster import COMPONENTS, Cluster
-from e2e.waiting import eventually
+from devenv import toolchain
+from devenv.cluster import COMPONENTS, Cluster
+from devenv.waiting import eventually
 
 
 def test_server_reports_the_pinned_version(cluster: Cluster) -> None:

@@ -15,9 +15,9 @@ import pytest
 import redis
 import yaml
 
-from e2e import chart, demo
-from e2e.cluster import Cluster
-from e2e.prometheus import PrometheusServer
+from devenv import chart, demo
+from devenv.cluster import Cluster
+from devenv.prometheus import PrometheusServer
 
 DASHBOARD = chart.CHART / "dashboards" / "workerfleet.json"
 ALERT_SECONDS = 60.0

@@ -6,7 +6,7 @@ import asyncio
 
 import redis
 
-from e2e.worker.servers import RedisServer
+from devenv.servers import RedisServer
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
 from workerfleet.backends.redis_common import shared_clients

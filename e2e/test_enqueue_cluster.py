@@ -10,9 +10,9 @@ import uuid
 import redis
 import yaml
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
+from devenv.servers import RedisServer
 from e2e.worker.conftest import WORKERFLEET
-from e2e.worker.servers import RedisServer
 from workerfleet.worker.envelope import decode
 
 RESIZE_SCHEMA = {

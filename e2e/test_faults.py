@@ -12,25 +12,23 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
+from devenv.servers import RedisServer
+from devenv.waiting import eventually
 from e2e.test_autoscaling import (
     BACKLOG,
     TARGET_PER_REPLICA,
     RedisListBacklog,
-    _apply,
     _condition,
     _job_type,
     _pool,
     _pool_body,
     _replicas,
 )
-from e2e.waiting import eventually
-from e2e.worker.servers import RedisServer
 from workerfleet.handlers.startup import WATCH_INACTIVITY_TIMEOUT_SECONDS
 
 OUTAGE_SECONDS = 10
@@ -86,7 +84,7 @@ def _plain_pool(name: str, replicas: int) -> dict[str, Any]:
 
 def _asleep(cluster: Cluster, namespace: str, backlog: RedisListBacklog) -> None:
     """An autoscaled pool at zero replicas over an empty queue, polled once a second."""
-    _apply(cluster, namespace, _job_type(), _pool("thumbs", backlog.queue_spec))
+    cluster.apply(_job_type(), _pool("thumbs", backlog.queue_spec), namespace=namespace)
     eventually(
         lambda: _condition(cluster, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
         what="scaling on depth",
@@ -131,7 +129,7 @@ def test_a_killed_control_plane_process_leaves_no_pool_asleep(
 
     # And a pool applied now gets its workers at once, and becomes Ready once they are
     applied = time.monotonic()
-    _apply(operator, namespace, _plain_pool("late", 1))
+    operator.apply(_plain_pool("late", 1), namespace=namespace)
     reconciled = _seconds_until(
         lambda: operator.kubectl("get", "deployment", "late", "-n", namespace), "the late pool's Deployment"
     )
@@ -143,7 +141,7 @@ def test_a_killed_control_plane_process_leaves_no_pool_asleep(
 
 def test_a_frozen_api_server_is_followed_again_once_it_thaws(operator: Cluster, namespace: str) -> None:
     # Given a pool at one ready replica
-    _apply(operator, namespace, _job_type(), _plain_pool("thumbs", 1))
+    operator.apply(_job_type(), _plain_pool("thumbs", 1), namespace=namespace)
     eventually(lambda: _ready(operator, namespace, "thumbs", 1), what="thumbs Ready", timeout=90)
 
     # When the API server is frozen (SIGSTOP) for a minute: connections open, nothing answers
@@ -225,28 +223,16 @@ def _deployment_replicas(cluster: Cluster, namespace: str, name: str) -> int:
     return int(result.stdout)
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server this test alone stops and starts (on the same port)."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_again(
     operator: Cluster, namespace: str, own_redis: RedisServer
 ) -> None:
     # Given a pool scaling on a burst of jobs, with a fallback of 3 replicas after 2 failed reads
     backlog = RedisListBacklog(own_redis)
     fallback = {"failureThreshold": 2, "replicas": 3}
-    _apply(
-        operator,
-        namespace,
+    operator.apply(
         _job_type(),
         _pool("thumbs", backlog.queue_spec, replicas=1, minReplicas=1, fallback=fallback),
+        namespace=namespace,
     )
     backlog.push(BACKLOG)
     target = BACKLOG // TARGET_PER_REPLICA

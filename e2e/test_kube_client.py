@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
 from workerfleet.kube import client
 from workerfleet.kube.client import Kube, Pending
 from workerfleet.kube.rest import ApiError, KindNotServedError, Rest, kubeconfig_credentials

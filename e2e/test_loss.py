@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from e2e.cluster import Cluster
-from e2e.loss.plan import SHORT, schedule, table
-from e2e.loss.run import LossRun, Target, rabbitmq_target, redis_target
-from e2e.worker.servers import RabbitMQServer, RedisServer
+from devenv.cluster import Cluster
+from devenv.loss.plan import SHORT, schedule, table
+from devenv.loss.run import LossRun, Target, rabbitmq_target, redis_target
+from devenv.servers import RabbitMQServer, RedisServer
 
 SEED_ENV = "WORKERFLEET_LOSS_SEED"
 

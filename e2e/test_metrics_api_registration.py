@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e import chart
-from e2e.cluster import Cluster
-from e2e.operator import METRICS_API_PORT, OperatorProcess, Peering, register_metrics_api, stop_together
-from e2e.waiting import eventually
+from devenv import chart
+from devenv.cluster import Cluster
+from devenv.operator import METRICS_API_PORT, OperatorProcess, Peering, register_metrics_api, stop_together
+from devenv.waiting import eventually
 
 API_SERVICE = "v1beta1.external.metrics.k8s.io"
 DISCOVERY = "/apis/external.metrics.k8s.io/v1beta1"

@@ -15,16 +15,16 @@ from typing import Any
 
 import yaml
 
-from e2e.chart import CHART, helm
-from e2e.cluster import Cluster
-from e2e.operator import (
+from devenv.chart import CHART, helm
+from devenv.cluster import Cluster
+from devenv.operator import (
     METRICS_API_PORT,
     METRICS_API_SERVICE,
     OperatorProcess,
     metrics_api_certificate,
 )
-from e2e.pki import Pair
-from e2e.waiting import eventually
+from devenv.pki import Pair
+from devenv.waiting import eventually
 
 DISCOVERY = "/apis/external.metrics.k8s.io/v1beta1"
 RELEASE = "tls"

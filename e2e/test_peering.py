@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e import chart
-from e2e.chart import OPERATOR_USER
-from e2e.cluster import Cluster
-from e2e.operator import OperatorProcess, Peering, register_metrics_api
-from e2e.waiting import eventually
+from devenv import chart
+from devenv.chart import OPERATOR_USER
+from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess, Peering, register_metrics_api
+from devenv.waiting import eventually
 
 LIFETIME = 10
 """Peer lifetime in these tests: the bound on failover after SIGKILL."""

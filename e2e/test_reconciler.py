@@ -9,17 +9,13 @@ from typing import Any
 
 import yaml
 
-from e2e.chart import OPERATOR_USER
-from e2e.cluster import REPOSITORY, Cluster
-from e2e.waiting import eventually
-from e2e.worker.servers import RedisServer
+from devenv.chart import OPERATOR_USER
+from devenv.cluster import REPOSITORY, Cluster
+from devenv.servers import RedisServer
+from devenv.waiting import eventually
+from e2e import pools
 
 EXAMPLES = REPOSITORY / "examples"
-
-
-def _get(cluster: Cluster, namespace: str, *args: str) -> Any:
-    result = cluster.kubectl("get", *args, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
 
 
 def _condition(pool: dict[str, Any] | None, condition_type: str) -> tuple[str, str] | None:
@@ -29,53 +25,17 @@ def _condition(pool: dict[str, Any] | None, condition_type: str) -> tuple[str, s
     return None
 
 
-def _apply(cluster: Cluster, namespace: str, *documents: dict[str, Any]) -> None:
-    text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
-
-
-def _ready(cluster: Cluster, namespace: str, pool: str, replicas: int) -> bool:
-    body = _get(cluster, namespace, f"workerpool/{pool}")
-    status = (body or {}).get("status") or {}
-    return _condition(body, "Ready") == ("True", "WorkersReady") and status.get("readyReplicas") == replicas
-
-
 def _example(name: str) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
     return document
 
 
-def _job_type(
-    name: str, permissions: list[dict[str, Any]] | None = None, timeout: int = 30
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "workerfleet.dev/v1alpha1",
-        "kind": "JobType",
-        "metadata": {"name": name},
-        "spec": {"lane": "fast", "timeoutSeconds": timeout, "permissions": permissions or []},
-    }
-
-
-def _pool(name: str, job_types: list[str], replicas: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "workerfleet.dev/v1alpha1",
-        "kind": "WorkerPool",
-        "metadata": {"name": name},
-        "spec": {
-            "jobTypes": job_types,
-            "replicas": replicas,
-            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
-            "queue": {"redis": {"address": "127.0.0.1:6379", "list": f"jobs:{name}"}},
-        },
-    }
-
-
 def _ready_as_desired(cluster: Cluster, namespace: str, pool: str) -> bool:
     """Ready with as many ready workers as the pool currently asks for (autoscaling may change it)."""
-    body = _get(cluster, namespace, f"workerpool/{pool}")
+    body = cluster.get(f"workerpool/{pool}", namespace=namespace)
     if body is None:
         return False
-    return _ready(cluster, namespace, pool, body["spec"]["replicas"])
+    return pools.ready(cluster, namespace, pool, body["spec"]["replicas"])
 
 
 def test_every_example_pool_runs_ready_in_a_restricted_namespace(
@@ -94,7 +54,7 @@ def test_every_example_pool_runs_ready_in_a_restricted_namespace(
             what=f"WorkerPool {name} Ready",
             timeout=90,
         )
-        deployment = _get(operator, restricted_namespace, f"deployment/{name}")
+        deployment = operator.get(f"deployment/{name}", namespace=restricted_namespace)
         owner = deployment["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"]) == ("WorkerPool", name)
 
@@ -122,14 +82,13 @@ def test_workers_get_exactly_the_permissions_their_job_types_declare(
         "resourceNames": ["presets"],
     }
     # Given a pool serving one JobType that may read one ConfigMap, and one JobType with no permissions
-    _apply(
-        operator,
-        ns,
-        _job_type("resize", [presets]),
-        _job_type("notify"),
-        _pool("thumbs", ["resize", "notify"]),
+    operator.apply(
+        pools.job_type("resize", [presets]),
+        pools.job_type("notify"),
+        pools.pool("thumbs", ["resize", "notify"]),
+        namespace=ns,
     )
-    eventually(lambda: _ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
+    eventually(lambda: pools.ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
 
     # Then its ServiceAccount may do exactly that, and nothing next to it
     allowed = [("get", "configmaps/presets", "-n", ns), ("watch", "configmaps/presets", "-n", ns)]
@@ -148,7 +107,7 @@ def test_workers_get_exactly_the_permissions_their_job_types_declare(
 
     # When the JobType's permissions change
     pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
-    _apply(operator, ns, _job_type("resize", [presets, pods]))
+    operator.apply(pools.job_type("resize", [presets, pods]), namespace=ns)
 
     # Then the Role follows
     eventually(
@@ -161,14 +120,14 @@ def test_workers_get_exactly_the_permissions_their_job_types_declare(
 def test_a_pool_without_permissions_has_no_token(operator: Cluster, restricted_namespace: str) -> None:
     ns = restricted_namespace
     # Given a pool whose only JobType declares no permissions
-    _apply(operator, ns, _job_type("notify"), _pool("mailer", ["notify"]))
-    eventually(lambda: _ready(operator, ns, "mailer", 1), what="mailer Ready", timeout=90)
+    operator.apply(pools.job_type("notify"), pools.pool("mailer", ["notify"]), namespace=ns)
+    eventually(lambda: pools.ready(operator, ns, "mailer", 1), what="mailer Ready", timeout=90)
 
     # Then no API token is mounted into its pods, and it has no Role
-    [pod] = _get(operator, ns, "pods", "-l", "workerfleet.dev/pool=mailer")["items"]
+    [pod] = operator.get("pods", "-l", "workerfleet.dev/pool=mailer", namespace=ns)["items"]
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert not [volume for volume in pod["spec"]["volumes"] if volume.get("projected")]
-    assert _get(operator, ns, "role/mailer-worker") is None
+    assert operator.get("role/mailer-worker", namespace=ns) is None
     assert not _can_i(operator, ns, "mailer-worker", "get", "configmaps", "-n", ns)
 
 
@@ -177,17 +136,19 @@ def test_scale_subresource_drives_the_deployment_and_deletion_collects_every_chi
 ) -> None:
     ns = restricted_namespace
     reader = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
-    _apply(operator, ns, _job_type("resize", [reader]), _pool("thumbs", ["resize"], replicas=1))
-    eventually(lambda: _ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
-    assert _get(operator, ns, "poddisruptionbudget/thumbs") is None
+    operator.apply(
+        pools.job_type("resize", [reader]), pools.pool("thumbs", ["resize"], replicas=1), namespace=ns
+    )
+    eventually(lambda: pools.ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
+    assert operator.get("poddisruptionbudget/thumbs", namespace=ns) is None
 
     # When the pool is scaled through its scale subresource
     operator.kubectl("scale", "wp", "thumbs", "--replicas=3", "-n", ns)
 
     # Then the Deployment follows, the pool reports 3 ready, and a disruption budget appears
-    eventually(lambda: _ready(operator, ns, "thumbs", 3), what="3 ready workers", timeout=90)
-    assert _get(operator, ns, "deployment/thumbs")["spec"]["replicas"] == 3
-    assert _get(operator, ns, "poddisruptionbudget/thumbs")["spec"]["maxUnavailable"] == 1
+    eventually(lambda: pools.ready(operator, ns, "thumbs", 3), what="3 ready workers", timeout=90)
+    assert operator.get("deployment/thumbs", namespace=ns)["spec"]["replicas"] == 3
+    assert operator.get("poddisruptionbudget/thumbs", namespace=ns)["spec"]["maxUnavailable"] == 1
     scale = json.loads(
         operator.kubectl(
             "get", "--raw", f"/apis/workerfleet.dev/v1alpha1/namespaces/{ns}/workerpools/thumbs/scale"
@@ -196,7 +157,7 @@ def test_scale_subresource_drives_the_deployment_and_deletion_collects_every_chi
     assert scale["status"] == {"replicas": 3, "selector": "workerfleet.dev/pool=thumbs"}
 
     # When the pool is deleted (nothing holds it: the operator puts no finalizer on pools)
-    assert not _get(operator, ns, "workerpool/thumbs")["metadata"].get("finalizers")
+    assert not operator.get("workerpool/thumbs", namespace=ns)["metadata"].get("finalizers")
     operator.kubectl("delete", "wp", "thumbs", "-n", ns, "--wait=false")
 
     # Then the garbage collector removes every child
@@ -213,9 +174,9 @@ def test_scale_subresource_drives_the_deployment_and_deletion_collects_every_chi
     def gone() -> bool:
         for kind in children:
             found = (
-                _get(operator, ns, kind)
+                operator.get(kind, namespace=ns)
                 if "/" in kind
-                else _get(operator, ns, kind, "-l", "workerfleet.dev/pool=thumbs")
+                else operator.get(kind, "-l", "workerfleet.dev/pool=thumbs", namespace=ns)
             )
             if found is not None and found.get("items", [found]):
                 return False
@@ -225,7 +186,9 @@ def test_scale_subresource_drives_the_deployment_and_deletion_collects_every_chi
 
 
 def _events(cluster: Cluster, namespace: str, pool: str) -> list[tuple[str, str, str]]:
-    events = _get(cluster, namespace, "events", "--field-selector", f"involvedObject.name={pool}")["items"]
+    events = cluster.get("events", "--field-selector", f"involvedObject.name={pool}", namespace=namespace)[
+        "items"
+    ]
     return [(event["type"], event["reason"], event["message"]) for event in events]
 
 
@@ -234,11 +197,14 @@ def test_missing_job_type_is_reported_and_recovers_by_itself(
 ) -> None:
     ns = restricted_namespace
     # Given a pool naming a JobType that does not exist
-    _apply(operator, ns, _pool("orphan", ["not-yet"]))
+    operator.apply(pools.pool("orphan", ["not-yet"]), namespace=ns)
 
     # Then it is not Ready, says why, and a Warning Event names the JobType
     eventually(
-        lambda: _condition(_get(operator, ns, "workerpool/orphan"), "Ready") == ("False", "JobTypeNotFound"),
+        lambda: (
+            _condition(operator.get("workerpool/orphan", namespace=ns), "Ready")
+            == ("False", "JobTypeNotFound")
+        ),
         what="Ready=False JobTypeNotFound",
     )
     warnings = eventually(
@@ -248,11 +214,13 @@ def test_missing_job_type_is_reported_and_recovers_by_itself(
     assert "not-yet" in warnings[0][2]
 
     # When the JobType is created
-    _apply(operator, ns, _job_type("not-yet"))
+    operator.apply(pools.job_type("not-yet"), namespace=ns)
 
     # Then the pool recovers without anyone touching it
     eventually(
-        lambda: _ready(operator, ns, "orphan", 1), what="orphan Ready after its JobType appears", timeout=90
+        lambda: pools.ready(operator, ns, "orphan", 1),
+        what="orphan Ready after its JobType appears",
+        timeout=90,
     )
 
 
@@ -261,7 +229,7 @@ def _operator_writes(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
 
 
 def _autoscaled_pool(name: str, job_types: list[str], address: str) -> dict[str, Any]:
-    pool = _pool(name, job_types)
+    pool = pools.pool(name, job_types)
     pool["spec"]["queue"] = {"redis": {"address": address, "list": f"jobs:{name}"}}
     pool["spec"]["autoscaling"] = {
         "minReplicas": 1,
@@ -277,16 +245,15 @@ def test_steady_state_costs_no_writes(
 ) -> None:
     ns = restricted_namespace
     # Given 20 pools, 5 of them autoscaled on a queue that stays empty, all reconciled and Ready
-    _apply(
-        operator,
-        ns,
-        _job_type("idle"),
-        *(_pool(f"idle-{index}", ["idle"]) for index in range(15)),
+    operator.apply(
+        pools.job_type("idle"),
+        *(pools.pool(f"idle-{index}", ["idle"]) for index in range(15)),
         *(_autoscaled_pool(f"idle-{index}", ["idle"], redis_server.address) for index in range(15, 20)),
+        namespace=ns,
     )
     for index in range(20):
         eventually(
-            partial(_ready, operator, ns, f"idle-{index}", 1),
+            partial(pools.ready, operator, ns, f"idle-{index}", 1),
             what=f"idle-{index} Ready",
             timeout=120,
         )
@@ -306,8 +273,8 @@ def test_a_reconcile_of_an_unchanged_pool_sends_no_write(
     operator: Cluster, restricted_namespace: str
 ) -> None:
     ns = restricted_namespace
-    _apply(operator, ns, _job_type("resize"), _pool("thumbs", ["resize"]))
-    eventually(lambda: _ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
+    operator.apply(pools.job_type("resize"), pools.pool("thumbs", ["resize"]), namespace=ns)
+    eventually(lambda: pools.ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
     time.sleep(3)
     before = len(_operator_writes(operator, ns))
 
@@ -327,7 +294,7 @@ def test_a_keda_pool_gets_a_scaled_object_checked_by_kedas_schema(operator: Clus
 
     # Then the operator writes a ScaledObject that KEDA's own CRD schema accepted, targeting the pool
     scaled = eventually(
-        lambda: _get(operator, namespace, "scaledobject.keda.sh/transcoders"),
+        lambda: operator.get("scaledobject.keda.sh/transcoders", namespace=namespace),
         what="the ScaledObject",
         timeout=60,
     )
@@ -341,8 +308,8 @@ def test_a_keda_pool_gets_a_scaled_object_checked_by_kedas_schema(operator: Clus
     assert scaled["metadata"]["ownerReferences"][0]["name"] == "transcoders"
 
     # And the credentials stay in their Secret, referenced by a TriggerAuthentication
-    authentication = _get(
-        operator, namespace, f"triggerauthentication.keda.sh/{trigger['authenticationRef']['name']}"
+    authentication = operator.get(
+        f"triggerauthentication.keda.sh/{trigger['authenticationRef']['name']}", namespace=namespace
     )
     assert {ref["parameter"]: ref["name"] for ref in authentication["spec"]["secretTargetRef"]} == {
         "username": "rabbitmq-credentials",
@@ -350,4 +317,4 @@ def test_a_keda_pool_gets_a_scaled_object_checked_by_kedas_schema(operator: Clus
     }
 
     # And no HPA of the operator's own competes with KEDA's
-    assert _get(operator, namespace, "horizontalpodautoscaler/transcoders") is None
+    assert operator.get("horizontalpodautoscaler/transcoders", namespace=namespace) is None

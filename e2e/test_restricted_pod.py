@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
 from e2e.test_api_bad_input import BASES, CASES, Case
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from e2e.cluster import Cluster
-from e2e.operator import OperatorProcess
-from e2e.prometheus import PrometheusServer
+from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess
+from devenv.prometheus import PrometheusServer
+from devenv.servers import RedisServer
+from devenv.waiting import eventually
 from e2e.test_canary import (
     TOTAL_REPLICAS,
     DeploymentWatch,
@@ -24,8 +26,6 @@ from e2e.test_canary import (
     _ready,
     analysis,
 )
-from e2e.waiting import eventually
-from e2e.worker.servers import RedisServer
 
 INTERVAL_SECONDS = 3
 NO_SAMPLES_LIMIT = 3

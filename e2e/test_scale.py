@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
-from e2e.chart import OPERATOR_USER
-from e2e.cluster import Cluster
-from e2e.operator import OperatorProcess
-from e2e.waiting import eventually
+from devenv.chart import OPERATOR_USER
+from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess
+from devenv.waiting import eventually
 from workerfleet.backends.redis_common import MAX_CONNECTIONS_PER_SERVER
 from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES
 from workerfleet.kube.client import CONNECTION_POOL_SIZE

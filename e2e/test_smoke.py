@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from e2e.cluster import FAKE_NODES, Cluster
-from e2e.waiting import eventually
-
-
-def _get(cluster: Cluster, *args: str) -> Any:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+from devenv.cluster import FAKE_NODES, Cluster
+from devenv.waiting import eventually
 
 
 def _deployment(name: str, replicas: int) -> str:
@@ -39,17 +34,17 @@ def test_deployment_pods_become_ready_and_replicaset_is_garbage_collected(
     # Then the controller-manager creates a ReplicaSet, the scheduler places its Pods on kwok nodes,
     # and kwok reports them Running and Ready
     eventually(
-        lambda: _get(cluster, "deployment/smoke", "-n", namespace)["status"].get("readyReplicas") == 3,
+        lambda: cluster.get("deployment/smoke", namespace=namespace)["status"].get("readyReplicas") == 3,
         what="3 ready replicas",
     )
-    pods = _get(cluster, "pods", "-n", namespace, "-l", "app=smoke")["items"]
+    pods = cluster.get("pods", "-l", "app=smoke", namespace=namespace)["items"]
     assert len(pods) == 3
     for pod in pods:
         assert pod["spec"]["nodeName"] in FAKE_NODES
         assert pod["status"]["phase"] == "Running"
         ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert ready["Ready"] == "True"
-    replica_sets = _get(cluster, "replicasets", "-n", namespace, "-l", "app=smoke")["items"]
+    replica_sets = cluster.get("replicasets", "-l", "app=smoke", namespace=namespace)["items"]
     assert [owner["kind"] for owner in replica_sets[0]["metadata"]["ownerReferences"]] == ["Deployment"]
 
     # When the Deployment is deleted
@@ -57,11 +52,11 @@ def test_deployment_pods_become_ready_and_replicaset_is_garbage_collected(
 
     # Then the garbage collector removes its ReplicaSet and Pods
     eventually(
-        lambda: not _get(cluster, "replicasets", "-n", namespace, "-l", "app=smoke")["items"] or None,
+        lambda: not cluster.get("replicasets", "-l", "app=smoke", namespace=namespace)["items"] or None,
         what="the ReplicaSet to be garbage-collected",
     )
     eventually(
-        lambda: not _get(cluster, "pods", "-n", namespace, "-l", "app=smoke")["items"] or None,
+        lambda: not cluster.get("pods", "-l", "app=smoke", namespace=namespace)["items"] or None,
         what="the Pods to be garbage-collected",
     )
 
@@ -124,4 +119,4 @@ def test_pod_security_restricted_rejects_a_privileged_pod(cluster: Cluster, name
     assert result.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in result.stderr
     assert 'privileged (container "app" must not set securityContext.privileged=true)' in result.stderr
-    assert _get(cluster, "pods", "-n", namespace)["items"] == []
+    assert cluster.get("pods", namespace=namespace)["items"] == []

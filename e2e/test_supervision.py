@@ -8,18 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from e2e.cluster import Cluster
+from devenv.cluster import Cluster
+from devenv.servers import RedisServer
+from devenv.waiting import eventually
 from e2e.test_autoscaling import (
     RedisListBacklog,
-    _apply,
     _condition,
     _event_reasons,
     _job_type,
     _pool,
     _replicas,
 )
-from e2e.waiting import eventually
-from e2e.worker.servers import RedisServer
 
 OPERATOR_ROLE = "workerfleet-namespaced"
 
@@ -55,7 +54,7 @@ def test_a_poller_refused_by_the_api_server_says_so_and_resumes_when_allowed(
 ) -> None:
     # Given an autoscaled pool asleep at zero replicas over an empty queue
     backlog = RedisListBacklog(redis_server)
-    _apply(operator, namespace, _job_type(), _pool("thumbs", backlog.queue_spec))
+    operator.apply(_job_type(), _pool("thumbs", backlog.queue_spec), namespace=namespace)
     eventually(
         lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
         what="scaling on depth",

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.chart import RELEASE
-from e2e.cluster import Cluster
-from e2e.waiting import eventually
+from devenv.chart import RELEASE
+from devenv.cluster import Cluster
+from devenv.waiting import eventually
+from e2e import pools
 
 TENANT = ("--as=tenant", "--as-group=team-a-developers")
 JOB_TYPE_USER = f"{RELEASE}-jobtype-user"
@@ -36,16 +37,6 @@ def _can(cluster: Cluster, namespace: str, pool: str, *request: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
-def _condition(cluster: Cluster, namespace: str, pool: str, kind: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", "workerpool", pool, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    for condition in (json.loads(result.stdout).get("status") or {}).get("conditions") or []:
-        if condition["type"] == kind:
-            return dict(condition)
-    return None
-
-
 def _warnings(cluster: Cluster, namespace: str, pool: str) -> list[str]:
     listed = cluster.kubectl(
         "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={pool}", "-o", "json"
@@ -55,32 +46,6 @@ def _warnings(cluster: Cluster, namespace: str, pool: str) -> list[str]:
         for event in json.loads(listed.stdout)["items"]
         if event["type"] == "Warning"
     ]
-
-
-def _job_type(name: str, permissions: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "workerfleet.dev/v1alpha1",
-        "kind": "JobType",
-        "metadata": {"name": name},
-        "spec": {"lane": "fast", "timeoutSeconds": 30, "permissions": permissions},
-    }
-
-
-def _pool(
-    name: str, job_types: list[str], queue: dict[str, Any] | None = None, **spec: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "workerfleet.dev/v1alpha1",
-        "kind": "WorkerPool",
-        "metadata": {"name": name},
-        "spec": {
-            "jobTypes": job_types,
-            "replicas": 1,
-            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
-            "queue": queue or {"redis": {"address": "127.0.0.1:6379", "list": f"jobs:{name}"}},
-            **spec,
-        },
-    }
 
 
 def _bind(cluster: Cluster, namespace: str, name: str, cluster_role: str, *subject: str) -> None:
@@ -105,10 +70,10 @@ def team(crds: Cluster, namespace: str) -> str:
 def test_a_pool_may_reference_only_job_types_its_author_may_use(operator_chart: Cluster, team: str) -> None:
     cluster = operator_chart
     # Given a JobType in the tenant's namespace (the platform team's, say)
-    assert _tenant(cluster, team, _job_type("platform-job", [])).returncode == 0
+    assert _tenant(cluster, team, pools.job_type("platform-job", [])).returncode == 0
 
     # When the tenant creates a pool that references it, without the right to use it
-    refused = _tenant(cluster, team, _pool("mine", ["platform-job"]))
+    refused = _tenant(cluster, team, pools.pool("mine", ["platform-job"]))
 
     # Then admission refuses it, naming the JobType and the ClusterRole that grants its use
     assert refused.returncode != 0
@@ -120,7 +85,7 @@ def test_a_pool_may_reference_only_job_types_its_author_may_use(operator_chart: 
     _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
 
     # Then the same pool is admitted
-    admitted = _tenant(cluster, team, _pool("mine", ["platform-job"]))
+    admitted = _tenant(cluster, team, pools.pool("mine", ["platform-job"]))
     assert admitted.returncode == 0, admitted.stderr
 
 
@@ -128,7 +93,7 @@ def test_a_job_type_grants_workers_nothing_beyond_the_delegable_set(operator: Cl
     cluster = operator
     _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
     # Given a JobType that asks for a queue-credential Secret the operator itself may read
-    thief = _job_type(
+    thief = pools.job_type(
         "thief",
         [
             {
@@ -142,11 +107,15 @@ def test_a_job_type_grants_workers_nothing_beyond_the_delegable_set(operator: Cl
     assert _tenant(cluster, team, thief).returncode == 0
 
     # When the tenant's pool serves it
-    assert _tenant(cluster, team, _pool("sneaky", ["thief"])).returncode == 0
+    assert _tenant(cluster, team, pools.pool("sneaky", ["thief"])).returncode == 0
 
     # Then the pool is not Ready, naming the refused rule, with a Warning Event saying so
     ready = eventually(
-        lambda: (c := _condition(cluster, team, "sneaky", "Ready")) and c["status"] == "False" and c,
+        lambda: (
+            (c := cluster.condition("workerpool/sneaky", "Ready", namespace=team))
+            and c["status"] == "False"
+            and c
+        ),
         what="the pool to be judged",
     )
     assert ready["reason"] == "PermissionNotDelegable", ready
@@ -169,7 +138,7 @@ def test_queue_credentials_are_read_only_where_a_namespace_admin_granted_it(
     cluster.kubectl(
         "create", "secret", "generic", "team-redis", "-n", team, "--from-literal=password=hunter2"
     )
-    assert _tenant(cluster, team, _job_type("plain", [])).returncode == 0
+    assert _tenant(cluster, team, pools.job_type("plain", [])).returncode == 0
     queue = {
         "redis": {
             "address": "127.0.0.1:1",
@@ -177,7 +146,7 @@ def test_queue_credentials_are_read_only_where_a_namespace_admin_granted_it(
             "auth": {"passwordSecretRef": {"name": "team-redis", "key": "password"}},
         }
     }
-    autoscaling = {
+    autoscaling: dict[str, Any] = {
         "autoscaling": {
             "minReplicas": 0,
             "maxReplicas": 2,
@@ -187,12 +156,16 @@ def test_queue_credentials_are_read_only_where_a_namespace_admin_granted_it(
     }
 
     # When the pool is created in a namespace that granted the operator nothing
-    assert _tenant(cluster, team, _pool("guarded", ["plain"], queue, **autoscaling)).returncode == 0
+    assert (
+        _tenant(cluster, team, pools.pool("guarded", ["plain"], queue=queue, **autoscaling)).returncode == 0
+    )
 
     # Then the queue is not reachable for want of the grant, and the condition names the fix
     reachable = eventually(
         lambda: (
-            (c := _condition(cluster, team, "guarded", "QueueReachable")) and c["status"] == "False" and c
+            (c := cluster.condition("workerpool/guarded", "QueueReachable", namespace=team))
+            and c["status"] == "False"
+            and c
         ),
         what="the queue to be judged",
     )
@@ -212,7 +185,7 @@ def test_queue_credentials_are_read_only_where_a_namespace_admin_granted_it(
     # Then the Secret is read and the queue itself is what is judged (nothing listens at :1)
     eventually(
         lambda: (
-            (c := _condition(cluster, team, "guarded", "QueueReachable"))
+            (c := cluster.condition("workerpool/guarded", "QueueReachable", namespace=team))
             and c["reason"] == "QueueUnreachable"
         ),
         what="the credentials to be read and the queue tried",
@@ -222,17 +195,20 @@ def test_queue_credentials_are_read_only_where_a_namespace_admin_granted_it(
 def test_system_namespaces_are_not_served_unless_watched(operator: Cluster, namespace: str) -> None:
     cluster = operator
     # Given the same JobType and pool in kube-system and in an ordinary namespace
-    documents = (_job_type("system-job", []), _pool("system-pool", ["system-job"]))
+    documents = (pools.job_type("system-job", []), pools.pool("system-pool", ["system-job"]))
     text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
     try:
         for target in ("kube-system", namespace):
             cluster.kubectl("apply", "-n", target, "-f", "-", input_text=text)
 
         # When the operator has judged the ordinary one
-        eventually(lambda: _condition(cluster, namespace, "system-pool", "Ready"), what="the pool judged")
+        eventually(
+            lambda: cluster.condition("workerpool/system-pool", "Ready", namespace=namespace),
+            what="the pool judged",
+        )
 
         # Then it left the one in kube-system alone: no status, no children
-        assert _condition(cluster, "kube-system", "system-pool", "Ready") is None
+        assert cluster.condition("workerpool/system-pool", "Ready", namespace="kube-system") is None
         for kind in ("deployment", "serviceaccount/system-pool-worker"):
             name = [] if "/" in kind else ["system-pool"]
             assert cluster.kubectl("get", kind, *name, "-n", "kube-system", check=False).returncode != 0
@@ -243,7 +219,7 @@ def test_system_namespaces_are_not_served_unless_watched(operator: Cluster, name
 def test_a_queue_off_the_allowlist_is_never_contacted(operator: Cluster, team: str) -> None:
     cluster = operator
     _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
-    assert _tenant(cluster, team, _job_type("plain", [])).returncode == 0
+    assert _tenant(cluster, team, pools.job_type("plain", [])).returncode == 0
     # Given a pool whose queue is somewhere the chart does not allow, with a password to send there
     queue = {
         "redis": {
@@ -252,7 +228,7 @@ def test_a_queue_off_the_allowlist_is_never_contacted(operator: Cluster, team: s
             "auth": {"passwordSecretRef": {"name": "redis-credentials", "key": "password"}},
         }
     }
-    autoscaling = {
+    autoscaling: dict[str, Any] = {
         "autoscaling": {
             "minReplicas": 0,
             "maxReplicas": 2,
@@ -262,12 +238,17 @@ def test_a_queue_off_the_allowlist_is_never_contacted(operator: Cluster, team: s
     }
 
     # When the tenant creates it
-    assert _tenant(cluster, team, _pool("exfiltrate", ["plain"], queue, **autoscaling)).returncode == 0
+    assert (
+        _tenant(cluster, team, pools.pool("exfiltrate", ["plain"], queue=queue, **autoscaling)).returncode
+        == 0
+    )
 
     # Then the queue is refused before any Secret is read, naming the address and the chart value
     reachable = eventually(
         lambda: (
-            (c := _condition(cluster, team, "exfiltrate", "QueueReachable")) and c["status"] == "False" and c
+            (c := cluster.condition("workerpool/exfiltrate", "QueueReachable", namespace=team))
+            and c["status"] == "False"
+            and c
         ),
         what="the queue to be judged",
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2e.cluster import Cluster
-from e2e.test_children import _apply, _get, _job_type, _pool
-from e2e.waiting import eventually
+from devenv.cluster import Cluster
+from devenv.waiting import eventually
+from e2e import pools
 
 QUOTA = {
     "apiVersion": "v1",
@@ -18,7 +18,7 @@ QUOTA = {
 
 
 def _pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
-    listed = _get(cluster, namespace, "pods", "-l", "workerfleet.dev/pool=encode") or {}
+    listed = cluster.get("pods", "-l", "workerfleet.dev/pool=encode", namespace=namespace) or {}
     return list(listed.get("items", []))
 
 
@@ -27,16 +27,16 @@ def test_a_pool_without_resources_runs_in_a_namespace_whose_quota_requires_them(
 ) -> None:
     ns = restricted_namespace
     # Given a namespace whose quota refuses pods without CPU and memory requests and memory limits
-    _apply(operator, ns, QUOTA)
+    operator.apply(QUOTA, namespace=ns)
     eventually(
-        lambda: (_get(operator, ns, "resourcequota/compute") or {}).get("status", {}).get("hard"),
+        lambda: (operator.get("resourcequota/compute", namespace=ns) or {}).get("status", {}).get("hard"),
         what="the quota to be counted",
     )
-    heavy = _job_type("transcode")
+    heavy = pools.job_type("transcode")
     heavy["spec"].update({"lane": "heavy", "timeoutSeconds": 600})
 
     # When a pool of a heavy JobType, whose template sets no resources, is applied
-    _apply(operator, ns, heavy, _pool("encode", ["transcode"]))
+    operator.apply(heavy, pools.pool("encode", ["transcode"]), namespace=ns)
 
     # Then its pod is admitted, with the heavy lane's requests and memory limit and no CPU limit
     [pod] = eventually(lambda: _pods(operator, ns), what="a pod of the pool", timeout=90)

@@ -17,15 +17,15 @@ from typing import Any, Protocol
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.waiting import eventually
-from e2e.worker.queues import (
+from devenv.queues import (
     HEARTBEAT_SECONDS,
     QueueUnderTest,
     RabbitMQQueue,
     RedisListQueue,
     RedisStreamQueue,
 )
-from e2e.worker.servers import RabbitMQServer, RedisServer, free_port
+from devenv.servers import RabbitMQServer, RedisServer, free_port
+from devenv.waiting import eventually
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 WORKERFLEET = Path(sys.executable).parent / "workerfleet"

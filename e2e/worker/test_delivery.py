@@ -19,10 +19,10 @@ from typing import Any
 import aio_pika
 import redis
 
-from e2e.waiting import eventually
+from devenv.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue, describe
+from devenv.servers import RabbitMQServer, RedisServer
+from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
-from e2e.worker.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue, describe
-from e2e.worker.servers import RabbitMQServer, RedisServer
 from e2e.worker.test_worker_processes import events, produce
 from workerfleet.worker.envelope import encode, new_envelope
 

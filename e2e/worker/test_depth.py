@@ -9,7 +9,7 @@ import uuid
 
 import redis
 
-from e2e.worker.servers import RedisServer
+from devenv.servers import RedisServer
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList, RedisStream
 from workerfleet.backends.base import QueueSample

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from e2e.waiting import eventually
+from devenv.queues import QueueUnderTest, describe
+from devenv.waiting import eventually
 from e2e.worker.conftest import POOL, WORKERFLEET, Workers, probe_policies
-from e2e.worker.queues import QueueUnderTest, describe
 from e2e.worker.test_worker_processes import events
 from workerfleet.worker.envelope import decode
 

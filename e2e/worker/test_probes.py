@@ -8,10 +8,10 @@ import time
 import uuid
 from pathlib import Path
 
-from e2e.waiting import eventually
+from devenv.queues import QueueUnderTest, RedisListQueue
+from devenv.servers import RedisServer
+from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
-from e2e.worker.queues import QueueUnderTest, RedisListQueue
-from e2e.worker.servers import RedisServer
 from e2e.worker.test_worker_processes import events, produce
 
 STALL_SECONDS = 2

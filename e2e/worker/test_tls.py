@@ -16,12 +16,12 @@ from typing import Any
 import aio_pika
 import pytest
 
-from e2e.chart import RELEASE, RELEASE_NAMESPACE, SERVICE_ACCOUNT
-from e2e.cluster import Cluster
-from e2e.pki import Authority
-from e2e.waiting import eventually
+from devenv.chart import RELEASE, RELEASE_NAMESPACE, SERVICE_ACCOUNT
+from devenv.cluster import Cluster
+from devenv.pki import Authority
+from devenv.servers import RabbitMQServer, RedisServer, ServerTls
+from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
-from e2e.worker.servers import RabbitMQServer, RedisServer, ServerTls
 from e2e.worker.test_worker_processes import events
 from workerfleet import producer
 from workerfleet.api.credentials import Credentials

@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from e2e.waiting import eventually
+from devenv.queues import QueueUnderTest, RedisListQueue, describe, jobs_in
+from devenv.servers import RedisServer
+from devenv.waiting import eventually
 from e2e.worker.conftest import WORKERFLEET, Workers
-from e2e.worker.queues import QueueUnderTest, RedisListQueue, describe, jobs_in
-from e2e.worker.servers import RedisServer
 from workerfleet.worker import enqueue
 
 Job = tuple[str, dict[str, Any]]

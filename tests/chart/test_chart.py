@@ -14,7 +14,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from e2e.toolchain import KUBERNETES_VERSION, binaries
+from devenv.toolchain import KUBERNETES_VERSION, binaries
 from workerfleet.api.crdgen import render_all
 from workerfleet.api.worker_contract import METRICS_PORT_NAME
 from workerfleet.planners.children import POOL_LABEL

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from e2e.loss.plan import KEYED_TYPE, PLAIN_TYPE, Event, Kind, Record
+from devenv.loss.plan import KEYED_TYPE, PLAIN_TYPE, Event, Kind, Record
 from workerfleet.worker.errors import NeedsReview, TransientError
 from workerfleet.worker.handlers import Job, default_registry
 

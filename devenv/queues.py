@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import aio_pika
 import redis
 
-from e2e.worker.servers import RabbitMQServer
+from devenv.servers import RabbitMQServer
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Queue
 from workerfleet.worker.backend import QueueBackend

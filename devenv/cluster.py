@@ -3,9 +3,9 @@
 etcd, kube-apiserver (RBAC, PodSecurity admission, service-account tokens, the aggregation layer),
 kube-controller-manager, kube-scheduler, and kwok as the kubelet of fake nodes, all on loopback.
 
-    python -m e2e.cluster up       # idempotent: starts what is not running, waits until Ready
-    python -m e2e.cluster status
-    python -m e2e.cluster down     # stops only the processes it started (by pid), removes state
+    python -m devenv.cluster up       # idempotent: starts what is not running, waits until Ready
+    python -m devenv.cluster status
+    python -m devenv.cluster down     # stops only the processes it started (by pid), removes state
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2e import pki, toolchain
+import yaml
+
+from devenv import pki, toolchain
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -368,6 +370,25 @@ class Cluster:
             check=check,
             timeout=timeout,
         )
+
+    def get(self, *args: str, namespace: str | None = None) -> Any:
+        """`kubectl get ARGS -o json`, parsed; None when kubectl fails (the object does not exist)."""
+        scope = ("-n", namespace) if namespace is not None else ()
+        result = self.kubectl("get", *args, *scope, "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def apply(self, *documents: Mapping[str, Any], namespace: str) -> None:
+        """`kubectl apply` the documents, as one YAML stream, into the namespace."""
+        text = "\n---\n".join(yaml.safe_dump(dict(document)) for document in documents)
+        self.kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
+
+    def condition(self, resource: str, condition_type: str, *, namespace: str) -> dict[str, Any] | None:
+        """The status condition of that type on `resource` (`kind/name`); None when there is none yet."""
+        body = self.get(resource, namespace=namespace) or {}
+        for condition in (body.get("status") or {}).get("conditions") or []:
+            if condition["type"] == condition_type:
+                return dict(condition)
+        return None
 
     def audit_writes(self, *, user: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
         """Write requests the API server recorded, optionally only one user's or in one namespace."""

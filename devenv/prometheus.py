@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from e2e.waiting import eventually
-from e2e.worker.servers import START_TIMEOUT_SECONDS, _stop_group, free_port
+from devenv.servers import START_TIMEOUT_SECONDS, _stop_group, free_port
+from devenv.waiting import eventually
 
 SCRAPE_INTERVAL_SECONDS = 1
 

@@ -1,6 +1,6 @@
 """`make demo`: workerfleet doing real work on the local cluster, from a burst of jobs to an idle pool.
 
-    python -m e2e.demo [--linger SECONDS]
+    python -m devenv.demo [--linger SECONDS]
 
 It brings up the local cluster, installs the chart (CRDs, RBAC, the operator's Deployment) and runs
 the operator on this host under the chart's ServiceAccount token (pods are simulated, so the
@@ -31,12 +31,12 @@ from typing import Any, TextIO
 import redis
 import yaml
 
-from e2e import chart
-from e2e.cluster import Cluster
-from e2e.operator import METRICS_PORT, install_crds, operator_as_chart_identity
-from e2e.producer import SteadyProducer
-from e2e.prometheus import SCRAPE_INTERVAL_SECONDS, PrometheusServer
-from e2e.worker.servers import RedisServer, free_port
+from devenv import chart
+from devenv.cluster import Cluster
+from devenv.operator import METRICS_PORT, install_crds, operator_as_chart_identity
+from devenv.producer import SteadyProducer
+from devenv.prometheus import SCRAPE_INTERVAL_SECONDS, PrometheusServer
+from devenv.servers import RedisServer, free_port
 from workerfleet.api.worker_contract import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES
 from workerfleet.planners.rollout import RolloutReason
 from workerfleet.planners.scaling import ScalingReason
@@ -687,7 +687,7 @@ def farewell(demo: Demo) -> None:
 === Poke at it (while the demo keeps running: `make demo DEMO_LINGER=SECONDS`)
   export KUBECONFIG={kubeconfig}
   # the pinned kubectl and helm, and the kubectl plugin
-  export PATH=$(.venv/bin/python -m e2e.toolchain --print-bin-dirs):$PWD/.venv/bin:$PATH
+  export PATH=$(.venv/bin/python -m devenv.toolchain --print-bin-dirs):$PWD/.venv/bin:$PATH
   kubectl get wp -n {NAMESPACE} -w                # watch the pool
   kubectl describe wp {POOL} -n {NAMESPACE}       # conditions and Events
   kubectl workerfleet status {POOL} -n {NAMESPACE}    # the rollout: revisions, step, last analysis
@@ -728,7 +728,7 @@ def run(demo: Demo, steps: list[Callable[[Demo], None]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devenv.demo", description=__doc__)
     parser.add_argument(
         "--linger", type=float, default=0.0, metavar="SECONDS", help="keep running afterwards"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.loss.plan import (
+from devenv.loss.plan import (
     FULL,
     SHORT,
     Event,

@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import redis
 
-from e2e.waiting import eventually
+from devenv.waiting import eventually
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import toolchain
+from devenv import toolchain
 
 GO_MOD = """\
 module k8s.io/kubernetes

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e import chart, toolchain
-from e2e.cluster import REPOSITORY, Cluster, port_offset
-from e2e.pki import Authority, Pair
-from e2e.waiting import eventually
+from devenv import chart, toolchain
+from devenv.cluster import REPOSITORY, Cluster, port_offset
+from devenv.pki import Authority, Pair
+from devenv.waiting import eventually
 
 LIVENESS_PORT = 18080 + port_offset()
 METRICS_API_PORT = 16443 + port_offset()

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from e2e.cluster import REPOSITORY, Cluster
-from e2e.toolchain import binaries
+from devenv.cluster import REPOSITORY, Cluster
+from devenv.toolchain import binaries
 
 CHART = REPOSITORY / "charts" / "workerfleet"
 RELEASE = "workerfleet"

@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from e2e import cluster, pki
+from devenv import cluster, pki
 
 
 def test_a_recorded_pid_of_another_program_is_not_ours(tmp_path: Path) -> None:

@@ -27,10 +27,10 @@ from typing import Any, TextIO
 import redis
 import yaml
 
-from e2e.cluster import Cluster
-from e2e.demo import HostWorkers
-from e2e.loss.handlers import LEDGER_ENV, append
-from e2e.loss.plan import (
+from devenv.cluster import Cluster
+from devenv.demo import HostWorkers
+from devenv.loss.handlers import LEDGER_ENV, append
+from devenv.loss.plan import (
     KEYED_TYPE,
     MAX_ATTEMPTS,
     PLAIN_TYPE,
@@ -45,8 +45,8 @@ from e2e.loss.plan import (
     parse_ledger,
     verdict,
 )
-from e2e.worker.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue
-from e2e.worker.servers import RabbitMQServer, RedisServer
+from devenv.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue
+from devenv.servers import RabbitMQServer, RedisServer
 from workerfleet.worker.envelope import encode, new_envelope
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def job_types(queue: str, *, backoff_max_seconds: float = 1.0) -> list[dict[str,
 
 def worker_pool(queue_spec: dict[str, Any], profile: Profile, ledger: Path) -> dict[str, Any]:
     environment = {
-        "WORKERFLEET_HANDLERS": "e2e.loss.handlers",
+        "WORKERFLEET_HANDLERS": "devenv.loss.handlers",
         LEDGER_ENV: str(ledger),
         "PYTHONPATH": str(REPOSITORY),
         "WORKERFLEET_HEARTBEAT_SECONDS": "3",
