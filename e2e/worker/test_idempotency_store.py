@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2e.waiting import eventually
+from devenv.queues import RabbitMQQueue
+from devenv.servers import RabbitMQServer, RedisServer
+from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
 from e2e.worker.proxy import HoldingProxy
-from e2e.worker.queues import RabbitMQQueue
-from e2e.worker.servers import RabbitMQServer, RedisServer
 from e2e.worker.test_worker_processes import events, produce
 
 
