@@ -39,11 +39,19 @@ class Recorder:
 
 
 async def _drained(queue: ReconcileQueue, recorder: Recorder) -> None:
-    for _ in range(200):
+    for _ in range(1000):
         await asyncio.sleep(0.02)
-        if not len(queue) and not recorder.running:
+        if queue.idle and not recorder.running:
             return
-    raise AssertionError("the queue did not drain within 4 s")
+    raise AssertionError("the queue did not drain within 20 s")
+
+
+async def _running(recorder: Recorder, key: tuple[str, str]) -> None:
+    for _ in range(1000):
+        if key in recorder.running:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{key} did not start within 5 s")
 
 
 def test_requests_for_a_waiting_pool_coalesce() -> None:
@@ -66,7 +74,7 @@ def test_a_request_while_the_pool_runs_runs_it_once_more_and_never_twice_at_once
         recorder, queue = Recorder(seconds=0.2), ReconcileQueue(workers=4)
         try:
             queue.request(A, recorder)
-            await asyncio.sleep(0.05)  # A runs now
+            await _running(recorder, A)
             queue.request(A, recorder)
             queue.request(A, recorder)
             await _drained(queue, recorder)

@@ -101,6 +101,11 @@ class ReconcileQueue:
         """Pools waiting (not counting those being reconciled)."""
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """No pool waits and none is being reconciled."""
+        return not self._pending and not self._running
+
     def _next(self) -> PoolKey | None:
         for key in self._pending:
             if key not in self._running:
