@@ -151,10 +151,10 @@ def test_an_action_with_nothing_to_act_on_is_refused_and_not_sent(
     assert "nothing to act on" in capsys.readouterr().out
 
 
-def test_watch_prints_each_change_once_until_interrupted() -> None:
-    views = [pool(), pool(), pool("Degraded")]
+def _watched(views: list[dict[str, Any]], **options: Any) -> list[str]:
+    """What `status --watch` writes while the pool goes through `views`, one per poll, until Ctrl-C."""
     fake = FakeKube(views[0])
-    printed: list[str] = []
+    written: list[str] = []
     naps = 0
 
     def sleep(_: float) -> None:
@@ -166,7 +166,12 @@ def test_watch_prints_each_change_once_until_interrupted() -> None:
 
     args = build_parser().parse_args(["-n", "media", "status", "thumbs", "--watch"])
     with pytest.raises(KeyboardInterrupt):
-        show_status(args, cast(Kube, fake), printed.append, sleep)
+        show_status(args, cast(Kube, fake), written.append, sleep, **options)
+    return written
+
+
+def test_watch_prints_each_change_once_until_interrupted() -> None:
+    printed = _watched([pool(), pool(), pool("Degraded")])
     assert len(printed) == 2
     assert "Progressing" in printed[0]
     assert "Degraded" in printed[1]
@@ -241,21 +246,7 @@ def test_the_pool_degraded_condition_exits_non_zero_even_without_a_rollout(
 def _watch(terminal: bool) -> list[str]:
     views = [paused_pool(600), paused_pool(600), paused_pool(600)]
     views[2]["status"]["rollout"]["step"] = 3
-    fake = FakeKube(views[0])
-    written: list[str] = []
-    naps = 0
-
-    def sleep(_: float) -> None:
-        nonlocal naps
-        naps += 1
-        if naps == len(views):
-            raise KeyboardInterrupt
-        fake.stored = views[naps]
-
-    args = build_parser().parse_args(["-n", "media", "status", "thumbs", "--watch"])
-    with pytest.raises(KeyboardInterrupt):
-        show_status(args, cast(Kube, fake), written.append, sleep, terminal=terminal, now=lambda: NOW)
-    return written
+    return _watched(views, terminal=terminal, now=lambda: NOW)
 
 
 def test_watch_redraws_in_place_on_a_terminal() -> None:
