@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from workerfleet.handlers.resync import Schedule
 from workerfleet.planners.resync import RETRY_BASE_SECONDS
 
@@ -73,3 +75,16 @@ def test_a_forgotten_pool_is_neither_retried_nor_resynced() -> None:
     clock.now += 3600
     assert pools.due() == []
     assert len(pools) == 0
+
+
+def test_pools_seen_together_have_their_first_resync_spread_over_the_whole_period() -> None:
+    clock = Clock()
+    draws = itertools.cycle(index / 10 for index in range(10))
+    pools = Schedule(100.0, clock=clock, jitter=lambda: next(draws))
+    for index in range(10):
+        pools.track(("media", f"pool-{index}"))
+    due_per_tenth = []
+    for _ in range(10):
+        clock.now += 10
+        due_per_tenth.append(len(pools.due()))
+    assert due_per_tenth == [1] * 10

@@ -9,6 +9,7 @@ from workerfleet.planners.resync import (
     RETRY_BASE_SECONDS,
     RETRY_CAP_SECONDS,
     RETRY_JITTER,
+    first_resync_delay,
     resync_delay,
     retry_delay,
 )
@@ -51,3 +52,17 @@ def test_resync_delay_is_within_one_period(period: float, jitter: float, expecte
     delay = resync_delay(period, jitter)
     assert delay == pytest.approx(expected)
     assert period * (1 - RESYNC_JITTER) <= delay <= period
+
+
+@pytest.mark.parametrize(
+    ("period", "jitter", "expected"),
+    [
+        (300.0, 0.0, 300.0),
+        (300.0, 0.5, 150.0),
+        (300.0, 0.999, 300.0 * 0.001),
+    ],
+)
+def test_first_resync_delay_is_anywhere_within_one_period(
+    period: float, jitter: float, expected: float
+) -> None:
+    assert first_resync_delay(period, jitter) == pytest.approx(expected)

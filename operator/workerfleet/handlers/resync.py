@@ -19,7 +19,12 @@ from dataclasses import dataclass
 
 from workerfleet.handlers.activity import ACTIVITY
 from workerfleet.handlers.pool_tasks import PoolKey
-from workerfleet.planners.resync import DEFAULT_RESYNC_SECONDS, resync_delay, retry_delay
+from workerfleet.planners.resync import (
+    DEFAULT_RESYNC_SECONDS,
+    first_resync_delay,
+    resync_delay,
+    retry_delay,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ class Schedule:
         """A pool exists: resync it within one period (a pool already known keeps its times)."""
         with self._lock:
             if key not in self._pools:
-                self._pools[key] = _Entry(self._next_resync())
+                self._pools[key] = _Entry(self._clock() + first_resync_delay(self.period, self._jitter()))
 
     def forget(self, key: PoolKey) -> None:
         with self._lock:

@@ -11,8 +11,8 @@ RETRY_JITTER = 0.1
 """Retries wait up to this fraction longer, so pools that failed together do not retry together."""
 DEFAULT_RESYNC_SECONDS = 300.0
 RESYNC_JITTER = 0.2
-"""Resyncs come up to this fraction early, so pools seen together at start-up spread out, and
-every pool is resynced within one period."""
+"""Later resyncs come up to this fraction early, so pools stay spread out, and every pool is resynced
+within one period."""
 
 
 def retry_delay(failures: int, jitter: float) -> float:
@@ -20,6 +20,13 @@ def retry_delay(failures: int, jitter: float) -> float:
     `jitter` is a random draw in [0, 1)."""
     exponent = min(max(failures, 1) - 1, 32)  # 2**32 times the base is far past the cap
     return min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2.0**exponent) * (1.0 + RETRY_JITTER * jitter)
+
+
+def first_resync_delay(period: float, jitter: float) -> float:
+    """Seconds until the first resync of a pool just seen: anywhere within `period`, so that the
+    thousands of pools seen together at start-up come up spread over a whole period, not in the same
+    minute; `jitter` in [0, 1)."""
+    return period * (1.0 - jitter)
 
 
 def resync_delay(period: float, jitter: float) -> float:
