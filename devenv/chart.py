@@ -63,6 +63,13 @@ def operator_args(values: dict[str, Any], *, release: str = RELEASE) -> tuple[st
     )
 
 
+class HelmFailed(subprocess.CalledProcessError):
+    """A failed helm command; its message carries what helm said, so a failure explains itself."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 def helm(
     cluster: Cluster, *args: str, input_text: str | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
@@ -78,7 +85,7 @@ def helm(
         env=environment,
     )
     if result.returncode != 0:
-        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+        raise HelmFailed(result.returncode, result.args, result.stdout, result.stderr)
     return result
 
 

@@ -154,6 +154,16 @@ class RedisServer:
             self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
             self._process = None
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and new ones are accepted, nothing answers (a hung server or
+        a network that drops replies) until `thaw`."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGCONT)
+
 
 class RabbitMQServer:
     """A RabbitMQ node of its own: its own epmd, node name, ports and data, all on 127.0.0.1; its AMQP

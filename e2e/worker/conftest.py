@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -119,7 +120,17 @@ class WorkerProcess:
         self.process.send_signal(signal_number)
 
     def wait_exit(self, timeout: float = EXIT_TIMEOUT_SECONDS) -> int:
-        return self.process.wait(timeout=timeout)
+        """The exit code; a worker still running after `timeout` is made to dump its threads' stacks
+        (SIGABRT with faulthandler on) and the failure shows them with its log."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            raise AssertionError(
+                f"worker still running {timeout}s later; its log:\n{self.log_path.read_text()}"
+            ) from None
 
     def probe(self, path: str) -> tuple[int, str]:
         """Status and body of GET `path` on the worker's metrics port."""
@@ -182,6 +193,7 @@ class Workers:
             "WORKERFLEET_METRICS_ADDRESS": "127.0.0.1",
             "WORKERFLEET_METRICS_PORT": str(metrics_port),
             "WORKERFLEET_PROBE_LOG": str(self._probe_log),
+            "PYTHONFAULTHANDLER": "1",
             **(environment or {}),
         }
         if drain_seconds is not None:

@@ -17,11 +17,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from devenv.queues import QueueUnderTest, RedisListQueue, describe, jobs_in
+import pytest
+
+from devenv.queues import QueueUnderTest, RedisListQueue, RedisStreamQueue, describe, jobs_in
 from devenv.servers import RedisServer
 from devenv.waiting import eventually
 from e2e.worker.conftest import WORKERFLEET, Workers
+from workerfleet.planners.children import DRAIN_MARGIN_SECONDS
 from workerfleet.worker import enqueue
+from workerfleet.worker.runtime import RECEIVE_WAIT_SECONDS
+
+DRAIN_SECONDS = 2
 
 Job = tuple[str, dict[str, Any]]
 
@@ -154,6 +160,39 @@ def test_sigterm_gives_back_a_job_that_cannot_finish_within_the_drain_time(
     [given_back] = queue.entries(queue.name)
     assert (given_back.id, given_back.attempt, given_back.last_failure) == ("long", 1, None)
     assert queue.held() == 0
+
+
+@pytest.mark.parametrize(
+    "queue_class", [RedisListQueue, RedisStreamQueue], ids=["redis-list", "redis-stream"]
+)
+@pytest.mark.parametrize("job", ["idle", "job-in-flight"])
+def test_sigterm_stops_the_worker_in_its_grace_period_while_the_queue_server_does_not_answer(
+    queue_class: type[RedisListQueue | RedisStreamQueue],
+    job: str,
+    own_redis: RedisServer,
+    workers: Workers,
+    probe_log: Path,
+) -> None:
+    # Given a worker, idle or running a job, whose Redis stops answering (connections stay open)
+    queue = queue_class(own_redis.address, f"jobs-{uuid.uuid4().hex[:8]}")
+    worker = workers.start(queue, drain_seconds=DRAIN_SECONDS)
+    if job == "job-in-flight":
+        produce(queue, [("in-flight", {"sleep": DRAIN_SECONDS})])
+        eventually(lambda: events(probe_log, "start"), what="the worker to start the job")
+    own_redis.freeze()
+    try:
+        time.sleep(RECEIVE_WAIT_SECONDS * 2)  # the worker is now waiting on the silent server
+        # When Kubernetes stops the pod
+        worker.signal(signal.SIGTERM)
+        # Then the worker exits before the pod's grace period (drain time + margin) ends in a SIGKILL,
+        # rather than waiting out its Redis client's timeouts
+        assert worker.wait_exit(timeout=DRAIN_SECONDS + DRAIN_MARGIN_SECONDS) == 0
+    finally:
+        own_redis.thaw()
+    if job == "job-in-flight":
+        # And the job it could not settle is left for recovery, not lost
+        assert any(entry["message"] == "queue unreachable; jobs left for recovery" for entry in worker.logs())
+        assert queue.held() == 1
 
 
 def test_the_worker_reconnects_with_backoff_when_redis_comes_back(

@@ -4,6 +4,8 @@ Facts are gathered here and decisions come from `policy` (pure). Every delivery 
 (complete, retry, move or release) unless the process dies first, in which case the backend's recovery
 hands the job to another worker. Shutdown (the `stop` event, set on SIGTERM) stops taking jobs, gives
 in-flight ones up to the drain time to finish, then gives the rest back unfinished, as they were.
+Everything after the drain time is bounded (STOP_MARGIN_SECONDS in all), also when the queue server
+stops answering, so the worker is gone before the pod's grace period ends in a SIGKILL.
 """
 
 from __future__ import annotations
@@ -74,8 +76,14 @@ RECONNECT_INITIAL_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 15.0
 CANCEL_GRACE_SECONDS = 5.0
 """How long a cancelled async handler may take to unwind before the runtime moves on without it."""
-RELEASE_GRACE_SECONDS = 10.0
-"""After the drain time, how long giving back the unfinished jobs may take."""
+RELEASE_GRACE_SECONDS = 5.0
+"""After the drain time and the cancel grace, how long giving back the unfinished jobs may take; jobs
+still not given back then are left to the backend's recovery."""
+CLOSE_SECONDS = 2.0
+"""How long closing the queue connection may take at the end."""
+STOP_MARGIN_SECONDS = RECEIVE_WAIT_SECONDS * 2 + CANCEL_GRACE_SECONDS + RELEASE_GRACE_SECONDS + CLOSE_SECONDS
+"""The most a stop takes beyond the drain time: noticing it (a receive under way gets its own wait
+again), giving back, closing. Less than the margin the pod's grace period adds to the drain time."""
 GIVE_BACK_SECONDS_WITHOUT_POLICY = 60.0
 """How long a job whose destination refused it waits before another try, when no JobType says
 (malformed and unknown ones); JobTypes use their backoff's maxSeconds."""
@@ -209,11 +217,11 @@ class Runtime:
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             try:
-                await self._backend.close()
-            except BackendUnavailable as error:
+                await asyncio.wait_for(self._backend.close(), CLOSE_SECONDS)
+            except (BackendUnavailable, TimeoutError) as error:
                 log.warning(
                     "could not close the queue cleanly; held jobs recover by timeout",
-                    extra={"error": str(error)},
+                    extra={"error": str(error) or f"no answer within {CLOSE_SECONDS}s"},
                 )
         log.info("worker stopped")
 
@@ -259,8 +267,18 @@ class Runtime:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     continue
+                receiving = asyncio.create_task(self._backend.receive(free, RECEIVE_WAIT_SECONDS))
+                await asyncio.wait({receiving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    # A receive returns within its wait, unless the server went silent: then the
+                    # client's timeouts would hold the stop for far longer than the drain time.
+                    await asyncio.wait({receiving}, timeout=RECEIVE_WAIT_SECONDS)
+                if not receiving.done():
+                    receiving.cancel()
+                    log.warning("queue not answering; stopped waiting for it")
+                    break
                 try:
-                    deliveries = await self._backend.receive(free, RECEIVE_WAIT_SECONDS)
+                    deliveries = receiving.result()
                 except BackendUnavailable as error:
                     self._health.connected(False)
                     delay = backoff.next_delay()
@@ -308,7 +326,13 @@ class Runtime:
                 "drain time is up; giving back unfinished jobs", extra={"unfinished": len(unfinished)}
             )
             self._give_up_draining()
-            await asyncio.wait(unfinished, timeout=CANCEL_GRACE_SECONDS + RELEASE_GRACE_SECONDS)
+            _, stuck = await asyncio.wait(unfinished, timeout=CANCEL_GRACE_SECONDS + RELEASE_GRACE_SECONDS)
+            if stuck:
+                # Waiting on a queue server that does not answer: the jobs stay held, and the backend's
+                # recovery hands them to another worker.
+                log.warning("queue unreachable; jobs left for recovery", extra={"unfinished": len(stuck)})
+                for task in stuck:
+                    task.cancel()
 
     async def _process(self, delivery: Delivery) -> None:
         try:
