@@ -163,12 +163,13 @@ class Kube:
         watched = self.watched.tracks(manifest["apiVersion"], manifest["kind"])
         if not watched and not verify and self.applied.holds(key, desired):
             return None
-        live = self.get(*key) if watched else self.read(*key)
-        if live is None and watched:
+        live = self.watched.lookup(key)[1] if watched else None
+        if live is None:
             # Created only after a read of the server itself: the watches see only objects labelled as
             # a pool's, so someone else's object of the name is not in their memory.
             live = self.read(*key)
-            self.watched.remember_read(key, live)
+            if watched:
+                self.watched.remember_read(key, live)
         if live is not None and controller_uid(live) != owner_uid:
             # Not remembered: the next attempt reads again (a watch may never show the other object go).
             (self.watched if watched else self.applied).forget(key)
