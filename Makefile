@@ -50,7 +50,7 @@ debian-packages: ## install the queue and metrics servers the tests and the demo
 	scripts/debian-packages
 
 e2e: $(INSTALLED) binaries debian-packages ## tests against the local control plane (brought up when not running)
-	$(BIN)/pytest e2e
+	$(BIN)/pytest e2e --durations=30
 
 test: lint unit chart e2e ## lint + unit + chart + e2e
 
