@@ -15,6 +15,7 @@ from devenv.cluster import Cluster
 from devenv.operator import OperatorProcess, install_crds, operator_as_chart_identity
 from devenv.prometheus import PrometheusServer
 from devenv.servers import RabbitMQServer, RedisServer
+from e2e.canary_rig import Rig
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -137,3 +138,19 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def rig(
+    operator: Cluster,
+    namespace: str,
+    redis_server: RedisServer,
+    prometheus_server: PrometheusServer,
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    """A pool named thumbs under canary test (e2e/canary_rig.py); its workers and producer stopped after."""
+    started = Rig(operator, namespace, "thumbs", redis_server, prometheus_server, tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -7,24 +7,19 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from devenv.cluster import Cluster
 from devenv.operator import OperatorProcess
-from devenv.prometheus import PrometheusServer
-from devenv.servers import RedisServer
 from devenv.waiting import eventually
-from e2e.test_canary import (
+from e2e.canary_rig import (
     TOTAL_REPLICAS,
     DeploymentWatch,
     Rig,
-    _plugin,
-    _ready,
     analysis,
+    kubectl_plugin,
+    ready_workers,
 )
 
 INTERVAL_SECONDS = 3
@@ -35,28 +30,12 @@ RESTART_EVERY_SECONDS = 6.0
 the canary has finished jobs before the first kill, so it is never merely silent."""
 
 
-@pytest.fixture
-def pool(
-    operator: Cluster,
-    namespace: str,
-    redis_server: RedisServer,
-    prometheus_server: PrometheusServer,
-    tmp_path: Path,
-) -> Iterator[Rig]:
-    started = Rig(operator, namespace, "thumbs", redis_server, prometheus_server, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
 def _seconds_since(stamp: str) -> float:
     return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
 
 
 @pytest.mark.parametrize("fault", ["crashed", "hung"])
-def test_a_canary_that_does_no_work_is_rolled_back_as_unhealthy(pool: Rig, fault: str) -> None:
-    rig = pool
+def test_a_canary_that_does_no_work_is_rolled_back_as_unhealthy(rig: Rig, fault: str) -> None:
     # Given a pool whose stable workers process jobs, with analysis that waits for data (onNoData Pause)
     canary = {
         "steps": [{"weight": 20, "pauseSeconds": 300}],
@@ -95,8 +74,7 @@ def test_a_canary_that_does_no_work_is_rolled_back_as_unhealthy(pool: Rig, fault
     assert f"finished no job in {NO_SAMPLES_LIMIT} analyses in a row" in unhealthy["message"]
 
 
-def test_a_canary_that_keeps_restarting_is_rolled_back_as_unhealthy(pool: Rig) -> None:
-    rig = pool
+def test_a_canary_that_keeps_restarting_is_rolled_back_as_unhealthy(rig: Rig) -> None:
     # Given a pool whose stable workers process jobs, and a long step that a canary doing jobs
     # without errors would pass
     canary = {
@@ -139,15 +117,16 @@ def test_a_canary_that_keeps_restarting_is_rolled_back_as_unhealthy(pool: Rig) -
 
 
 def test_an_operator_killed_while_promoting_finishes_without_an_outage(
-    pool: Rig, operator_process: OperatorProcess
+    rig: Rig, operator_process: OperatorProcess
 ) -> None:
-    rig = pool
     # Given a canary at 100%: every worker runs the new revision
     canary = {"steps": [{"weight": 100}]}
     rig.create(canary)
     revision = rig.change_template(canary)
     eventually(
-        lambda: rig.rollout().get("phase") == "Paused" and _ready(rig, "thumbs-canary") == TOTAL_REPLICAS,
+        lambda: (
+            rig.rollout().get("phase") == "Paused" and ready_workers(rig, "thumbs-canary") == TOTAL_REPLICAS
+        ),
         what="ten ready canary workers, waiting for promote",
     )
     watch = DeploymentWatch(rig.cluster, rig.namespace)
@@ -155,7 +134,7 @@ def test_an_operator_killed_while_promoting_finishes_without_an_outage(
         eventually(lambda: watch.ready_after_each, what="the watch's first listing", timeout=30)
         # When it is promoted, and the operator is SIGKILLed while the new stable workers start
         promoted_at = time.monotonic()
-        assert _plugin(rig.cluster, "-n", rig.namespace, "promote", "thumbs").returncode == 0
+        assert kubectl_plugin(rig.cluster, "-n", rig.namespace, "promote", "thumbs").returncode == 0
         eventually(
             lambda: rig.rollout().get("phase") == "Promoting",
             what="the promotion under way",
@@ -196,9 +175,8 @@ def test_an_operator_killed_while_promoting_finishes_without_an_outage(
     [("Pause", "held at step 1"), ("Continue", "on to step 2"), ("Fail", "rolled back")],
 )
 def test_prometheus_down_during_a_canary_step_follows_on_no_data(
-    pool: Rig, policy: str, while_down: str
+    rig: Rig, policy: str, while_down: str
 ) -> None:
-    rig = pool
     # Given a canary step of 6 s whose analysis has workers of both revisions to read
     canary = {
         "steps": [{"weight": 20, "pauseSeconds": 6}, {"weight": 50, "pauseSeconds": 300}],
@@ -249,14 +227,13 @@ def test_prometheus_down_during_a_canary_step_follows_on_no_data(
     assert "AnalysisError" in rig.reasons()
 
 
-def test_a_second_template_change_during_a_rollout_starts_over_at_step_1(pool: Rig) -> None:
-    rig = pool
+def test_a_second_template_change_during_a_rollout_starts_over_at_step_1(rig: Rig) -> None:
     # Given a canary at step 2 of 2
     canary = {"steps": [{"weight": 20}, {"weight": 60}]}
     rig.create(canary)
     first = rig.change_template(canary)
     eventually(lambda: rig.rollout().get("phase") == "Paused", what="step 1 waiting for promote")
-    assert _plugin(rig.cluster, "-n", rig.namespace, "promote", "thumbs").returncode == 0
+    assert kubectl_plugin(rig.cluster, "-n", rig.namespace, "promote", "thumbs").returncode == 0
     eventually(lambda: rig.rollout().get("step") == 2, what="step 2")
 
     # When the template changes again
@@ -282,8 +259,7 @@ def test_a_second_template_change_during_a_rollout_starts_over_at_step_1(pool: R
     assert first in superseded["message"]
 
 
-def test_a_job_type_changed_during_a_rollout_keeps_the_step(pool: Rig) -> None:
-    rig = pool
+def test_a_job_type_changed_during_a_rollout_keeps_the_step(rig: Rig) -> None:
     # Given a canary at step 1, waiting for promote
     canary = {"steps": [{"weight": 20}, {"weight": 60}]}
     rig.create(canary)
@@ -315,9 +291,8 @@ def test_a_job_type_changed_during_a_rollout_keeps_the_step(pool: Rig) -> None:
 
 
 def test_an_operator_killed_while_a_step_waits_for_ready_keeps_the_deadline(
-    pool: Rig, operator_process: OperatorProcess
+    rig: Rig, operator_process: OperatorProcess
 ) -> None:
-    rig = pool
     # Given a step waiting for canary workers that can never be scheduled, with a 20 s deadline
     deadline = 20
     canary = {"steps": [{"weight": 20, "pauseSeconds": 5}], "progressDeadlineSeconds": deadline}
@@ -341,9 +316,8 @@ def test_an_operator_killed_while_a_step_waits_for_ready_keeps_the_deadline(
 
 
 def test_an_operator_killed_while_analysing_goes_on_without_repeating_the_step(
-    pool: Rig, operator_process: OperatorProcess
+    rig: Rig, operator_process: OperatorProcess
 ) -> None:
-    rig = pool
     # Given step 1 of 2 holding 12 s with analyses every 3 s, and workers of both revisions
     canary = {
         "steps": [{"weight": 20, "pauseSeconds": 12}, {"weight": 50, "pauseSeconds": 300}],
