@@ -19,15 +19,15 @@ import pytest
 from devenv.cluster import Cluster
 from devenv.servers import RedisServer
 from devenv.waiting import eventually
-from e2e.test_autoscaling import (
+from e2e.autoscaled_pools import (
     BACKLOG,
     TARGET_PER_REPLICA,
     RedisListBacklog,
-    _condition,
-    _job_type,
-    _pool,
-    _pool_body,
-    _replicas,
+    autoscaled_pool,
+    pool_body,
+    pool_condition,
+    pool_replicas,
+    resize_job_type,
 )
 from workerfleet.handlers.startup import WATCH_INACTIVITY_TIMEOUT_SECONDS
 
@@ -60,9 +60,9 @@ def _seconds_until(probe: Callable[[], Any], what: str, timeout: float = RECOVER
 
 
 def _ready(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:
-    body = _pool_body(cluster, namespace, name)
+    body = pool_body(cluster, namespace, name)
     return (
-        _condition(cluster, namespace, name, "Ready") == ("True", "WorkersReady")
+        pool_condition(cluster, namespace, name, "Ready") == ("True", "WorkersReady")
         and (body.get("status") or {}).get("readyReplicas") == replicas
     )
 
@@ -84,13 +84,15 @@ def _plain_pool(name: str, replicas: int) -> dict[str, Any]:
 
 def _asleep(cluster: Cluster, namespace: str, backlog: RedisListBacklog) -> None:
     """An autoscaled pool at zero replicas over an empty queue, polled once a second."""
-    cluster.apply(_job_type(), _pool("thumbs", backlog.queue_spec), namespace=namespace)
+    cluster.apply(resize_job_type(), autoscaled_pool("thumbs", backlog.queue_spec), namespace=namespace)
     eventually(
-        lambda: _condition(cluster, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
+        lambda: (
+            pool_condition(cluster, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth")
+        ),
         what="scaling on depth",
         timeout=60,
     )
-    assert _replicas(cluster, namespace, "thumbs") == 0
+    assert pool_replicas(cluster, namespace, "thumbs") == 0
 
 
 @contextmanager
@@ -119,11 +121,11 @@ def test_a_killed_control_plane_process_leaves_no_pool_asleep(
         time.sleep(OUTAGE_SECONDS)
 
     # Then the pool wakes, and the HPA takes it on to depth / target replicas
-    woken = _seconds_until(lambda: _replicas(operator, namespace, "thumbs") >= 1, "the pool woken")
+    woken = _seconds_until(lambda: pool_replicas(operator, namespace, "thumbs") >= 1, "the pool woken")
     _measured(component, "pool woken from zero", woken)
     target = BACKLOG // TARGET_PER_REPLICA
     scaled = _seconds_until(
-        lambda: _replicas(operator, namespace, "thumbs") == target, f"{target} replicas", timeout=120
+        lambda: pool_replicas(operator, namespace, "thumbs") == target, f"{target} replicas", timeout=120
     )
     _measured(component, f"HPA at {target} replicas", woken + scaled)
 
@@ -141,7 +143,7 @@ def test_a_killed_control_plane_process_leaves_no_pool_asleep(
 
 def test_a_frozen_api_server_is_followed_again_once_it_thaws(operator: Cluster, namespace: str) -> None:
     # Given a pool at one ready replica
-    operator.apply(_job_type(), _plain_pool("thumbs", 1), namespace=namespace)
+    operator.apply(resize_job_type(), _plain_pool("thumbs", 1), namespace=namespace)
     eventually(lambda: _ready(operator, namespace, "thumbs", 1), what="thumbs Ready", timeout=90)
 
     # When the API server is frozen (SIGSTOP) for a minute: connections open, nothing answers
@@ -210,7 +212,7 @@ def _all_nodes_ready(cluster: Cluster) -> bool:
 
 
 def _status_follows(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:
-    body = _pool_body(cluster, namespace, name)
+    body = pool_body(cluster, namespace, name)
     status = body.get("status") or {}
     return bool(
         status.get("replicas") == replicas
@@ -230,14 +232,14 @@ def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_a
     backlog = RedisListBacklog(own_redis)
     fallback = {"failureThreshold": 2, "replicas": 3}
     operator.apply(
-        _job_type(),
-        _pool("thumbs", backlog.queue_spec, replicas=1, minReplicas=1, fallback=fallback),
+        resize_job_type(),
+        autoscaled_pool("thumbs", backlog.queue_spec, replicas=1, minReplicas=1, fallback=fallback),
         namespace=namespace,
     )
     backlog.push(BACKLOG)
     target = BACKLOG // TARGET_PER_REPLICA
     eventually(
-        lambda: _replicas(operator, namespace, "thumbs") == target, what=f"{target} replicas", timeout=120
+        lambda: pool_replicas(operator, namespace, "thumbs") == target, what=f"{target} replicas", timeout=120
     )
 
     # When the queue server is down for two minutes
@@ -246,18 +248,19 @@ def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_a
         # Then the pool says the queue is unreachable and holds the fallback replicas
         eventually(
             lambda: (
-                _condition(operator, namespace, "thumbs", "QueueReachable") == ("False", "QueueUnreachable")
+                pool_condition(operator, namespace, "thumbs", "QueueReachable")
+                == ("False", "QueueUnreachable")
             ),
             what="QueueReachable=False",
             timeout=30,
         )
         eventually(
-            lambda: _replicas(operator, namespace, "thumbs") == 3, what="3 fallback replicas", timeout=60
+            lambda: pool_replicas(operator, namespace, "thumbs") == 3, what="3 fallback replicas", timeout=60
         )
         held_from = time.monotonic()
         remaining = QUEUE_OUTAGE_SECONDS - (time.monotonic() - held_from)
         while remaining > 0:
-            assert _replicas(operator, namespace, "thumbs") == 3, "the fallback replicas were not held"
+            assert pool_replicas(operator, namespace, "thumbs") == 3, "the fallback replicas were not held"
             time.sleep(min(2.0, remaining))
             remaining = QUEUE_OUTAGE_SECONDS - (time.monotonic() - held_from)
     finally:
@@ -266,10 +269,12 @@ def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_a
     # When it is back (empty) and jobs arrive again: Then the pool scales on depth again
     backlog.push(TARGET_PER_REPLICA * 5)
     reachable = _seconds_until(
-        lambda: _condition(operator, namespace, "thumbs", "QueueReachable") == ("True", "DepthRead"),
+        lambda: pool_condition(operator, namespace, "thumbs", "QueueReachable") == ("True", "DepthRead"),
         "QueueReachable=True",
     )
     _measured("queue server down", "QueueReachable=True", reachable)
-    assert _condition(operator, namespace, "thumbs", "Fallback") == ("False", "QueueReadable")
-    scaled = _seconds_until(lambda: _replicas(operator, namespace, "thumbs") == 5, "5 replicas", timeout=120)
+    assert pool_condition(operator, namespace, "thumbs", "Fallback") == ("False", "QueueReadable")
+    scaled = _seconds_until(
+        lambda: pool_replicas(operator, namespace, "thumbs") == 5, "5 replicas", timeout=120
+    )
     _measured("queue server down", "scaling on depth again (5 replicas)", reachable + scaled)

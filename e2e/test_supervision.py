@@ -11,13 +11,13 @@ from typing import Any
 from devenv.cluster import Cluster
 from devenv.servers import RedisServer
 from devenv.waiting import eventually
-from e2e.test_autoscaling import (
+from e2e.autoscaled_pools import (
     RedisListBacklog,
-    _condition,
-    _event_reasons,
-    _job_type,
-    _pool,
-    _replicas,
+    autoscaled_pool,
+    event_reasons,
+    pool_condition,
+    pool_replicas,
+    resize_job_type,
 )
 
 OPERATOR_ROLE = "workerfleet-namespaced"
@@ -54,13 +54,15 @@ def test_a_poller_refused_by_the_api_server_says_so_and_resumes_when_allowed(
 ) -> None:
     # Given an autoscaled pool asleep at zero replicas over an empty queue
     backlog = RedisListBacklog(redis_server)
-    operator.apply(_job_type(), _pool("thumbs", backlog.queue_spec), namespace=namespace)
+    operator.apply(resize_job_type(), autoscaled_pool("thumbs", backlog.queue_spec), namespace=namespace)
     eventually(
-        lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
+        lambda: (
+            pool_condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth")
+        ),
         what="scaling on depth",
         timeout=60,
     )
-    assert _replicas(operator, namespace, "thumbs") == 0
+    assert pool_replicas(operator, namespace, "thumbs") == 0
 
     # When the operator may no longer patch pools, and jobs arrive (so it must wake the pool)
     with _without_permission(operator, "workerpools", "patch"):
@@ -68,19 +70,23 @@ def test_a_poller_refused_by_the_api_server_says_so_and_resumes_when_allowed(
 
         # Then the pool says that polling fails, and why, with a Warning Event; it stays asleep
         eventually(
-            lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("False", "PollingFailed"),
+            lambda: (
+                pool_condition(operator, namespace, "thumbs", "ScalingActive") == ("False", "PollingFailed")
+            ),
             what="ScalingActive=False (PollingFailed)",
             timeout=30,
         )
-        assert "PollingFailed" in _event_reasons(operator, namespace, "thumbs")
-        assert _replicas(operator, namespace, "thumbs") == 0
+        assert "PollingFailed" in event_reasons(operator, namespace, "thumbs")
+        assert pool_replicas(operator, namespace, "thumbs") == 0
 
     # When the permission is back: Then the same poller wakes the pool and the condition clears
     allowed = time.monotonic()
-    eventually(lambda: _replicas(operator, namespace, "thumbs") >= 1, what="the pool woken", timeout=30)
+    eventually(lambda: pool_replicas(operator, namespace, "thumbs") >= 1, what="the pool woken", timeout=30)
     print(f"\npoller back {time.monotonic() - allowed:.1f}s after the permission was restored")
     eventually(
-        lambda: _condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth"),
+        lambda: (
+            pool_condition(operator, namespace, "thumbs", "ScalingActive") == ("True", "ScalingOnQueueDepth")
+        ),
         what="ScalingActive=True again",
         timeout=30,
     )
