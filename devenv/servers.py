@@ -337,6 +337,16 @@ class RabbitMQServer:
                 total += int(count)
         return total
 
+    def freeze(self) -> None:
+        """SIGSTOP the node: connections stay open and new ones are accepted, nothing answers until
+        `thaw`."""
+        assert self._server is not None
+        os.killpg(self._server.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._server is not None
+        os.killpg(self._server.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self._server is not None:
             _stop_group(self._server)

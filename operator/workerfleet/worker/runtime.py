@@ -76,14 +76,17 @@ RECONNECT_INITIAL_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 15.0
 CANCEL_GRACE_SECONDS = 5.0
 """How long a cancelled async handler may take to unwind before the runtime moves on without it."""
-RELEASE_GRACE_SECONDS = 5.0
+RELEASE_GRACE_SECONDS = 4.0
 """After the drain time and the cancel grace, how long giving back the unfinished jobs may take; jobs
 still not given back then are left to the backend's recovery."""
-CLOSE_SECONDS = 2.0
-"""How long closing the queue connection may take at the end."""
-STOP_MARGIN_SECONDS = RECEIVE_WAIT_SECONDS * 2 + CANCEL_GRACE_SECONDS + RELEASE_GRACE_SECONDS + CLOSE_SECONDS
+FAREWELL_SECONDS = 2.0
+"""How long each call that ends consuming (stop receiving, close) may wait for the queue server."""
+STOP_MARGIN_SECONDS = (
+    RECEIVE_WAIT_SECONDS + FAREWELL_SECONDS + CANCEL_GRACE_SECONDS + RELEASE_GRACE_SECONDS + FAREWELL_SECONDS
+)
 """The most a stop takes beyond the drain time: noticing it (a receive under way gets its own wait
-again), giving back, closing. Less than the margin the pod's grace period adds to the drain time."""
+once more), stopping the receiving, giving back, closing. Less than the margin the pod's grace period
+adds to the drain time."""
 GIVE_BACK_SECONDS_WITHOUT_POLICY = 60.0
 """How long a job whose destination refused it waits before another try, when no JobType says
 (malformed and unknown ones); JobTypes use their backoff's maxSeconds."""
@@ -217,11 +220,11 @@ class Runtime:
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             try:
-                await asyncio.wait_for(self._backend.close(), CLOSE_SECONDS)
+                await asyncio.wait_for(self._backend.close(), FAREWELL_SECONDS)
             except (BackendUnavailable, TimeoutError) as error:
                 log.warning(
                     "could not close the queue cleanly; held jobs recover by timeout",
-                    extra={"error": str(error) or f"no answer within {CLOSE_SECONDS}s"},
+                    extra={"error": str(error) or f"no answer within {FAREWELL_SECONDS}s"},
                 )
         log.info("worker stopped")
 
@@ -309,10 +312,11 @@ class Runtime:
     async def _drain(self) -> None:
         self._health.draining()
         try:
-            await self._backend.stop_receiving()
-        except BackendUnavailable as error:
+            await asyncio.wait_for(self._backend.stop_receiving(), FAREWELL_SECONDS)
+        except (BackendUnavailable, TimeoutError) as error:
             log.warning(
-                "could not stop receiving; the queue server takes jobs back", extra={"error": str(error)}
+                "could not stop receiving; the queue server takes jobs back",
+                extra={"error": str(error) or f"no answer within {FAREWELL_SECONDS}s"},
             )
         if not self._in_flight:
             return
