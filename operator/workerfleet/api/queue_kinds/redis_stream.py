@@ -1,0 +1,55 @@
+"""A Redis stream read through a consumer group (`spec.queue.redisStream`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from workerfleet.api.queue_kinds._redis import keda_basics
+from workerfleet.api.queue_kinds.base import (
+    Allowlist,
+    CredentialNeeds,
+    KedaTrigger,
+    WorkerNeeds,
+    server_needs,
+)
+
+if TYPE_CHECKING:
+    from workerfleet.api.workerpool import RedisStream
+
+
+class RedisStreamKind:
+    name = "redisStream"
+    field = "redis_stream"
+    product = "Redis"
+    keda_takes_ca = True
+
+    def queue_name(self, spec: RedisStream) -> str:
+        return spec.stream
+
+    def describe(self, spec: RedisStream) -> str:
+        return f"Redis stream {spec.stream} at {spec.address}"
+
+    def address(self, spec: RedisStream) -> tuple[str, Allowlist]:
+        return spec.address, Allowlist.QUEUES
+
+    def credentials(self, spec: RedisStream) -> CredentialNeeds:
+        return server_needs(spec.auth, spec.tls)
+
+    def keda_trigger(self, spec: RedisStream, target: str, activation: str) -> KedaTrigger:
+        metadata, secrets = keda_basics(spec)
+        metadata |= {
+            "stream": spec.stream,
+            "consumerGroup": spec.consumer_group,
+            "lagCount": target,
+            "activationLagCount": activation,
+        }
+        return KedaTrigger("redis-streams", metadata, secrets)
+
+    def worker_needs(self, spec: RedisStream) -> WorkerNeeds:
+        return WorkerNeeds(self.credentials(spec))
+
+    def keys_shared(self, spec: RedisStream) -> bool:
+        return True  # on the queue's own server
+
+
+KIND = RedisStreamKind()
