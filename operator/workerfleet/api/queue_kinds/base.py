@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from workerfleet.api.common import SecretKeySelector, TLSConfig
 from workerfleet.api.worker_contract import WorkerEnv
@@ -149,3 +149,36 @@ class QueueKind(Protocol[Spec_contra]):
     def keys_shared(self, spec: Spec_contra) -> bool:
         """Whether the completed idempotency keys are known to every worker of the pool (else only
         to the process that completed them)."""
+
+
+class QueueServer(Protocol):
+    """Settings of a queue server workerfleet's own clients talk to."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def auth(self) -> ServerAuth | None: ...
+
+    @property
+    def tls(self) -> TLSConfig | None: ...
+
+
+Server = TypeVar("Server", bound=QueueServer)
+
+
+class ServerKind(Generic[Server]):
+    """What the kinds of a `host:port` queue server share: the queue allowlist, user/password auth and
+    TLS for the operator and the workers alike, and idempotency keys kept on that server."""
+
+    def address(self, spec: Server) -> tuple[str, Allowlist]:
+        return spec.address, Allowlist.QUEUES
+
+    def credentials(self, spec: Server) -> CredentialNeeds:
+        return server_needs(spec.auth, spec.tls)
+
+    def worker_needs(self, spec: Server) -> WorkerNeeds | None:
+        return WorkerNeeds(self.credentials(spec))
+
+    def keys_shared(self, spec: Server) -> bool:
+        return True

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workerfleet.api.queue_kinds.base import (
-    Allowlist,
-    CredentialNeeds,
-    KedaTrigger,
-    WorkerNeeds,
-    server_needs,
-)
+from workerfleet.api.queue_kinds.base import KedaTrigger, ServerKind, WorkerNeeds, server_needs
 
 if TYPE_CHECKING:
     from workerfleet.api.workerpool import RabbitMQ
 
 
-class RabbitMQKind:
+class RabbitMQKind(ServerKind["RabbitMQ"]):
     name = "rabbitmq"
     field = "rabbitmq"
     product = "RabbitMQ"
@@ -29,12 +23,6 @@ class RabbitMQKind:
 
     def describe(self, spec: RabbitMQ) -> str:
         return f"RabbitMQ queue {spec.queue} at {spec.address}"
-
-    def address(self, spec: RabbitMQ) -> tuple[str, Allowlist]:
-        return spec.address, Allowlist.QUEUES
-
-    def credentials(self, spec: RabbitMQ) -> CredentialNeeds:
-        return server_needs(spec.auth, spec.tls)
 
     def keda_trigger(self, spec: RabbitMQ, target: str, activation: str) -> KedaTrigger:
         scheme = "amqps" if spec.tls is not None else "amqp"

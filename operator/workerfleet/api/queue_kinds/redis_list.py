@@ -5,19 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from workerfleet.api.queue_kinds._redis import keda_basics
-from workerfleet.api.queue_kinds.base import (
-    Allowlist,
-    CredentialNeeds,
-    KedaTrigger,
-    WorkerNeeds,
-    server_needs,
-)
+from workerfleet.api.queue_kinds.base import KedaTrigger, ServerKind
 
 if TYPE_CHECKING:
     from workerfleet.api.workerpool import RedisList
 
 
-class RedisListKind:
+class RedisListKind(ServerKind["RedisList"]):
     name = "redis"
     field = "redis"
     product = "Redis"
@@ -29,22 +23,10 @@ class RedisListKind:
     def describe(self, spec: RedisList) -> str:
         return f"Redis list {spec.list_key} at {spec.address}"
 
-    def address(self, spec: RedisList) -> tuple[str, Allowlist]:
-        return spec.address, Allowlist.QUEUES
-
-    def credentials(self, spec: RedisList) -> CredentialNeeds:
-        return server_needs(spec.auth, spec.tls)
-
     def keda_trigger(self, spec: RedisList, target: str, activation: str) -> KedaTrigger:
         metadata, secrets = keda_basics(spec)
         metadata |= {"listName": spec.list_key, "listLength": target, "activationListLength": activation}
         return KedaTrigger("redis", metadata, secrets)
-
-    def worker_needs(self, spec: RedisList) -> WorkerNeeds:
-        return WorkerNeeds(self.credentials(spec))
-
-    def keys_shared(self, spec: RedisList) -> bool:
-        return True  # on the queue's own server
 
 
 KIND = RedisListKind()

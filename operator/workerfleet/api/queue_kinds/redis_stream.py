@@ -5,19 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from workerfleet.api.queue_kinds._redis import keda_basics
-from workerfleet.api.queue_kinds.base import (
-    Allowlist,
-    CredentialNeeds,
-    KedaTrigger,
-    WorkerNeeds,
-    server_needs,
-)
+from workerfleet.api.queue_kinds.base import KedaTrigger, ServerKind
 
 if TYPE_CHECKING:
     from workerfleet.api.workerpool import RedisStream
 
 
-class RedisStreamKind:
+class RedisStreamKind(ServerKind["RedisStream"]):
     name = "redisStream"
     field = "redis_stream"
     product = "Redis"
@@ -29,12 +23,6 @@ class RedisStreamKind:
     def describe(self, spec: RedisStream) -> str:
         return f"Redis stream {spec.stream} at {spec.address}"
 
-    def address(self, spec: RedisStream) -> tuple[str, Allowlist]:
-        return spec.address, Allowlist.QUEUES
-
-    def credentials(self, spec: RedisStream) -> CredentialNeeds:
-        return server_needs(spec.auth, spec.tls)
-
     def keda_trigger(self, spec: RedisStream, target: str, activation: str) -> KedaTrigger:
         metadata, secrets = keda_basics(spec)
         metadata |= {
@@ -44,12 +32,6 @@ class RedisStreamKind:
             "activationLagCount": activation,
         }
         return KedaTrigger("redis-streams", metadata, secrets)
-
-    def worker_needs(self, spec: RedisStream) -> WorkerNeeds:
-        return WorkerNeeds(self.credentials(spec))
-
-    def keys_shared(self, spec: RedisStream) -> bool:
-        return True  # on the queue's own server
 
 
 KIND = RedisStreamKind()
