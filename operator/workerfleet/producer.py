@@ -34,6 +34,8 @@ from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.queue_kinds import kind_of
+from workerfleet.api.queue_kinds.base import CredentialNeeds
 from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.api.workerpool import Queue, WorkerPoolSpec
 from workerfleet.worker.backend_factory import open_backend
@@ -161,13 +163,8 @@ async def send(target: Target, envelopes: Sequence[Envelope]) -> None:
 
 def describe(queue: Queue) -> str:
     """Where jobs of this queue go, for people."""
-    if queue.redis is not None:
-        return f"Redis list {queue.redis.list_key} at {queue.redis.address}"
-    if queue.redis_stream is not None:
-        return f"Redis stream {queue.redis_stream.stream} at {queue.redis_stream.address}"
-    if queue.rabbitmq is not None:
-        return f"RabbitMQ queue {queue.rabbitmq.queue} at {queue.rabbitmq.address}"
-    return "a queue the operator only watches"
+    kind, backend = kind_of(queue)
+    return kind.describe(backend)
 
 
 def _environment_credentials() -> Credentials:
@@ -260,8 +257,10 @@ def from_cluster(
         _, spec = _job_type_spec(found, f"JobType {namespace}/{job_type}")
     credentials = _environment_credentials()
     queue = pool_spec.queue
-    auth = next((b.auth for b in (queue.redis, queue.redis_stream, queue.rabbitmq) if b is not None), None)
-    if auth is not None and credentials.password is None:
+    kind, backend = kind_of(queue)
+    worker_needs = kind.worker_needs(backend)
+    needs = worker_needs.queue if worker_needs is not None else CredentialNeeds()
+    if needs.password is not None and credentials.password is None:
 
         def value(reference: SecretKeySelector | None) -> str | None:
             if reference is None:
@@ -274,14 +273,13 @@ def from_cluster(
                 ) from None
 
         credentials = Credentials(
-            username=value(auth.username_secret_ref),
-            password=value(auth.password_secret_ref),
+            username=value(needs.username),
+            password=value(needs.password),
             ca_pem=credentials.ca_pem,
         )
-    tls = next((b.tls for b in (queue.redis, queue.redis_stream, queue.rabbitmq) if b is not None), None)
-    if tls is not None and tls.ca_secret_ref is not None and credentials.ca_pem is None:
+    if needs.ca is not None and credentials.ca_pem is None:
         try:
-            ca_pem = api.secret_value(namespace, tls.ca_secret_ref.name, tls.ca_secret_ref.key)
+            ca_pem = api.secret_value(namespace, needs.ca.name, needs.ca.key)
         except LookupError as error:
             raise InvalidJob(f"{error}; set WORKERFLEET_QUEUE_CA to the queue's CA bundle instead") from None
         credentials = replace(credentials, ca_pem=ca_pem)

@@ -21,6 +21,7 @@ from workerfleet.api.common import (
 from workerfleet.api.conditions import Conditions
 from workerfleet.api.meta import ObjectMeta
 from workerfleet.api.podtemplate import PodTemplate
+from workerfleet.api.queue_kinds import KINDS, spoken_list
 
 POOL_NAME_MAX_LENGTH = 56
 """A pool's name becomes a label value (at most 63 characters) and, suffixed "-canary", a Deployment name."""
@@ -149,16 +150,9 @@ class Queue(ApiModel):
 
     validations: ClassVar[tuple[Rule[Queue], ...]] = (
         Rule(
-            cel="(has(self.redis) ? 1 : 0) + (has(self.redisStream) ? 1 : 0)"
-            " + (has(self.rabbitmq) ? 1 : 0) + (has(self.prometheus) ? 1 : 0) == 1",
-            message="set exactly one queue backend: redis, redisStream, rabbitmq or prometheus",
-            holds=lambda queue: (
-                sum(
-                    backend is not None
-                    for backend in (queue.redis, queue.redis_stream, queue.rabbitmq, queue.prometheus)
-                )
-                == 1
-            ),
+            cel=" + ".join(f"(has(self.{kind.name}) ? 1 : 0)" for kind in KINDS) + " == 1",
+            message=f"set exactly one queue backend: {spoken_list([kind.name for kind in KINDS])}",
+            holds=lambda queue: sum(getattr(queue, kind.field) is not None for kind in KINDS) == 1,
         ),
     )
 
@@ -434,7 +428,7 @@ class WorkerPoolSpec(ApiModel):
             + " || ".join(
                 f"(has(self.queue.{backend}) && has(self.queue.{backend}.tls)"
                 f" && has(self.queue.{backend}.tls.serverName))"
-                for backend in ("redis", "redisStream", "rabbitmq", "prometheus")
+                for backend in (kind.name for kind in KINDS)
             )
             + ")",
             message="tls.serverName is not supported with autoscaling.engine keda: KEDA checks the"
@@ -449,17 +443,19 @@ class WorkerPoolSpec(ApiModel):
             + " || ".join(
                 f"(has(self.queue.{backend}) && has(self.queue.{backend}.tls)"
                 f" && has(self.queue.{backend}.tls.caSecretRef))"
-                for backend in ("rabbitmq", "prometheus")
+                for backend in (kind.name for kind in KINDS if not kind.keda_takes_ca)
             )
             + ")",
-            message="tls.caSecretRef of a RabbitMQ or Prometheus queue is not supported with"
-            " autoscaling.engine keda: KEDA cannot be given that CA. Use the builtin engine, or a"
-            " certificate the system's authorities trust",
+            message=f"tls.caSecretRef of a {spoken_list([k.product for k in KINDS if not k.keda_takes_ca])}"
+            " queue is not supported with autoscaling.engine keda: KEDA cannot be given that CA."
+            " Use the builtin engine, or a certificate the system's authorities trust",
             holds=lambda spec: (
                 not _keda(spec)
                 or all(
                     backend is None or backend.tls is None or backend.tls.ca_secret_ref is None
-                    for backend in (spec.queue.rabbitmq, spec.queue.prometheus)
+                    for backend in (
+                        getattr(spec.queue, kind.field) for kind in KINDS if not kind.keda_takes_ca
+                    )
                 )
             ),
             field_path=".queue",
@@ -472,12 +468,8 @@ def _keda(spec: WorkerPoolSpec) -> bool:
 
 
 def _tls(spec: WorkerPoolSpec) -> list[TLSConfig | None]:
-    queue = spec.queue
-    return [
-        backend.tls
-        for backend in (queue.redis, queue.redis_stream, queue.rabbitmq, queue.prometheus)
-        if backend
-    ]
+    backends = (getattr(spec.queue, kind.field) for kind in KINDS)
+    return [backend.tls for backend in backends if backend]
 
 
 class RolloutPhase(StrEnum):

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import ssl
-from http import HTTPStatus
 from string import Template
 from typing import Protocol
-
-import aiohttp
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.worker_contract import (
@@ -24,11 +20,9 @@ from workerfleet.api.worker_contract import (
     WORKER_START_TIME_METRIC,
 )
 from workerfleet.api.workerpool import Analysis
-from workerfleet.backends.base import failure
+from workerfleet.backends.prometheus_http import PrometheusClient, PrometheusError, single_sample
 from workerfleet.planners.rollout import Measurement, RevisionSample
-from workerfleet.tls import client_context
 
-TIMEOUT_SECONDS = 5.0
 DEFAULT_ERROR_QUERY = (
     f'sum(increase({JOBS_METRIC}{{pool="$pool",revision="$revision",outcome=~"{"|".join(ERROR_OUTCOMES)}"}}'
     "[$window]))"
@@ -59,24 +53,11 @@ class MetricProvider(Protocol):
 
 def value_of(body: object) -> float | None:
     """The single number of an instant query's answer; None for an empty vector (no data)."""
-    if not isinstance(body, dict) or body.get("status") != "success":
-        raise MetricsUnavailableError("query failed: the answer is not a successful query result")
-    data = body.get("data")
-    if not isinstance(data, dict):
-        raise MetricsUnavailableError("query failed: the answer is not a successful query result")
-    if data.get("resultType") == "scalar":
-        text = data["result"][1]
-    elif data.get("resultType") == "vector":
-        samples = data["result"]
-        if not samples:
-            return None
-        if len(samples) > 1:
-            raise MetricsUnavailableError(f"query returned {len(samples)} series; aggregate it to one (sum)")
-        text = samples[0]["value"][1]
-    else:
-        raise MetricsUnavailableError("query returned neither a scalar nor a vector; use an instant vector")
-    number = float(text)
-    return None if math.isnan(number) else max(number, 0.0)
+    try:
+        number = single_sample(body)
+    except PrometheusError as error:
+        raise MetricsUnavailableError(str(error)) from None
+    return None if number is None or math.isnan(number) else max(number, 0.0)
 
 
 def render(query: str, *, pool: str, namespace: str, revision: str, window_seconds: int) -> str:
@@ -91,28 +72,13 @@ class PrometheusAnalysis:
     def __init__(self, analysis: Analysis, credentials: Credentials, *, pool: str, namespace: str) -> None:
         self._analysis = analysis
         self._pool, self._namespace = pool, namespace
-        self._headers = (
-            {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else {}
-        )
-        tls = analysis.prometheus.tls
-        self._ssl: ssl.SSLContext | bool = (
-            client_context(credentials.ca_pem, tls.server_name) if tls is not None else True
-        )
-        self._session: aiohttp.ClientSession | None = None
+        self._client = PrometheusClient(analysis.prometheus, credentials)
 
     async def _query(self, query: str) -> float | None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
-        url = str(self._analysis.prometheus.address).rstrip("/") + "/api/v1/query"
         try:
-            async with self._session.get(
-                url, params={"query": query}, headers=self._headers, ssl=self._ssl
-            ) as response:
-                if response.status != HTTPStatus.OK:
-                    raise MetricsUnavailableError(f"prometheus at {url}: HTTP {response.status}")
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise MetricsUnavailableError(f"prometheus at {url}: {failure(error)}") from error
+            body = await self._client.query(query)
+        except PrometheusError as error:
+            raise MetricsUnavailableError(str(error)) from error
         return value_of(body)
 
     def _render(self, query: str, revision: str, window_seconds: int) -> str:
@@ -149,6 +115,4 @@ class PrometheusAnalysis:
         return Measurement(canary=canary, stable=stable, canary_restarts=restarts)
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self._client.close()

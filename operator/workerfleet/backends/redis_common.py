@@ -7,13 +7,12 @@ Thousands of autoscaled pools commonly name a handful of Redis servers; each ser
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Connection, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from workerfleet.api.common import TLSConfig, split_host_port
 from workerfleet.api.credentials import Credentials
-from workerfleet.tls import RedisTLSConnection, client_context
+from workerfleet.redis_options import connection_options, server_options
 
 TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS_PER_SERVER = 8
@@ -30,15 +29,6 @@ def _loop_id() -> int:
         return id(asyncio.get_running_loop())
     except RuntimeError:
         return 0
-
-
-def _tls_arguments(tls: TLSConfig | None, credentials: Credentials) -> dict[str, Any]:
-    if tls is None:
-        return {"connection_class": Connection}
-    return {
-        "connection_class": RedisTLSConnection,
-        "tls_context": client_context(credentials.ca_pem, tls.server_name),
-    }
 
 
 def connect(address: str, database: int, credentials: Credentials, tls: TLSConfig | None) -> Redis:
@@ -60,14 +50,10 @@ def connect(address: str, database: int, credentials: Credentials, tls: TLSConfi
         pool = BlockingConnectionPool(
             max_connections=MAX_CONNECTIONS_PER_SERVER,
             timeout=TIMEOUT_SECONDS,
-            host=host,
-            port=port,
-            db=database,
-            username=credentials.username,
-            password=credentials.password,
             socket_timeout=TIMEOUT_SECONDS,
             socket_connect_timeout=TIMEOUT_SECONDS,
-            **_tls_arguments(tls, credentials),
+            **server_options(host, port, database, credentials),
+            **connection_options(tls, credentials),
         )
         client = Redis.from_pool(pool)
     _shared[key] = (client, users + 1)

@@ -23,6 +23,7 @@ from workerfleet.adapter.readings import Reading
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.queue_kinds import kind_of
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
 from workerfleet.backends.base import DepthSource, QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
@@ -80,23 +81,11 @@ class PollMemory:
 
 def _credentials(namespace: str, queue: Queue) -> Credentials:
     api = kube()
-    backend = queue.redis or queue.redis_stream or queue.rabbitmq
-    values: dict[str, str | None] = {}
-    if backend is not None and backend.auth is not None:
-        for field, reference in (
-            ("username", backend.auth.username_secret_ref),
-            ("password", backend.auth.password_secret_ref),
-        ):
-            if reference is not None:
-                values[field] = api.secret_value(namespace, reference.name, reference.key)
-    if queue.prometheus is not None and queue.prometheus.bearer_token_secret_ref is not None:
-        reference = queue.prometheus.bearer_token_secret_ref
-        values["bearer_token"] = api.secret_value(namespace, reference.name, reference.key)
-    tls = (backend.tls if backend is not None else None) or (
-        queue.prometheus.tls if queue.prometheus else None
-    )
-    if tls is not None and tls.ca_secret_ref is not None:
-        values["ca_pem"] = api.secret_value(namespace, tls.ca_secret_ref.name, tls.ca_secret_ref.key)
+    kind, backend = kind_of(queue)
+    values = {
+        name: api.secret_value(namespace, reference.name, reference.key)
+        for name, reference in kind.credentials(backend).references()
+    }
     return Credentials(**values)
 
 

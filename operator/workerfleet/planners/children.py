@@ -25,6 +25,7 @@ from workerfleet.api.podtemplate import (
     SAFE_SYSCTLS,
     UNCONFINED_APPARMOR_ANNOTATION,
 )
+from workerfleet.api.queue_kinds import kind_of
 from workerfleet.api.worker_contract import (
     HEALTHZ_PATH,
     METRICS_PORT_NAME,
@@ -492,22 +493,10 @@ def worker_environment(pool: PoolRef, revision: str, spec: WorkerPoolSpec) -> li
     ]
     if spec.worker.runtime == WorkerRuntime.WORKERFLEET:
         environment.append({"name": WorkerEnv.METRICS_PORT.value, "value": str(spec.worker.port)})
-    queue = spec.queue
-    backend = next(
-        (backend for backend in (queue.redis, queue.redis_stream, queue.rabbitmq) if backend is not None),
-        None,
-    )
-    if backend is not None and backend.auth is not None:
-        environment += _secret_env(WorkerEnv.QUEUE_USERNAME.value, backend.auth.username_secret_ref)
-        environment += _secret_env(WorkerEnv.QUEUE_PASSWORD.value, backend.auth.password_secret_ref)
-    if backend is not None and backend.tls is not None:
-        environment += _secret_env(WorkerEnv.QUEUE_CA.value, backend.tls.ca_secret_ref)
-    store = queue.rabbitmq.idempotency_store if queue.rabbitmq is not None else None
-    if store is not None and store.auth is not None:
-        environment += _secret_env(WorkerEnv.STORE_USERNAME.value, store.auth.username_secret_ref)
-        environment += _secret_env(WorkerEnv.STORE_PASSWORD.value, store.auth.password_secret_ref)
-    if store is not None and store.tls is not None:
-        environment += _secret_env(WorkerEnv.STORE_CA.value, store.tls.ca_secret_ref)
+    kind, backend = kind_of(spec.queue)
+    needs = kind.worker_needs(backend)
+    for variable, reference in needs.environment() if needs is not None else ():
+        environment += _secret_env(variable.value, reference)
     return environment
 
 

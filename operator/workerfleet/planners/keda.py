@@ -11,7 +11,8 @@ from typing import Any
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.common import SecretKeySelector
-from workerfleet.api.workerpool import Autoscaling, Queue, RedisList, RedisStream
+from workerfleet.api.queue_kinds import kind_of
+from workerfleet.api.workerpool import Autoscaling, Queue
 
 Manifest = dict[str, Any]
 
@@ -19,77 +20,11 @@ KEDA_API_VERSION = "keda.sh/v1alpha1"
 KEDA_KINDS = ("ScaledObject", "TriggerAuthentication")
 
 
-Secrets = list[tuple[str, SecretKeySelector]]
-
-
-def _redis_basics(redis: RedisList | RedisStream) -> tuple[dict[str, str], Secrets]:
-    metadata = {"address": redis.address, "databaseIndex": str(redis.database)}
-    secrets: Secrets = []
-    if redis.tls is not None:
-        metadata["enableTLS"] = "true"
-        if redis.tls.ca_secret_ref is not None:  # KEDA's redis scalers read `ca` from the authentication
-            secrets.append(("ca", redis.tls.ca_secret_ref))
-    if redis.auth is not None:
-        secrets.append(("password", redis.auth.password_secret_ref))
-        if redis.auth.username_secret_ref is not None:
-            secrets.append(("username", redis.auth.username_secret_ref))
-    return metadata, secrets
-
-
-def _trigger(queue: Queue, scaling: Autoscaling) -> tuple[Manifest, Secrets]:
+def _trigger(queue: Queue, scaling: Autoscaling) -> tuple[Manifest, list[tuple[str, SecretKeySelector]]]:
     """The trigger for the pool's backend and the Secret keys its authentication needs."""
-    target, activation = str(scaling.target_depth_per_replica), str(scaling.activation_depth)
-    if queue.redis is not None:
-        metadata, secrets = _redis_basics(queue.redis)
-        metadata |= {
-            "listName": queue.redis.list_key,
-            "listLength": target,
-            "activationListLength": activation,
-        }
-        return {"type": "redis", "metadata": metadata}, secrets
-    if queue.redis_stream is not None:
-        metadata, secrets = _redis_basics(queue.redis_stream)
-        metadata |= {
-            "stream": queue.redis_stream.stream,
-            "consumerGroup": queue.redis_stream.consumer_group,
-            "lagCount": target,
-            "activationLagCount": activation,
-        }
-        return {"type": "redis-streams", "metadata": metadata}, secrets
-    if queue.rabbitmq is not None:
-        rabbit = queue.rabbitmq
-        scheme = "amqps" if rabbit.tls is not None else "amqp"
-        vhost = "" if rabbit.vhost == "/" else rabbit.vhost
-        metadata = {
-            "protocol": "amqp",
-            "host": f"{scheme}://{rabbit.address}/{vhost}",
-            "queueName": rabbit.queue,
-            "mode": "QueueLength",
-            "value": target,
-            "activationValue": activation,
-        }
-        secrets = []
-        if rabbit.auth is not None:
-            secrets = [
-                ("username", rabbit.auth.username_secret_ref),
-                ("password", rabbit.auth.password_secret_ref),
-            ]
-        return {"type": "rabbitmq", "metadata": metadata}, secrets
-    if queue.prometheus is not None:
-        prometheus = queue.prometheus
-        metadata = {
-            "serverAddress": str(prometheus.address),
-            "query": prometheus.query,
-            "threshold": target,
-            "activationThreshold": activation,
-            "ignoreNullValues": "true",
-        }
-        secrets = []
-        if prometheus.bearer_token_secret_ref is not None:
-            metadata["authModes"] = "bearer"
-            secrets.append(("bearerToken", prometheus.bearer_token_secret_ref))
-        return {"type": "prometheus", "metadata": metadata}, secrets
-    raise ValueError("the queue names no backend")  # the CRD's CEL rule makes this unreachable
+    kind, backend = kind_of(queue)
+    trigger = kind.keda_trigger(backend, str(scaling.target_depth_per_replica), str(scaling.activation_depth))
+    return {"type": trigger.type, "metadata": trigger.metadata}, trigger.secrets
 
 
 def keda_objects(

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from workerfleet.api.common import split_host_port
+from workerfleet.api.queue_kinds import kind_of
+from workerfleet.api.queue_kinds.base import Allowlist
 from workerfleet.api.workerpool import Queue
 
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
@@ -63,17 +65,16 @@ def refused_queue_address(
     queue: Queue, queue_allowlist: Sequence[str], prometheus_allowlist: Sequence[str]
 ) -> str | None:
     """Why the pool's queue may not be contacted, naming the address and the chart value; else None."""
-    backend = queue.redis or queue.redis_stream or queue.rabbitmq
-    if backend is not None and not queue_address_allowed(backend.address, queue_allowlist):
+    kind, backend = kind_of(queue)
+    address, allowlist = kind.address(backend)
+    if allowlist == Allowlist.QUEUES and not queue_address_allowed(address, queue_allowlist):
         return (
-            f"queue address {backend.address} is not in the operator's allowlist"
+            f"queue address {address} is not in the operator's allowlist"
             " (chart value allowedAddresses.queues): use an allowed queue, or ask the cluster admin"
         )
-    if queue.prometheus is not None and not prometheus_allowed(
-        queue.prometheus.address, prometheus_allowlist
-    ):
+    if allowlist == Allowlist.PROMETHEUS and not prometheus_allowed(address, prometheus_allowlist):
         return (
-            f"Prometheus {queue.prometheus.address} is not in the operator's allowlist"
+            f"Prometheus {address} is not in the operator's allowlist"
             " (chart value allowedAddresses.prometheus): use an allowed one, or ask the cluster admin"
         )
     return None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from workerfleet.api.common import TLSConfig
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
-from workerfleet.api.workerpool import RabbitMQAuth, RedisAuth
+from workerfleet.api.queue_kinds import kind_of, prometheus, rabbitmq, redis_list, redis_stream
+from workerfleet.api.queue_kinds.base import CredentialNeeds
+from workerfleet.api.workerpool import PrometheusQueue, RabbitMQ, RedisList, RedisStream
 from workerfleet.worker.backend import QueueBackend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
@@ -22,101 +24,108 @@ a message waiting in the prefetch buffer for a free slot."""
 
 
 def check_credentials(
-    auth: RedisAuth | RabbitMQAuth | None,
+    needs: CredentialNeeds,
     credentials: Credentials,
-    tls: TLSConfig | None = None,
     *,
     what: str = "queue",
     variable: str = "WORKERFLEET_QUEUE",
 ) -> None:
     """Credentials the queue's auth references, and the CA its TLS names, must have arrived in the
     environment (`what` and `variable`: the idempotency store's, WORKERFLEET_STORE_*)."""
-    if tls is not None and tls.ca_secret_ref is not None and credentials.ca_pem is None:
+    if needs.ca is not None and credentials.ca_pem is None:
         raise ConfigurationError(f"the {what}'s tls names a CA Secret, but {variable}_CA is empty")
-    if auth is None:
+    if needs.password is None:
         return
     if credentials.password is None:
         raise ConfigurationError(f"the {what} has auth set, but {variable}_PASSWORD is empty")
-    if auth.username_secret_ref is not None and credentials.username is None:
+    if needs.username is not None and credentials.username is None:
         raise ConfigurationError(f"the {what}'s auth names a user, but {variable}_USERNAME is empty")
 
 
 def pool_dead_letter_queue(settings: WorkerSettings) -> str:
     """Where messages go that no JobType can take (not an envelope, or a type the pool does not serve):
     `<queue>.dlq` on the pool's own server."""
-    queue = settings.queue
-    name = (
-        queue.redis.list_key
-        if queue.redis is not None
-        else queue.redis_stream.stream
-        if queue.redis_stream is not None
-        else queue.rabbitmq.queue
-        if queue.rabbitmq is not None
-        else "workerfleet"
-    )
-    return f"{name}.dlq"
+    kind, backend = kind_of(settings.queue)
+    return f"{kind.queue_name(backend) or 'workerfleet'}.dlq"
 
 
 def keys_per_process(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> list[str]:
     """Keyed job types whose completed keys only this process will know: a RabbitMQ pool without an
     idempotencyStore (the worker warns at start)."""
-    rabbitmq = settings.queue.rabbitmq
-    if rabbitmq is None or rabbitmq.idempotency_store is not None:
+    kind, backend = kind_of(settings.queue)
+    if kind.keys_shared(backend):
         return []
     return sorted(name for name, spec in policies.items() if spec.idempotency is not None)
 
 
-def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
-    queue = settings.queue
-    if queue.redis is not None:
-        check_credentials(queue.redis.auth, settings.credentials, queue.redis.tls)
-        return RedisListBackend(
-            queue.redis,
-            settings.credentials,
-            settings.worker_id,
-            heartbeat_seconds=settings.heartbeat_seconds,
-        )
-    if queue.redis_stream is not None:
-        check_credentials(queue.redis_stream.auth, settings.credentials, queue.redis_stream.tls)
-        # A live worker settles an entry within its type's timeout, plus the grace a cancelled handler
-        # gets; past that and a heartbeat interval, its worker is gone.
-        margin = CANCEL_GRACE_SECONDS + settings.heartbeat_seconds
-        longest_attempt = max(
-            (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
-        )
-        return RedisStreamBackend(
-            queue.redis_stream,
-            settings.credentials,
-            settings.worker_id,
-            reclaim_idle_seconds=longest_attempt + margin,
-            reclaim_interval_seconds=settings.heartbeat_seconds,
-            reclaim_idle_seconds_by_type={
-                name: spec.timeout_seconds + margin for name, spec in policies.items()
-            },
-        )
-    if queue.rabbitmq is not None:
-        check_credentials(queue.rabbitmq.auth, settings.credentials, queue.rabbitmq.tls)
-        store = queue.rabbitmq.idempotency_store
-        if store is not None:
-            check_credentials(
-                store.auth,
-                settings.store_credentials,
-                store.tls,
-                what="idempotency store",
-                variable="WORKERFLEET_STORE",
-            )
-        longest_attempt = max(
-            (spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS
-        )
-        return RabbitMQBackend(
-            queue.rabbitmq,
-            settings.credentials,
-            prefetch=settings.concurrency,
-            # A message stays unacknowledged for at most its attempt, the cancel grace and the settling.
-            consumer_timeout_seconds=longest_attempt + CONSUMER_TIMEOUT_MARGIN_SECONDS,
-            store_credentials=settings.store_credentials,
-        )
+def _longest_attempt(policies: Mapping[str, JobTypeSpec]) -> int:
+    return max((spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS)
+
+
+def _redis_list(
+    queue: RedisList, settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]
+) -> QueueBackend:
+    return RedisListBackend(
+        queue, settings.credentials, settings.worker_id, heartbeat_seconds=settings.heartbeat_seconds
+    )
+
+
+def _redis_stream(
+    queue: RedisStream, settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]
+) -> QueueBackend:
+    # A live worker settles an entry within its type's timeout, plus the grace a cancelled handler
+    # gets; past that and a heartbeat interval, its worker is gone.
+    margin = CANCEL_GRACE_SECONDS + settings.heartbeat_seconds
+    return RedisStreamBackend(
+        queue,
+        settings.credentials,
+        settings.worker_id,
+        reclaim_idle_seconds=_longest_attempt(policies) + margin,
+        reclaim_interval_seconds=settings.heartbeat_seconds,
+        reclaim_idle_seconds_by_type={name: spec.timeout_seconds + margin for name, spec in policies.items()},
+    )
+
+
+def _rabbitmq(queue: RabbitMQ, settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
+    return RabbitMQBackend(
+        queue,
+        settings.credentials,
+        prefetch=settings.concurrency,
+        # A message stays unacknowledged for at most its attempt, the cancel grace and the settling.
+        consumer_timeout_seconds=_longest_attempt(policies) + CONSUMER_TIMEOUT_MARGIN_SECONDS,
+        store_credentials=settings.store_credentials,
+    )
+
+
+def _prometheus(
+    queue: PrometheusQueue, settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]
+) -> QueueBackend:
     raise ConfigurationError(
         "queue.prometheus only tells the operator the queue's depth; the workers of such a pool consume "
         "their queue with their own client, not with `workerfleet worker`"
     )
+
+
+CONSUMERS: dict[str, Callable[[Any, WorkerSettings, Mapping[str, JobTypeSpec]], QueueBackend]] = {
+    redis_list.KIND.name: _redis_list,
+    redis_stream.KIND.name: _redis_stream,
+    rabbitmq.KIND.name: _rabbitmq,
+    prometheus.KIND.name: _prometheus,
+}
+"""Each queue kind's consumer, by the kind's name: the one place the worker maps a kind to its client.
+Every kind has an entry, one the worker cannot consume an entry that says so."""
+
+
+def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> QueueBackend:
+    kind, backend = kind_of(settings.queue)
+    needs = kind.worker_needs(backend)
+    if needs is not None:
+        check_credentials(needs.queue, settings.credentials)
+        if needs.store is not None:
+            check_credentials(
+                needs.store,
+                settings.store_credentials,
+                what="idempotency store",
+                variable="WORKERFLEET_STORE",
+            )
+    return CONSUMERS[kind.name](backend, settings, policies)

@@ -15,7 +15,8 @@ from redis.backoff import NoBackoff
 from workerfleet.api.common import TLSConfig
 from workerfleet.api.common import split_host_port as api_split_host_port
 from workerfleet.api.credentials import Credentials
-from workerfleet.tls import RedisTLSConnection, client_context, tls_problem
+from workerfleet.redis_options import connection_options, server_options
+from workerfleet.tls import tls_problem
 from workerfleet.worker.backend import BackendUnavailable, DestinationRefused
 from workerfleet.worker.settings import ConfigurationError
 
@@ -38,11 +39,7 @@ def redis_client(
 ) -> Redis:
     host, port = split_host_port(address)
     options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "db": database,
-        "username": credentials.username,
-        "password": credentials.password,
+        **server_options(host, port, database, credentials),
         "socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "health_check_interval": 30,
@@ -52,11 +49,7 @@ def redis_client(
     }
     if tls is None:
         return Redis(**options)
-    pool = ConnectionPool(
-        connection_class=RedisTLSConnection,
-        tls_context=client_context(credentials.ca_pem, tls.server_name),
-        **options,
-    )
+    pool = ConnectionPool(**connection_options(tls, credentials), **options)
     return Redis.from_pool(pool)
 
 
