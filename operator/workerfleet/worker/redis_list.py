@@ -33,7 +33,7 @@ from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_LIST,
     SETTLE_LIST,
-    due_ms,
+    RedisQueueKeys,
     now_ms,
     redis_client,
     refused_on_response_errors,
@@ -62,11 +62,13 @@ def _remove_from(pipe: Pipeline, processing: str, body: bytes) -> None:
     pipe.lrem(processing, 1, body)  # type: ignore[arg-type]
 
 
-class RedisListBackend:
+class RedisListBackend(RedisQueueKeys):
+    ADD_TO_QUEUE = "lpush"
+
     def __init__(
         self, queue: RedisList, credentials: Credentials, worker_id: str, heartbeat_seconds: float
     ) -> None:
-        self._queue = queue.list_key
+        self._key = queue.list_key
         self._worker_id = worker_id
         self._heartbeat_ms = int(heartbeat_seconds * 1000)
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
@@ -76,31 +78,24 @@ class RedisListBackend:
         self._settle = self._redis.register_script(SETTLE_LIST)
 
     def _processing(self, worker_id: str) -> str:
-        return f"{self._queue}:processing:{worker_id}"
+        return f"{self._key}:processing:{worker_id}"
 
     def _heartbeat(self, worker_id: str) -> str:
-        return f"{self._queue}:worker:{worker_id}"
+        return f"{self._key}:worker:{worker_id}"
 
     @property
     def _workers(self) -> str:
-        return f"{self._queue}:workers"
-
-    @property
-    def _delayed(self) -> str:
-        return f"{self._queue}:delayed"
-
-    def _done(self, key: str) -> str:
-        return f"{self._queue}:done:{key}"
+        return f"{self._key}:workers"
 
     @property
     def _crashes(self) -> str:
-        return f"{self._queue}:crashes"
+        return f"{self._key}:crashes"
 
     async def _recover_jobs_of(self, worker_id: str, *, force: bool, crashed: bool = True) -> int:
         keys = [
             self._heartbeat(worker_id),
             self._processing(worker_id),
-            self._queue,
+            self._key,
             self._workers,
             self._crashes,
         ]
@@ -136,7 +131,7 @@ class RedisListBackend:
         processing = self._processing(self._worker_id)
         with unavailable_on_connection_errors():
             first: Any = await self._redis.blmove(
-                self._queue, processing, math.ceil(wait_seconds), src="RIGHT", dest="LEFT"
+                self._key, processing, math.ceil(wait_seconds), src="RIGHT", dest="LEFT"
             )
             if first is None:
                 return []
@@ -144,7 +139,7 @@ class RedisListBackend:
             if max_count > 1:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for _ in range(max_count - 1):
-                        pipe.lmove(self._queue, processing, src="RIGHT", dest="LEFT")
+                        pipe.lmove(self._key, processing, src="RIGHT", dest="LEFT")
                     bodies.extend(body for body in await pipe.execute() if body is not None)
             crashes: list[Any] = await self._redis.hmget(self._crashes, bodies)
         return [
@@ -174,24 +169,14 @@ class RedisListBackend:
         with unavailable_on_connection_errors(), refused_on_response_errors(destination or processing):
             await self._settle(keys=keys, args=[delivery.body, body, how, due])
 
-    async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
-        await self._settle_to(delivery, self._delayed, body, "zadd", due_ms(delay_seconds))
-
-    async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
-        await self._settle_to(delivery, queue, body, "lpush" if queue is not None else "none")
-
     async def release(self, delivery: Delivery) -> None:
         # Onto the end workers take from: it runs next.
-        await self._settle_to(delivery, self._queue, delivery.body, "rpush")
-
-    async def is_completed(self, key: str) -> bool:
-        with unavailable_on_connection_errors():
-            return bool(await self._redis.exists(self._done(key)))
+        await self._settle_to(delivery, self._key, delivery.body, "rpush")
 
     async def maintain(self) -> None:
         with unavailable_on_connection_errors():
             await self._beat()
-            await self._promote(keys=[self._delayed, self._queue], args=[now_ms(), PROMOTE_BATCH])
+            await self._promote(keys=[self._delayed, self._key], args=[now_ms(), PROMOTE_BATCH])
             members: set[Any] = await self._redis.smembers(self._workers)
             for member in members:
                 worker_id = member.decode() if isinstance(member, bytes) else str(member)
@@ -200,4 +185,4 @@ class RedisListBackend:
 
     async def enqueue(self, body: bytes) -> None:
         with unavailable_on_connection_errors():
-            await self._redis.lpush(self._queue, body)
+            await self._redis.lpush(self._key, body)

@@ -38,7 +38,7 @@ from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_STREAM,
     SETTLE_STREAM,
-    due_ms,
+    RedisQueueKeys,
     now_ms,
     redis_client,
     refused_on_response_errors,
@@ -80,7 +80,9 @@ def _entry_id(delivery: Delivery) -> bytes:
     return delivery.handle
 
 
-class RedisStreamBackend:
+class RedisStreamBackend(RedisQueueKeys):
+    ADD_TO_QUEUE = "xadd"
+
     def __init__(
         self,
         queue: RedisStream,
@@ -93,7 +95,7 @@ class RedisStreamBackend:
     ) -> None:
         """`reclaim_idle_seconds_by_type`: how long an entry of each job type may stay pending before it
         counts as a vanished worker's; `reclaim_idle_seconds` for any other (the longest of them)."""
-        self._stream = queue.stream
+        self._key = queue.stream
         self._group = queue.consumer_group
         self._consumer = worker_id
         self._reclaim_idle_ms = int(reclaim_idle_seconds * 1000)
@@ -110,17 +112,10 @@ class RedisStreamBackend:
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
 
-    @property
-    def _delayed(self) -> str:
-        return f"{self._stream}:delayed"
-
-    def _done(self, key: str) -> str:
-        return f"{self._stream}:done:{key}"
-
     async def connect(self) -> None:
         with unavailable_on_connection_errors():
             try:
-                await self._redis.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+                await self._redis.xgroup_create(self._key, self._group, id="0", mkstream=True)
             except redis_errors.ResponseError as error:
                 if "BUSYGROUP" not in str(error):
                     raise
@@ -133,10 +128,10 @@ class RedisStreamBackend:
         with unavailable_on_connection_errors():
             try:
                 pending: list[Any] = await self._redis.xpending_range(
-                    self._stream, self._group, min="-", max="+", count=1, consumername=self._consumer
+                    self._key, self._group, min="-", max="+", count=1, consumername=self._consumer
                 )
                 if not pending:  # a consumer with pending entries keeps them claimable; never drop those
-                    await self._redis.xgroup_delconsumer(self._stream, self._group, self._consumer)
+                    await self._redis.xgroup_delconsumer(self._key, self._group, self._consumer)
             finally:
                 await self._redis.aclose()
 
@@ -144,7 +139,7 @@ class RedisStreamBackend:
         if not entry_ids:
             return {}
         pending: list[Any] = await self._redis.xpending_range(
-            self._stream,
+            self._key,
             self._group,
             min=entry_ids[0],
             max=entry_ids[-1],
@@ -157,7 +152,7 @@ class RedisStreamBackend:
         """Entries still pending under our consumer name from an earlier process, oldest first."""
         assert self._history_cursor is not None
         reply: Any = await self._redis.xreadgroup(
-            self._group, self._consumer, {self._stream: self._history_cursor}, count=max_count
+            self._group, self._consumer, {self._key: self._history_cursor}, count=max_count
         )
         entries = [entry for _stream, found in reply or [] for entry in found]
         if not entries:
@@ -178,7 +173,7 @@ class RedisStreamBackend:
         """Entries pending past their job type's limit: their worker vanished, so take them over."""
         shortest = min([self._reclaim_idle_ms, *self._reclaim_idle_ms_by_type.values()])
         pending: list[Any] = await self._redis.xpending_range(
-            self._stream, self._group, min=self._reclaim_cursor, max="+", count=max_count, idle=shortest
+            self._key, self._group, min=self._reclaim_cursor, max="+", count=max_count, idle=shortest
         )
         if len(pending) < max_count:  # went round the whole pending list: rest until the next interval
             self._reclaim_cursor = START_OF_PENDING
@@ -190,7 +185,7 @@ class RedisStreamBackend:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry in pending:
-                pipe.xrange(self._stream, min=entry["message_id"], max=entry["message_id"], count=1)
+                pipe.xrange(self._key, min=entry["message_id"], max=entry["message_id"], count=1)
             found: list[Any] = await pipe.execute()
         by_limit: dict[int, list[Any]] = {}
         counts: dict[bytes, int] = {}
@@ -206,7 +201,7 @@ class RedisStreamBackend:
             # entry deleted from the stream meanwhile is dropped from the pending list, not returned.
             claimed.extend(
                 await self._redis.xclaim(
-                    self._stream,
+                    self._key,
                     self._group,
                     self._consumer,
                     min_idle_time=limit,
@@ -228,7 +223,7 @@ class RedisStreamBackend:
             reply: Any = await self._redis.xreadgroup(
                 self._group,
                 self._consumer,
-                {self._stream: ">"},
+                {self._key: ">"},
                 count=max_count,
                 block=max(int(wait_seconds * 1000), 1),
             )
@@ -240,7 +235,7 @@ class RedisStreamBackend:
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         with unavailable_on_connection_errors():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self._stream, self._group, _entry_id(delivery))
+                pipe.xack(self._key, self._group, _entry_id(delivery))
                 if completed_key is not None:
                     pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
                 await pipe.execute()
@@ -249,29 +244,19 @@ class RedisStreamBackend:
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
     ) -> None:
         """Write `body` to `destination`, then acknowledge the entry; nothing changes if the write fails."""
-        keys = [self._stream, destination or self._stream]
-        with unavailable_on_connection_errors(), refused_on_response_errors(destination or self._stream):
+        keys = [self._key, destination or self._key]
+        with unavailable_on_connection_errors(), refused_on_response_errors(destination or self._key):
             await self._settle(keys=keys, args=[self._group, _entry_id(delivery), body, how, due])
-
-    async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
-        await self._settle_to(delivery, self._delayed, body, "zadd", due_ms(delay_seconds))
-
-    async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
-        await self._settle_to(delivery, queue, body, "xadd" if queue is not None else "none")
 
     async def release(self, delivery: Delivery) -> None:
         # A stream entry cannot go back to unread; a copy at the end, added as the original is
         # acknowledged, is free for any worker at once.
-        await self._settle_to(delivery, self._stream, delivery.body, "xadd")
-
-    async def is_completed(self, key: str) -> bool:
-        with unavailable_on_connection_errors():
-            return bool(await self._redis.exists(self._done(key)))
+        await self._settle_to(delivery, self._key, delivery.body, "xadd")
 
     async def maintain(self) -> None:
         with unavailable_on_connection_errors():
-            await self._promote(keys=[self._delayed, self._stream], args=[now_ms(), PROMOTE_BATCH])
+            await self._promote(keys=[self._delayed, self._key], args=[now_ms(), PROMOTE_BATCH])
 
     async def enqueue(self, body: bytes) -> None:
         with unavailable_on_connection_errors():
-            await self._redis.xadd(self._stream, {JOB_FIELD: body})
+            await self._redis.xadd(self._key, {JOB_FIELD: body})

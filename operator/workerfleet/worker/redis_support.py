@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis
@@ -17,7 +17,7 @@ from workerfleet.api.common import split_host_port as api_split_host_port
 from workerfleet.api.credentials import Credentials
 from workerfleet.redis_options import connection_options, server_options
 from workerfleet.tls import tls_problem
-from workerfleet.worker.backend import BackendUnavailable, DestinationRefused
+from workerfleet.worker.backend import BackendUnavailable, Delivery, DestinationRefused
 from workerfleet.worker.settings import ConfigurationError
 
 # Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
@@ -80,6 +80,41 @@ def now_ms() -> int:
 
 def due_ms(delay_seconds: float) -> int:
     return now_ms() + int(delay_seconds * 1000)
+
+
+class RedisQueueKeys:
+    """What both Redis backends keep beside their queue (the list or stream at `_key`): retries waiting
+    for their backoff (`<key>:delayed`, scored by due time) and completed idempotency keys
+    (`<key>:done:<type>:<key>`), and the settling that writes to them. A backend says how it adds a job
+    to another queue of its kind (`ADD_TO_QUEUE`) and runs its settle script (`_settle_to`)."""
+
+    ADD_TO_QUEUE: ClassVar[str]
+    _key: str
+    _redis: Redis
+
+    @property
+    def _delayed(self) -> str:
+        return f"{self._key}:delayed"
+
+    def _done(self, key: str) -> str:
+        return f"{self._key}:done:{key}"
+
+    async def _settle_to(
+        self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
+    ) -> None:
+        """Write `body` to `destination` (`how`: a command of the settle script), then remove the job;
+        nothing is removed if the write fails."""
+        raise NotImplementedError
+
+    async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
+        await self._settle_to(delivery, self._delayed, body, "zadd", due_ms(delay_seconds))
+
+    async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
+        await self._settle_to(delivery, queue, body, self.ADD_TO_QUEUE if queue is not None else "none")
+
+    async def is_completed(self, key: str) -> bool:
+        with unavailable_on_connection_errors():
+            return bool(await self._redis.exists(self._done(key)))
 
 
 # KEYS[1]: sorted set of retries scored by due time in ms; KEYS[2]: the queue. ARGV: now (ms), batch.
