@@ -134,10 +134,15 @@ Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_times
 """An RFC 3339 time with a zone, as Kubernetes writes `metav1.Time`."""
 
 
+def first_repeated(values: list[Item]) -> Item | None:
+    """The first value that stands earlier in the list too; None when every value is there once."""
+    return next((value for index, value in enumerate(values) if value in values[:index]), None)
+
+
 def _without_duplicates(values: list[Item]) -> list[Item]:
-    duplicates = [value for index, value in enumerate(values) if value in values[:index]]
-    if duplicates:
-        raise ValueError(f"duplicate value: {duplicates[0]!s}")
+    repeated = first_repeated(values)
+    if repeated is not None:
+        raise ValueError(f"duplicate value: {repeated!s}")
     return values
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from workerfleet.api.base import ApiModel, Timestamp
+from workerfleet.api.base import ApiModel, Timestamp, first_repeated
 
 CONDITION_TYPE_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -56,12 +56,9 @@ class Condition(ApiModel):
 
 
 def _one_per_type(conditions: list[Condition]) -> list[Condition]:
-    types = [condition.type for condition in conditions]
-    duplicates = [
-        condition_type for index, condition_type in enumerate(types) if condition_type in types[:index]
-    ]
-    if duplicates:
-        raise ValueError(f"duplicate condition type: {duplicates[0]}")
+    repeated = first_repeated([condition.type for condition in conditions])
+    if repeated is not None:
+        raise ValueError(f"duplicate condition type: {repeated}")
     return conditions
 
 
