@@ -156,8 +156,7 @@ class RedisListBackend(RedisQueueKeys):
                 _remove_from(pipe, self._processing(self._worker_id), delivery.body)
                 if delivery.deliveries > 1:
                     pipe.hdel(self._crashes, delivery.body)
-                if completed_key is not None:
-                    pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
+                self._record_completed(pipe, completed_key)
                 await pipe.execute()
 
     async def _settle_to(

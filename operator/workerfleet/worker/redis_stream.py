@@ -236,8 +236,7 @@ class RedisStreamBackend(RedisQueueKeys):
         with unavailable_on_connection_errors():
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xack(self._key, self._group, _entry_id(delivery))
-                if completed_key is not None:
-                    pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
+                self._record_completed(pipe, completed_key)
                 await pipe.execute()
 
     async def _settle_to(

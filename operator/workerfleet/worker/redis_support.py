@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -17,7 +18,7 @@ from workerfleet.api.common import split_host_port as api_split_host_port
 from workerfleet.api.credentials import Credentials
 from workerfleet.redis_options import connection_options, server_options
 from workerfleet.tls import tls_problem
-from workerfleet.worker.backend import BackendUnavailable, Delivery, DestinationRefused
+from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DestinationRefused
 from workerfleet.worker.settings import ConfigurationError
 
 # Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
@@ -115,6 +116,11 @@ class RedisQueueKeys:
     async def is_completed(self, key: str) -> bool:
         with unavailable_on_connection_errors():
             return bool(await self._redis.exists(self._done(key)))
+
+    def _record_completed(self, pipe: Pipeline, completed_key: CompletedKey | None) -> None:
+        """In the transaction that settles a job: keep its idempotency key for the JobType's TTL."""
+        if completed_key is not None:
+            pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
 
 
 # KEYS[1]: sorted set of retries scored by due time in ms; KEYS[2]: the queue. ARGV: now (ms), batch.
