@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workerfleet.planners.resync import (
+    FIRST_RESYNC_JITTER,
     RESYNC_JITTER,
     RETRY_BASE_SECONDS,
     RETRY_CAP_SECONDS,
@@ -58,11 +59,13 @@ def test_resync_delay_is_within_one_period(period: float, jitter: float, expecte
     ("period", "jitter", "expected"),
     [
         (300.0, 0.0, 300.0),
-        (300.0, 0.5, 150.0),
-        (300.0, 0.999, 300.0 * 0.001),
+        (300.0, 0.5, 300.0 * (1 - FIRST_RESYNC_JITTER / 2)),
+        (300.0, 0.999, 300.0 * (1 - FIRST_RESYNC_JITTER * 0.999)),
     ],
 )
-def test_first_resync_delay_is_anywhere_within_one_period(
+def test_first_resync_delay_is_in_the_second_half_of_the_period(
     period: float, jitter: float, expected: float
 ) -> None:
-    assert first_resync_delay(period, jitter) == pytest.approx(expected)
+    delay = first_resync_delay(period, jitter)
+    assert delay == pytest.approx(expected)
+    assert period / 2 <= delay <= period

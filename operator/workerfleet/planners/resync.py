@@ -22,11 +22,15 @@ def retry_delay(failures: int, jitter: float) -> float:
     return min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2.0**exponent) * (1.0 + RETRY_JITTER * jitter)
 
 
+FIRST_RESYNC_JITTER = 0.5
+"""A pool's first resync comes up to this fraction of the period early: the thousands of pools seen
+together at start-up come due over half a period, not in one minute, and none is read again sooner
+than half a period after the start-up reconcile that verified it."""
+
+
 def first_resync_delay(period: float, jitter: float) -> float:
-    """Seconds until the first resync of a pool just seen: anywhere within `period`, so that the
-    thousands of pools seen together at start-up come up spread over a whole period, not in the same
-    minute; `jitter` in [0, 1)."""
-    return period * (1.0 - jitter)
+    """Seconds until the first resync of a pool just seen; `jitter` in [0, 1)."""
+    return period * (1.0 - FIRST_RESYNC_JITTER * jitter)
 
 
 def resync_delay(period: float, jitter: float) -> float:
