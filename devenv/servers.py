@@ -14,10 +14,10 @@ import socket
 import ssl
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aio_pika
 import redis
@@ -354,6 +354,25 @@ class RabbitMQServer:
         if self._epmd is not None:
             _stop_group(self._epmd)
             self._epmd = None
+
+
+class Server(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=Server)
+
+
+def running(server: ServerT) -> Iterator[ServerT]:
+    """Start a server for a fixture and stop it afterwards, whatever the tests did
+    (`yield from running(...)`)."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _listening(port: int) -> bool:

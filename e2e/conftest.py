@@ -6,7 +6,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 import pytest
 
@@ -14,7 +13,7 @@ from devenv import chart
 from devenv.cluster import Cluster
 from devenv.operator import OperatorProcess, install_crds, operator_as_chart_identity
 from devenv.prometheus import PrometheusServer
-from devenv.servers import RabbitMQServer, RedisServer
+from devenv.servers import RabbitMQServer, RedisServer, running
 from e2e.canary_rig import Rig
 
 
@@ -93,51 +92,28 @@ def restricted_namespace(namespace: str, cluster: Cluster) -> str:
     return namespace
 
 
-class _Server(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-ServerT = TypeVar("ServerT", bound=_Server)
-
-
-def _running(server: ServerT) -> Iterator[ServerT]:
-    """Start a server for a fixture and stop it afterwards, whatever the tests did."""
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real redis-server on a loopback port, for the whole session."""
-    yield from _running(RedisServer(tmp_path_factory.mktemp("redis")))
+    yield from running(RedisServer(tmp_path_factory.mktemp("redis")))
 
 
 @pytest.fixture(scope="session")
 def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
     """A real RabbitMQ node of its own on loopback ports, for the whole session."""
-    yield from _running(RabbitMQServer(tmp_path_factory.mktemp("rabbitmq")))
+    yield from running(RabbitMQServer(tmp_path_factory.mktemp("rabbitmq")))
 
 
 @pytest.fixture(scope="session")
 def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """A real Prometheus on a loopback port scraping the targets tests give it, for the whole session."""
-    yield from _running(PrometheusServer(tmp_path_factory.mktemp("prometheus")))
+    yield from running(PrometheusServer(tmp_path_factory.mktemp("prometheus")))
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server this test alone may stop and start (on the same port)."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(RedisServer(tmp_path / "redis"))
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from devenv.cluster import Cluster
 from devenv.loss.plan import SHORT, schedule, table
 from devenv.loss.run import LossRun, Target, rabbitmq_target, redis_target
-from devenv.servers import RabbitMQServer, RedisServer
+from devenv.servers import RabbitMQServer, RedisServer, running
 
 SEED_ENV = "WORKERFLEET_LOSS_SEED"
 
@@ -33,23 +33,13 @@ def seed() -> int:
 @pytest.fixture
 def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, with every write fsynced to its append-only file before the reply."""
-    server = RedisServer(tmp_path / "redis", durable=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(RedisServer(tmp_path / "redis", durable=True))
 
 
 @pytest.fixture
 def own_rabbitmq(tmp_path: Path) -> Iterator[RabbitMQServer]:
     """A RabbitMQ node this test alone restarts."""
-    server = RabbitMQServer(tmp_path / "rabbitmq")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(RabbitMQServer(tmp_path / "rabbitmq"))
 
 
 @pytest.fixture(params=["redis-list", "redis-stream", "rabbitmq"])
