@@ -16,12 +16,16 @@ from devenv.servers import RabbitMQServer
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Queue
 from workerfleet.worker.backend import QueueBackend
-from workerfleet.worker.envelope import Envelope, decode
+from workerfleet.worker.envelope import Envelope, MessageLimits, decode
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
+from workerfleet.worker.settings import MAX_MESSAGE_BYTES
 
 HEARTBEAT_SECONDS = 1.5
+READ_BACK_LIMITS = MessageLimits(max_bytes=MAX_MESSAGE_BYTES)
+"""Dead letters keep up to a worker's size bound of the original message, encoded (base64 adds a third):
+a test reads them back within the largest bound a worker may have."""
 
 
 class QueueUnderTest(Protocol):
@@ -42,7 +46,7 @@ class QueueUnderTest(Protocol):
 
 
 def _bodies_to_envelopes(bodies: list[bytes]) -> list[Envelope]:
-    return [decode(body) for body in bodies]
+    return [decode(body, READ_BACK_LIMITS) for body in bodies]
 
 
 @dataclass

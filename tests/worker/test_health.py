@@ -57,3 +57,27 @@ def test_ready_only_while_connected_and_not_draining(connected: bool, draining: 
     if draining:
         health.draining()
     assert health.readiness()[0] is ready
+
+
+def test_a_receive_failing_past_the_stall_limit_fails_liveness_and_readiness_until_one_returns() -> None:
+    clock = Clock()
+    health = Health(stall_seconds=10, clock=clock)
+    health.connected(True)
+    health.receiving(ok=False)
+    assert health.readiness() == (False, "receiving fails")
+    clock.now += 5
+    health.beat()
+    health.receiving(ok=False)  # still failing: counted from the first failure
+    clock.now += 6
+    health.beat()
+    assert health.liveness() == (False, "receiving has failed for 11s (limit 10s)")
+    health.receiving(ok=True)
+    assert health.liveness()[0] is True
+    assert health.readiness()[0] is True
+
+
+@pytest.mark.parametrize(("held", "alive"), [(0, True), (3, True), (4, False)])
+def test_jobs_left_unsettled_fail_liveness_once_they_hold_every_slot(held: int, alive: bool) -> None:
+    health = Health(stall_seconds=10)
+    health.left_unsettled(held, capacity=4)
+    assert health.liveness()[0] is alive

@@ -40,6 +40,7 @@ def test_defaults_suit_a_pod() -> None:
     assert settings.policies_path == DEFAULT_POLICIES_PATH
     assert (settings.concurrency, settings.metrics_port, settings.drain_seconds) == (1, 8000, None)
     assert settings.worker_id
+    assert (settings.limits.max_bytes, settings.limits.max_depth) == (1_048_576, 64)
 
 
 def test_tuning_comes_from_the_environment() -> None:
@@ -51,8 +52,11 @@ def test_tuning_comes_from_the_environment() -> None:
             WORKERFLEET_HANDLERS="app.handlers, app.more ,",
             WORKERFLEET_WORKER_ID="w1",
             WORKERFLEET_LOG_LEVEL="debug",
+            WORKERFLEET_MAX_MESSAGE_BYTES="65536",
+            WORKERFLEET_MAX_NESTING_DEPTH="16",
         )
     )
+    assert (settings.limits.max_bytes, settings.limits.max_depth) == (65_536, 16)
     assert settings.policies_path == Path("/tmp/p.json")
     assert (settings.concurrency, settings.drain_seconds, settings.worker_id) == (8, 25.0, "w1")
     assert settings.handler_modules == ("app.handlers", "app.more")
@@ -78,6 +82,16 @@ def test_tuning_comes_from_the_environment() -> None:
         ({"WORKERFLEET_METRICS_PORT": "http"}, "WORKERFLEET_METRICS_PORT"),
         ({"WORKERFLEET_LOG_LEVEL": "loud"}, "WORKERFLEET_LOG_LEVEL"),
         ({"WORKERFLEET_STALL_SECONDS": "0.5"}, "WORKERFLEET_STALL_SECONDS must lie between 1 and 86400"),
+        ({"WORKERFLEET_MAX_MESSAGE_BYTES": "1MiB"}, "WORKERFLEET_MAX_MESSAGE_BYTES must be a number"),
+        (
+            {"WORKERFLEET_MAX_MESSAGE_BYTES": "100"},
+            "WORKERFLEET_MAX_MESSAGE_BYTES must lie between 1024 and 536870912",
+        ),
+        ({"WORKERFLEET_MAX_NESTING_DEPTH": "1"}, "WORKERFLEET_MAX_NESTING_DEPTH must lie between 2 and 128"),
+        (
+            {"WORKERFLEET_MAX_NESTING_DEPTH": "500"},
+            "WORKERFLEET_MAX_NESTING_DEPTH must lie between 2 and 128",
+        ),
     ],
 )
 def test_bad_settings_are_named(overrides: dict[str, str], complaint: str) -> None:

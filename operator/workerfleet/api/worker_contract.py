@@ -37,6 +37,10 @@ class WorkerEnv(StrEnum):
     METRICS_ADDRESS = "WORKERFLEET_METRICS_ADDRESS"
     METRICS_PORT = "WORKERFLEET_METRICS_PORT"
     LOG_LEVEL = "WORKERFLEET_LOG_LEVEL"
+    MAX_MESSAGE_BYTES = "WORKERFLEET_MAX_MESSAGE_BYTES"
+    """The longest message a worker parses; longer ones are dead-lettered as MessageTooLarge."""
+    MAX_NESTING_DEPTH = "WORKERFLEET_MAX_NESTING_DEPTH"
+    """How deep a message may nest arrays and objects; deeper ones are dead-lettered as NestingTooDeep."""
 
 
 POLICIES_DIRECTORY = "/etc/workerfleet"

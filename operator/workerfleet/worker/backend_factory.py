@@ -83,6 +83,7 @@ def _redis_stream(
         reclaim_idle_seconds=_longest_attempt(policies) + margin,
         reclaim_interval_seconds=settings.heartbeat_seconds,
         reclaim_idle_seconds_by_type={name: spec.timeout_seconds + margin for name, spec in policies.items()},
+        limits=settings.limits,
     )
 
 

@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             drain_seconds=effective_drain_seconds(settings, policies),
             pool_dead_letter_queue=pool_dead_letter_queue(settings),
             maintenance_interval_seconds=settings.heartbeat_seconds / MAINTENANCE_PER_HEARTBEAT,
+            limits=settings.limits,
         )
     except ConfigurationError as error:
         log.error("cannot start the worker", extra={"error": str(error)})

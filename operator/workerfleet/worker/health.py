@@ -3,11 +3,13 @@
 /healthz answers 200 while the consume loop is alive: it beats on every turn (a turn lasts at most a
 receive's wait, a capacity wait or a reconnect delay), so a loop that stops turning (an async handler
 blocking the event loop, a receive that never returns) turns it 503 once the last beat is older than
-the stall limit, and the liveness probe restarts the container. While draining it stays 200: the pod is
-on its way out already, and a restart would cut the drain short.
+the stall limit, and the liveness probe restarts the container. It also turns 503 when the loop turns but
+cannot take jobs: receiving has failed with unexpected errors for longer than the stall limit, or jobs an
+unexpected error left claimed hold as many slots as the concurrency (on RabbitMQ, the prefetch). While
+draining it stays 200: the pod is on its way out already, and a restart would cut the drain short.
 
 /readyz answers 200 while the worker is connected to its queue with its policies loaded, and 503 before
-the first connection, while the queue is unreachable and while draining.
+the first connection, while the queue is unreachable, while receiving fails and while draining.
 
 The server runs in a daemon thread, so it answers even while the event loop is stuck.
 """
@@ -36,6 +38,8 @@ class Health:
         self._connected = False
         self._draining = False
         self._job_types = 0
+        self._receive_failing_since: float | None = None
+        self._unsettled = (0, 1)
 
     def beat(self) -> None:
         """The consume loop turned."""
@@ -50,6 +54,19 @@ class Health:
         with self._lock:
             self._connected = connected
 
+    def receiving(self, *, ok: bool) -> None:
+        """Whether the last receive returned (a queue outage is `connected(False)`, not this)."""
+        with self._lock:
+            if ok:
+                self._receive_failing_since = None
+            elif self._receive_failing_since is None:
+                self._receive_failing_since = self._clock()
+
+    def left_unsettled(self, held: int, capacity: int) -> None:
+        """`held` jobs stay claimed after unexpected errors, of `capacity` the worker takes at once."""
+        with self._lock:
+            self._unsettled = (held, capacity)
+
     def draining(self) -> None:
         with self._lock:
             self._draining = True
@@ -59,11 +76,18 @@ class Health:
             if self._draining:
                 return True, "draining"
             silent = self._clock() - self._last_beat
+            since = self._receive_failing_since
+            failing = self._clock() - since if since is not None else 0.0
+            held, capacity = self._unsettled
         if silent > self._stall_seconds:
             return (
                 False,
                 f"the consume loop has not turned for {silent:.0f}s (limit {self._stall_seconds:g}s)",
             )
+        if failing > self._stall_seconds:
+            return False, f"receiving has failed for {failing:.0f}s (limit {self._stall_seconds:g}s)"
+        if held >= capacity:
+            return False, f"{held} jobs left unsettled by unexpected errors hold every slot ({capacity})"
         return True, "the consume loop is turning"
 
     def readiness(self) -> tuple[bool, str]:
@@ -72,6 +96,8 @@ class Health:
                 return False, "draining: taking no more jobs"
             if not self._connected:
                 return False, "not connected to the queue"
+            if self._receive_failing_since is not None:
+                return False, "receiving fails"
             return True, f"connected to the queue; policies of {self._job_types} job types loaded"
 
 

@@ -16,6 +16,10 @@ from workerfleet.api.worker_contract import (
     Outcome,
 )
 
+UNSERVED_JOB_TYPE = ""
+"""The job_type label of every job whose type the pool does not serve, or that is no envelope at all: one
+series for all of them, so a producer's stray or random types cannot grow the metrics without bound."""
+
 DURATION_BUCKETS = (
     0.005,
     0.01,

@@ -26,6 +26,10 @@ class FailureReason(StrEnum):
     NEEDS_REVIEW = "NeedsReview"
     UNKNOWN_JOB_TYPE = "UnknownJobType"
     MALFORMED_ENVELOPE = "MalformedEnvelope"
+    MESSAGE_TOO_LARGE = "MessageTooLarge"
+    """The message is longer than the worker's bound (WORKERFLEET_MAX_MESSAGE_BYTES): never parsed."""
+    NESTING_TOO_DEEP = "NestingTooDeep"
+    """The message nests deeper than the worker's bound (WORKERFLEET_MAX_NESTING_DEPTH): never parsed."""
     CRASHED = "Crashed"
     """The job was handed out maxAttempts times and its worker died every time (SIGKILL, OOM, segfault)."""
 

@@ -11,7 +11,8 @@ its job type's timeout, so an entry pending for longer than its own job type's t
 runtime's cancel grace and the heartbeat interval) belongs to a vanished worker: the consume loop
 lists entries idle past the shortest such limit (XPENDING IDLE), reads their job types, and claims those
 past their own type's limit (XCLAIM with that min-idle-time, so two workers cannot both take one).
-Entries of unknown types, or not envelopes, wait for the longest limit. A process that starts re-reads
+Entries of unknown types, or not envelopes (their type is read within the worker's bounds, as the runtime
+reads it: never a parse that can fail), wait for the longest limit. A process that starts re-reads
 the entries still pending under its own consumer name first (XREADGROUP from id 0): a restarted
 container keeps its worker id, and what its earlier process held would otherwise wait for the reclaim.
 A reconnect does not: those entries are running here. The group's delivery count per entry (XPENDING)
@@ -23,7 +24,6 @@ bound it (XADD MAXLEN/MINID).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
 from workerfleet.worker.backend import CompletedKey, Delivery
+from workerfleet.worker.envelope import DEFAULT_LIMITS, MessageLimits, peek_job_type
 from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_STREAM,
@@ -66,15 +67,6 @@ def _deliveries(
     ]
 
 
-def _job_type(body: bytes | None) -> str | None:
-    try:
-        found = json.loads(body) if body else None
-    except ValueError:
-        return None
-    job_type = found.get("type") if isinstance(found, dict) else None
-    return job_type if isinstance(job_type, str) else None
-
-
 def _entry_id(delivery: Delivery) -> bytes:
     assert isinstance(delivery.handle, bytes)
     return delivery.handle
@@ -92,9 +84,12 @@ class RedisStreamBackend(RedisQueueKeys):
         reclaim_idle_seconds: float,
         reclaim_interval_seconds: float,
         reclaim_idle_seconds_by_type: Mapping[str, float] | None = None,
+        limits: MessageLimits = DEFAULT_LIMITS,
     ) -> None:
         """`reclaim_idle_seconds_by_type`: how long an entry of each job type may stay pending before it
-        counts as a vanished worker's; `reclaim_idle_seconds` for any other (the longest of them)."""
+        counts as a vanished worker's; `reclaim_idle_seconds` for any other (the longest of them).
+        `limits`: the bounds within which a pending entry's job type is read (as the runtime reads it)."""
+        self._limits = limits
         self._key = queue.stream
         self._group = queue.consumer_group
         self._consumer = worker_id
@@ -164,7 +159,7 @@ class RedisStreamBackend(RedisQueueKeys):
         return _deliveries(entries, counts)
 
     def _limit_ms(self, body: bytes | None) -> int:
-        job_type = _job_type(body)
+        job_type = peek_job_type(body, self._limits) if body else None
         if job_type is None:
             return self._reclaim_idle_ms
         return self._reclaim_idle_ms_by_type.get(job_type, self._reclaim_idle_ms)

@@ -37,9 +37,13 @@ from workerfleet.worker.backend import (
     QueueBackend,
 )
 from workerfleet.worker.envelope import (
+    DEFAULT_LIMITS,
     Envelope,
     FailureRecord,
     MalformedEnvelope,
+    MessageLimits,
+    MessageTooLarge,
+    NestingTooDeep,
     decode,
     encode,
     quarantine,
@@ -48,7 +52,7 @@ from workerfleet.worker.envelope import (
 from workerfleet.worker.errors import JobError, NeedsReview
 from workerfleet.worker.handlers import Handler, Job
 from workerfleet.worker.health import Health
-from workerfleet.worker.metrics import WorkerMetrics
+from workerfleet.worker.metrics import UNSERVED_JOB_TYPE, WorkerMetrics
 from workerfleet.worker.policy import (
     Complete,
     Decision,
@@ -186,6 +190,7 @@ class Runtime:
         pool_dead_letter_queue: str,
         maintenance_interval_seconds: float,
         health: Health | None = None,
+        limits: MessageLimits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = utc_now,
         sample: Callable[[], float] = random.random,
     ) -> None:
@@ -202,6 +207,9 @@ class Runtime:
         self._drain_seconds = drain_seconds
         self._pool_dead_letter = pool_dead_letter_queue
         self._maintenance_interval = maintenance_interval_seconds
+        self._limits = limits
+        self._left_unsettled = 0
+        """Deliveries an unexpected error left claimed: on RabbitMQ each holds a prefetch slot."""
         self._clock = clock
         self._sample = sample
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -293,7 +301,16 @@ class Runtime:
                     if not stop.is_set():
                         await self._reconnect()
                     continue
+                except Exception:
+                    # A bug or a reply no one expected: never the end of the worker. Not ready meanwhile,
+                    # and not live either once it lasts past the stall limit.
+                    self._health.receiving(ok=False)
+                    delay = backoff.next_delay()
+                    log.exception("receiving failed", extra={"retry_in_seconds": round(delay, 2)})
+                    await _sleep_unless(stop, delay)
+                    continue
                 backoff.reset()
+                self._health.receiving(ok=True)
                 self._health.connected(True)
                 for delivery in deliveries:
                     task = asyncio.create_task(self._process(delivery))
@@ -339,31 +356,48 @@ class Runtime:
                     task.cancel()
 
     async def _process(self, delivery: Delivery) -> None:
+        """The one place a delivery's body is read: within the worker's bounds, and whatever happens,
+        the delivery is settled or counted as left claimed (never a task dying unseen)."""
+        envelope: Envelope | None = None
         try:
-            envelope = decode(delivery.body)
-        except MalformedEnvelope as error:
-            # Never deleted: dead-lettered, wrapped in an envelope that keeps the original message.
-            await self._settle(
-                delivery,
-                quarantine(delivery.body, now=self._clock()),
-                give_up(FailureReason.MALFORMED_ENVELOPE, self._pool_dead_letter),
-                job_type="",
-                failure=Failure(None, str(error)),
-            )
-            return
-        gauge = self._metrics.in_flight_gauge(envelope.type)
-        gauge.inc()
-        try:
-            await self._process_envelope(delivery, envelope)
+            try:
+                envelope = decode(delivery.body, self._limits)
+            except MalformedEnvelope as error:
+                await self._dead_letter_unreadable(delivery, error)
+                return
+            served = envelope.type in self._policies
+            gauge = self._metrics.in_flight_gauge(envelope.type if served else UNSERVED_JOB_TYPE)
+            gauge.inc()
+            try:
+                await self._process_envelope(delivery, envelope)
+            finally:
+                gauge.dec()
         except Exception:
             # A bug or an unexpected server reply: the job stays claimed, so the backend's recovery
-            # (heartbeat, pending-entry reclaim, broker redelivery) gives it to a worker again.
-            log.exception(
-                "job left unsettled after an unexpected error",
-                extra={"job_id": envelope.id, "job_type": envelope.type, "attempt": envelope.attempt},
-            )
-        finally:
-            gauge.dec()
+            # (heartbeat, pending-entry reclaim, broker redelivery) gives it to a worker again; once such
+            # jobs hold every slot, the worker stops answering its liveness probe, so it is restarted.
+            self._left_unsettled += 1
+            self._health.left_unsettled(self._left_unsettled, self._concurrency)
+            fields: dict[str, Any] = {}
+            if envelope is not None:
+                fields = {"job_id": envelope.id, "job_type": envelope.type, "attempt": envelope.attempt}
+            log.exception("job left unsettled after an unexpected error", extra=fields)
+
+    async def _dead_letter_unreadable(self, delivery: Delivery, error: MalformedEnvelope) -> None:
+        """Never deleted: dead-lettered on its first delivery, wrapped in an envelope that keeps the
+        original bytes, with the reason naming the bound it broke."""
+        reason = FailureReason.MALFORMED_ENVELOPE
+        if isinstance(error, MessageTooLarge):
+            reason = FailureReason.MESSAGE_TOO_LARGE
+        elif isinstance(error, NestingTooDeep):
+            reason = FailureReason.NESTING_TOO_DEEP
+        await self._settle(
+            delivery,
+            quarantine(delivery.body, now=self._clock(), limits=self._limits),
+            give_up(reason, self._pool_dead_letter),
+            job_type=UNSERVED_JOB_TYPE,
+            failure=Failure(None, str(error)),
+        )
 
     async def _process_envelope(self, delivery: Delivery, envelope: Envelope) -> None:
         spec = self._policies.get(envelope.type)
@@ -379,7 +413,7 @@ class Runtime:
                 delivery,
                 envelope,
                 give_up(FailureReason.UNKNOWN_JOB_TYPE, dead_letter),
-                job_type="",
+                job_type=UNSERVED_JOB_TYPE,
                 failure=Failure(None, f"job type {envelope.type!r}: {problem}"),
             )
             return

@@ -26,6 +26,10 @@ Tuning, with defaults that suit a pod (the image or the pod template may set the
     WORKERFLEET_HEARTBEAT_SECONDS  how soon a vanished worker's jobs are taken over (default 15)
     WORKERFLEET_WORKER_ID       this process's name on the queue (default <hostname>-<pid>)
     WORKERFLEET_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
+    WORKERFLEET_MAX_MESSAGE_BYTES  the longest message the worker parses (default 1048576, 1 MiB); a
+                                longer one is dead-lettered as MessageTooLarge, its first bytes kept
+    WORKERFLEET_MAX_NESTING_DEPTH  how deep a message may nest arrays and objects (default 64, at most
+                                128); a deeper one is dead-lettered as NestingTooDeep
 
 The policy file is a ConfigMap the operator mounts: {"jobTypes": {"<name>": <JobType .spec as in the
 CRD, camelCase>}}. Credentials are read from the environment only and never logged or echoed.
@@ -46,6 +50,12 @@ from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.worker_contract import POLICIES_PATH, WorkerEnv
 from workerfleet.api.workerpool import Queue
+from workerfleet.worker.envelope import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_NESTING_DEPTH,
+    ENVELOPE_DEPTH,
+    MessageLimits,
+)
 
 DEFAULT_POLICIES_PATH = Path(POLICIES_PATH)
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"  # noqa: S104  (Prometheus scrapes the pod's IP)
@@ -53,6 +63,11 @@ DEFAULT_METRICS_PORT = 8000
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_STALL_SECONDS = 60.0
 MAX_CONCURRENCY = 1_000
+MIN_MESSAGE_BYTES = 1024
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+"""Redis's own limit on a value."""
+MAX_NESTING_DEPTH = 128
+"""Below the JSON parser's own recursion limit (200), so the worker's bound is the one that applies."""
 
 
 class ConfigurationError(ValueError):
@@ -77,6 +92,8 @@ class WorkerSettings:
     metrics_port: int = DEFAULT_METRICS_PORT
     stall_seconds: float = DEFAULT_STALL_SECONDS
     log_level: str = "INFO"
+    limits: MessageLimits = field(default_factory=MessageLimits)
+    """Bounds on the messages the worker parses."""
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
@@ -88,8 +105,15 @@ def _number(env: Mapping[str, str], name: str, default: float, *, low: float, hi
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, not {text!r}") from None
     if not low <= value <= high:
-        raise ConfigurationError(f"{name} must lie between {low:g} and {high:g}, not {value:g}")
+        raise ConfigurationError(
+            f"{name} must lie between {_shown(low)} and {_shown(high)}, not {_shown(value)}"
+        )
     return value
+
+
+def _shown(value: float) -> str:
+    """A number as written: whole ones in full (536870912, not 5.36871e+08)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
@@ -150,6 +174,22 @@ def settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
         metrics_port=_integer(env, WorkerEnv.METRICS_PORT, DEFAULT_METRICS_PORT, low=0, high=65_535),
         stall_seconds=_number(env, WorkerEnv.STALL_SECONDS, DEFAULT_STALL_SECONDS, low=1.0, high=86_400.0),
         log_level=log_level,
+        limits=MessageLimits(
+            max_bytes=_integer(
+                env,
+                WorkerEnv.MAX_MESSAGE_BYTES,
+                DEFAULT_MAX_MESSAGE_BYTES,
+                low=MIN_MESSAGE_BYTES,
+                high=MAX_MESSAGE_BYTES,
+            ),
+            max_depth=_integer(
+                env,
+                WorkerEnv.MAX_NESTING_DEPTH,
+                DEFAULT_MAX_NESTING_DEPTH,
+                low=ENVELOPE_DEPTH,
+                high=MAX_NESTING_DEPTH,
+            ),
+        ),
     )
 
 
