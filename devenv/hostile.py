@@ -88,6 +88,11 @@ class HostileMessage:
         return body(self.kind, self.tag, self.job_type)
 
     @property
+    def size(self) -> int:
+        """The body's length, without building a huge one."""
+        return HUGE_BYTES if self.kind is HostileKind.HUGE else len(self.body)
+
+    @property
     def expected_reason(self) -> str:
         return EXPECTED_REASON[self.kind]
 
@@ -100,8 +105,7 @@ class HostileMessage:
         if kept is None:
             return False
         original, size = kept
-        mine = self.body
-        return size == len(mine) and mine.startswith(original)
+        return size == self.size and self.body.startswith(original)
 
 
 def kept_original(dead_letter: Envelope) -> tuple[bytes, int] | None:

@@ -1,6 +1,8 @@
 """The loss checker, short profile: per backend, a burst of jobs of every kind through an autoscaled pool
 of real worker processes while workers are SIGKILLed, the queue server restarts and a JobType change
 rolls the workers; every job id must end exactly once (done, dead-lettered, expired or in review).
+Hostile messages of every kind (devenv/hostile.py) ride along: each must be dead-lettered with its
+kind's reason, and none may disturb the good jobs' ledger.
 
 Replay a failure with the seed it printed: WORKERFLEET_LOSS_SEED=<seed> pytest e2e/test_loss.py.
 The full profile (5,000 jobs per backend) is `make bench` (bench/loss.py).
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from devenv.cluster import Cluster
+from devenv.hostile import HostileKind
 from devenv.loss.plan import SHORT, schedule, table
 from devenv.loss.run import LossRun, Target, rabbitmq_target, redis_target
 from devenv.servers import RabbitMQServer, RedisServer, running
@@ -78,3 +81,5 @@ def test_no_job_is_lost_under_kills_a_queue_restart_and_a_job_type_rollout(
     assert any("JobType" in line for line in result.faults)
     assert result.kills >= 1
     assert sum(result.ends.values()) == result.jobs
+    # Every hostile message dead-lettered with its kind's reason, none run by a handler
+    assert sum(result.hostile_ends.values()) == len(plan.hostile) == len(HostileKind), result.hostile_ends

@@ -1,9 +1,14 @@
 """The pure parts of the loss checker: what to enqueue and when to break things (from a seed), and the
 verdict over what the handlers wrote to the ledger and what the queues hold at the end.
 
-A run is replayed exactly as far as these go: the same seed gives the same jobs (ids, kinds, payloads)
-and the same fault schedule (times, and which of the running workers each kill picks). What the
-machine does between the faults (which worker took which job) is not in the seed.
+Hostile messages (`devenv.hostile`: deep nesting, a 64 MiB body, invalid UTF-8, an over-long type, a
+JSON array, an empty body) ride along in the job stream: each must end dead-lettered with its kind's
+reason, while the good jobs' ledger stays exact.
+
+A run is replayed exactly as far as these go: the same seed gives the same jobs (ids, kinds, payloads,
+where the hostile messages go) and the same fault schedule (times, and which of the running workers
+each kill picks). What the machine does between the faults (which worker took which job) is not in
+the seed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from devenv.hostile import HostileKind, HostileMessage
 
 PLAIN_TYPE = "loss-plain"
 """The JobType of jobs without an idempotency key."""
@@ -96,6 +103,8 @@ class Profile:
     process takes seconds to start again); further poison draws become plain jobs."""
     cooldown_seconds: int = 5
     drain_timeout_seconds: float = 600.0
+    hostile_per_kind: int = 1
+    """Hostile messages of each kind mixed into the jobs, each dead-lettered on its first delivery."""
 
 
 SHORT = Profile(
@@ -122,6 +131,7 @@ FULL = Profile(
     change_window=(10.0, 40.0),
     max_poison=10,
     drain_timeout_seconds=1800.0,
+    hostile_per_kind=3,
 )
 PROFILES = {profile.name: profile for profile in (SHORT, FULL)}
 
@@ -166,18 +176,31 @@ class FaultEvent:
 
 
 @dataclass(frozen=True)
+class HostilePlan:
+    before_job: int
+    """Enqueued right before this job (its index in Schedule.jobs)."""
+    message: HostileMessage
+
+
+@dataclass(frozen=True)
 class Schedule:
     seed: int
     jobs: tuple[JobPlan, ...]
     faults: tuple[FaultEvent, ...]
     """Ordered by time; kills every few seconds for the profile's kill_for_seconds (fewer when every job
     ended sooner)."""
+    hostile: tuple[HostilePlan, ...] = ()
+    """Ordered by position in the job stream."""
+
+    def hostile_before(self, index: int) -> list[HostileMessage]:
+        return [planned.message for planned in self.hostile if planned.before_job == index]
 
     def describe(self, kills_shown: int = 8) -> str:
         kinds = Counter(job.kind.value for job in self.jobs)
         lines = [
             f"seed {self.seed}: {len(self.jobs)} jobs "
             + ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+            + (f"; {len(self.hostile)} hostile messages among them" if self.hostile else "")
         ]
         kills = 0
         for event in self.faults:
@@ -231,7 +254,15 @@ def schedule(seed: int, profile: Profile) -> Schedule:
             break
         faults.append(FaultEvent(round(at, 3), Fault.KILL, pick=rng.random()))
     faults.sort(key=lambda event: event.at_seconds)
-    return Schedule(seed=seed, jobs=tuple(jobs), faults=tuple(faults))
+    hostile = [
+        HostilePlan(
+            rng.randrange(profile.jobs), HostileMessage(kind, f"s{seed}-hostile-{number}-{kind.value}")
+        )
+        for number in range(profile.hostile_per_kind)
+        for kind in HostileKind
+    ]
+    hostile.sort(key=lambda planned: planned.before_job)
+    return Schedule(seed=seed, jobs=tuple(jobs), faults=tuple(faults), hostile=tuple(hostile))
 
 
 # --- the ledger ----------------------------------------------------------------------------------
@@ -295,7 +326,7 @@ def parse_ledger(text: str) -> list[Record]:
 @dataclass(frozen=True)
 class Finding:
     job: str
-    kind: Kind
+    kind: Kind | HostileKind
     problem: str
 
     def describe(self) -> str:
@@ -323,6 +354,12 @@ class Verdict:
     worker runs again: reported, not failed."""
     conflicting: list[Finding] = field(default_factory=list)
     """Jobs that ended in more than one place."""
+    hostile: int = 0
+    """Hostile messages sent among the jobs."""
+    hostile_ends: Counter[str] = field(default_factory=Counter)
+    """Hostile messages dead-lettered with their kind's reason, by reason."""
+    hostile_misrouted: list[Finding] = field(default_factory=list)
+    """Hostile messages that ended anywhere but dead-lettered with their kind's reason."""
     written_twice: list[Finding] = field(default_factory=list)
     """Jobs whose one end was recorded twice (the same dead letter twice): a failure where settling is
     atomic, an at-least-once duplicate (reported) where it is not."""
@@ -350,7 +387,14 @@ class Verdict:
     @property
     def ok(self) -> bool:
         twice = self.written_twice if self.atomic_settle else []
-        return not (self.lost or self.stranded or self.conflicting or twice or self.keyed_duplicates)
+        return not (
+            self.lost
+            or self.stranded
+            or self.conflicting
+            or twice
+            or self.keyed_duplicates
+            or self.hostile_misrouted
+        )
 
     def problems(self) -> list[str]:
         found = []
@@ -360,6 +404,7 @@ class Verdict:
             ("ended twice", self.conflicting),
             ("same end written twice", self.written_twice if self.atomic_settle else []),
             ("keyed effect duplicated", self.keyed_duplicates),
+            ("hostile message not dead-lettered with its reason", self.hostile_misrouted),
         ):
             found += [f"{label}: {finding.describe()}" for finding in findings]
         return found
@@ -388,6 +433,7 @@ class Verdict:
             "ended_twice": len(self.conflicting),
             "written_twice": len(self.written_twice),
             "keyed_duplicated": len(self.keyed_duplicates),
+            "hostile": f"{sum(self.hostile_ends.values())}/{self.hostile}",
             "keyed_rerun_without_shared_keys": len(self.keyed_rerun),
             "keyed_redone_after_kill": self.keyed_redone_after_kill,
             "at_least_once_duplicates": self.duplicates,
@@ -431,17 +477,20 @@ def verdict(  # noqa: PLR0917  (the inputs of one verdict, each named at the cal
         backend=backend,
         seed=plan.seed,
         jobs=len(plan.jobs),
+        hostile=len(plan.hostile),
         invocations=sum(1 for r in ledger.records if r.event is Event.START),
         kills=len({r.pid for r in ledger.records if r.event is Event.KILLED}),
         leftover_depth=leftover_depth,
         atomic_settle=atomic_settle,
         shared_keys=shared_keys,
     )
-    sent = {job.id for job in plan.jobs}
+    sent = {job.id for job in plan.jobs} | {planned.message.tag for planned in plan.hostile}
     for job_id in sorted(set(ends) - sent):
         result.conflicting.append(Finding(job_id, Kind.PLAIN, "an id the producer never sent"))
     for job in plan.jobs:
         _account_for(job, ends.get(job.id, []), ledger, result)
+    for planned in plan.hostile:
+        _account_for_hostile(planned.message, ends.get(planned.message.tag, []), ledger, result)
     return result
 
 
@@ -478,15 +527,41 @@ class _Ledger:
         return True
 
 
+def _no_end(job_id: str, kind: Kind | HostileKind, ledger: _Ledger, result: Verdict) -> None:
+    """Stranded while the queue still holds jobs, else lost."""
+    attempts = ledger.attempts(job_id)
+    where = f"invoked at attempts {attempts}" if attempts else "never invoked"
+    if result.leftover_depth:
+        problem = f"no end, {where}; the queue still holds {result.leftover_depth}"
+        result.stranded.append(Finding(job_id, kind, problem))
+    else:
+        result.lost.append(Finding(job_id, kind, f"no end and not on the queue, {where}"))
+
+
+def _account_for_hostile(
+    message: HostileMessage, found: list[tuple[End, str | None]], ledger: _Ledger, result: Verdict
+) -> None:
+    """A hostile message ends dead-lettered with its kind's reason, once (twice only where settling is not
+    atomic, as any dead letter), and never reaches a handler."""
+    if not found:
+        _no_end(message.tag, message.kind, ledger, result)
+        return
+    expected = (End.DEAD_LETTERED, message.expected_reason)
+    attempts = ledger.attempts(message.tag)
+    if set(found) != {expected} or attempts:
+        ended = ", ".join(f"{end.value}({reason})" for end, reason in found)
+        ran = f", run at attempts {attempts}" if attempts else ""
+        problem = f"ended as {ended}{ran}; expected dead-lettered({message.expected_reason})"
+        result.hostile_misrouted.append(Finding(message.tag, message.kind, problem))
+        return
+    if len(found) > 1:
+        result.written_twice.append(Finding(message.tag, message.kind, f"dead-lettered {len(found)} times"))
+    result.hostile_ends[message.expected_reason] += 1
+
+
 def _account_for(job: JobPlan, found: list[tuple[End, str | None]], ledger: _Ledger, result: Verdict) -> None:
     if not found:
-        attempts = ledger.attempts(job.id)
-        where = f"invoked at attempts {attempts}" if attempts else "never invoked"
-        if result.leftover_depth:
-            problem = f"no end, {where}; the queue still holds {result.leftover_depth}"
-            result.stranded.append(Finding(job.id, job.kind, problem))
-        else:
-            result.lost.append(Finding(job.id, job.kind, f"no end and not on the queue, {where}"))
+        _no_end(job.id, job.kind, ledger, result)
         return
     ended = ", ".join(f"{end.value}({reason})" for end, reason in found)
     if len(set(found)) > 1:
@@ -523,6 +598,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("stranded", "stranded"),
     ("written_twice", "end written twice"),
     ("keyed_duplicated", "keyed dup."),
+    ("hostile", "hostile dead-lettered"),
     ("keyed_rerun_without_shared_keys", "keyed re-run"),
     ("at_least_once_duplicates", "at-least-once dup."),
     ("kills", "SIGKILLs"),

@@ -47,7 +47,7 @@ from devenv.loss.plan import (
 )
 from devenv.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue
 from devenv.servers import RabbitMQServer, RedisServer
-from workerfleet.worker.envelope import encode, new_envelope
+from workerfleet.worker.envelope import Envelope, encode, new_envelope
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 POOL = "loss"
@@ -242,10 +242,23 @@ class LossRun:
     def records(self) -> list[Record]:
         return parse_ledger(self.ledger.read_text())
 
+    def dead_letter_id(self, envelope: Envelope, claimed: set[str]) -> str:
+        """The job id a dead letter stands for: a hostile message's tag when it keeps one's bytes (the
+        worker had to give it an id of its own), preferring one not claimed by an earlier dead letter."""
+        matching = [planned.message.tag for planned in self.plan.hostile if planned.message.matches(envelope)]
+        fresh = [tag for tag in matching if tag not in claimed]
+        chosen = (fresh or matching or [envelope.id])[0]
+        claimed.add(chosen)
+        return chosen
+
     def account(self) -> Verdict:
         queue = self.target.queue.name
+        claimed: set[str] = set()
         dead = [
-            (envelope.id, envelope.last_failure.reason if envelope.last_failure else "")
+            (
+                self.dead_letter_id(envelope, claimed),
+                envelope.last_failure.reason if envelope.last_failure else "",
+            )
             for envelope in self.target.queue.entries(f"{queue}.dlq")
         ]
         review = [envelope.id for envelope in self.target.queue.entries(f"{queue}.review")]
@@ -277,7 +290,9 @@ class LossRun:
             await producer.connect()
             try:
                 now = datetime.now(UTC)
-                for job in self.plan.jobs:
+                for index, job in enumerate(self.plan.jobs):
+                    for message in self.plan.hostile_before(index):
+                        await producer.enqueue(message.body)
                     expiring = job.kind is Kind.EXPIRING
                     envelope = new_envelope(
                         job.job_type,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
+from devenv.hostile import HostileKind, every_kind
 from devenv.loss.plan import (
     FULL,
     SHORT,
     Event,
     Fault,
     FaultEvent,
+    HostilePlan,
     JobPlan,
     Kind,
     Profile,
@@ -205,3 +209,48 @@ def test_with_shared_keys_a_keyed_rerun_fails_even_where_settling_is_not_atomic(
     assert with_store.keyed_rerun == []
     assert with_store.problems() == [f"keyed effect duplicated: {with_store.keyed_duplicates[0].describe()}"]
     assert with_store.reported() == [f"same end written twice: {with_store.written_twice[0].describe()}"]
+
+
+@pytest.mark.parametrize("profile", [SHORT, FULL])
+def test_hostile_messages_of_every_kind_ride_along_at_seeded_places(profile: Profile) -> None:
+    plan = schedule(7, profile)
+    assert plan.hostile == schedule(7, profile).hostile
+    assert Counter(planned.message.kind for planned in plan.hostile) == dict.fromkeys(
+        HostileKind, profile.hostile_per_kind
+    )
+    assert all(0 <= planned.before_job < profile.jobs for planned in plan.hostile)
+    assert len({planned.message.tag for planned in plan.hostile}) == len(plan.hostile)
+    assert "7 hostile messages among them" in schedule(7, SHORT).describe()
+
+
+HOSTILE = every_kind("h", job_type="loss-plain")[:2]
+HOSTILE_PLAN = Schedule(
+    seed=9, jobs=JOBS, faults=(), hostile=tuple(HostilePlan(0, message) for message in HOSTILE)
+)
+HOSTILE_DEAD = [(message.tag, message.expected_reason) for message in HOSTILE]
+
+
+def test_hostile_messages_dead_lettered_with_their_reason_leave_the_verdict_clean() -> None:
+    result = verdict("redis-list", HOSTILE_PLAN, clean_ledger(), [*DEAD, *HOSTILE_DEAD], ["unsure"], 0)
+    assert result.ok, result.problems()
+    assert dict(result.hostile_ends) == {"NestingTooDeep": 2}
+    assert result.row()["hostile"] == "2/2"
+    assert dict(result.ends) == {"done": 2, "dead-lettered:Crashed": 1, "expired": 1, "review": 1}
+
+
+@pytest.mark.parametrize(
+    ("dead", "extra_ledger", "problem"),
+    [
+        ([HOSTILE_DEAD[0], (HOSTILE[1].tag, "MalformedEnvelope")], [], "hostile message not dead-lettered"),
+        (HOSTILE_DEAD, [Record(Event.START, 2.0, 10, HOSTILE[0].tag, 1)], "run at attempts [1]"),
+        (HOSTILE_DEAD[:1], [], "lost: h-deep-payload"),
+    ],
+)
+def test_a_hostile_message_off_its_route_fails_the_verdict(
+    dead: list[tuple[str, str]], extra_ledger: list[Record], problem: str
+) -> None:
+    result = verdict(
+        "redis-list", HOSTILE_PLAN, [*clean_ledger(), *extra_ledger], [*DEAD, *dead], ["unsure"], 0
+    )
+    assert not result.ok
+    assert any(problem in line for line in result.problems()), result.problems()
