@@ -1,12 +1,15 @@
 """The loss checker, full profile: per backend (Redis list, Redis stream, RabbitMQ), 5,000 jobs through
 an autoscaled pool of real worker processes while workers are SIGKILLed every few seconds, the queue
-server restarts once and a JobType change rolls the workers; then every job id is accounted for.
+server restarts once and a JobType change rolls the workers; then every job id is accounted for, and
+each of the hostile messages mixed in (three of every kind in devenv/hostile.py) must be dead-lettered
+with its kind's reason.
 
     python -m bench.loss [--profile full|short] [--seed N] [--backend redis-list ...]
 
 Prints the schedule (seed included: `--seed` or WORKERFLEET_LOSS_SEED replays it) and a table per
-backend, and writes bench/results/loss.json. Exits 1 when a job was lost or stranded, ended twice, or
-a keyed job's effect was applied twice. Run with `make bench`.
+backend, and writes bench/results/loss.json. Exits 1 when a job was lost or stranded, ended twice, a
+keyed job's effect was applied twice, or a hostile message ended anywhere but dead-lettered with its
+reason. Run with `make bench`.
 """
 
 from __future__ import annotations
