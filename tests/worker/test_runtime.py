@@ -51,6 +51,7 @@ class Harness:
             metrics=self.metrics,
             pool="thumbs",
             revision="rev-1",
+            worker_id="worker-1",
             concurrency=concurrency,
             drain_seconds=drain_seconds,
             pool_dead_letter_queue="pool.dlq",

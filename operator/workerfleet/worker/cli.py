@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             health=health,
             pool=settings.pool,
             revision=settings.revision,
+            worker_id=settings.worker_id,
             concurrency=settings.concurrency,
             drain_seconds=effective_drain_seconds(settings, policies),
             pool_dead_letter_queue=pool_dead_letter_queue(settings),

@@ -4,6 +4,7 @@ Keys, for a pool whose stream is S and group G:
     S               entries with one field, `job`, holding the envelope; producers XADD
     S:delayed       retries waiting for their backoff, scored by due time (ms since the epoch)
     S:done:<type>:<key>  idempotency keys of completed jobs, with the JobType's TTL
+    S:claim:<type>:<key> the worker running a keyed job, until its lease ends (see the runtime)
 Dead-letter and review queues are streams on the same server (XADD, field `job`).
 
 An entry stays in the group's pending list until acknowledged. A live worker settles every entry within
@@ -111,6 +112,7 @@ class RedisStreamBackend(RedisQueueKeys):
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
+        self._register_claim_scripts()
 
     async def connect(self) -> None:
         with unavailable_on_connection_errors():
