@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from workerfleet.api.common import TLSConfig
 from workerfleet.api.common import split_host_port as api_split_host_port

@@ -427,11 +427,15 @@ class Runtime:
             ),
         )
         if claim is None or answer is None or answer.state is not KeyState.CLAIMED:
-            await self._admit_and_run(delivery, envelope, spec, handler, admission, completed_key)
+            await self._admit_and_run(
+                delivery, envelope, spec, handler, admission=admission, completed_key=completed_key
+            )
             return
         completed = False
         try:
-            completed = await self._admit_and_run(delivery, envelope, spec, handler, admission, completed_key)
+            completed = await self._admit_and_run(
+                delivery, envelope, spec, handler, admission=admission, completed_key=completed_key
+            )
         finally:
             self._running_keys.discard(claim.key)
             if not completed:
@@ -443,6 +447,7 @@ class Runtime:
         envelope: Envelope,
         spec: JobTypeSpec,
         handler: Handler,
+        *,
         admission: Decision | Defer | None,
         completed_key: CompletedKey | None,
     ) -> bool:
