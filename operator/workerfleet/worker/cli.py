@@ -128,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
     per_process = keys_per_process(settings, policies)
     if per_process:
         log.warning(
-            "queue.rabbitmq names no idempotencyStore: these job types' keys are checked per worker "
-            "process only, so a job redelivered to another worker runs again",
+            "queue.rabbitmq names no idempotencyStore: these job types' keys are checked and claimed per "
+            "worker process only, so a job redelivered to another worker runs again, and two copies "
+            "delivered at once to two workers both run",
             extra={"job_types": per_process},
         )
     try:

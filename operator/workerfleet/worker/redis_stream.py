@@ -16,7 +16,8 @@ Entries of unknown types, or not envelopes, wait for the longest limit. A proces
 the entries still pending under its own consumer name first (XREADGROUP from id 0): a restarted
 container keeps its worker id, and what its earlier process held would otherwise wait for the reclaim.
 A reconnect does not: those entries are running here. The group's delivery count per entry (XPENDING)
-says how often an entry was handed out, for the runtime's crash count. The group is
+says how often an entry was handed out, for the runtime's crash count; an entry given back (release,
+or a keyed copy deferred while another copy runs) is a new entry, whose count starts again. The group is
 created when missing (with the stream, MKSTREAM) at the start of the stream, id 0, so entries added
 before the first worker started are delivered too. Acknowledged entries stay in the stream; producers
 bound it (XADD MAXLEN/MINID).
