@@ -76,6 +76,7 @@ async def runtime_loop(address: str, key: str, jobs: int, concurrency: int) -> f
         metrics=WorkerMetrics("bench", "bench"),
         pool="bench",
         revision="bench",
+        worker_id="bench",
         concurrency=concurrency,
         drain_seconds=5,
         pool_dead_letter_queue=f"{key}.dlq",

@@ -9,7 +9,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec
 
-from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery
+from workerfleet.worker.backend import (
+    BackendUnavailable,
+    ClaimAnswer,
+    CompletedKey,
+    Delivery,
+    KeyClaim,
+    KeyState,
+)
 
 P = ParamSpec("P")
 
@@ -22,6 +29,10 @@ class MemoryBackend:
     moved: list[tuple[str | None, bytes]] = field(default_factory=list)
     released: list[bytes] = field(default_factory=list)
     completed_keys: set[str] = field(default_factory=set)
+    claims: dict[str, str] = field(default_factory=dict)
+    """Claimed keys and their holders (leases never run out here)."""
+    claims_asked: list[str] = field(default_factory=list)
+    deferred: list[tuple[bytes, float]] = field(default_factory=list)
     unavailable_receives: int = 0
     """The next this many receives fail as if the server were down."""
     connects: int = 0
@@ -51,6 +62,7 @@ class MemoryBackend:
         self.completed.append(delivery.body)
         if completed_key is not None:
             self.completed_keys.add(completed_key.key)
+            self.claims.pop(completed_key.key, None)
 
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
         self.retried.append((body, delay_seconds))
@@ -61,8 +73,21 @@ class MemoryBackend:
     async def release(self, delivery: Delivery) -> None:
         self.released.append(delivery.body)
 
-    async def is_completed(self, key: str) -> bool:
-        return key in self.completed_keys
+    async def claim(self, claim: KeyClaim) -> ClaimAnswer:
+        self.claims_asked.append(claim.key)
+        if claim.key in self.completed_keys:
+            return ClaimAnswer(KeyState.COMPLETED)
+        holder = self.claims.setdefault(claim.key, claim.holder)
+        if holder != claim.holder:
+            return ClaimAnswer(KeyState.HELD, held_for_seconds=claim.lease_seconds)
+        return ClaimAnswer(KeyState.CLAIMED)
+
+    async def release_claim(self, claim: KeyClaim) -> None:
+        if self.claims.get(claim.key) == claim.holder:
+            del self.claims[claim.key]
+
+    async def defer(self, delivery: Delivery, delay_seconds: float) -> None:
+        self.deferred.append((delivery.body, delay_seconds))
 
     async def maintain(self) -> None:
         return None
@@ -72,7 +97,13 @@ class MemoryBackend:
 
     @property
     def settled(self) -> int:
-        return len(self.completed) + len(self.retried) + len(self.moved) + len(self.released)
+        return (
+            len(self.completed)
+            + len(self.retried)
+            + len(self.moved)
+            + len(self.released)
+            + len(self.deferred)
+        )
 
 
 def run_async(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:

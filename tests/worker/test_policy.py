@@ -9,7 +9,10 @@ import pytest
 from workerfleet.api.jobtype import Backoff, FailureClass, JobTypeSpec
 from workerfleet.api.worker_contract import Outcome
 from workerfleet.worker.policy import (
+    CLAIM_RECHECK_MAX_SECONDS,
+    CLAIM_RECHECK_MIN_SECONDS,
     Complete,
+    Defer,
     Failure,
     FailureReason,
     Remove,
@@ -18,6 +21,8 @@ from workerfleet.worker.policy import (
     after_failure,
     after_review_request,
     backoff_delay,
+    claim_lease_seconds,
+    claim_recheck_delay,
     idempotency_key,
     reject_invalid,
 )
@@ -154,6 +159,51 @@ def test_admit(age: float, deadline: int | None, completed: bool, expected: Comp
         age_seconds=age, deadline_seconds=deadline, already_completed=completed, dead_letter="dlq"
     )
     assert decision == expected
+
+
+@pytest.mark.parametrize(
+    ("age", "completed", "held_for", "expected"),
+    [
+        # A copy of a job running elsewhere waits, late or not: that one may still complete it.
+        (0, False, 20.0, Defer(2.0)),
+        (99, False, 20.0, Defer(2.0)),
+        # Once completed, any copy is a duplicate, whatever the claim says.
+        (0, True, 20.0, Complete(Outcome.DUPLICATE)),
+    ],
+)
+def test_admit_a_copy_whose_key_is_claimed_elsewhere(
+    age: float, completed: bool, held_for: float, expected: Complete | Defer
+) -> None:
+    decision = admit(
+        age_seconds=age,
+        deadline_seconds=10,
+        already_completed=completed,
+        dead_letter="dlq",
+        claimed_elsewhere_for=held_for,
+    )
+    assert decision == expected
+
+
+@pytest.mark.parametrize(
+    ("held_for", "expected"),
+    [
+        (0.001, CLAIM_RECHECK_MIN_SECONDS),
+        (14.0, 1.4),
+        (120.0, 12.0),
+        (86_400.0, CLAIM_RECHECK_MAX_SECONDS),
+    ],
+)
+def test_a_copy_looks_again_after_a_tenth_of_the_lease_left_within_bounds(
+    held_for: float, expected: float
+) -> None:
+    assert claim_recheck_delay(held_for) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("timeout", [1, 300, 86_400])
+def test_a_claim_outlives_the_longest_attempt_and_its_cancel_grace(timeout: int) -> None:
+    lease = claim_lease_seconds(timeout, cancel_grace_seconds=5.0)
+    assert lease > timeout + 5.0
+    assert lease <= timeout + 5.0 + 10.0  # not much longer: a dead holder's job waits for it
 
 
 def test_expired_without_a_dead_letter_queue_is_dropped_but_still_counted_as_expired() -> None:

@@ -51,6 +51,7 @@ class Harness:
             metrics=self.metrics,
             pool="thumbs",
             revision="rev-1",
+            worker_id="worker-1",
             concurrency=concurrency,
             drain_seconds=drain_seconds,
             pool_dead_letter_queue="pool.dlq",
@@ -350,6 +351,85 @@ async def test_drain_gives_back_jobs_that_cannot_finish_in_time() -> None:
     assert [decode(body).id for body in harness.backend.released] == [job_id]
     assert decode(harness.backend.released[0]).attempt == 1
     assert (harness.backend.completed, harness.backend.retried) == ([], [])
+
+
+@run_async
+async def test_a_copy_whose_key_another_worker_claimed_is_deferred_not_run_nor_counted() -> None:
+    calls: list[Job] = []
+    harness = Harness(recording(calls))
+    harness.backend.claims["work:busy"] = "worker-2"
+    await harness.put({"id": "busy"})
+    await harness.run_until(1)
+    assert calls == []
+    [(body, delay)] = harness.backend.deferred
+    assert decode(body).attempt == 1  # given back as it came: not an attempt
+    assert 1.0 <= delay <= 30.0
+    assert (harness.backend.retried, harness.backend.moved) == ([], [])
+    outcomes = ("succeeded", "duplicate", "retried", "dead_lettered", "failed", "expired")
+    assert [harness.count(outcome) for outcome in outcomes] == [0] * len(outcomes)
+    assert harness.backend.claims == {"work:busy": "worker-2"}, "another worker's claim is not ours to end"
+
+
+@run_async
+async def test_two_copies_of_a_keyed_job_in_one_process_do_not_run_side_by_side() -> None:
+    """The backend lets a worker take over its own claim, so the process keeps its copies apart."""
+    calls: list[Job] = []
+
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(0.1)
+
+    harness = Harness(recording(calls, slow), concurrency=2)
+    await harness.put({"id": "same"})
+    await harness.put({"id": "same"})
+    await harness.run_until(2)
+    assert len(calls) == 1
+    assert len(harness.backend.completed) == 1
+    assert len(harness.backend.deferred) == 1
+    assert harness.backend.claims == {}, "completing the job ends its claim"
+
+
+@run_async
+async def test_a_failed_keyed_attempt_releases_its_claim_so_the_retry_can_run_anywhere() -> None:
+    async def fail(job: Job) -> None:
+        raise TransientError("upstream 503")
+
+    harness = Harness(recording([], fail))
+    await harness.put({"id": "flaky"})
+    await harness.run_until(1)
+    assert len(harness.backend.retried) == 1
+    assert harness.backend.claims == {}
+
+
+@run_async
+async def test_a_worker_takes_over_its_own_claim_left_from_an_earlier_attempt_or_process() -> None:
+    calls: list[Job] = []
+    harness = Harness(recording(calls))
+    harness.backend.claims["work:mine"] = "worker-1"  # this worker's id, e.g. before a restart in place
+    await harness.put({"id": "mine"}, attempt=2)
+    await harness.run_until(1)
+    assert len(calls) == 1
+    assert harness.backend.completed_keys == {"work:mine"}
+    assert harness.backend.claims == {}
+
+
+@run_async
+async def test_a_late_keyed_job_expires_and_releases_its_claim() -> None:
+    harness = Harness(recording([]))
+    await harness.put({"id": "late"}, age_seconds=601)
+    await harness.run_until(1)
+    assert harness.count("expired") == 1
+    assert harness.backend.claims == {}
+
+
+@run_async
+async def test_jobs_without_an_idempotency_key_never_ask_for_a_claim() -> None:
+    unkeyed = SPEC.model_copy(update={"idempotency": None})
+    harness = Harness(recording([]), spec=unkeyed)
+    await harness.put({"id": "a"})
+    await harness.put({"id": "a"})
+    await harness.run_until(2)
+    assert harness.count("succeeded") == 2
+    assert harness.backend.claims_asked == []
 
 
 @run_async

@@ -69,7 +69,8 @@ class Outcome(StrEnum):
     """How one delivery of a job ended; the `outcome` label of workerfleet_jobs_total.
 
     Every delivery the runtime takes ends in exactly one of these, except one given back unfinished
-    on shutdown. Error rate for canary analysis: (retried + dead_lettered + failed) / all but duplicate.
+    on shutdown, and a copy of a keyed job put back to wait while another copy runs elsewhere.
+    Error rate for canary analysis: (retried + dead_lettered + failed) / all but duplicate.
     """
 
     SUCCEEDED = "succeeded"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 
@@ -49,6 +50,33 @@ class CompletedKey:
     ttl_seconds: int
 
 
+@dataclass(frozen=True)
+class KeyClaim:
+    """A claim on a keyed job's idempotency key while one delivery of it runs, so a second copy delivered
+    at the same time does not run too. `holder` is the worker id: a worker may take over its own claim
+    (a retry, or its container restarted in place), never another's before `lease_seconds` end."""
+
+    key: str
+    holder: str
+    lease_seconds: float
+
+
+class KeyState(Enum):
+    COMPLETED = "completed"
+    """A job with this key was completed within the key's TTL."""
+    CLAIMED = "claimed"
+    """The claim is now ours: run the job."""
+    HELD = "held"
+    """Another worker holds the claim: a copy of this job is running there."""
+
+
+@dataclass(frozen=True)
+class ClaimAnswer:
+    state: KeyState
+    held_for_seconds: float = 0.0
+    """For HELD: how long the holder's lease still runs."""
+
+
 class QueueBackend(Protocol):
     """A queue the runtime consumes. Connection failures raise BackendUnavailable."""
 
@@ -66,7 +94,7 @@ class QueueBackend(Protocol):
         worker that were not handed out yet (RabbitMQ's prefetched messages)."""
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
-        """The job is done: acknowledge it and remember its idempotency key."""
+        """The job is done: acknowledge it, remember its idempotency key and end the key's claim."""
 
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
         """Replace the job with `body` (its next attempt), available again after `delay_seconds`.
@@ -79,8 +107,17 @@ class QueueBackend(Protocol):
     async def release(self, delivery: Delivery) -> None:
         """Give the job back untouched, at once, for any worker to take."""
 
-    async def is_completed(self, key: str) -> bool:
-        """Whether a job with this idempotency key was completed within its key's TTL."""
+    async def claim(self, claim: KeyClaim) -> ClaimAnswer:
+        """In one step: whether the key was completed; else claim it for `claim.holder` (or renew the
+        holder's own claim) with the lease; else say how long another holder's lease still runs."""
+
+    async def release_claim(self, claim: KeyClaim) -> None:
+        """The job was settled other than completed (or given back): end the claim, if still the holder's,
+        so another copy or a retry can run. Completing a job ends its claim with it."""
+
+    async def defer(self, delivery: Delivery, delay_seconds: float) -> None:
+        """Give the job back unchanged, available again after `delay_seconds`; not an attempt, so crash
+        counts are kept where the backend keeps them across a write (Redis list, RabbitMQ)."""
 
     async def maintain(self) -> None:
         """Periodic upkeep: heartbeats, due retries back onto the queue, jobs of vanished workers."""

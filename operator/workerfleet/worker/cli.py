@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             health=health,
             pool=settings.pool,
             revision=settings.revision,
+            worker_id=settings.worker_id,
             concurrency=settings.concurrency,
             drain_seconds=effective_drain_seconds(settings, policies),
             pool_dead_letter_queue=pool_dead_letter_queue(settings),
@@ -128,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
     per_process = keys_per_process(settings, policies)
     if per_process:
         log.warning(
-            "queue.rabbitmq names no idempotencyStore: these job types' keys are checked per worker "
-            "process only, so a job redelivered to another worker runs again",
+            "queue.rabbitmq names no idempotencyStore: these job types' keys are checked and claimed per "
+            "worker process only, so a job redelivered to another worker runs again, and two copies "
+            "delivered at once to two workers both run",
             extra={"job_types": per_process},
         )
     try:

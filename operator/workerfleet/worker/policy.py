@@ -72,6 +72,33 @@ class Remove:
 Decision = Complete | RetryLater | Remove
 
 
+@dataclass(frozen=True)
+class Defer:
+    """Put the job back unchanged for a later look: a copy of it (same idempotency key) is running on
+    another worker. Not an attempt: not counted as one, never dead-lettered for it."""
+
+    delay_seconds: float
+
+
+CLAIM_SETTLE_MARGIN_SECONDS = 5.0
+"""Added to an attempt's longest run for a key claim's lease: the time to settle the job after it."""
+CLAIM_RECHECK_MIN_SECONDS = 1.0
+CLAIM_RECHECK_MAX_SECONDS = 30.0
+
+
+def claim_lease_seconds(timeout_seconds: int, cancel_grace_seconds: float) -> float:
+    """How long a claim on a keyed job's key lasts: past the longest an attempt can run (its timeout,
+    then the grace a cancelled handler gets) and its settling, so it ends only when its holder died."""
+    return timeout_seconds + cancel_grace_seconds + CLAIM_SETTLE_MARGIN_SECONDS
+
+
+def claim_recheck_delay(held_for_seconds: float) -> float:
+    """How long a copy waits before it looks again at a key claimed elsewhere for `held_for_seconds`
+    more: a tenth of that, within 1-30 s, so a copy of a short job is settled soon after the first ends
+    and one of a long job does not come back every second."""
+    return min(max(held_for_seconds / 10, CLAIM_RECHECK_MIN_SECONDS), CLAIM_RECHECK_MAX_SECONDS)
+
+
 def give_up(reason: FailureReason, dead_letter_queue: str | None) -> Remove:
     """The job failed for good: dead-letter it when there is a queue for that, else drop it."""
     if dead_letter_queue is None:
@@ -84,12 +111,21 @@ def dead_letter_queue(spec: JobTypeSpec) -> str | None:
 
 
 def admit(
-    *, age_seconds: float, deadline_seconds: int | None, already_completed: bool, dead_letter: str | None
-) -> Decision | None:
+    *,
+    age_seconds: float,
+    deadline_seconds: int | None,
+    already_completed: bool,
+    dead_letter: str | None,
+    claimed_elsewhere_for: float | None = None,
+) -> Decision | Defer | None:
     """Before an attempt: None means run it. A completed job is a duplicate even when it is also late,
-    because it did run; a late one expires instead of running."""
+    because it did run; a copy of a job running elsewhere (its key claimed there for
+    `claimed_elsewhere_for` more seconds) waits for that one's end, late or not, as it may still
+    complete; a late one expires instead of running."""
     if already_completed:
         return Complete(Outcome.DUPLICATE)
+    if claimed_elsewhere_for is not None:
+        return Defer(claim_recheck_delay(claimed_elsewhere_for))
     if deadline_seconds is not None and age_seconds > deadline_seconds:
         return Remove(Outcome.EXPIRED, FailureReason.DEADLINE_EXCEEDED, dead_letter)
     return None

@@ -20,9 +20,11 @@ Idempotency keys: RabbitMQ has no key-value store. With `idempotencyStore` (a Re
 records a completed job's key there (SET with the JobType's TTL) BEFORE it acknowledges the job, and
 checks the store on every delivery of a keyed job: an acknowledgement lost to a broker restart or a
 dead worker leaves the job to be delivered again, and whichever worker gets it finds the key and
-acknowledges it without running it. Without a store, completed keys are remembered by each worker
-process only (for the JobType's TTL): a redelivery to the same process is caught; one to another
-process is not.
+acknowledges it without running it. The store also holds the claims on keys whose job is running
+(`<prefix>claim/<type>:<key>`: a JobType name has no `/`, so a claim never meets a completed key), so
+two copies delivered at once to two workers do not both run. Without a store, completed keys and
+claims are each worker process's own (completed keys for the JobType's TTL): a redelivery or a second
+copy to the same process is caught; one to another process is not.
 """
 
 from __future__ import annotations
@@ -45,12 +47,15 @@ from workerfleet.api.workerpool import IdempotencyStore, RabbitMQ
 from workerfleet.tls import client_context, tls_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
+    ClaimAnswer,
     CompletedKey,
     Delivery,
     DeliveryLost,
     DestinationRefused,
+    KeyClaim,
+    KeyState,
 )
-from workerfleet.worker.redis_support import redis_client, split_host_port
+from workerfleet.worker.redis_support import CLAIM_KEY, RELEASE_CLAIM, claim_in, redis_client, split_host_port
 from workerfleet.worker.redis_support import unavailable_on_connection_errors as _store_unavailable
 
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -336,7 +341,10 @@ class RabbitMQBackend:
             # Recorded before the ack, and even when the channel is already gone: the effect was applied,
             # and an ack the broker never sees leaves a redelivery, which must find the key.
             with self._store_call():
-                await store.set(self._store_prefix + completed_key.key, b"1", ex=completed_key.ttl_seconds)
+                async with store.pipeline(transaction=True) as pipe:
+                    pipe.set(self._store_prefix + completed_key.key, b"1", ex=completed_key.ttl_seconds)
+                    pipe.delete(self._claimed(completed_key.key))
+                    await pipe.execute()
         message = self._message(delivery)
         with _unavailable_on_connection_errors():
             await message.ack()
@@ -344,6 +352,15 @@ class RabbitMQBackend:
             self._completed[completed_key.key] = time.monotonic() + completed_key.ttl_seconds
 
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
+        await self._delay(delivery, body, delay_seconds)
+
+    async def defer(self, delivery: Delivery, delay_seconds: float) -> None:
+        await self._delay(delivery, delivery.body, delay_seconds, deliveries=delivery.deliveries)
+
+    async def _delay(
+        self, delivery: Delivery, body: bytes, delay_seconds: float, *, deliveries: int | None = None
+    ) -> None:
+        """`body` through a delay queue back onto the queue; `deliveries`: the crash count it carries."""
         message = self._message(delivery)
         delay_ms = quantized_delay_ms(delay_seconds)
         delay_queue = f"{self._queue_name}.retry.{delay_ms}ms"
@@ -359,7 +376,7 @@ class RabbitMQBackend:
                     "x-expires": delay_ms + DELAY_QUEUE_EXPIRY_MARGIN_MS,
                 },
             )
-            await self._publish(delay_queue, body)
+            await self._publish(delay_queue, body, deliveries=deliveries)
             await message.ack()
 
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
@@ -378,15 +395,32 @@ class RabbitMQBackend:
             await self._publish(self._queue_name, message.body, deliveries=delivery.deliveries)
             await message.ack()
 
-    async def is_completed(self, key: str) -> bool:
-        expiry = self._completed.get(key)
+    def _claimed(self, key: str) -> str:
+        return f"{self._store_prefix}claim/{key}"
+
+    async def claim(self, claim: KeyClaim) -> ClaimAnswer:
+        """In the store; without one, every claim is granted (the runtime keeps copies within one
+        process apart)."""
+        expiry = self._completed.get(claim.key)
         if expiry is not None and expiry > time.monotonic():
-            return True
+            return ClaimAnswer(KeyState.COMPLETED)
         store = self._live_store()
         if store is None:
-            return False
+            return ClaimAnswer(KeyState.CLAIMED)
         with self._store_call():
-            return bool(await store.exists(self._store_prefix + key))
+            return await claim_in(
+                store.register_script(CLAIM_KEY),
+                self._store_prefix + claim.key,
+                self._claimed(claim.key),
+                claim,
+            )
+
+    async def release_claim(self, claim: KeyClaim) -> None:
+        store = self._live_store()
+        if store is None:
+            return
+        with self._store_call():
+            await store.register_script(RELEASE_CLAIM)(keys=[self._claimed(claim.key)], args=[claim.holder])
 
     async def maintain(self) -> None:
         now = time.monotonic()

@@ -8,6 +8,7 @@ Keys, for a pool whose list is L:
     L:delayed               retries waiting for their backoff, scored by due time (ms since the epoch)
     L:crashes               per job (field: the job as queued), how often a worker died holding it
     L:done:<type>:<key>     idempotency keys of completed jobs, with the JobType's TTL
+    L:claim:<type>:<key>    the worker running a keyed job, until its lease ends (see the runtime)
 Dead-letter and review queues are lists on the same server (LPUSH).
 
 A worker that vanishes (SIGKILL, OOM, lost node) stops renewing its heartbeat; the next worker whose
@@ -76,6 +77,7 @@ class RedisListBackend(RedisQueueKeys):
         self._recover = self._redis.register_script(RECOVER)
         self._started = False
         self._settle = self._redis.register_script(SETTLE_LIST)
+        self._register_claim_scripts()
 
     def _processing(self, worker_id: str) -> str:
         return f"{self._key}:processing:{worker_id}"

@@ -4,6 +4,7 @@ Keys, for a pool whose stream is S and group G:
     S               entries with one field, `job`, holding the envelope; producers XADD
     S:delayed       retries waiting for their backoff, scored by due time (ms since the epoch)
     S:done:<type>:<key>  idempotency keys of completed jobs, with the JobType's TTL
+    S:claim:<type>:<key> the worker running a keyed job, until its lease ends (see the runtime)
 Dead-letter and review queues are streams on the same server (XADD, field `job`).
 
 An entry stays in the group's pending list until acknowledged. A live worker settles every entry within
@@ -16,7 +17,8 @@ reads it: never a parse that can fail), wait for the longest limit. A process th
 the entries still pending under its own consumer name first (XREADGROUP from id 0): a restarted
 container keeps its worker id, and what its earlier process held would otherwise wait for the reclaim.
 A reconnect does not: those entries are running here. The group's delivery count per entry (XPENDING)
-says how often an entry was handed out, for the runtime's crash count. The group is
+says how often an entry was handed out, for the runtime's crash count; an entry given back (release,
+or a keyed copy deferred while another copy runs) is a new entry, whose count starts again. The group is
 created when missing (with the stream, MKSTREAM) at the start of the stream, id 0, so entries added
 before the first worker started are delivered too. Acknowledged entries stay in the stream; producers
 bound it (XADD MAXLEN/MINID).
@@ -106,6 +108,7 @@ class RedisStreamBackend(RedisQueueKeys):
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
+        self._register_claim_scripts()
 
     async def connect(self) -> None:
         with unavailable_on_connection_errors():

@@ -12,13 +12,22 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from workerfleet.api.common import TLSConfig
 from workerfleet.api.common import split_host_port as api_split_host_port
 from workerfleet.api.credentials import Credentials
 from workerfleet.redis_options import connection_options, server_options
 from workerfleet.tls import tls_problem
-from workerfleet.worker.backend import BackendUnavailable, CompletedKey, Delivery, DestinationRefused
+from workerfleet.worker.backend import (
+    BackendUnavailable,
+    ClaimAnswer,
+    CompletedKey,
+    Delivery,
+    DestinationRefused,
+    KeyClaim,
+    KeyState,
+)
 from workerfleet.worker.settings import ConfigurationError
 
 # Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
@@ -83,15 +92,66 @@ def due_ms(delay_seconds: float) -> int:
     return now_ms() + int(delay_seconds * 1000)
 
 
+# Claiming a keyed job's idempotency key before its handler runs, in one round trip. KEYS[1]: the
+# completed key; KEYS[2]: the claim. ARGV: the holder, the lease (ms). Returns -1 when the key was
+# completed, 0 when the claim is the holder's now (taken, or its own renewed), else the ms left on
+# another holder's lease.
+CLAIM_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then
+  local left = redis.call('PTTL', KEYS[2])
+  if left < 1 then left = 1 end
+  return left
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 0
+"""
+
+# Ending a claim only if it is still the holder's (its lease may have run out and another taken it).
+# KEYS[1]: the claim. ARGV[1]: the holder.
+RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+CLAIM_COMPLETED = -1
+CLAIM_TAKEN = 0
+
+
+def claim_answer(reply: int) -> ClaimAnswer:
+    """The CLAIM_KEY script's reply as the runtime reads it."""
+    if reply == CLAIM_COMPLETED:
+        return ClaimAnswer(KeyState.COMPLETED)
+    if reply == CLAIM_TAKEN:
+        return ClaimAnswer(KeyState.CLAIMED)
+    return ClaimAnswer(KeyState.HELD, held_for_seconds=reply / 1000)
+
+
+async def claim_in(script: AsyncScript, done: str, claimed: str, claim: KeyClaim) -> ClaimAnswer:
+    """Run the CLAIM_KEY script for `claim` on the completed key `done` and the claim key `claimed`."""
+    lease_ms = max(int(claim.lease_seconds * 1000), 1)
+    reply: int = await script(keys=[done, claimed], args=[claim.holder, lease_ms])
+    return claim_answer(int(reply))
+
+
 class RedisQueueKeys:
     """What both Redis backends keep beside their queue (the list or stream at `_key`): retries waiting
-    for their backoff (`<key>:delayed`, scored by due time) and completed idempotency keys
-    (`<key>:done:<type>:<key>`), and the settling that writes to them. A backend says how it adds a job
-    to another queue of its kind (`ADD_TO_QUEUE`) and runs its settle script (`_settle_to`)."""
+    for their backoff (`<key>:delayed`, scored by due time), completed idempotency keys
+    (`<key>:done:<type>:<key>`) and claims on keys whose job is running (`<key>:claim:<type>:<key>`,
+    holding the worker id, expiring with the lease), and the settling that writes to them. A backend
+    says how it adds a job to another queue of its kind (`ADD_TO_QUEUE`), runs its settle script
+    (`_settle_to`) and registers the claim scripts (`_register_claim_scripts`)."""
 
     ADD_TO_QUEUE: ClassVar[str]
     _key: str
     _redis: Redis
+    _claim_script: AsyncScript
+    _release_claim_script: AsyncScript
+
+    def _register_claim_scripts(self) -> None:
+        self._claim_script = self._redis.register_script(CLAIM_KEY)
+        self._release_claim_script = self._redis.register_script(RELEASE_CLAIM)
 
     @property
     def _delayed(self) -> str:
@@ -99,6 +159,9 @@ class RedisQueueKeys:
 
     def _done(self, key: str) -> str:
         return f"{self._key}:done:{key}"
+
+    def _claimed(self, key: str) -> str:
+        return f"{self._key}:claim:{key}"
 
     async def _settle_to(
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
@@ -113,14 +176,23 @@ class RedisQueueKeys:
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
         await self._settle_to(delivery, queue, body, self.ADD_TO_QUEUE if queue is not None else "none")
 
-    async def is_completed(self, key: str) -> bool:
+    async def defer(self, delivery: Delivery, delay_seconds: float) -> None:
+        await self._settle_to(delivery, self._delayed, delivery.body, "defer", due_ms(delay_seconds))
+
+    async def claim(self, claim: KeyClaim) -> ClaimAnswer:
         with unavailable_on_connection_errors():
-            return bool(await self._redis.exists(self._done(key)))
+            return await claim_in(self._claim_script, self._done(claim.key), self._claimed(claim.key), claim)
+
+    async def release_claim(self, claim: KeyClaim) -> None:
+        with unavailable_on_connection_errors():
+            await self._release_claim_script(keys=[self._claimed(claim.key)], args=[claim.holder])
 
     def _record_completed(self, pipe: Pipeline, completed_key: CompletedKey | None) -> None:
-        """In the transaction that settles a job: keep its idempotency key for the JobType's TTL."""
+        """In the transaction that settles a job: keep its idempotency key for the JobType's TTL, and end
+        its claim (whoever holds it: from here on the completed key answers every copy)."""
         if completed_key is not None:
             pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
+            pipe.delete(self._claimed(completed_key.key))
 
 
 # KEYS[1]: sorted set of retries scored by due time in ms; KEYS[2]: the queue. ARGV: now (ms), batch.
@@ -147,22 +219,23 @@ return #due
 # the script before the job is removed, which MULTI/EXEC would not do (it runs the other commands).
 # KEYS[1]: the processing list; KEYS[2]: the destination; KEYS[3]: the crash counts. ARGV: the job as
 # held, the body to write, how ("lpush" a dead-letter or review queue, "rpush" back onto the queue,
-# "zadd" a retry, "none" to drop), the retry's due time. A job settled here did not crash its worker,
-# so its crash count goes, except when it goes back unchanged ("rpush": given back on shutdown).
+# "zadd" a retry, "defer" it unchanged for later, "none" to drop), the retry's due time. A job settled
+# here did not crash its worker, so its crash count goes, except when it goes back unchanged ("rpush":
+# given back on shutdown; "defer": a copy of it was running elsewhere, so it did not run here).
 SETTLE_LIST = """
 local how = ARGV[3]
 if how == 'lpush' then redis.call('LPUSH', KEYS[2], ARGV[2])
 elseif how == 'rpush' then redis.call('RPUSH', KEYS[2], ARGV[2])
-elseif how == 'zadd' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
-if how ~= 'rpush' then redis.call('HDEL', KEYS[3], ARGV[1]) end
+elseif how == 'zadd' or how == 'defer' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
+if how ~= 'rpush' and how ~= 'defer' then redis.call('HDEL', KEYS[3], ARGV[1]) end
 return redis.call('LREM', KEYS[1], 1, ARGV[1])
 """
 
 # The same for a stream entry. KEYS[1]: the stream; KEYS[2]: the destination. ARGV: group, entry id,
-# the body to write, how ("xadd" to a stream, "zadd" a retry, "none"), the retry's due time.
+# the body to write, how ("xadd" to a stream, "zadd" a retry, "defer" the same, "none"), the due time.
 SETTLE_STREAM = """
 local how = ARGV[4]
 if how == 'xadd' then redis.call('XADD', KEYS[2], '*', 'job', ARGV[3])
-elseif how == 'zadd' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3]) end
+elseif how == 'zadd' or how == 'defer' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3]) end
 return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 """

@@ -30,10 +30,13 @@ from workerfleet.api.worker_contract import Outcome
 from workerfleet.planners.job_type import input_schema_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
+    ClaimAnswer,
     CompletedKey,
     Delivery,
     DeliveryLost,
     DestinationRefused,
+    KeyClaim,
+    KeyState,
     QueueBackend,
 )
 from workerfleet.worker.envelope import (
@@ -56,6 +59,7 @@ from workerfleet.worker.metrics import UNSERVED_JOB_TYPE, WorkerMetrics
 from workerfleet.worker.policy import (
     Complete,
     Decision,
+    Defer,
     Failure,
     FailureReason,
     Remove,
@@ -63,6 +67,7 @@ from workerfleet.worker.policy import (
     admit,
     after_failure,
     after_review_request,
+    claim_lease_seconds,
     crashed_too_often,
     dead_letter_queue,
     give_up,
@@ -185,6 +190,7 @@ class Runtime:
         metrics: WorkerMetrics,
         pool: str,
         revision: str,
+        worker_id: str,
         concurrency: int,
         drain_seconds: float,
         pool_dead_letter_queue: str,
@@ -203,6 +209,10 @@ class Runtime:
         self._health.policies_loaded(len(self._policies))
         self._pool = pool
         self._revision = revision
+        self._worker_id = worker_id
+        self._running_keys: set[str] = set()
+        """Keys of the keyed jobs this process runs now: a second copy here waits without asking the
+        backend (whose claims let a worker take over its own, for its retries and restarts)."""
         self._concurrency = concurrency
         self._drain_seconds = drain_seconds
         self._pool_dead_letter = pool_dead_letter_queue
@@ -435,19 +445,48 @@ class Runtime:
             )
             return
         completed_key = self._completed_key(envelope, spec)
+        claim = self._claim_for(completed_key, spec)
         try:
-            already_completed = completed_key is not None and await self._backend.is_completed(
-                completed_key.key
-            )
+            answer = await self._claim(claim) if claim is not None else None
         except BackendUnavailable:
             await self._settle(delivery, envelope, Release())
             return
         admission = admit(
             age_seconds=self._age_seconds(envelope),
             deadline_seconds=spec.deadline_seconds,
-            already_completed=already_completed,
+            already_completed=answer is not None and answer.state is KeyState.COMPLETED,
             dead_letter=dead_letter_queue(spec),
+            claimed_elsewhere_for=(
+                answer.held_for_seconds if answer is not None and answer.state is KeyState.HELD else None
+            ),
         )
+        if claim is None or answer is None or answer.state is not KeyState.CLAIMED:
+            await self._admit_and_run(
+                delivery, envelope, spec, handler, admission=admission, completed_key=completed_key
+            )
+            return
+        completed = False
+        try:
+            completed = await self._admit_and_run(
+                delivery, envelope, spec, handler, admission=admission, completed_key=completed_key
+            )
+        finally:
+            self._running_keys.discard(claim.key)
+            if not completed:
+                await self._release_claim(claim, envelope)
+
+    async def _admit_and_run(
+        self,
+        delivery: Delivery,
+        envelope: Envelope,
+        spec: JobTypeSpec,
+        handler: Handler,
+        *,
+        admission: Decision | Defer | None,
+        completed_key: CompletedKey | None,
+    ) -> bool:
+        """Settle a job not admitted, else run and settle it; whether it was completed (its key's claim
+        ends with that)."""
         if admission is not None:
             failure = (
                 Failure(None, f"enqueued more than deadlineSeconds ({spec.deadline_seconds}s) ago")
@@ -455,7 +494,7 @@ class Runtime:
                 else None
             )
             await self._settle(delivery, envelope, admission, failure=failure)
-            return
+            return False
         started = time.monotonic()
         result = await self._attempt(handler, Job.from_envelope(envelope), spec.timeout_seconds)
         handler_seconds = time.monotonic() - started
@@ -486,6 +525,7 @@ class Runtime:
             completed_key=completed_key,
             handler_seconds=handler_seconds,
         )
+        return isinstance(decision, Complete)
 
     def _age_seconds(self, envelope: Envelope) -> float:
         return (self._clock() - envelope.enqueued_at).total_seconds()
@@ -498,6 +538,43 @@ class Runtime:
             return None
         value = idempotency_key(envelope.payload, spec.idempotency.key_field)
         return CompletedKey(f"{envelope.type}:{value}", spec.idempotency.ttl_seconds)
+
+    def _claim_for(self, completed_key: CompletedKey | None, spec: JobTypeSpec) -> KeyClaim | None:
+        if completed_key is None:
+            return None
+        lease = claim_lease_seconds(spec.timeout_seconds, CANCEL_GRACE_SECONDS)
+        return KeyClaim(completed_key.key, self._worker_id, lease)
+
+    async def _claim(self, claim: KeyClaim) -> ClaimAnswer:
+        """Claim the key before the handler runs: in this process first (before any await, so two copies
+        here cannot both pass), then on the backend, so two copies delivered at once (here, or to two
+        workers) do not both run. A key claimed stays in `_running_keys` until its job is settled."""
+        if claim.key in self._running_keys:
+            return ClaimAnswer(KeyState.HELD, held_for_seconds=claim.lease_seconds)
+        self._running_keys.add(claim.key)
+        answer: ClaimAnswer | None = None
+        try:
+            answer = await self._backend.claim(claim)
+        finally:
+            if answer is None or answer.state is not KeyState.CLAIMED:
+                self._running_keys.discard(claim.key)
+        return answer
+
+    async def _release_claim(self, claim: KeyClaim, envelope: Envelope) -> None:
+        """The job was not completed: end its claim so a retry or another copy can run now. Bounded; a
+        claim not released runs out with its lease."""
+        try:
+            await asyncio.wait_for(self._backend.release_claim(claim), FAREWELL_SECONDS)
+        except (BackendUnavailable, TimeoutError) as error:
+            log.warning(
+                "could not release the claim on the job's key; it runs out with its lease",
+                extra={
+                    "job_id": envelope.id,
+                    "job_type": envelope.type,
+                    "lease_seconds": claim.lease_seconds,
+                    "error": str(error) or f"no answer within {FAREWELL_SECONDS}s",
+                },
+            )
 
     async def _attempt(self, handler: Handler, job: Job, timeout_seconds: int) -> _AttemptResult:
         call = asyncio.create_task(_invoke(handler, job))
@@ -543,7 +620,7 @@ class Runtime:
         self,
         delivery: Delivery,
         envelope: Envelope | None,
-        decision: Decision | Release,
+        decision: Decision | Release | Defer,
         *,
         job_type: str | None = None,
         failure: Failure | None = None,
@@ -594,6 +671,12 @@ class Runtime:
         if isinstance(decision, Release):
             log.info("job given back unfinished", extra=fields)
             return
+        if isinstance(decision, Defer):
+            log.info(
+                "a copy of the job is running on another worker; looking again later",
+                extra={**fields, "retry_in_seconds": round(decision.delay_seconds, 3)},
+            )
+            return
         label = job_type if job_type is not None else (envelope.type if envelope else "")
         self._metrics.count(label, decision.outcome, handler_seconds)
         details = {**fields, **_outcome_details(decision, failure, handler_seconds)}
@@ -618,13 +701,15 @@ class Runtime:
         self,
         delivery: Delivery,
         envelope: Envelope | None,
-        decision: Decision | Release,
+        decision: Decision | Release | Defer,
         failure: Failure | None,
         completed_key: CompletedKey | None,
     ) -> None:
         match decision:
             case Release():
                 await self._backend.release(delivery)
+            case Defer(delay_seconds=delay):
+                await self._backend.defer(delivery, delay)
             case Complete():
                 await self._backend.complete(delivery, completed_key)
             case RetryLater():
