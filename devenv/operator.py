@@ -188,7 +188,9 @@ class OperatorProcess:
             environment["POD_NAMESPACE"], environment["POD_NAME"] = self.pod
         return environment
 
-    def start(self) -> None:
+    def start(self, *, wait_registered: bool = True) -> None:
+        """Start the process and wait until it answers; standalone and registering, also until the
+        APIService routes to it, unless `wait_registered` is False (a test that expects it not to)."""
         liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         environment = self._environment()
         _, serving = metrics_api_certificate(self.cluster)
@@ -222,7 +224,7 @@ class OperatorProcess:
             what=f"the operator to answer {liveness} (log: {self.log})",
             timeout=60,
         )
-        if self.peering is None and self.register:
+        if self.peering is None and self.register and wait_registered:
             # Standalone, it is active at once and registers the APIService within seconds.
             eventually(
                 self._registered_here,

@@ -286,3 +286,36 @@ def test_children_whose_names_are_taken_are_neither_taken_over_nor_deleted(
     eventually(lambda: pools.ready(operator, ns, "ci"), what="ci Ready once the name is free", timeout=90)
     owners = operator.get("serviceaccount/ci-worker", namespace=ns)["metadata"]["ownerReferences"]
     assert [(owner["kind"], owner["name"]) for owner in owners] == [("WorkerPool", "ci")]
+
+
+def test_a_name_taken_before_the_pool_exists_is_reported_with_who_holds_it(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    # Given a ConfigMap thumbs-policies that a user made (kubectl create records its field manager)
+    operator.kubectl("create", "configmap", "thumbs-policies", "-n", ns, "--from-literal=mine=yes")
+    before = _untouchable(operator, ns, "configmap/thumbs-policies")
+    data = operator.get("configmap/thumbs-policies", namespace=ns)["data"]
+
+    # When a pool thumbs is created
+    operator.apply(pools.job_type("resize"), pools.pool("thumbs", ["resize"]), namespace=ns)
+
+    # Then it is Ready=False NameConflict, and the condition and a Warning Event name the object and
+    # who holds it
+    eventually(
+        lambda: (_condition(operator, ns, "thumbs") or ("",))[:2] == ("False", "NameConflict"),
+        what="thumbs Ready=False NameConflict",
+    )
+    message = _condition(operator, ns, "thumbs")[2]
+    assert "ConfigMap thumbs-policies" in message, message
+    assert "managed by kubectl-create" in message, message
+    warnings = eventually(
+        lambda: _warnings(operator, ns, "thumbs", "NameConflict"), what="a NameConflict Warning Event"
+    )
+    assert "ConfigMap thumbs-policies" in warnings[0], warnings
+    assert "managed by kubectl-create" in warnings[0], warnings
+
+    # And the ConfigMap is as it was, and no workers run without their policies
+    assert _untouchable(operator, ns, "configmap/thumbs-policies") == before
+    assert operator.get("configmap/thumbs-policies", namespace=ns)["data"] == data
+    assert operator.get("deployment/thumbs", namespace=ns) is None

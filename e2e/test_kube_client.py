@@ -73,7 +73,7 @@ def test_a_kind_the_server_does_not_serve_is_named(admin: Kube, namespace: str) 
 
     assert admin.read("example.test/v1", "Widget", namespace, "w") is None
     with pytest.raises(KindNotServedError, match="serves no Widget"):
-        admin.write(Pending(widget, ("example.test/v1", "Widget", namespace, "w"), "hash", None))
+        admin.write(Pending(widget, ("example.test/v1", "Widget", namespace, "w"), "hash", None, "owner"))
 
 
 def test_lists_are_read_a_page_at_a_time(
@@ -107,3 +107,51 @@ def test_a_refusal_carries_the_servers_status_and_message(admin: Kube, namespace
     # Then the server's status and words come back
     assert refused.value.status == 400
     assert "unable to parse requirement" in refused.value.message
+
+
+def test_a_child_made_by_someone_else_after_the_check_is_not_merged_into(
+    admin: Kube, cluster: Cluster, namespace: str
+) -> None:
+    # Given an owner, and a child "settings" found absent
+    cluster.kubectl("create", "configmap", "owner", "-n", namespace)
+    owner = admin.read("v1", "ConfigMap", namespace, "owner")
+    assert owner is not None
+    pending = admin.check(_config_map(namespace, "settings", "1", owner), owner["metadata"]["uid"])
+    assert pending is not None
+
+    # When someone else creates an object of that name before the child is written
+    cluster.kubectl("create", "configmap", "settings", "-n", namespace, "--from-literal=theirs=yes")
+    theirs = admin.read("v1", "ConfigMap", namespace, "settings")
+    assert theirs is not None
+
+    # Then the write is refused as a name conflict naming who made it, and their object is untouched
+    with pytest.raises(client.NameConflictError) as conflict:
+        admin.write(pending)
+    assert "managed by kubectl-create" in str(conflict.value)
+    after = admin.read("v1", "ConfigMap", namespace, "settings")
+    assert after == theirs
+
+
+def test_a_created_child_loses_what_a_later_apply_leaves_out(
+    admin: Kube, cluster: Cluster, namespace: str
+) -> None:
+    # Given a child created with a label
+    cluster.kubectl("create", "configmap", "owner", "-n", namespace)
+    owner = admin.read("v1", "ConfigMap", namespace, "owner")
+    assert owner is not None
+    uid = owner["metadata"]["uid"]
+    labelled = _config_map(namespace, "settings", "1", owner)
+    labelled["metadata"]["labels"] = {"old": "yes"}
+    created = admin.check(labelled, uid)
+    assert created is not None
+    admin.write(created)
+
+    # When it is applied again without the label
+    updated = admin.check(_config_map(namespace, "settings", "2", owner), uid, verify=True)
+    assert updated is not None
+    admin.write(updated)
+
+    # Then the label is gone (the create's fields were the operator's applied ones, not an update's)
+    live = admin.read("v1", "ConfigMap", namespace, "settings")
+    assert live is not None
+    assert (live["data"], live["metadata"].get("labels")) == ({"value": "2"}, None)

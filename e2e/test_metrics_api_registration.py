@@ -13,6 +13,7 @@ follows the active replica" is the APIService's port following it.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -26,7 +27,14 @@ import yaml
 
 from devenv import chart
 from devenv.cluster import Cluster
-from devenv.operator import METRICS_API_PORT, OperatorProcess, Peering, register_metrics_api, stop_together
+from devenv.operator import (
+    METRICS_API_PORT,
+    METRICS_API_SERVICE,
+    OperatorProcess,
+    Peering,
+    register_metrics_api,
+    stop_together,
+)
 from devenv.waiting import eventually
 
 API_SERVICE = "v1beta1.external.metrics.k8s.io"
@@ -445,3 +453,65 @@ def test_the_operator_may_register_only_its_own_metrics_api(operator_chart: Clus
             check=False,
         )
         assert answer.stdout.strip() == "no", verb
+
+
+NEIGHBOUR_SERVICE = "neighbour-metrics"
+"""Another external metrics server's Service, in the operator's own namespace."""
+
+
+def _managers(cluster: Cluster) -> set[str]:
+    """The field managers that ever wrote the APIService."""
+    result = cluster.kubectl("get", "apiservice", API_SERVICE, "-o", "json", "--show-managed-fields")
+    return {entry["manager"] for entry in json.loads(result.stdout)["metadata"].get("managedFields") or []}
+
+
+def test_a_neighbours_api_service_in_the_release_namespace_is_left_alone(
+    operator: Cluster, operator_process: OperatorProcess
+) -> None:
+    cluster = operator
+    namespace, _ = METRICS_API_SERVICE
+    service = {"namespace": namespace, "name": NEIGHBOUR_SERVICE, "port": 443}
+    neighbour = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": API_SERVICE},
+        "spec": {
+            "group": "external.metrics.k8s.io",
+            "version": "v1beta1",
+            "service": service,
+            "caBundle": base64.b64encode(b"the neighbour's CA").decode(),
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+        },
+    }
+    # Given the operator stopped (it removes its APIService) and a neighbouring metrics server's
+    # APIService routed to a Service of its own in the operator's namespace
+    operator_process.stop()
+    try:
+        cluster.kubectl("create", "-f", "-", input_text=json.dumps(neighbour))
+        created = _api_service(cluster)
+        assert created is not None
+
+        # When the operator starts and makes its registration check (at once on turning active)
+        log_start = operator_process.log.stat().st_size
+        operator_process.start(wait_registered=False)
+
+        def checked() -> str | None:
+            text = operator_process.log.read_text(errors="replace")[log_start:]
+            found = [line for line in text.splitlines() if "metrics API " in line]
+            return found[-1] if found else None
+
+        verdict = eventually(checked, what="the operator's registration check in its log", timeout=30)
+
+        # Then the neighbour's APIService is left as it was: same object, same Service, never written
+        after = _api_service(cluster)
+        assert after is not None
+        assert after["spec"]["service"] == service, (verdict, after["spec"]["service"])
+        assert after["metadata"]["uid"] == created["metadata"]["uid"]
+        assert "workerfleet-metrics-api" not in _managers(cluster), _managers(cluster)
+        assert "left alone" in verdict, verdict
+    finally:
+        # (an APIService nothing answers stalls namespace deletions: it goes before anything else runs)
+        operator_process.stop()
+        cluster.kubectl("delete", "apiservice", API_SERVICE, "--ignore-not-found")
+        operator_process.start()

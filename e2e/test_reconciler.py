@@ -117,6 +117,67 @@ def test_workers_get_exactly_the_permissions_their_job_types_declare(
     assert not _can_i(operator, ns, "thumbs-worker", "delete", "pods", "-n", ns)
 
 
+REVOKED_WITHIN = 10.0
+"""From a JobType's deletion to its permission gone from the workers' ServiceAccount (about 1 s here)."""
+
+
+def _revoked_after(cluster: Cluster, namespace: str, request: tuple[str, ...], since: float) -> float:
+    """Seconds from `since` until the pool's workers may no longer make `request`; fails past the bound."""
+    eventually(
+        lambda: not _can_i(cluster, namespace, "thumbs-worker", *request, "-n", namespace),
+        what=f"{' '.join(request)} revoked from thumbs-worker",
+        timeout=REVOKED_WITHIN,
+        interval=0.1,
+    )
+    return time.monotonic() - since
+
+
+def test_a_deleted_job_types_permissions_are_revoked_within_seconds(
+    operator: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    configmaps = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+    pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    # Given a Ready pool whose JobTypes let its workers get ConfigMaps and list pods
+    operator.apply(
+        pools.job_type("resize", [configmaps]),
+        pools.job_type("notify", [pods]),
+        pools.pool("thumbs", ["resize", "notify"]),
+        namespace=ns,
+    )
+    eventually(lambda: pools.ready(operator, ns, "thumbs", 1), what="thumbs Ready", timeout=90)
+    assert _can_i(operator, ns, "thumbs-worker", "get", "configmaps", "-n", ns)
+    workers = operator.get("deployment/thumbs", namespace=ns)["metadata"]["uid"]
+
+    # When the JobType that grants ConfigMaps is deleted
+    deleted = time.monotonic()
+    operator.kubectl("delete", "jobtype", "resize", "-n", ns)
+
+    # Then the workers may no longer get ConfigMaps within seconds, and may still list pods
+    seconds = _revoked_after(operator, ns, ("get", "configmaps"), deleted)
+    print(f"get configmaps revoked {seconds:.1f} s after the JobType was deleted")
+    assert _can_i(operator, ns, "thumbs-worker", "list", "pods", "-n", ns)
+    assert operator.get("role/thumbs-worker", namespace=ns)["rules"] == [pods]
+
+    # And the pool says why, while its workers keep running (the same Deployment, one replica)
+    eventually(
+        lambda: (
+            _condition(operator.get("workerpool/thumbs", namespace=ns), "Ready")
+            == ("False", "JobTypeNotFound")
+        ),
+        what="Ready=False JobTypeNotFound",
+    )
+    deployment = operator.get("deployment/thumbs", namespace=ns)
+    assert (deployment["metadata"]["uid"], deployment["spec"]["replicas"]) == (workers, 1)
+
+    # When the other JobType goes too, Then nothing is left granted: the Role and its binding are gone
+    deleted = time.monotonic()
+    operator.kubectl("delete", "jobtype", "notify", "-n", ns)
+    seconds = _revoked_after(operator, ns, ("list", "pods"), deleted)
+    print(f"list pods revoked {seconds:.1f} s after the last JobType was deleted")
+    assert operator.get("role/thumbs-worker", namespace=ns) is None
+
+
 def test_a_pool_without_permissions_has_no_token(operator: Cluster, restricted_namespace: str) -> None:
     ns = restricted_namespace
     # Given a pool whose only JobType declares no permissions

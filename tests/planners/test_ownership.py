@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.planners.ownership import controller_uid, fields_of, holds_applied
+from workerfleet.planners.ownership import as_applied, controller_uid, fields_of, holder, holds_applied
 
 MANAGER = "workerfleet"
 POOL_UID = "uid-of-pool"
@@ -161,3 +161,73 @@ def test_fields_of_merges_the_managers_entries() -> None:
     body = live((MANAGER, {"f:a": {"f:b": {}}}, None), (MANAGER, {"f:a": {"f:c": {}}}, None))
     assert fields_of(body, MANAGER) == {"f:a": {"f:b": {}, "f:c": {}}}
     assert fields_of(body, "someone") is None
+
+
+def _managed_by(*managers: str) -> list[dict[str, Any]]:
+    return [{"manager": manager, "operation": "Update", "fieldsV1": {}} for manager in managers]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "words"),
+    [
+        ({"ownerReferences": [owner("u")], "managedFields": _managed_by("x")}, "controlled by WorkerPool p"),
+        ({"ownerReferences": [owner("u", controller=False)]}, "owned by WorkerPool p"),
+        (
+            {"managedFields": _managed_by("kubectl-create", "kubectl-create", "helm")},
+            "managed by helm, kubectl-create",
+        ),
+        ({}, "no owner or field manager recorded"),
+    ],
+)
+def test_whoever_holds_a_taken_name_is_named(metadata: dict[str, Any], words: str) -> None:
+    assert holder({"metadata": metadata}) == words
+    assert "next attempt" in holder(None)
+
+
+CREATED = {  # what the API server records for a create (operation Update), as seen on v1.36
+    "f:data": {".": {}, "f:policies.json": {}},
+    "f:metadata": {"f:labels": {".": {}, "f:a": {}}},
+    "f:spec": {
+        "f:selector": {},
+        "f:strategy": {"f:rollingUpdate": {".": {}, "f:maxSurge": {}}},
+        "f:template": {
+            "f:spec": {
+                "f:containers": {
+                    'k:{"name":"w"}': {
+                        ".": {},
+                        "f:env": {".": {}, 'k:{"name":"A"}': {".": {}, "f:name": {}, "f:value": {}}},
+                        "f:image": {},
+                    }
+                },
+                "f:securityContext": {},
+            }
+        },
+    },
+    "f:empty": {".": {}},
+}
+APPLIED = {  # what an apply of the same object records
+    "f:data": {"f:policies.json": {}},
+    "f:metadata": {"f:labels": {"f:a": {}}},
+    "f:spec": {
+        "f:selector": {},
+        "f:strategy": {"f:rollingUpdate": {"f:maxSurge": {}}},
+        "f:template": {
+            "f:spec": {
+                "f:containers": {
+                    'k:{"name":"w"}': {
+                        ".": {},
+                        "f:env": {'k:{"name":"A"}': {".": {}, "f:name": {}, "f:value": {}}},
+                        "f:image": {},
+                    }
+                },
+                "f:securityContext": {},
+            }
+        },
+    },
+}
+
+
+def test_a_creates_field_set_is_recorded_as_an_apply_would_record_it() -> None:
+    # Kept, data's "." would outlive a hand edit of data.policies.json (kubectl patch takes the key),
+    # and the server then shows data as owned whole ("f:data": {}), hiding the drift.
+    assert as_applied(CREATED) == APPLIED

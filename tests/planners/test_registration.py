@@ -58,7 +58,8 @@ def test_the_manifest_routes_to_the_service_verifies_tls_and_names_its_owner() -
     [
         ("nothing registered", None, True, False),
         ("this operator's", live("workerfleet-system", "workerfleet-metrics-api"), True, True),
-        ("an older release's Service in the namespace", live("workerfleet-system", "other"), True, False),
+        ("a neighbour's metrics Service in the namespace", live("workerfleet-system", "other"), False, False),
+        ("this Service's name in another namespace", live("other", "workerfleet-metrics-api"), False, False),
         ("another metrics server's (KEDA)", live("keda", "keda-operator-metrics-apiserver"), False, False),
         ("no service (local)", {"metadata": {"name": API_SERVICE_NAME}, "spec": {}}, False, False),
     ],

@@ -282,3 +282,12 @@ def test_a_refused_permission_is_named_with_the_fix() -> None:
     assert 'JobType thief: get on secrets (group "")' in ready["message"]
     assert "rbac.delegableWorkerPermissions" in ready["message"]
     assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.PERMISSION_NOT_DELEGABLE)]
+
+
+def test_a_revocation_that_failed_is_added_to_why_the_pool_is_blocked() -> None:
+    failed = "revoking the workers' permissions failed: the server is away"
+    status, events, _ = plan_status(observe(missing_job_types=["resize"], apply_error=failed), None, NOW)
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["reason"], ready["message"].endswith(failed)) == (PoolReason.JOB_TYPE_NOT_FOUND, True)
+    assert "JobType resize not found" in ready["message"]
+    assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.JOB_TYPE_NOT_FOUND)]

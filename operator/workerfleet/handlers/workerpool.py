@@ -32,15 +32,20 @@ from workerfleet.kube.rest import ApiError, KindNotServedError
 from workerfleet.planners.children import (
     POOL_LABEL,
     ChildPlan,
+    Manifest,
     PoolRef,
     names,
     plan_children,
     restricted_spec,
     revision_of,
+    role_keys,
+    worker_role,
 )
 from workerfleet.planners.job_type import input_schema_problem, plan_job_type_status
 from workerfleet.planners.keda import KEDA_KINDS
+from workerfleet.planners.ownership import controller_uid
 from workerfleet.planners.permissions import describe, not_delegable
+from workerfleet.planners.revocation import granted_rules, kept_rules
 from workerfleet.planners.rollout import Measurement
 from workerfleet.planners.status import Event, Observation, PlannedRollout, merge_patch, plan_status
 from workerfleet.planners.workers import plan_workers
@@ -102,8 +107,8 @@ def _apply_children(
             api.delete(namespace, key, uid)
     except NameConflictError as error:
         return None, (
-            f"{error.kind} {error.name} exists and is not controlled by this pool: nothing was applied."
-            f" Delete or rename that {error.kind}, or rename the pool"
+            f"{error.kind} {error.name} exists and is not controlled by this pool ({error.holder}):"
+            f" it was left as it is. Delete or rename that {error.kind}, or rename the pool"
         )
     except ApiError as error:
         return f"applying the pool's children failed: {error.message or error}", None
@@ -113,11 +118,45 @@ def _apply_children(
     return None, None
 
 
+def _revoke_first(api: Kube, pool: PoolRef, granted: list[Manifest], *, verify: bool) -> str | None:
+    """Take from the pool's Role every rule its JobTypes no longer grant (deleted, invalid, a permission
+    dropped, beyond the ceiling), before anything else is written; why that failed, or None.
+
+    Only takes away: a Role that already holds exactly the granted rules costs no request (the applied
+    memory), and one that lacks some is left for the ordinary plan to complete."""
+    try:
+        if granted:
+            pending = api.check(worker_role(pool, granted), pool.uid, verify=verify)
+            if pending is None or pending.uid is None:
+                return None  # it holds exactly what is granted, or there is no Role
+            live = api.read(*pending.key)
+            if live is None or controller_uid(live) != pool.uid:
+                return None
+            kept = kept_rules(live.get("rules") or [], granted)
+            if kept is None:
+                return None
+        else:
+            kept = []
+        if kept:
+            reduced = api.check(worker_role(pool, kept), pool.uid)
+            if reduced is not None:
+                api.write(reduced)
+        else:
+            for key in role_keys(pool.name):
+                api.delete(pool.namespace, key, pool.uid)
+    except NameConflictError:
+        return None  # the name is someone else's Role: nothing of the pool's to revoke (the plan says so)
+    except ApiError as error:
+        return f"revoking the workers' permissions failed: {error.message or error}"
+    return None
+
+
 def _reconcile_locked(
     namespace: str, name: str, api: Kube, measurement: Measurement | None, *, verify: bool = False
 ) -> bool:
-    """One reconcile; False when it must be retried (a child could not be applied). A missing or
-    invalid JobType is not retried: the JobType's own watch event brings the pool back."""
+    """One reconcile; False when it must be retried (a child could not be applied, or a permission not
+    revoked). A missing or invalid JobType is not retried: the JobType's own watch event brings the
+    pool back."""
     # The pool as stored now, not as the triggering event saw it: the autoscaler writes status too.
     pool = api.get(API_VERSION, "WorkerPool", namespace, name)
     if pool is None or pool["metadata"].get("deletionTimestamp"):
@@ -144,18 +183,22 @@ def _reconcile_locked(
             invalid[job_type] = problem
             continue
         job_types[job_type] = job_type_spec
-    apply_error, name_conflict = None, None
+    ceiling = tenancy().delegable
+    refused = [
+        describe(refusal)
+        for refusal in not_delegable(
+            {name: job_type.permissions for name, job_type in job_types.items()}, ceiling
+        )
+    ]
+    pool_ref = PoolRef(name, namespace, metadata["uid"])
+    # Before anything else, whether or not the rest can be applied: workers lose what is no longer granted.
+    apply_error = _revoke_first(api, pool_ref, granted_rules(job_types, ceiling), verify=verify)
+    name_conflict = None
     stable_revision = current.get("stableRevision") or revision_of(spec.template.to_dict())
     desired_stable = spec.replicas
     planned_rollout: PlannedRollout | None = None
     rollout_events: list[Event] = []
-    refused = [
-        describe(refusal)
-        for refusal in not_delegable(
-            {name: job_type.permissions for name, job_type in job_types.items()}, tenancy().delegable
-        )
-    ]
-    if not missing and not invalid and not refused:
+    if not missing and not invalid and not refused and apply_error is None:
         stable_live = api.get("apps/v1", "Deployment", namespace, name)
         canary_live = api.get("apps/v1", "Deployment", namespace, names(name).canary)
         workers, rollout = plan_workers(
@@ -164,15 +207,15 @@ def _reconcile_locked(
         stable_revision, desired_stable = rollout.stable_revision, rollout.stable_replicas
         planned_rollout = PlannedRollout(rollout.stable_revision, rollout.canary_revision, rollout.rollout)
         rollout_events = rollout.events
-        plan = plan_children(PoolRef(name, namespace, metadata["uid"]), spec, job_types, workers)
+        plan = plan_children(pool_ref, spec, job_types, workers)
         apply_error, name_conflict = _apply_children(api, plan, namespace, metadata["uid"], verify=verify)
         if apply_error is not None or name_conflict is not None:
             planned_rollout, rollout_events = (
                 None,
                 [],
             )  # not done, so not recorded: the next reconcile retries
-    # Children are left as they are while a JobType is missing, invalid or refused: running workers keep
-    # running.
+    # Children but the Role are left as they are while a JobType is missing, invalid or refused: running
+    # workers keep running, with only what is still granted.
     observation = Observation(
         pool=name,
         generation=metadata.get("generation", 0),

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import Counter
@@ -25,7 +25,7 @@ from workerfleet.kube.rate_limit import RateLimiter
 from workerfleet.kube.rest import ApiError, KindNotServedError, Rest
 from workerfleet.kube.store import ABSENT, AppliedChildren, ObjectKey, WatchedObjects
 from workerfleet.planners.children import ChildKey, Manifest
-from workerfleet.planners.ownership import controller_uid, holds_applied
+from workerfleet.planners.ownership import as_applied, controller_uid, holder, holds_applied
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ API_THROTTLED_SECONDS = Counter(
     "Time the operator's requests waited for its client-side rate limit (--api-qps, --api-burst).",
 )
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 LIST_PAGE_SIZE = 500
 """Items per page of a list: one huge response would be held in memory whole."""
 CONNECTION_POOL_SIZE = 32
@@ -69,10 +70,12 @@ def with_applied_hash(manifest: Mapping[str, Any]) -> Manifest:
 class NameConflictError(Exception):
     """An object with a child's name exists, and the pool is not its controller."""
 
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(f"{kind} {name} exists and is not this pool's")
+    def __init__(self, kind: str, name: str, holder: str) -> None:
+        super().__init__(f"{kind} {name} exists and is not this pool's ({holder})")
         self.kind = kind
         self.name = name
+        self.holder = holder
+        """Who has it instead, as `ownership.holder` words it."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ class Pending:
     key: ObjectKey
     desired: str
     uid: str | None
-    """The UID of the live object the pool controls, None when it was found absent."""
+    """The UID of the live object the pool controls, None when it was found absent (it is created)."""
+    owner_uid: str
+    """The UID of the pool that controls it."""
 
 
 def _hash_of(body: Mapping[str, Any] | None) -> str:
@@ -171,14 +176,22 @@ class Kube:
             if watched:
                 self.watched.remember_read(key, live)
         if live is not None and controller_uid(live) != owner_uid:
-            # Not remembered: the next attempt reads again (a watch may never show the other object go).
-            (self.watched if watched else self.applied).forget(key)
-            raise NameConflictError(manifest["kind"], metadata["name"])
+            # The watches keep only the operator's own managedFields: the holder is named from a read.
+            raise self._name_conflict(key, live if not watched else self.read(*key) or live, watched)
         if live is not None and _hash_of(live) == desired and self._holds(key, live, stamped, desired):
             if not watched:
                 self.applied.remember(key, desired)
             return None
-        return Pending(stamped, key, desired, live["metadata"]["uid"] if live is not None else None)
+        return Pending(
+            stamped, key, desired, live["metadata"]["uid"] if live is not None else None, owner_uid
+        )
+
+    def _name_conflict(
+        self, key: ObjectKey, live: Mapping[str, Any] | None, watched: bool
+    ) -> NameConflictError:
+        # Not remembered: the next attempt reads again (a watch may never show the other object go).
+        (self.watched if watched else self.applied).forget(key)
+        return NameConflictError(key[1], key[3], holder(live))
 
     def _holds(self, key: ObjectKey, live: Mapping[str, Any], stamped: Manifest, desired: str) -> bool:
         with self._lock:
@@ -186,15 +199,18 @@ class Kube:
         return unverifiable or holds_applied(live, stamped, FIELD_MANAGER)
 
     def write(self, pending: Pending) -> None:
-        """Server-side apply what `check` found missing (with force: the fields are the operator's to set,
-        on an object its pool controls, so a hand edit of one of them is taken back)."""
-        manifest = pending.manifest
-        body = manifest
-        if pending.uid is not None:
-            # The server refuses an apply whose UID is not the object's: one deleted and made again by
-            # someone else since the check is not taken over.
-            body = {**manifest, "metadata": {**manifest["metadata"], "uid": pending.uid}}
-        applied: Manifest = self._send(
+        """Write what `check` found missing. A child found absent is created, so an object someone else
+        made under its name since the check is refused by the server (NameConflictError), never merged
+        into. A child the pool controls is server-side applied with force (the fields are the
+        operator's to set, so a hand edit of one of them is taken back) and with its UID as a
+        precondition, so one deleted and made again by someone else since the check is not taken over."""
+        if pending.uid is None:
+            existing = self._create(pending)
+            if existing is None:
+                return
+            pending = replace(pending, uid=existing)  # the pool's own after all: updated like any other
+        body = {**pending.manifest, "metadata": {**pending.manifest["metadata"], "uid": pending.uid}}
+        applied = self._send(
             "patch",
             "PATCH",
             self._rest.path(*pending.key),
@@ -203,6 +219,80 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
         self._count_write()
+        self._remember_written(pending, applied)
+
+    def _create(self, pending: Pending) -> str | None:
+        """Create the child (its fields then recorded as applied, see `_record_as_applied`): None. When
+        the name is taken by an object the pool controls (a memory that lagged), that object's UID;
+        by anyone else's, NameConflictError, and nothing is written."""
+        api_version, kind, namespace, _ = pending.key
+        try:
+            created: Manifest = self._send(
+                "create",
+                "POST",
+                self._rest.path(api_version, kind, namespace),
+                query={"fieldManager": FIELD_MANAGER},
+                body=pending.manifest,
+            )
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            live = self.read(*pending.key)
+            if live is not None and controller_uid(live) == pending.owner_uid:
+                return str(live["metadata"]["uid"])
+            raise self._name_conflict(pending.key, live, self.watched.tracks(api_version, kind)) from error
+        self._count_write()
+        self._remember_written(pending, self._record_as_applied(created))
+        return None
+
+    def _record_as_applied(self, created: Manifest) -> Manifest:
+        """Turn the create's managedFields entry (operation Update) into an Apply entry of the same
+        manager, as if the child had been server-side applied: later applies then remove what they
+        leave out (left an Update entry, it would keep every field it set), and a field someone else
+        takes leaves nothing behind that looks owned (`as_applied`). One JSON patch, guarded by the UID
+        and the entry it rewrites; kubectl upgrades client-side-applied objects the same way."""
+        metadata = created["metadata"]
+        entries = metadata.get("managedFields") or []
+        found = [
+            index
+            for index, entry in enumerate(entries)
+            if entry.get("manager") == FIELD_MANAGER
+            and entry.get("operation") == "Update"
+            and not entry.get("subresource")
+        ]
+        if not found:
+            return created
+        entry = f"/metadata/managedFields/{found[0]}"
+        patch = [
+            {"op": "test", "path": "/metadata/uid", "value": metadata["uid"]},
+            {"op": "test", "path": f"{entry}/manager", "value": FIELD_MANAGER},
+            {"op": "test", "path": f"{entry}/operation", "value": "Update"},
+            {"op": "replace", "path": f"{entry}/operation", "value": "Apply"},
+            {
+                "op": "replace",
+                "path": f"{entry}/fieldsV1",
+                "value": as_applied(entries[found[0]]["fieldsV1"]),
+            },
+        ]
+        api_version, kind = created["apiVersion"], created["kind"]
+        try:
+            recorded: Manifest = self._send(
+                "patch",
+                "PATCH",
+                self._rest.path(api_version, kind, metadata.get("namespace") or "", metadata["name"]),
+                body=patch,
+                content_type=JSON_PATCH,
+            )
+        except ApiError as error:
+            # Changed or gone since the create (the tests failed): the next check judges what is there.
+            logger.warning("%s %s: created, not recorded as applied (%s)", kind, metadata["name"], error)
+            return created
+        self._count_write()
+        return recorded
+
+    def _remember_written(self, pending: Pending, applied: Manifest) -> None:
+        """What a write left: the object itself for a watched kind, the applied hash for the others."""
+        manifest = pending.manifest
         with self._lock:
             if holds_applied(applied, manifest, FIELD_MANAGER):
                 self._unverifiable.pop(pending.key, None)

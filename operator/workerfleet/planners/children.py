@@ -181,11 +181,15 @@ def grace_period_seconds(job_types: Iterable[JobTypeSpec]) -> int:
 
 def role_rules(job_types: Iterable[JobTypeSpec]) -> list[Manifest]:
     """The union of the JobTypes' permissions, one rule per distinct grant, in a stable order."""
+    return rules_of(permission for job_type in job_types for permission in job_type.permissions)
+
+
+def rules_of(permissions: Iterable[Permission]) -> list[Manifest]:
+    """One Role rule per distinct permission, in a stable order."""
     rules: dict[str, Manifest] = {}
-    for job_type in job_types:
-        for permission in job_type.permissions:
-            rule = _rule(permission)
-            rules[json.dumps(rule, sort_keys=True)] = rule
+    for permission in permissions:
+        rule = _rule(permission)
+        rules[json.dumps(rule, sort_keys=True)] = rule
     return [rules[key] for key in sorted(rules)]
 
 
@@ -580,6 +584,25 @@ def worker_deployment(
     }
 
 
+def worker_role(pool: PoolRef, rules: list[Manifest]) -> Manifest:
+    """The Role the pool's workers' ServiceAccount is bound to."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(pool, names(pool.name).role),
+        "rules": rules,
+    }
+
+
+def role_keys(pool: str) -> list[ChildKey]:
+    """The binding first: deleting it takes the rights away even if the Role's delete then fails."""
+    role = names(pool).role
+    return [
+        ChildKey("rbac.authorization.k8s.io/v1", "RoleBinding", role),
+        ChildKey("rbac.authorization.k8s.io/v1", "Role", role),
+    ]
+
+
 def plan_children(
     pool: PoolRef,
     spec: WorkerPoolSpec,
@@ -610,18 +633,9 @@ def plan_children(
         },
     ]
     delete: list[ChildKey] = []
-    role_keys = [
-        ChildKey("rbac.authorization.k8s.io/v1", "Role", child.role),
-        ChildKey("rbac.authorization.k8s.io/v1", "RoleBinding", child.role),
-    ]
     if needs_api:
         apply += [
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "Role",
-                "metadata": _metadata(pool, child.role),
-                "rules": rules,
-            },
+            worker_role(pool, rules),
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "RoleBinding",
@@ -633,7 +647,7 @@ def plan_children(
             },
         ]
     else:
-        delete += role_keys
+        delete += role_keys(pool.name)
     apply.append(
         worker_deployment(
             pool,

@@ -27,6 +27,47 @@ def controller_uid(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def holder(body: Mapping[str, Any] | None) -> str:
+    """Who has an object the pool does not control, as a person reads it: its controller, else its
+    owners, else the field managers that wrote it (`kubectl-create`, `helm`, ...)."""
+    if body is None:
+        return "deleted again since: the next attempt looks again"
+    metadata = body.get("metadata") or {}
+    references = metadata.get("ownerReferences") or []
+    controllers = [reference for reference in references if reference.get("controller")]
+    if controllers or references:
+        kind = "controlled" if controllers else "owned"
+        named = ", ".join(
+            f"{reference.get('kind')} {reference.get('name')}" for reference in controllers or references
+        )
+        return f"{kind} by {named}"
+    managers = sorted(
+        {str(entry["manager"]) for entry in metadata.get("managedFields") or [] if entry.get("manager")}
+    )
+    if managers:
+        return f"managed by {', '.join(managers)}"
+    return "no owner or field manager recorded"
+
+
+def as_applied(fields: Mapping[str, Any], *, item: bool = False) -> dict[str, Any]:
+    """An `Update` entry's field set as an `Apply` entry records it: without the "." that marks a map
+    or a list itself as owned (an apply owns what it names inside them, so once someone else takes
+    those nothing is left that looks owned whole). List items keep theirs, as applies record them."""
+    result: dict[str, Any] = {}
+    for key, child in fields.items():
+        if key == ".":
+            if item:
+                result[key] = child
+            continue
+        if not child:
+            result[key] = child  # a leaf, or a field owned whole
+            continue
+        stripped = as_applied(child, item=key.startswith(("k:", "v:", "i:")))
+        if stripped:
+            result[key] = stripped
+    return result
+
+
 def fields_of(body: Mapping[str, Any], manager: str) -> dict[str, Any] | None:
     """The union of the field sets `manager` owns on the object itself (status and other
     subresources aside), or None when it owns nothing there. fieldsV1 may be kept as JSON text."""

@@ -62,7 +62,8 @@ def _covers(rule: DelegableRule, group: str, resource: str, verb: str, name: str
     )
 
 
-def _delegable(permission: Permission, ceiling: Sequence[DelegableRule]) -> bool:
+def covered(permission: Permission, ceiling: Sequence[DelegableRule]) -> bool:
+    """Whether `ceiling` allows every request `permission` allows."""
     names: Sequence[str | None] = permission.resource_names or [None]
     return all(
         any(_covers(rule, group, resource, str(verb), name) for rule in ceiling)
@@ -81,7 +82,7 @@ def not_delegable(
         Refusal(job_type, permission)
         for job_type in sorted(permissions)
         for permission in permissions[job_type]
-        if not _delegable(permission, ceiling)
+        if not covered(permission, ceiling)
     ]
 
 

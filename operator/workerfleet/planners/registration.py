@@ -72,13 +72,18 @@ def _service(live: Mapping[str, Any]) -> Mapping[str, Any]:
     return ((live.get("spec") or {}).get("service")) or {}
 
 
+def _routes_to(live: Mapping[str, Any], target: Target) -> bool:
+    """Whether the APIService routes to the operator's own Service: namespace and name."""
+    service = _service(live)
+    return service.get("namespace") == target.namespace and service.get("name") == target.service
+
+
 def may_take(live: Mapping[str, Any] | None, target: Target) -> bool:
-    """Whether the active replica may apply over what is there: nothing, or an APIService routing to a
-    Service in the operator's own namespace (its own, or the one an older chart release templated).
-    Another external metrics server's APIService (one per cluster) is left alone."""
-    if live is None:
-        return True
-    return _service(live).get("namespace") == target.namespace
+    """Whether the active replica may apply over what is there: nothing, or an APIService routing to
+    the operator's own Service. Another external metrics server's APIService (one per cluster) is left
+    alone, even one whose Service is in the release namespace: a neighbour's, not this release's. (An
+    APIService an older chart templated is deleted by `helm upgrade`, not taken over.)"""
+    return live is None or _routes_to(live, target)
 
 
 def needs_apply(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
@@ -97,10 +102,7 @@ def needs_apply(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> b
 
 def may_remove(live: Mapping[str, Any] | None, target: Target) -> bool:
     """Whether a stopping replica may delete the APIService: it routes to this operator's Service."""
-    if live is None:
-        return False
-    service = _service(live)
-    return service.get("namespace") == target.namespace and service.get("name") == target.service
+    return live is not None and _routes_to(live, target)
 
 
 def other_live_peers(status: Mapping[str, Any] | None, identity: str, now: datetime) -> list[str]:

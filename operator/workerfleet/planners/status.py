@@ -137,6 +137,8 @@ def _blocked(observation: Observation) -> list[ConditionUpdate] | None:
         reason = PoolReason.APPLY_FAILED
     else:
         return None
+    if reason != PoolReason.APPLY_FAILED and observation.apply_error is not None:
+        message = f"{message}; {observation.apply_error}"  # a revocation that failed, retried
     return [update(Type.READY, FALSE, reason, message), update(Type.DEGRADED, TRUE, reason, message)]
 
 
