@@ -83,6 +83,7 @@ def runtime(backend: MemoryBackend, health: Health, concurrency: int) -> Runtime
         drain_seconds=1.0,
         pool_dead_letter_queue="pool.dlq",
         maintenance_interval_seconds=0.05,
+        worker_id="worker-1",
         clock=lambda: NOW,
         sample=lambda: 0.0,
     )
