@@ -68,6 +68,11 @@ def kopf_session(credentials: ApiCredentials, user_agent: str) -> aiohttp.Client
 @kopf.on.login()
 async def login(**_: Any) -> kopf.AiohttpSession:
     """kopf's watches use the credentials the operator's own requests use, resolved in one place."""
+    return await kopf_login()
+
+
+async def kopf_login() -> kopf.AiohttpSession:
+    """A session for kopf, from credentials resolved now (kopf logs in again on a 401 too)."""
     options = ClusterOptions()
     credentials = await asyncio.to_thread(resolve, options)
     seconds = LOGIN_SECONDS
