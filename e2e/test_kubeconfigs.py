@@ -33,14 +33,19 @@ from workerfleet.kube.rest import ApiError, Rest, TransportError
 
 SELF_SUBJECT_REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
 CERTIFICATE_USER = "e2e-kubeconfig-user"
+RENEWED_USER = "e2e-kubeconfig-renewed"
+
+
+def _username(client: Rest) -> str:
+    review = client.request(
+        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=SELF_SUBJECT_REVIEW
+    )
+    return str(review["status"]["userInfo"]["username"])
 
 
 def whoami(options: ClusterOptions) -> str:
     """The user the API server sees for these options: proof the request went through as them."""
-    review = Rest(options).request(
-        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=SELF_SUBJECT_REVIEW
-    )
-    return str(review["status"]["userInfo"]["username"])
+    return _username(Rest(options))
 
 
 class ConnectProxy:
@@ -267,6 +272,22 @@ def test_a_client_certificate_and_key_from_files(rig: Rig) -> None:
     assert whoami(ClusterOptions(kubeconfig=str(path))) == CERTIFICATE_USER
 
 
+def test_a_client_certificate_renewed_on_disk_is_picked_up_by_a_running_client(rig: Rig) -> None:
+    renewed = pki.Authority(rig.cluster.layout.pki, "ca").issue(RENEWED_USER, RENEWED_USER)
+    certificate, key = rig.directory / "rotating.crt", rig.directory / "rotating.key"
+    certificate.write_bytes(rig.certificate.cert.read_bytes())
+    key.write_bytes(rig.certificate.key.read_bytes())
+    path = rig.kubeconfig("rotating", {"client-certificate": str(certificate), "client-key": str(key)})
+    now = [1.0]
+    client = Rest(source=CredentialSource(ClusterOptions(kubeconfig=str(path)), clock=lambda: now[0]))
+
+    assert _username(client) == CERTIFICATE_USER
+    certificate.write_bytes(renewed.cert.read_bytes())
+    key.write_bytes(renewed.key.read_bytes())
+    now[0] += credentials.RESOLVE_AGAIN_SECONDS
+    assert _username(client) == RENEWED_USER, "new connections with the renewed certificate"
+
+
 def test_tls_server_name_is_the_name_the_serving_certificate_is_checked_for(rig: Rig) -> None:
     # The serving certificate names 127.0.0.1 and `kubernetes`, not `elsewhere.invalid`.
     def cluster(name: str) -> dict[str, Any]:
@@ -330,16 +351,12 @@ def test_a_projected_token_rotated_under_a_running_client_is_picked_up(
     now = [1.0]  # a node booted a second ago
     client = Rest(source=CredentialSource(ClusterOptions(), clock=lambda: now[0]))
 
-    def username() -> str:
-        review = client.request(
-            "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=SELF_SUBJECT_REVIEW
-        )
-        return str(review["status"]["userInfo"]["username"])
-
-    assert username() == rig.service_account("reader")
+    assert _username(client) == rig.service_account("reader")
     token.write_text(rig.rotated_token)
-    now[0] += credentials.RESOLVE_AGAIN_SECONDS
-    assert username() == rig.service_account("rotated")
+    now[0] += credentials.RESOLVE_AGAIN_SECONDS - 1
+    assert _username(client) == rig.service_account("reader"), "read again only when due"
+    now[0] += 1
+    assert _username(client) == rig.service_account("rotated")
 
 
 def test_the_audit_log_shows_the_operators_and_kopfs_requests_under_workerfleets_user_agent(
