@@ -327,8 +327,14 @@ def test_impersonation_works_for_who_may_and_is_refused_for_who_may_not(rig: Rig
     path = rig.kubeconfig("impersonating", {"token": rig.reader_token})
     reader = ClusterOptions(kubeconfig=str(path))
 
-    as_reader = replace(reader, context="admin", impersonate_user=rig.service_account("reader"))
-    assert whoami(as_reader) == rig.service_account("reader")
+    as_reader = replace(
+        reader, context="admin", impersonate_user=rig.service_account("reader"), impersonate_groups=("a", "b")
+    )
+    review = Rest(as_reader).request(
+        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=SELF_SUBJECT_REVIEW
+    )
+    assert review["status"]["userInfo"]["username"] == rig.service_account("reader")
+    assert {"a", "b"} <= set(review["status"]["userInfo"]["groups"]), "one group per header line"
     with pytest.raises(ApiError) as refused:
         whoami(replace(reader, impersonate_user="workerfleet-admin", impersonate_groups=("system:masters",)))
     assert refused.value.status == 403

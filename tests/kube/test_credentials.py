@@ -181,11 +181,11 @@ def test_impersonation_from_the_user_and_the_flags_with_kubectl_precedence(tmp_p
     from_kubeconfig = resolve(_options(path))
     from_flags = resolve(_options(path, impersonate_user="lee", impersonate_groups=("dev", "qa")))
 
-    assert from_kubeconfig.headers() == {
-        "Authorization": "Bearer t",
-        "Impersonate-User": "kim",
-        "Impersonate-Group": "ops",
-    }
+    assert from_kubeconfig.headers() == [
+        ("Authorization", "Bearer t"),
+        ("Impersonate-User", "kim"),
+        ("Impersonate-Group", "ops"),
+    ]
     assert (from_flags.impersonate_user, from_flags.impersonate_groups) == ("lee", ("dev", "qa"))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import kopf
+from multidict import CIMultiDict
 
 from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES
 from workerfleet.kube.credentials import ApiCredentials, resolve
@@ -60,7 +61,7 @@ def kopf_session(credentials: ApiCredentials, user_agent: str) -> aiohttp.Client
     credentials, impersonation and User-Agent, through the same proxy, checking the same server name."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ssl=credentials.ssl_context()),
-        headers={"User-Agent": user_agent, **credentials.headers()},
+        headers=CIMultiDict([("User-Agent", user_agent), *credentials.headers()]),
         proxy=credentials.proxy_url,
     )
 

@@ -109,15 +109,15 @@ class ApiCredentials:
                 context.load_cert_chain(certificate, key)
         return context
 
-    def headers(self) -> dict[str, str]:
-        """Authorization and impersonation headers (the groups joined, as HTTP allows for repeats)."""
-        headers = {}
+    def headers(self) -> list[tuple[str, str]]:
+        """Authorization and impersonation headers; one Impersonate-Group header per group, since the
+        API server reads each header line as one group (a comma is part of a group's name)."""
+        headers = []
         if self.authorization:
-            headers["Authorization"] = self.authorization
+            headers.append(("Authorization", self.authorization))
         if self.impersonate_user:
-            headers["Impersonate-User"] = self.impersonate_user
-        if self.impersonate_groups:
-            headers["Impersonate-Group"] = ", ".join(self.impersonate_groups)
+            headers.append(("Impersonate-User", self.impersonate_user))
+        headers += [("Impersonate-Group", group) for group in self.impersonate_groups]
         return headers
 
 

@@ -219,7 +219,9 @@ class Rest:
         while True:
             attempt += 1
             credentials, connections = self._connection()
-            headers = {"Accept": "application/json", "User-Agent": self.user_agent, **credentials.headers()}
+            headers = urllib3.HTTPHeaderDict({"Accept": "application/json", "User-Agent": self.user_agent})
+            for name, value in credentials.headers():
+                headers.add(name, value)
             if payload is not None:
                 headers["Content-Type"] = content_type
             url = credentials.server + path + (f"?{urlencode(query)}" if query else "")
@@ -272,7 +274,7 @@ class Rest:
         method: str,
         url: str,
         payload: bytes | None,
-        headers: dict[str, str],
+        headers: urllib3.HTTPHeaderDict,
     ) -> _Answer:
         """One attempt: the whole answer, read within RESPONSE_DEADLINE_SECONDS and MAX_RESPONSE_BYTES."""
         try:
