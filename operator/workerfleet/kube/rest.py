@@ -185,10 +185,6 @@ class Rest:
         self._discovery_lock = threading.Lock()
         self.retries = 0
 
-    @property
-    def credentials(self) -> ApiCredentials:
-        return self.source.current()
-
     def _connection(self) -> tuple[ApiCredentials, urllib3.PoolManager]:
         """The credentials in force and connections made with them: new connections when the TLS
         material (a rotated certificate or CA), the server name or the proxy changed."""
