@@ -199,18 +199,31 @@ def _no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def _plugin(rig: Rig, name: str, status: dict[str, Any] | None) -> dict[str, Any]:
-    """An exec user whose plugin checks KUBERNETES_EXEC_INFO and prints `status` (None: fails)."""
+def _plugin(
+    rig: Rig, name: str, status: dict[str, Any] | None, *, first: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An exec user whose plugin checks KUBERNETES_EXEC_INFO and prints `status` (None: fails), or
+    `first` on its first run (a token the server no longer takes); it counts its runs in `<name>.runs`."""
     plugin = rig.directory / name
-    credential = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": status}
+
+    def credential(answer: dict[str, Any] | None) -> str:
+        return json.dumps(
+            {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": answer}
+        )
+
+    runs = rig.directory / f"{name}.runs"
     plugin.write_text(
-        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"#!{sys.executable}\nimport json, os, pathlib, sys\n"
         "info = json.loads(os.environ['KUBERNETES_EXEC_INFO'])\n"
         "assert info['kind'] == 'ExecCredential', info\n"
+        f"runs = pathlib.Path({str(runs)!r})\n"
+        "count = int(runs.read_text()) + 1 if runs.exists() else 1\n"
+        "runs.write_text(str(count))\n"
+        + (f"if count == 1:\n    sys.stdout.write({credential(first)!r}); sys.exit(0)\n" if first else "")
         + (
             "sys.stderr.write('the identity provider said no'); sys.exit(1)\n"
             if status is None
-            else f"sys.stdout.write({json.dumps(credential)!r})\n"
+            else f"sys.stdout.write({credential(status)!r})\n"
         )
     )
     plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
@@ -256,11 +269,17 @@ def test_exec_plugins_return_a_token_or_a_client_certificate_or_fail_clearly(rig
         ),
     )
     failing = rig.kubeconfig("exec-fail", _plugin(rig, "failing-plugin", None))
+    revoked = rig.kubeconfig(
+        "exec-revoked",
+        _plugin(rig, "revoked-plugin", {"token": rig.reader_token}, first={"token": "revoked"}),
+    )
 
     assert whoami(ClusterOptions(kubeconfig=str(token))) == rig.service_account("reader")
     assert whoami(ClusterOptions(kubeconfig=str(certificate))) == CERTIFICATE_USER
     with pytest.raises(ConfigError, match=r"failing-plugin' failed.*the identity provider said no"):
         whoami(ClusterOptions(kubeconfig=str(failing)))
+    assert whoami(ClusterOptions(kubeconfig=str(revoked))) == rig.service_account("reader")
+    assert (rig.directory / "revoked-plugin.runs").read_text() == "2", "the 401 ran the plugin again"
 
 
 def test_a_client_certificate_and_key_from_files(rig: Rig) -> None:
