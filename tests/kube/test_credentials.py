@@ -266,6 +266,22 @@ def test_in_a_pod_the_token_is_read_at_once_even_in_the_hosts_first_minute(
     assert source.current().authorization == "Bearer after-401", "a 401 resolves again at once"
 
 
+def test_a_cluster_without_a_server_or_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    no_server = _kubeconfig(
+        tmp_path / "no-server", {"token": "t"}, cluster={"insecure-skip-tls-verify": True}
+    )
+    missing_ca = _kubeconfig(
+        tmp_path / "missing-ca",
+        {"token": "t"},
+        cluster={"server": SERVER, "certificate-authority": "absent.crt"},
+    )
+
+    with pytest.raises(ConfigError, match="names no server"):
+        resolve(_options(no_server))
+    with pytest.raises(ConfigError, match=r"context 'work'.*absent\.crt"):
+        resolve(_options(missing_ca))
+
+
 def test_without_kubeconfig_or_pod_the_error_names_both(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

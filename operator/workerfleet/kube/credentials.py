@@ -218,13 +218,16 @@ def from_kubeconfig(options: ClusterOptions) -> ApiCredentials:
         configuration = Configuration()
         loader.load_and_set(configuration)
         authorization = configuration.get_api_key_with_prefix("BearerToken")
-    except ConfigException as error:
+    except (ConfigException, OSError, ValueError) as error:
+        # OSError: a file the kubeconfig names, or an oidc provider that refreshes a token, unreachable.
         raise ConfigError(f"kubeconfig {named}, context {context_name!r}: {error}") from None
     # The loader keeps no public view of the active context, user and cluster.
     user: Any = loader._user
     cluster: Any = loader._cluster
     context: Any = loader._current_context
     where = f"kubeconfig {named}, context {context_name!r}"
+    if not cluster.safe_get("server"):
+        raise ConfigError(f"{where}: its cluster names no server")
     certificate_pem, key_pem = loader.exec_certificate or (
         _read(configuration.cert_file),
         _read(configuration.key_file),
