@@ -6,7 +6,8 @@ The loader covers the kubeconfig format: merged files, contexts, certificates, t
 `--as`/`--as-group` flags), errors instead of silently sending no credentials (a failing exec plugin,
 a certificate without its key, a CA beside `insecure-skip-tls-verify`), proxy environment variables
 with NO_PROXY, and re-resolving on a schedule so rotated tokens and certificates are picked up.
-Only `kubernetes.config` is imported: the request path stays the project's own (`rest.py`).
+Only the loader is imported (`kubernetes.config`, and the `Configuration` it fills), none of the
+generated API: the request path stays the project's own (`rest.py`).
 """
 
 from __future__ import annotations
