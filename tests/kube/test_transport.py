@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
     """Close the connection without answering."""
+    silent_seconds: float = 0.0
+    """Say nothing this long first (a frozen server)."""
 
 
 class StandIn(ThreadingHTTPServer):
@@ -46,6 +49,7 @@ class StandIn(ThreadingHTTPServer):
                 self.rfile.read(length)
                 server.seen.append((self.command, self.path, dict(self.headers)))
                 reply = server.script[min(len(server.seen), len(server.script)) - 1]
+                time.sleep(reply.silent_seconds)
                 if reply.drop:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
@@ -170,6 +174,19 @@ def test_a_dropped_connection_is_retried_for_an_apply_and_a_transport_error_for_
     with pytest.raises(TransportError):
         client.rest.request("POST", "/x", body={})
     assert len(server.seen) == 1
+
+
+def test_a_silent_server_fails_the_call_once_without_retries(
+    stand_in: Callable[[list[Reply]], StandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rest, "READ_TIMEOUT_SECONDS", 0.2)
+    server = stand_in([Reply(200, silent_seconds=1.0)])
+    client = _client(server.url, "t")
+
+    with pytest.raises(TransportError, match=r"no answer within 0\.2 s"):
+        client.rest.request("GET", "/api")
+
+    assert (len(server.seen), client.waits) == (1, []), "a frozen server is not asked six times"
 
 
 def test_an_unreachable_server_is_one_transport_error_after_bounded_attempts() -> None:

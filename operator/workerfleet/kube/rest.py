@@ -156,13 +156,19 @@ class _NotSentError(Exception):
     """The request never reached the server (no connection): safe to send again, whatever it is."""
 
 
+class _NoAnswerError(TransportError):
+    """The server took the request and then fell silent past the read timeout: a frozen server is
+    not asked again at once (the caller's own retry comes later), so no request waits for six."""
+
+
 class Rest:
     """Requests to one API server, over a pool of kept-alive connections.
 
     Idempotent requests (reads, PUT, DELETE, server-side apply) are sent again on a dropped connection
-    or a 5xx; every request on 429 (the server did not act on it) and when no connection was made;
-    up to RETRY_ATTEMPTS in all, with capped, jittered backoff that honours Retry-After. A 401
-    resolves the credentials again (an exec plugin runs again) and retries once.
+    or a 5xx (not after a read timeout: a frozen server fails the call once); every request on 429
+    (the server did not act on it) and when no connection was made; up to RETRY_ATTEMPTS in all, with
+    capped, jittered backoff that honours Retry-After. A 401 resolves the credentials again (an exec
+    plugin runs again) and retries once.
     """
 
     def __init__(
@@ -229,6 +235,8 @@ class Rest:
                     raise TransportError(f"{method} {path}: {error}") from None
                 self._wait("connection", attempt, None)
                 continue
+            except _NoAnswerError as error:
+                raise TransportError(f"{method} {path}: {error.message}") from None
             except TransportError as error:
                 if last or not idempotent:
                     raise TransportError(f"{method} {path}: {error.message}") from None
@@ -283,6 +291,8 @@ class Rest:
             raise _NotSentError(f"the proxy refused the tunnel: {error}") from None
         except urllib3.exceptions.SSLError as error:
             raise TransportError(f"TLS: {error}") from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise _NoAnswerError(f"no answer within {READ_TIMEOUT_SECONDS:g} s") from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransportError(str(error) or type(error).__name__) from None
         try:
@@ -302,6 +312,9 @@ class Rest:
         except TransportError:
             response.close()
             raise
+        except urllib3.exceptions.ReadTimeoutError:
+            response.close()
+            raise _NoAnswerError(f"the answer stopped for {READ_TIMEOUT_SECONDS:g} s") from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             response.close()
             raise TransportError(str(error) or type(error).__name__) from None
