@@ -10,14 +10,14 @@ import pytest
 from devenv.cluster import Cluster
 from workerfleet.kube import client
 from workerfleet.kube.client import Kube, Pending
-from workerfleet.kube.rest import ApiError, KindNotServedError, Rest, kubeconfig_credentials
+from workerfleet.kube.options import ClusterOptions
+from workerfleet.kube.rest import ApiError, KindNotServedError, Rest
 from workerfleet.planners.children import ChildKey
 
 
 @pytest.fixture
-def admin(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Kube:
-    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    return Kube(Rest(kubeconfig_credentials()))
+def admin(cluster: Cluster) -> Kube:
+    return Kube(Rest(ClusterOptions(kubeconfig=str(cluster.kubeconfig))))
 
 
 def _config_map(namespace: str, name: str, value: str, owner: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 
 from bench.footprint import make_environment
 
-OPERATOR_ONLY = ("kopf", "aiohttp", "urllib3", "cryptography")
+OPERATOR_ONLY = ("kopf", "aiohttp", "urllib3", "cryptography", "kubernetes")
 
 
 @pytest.fixture(scope="module")

@@ -38,11 +38,14 @@ from workerfleet.api.queue_kinds import kind_of
 from workerfleet.api.queue_kinds.base import CredentialNeeds
 from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.api.workerpool import Queue, WorkerPoolSpec
+from workerfleet.kube.options import ClusterOptions
 from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
 from workerfleet.worker.runtime import build_validators, input_problem
 from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
+PRODUCER_COMPONENT = "producer"
+"""The User-Agent's component of a program enqueueing through `from_cluster`."""
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
@@ -237,12 +240,15 @@ def from_cluster(
     job_type: str,
     job_type_files: Iterable[str] = (),
     address: str | None = None,
+    cluster: ClusterOptions | None = None,
 ) -> Target:
-    """The target from the cluster (current kubeconfig): the WorkerPool, and the JobType unless a file
-    gives it. Credentials: the environment's, else the pool's queue Secrets where readable."""
+    """The target from the cluster (the kubeconfig's current context, or `cluster`'s choice): the
+    WorkerPool, and the JobType unless a file gives it. Queue credentials: the environment's, else
+    the pool's queue Secrets where readable."""
     from workerfleet.kube.client import Kube  # noqa: PLC0415  (only this path needs a cluster)
+    from workerfleet.kube.rest import Rest  # noqa: PLC0415
 
-    api = Kube()
+    api = Kube(Rest(cluster or ClusterOptions(component=PRODUCER_COMPONENT)))
     document = api.read(API_VERSION, "WorkerPool", namespace, pool)
     if document is None:
         raise InvalidJob(f"WorkerPool {namespace}/{pool} not found")

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from workerfleet import __version__
-from workerfleet.cli.main import PRIORITY_RANGE, build_parser, default_identity, main, random_priority
+from workerfleet.cli.main import build_parser, main
+from workerfleet.cli.peering import PRIORITY_RANGE, default_identity, random_priority
 
 
 def test_run_defaults_to_the_whole_cluster_with_json_logs() -> None:

@@ -12,8 +12,13 @@ import asyncio
 import json
 import sys
 
+from workerfleet.cli.cluster_flags import add_cluster_arguments, cluster_options
+
+ENQUEUE_COMPONENT = "enqueue"
 EXIT_INVALID = 2
 EXIT_UNREACHABLE = 1
+CLUSTER_DEPENDENCIES = frozenset({"urllib3", "kubernetes"})
+"""The `cluster` extra: absent from a worker image, needed only to read the pool from the cluster."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--deadline", help="the job's own deadline (90s, 10m, 2h): shorter than the JobType's"
     )
     parser.add_argument("--id", dest="job_id", help="the job's id (default: a random UUID)")
-    parser.add_argument("-n", "--namespace", help="namespace of the pool (default: the context's)")
+    add_cluster_arguments(parser, namespace_help="namespace of the pool (default: the context's)")
     parser.add_argument("--pool-file", help="read the WorkerPool from this manifest instead of the cluster")
     parser.add_argument(
         "--job-type-file",
@@ -61,22 +66,29 @@ def run(args: argparse.Namespace) -> int:
                 raise producer.InvalidJob(f"{args.pool_file} holds WorkerPool {target.pool}, not {args.pool}")
         else:
             try:
-                from workerfleet.kube.rest import current_namespace  # noqa: PLC0415  (cluster only)
+                from workerfleet.kube import credentials, rest  # noqa: PLC0415  (cluster only)
             except ModuleNotFoundError as error:
-                if error.name != "urllib3":
+                if (error.name or "").partition(".")[0] not in CLUSTER_DEPENDENCIES:
                     raise
                 raise producer.ConfigurationError(
                     "reading the pool from the cluster needs the Kubernetes client: "
                     "pip install 'workerfleet[cluster]', or give --pool-file and --job-type-file"
                 ) from None
-
-            target = producer.from_cluster(
-                args.namespace or current_namespace(),
-                pool=args.pool,
-                job_type=args.job_type,
-                job_type_files=args.job_type_file,
-                address=args.address,
-            )
+            options = cluster_options(args, ENQUEUE_COMPONENT)
+            try:
+                target = producer.from_cluster(
+                    credentials.current_namespace(options),
+                    pool=args.pool,
+                    job_type=args.job_type,
+                    job_type_files=args.job_type_file,
+                    address=args.address,
+                    cluster=options,
+                )
+            except credentials.ConfigError as error:
+                raise producer.ConfigurationError(str(error)) from None
+            except rest.ApiError as error:
+                print(f"error: the API server: {error}; nothing enqueued", file=sys.stderr)
+                return EXIT_UNREACHABLE
         envelope = producer.build(target, data, key=args.key, deadline=args.deadline, job_id=args.job_id)
         asyncio.run(producer.send(target, [envelope]))
     except (producer.InvalidJob, producer.ConfigurationError) as error:

@@ -11,8 +11,11 @@ promote, abort and retry set the annotation workerfleet.dev/rollout-action to
 `<action>/<revision>/<token>`, naming the canary revision running when asked: the operator acts on
 each token once, and only on the rollout of that revision (a stale action is dropped with an Event,
 never carried over to the next canary). They exit 3 when no rollout they could act on runs.
-`status` exits 1 when the pool is Degraded. `--watch` redraws in place on a terminal and prints the
-view again, as plain lines, each time the pool changes when the output is piped.
+`status` exits 1 when the pool is Degraded; every command exits 4 when the cluster cannot be reached
+or refuses the request (the message says why). kubectl's --kubeconfig, --context, -n, --as and
+--as-group select the cluster and identity, with kubectl's precedence. `--watch` redraws in place
+on a terminal and prints the view again, as plain lines, each time the pool changes when the output
+is piped.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from typing import Any
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.workerpool import RolloutPhase, WorkerPoolConditionType
+from workerfleet.cli.cluster_flags import add_cluster_arguments, cluster_options
 from workerfleet.kube.client import Kube
-from workerfleet.kube.rest import current_namespace
+from workerfleet.kube.credentials import ConfigError, current_namespace
+from workerfleet.kube.rest import ApiError, Rest
 from workerfleet.planners.rollout import ROLLOUT_ACTION_ANNOTATION, Action, action_value
 
 BAR_WIDTH = 20
@@ -208,9 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl workerfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "-n", "--namespace", default=None, help="namespace of the pool (default: the context's)"
-    )
+    add_cluster_arguments(parser, namespace_help="namespace of the pool (default: the context's)")
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="show the rollout; exits 1 when the pool is Degraded")
     status.add_argument("--watch", "-w", action="store_true", help="keep showing changes until interrupted")
@@ -224,19 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("resume", help="release a held rollout (spec.paused=false)")
     for sub in commands.choices.values():
         sub.add_argument("name", help="name of the WorkerPool")
-        sub.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace of the pool")
+        add_cluster_arguments(sub, namespace_help="namespace of the pool", repeated=True)
     return parser
+
+
+PLUGIN_COMPONENT = "kubectl-workerfleet"
+EXIT_API_ERROR = 4
 
 
 def main(argv: Sequence[str] | None = None, api: Kube | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.namespace is None:
-        args.namespace = current_namespace()
-    api = api or Kube()
+    options = cluster_options(args, PLUGIN_COMPONENT)
     try:
+        args.namespace = current_namespace(options)
+        api = api or Kube(Rest(options))
         if args.command == "status":
             return show_status(args, api, print, terminal=sys.stdout.isatty())
         return _act(args, api, print)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_API_ERROR
+    except ApiError as error:
+        print(f"error: the API server: {error}", file=sys.stderr)
+        return EXIT_API_ERROR
     except KeyboardInterrupt:
         return 0
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -17,7 +14,7 @@ from workerfleet.planners.permissions import DEFAULT_QUEUE_CREDENTIALS_ROLE, Del
 from workerfleet.planners.resync import DEFAULT_RESYNC_SECONDS
 from workerfleet.worker import cli as worker_cli
 
-OPERATOR_DEPENDENCIES = frozenset({"kopf", "aiohttp", "urllib3", "cryptography"})
+OPERATOR_DEPENDENCIES = frozenset({"kopf", "aiohttp", "urllib3", "cryptography", "kubernetes"})
 """Modules of the `operator` extra: a worker image has none of them."""
 
 
@@ -36,19 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     return operator.run(args)
 
 
-PRIORITY_RANGE = 2**31 - 1
-"""Random priorities are drawn from 1..2^31-1: two replicas collide with probability ~5e-10."""
 MIN_LIFETIME_SECONDS = 5
-
-
-def random_priority() -> int:
-    """A priority no other replica is likely to have: kopf pauses every replica sharing the top one."""
-    return 1 + secrets.randbelow(PRIORITY_RANGE)
-
-
-def default_identity() -> str:
-    """The pod's name inside a pod (the chart sets POD_NAME), else host, process and a random suffix."""
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
 def _lifetime(value: str) -> int:

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import kopf
 
-from workerfleet.cli.main import default_identity, random_priority
+from workerfleet.cli.peering import default_identity, random_priority
 
 
 def run(args: argparse.Namespace) -> int:

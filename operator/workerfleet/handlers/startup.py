@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 
+import aiohttp
 import kopf
+from multidict import CIMultiDict
 
 from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES
-from workerfleet.kube.rest import load_credentials
+from workerfleet.kube.credentials import ApiCredentials, resolve
+from workerfleet.kube.options import ClusterOptions
 
 FIELD_MANAGER = "workerfleet"
 ANNOTATION_PREFIX = "workerfleet.dev"
@@ -47,27 +51,37 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     apply_settings(settings)
 
 
-TOKEN_FILE_LOGIN_SECONDS = 600
-"""A token read from a file (a pod's projected service-account token) is rotated by the kubelet:
-kopf logs in again this often, so its watches never present an expired one."""
+LOGIN_SECONDS = 600.0
+"""kopf logs in again this often (sooner when the token expires sooner), so its watches never
+present a token the kubelet rotated away, nor TLS material that was renewed."""
+
+
+def kopf_session(credentials: ApiCredentials, user_agent: str) -> aiohttp.ClientSession:
+    """An aiohttp session for kopf's watches that sends what the operator's own requests send: its
+    credentials, impersonation and User-Agent, through the same proxy, checking the same server name."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=credentials.ssl_context()),
+        headers=CIMultiDict([("User-Agent", user_agent), *credentials.headers()]),
+        proxy=credentials.proxy_url,
+    )
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
+async def login(**_: Any) -> kopf.AiohttpSession:
     """kopf's watches use the credentials the operator's own requests use, resolved in one place."""
-    credentials = load_credentials()
-    expiration = None
-    if credentials.token_file is not None or credentials.exec_command is not None:
-        expiration = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-            seconds=TOKEN_FILE_LOGIN_SECONDS
-        )
-    return kopf.ConnectionInfo(
+    return await kopf_login()
+
+
+async def kopf_login() -> kopf.AiohttpSession:
+    """A session for kopf, from credentials resolved now (kopf logs in again on a 401 too)."""
+    options = ClusterOptions()
+    credentials = await asyncio.to_thread(resolve, options)
+    seconds = LOGIN_SECONDS
+    if credentials.expiring and credentials.valid_seconds is not None:
+        seconds = min(seconds, max(credentials.valid_seconds, 1.0))
+    return kopf.AiohttpSession(
         server=credentials.server,
-        ca_data=credentials.ca_pem,
-        insecure=credentials.insecure,
-        certificate_data=credentials.certificate_pem,
-        private_key_data=credentials.private_key_pem,
-        token=credentials.bearer_token(),
+        aiohttp_session=kopf_session(credentials, options.user_agent),
         default_namespace=credentials.namespace,
-        expiration=expiration,
+        expiration=datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds),
     )

@@ -1,46 +1,57 @@
 """The operator's own Kubernetes REST client: JSON in, JSON out, for the dozen kinds it touches.
 
 The official client builds a model object per field of every response and costs tens of MiB at
-import; an operator with thousands of pools needs neither. This module resolves credentials (in-cluster
-service account, or a kubeconfig with certificates, tokens or an exec plugin), maps kinds to paths
-through discovery, and sends requests over one pooled, verified TLS connection set.
+import; an operator with thousands of pools needs neither. Credentials come from the official
+loader (`credentials.py`); this module maps kinds to paths through discovery and sends requests over
+one pooled, verified TLS connection set, with retries where they are safe, a User-Agent naming the
+component, and every answer bounded in size and time.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import ssl
-import subprocess
-import tempfile
+import random
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import urllib3
-import yaml
+from prometheus_client import Counter
 
-SERVICE_ACCOUNT_DIRECTORY = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-TOKEN_REREAD_SECONDS = 60.0
-"""A projected service-account token is rotated by the kubelet: read the file again this often."""
+from workerfleet.kube.credentials import ApiCredentials, ConfigError, CredentialSource
+from workerfleet.kube.options import ClusterOptions
+
+__all__ = ["ApiCredentials", "ApiError", "ConfigError", "KindNotServedError", "Rest", "TransportError"]
+
 DISCOVERY_RECHECK_SECONDS = 60.0
 """How long a group-version's discovered kinds are trusted when a kind is missing from them (KEDA's,
 before KEDA is installed), so a missing kind costs one discovery request a minute."""
-EXEC_TOKEN_DEFAULT_SECONDS = 3600.0
-"""How long an exec plugin's token without an expiry is used before the plugin runs again."""
-EXEC_TOKEN_MARGIN_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 30.0
-
-
-class ConfigError(RuntimeError):
-    """No usable credentials: no service account, no kubeconfig, or one this client cannot use."""
+"""The longest silence while a response is read."""
+RESPONSE_DEADLINE_SECONDS = 60.0
+"""The longest a whole response may take to arrive: a server dripping bytes cannot hold a thread."""
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""The largest response read: a list page is 500 objects, far below this."""
+RETRY_ATTEMPTS = 6
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 8.0
+RETRY_AFTER_CAP_SECONDS = 30.0
+"""A server's Retry-After is honoured up to this long; one attempt is at most this far from the next."""
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+APPLY_PATCH = "application/apply-patch+yaml"
+"""Server-side apply sends the whole intent each time: the same request twice has the effect of one."""
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+API_RETRIES = Counter(
+    "workerfleet_api_retries_total",
+    "Requests to the API server sent again, by cause (throttled, server_error, connection).",
+    ["reason"],
+)
 
 
 class ApiError(Exception):
@@ -54,180 +65,21 @@ class ApiError(Exception):
         self.details = dict(details or {})
 
 
+class TransportError(ApiError):
+    """The API server could not be reached or its answer not read: every transport failure (refused or
+    dropped connection, TLS, proxy, timeout, oversized response), after the retries that were safe.
+    An ApiError with status 0, so code that handles a refused request handles this too."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "TransportError", message, None)
+
+
 class KindNotServedError(LookupError):
     """The API server serves no such kind, e.g. KEDA's ScaledObject where KEDA is not installed."""
 
     def __init__(self, api_version: str, kind: str) -> None:
         super().__init__(f"the API server serves no {kind} ({api_version})")
         self.kind = kind
-
-
-@dataclass
-class ApiCredentials:
-    """Where the API server is and how to prove who we are to it."""
-
-    server: str
-    ca_pem: str | None = None
-    insecure: bool = False
-    certificate_pem: str | None = None
-    private_key_pem: str | None = None
-    token: str | None = None
-    token_file: Path | None = None
-    exec_command: Mapping[str, Any] | None = None
-    namespace: str = "default"
-    _token_read_at: float = field(default=0.0, repr=False)
-    _token_expires_at: float = field(default=0.0, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def bearer_token(self) -> str | None:
-        """The current token: read again from its file, or from the exec plugin, when due."""
-        with self._lock:
-            now = time.monotonic()
-            if self.token_file is not None and now - self._token_read_at > TOKEN_REREAD_SECONDS:
-                self.token = self.token_file.read_text().strip()
-                self._token_read_at = now
-            if self.exec_command is not None and (self.token is None or now >= self._token_expires_at):
-                self.token, lifetime = _exec_token(self.exec_command)
-                self._token_expires_at = now + lifetime
-            return self.token
-
-    def ssl_context(self) -> ssl.SSLContext:
-        context = (
-            ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
-        )
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.certificate_pem and self.private_key_pem:
-            # load_cert_chain reads files only: write them to a private directory for the moment it reads.
-            with tempfile.TemporaryDirectory() as private:
-                certificate, key = Path(private) / "tls.crt", Path(private) / "tls.key"
-                certificate.write_text(self.certificate_pem)
-                key.touch(mode=0o600)
-                key.write_text(self.private_key_pem)
-                context.load_cert_chain(certificate, key)
-        return context
-
-
-def _exec_token(command: Mapping[str, Any]) -> tuple[str, float]:
-    """Run a kubeconfig exec credential plugin (as kubectl does); its token and how long to trust it."""
-    environment = {**os.environ, **{item["name"]: item["value"] for item in command.get("env") or []}}
-    result = subprocess.run(
-        [command["command"], *(command.get("args") or [])],
-        capture_output=True,
-        check=False,
-        env=environment,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        raise ConfigError(
-            f"the kubeconfig's exec plugin {command['command']!r} failed: {result.stderr.decode()[:200]}"
-        )
-    status = json.loads(result.stdout).get("status") or {}
-    if not status.get("token"):
-        raise ConfigError(f"the kubeconfig's exec plugin {command['command']!r} returned no token")
-    expires = status.get("expirationTimestamp")
-    if not expires:
-        return str(status["token"]), EXEC_TOKEN_DEFAULT_SECONDS
-    remaining = datetime.fromisoformat(str(expires).replace("Z", "+00:00")) - datetime.now(UTC)
-    return str(status["token"]), max(remaining.total_seconds() - EXEC_TOKEN_MARGIN_SECONDS, 0.0)
-
-
-def _pem(entry: Mapping[str, Any], key: str, base: Path) -> str | None:
-    """A PEM given inline (`<key>-data`, base64) or as a file path (relative to the kubeconfig)."""
-    if entry.get(f"{key}-data"):
-        return base64.b64decode(entry[f"{key}-data"]).decode()
-    if entry.get(key):
-        return (base / os.path.expanduser(str(entry[key]))).read_text()
-    return None
-
-
-def kubeconfig_paths() -> list[Path]:
-    configured = os.environ.get("KUBECONFIG")
-    if configured:
-        return [Path(path).expanduser() for path in configured.split(os.pathsep) if path]
-    return [Path("~/.kube/config").expanduser()]
-
-
-def _merged_kubeconfig() -> dict[str, Any]:
-    """The kubeconfig files merged as kubectl merges them: the first to name something wins."""
-    merged: dict[str, Any] = {
-        "current-context": None,
-        "contexts": {},
-        "clusters": {},
-        "users": {},
-        "bases": {},
-    }
-    for path in kubeconfig_paths():
-        if not path.exists():
-            continue
-        config = yaml.safe_load(path.read_text()) or {}
-        merged["current-context"] = merged["current-context"] or config.get("current-context")
-        for section, inner in (("contexts", "context"), ("clusters", "cluster"), ("users", "user")):
-            for item in config.get(section) or []:
-                if item["name"] not in merged[section]:
-                    merged[section][item["name"]] = item.get(inner) or {}
-                    merged["bases"][(section, item["name"])] = path.parent
-    return merged
-
-
-def kubeconfig_credentials() -> ApiCredentials:
-    merged = _merged_kubeconfig()
-    name = merged["current-context"]
-    if not name or name not in merged["contexts"]:
-        raise ConfigError(
-            f"no current context in {', '.join(map(str, kubeconfig_paths()))}: set one, or KUBECONFIG"
-        )
-    context = merged["contexts"][name]
-    cluster = merged["clusters"].get(context.get("cluster"), {})
-    user = merged["users"].get(context.get("user"), {})
-    cluster_base = merged["bases"].get(("clusters", context.get("cluster")), Path("."))
-    user_base = merged["bases"].get(("users", context.get("user")), Path("."))
-    if user.get("auth-provider"):
-        raise ConfigError(
-            f"kubeconfig user {context.get('user')!r} uses an auth-provider: use an exec plugin instead"
-        )
-    return ApiCredentials(
-        server=str(cluster["server"]).rstrip("/"),
-        ca_pem=_pem(cluster, "certificate-authority", cluster_base),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        certificate_pem=_pem(user, "client-certificate", user_base),
-        private_key_pem=_pem(user, "client-key", user_base),
-        token=user.get("token"),
-        token_file=(user_base / user["tokenFile"]) if user.get("tokenFile") else None,
-        exec_command=user.get("exec"),
-        namespace=str(context.get("namespace") or "default"),
-    )
-
-
-def in_cluster_credentials() -> ApiCredentials | None:
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    token = SERVICE_ACCOUNT_DIRECTORY / "token"
-    if not host or not port or not token.exists():
-        return None
-    namespace_file = SERVICE_ACCOUNT_DIRECTORY / "namespace"
-    host = f"[{host}]" if ":" in host else host
-    return ApiCredentials(
-        server=f"https://{host}:{port}",
-        ca_pem=(SERVICE_ACCOUNT_DIRECTORY / "ca.crt").read_text(),
-        token_file=token,
-        namespace=namespace_file.read_text().strip() if namespace_file.exists() else "default",
-    )
-
-
-def load_credentials() -> ApiCredentials:
-    """In a pod, its service account; elsewhere the kubeconfig, as kubectl finds it."""
-    return in_cluster_credentials() or kubeconfig_credentials()
-
-
-def current_namespace() -> str:
-    """The namespace of the kubeconfig's current context, as kubectl picks it."""
-    try:
-        merged = _merged_kubeconfig()
-    except (OSError, yaml.YAMLError):
-        return "default"
-    context = merged["contexts"].get(merged["current-context"]) or {}
-    return str(context.get("namespace") or "default")
 
 
 def _decoded(data: bytes) -> Any:
@@ -238,6 +90,52 @@ def _decoded(data: bytes) -> Any:
         return None
 
 
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from now, capped; None when absent."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return float(min(max(seconds, 0.0), RETRY_AFTER_CAP_SECONDS))
+
+
+def backoff_seconds(attempt: int, retry_after: float | None, jitter: float) -> float:
+    """Before attempt `attempt + 1`: the server's Retry-After when given, else exponential from
+    BACKOFF_BASE_SECONDS, capped; `jitter` in [0, 1) spreads clients that failed together."""
+    if retry_after is not None:
+        return retry_after + jitter * BACKOFF_BASE_SECONDS
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** (attempt - 1))
+    return ceiling / 2 + jitter * ceiling / 2
+
+
+def _connection_pool(credentials: ApiCredentials, pool_size: int) -> urllib3.PoolManager:
+    """Kept-alive, verified connections as the credentials say: CA, client certificate, server name,
+    through a proxy (an HTTP CONNECT tunnel) when one is configured."""
+    options: dict[str, Any] = {
+        "maxsize": pool_size,
+        "block": False,
+        "ssl_context": credentials.ssl_context(),
+        "timeout": urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
+        "retries": False,
+    }
+    if not credentials.proxy_url:
+        return urllib3.PoolManager(**options)
+    proxy = urlsplit(credentials.proxy_url)
+    proxy_headers = (
+        urllib3.make_headers(proxy_basic_auth=f"{unquote(proxy.username)}:{unquote(proxy.password or '')}")
+        if proxy.username
+        else None
+    )
+    bare = proxy._replace(netloc=proxy.netloc.rpartition("@")[2]).geturl()
+    return urllib3.ProxyManager(bare, proxy_headers=proxy_headers, **options)
+
+
 @dataclass(frozen=True)
 class Resource:
     """Where a kind lives: its collection's plural name, and whether it is namespaced."""
@@ -246,20 +144,64 @@ class Resource:
     namespaced: bool
 
 
-class Rest:
-    """Requests to one API server, over a pool of kept-alive connections."""
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    reason: str
+    data: bytes
+    retry_after: str | None
 
-    def __init__(self, credentials: ApiCredentials | None = None, *, pool_size: int = 10) -> None:
-        self.credentials = credentials or load_credentials()
-        self._http = urllib3.PoolManager(
-            maxsize=pool_size,
-            block=False,
-            ssl_context=self.credentials.ssl_context(),
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
-            retries=False,
-        )
+
+class _NotSentError(Exception):
+    """The request never reached the server (no connection): safe to send again, whatever it is."""
+
+
+class _NoAnswerError(TransportError):
+    """The server took the request and then fell silent past the read timeout: a frozen server is
+    not asked again at once (the caller's own retry comes later), so no request waits for six."""
+
+
+class Rest:
+    """Requests to one API server, over a pool of kept-alive connections.
+
+    Idempotent requests (reads, PUT, DELETE, server-side apply) are sent again on a dropped connection
+    or a 5xx (not after a read timeout: a frozen server fails the call once); every request on 429
+    (the server did not act on it) and when no connection was made; up to RETRY_ATTEMPTS in all, with
+    capped, jittered backoff that honours Retry-After. A 401 resolves the credentials again (an exec
+    plugin runs again) and retries once.
+    """
+
+    def __init__(
+        self,
+        options: ClusterOptions | None = None,
+        *,
+        source: CredentialSource | None = None,
+        pool_size: int = 10,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.source = source or CredentialSource(options or ClusterOptions())
+        self.user_agent = self.source.options.user_agent
+        self._pool_size = pool_size
+        self._sleep = sleep
+        self._jitter = jitter
+        self._connections: tuple[tuple[object, ...], urllib3.PoolManager] | None = None
+        self._connections_lock = threading.Lock()
         self._discovered: dict[str, tuple[dict[str, Resource], float]] = {}
         self._discovery_lock = threading.Lock()
+        self.retries = 0
+
+    def _connection(self) -> tuple[ApiCredentials, urllib3.PoolManager]:
+        """The credentials in force and connections made with them: new connections when the TLS
+        material (a rotated certificate or CA), the server name or the proxy changed."""
+        credentials = self.source.current()
+        key = (*credentials.tls_material, credentials.tls_server_name, credentials.proxy_url)
+        with self._connections_lock:
+            if self._connections is None or self._connections[0] != key:
+                if self._connections is not None:
+                    self._connections[1].clear()
+                self._connections = (key, _connection_pool(credentials, self._pool_size))
+            return credentials, self._connections[1]
 
     def request(
         self,
@@ -270,27 +212,116 @@ class Rest:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
-        """Send one request; the decoded JSON answer, or ApiError when the server refuses."""
-        headers = {"Accept": "application/json"}
-        token = self.credentials.bearer_token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        payload = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            payload = json.dumps(body).encode()
-        url = self.credentials.server + path + (f"?{urlencode(query)}" if query else "")
-        response = self._http.request(method, url, body=payload, headers=headers)
-        answer = _decoded(response.data)
-        if response.status >= 400:
-            status = answer if isinstance(answer, dict) else {}
+        """Send one request; the decoded JSON answer, ApiError when the server refuses, TransportError
+        when it cannot be reached (after the retries that were safe)."""
+        payload = None if body is None else json.dumps(body).encode()
+        idempotent = method in IDEMPOTENT_METHODS or content_type == APPLY_PATCH
+        authenticated_again = False
+        attempt = 0
+        while True:
+            attempt += 1
+            credentials, connections = self._connection()
+            headers = urllib3.HTTPHeaderDict({"Accept": "application/json", "User-Agent": self.user_agent})
+            for name, value in credentials.headers():
+                headers.add(name, value)
+            if payload is not None:
+                headers["Content-Type"] = content_type
+            url = credentials.server + path + (f"?{urlencode(query)}" if query else "")
+            last = attempt >= RETRY_ATTEMPTS
+            try:
+                answer = self._send(connections, method, url, payload, headers)
+            except _NotSentError as error:
+                if last:
+                    raise TransportError(f"{method} {path}: {error}") from None
+                self._wait("connection", attempt, None)
+                continue
+            except _NoAnswerError as error:
+                raise TransportError(f"{method} {path}: {error.message}") from None
+            except TransportError as error:
+                if last or not idempotent:
+                    raise TransportError(f"{method} {path}: {error.message}") from None
+                self._wait("connection", attempt, None)
+                continue
+            if answer.status == 401 and not authenticated_again:
+                authenticated_again = True
+                self.source.invalidate()
+                continue
+            if not last and answer.status == 429:
+                self._wait("throttled", attempt, retry_after_seconds(answer.retry_after))
+                continue
+            if not last and idempotent and answer.status in RETRYABLE_STATUSES:
+                self._wait("server_error", attempt, retry_after_seconds(answer.retry_after))
+                continue
+            return self._answer(answer)
+
+    def _wait(self, reason: str, attempt: int, retry_after: float | None) -> None:
+        API_RETRIES.labels(reason).inc()
+        self.retries += 1
+        self._sleep(backoff_seconds(attempt, retry_after, self._jitter()))
+
+    @staticmethod
+    def _answer(answer: _Answer) -> Any:
+        decoded = _decoded(answer.data)
+        if answer.status >= 400:
+            status = decoded if isinstance(decoded, dict) else {}
             raise ApiError(
-                response.status,
-                str(status.get("reason") or response.reason or ""),
-                str(status.get("message") or response.data[:200].decode(errors="replace")),
+                answer.status,
+                str(status.get("reason") or answer.reason or ""),
+                str(status.get("message") or answer.data[:200].decode(errors="replace")),
                 status.get("details"),
             )
-        return answer
+        return decoded
+
+    @staticmethod
+    def _send(
+        connections: urllib3.PoolManager,
+        method: str,
+        url: str,
+        payload: bytes | None,
+        headers: urllib3.HTTPHeaderDict,
+    ) -> _Answer:
+        """One attempt: the whole answer, read within RESPONSE_DEADLINE_SECONDS and MAX_RESPONSE_BYTES."""
+        try:
+            response = connections.request(
+                method, url, body=payload, headers=headers, preload_content=False, redirect=False
+            )
+        except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as error:
+            raise _NotSentError(str(error)) from None
+        except urllib3.exceptions.ProxyError as error:
+            raise _NotSentError(f"the proxy refused the tunnel: {error}") from None
+        except urllib3.exceptions.SSLError as error:
+            raise TransportError(f"TLS: {error}") from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise _NoAnswerError(f"no answer within {READ_TIMEOUT_SECONDS:g} s") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransportError(str(error) or type(error).__name__) from None
+        try:
+            declared = int(response.headers.get("Content-Length") or 0)
+            if declared > MAX_RESPONSE_BYTES:
+                raise TransportError(f"a {declared}-byte answer, over the {MAX_RESPONSE_BYTES}-byte limit")
+            deadline = time.monotonic() + RESPONSE_DEADLINE_SECONDS
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.stream(64 * 1024):
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise TransportError(f"an answer over the {MAX_RESPONSE_BYTES}-byte limit")
+                if time.monotonic() > deadline:
+                    raise TransportError(f"an answer still arriving after {RESPONSE_DEADLINE_SECONDS:g} s")
+                chunks.append(chunk)
+        except TransportError:
+            response.close()
+            raise
+        except urllib3.exceptions.ReadTimeoutError:
+            response.close()
+            raise _NoAnswerError(f"the answer stopped for {READ_TIMEOUT_SECONDS:g} s") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            response.close()
+            raise TransportError(str(error) or type(error).__name__) from None
+        response.release_conn()
+        return _Answer(
+            response.status, response.reason or "", b"".join(chunks), response.headers.get("Retry-After")
+        )
 
     def resource(self, api_version: str, kind: str) -> Resource:
         """The kind's resource from discovery; KindNotServedError when the server has none."""
