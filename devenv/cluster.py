@@ -399,7 +399,7 @@ class Cluster:
             event = json.loads(line)
             if event["verb"] in READ_VERBS:
                 continue
-            if user is not None and event["user"]["username"] != user:
+            if user is not None and event["user"].get("username") != user:
                 continue
             if namespace is not None and event.get("objectRef", {}).get("namespace") != namespace:
                 continue
