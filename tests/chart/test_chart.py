@@ -225,28 +225,89 @@ def test_the_operator_reads_no_secret_unless_granted() -> None:
     }
 
 
-def test_a_pool_may_name_only_job_types_its_author_may_use_by_default() -> None:
-    documents = _render(VALUE_SETS["defaults"])
+def _policy(documents: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ValidatingAdmissionPolicy of that name and its binding."""
     [policy] = [
-        d
-        for d in documents
-        if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "wf-workerfleet-jobtype-use"
+        d for d in documents if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == name
     ]
-    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert "check('use')" in policy["spec"]["variables"][1]["expression"]
     [binding] = [
         d
         for d in documents
-        if d["kind"] == "ValidatingAdmissionPolicyBinding"
-        and d["spec"]["policyName"] == "wf-workerfleet-jobtype-use"
+        if d["kind"] == "ValidatingAdmissionPolicyBinding" and d["spec"]["policyName"] == name
     ]
+    return policy, binding
+
+
+def test_a_pool_author_must_hold_what_the_pool_gets_by_default() -> None:
+    documents = _render(VALUE_SETS["defaults"])
+    policy, binding = _policy(documents, "wf-workerfleet-pool-author")
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert binding["spec"]["validationActions"] == ["Deny"]
+    checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "check('use')" in checks
+    assert checks.count("check('get')") == 7  # five kinds of Secret reference, queue credentials, claims
+    # The operator's own writes are held by the other policy instead
+    [condition] = policy["spec"]["matchConditions"]
+    assert "system:serviceaccount:workerfleet-system:wf-workerfleet" in condition["expression"]
     user = _one(
         [d for d in documents if d["metadata"]["name"] == "wf-workerfleet-jobtype-user"], "ClusterRole"
     )
     assert user["rules"] == [{"apiGroups": ["workerfleet.dev"], "resources": ["jobtypes"], "verbs": ["use"]}]
-    off = _render(["--set", "jobTypeUsePolicy.enabled=false"])
-    assert not [d for d in off if d["metadata"]["name"] == "wf-workerfleet-jobtype-use"]
+    # The operator requires both policies before it serves a pool, and may read them by name only
+    args = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--admission-policy=wf-workerfleet-pool-author" in args
+    assert "--admission-policy=wf-workerfleet-operator-bounds" in args
+    off = _render(["--set", "admission.enabled=false"])
+    assert not [
+        d
+        for d in off
+        if d["kind"].startswith("ValidatingAdmissionPolicy") and "-pool-author" in d["metadata"]["name"]
+    ]
+
+
+def test_the_allowlists_reach_the_pool_author_policy() -> None:
+    documents = _render(
+        [
+            "--set", "admission.csiDrivers={secrets-store.csi.k8s.io}",
+            "--set", "admission.priorityClassNames={batch-low}",
+            "--set", "admission.tolerationKeys={dedicated}",
+            "--set", "admission.imageRegistries={registry.example.com/team-a}",
+        ]
+    )  # fmt: skip
+    policy, _ = _policy(documents, "wf-workerfleet-pool-author")
+    checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert 'v.csi.driver in ["secrets-store.csi.k8s.io"]' in checks
+    assert 'priorityClassName in ["batch-low"]' in checks
+    assert 't.key in ["dedicated"]' in checks
+    assert "[\"registry.example.com/team-a\"].exists(r, c.image.startsWith(r + '/'))" in checks
+    # Without a registry list, any image
+    defaults, _ = _policy(_render([]), "wf-workerfleet-pool-author")
+    assert "c.image" not in " ".join(v["expression"] for v in defaults["spec"]["validations"])
+
+
+def test_the_operator_bounds_follow_the_served_namespaces_and_the_ceiling() -> None:
+    policy, binding = _policy(_render([]), "wf-workerfleet-operator-bounds")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    assert '["kube-system","kube-public","kube-node-lease","workerfleet-system"]' in expressions[0]
+    assert '"configmaps"' in policy["spec"]["variables"][-1]["expression"]  # the delegable set
+    # A release namespace that is watched is served: its children may be written there
+    watched, _ = _policy(
+        _render(["--set", "watchNamespaces={workerfleet-system}"]), "wf-workerfleet-operator-bounds"
+    )
+    assert '"workerfleet-system"' not in watched["spec"]["validations"][0]["expression"]
+
+
+def test_the_operator_bounds_cover_every_field_of_a_pool_but_replicas() -> None:
+    """The operator may change spec.replicas of a pool only: the policy names every other field."""
+    policy, _ = _policy(_render([]), "wf-workerfleet-operator-bounds")
+    [pool_rule] = [
+        v["expression"] for v in policy["spec"]["validations"] if "spec.replicas" in v.get("message", "")
+    ]
+    crd = yaml.safe_load(render_all()["workerfleet.dev_workerpools.yaml"])
+    fields = set(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"])
+    for field in fields - {"replicas"}:
+        assert f"object.spec.{field} ==" in pool_rule or f"object.spec.?{field} ==" in pool_rule, field
 
 
 def test_the_operator_is_given_the_ceiling_and_the_allowlists() -> None:
