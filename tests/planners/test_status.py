@@ -282,3 +282,15 @@ def test_a_refused_permission_is_named_with_the_fix() -> None:
     assert 'JobType thief: get on secrets (group "")' in ready["message"]
     assert "rbac.delegableWorkerPermissions" in ready["message"]
     assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.PERMISSION_NOT_DELEGABLE)]
+
+
+def test_a_pool_unguarded_by_admission_is_not_ready_whatever_else_holds() -> None:
+    missing = "ValidatingAdmissionPolicy wf-pool-author not found"
+    unguarded = observe(admission_policy_missing=missing, missing_job_types=["resize"])
+    status, events, _ = plan_status(unguarded, None, NOW)
+    judged = conditions(status)
+    assert judged["Ready"] == ("False", PoolReason.ADMISSION_POLICY_MISSING)
+    assert judged["Degraded"] == ("True", PoolReason.ADMISSION_POLICY_MISSING)
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert ready["message"] == missing
+    assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.ADMISSION_POLICY_MISSING)]
