@@ -23,6 +23,7 @@ import yaml
 from devenv import chart
 from devenv.chart import RELEASE
 from devenv.cluster import Cluster
+from devenv.operator import SECOND_REPLICA_PORT_SHIFT, OperatorProcess
 from devenv.toolchain import binaries
 from devenv.waiting import eventually
 from e2e import pools
@@ -489,3 +490,38 @@ def test_a_leaked_operator_token_writes_nothing_but_pool_children(
         cluster.kubectl(
             "delete", "deployment", f"{namespace}-miner", "-n", "kube-system", "--ignore-not-found"
         )
+
+
+def test_without_its_admission_policy_the_operator_serves_no_pool(operator: Cluster, tmp_path: Path) -> None:
+    cluster = operator
+    # Given an operator told to require a policy the cluster does not have, serving kube-public only
+    # (the suite's operator leaves system namespaces alone), and a pool there
+    required = ("--namespace=kube-public", "--admission-policy=workerfleet-absent")
+    unguarded = OperatorProcess(
+        cluster, tmp_path / "unguarded.log", extra_args=required, register=False,
+        port_shift=SECOND_REPLICA_PORT_SHIFT,
+    )  # fmt: skip
+    pool = pools.pool("unguarded", ["any-job"])
+    try:
+        unguarded.start()
+        cluster.apply(pool, namespace="kube-public")
+
+        # Then the pool is not Ready, naming the missing policy, with a Warning Event
+        ready = eventually(
+            lambda: cluster.condition("workerpool/unguarded", "Ready", namespace="kube-public"),
+            what="the pool judged",
+        )
+        assert ready["reason"] == "AdmissionPolicyMissing", ready
+        assert "ValidatingAdmissionPolicy workerfleet-absent not found" in ready["message"]
+        eventually(
+            lambda: any(
+                "AdmissionPolicyMissing" in e for e in _warnings(cluster, "kube-public", "unguarded")
+            ),
+            what="a Warning Event",
+        )
+        # And nothing was written for it
+        assert cluster.get("deployment/unguarded", namespace="kube-public") is None
+        assert cluster.get("serviceaccount/unguarded-worker", namespace="kube-public") is None
+    finally:
+        unguarded.stop()
+        cluster.kubectl("delete", "workerpool", "unguarded", "-n", "kube-public", "--ignore-not-found")

@@ -708,3 +708,35 @@ def test_metrics_exposed_by_mistake_are_refused_at_install(values: list[str], na
     result = _helm("template", "wf", str(CHART), *values)
     assert result.returncode != 0
     assert named in result.stderr
+
+
+def test_with_watched_namespaces_nothing_writable_is_granted_cluster_wide() -> None:
+    """Only the APIService (cluster-scoped, held by its own policy) is written with a cluster-wide grant."""
+    documents = _render(["--set", "watchNamespaces={media,reports}"])
+    cluster_bound = {
+        d["roleRef"]["name"]
+        for d in documents
+        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["kind"] == "ClusterRole"
+    }
+    writes = {
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "*",
+        "bind",
+        "escalate",
+        "impersonate",
+    }
+    writable = [
+        (rule["apiGroups"], rule["resources"])
+        for d in documents
+        if d["kind"] == "ClusterRole"
+        and d["metadata"]["name"] in cluster_bound
+        and d["metadata"]["name"].startswith("wf-")
+        for rule in d["rules"]
+        if writes & set(rule["verbs"])
+    ]
+    assert writable == [(["apiregistration.k8s.io"], ["apiservices"])] * 2
+    assert "wf-workerfleet-namespaced" not in cluster_bound
