@@ -740,3 +740,23 @@ def test_with_watched_namespaces_nothing_writable_is_granted_cluster_wide() -> N
     ]
     assert writable == [(["apiregistration.k8s.io"], ["apiservices"])] * 2
     assert "wf-workerfleet-namespaced" not in cluster_bound
+
+
+def _secret_ref_paths(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Every `*SecretRef` field of a schema, as a dotted path."""
+    found = []
+    for name, child in (schema.get("properties") or {}).items():
+        here = f"{path}.{name}" if path else name
+        found += [here] if name.endswith("SecretRef") else _secret_ref_paths(child, here)
+    return found
+
+
+def test_the_pool_author_policy_checks_every_secret_reference_of_the_crd() -> None:
+    policy, _ = _policy(_render([]), "wf-workerfleet-pool-author")
+    [queue_secrets] = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == "queueSecrets"]
+    crd = yaml.safe_load(render_all()["workerfleet.dev_workerpools.yaml"])
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    paths = _secret_ref_paths(spec)
+    assert len(paths) >= 16
+    for path in paths:
+        assert f"object.spec.{path}.name" in queue_secrets.replace(".?", "."), path
