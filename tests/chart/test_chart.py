@@ -744,7 +744,7 @@ def test_with_watched_namespaces_nothing_writable_is_granted_cluster_wide() -> N
 
 def _secret_ref_paths(schema: dict[str, Any], path: str = "") -> list[str]:
     """Every `*SecretRef` field of a schema, as a dotted path."""
-    found = []
+    found: list[str] = []
     for name, child in (schema.get("properties") or {}).items():
         here = f"{path}.{name}" if path else name
         found += [here] if name.endswith("SecretRef") else _secret_ref_paths(child, here)
