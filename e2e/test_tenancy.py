@@ -525,3 +525,49 @@ def test_without_its_admission_policy_the_operator_serves_no_pool(operator: Clus
     finally:
         unguarded.stop()
         cluster.kubectl("delete", "workerpool", "unguarded", "-n", "kube-public", "--ignore-not-found")
+
+
+def test_a_pool_author_may_name_every_secret_granted_to_them_by_name(
+    operator: Cluster, narrow_author: str
+) -> None:
+    cluster, namespace = operator, narrow_author
+    # Given an author granted get on six Secrets by name (not on the namespace's Secrets)
+    granted = [f"team-secret-{index}" for index in range(6)]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "named-secrets"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": granted}],
+    }
+    cluster.apply(role, pools.job_type("team-job", []), namespace=namespace)
+    cluster.kubectl(
+        "create", "rolebinding", "named-secrets", "-n", namespace, "--role=named-secrets", "--user=author"
+    )
+    env = [
+        {"name": f"S{index}", "valueFrom": {"secretKeyRef": {"name": name, "key": "k"}}}
+        for index, name in enumerate([*granted[:4], granted[0]])
+    ]
+    queue = {
+        "redis": {
+            "address": "127.0.0.1:6379",
+            "list": "jobs",
+            "auth": {"passwordSecretRef": {"name": granted[5], "key": "password"}},
+        }
+    }
+    pool = _with_pod(
+        pools.pool("many-secrets", ["team-job"], queue=queue),
+        container={"env": env},
+        volumes=[{"name": "s", "secret": {"secretName": granted[4]}}],
+    )
+
+    # When the author creates a pool naming all six, across fields and more than once
+    admitted = _as_author(cluster, namespace, pool)
+
+    # Then it is admitted: each name is checked on its own, within admission's cost budget
+    assert admitted.returncode == 0, admitted.stderr
+    # And one more Secret, not granted, is refused by name
+    refused = _as_author(
+        cluster, namespace, _with_pod(pool, volumes=[{"name": "x", "secret": {"secretName": "other"}}])
+    )
+    assert refused.returncode != 0
+    assert "Secret other in namespace" in refused.stderr, refused.stderr

@@ -244,8 +244,10 @@ def test_a_pool_author_must_hold_what_the_pool_gets_by_default() -> None:
     assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert binding["spec"]["validationActions"] == ["Deny"]
     checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
-    assert "check('use')" in checks
-    assert checks.count("check('get')") == 7  # five kinds of Secret reference, queue credentials, claims
+    assert checks.count("check('get')") == 16 + 4  # a slot per Secret and per claim named
+    jobtypes, jobtypes_binding = _policy(documents, "wf-workerfleet-jobtype-use")
+    assert jobtypes_binding["spec"]["validationActions"] == ["Deny"]
+    assert " ".join(v["expression"] for v in jobtypes["spec"]["validations"]).count("check('use')") == 24
     # The operator's own writes are held by the other policy instead
     [condition] = policy["spec"]["matchConditions"]
     assert "system:serviceaccount:workerfleet-system:wf-workerfleet" in condition["expression"]
@@ -256,12 +258,14 @@ def test_a_pool_author_must_hold_what_the_pool_gets_by_default() -> None:
     # The operator requires both policies before it serves a pool, and may read them by name only
     args = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--admission-policy=wf-workerfleet-pool-author" in args
+    assert "--admission-policy=wf-workerfleet-jobtype-use" in args
     assert "--admission-policy=wf-workerfleet-operator-bounds" in args
     off = _render(["--set", "admission.enabled=false"])
     assert not [
         d
         for d in off
-        if d["kind"].startswith("ValidatingAdmissionPolicy") and "-pool-author" in d["metadata"]["name"]
+        if d["kind"].startswith("ValidatingAdmissionPolicy")
+        and d["metadata"]["name"].endswith(("-pool-author", "-jobtype-use", "-operator-bounds"))
     ]
 
 
