@@ -31,6 +31,10 @@ def test_a_policy_without_a_denying_binding_is_not_in_force() -> None:
     assert "does not deny" in audit_only
     elsewhere = policy_problem("wf-pool-author", POLICY, _binding(policy="something-else"))
     assert elsewhere is not None
+    narrowed = {
+        "spec": {**_binding()["spec"], "matchResources": {"namespaceSelector": {"matchLabels": {"a": "b"}}}}
+    }
+    assert "limited by matchResources" in (policy_problem("wf-pool-author", POLICY, narrowed) or "")
 
 
 class _Clock:

@@ -2,9 +2,9 @@
 operator refuses to serve pools where it cannot see that policy in force (fail closed).
 
 A ValidatingAdmissionPolicy cannot stamp who wrote a pool, and `managedFields` names field managers,
-not identities: the operator cannot re-check a pool's author afterwards. So it checks, at start-up and
-then at most once a minute while serving, that the API server serves ValidatingAdmissionPolicy and
-that each policy it was given exists with a binding of the same name that denies. While one is
+not identities: the operator cannot re-check a pool's author afterwards. So it checks, on its first
+reconcile and then at most once a minute, that the API server serves ValidatingAdmissionPolicy and
+that each policy it was given exists with a binding of the same name that denies, everywhere. While one is
 missing, every pool is Ready=False (AdmissionPolicyMissing, with a Warning Event) and no child is
 written: a Deployment could carry a Secret its author could not read.
 """
@@ -56,6 +56,11 @@ def policy_problem(
     spec = binding.get("spec") or {}
     if spec.get("policyName") != name or DENY not in (spec.get("validationActions") or []):
         return f"ValidatingAdmissionPolicyBinding {name} does not deny by policy {name}: it is not enforced"
+    if spec.get("matchResources"):
+        return (
+            f"ValidatingAdmissionPolicyBinding {name} is limited by matchResources: policy {name} is not"
+            " enforced on every pool; remove matchResources (the chart's binding has none)"
+        )
     return None
 
 
