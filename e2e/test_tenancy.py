@@ -394,9 +394,7 @@ def test_a_pool_author_gets_through_the_operator_nothing_they_do_not_hold(
     assert cluster.get("deployment/new-envfrom", namespace=namespace) is None
 
 
-def _leaked_token_kubectl(
-    cluster: Cluster, kubeconfig: Path, document: dict[str, Any]
-) -> subprocess.CompletedProcess[str]:
+def _leaked_token_kubectl(kubeconfig: Path, document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """`kubectl create` with the operator's leaked token: only the ServiceAccount's own rights."""
     return subprocess.run(
         [str(binaries()["kubectl"].path), f"--kubeconfig={kubeconfig}", "create", "-f", "-"],
@@ -480,7 +478,7 @@ def test_a_leaked_operator_token_writes_nothing_but_pool_children(
         }
         # When the token's holder writes them
         for attempt, (document, message) in attempts.items():
-            refused = _leaked_token_kubectl(cluster, leaked, document)
+            refused = _leaked_token_kubectl(leaked, document)
             # Then admission refuses each, saying which bound it crossed (RBAC alone would allow them)
             assert refused.returncode != 0, f"{attempt}: admitted"
             assert message in refused.stderr, f"{attempt}: {refused.stderr}"
