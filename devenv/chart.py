@@ -50,9 +50,13 @@ E2E_VALUES: dict[str, Any] = {
 }
 
 
+ADMISSION_POLICIES = ("pool-author", "jobtype-use", "operator-bounds")
+"""The chart's admission policies (named <release>-<policy>) the operator requires before serving pools."""
+
+
 def operator_args(values: dict[str, Any], *, release: str = RELEASE) -> tuple[str, ...]:
-    """The flags the chart's Deployment gives the operator for these values' tenancy settings, and the
-    owner of the APIService it registers (the release's ClusterRole)."""
+    """The flags the chart's Deployment gives the operator for these values' tenancy settings, the
+    owner of the APIService it registers (the release's ClusterRole) and the admission policies."""
     allowed = values.get("allowedAddresses") or {}
     return (
         f"--delegable-permissions={json.dumps(values['rbac']['delegableWorkerPermissions'])}",
@@ -60,6 +64,7 @@ def operator_args(values: dict[str, Any], *, release: str = RELEASE) -> tuple[st
         *(f"--allow-queue-address={address}" for address in allowed.get("queues", [])),
         *(f"--allow-prometheus={address}" for address in allowed.get("prometheus", [])),
         f"--metrics-api-owner-cluster-role={release}-cluster",
+        *(f"--admission-policy={release}-{policy}" for policy in ADMISSION_POLICIES),
     )
 
 

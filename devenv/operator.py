@@ -161,6 +161,13 @@ class OperatorProcess:
             f"--identity={self.peering.identity}",
         ]
 
+    def _admission_args(self) -> list[str]:
+        """The chart's policies when the caller names them (the chart's identity); otherwise the
+        operator serves pools unchecked, as on a development cluster without the chart."""
+        if any(arg.startswith("--admission-policy=") for arg in self.extra_args):
+            return []
+        return ["--no-admission-policy"]
+
     def _pod_args(self) -> list[str]:
         if self.pod is None:
             return []
@@ -204,6 +211,7 @@ class OperatorProcess:
                     *self._mode_args(),
                     *self._pod_args(),
                     *self._registration_args(),
+                    *self._admission_args(),
                     *self.extra_args,
                     f"--liveness={liveness}",
                     f"--metrics-api-port={self.metrics_api_port}",

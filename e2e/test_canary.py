@@ -294,7 +294,7 @@ def test_a_canary_whose_workers_never_get_ready_is_rolled_back_at_the_progress_d
     stable = rig.create(canary)
 
     # When the new revision's pods can be scheduled on no node
-    revision = rig.change_template(canary, nodeSelector={"workerfleet.dev/no-such-node": "true"})
+    revision = rig.change_template(canary, nodeSelector={"topology.kubernetes.io/zone": "no-such-zone"})
 
     # Then the step waits for its canary workers, its clock not running
     eventually(

@@ -297,7 +297,7 @@ def test_an_operator_killed_while_a_step_waits_for_ready_keeps_the_deadline(
     deadline = 20
     canary = {"steps": [{"weight": 20, "pauseSeconds": 5}], "progressDeadlineSeconds": deadline}
     stable = rig.create(canary)
-    rig.change_template(canary, nodeSelector={"workerfleet.dev/no-such-node": "true"})
+    rig.change_template(canary, nodeSelector={"topology.kubernetes.io/zone": "no-such-zone"})
     waiting_since = eventually(lambda: rig.rollout().get("waitingSince"), what="the step waiting")
 
     # When the operator is SIGKILLed while it waits, and comes back 3 s later

@@ -2,24 +2,34 @@
 
 The tenant is impersonated (`kubectl --as=tenant --as-group=team-a-developers`): bound to the built-in
 `edit` ClusterRole in their namespace only, plus the right to create WorkerPools and JobTypes there.
-After each attempt, `kubectl auth can-i --as=<the pool's ServiceAccount>` shows what was granted.
+The narrow author (`--as=author`) holds less: WorkerPool and JobType verbs, `use` on named JobTypes,
+read on Deployments; no Secrets, no pods. After each attempt, `kubectl auth can-i --as=<the pool's
+ServiceAccount>` or the generated Deployment, read as the admin, shows what was granted. A leaked
+operator token (a TokenRequest for the chart's ServiceAccount) writes only what the operator writes.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from devenv import chart
 from devenv.chart import RELEASE
 from devenv.cluster import Cluster
+from devenv.operator import SECOND_REPLICA_PORT_SHIFT, OperatorProcess
+from devenv.toolchain import binaries
 from devenv.waiting import eventually
 from e2e import pools
 
 TENANT = ("--as=tenant", "--as-group=team-a-developers")
+AUTHOR = ("--as=author",)
 JOB_TYPE_USER = f"{RELEASE}-jobtype-user"
 QUEUE_CREDENTIALS_READER = f"{RELEASE}-queue-credentials"
 
@@ -255,3 +265,307 @@ def test_a_queue_off_the_allowlist_is_never_contacted(operator: Cluster, team: s
     assert reachable["reason"] == "AddressNotAllowed", reachable
     assert "collector.example:6379" in reachable["message"]
     assert "allowedAddresses.queues" in reachable["message"]
+
+
+@pytest.fixture
+def narrow_author(crds: Cluster, namespace: str) -> str:
+    """A namespace where `author` may write WorkerPools and JobTypes, `use` JobType team-job only,
+    and read Deployments: nothing else (no Secrets, no claims, no pods)."""
+    rules = {
+        "workerfleet-author": {
+            "apiGroups": ["workerfleet.dev"],
+            "resources": ["workerpools", "jobtypes"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        },
+        "team-job-user": {
+            "apiGroups": ["workerfleet.dev"],
+            "resources": ["jobtypes"],
+            "verbs": ["use"],
+            "resourceNames": ["team-job"],
+        },
+        "deployment-reader": {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "verbs": ["get", "list", "watch"],
+        },
+    }
+    for name, rule in rules.items():
+        role = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name},
+            "rules": [rule],
+        }
+        crds.apply(role, namespace=namespace)
+        crds.kubectl("create", "rolebinding", name, "-n", namespace, f"--role={name}", "--user=author")
+    return namespace
+
+
+def _as_author(
+    cluster: Cluster, namespace: str, document: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl(
+        *AUTHOR, "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(document), check=False
+    )
+
+
+def _with_pod(document: dict[str, Any], **pod: Any) -> dict[str, Any]:
+    """The pool with these fields added to its pod spec (and to its container, under `container`)."""
+    changed = copy.deepcopy(document)
+    spec = changed["spec"]["template"]["spec"]
+    spec["containers"][0].update(pod.pop("container", {}))
+    spec.update(pod)
+    return changed
+
+
+SECRET_ENV = {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-admin", "key": "password"}}}
+ATTEMPTS: dict[str, tuple[dict[str, Any], str]] = {
+    "envFrom secret": (
+        {"container": {"envFrom": [{"secretRef": {"name": "db-admin"}}]}},
+        "spec.template.spec.containers[].envFrom[].secretRef",
+    ),
+    "secret volume": (
+        {"volumes": [{"name": "db", "secret": {"secretName": "db-admin"}}]},
+        "spec.template.spec.volumes[].secret.secretName",
+    ),
+    "secretKeyRef": (
+        {"container": {"env": [SECRET_ENV]}},
+        "spec.template.spec.containers[].env[].valueFrom.secretKeyRef",
+    ),
+    "pvc": (
+        {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "team-b-data"}}]},
+        "spec.template.spec.volumes[].persistentVolumeClaim.claimName",
+    ),
+    "priority": ({"priorityClassName": "system-node-critical"}, "spec.template.spec.priorityClassName"),
+    "control-plane toleration": (
+        {
+            "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}],
+            "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+        },
+        "spec.template.spec.tolerations",
+    ),
+}
+
+
+def _pod_spec_of(cluster: Cluster, namespace: str, deployment: str) -> dict[str, Any]:
+    """The pod spec of the Deployment the operator wrote, read as the admin."""
+    found: dict[str, Any] = eventually(
+        lambda: cluster.get(f"deployment/{deployment}", namespace=namespace), what=f"deployment {deployment}"
+    )
+    spec: dict[str, Any] = found["spec"]["template"]["spec"]
+    return spec
+
+
+def test_a_pool_author_gets_through_the_operator_nothing_they_do_not_hold(
+    operator: Cluster, narrow_author: str
+) -> None:
+    cluster, namespace = operator, narrow_author
+    cluster.kubectl(
+        "create", "secret", "generic", "db-admin", "-n", namespace, "--from-literal=password=root"
+    )
+    cluster.apply(pools.job_type("team-job", []), pools.job_type("platform-job", []), namespace=namespace)
+    # Given a pool of the platform team's JobType, made by the admin, and the author's own plain pool
+    cluster.apply(pools.pool("platform", ["platform-job"]), namespace=namespace)
+    mine = pools.pool("mine", ["team-job"])
+    admitted = _as_author(cluster, namespace, mine)
+    assert admitted.returncode == 0, admitted.stderr
+
+    # When the author asks, in a new pool or in their own, for what they do not hold
+    for attempt, (pod, field) in ATTEMPTS.items():
+        for document in (pools.pool(f"new-{attempt.split()[0].lower()}", ["team-job"]), mine):
+            refused = _as_author(cluster, namespace, _with_pod(document, **pod))
+            # Then `kubectl apply` refuses it, naming the field
+            assert refused.returncode != 0, f"{attempt}: admitted"
+            assert field in refused.stderr, f"{attempt}: {refused.stderr}"
+    # And changing the image of a pool that serves a JobType the author may not use is refused
+    platform = pools.pool("platform", ["platform-job"])
+    refused = _as_author(cluster, namespace, _with_pod(platform, container={"image": "mine:evil"}))
+    assert refused.returncode != 0, "the image change was admitted"
+    assert "spec.jobTypes" in refused.stderr, refused.stderr
+    assert "platform-job" in refused.stderr, refused.stderr
+
+    # And nothing was granted: the operator's Deployments run the pools as the admin made them
+    for name in ("platform", "mine"):
+        workers = _pod_spec_of(cluster, namespace, name)
+        assert [c["image"] for c in workers["containers"]] == ["worker:1"]
+        assert "db-admin" not in json.dumps(workers)
+        assert "priorityClassName" not in workers
+        assert "tolerations" not in workers
+    assert cluster.get("deployment/new-envfrom", namespace=namespace) is None
+
+
+def _leaked_token_kubectl(kubeconfig: Path, document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`kubectl create` with the operator's leaked token: only the ServiceAccount's own rights."""
+    return subprocess.run(
+        [str(binaries()["kubectl"].path), f"--kubeconfig={kubeconfig}", "create", "-f", "-"],
+        input=yaml.safe_dump(document),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def _as_child(kind: str, api_version: str, name: str, namespace: str, **body: Any) -> dict[str, Any]:
+    """An object dressed as a pool's child (label and owner), so only the rule under test refuses it."""
+    owner = {
+        "apiVersion": "workerfleet.dev/v1alpha1", "kind": "WorkerPool", "name": "any",
+        "uid": str(uuid.uuid4()), "controller": True,
+    }  # fmt: skip
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "workerfleet"},
+        "ownerReferences": [owner],
+    }
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
+
+
+def test_a_leaked_operator_token_writes_nothing_but_pool_children(
+    operator_chart: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    cluster = operator_chart
+    # Given a token of the operator's ServiceAccount, leaked, and a ClusterRole within its own rights
+    leaked = chart.service_account_kubeconfig(cluster, tmp_path / "leaked.kubeconfig")
+    cluster.kubectl("create", "clusterrole", f"{namespace}-configmaps", "--verb=get", "--resource=configmaps")
+    try:
+        deployment = {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "miner"}},
+            "template": {
+                "metadata": {"labels": {"app": "miner"}},
+                "spec": {"containers": [{"name": "miner", "image": "miner:1"}]},
+            },
+        }
+        attempts = {
+            "a Deployment in kube-system": (
+                _as_child("Deployment", "apps/v1", f"{namespace}-miner", "kube-system", spec=deployment),
+                "writes nothing in namespace kube-system",
+            ),
+            "a binding of a ClusterRole": (
+                _as_child(
+                    "RoleBinding",
+                    "rbac.authorization.k8s.io/v1",
+                    "escalate",
+                    namespace,
+                    roleRef={
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": f"{namespace}-configmaps",
+                    },
+                    subjects=[{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+                ),
+                "may bind only a Role of the namespace",
+            ),
+            "a Role beyond the delegable set": (
+                _as_child(
+                    "Role",
+                    "rbac.authorization.k8s.io/v1",
+                    "beyond",
+                    namespace,
+                    rules=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["delete"]}],
+                ),
+                "within rbac.delegableWorkerPermissions",
+            ),
+            "an object no pool owns": (
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "foreign", "namespace": namespace},
+                },
+                "only the children of WorkerPools",
+            ),
+        }
+        # When the token's holder writes them
+        for attempt, (document, message) in attempts.items():
+            refused = _leaked_token_kubectl(leaked, document)
+            # Then admission refuses each, saying which bound it crossed (RBAC alone would allow them)
+            assert refused.returncode != 0, f"{attempt}: admitted"
+            assert message in refused.stderr, f"{attempt}: {refused.stderr}"
+        assert cluster.get("deployment", f"{namespace}-miner", namespace="kube-system") is None
+    finally:
+        cluster.kubectl("delete", "clusterrole", f"{namespace}-configmaps", "--ignore-not-found")
+        cluster.kubectl(
+            "delete", "deployment", f"{namespace}-miner", "-n", "kube-system", "--ignore-not-found"
+        )
+
+
+def test_without_its_admission_policy_the_operator_serves_no_pool(operator: Cluster, tmp_path: Path) -> None:
+    cluster = operator
+    # Given an operator told to require a policy the cluster does not have, serving kube-public only
+    # (the suite's operator leaves system namespaces alone), and a pool there
+    required = ("--namespace=kube-public", "--admission-policy=workerfleet-absent")
+    unguarded = OperatorProcess(
+        cluster, tmp_path / "unguarded.log", extra_args=required, register=False,
+        port_shift=SECOND_REPLICA_PORT_SHIFT,
+    )  # fmt: skip
+    pool = pools.pool("unguarded", ["any-job"])
+    try:
+        unguarded.start()
+        cluster.apply(pool, namespace="kube-public")
+
+        # Then the pool is not Ready, naming the missing policy, with a Warning Event
+        ready = eventually(
+            lambda: cluster.condition("workerpool/unguarded", "Ready", namespace="kube-public"),
+            what="the pool judged",
+        )
+        assert ready["reason"] == "AdmissionPolicyMissing", ready
+        assert "ValidatingAdmissionPolicy workerfleet-absent not found" in ready["message"]
+        eventually(
+            lambda: any(
+                "AdmissionPolicyMissing" in e for e in _warnings(cluster, "kube-public", "unguarded")
+            ),
+            what="a Warning Event",
+        )
+        # And nothing was written for it
+        assert cluster.get("deployment/unguarded", namespace="kube-public") is None
+        assert cluster.get("serviceaccount/unguarded-worker", namespace="kube-public") is None
+    finally:
+        unguarded.stop()
+        cluster.kubectl("delete", "workerpool", "unguarded", "-n", "kube-public", "--ignore-not-found")
+
+
+def test_a_pool_author_may_name_every_secret_granted_to_them_by_name(
+    operator: Cluster, narrow_author: str
+) -> None:
+    cluster, namespace = operator, narrow_author
+    # Given an author granted get on six Secrets by name (not on the namespace's Secrets)
+    granted = [f"team-secret-{index}" for index in range(6)]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "named-secrets"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": granted}],
+    }
+    cluster.apply(role, pools.job_type("team-job", []), namespace=namespace)
+    cluster.kubectl(
+        "create", "rolebinding", "named-secrets", "-n", namespace, "--role=named-secrets", "--user=author"
+    )
+    env = [
+        {"name": f"S{index}", "valueFrom": {"secretKeyRef": {"name": name, "key": "k"}}}
+        for index, name in enumerate([*granted[:4], granted[0]])
+    ]
+    queue = {
+        "redis": {
+            "address": "127.0.0.1:6379",
+            "list": "jobs",
+            "auth": {"passwordSecretRef": {"name": granted[5], "key": "password"}},
+        }
+    }
+    pool = _with_pod(
+        pools.pool("many-secrets", ["team-job"], queue=queue),
+        container={"env": env},
+        volumes=[{"name": "s", "secret": {"secretName": granted[4]}}],
+    )
+
+    # When the author creates a pool naming all six, across fields and more than once
+    admitted = _as_author(cluster, namespace, pool)
+
+    # Then it is admitted: each name is checked on its own, within admission's cost budget
+    assert admitted.returncode == 0, admitted.stderr
+    # And one more Secret, not granted, is refused by name
+    refused = _as_author(
+        cluster, namespace, _with_pod(pool, volumes=[{"name": "x", "secret": {"secretName": "other"}}])
+    )
+    assert refused.returncode != 0
+    assert "Secret other in namespace" in refused.stderr, refused.stderr

@@ -225,28 +225,93 @@ def test_the_operator_reads_no_secret_unless_granted() -> None:
     }
 
 
-def test_a_pool_may_name_only_job_types_its_author_may_use_by_default() -> None:
-    documents = _render(VALUE_SETS["defaults"])
+def _policy(documents: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ValidatingAdmissionPolicy of that name and its binding."""
     [policy] = [
-        d
-        for d in documents
-        if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "wf-workerfleet-jobtype-use"
+        d for d in documents if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == name
     ]
-    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert "check('use')" in policy["spec"]["variables"][1]["expression"]
     [binding] = [
         d
         for d in documents
-        if d["kind"] == "ValidatingAdmissionPolicyBinding"
-        and d["spec"]["policyName"] == "wf-workerfleet-jobtype-use"
+        if d["kind"] == "ValidatingAdmissionPolicyBinding" and d["spec"]["policyName"] == name
     ]
+    return policy, binding
+
+
+def test_a_pool_author_must_hold_what_the_pool_gets_by_default() -> None:
+    documents = _render(VALUE_SETS["defaults"])
+    policy, binding = _policy(documents, "wf-workerfleet-pool-author")
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert binding["spec"]["validationActions"] == ["Deny"]
+    checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert checks.count("check('get')") == 16 + 4  # a slot per Secret and per claim named
+    jobtypes, jobtypes_binding = _policy(documents, "wf-workerfleet-jobtype-use")
+    assert jobtypes_binding["spec"]["validationActions"] == ["Deny"]
+    assert " ".join(v["expression"] for v in jobtypes["spec"]["validations"]).count("check('use')") == 24
+    # The operator's own writes are held by the other policy instead
+    [condition] = policy["spec"]["matchConditions"]
+    assert "system:serviceaccount:workerfleet-system:wf-workerfleet" in condition["expression"]
     user = _one(
         [d for d in documents if d["metadata"]["name"] == "wf-workerfleet-jobtype-user"], "ClusterRole"
     )
     assert user["rules"] == [{"apiGroups": ["workerfleet.dev"], "resources": ["jobtypes"], "verbs": ["use"]}]
-    off = _render(["--set", "jobTypeUsePolicy.enabled=false"])
-    assert not [d for d in off if d["metadata"]["name"] == "wf-workerfleet-jobtype-use"]
+    # The operator requires both policies before it serves a pool, and may read them by name only
+    args = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--admission-policy=wf-workerfleet-pool-author" in args
+    assert "--admission-policy=wf-workerfleet-jobtype-use" in args
+    assert "--admission-policy=wf-workerfleet-operator-bounds" in args
+    off = _render(["--set", "admission.enabled=false"])
+    assert not [
+        d
+        for d in off
+        if d["kind"].startswith("ValidatingAdmissionPolicy")
+        and d["metadata"]["name"].endswith(("-pool-author", "-jobtype-use", "-operator-bounds"))
+    ]
+
+
+def test_the_allowlists_reach_the_pool_author_policy() -> None:
+    documents = _render(
+        [
+            "--set", "admission.csiDrivers={secrets-store.csi.k8s.io}",
+            "--set", "admission.priorityClassNames={batch-low}",
+            "--set", "admission.tolerationKeys={dedicated}",
+            "--set", "admission.imageRegistries={registry.example.com/team-a}",
+        ]
+    )  # fmt: skip
+    policy, _ = _policy(documents, "wf-workerfleet-pool-author")
+    checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert 'v.csi.driver in ["secrets-store.csi.k8s.io"]' in checks
+    assert 'priorityClassName in ["batch-low"]' in checks
+    assert 't.key in ["dedicated"]' in checks
+    assert "[\"registry.example.com/team-a\"].exists(r, c.image.startsWith(r + '/'))" in checks
+    # Without a registry list, any image
+    defaults, _ = _policy(_render([]), "wf-workerfleet-pool-author")
+    assert "c.image" not in " ".join(v["expression"] for v in defaults["spec"]["validations"])
+
+
+def test_the_operator_bounds_follow_the_served_namespaces_and_the_ceiling() -> None:
+    policy, binding = _policy(_render([]), "wf-workerfleet-operator-bounds")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    assert '["kube-system","kube-public","kube-node-lease","workerfleet-system"]' in expressions[0]
+    assert '"configmaps"' in policy["spec"]["variables"][-1]["expression"]  # the delegable set
+    # A release namespace that is watched is served: its children may be written there
+    watched, _ = _policy(
+        _render(["--set", "watchNamespaces={workerfleet-system}"]), "wf-workerfleet-operator-bounds"
+    )
+    assert '"workerfleet-system"' not in watched["spec"]["validations"][0]["expression"]
+
+
+def test_the_operator_bounds_cover_every_field_of_a_pool_but_replicas() -> None:
+    """The operator may change spec.replicas of a pool only: the policy names every other field."""
+    policy, _ = _policy(_render([]), "wf-workerfleet-operator-bounds")
+    [pool_rule] = [
+        v["expression"] for v in policy["spec"]["validations"] if "spec.replicas" in v.get("message", "")
+    ]
+    crd = yaml.safe_load(render_all()["workerfleet.dev_workerpools.yaml"])
+    fields = set(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"])
+    for field in fields - {"replicas"}:
+        assert f"object.spec.{field} ==" in pool_rule or f"object.spec.?{field} ==" in pool_rule, field
 
 
 def test_the_operator_is_given_the_ceiling_and_the_allowlists() -> None:
@@ -647,3 +712,55 @@ def test_metrics_exposed_by_mistake_are_refused_at_install(values: list[str], na
     result = _helm("template", "wf", str(CHART), *values)
     assert result.returncode != 0
     assert named in result.stderr
+
+
+def test_with_watched_namespaces_nothing_writable_is_granted_cluster_wide() -> None:
+    """Only the APIService (cluster-scoped, held by its own policy) is written with a cluster-wide grant."""
+    documents = _render(["--set", "watchNamespaces={media,reports}"])
+    cluster_bound = {
+        d["roleRef"]["name"]
+        for d in documents
+        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["kind"] == "ClusterRole"
+    }
+    writes = {
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "*",
+        "bind",
+        "escalate",
+        "impersonate",
+    }
+    writable = [
+        (rule["apiGroups"], rule["resources"])
+        for d in documents
+        if d["kind"] == "ClusterRole"
+        and d["metadata"]["name"] in cluster_bound
+        and d["metadata"]["name"].startswith("wf-")
+        for rule in d["rules"]
+        if writes & set(rule["verbs"])
+    ]
+    assert writable == [(["apiregistration.k8s.io"], ["apiservices"])] * 2
+    assert "wf-workerfleet-namespaced" not in cluster_bound
+
+
+def _secret_ref_paths(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Every `*SecretRef` field of a schema, as a dotted path."""
+    found: list[str] = []
+    for name, child in (schema.get("properties") or {}).items():
+        here = f"{path}.{name}" if path else name
+        found += [here] if name.endswith("SecretRef") else _secret_ref_paths(child, here)
+    return found
+
+
+def test_the_pool_author_policy_checks_every_secret_reference_of_the_crd() -> None:
+    policy, _ = _policy(_render([]), "wf-workerfleet-pool-author")
+    [queue_secrets] = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == "queueSecrets"]
+    crd = yaml.safe_load(render_all()["workerfleet.dev_workerpools.yaml"])
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    paths = _secret_ref_paths(spec)
+    assert len(paths) >= 16
+    for path in paths:
+        assert f"object.spec.{path}.name" in queue_secrets.replace(".?", "."), path

@@ -125,3 +125,22 @@ def test_a_delegable_set_that_is_not_a_list_of_rules_is_refused(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", f"--delegable-permissions={value}"])
     assert "argument --delegable-permissions: a JSON list of RBAC rules" in capsys.readouterr().err
+
+
+def test_the_operator_will_not_start_without_naming_its_admission_policies(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--standalone"]) == 2
+    error = capsys.readouterr().err
+    assert "--admission-policy" in error
+    assert "--no-admission-policy" in error
+
+
+def test_admission_policies_and_serving_unchecked_exclude_each_other(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args(["run", "--admission-policy=a", "--admission-policy=b"])
+    assert args.admission_policy == ["a", "b"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--admission-policy=a", "--no-admission-policy"])
+    assert "not allowed with" in capsys.readouterr().err

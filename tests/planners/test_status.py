@@ -291,3 +291,15 @@ def test_a_revocation_that_failed_is_added_to_why_the_pool_is_blocked() -> None:
     assert (ready["reason"], ready["message"].endswith(failed)) == (PoolReason.JOB_TYPE_NOT_FOUND, True)
     assert "JobType resize not found" in ready["message"]
     assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.JOB_TYPE_NOT_FOUND)]
+
+
+def test_a_pool_unguarded_by_admission_is_not_ready_whatever_else_holds() -> None:
+    missing = "ValidatingAdmissionPolicy wf-pool-author not found"
+    unguarded = observe(admission_policy_missing=missing, missing_job_types=["resize"])
+    status, events, _ = plan_status(unguarded, None, NOW)
+    judged = conditions(status)
+    assert judged["Ready"] == ("False", PoolReason.ADMISSION_POLICY_MISSING)
+    assert judged["Degraded"] == ("True", PoolReason.ADMISSION_POLICY_MISSING)
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert ready["message"] == missing
+    assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.ADMISSION_POLICY_MISSING)]

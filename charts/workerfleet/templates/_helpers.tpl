@@ -58,3 +58,8 @@ app.kubernetes.io/component: operator
 {{- define "workerfleet.metricsExposed" -}}
 {{- if not (has .Values.metrics.address (list "127.0.0.1" "::1" "localhost")) -}}true{{- end -}}
 {{- end -}}
+
+{{/* The operator's user name as the API server sees it (its ServiceAccount in the release namespace). */}}
+{{- define "workerfleet.operatorUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "workerfleet.serviceAccountName" . }}
+{{- end -}}

@@ -249,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a Prometheus base URL pools may name (repeatable); default: any",
     )
+    admission = run.add_mutually_exclusive_group()
+    admission.add_argument(
+        "--admission-policy",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a ValidatingAdmissionPolicy (with a binding of the same name) that must be in force before"
+        " any pool is served (repeatable; the chart names its own); one of this or --no-admission-policy",
+    )
+    admission.add_argument(
+        "--no-admission-policy",
+        action="store_true",
+        help="serve pools without checking that their authors hold what they name: development only",
+    )
     run.set_defaults(handler=_run)
 
     worker = commands.add_parser(

@@ -4,6 +4,7 @@ dependencies (kopf, the Kubernetes REST client), which a worker image does not i
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, cast
 
 import kopf
@@ -12,6 +13,13 @@ from workerfleet.cli.peering import default_identity, random_priority
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.admission_policy and not args.no_admission_policy:
+        print(
+            "error: name the admission policies that guard pools (--admission-policy NAME, as the chart"
+            " does), or pass --no-admission-policy to serve pools unchecked (development only)",
+            file=sys.stderr,
+        )
+        return 2
     import workerfleet.handlers  # noqa: F401, PLC0415  (registers the handlers with kopf)
 
     kopf.configure(
@@ -31,6 +39,14 @@ def run(args: argparse.Namespace) -> int:
             queue_addresses=tuple(args.allow_queue_address),
             prometheus_addresses=tuple(args.allow_prometheus),
             watch_namespaces=tuple(args.namespace),
+        )
+    )
+
+    from workerfleet.handlers import admission  # noqa: PLC0415
+
+    admission.configure(
+        admission.AdmissionSettings(
+            policies=tuple(args.admission_policy), enforced=not args.no_admission_policy
         )
     )
 

@@ -23,6 +23,7 @@ from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
+from workerfleet.handlers.admission import admission_problem
 from workerfleet.handlers.job_type_index import JobTypeIndex
 from workerfleet.handlers.reconcile_queue import MAX_CONCURRENT_RECONCILES, ReconcileQueue
 from workerfleet.handlers.resync import SCHEDULE, run_schedule
@@ -198,7 +199,9 @@ def _reconcile_locked(
     desired_stable = spec.replicas
     planned_rollout: PlannedRollout | None = None
     rollout_events: list[Event] = []
-    if not missing and not invalid and not refused and apply_error is None:
+    # Without the admission policy nothing vouches for the pool's author: write no child at all.
+    unguarded = admission_problem(api)
+    if unguarded is None and not missing and not invalid and not refused and apply_error is None:
         stable_live = api.get("apps/v1", "Deployment", namespace, name)
         canary_live = api.get("apps/v1", "Deployment", namespace, names(name).canary)
         workers, rollout = plan_workers(
@@ -225,6 +228,7 @@ def _reconcile_locked(
         missing_job_types=missing,
         invalid_job_types=invalid,
         refused_permissions=refused,
+        admission_policy_missing=unguarded,
         apply_error=apply_error,
         name_conflict=name_conflict,
         canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name).canary),

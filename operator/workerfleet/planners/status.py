@@ -32,6 +32,7 @@ class PoolReason:
     JOB_TYPE_NOT_FOUND = "JobTypeNotFound"
     JOB_TYPE_INVALID = "JobTypeInvalid"
     PERMISSION_NOT_DELEGABLE = "PermissionNotDelegable"
+    ADMISSION_POLICY_MISSING = "AdmissionPolicyMissing"
     APPLY_FAILED = "ApplyFailed"
     NAME_CONFLICT = "NameConflict"
     WORKERS_READY = "WorkersReady"
@@ -78,6 +79,8 @@ class Observation:
     invalid_job_types: Mapping[str, str] | None = None
     refused_permissions: Sequence[str] = ()
     """JobType rules beyond the delegable set, as `describe` words them: no Role is written."""
+    admission_policy_missing: str | None = None
+    """Why the admission policies that check pool authors are not in force: no child is written."""
     apply_error: str | None = None
     name_conflict: str | None = None
     """Why a child could not be applied: its name is taken by an object the pool does not control."""
@@ -112,7 +115,10 @@ def _updater(generation: int) -> Callable[[Type, ConditionStatus, str, str], Con
 def _blocked(observation: Observation) -> list[ConditionUpdate] | None:
     """Conditions for a pool that cannot be reconciled as written, or None when it can."""
     update = _updater(observation.generation)
-    if observation.missing_job_types:
+    if observation.admission_policy_missing is not None:
+        message = observation.admission_policy_missing
+        reason = PoolReason.ADMISSION_POLICY_MISSING
+    elif observation.missing_job_types:
         missing = ", ".join(observation.missing_job_types)
         message = f"JobType {missing} not found in this namespace: create it, or remove it from spec.jobTypes"
         reason = PoolReason.JOB_TYPE_NOT_FOUND
