@@ -13,6 +13,7 @@ The oldest age comes from entry IDs, whose first part is the time the entry was 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -25,11 +26,16 @@ from workerfleet.backends.redis_common import connect, release
 
 
 def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
+    """Age of a stream entry from its ID (`<milliseconds>-<sequence>`); None when it is not one."""
     if entry_id is None:
         return None
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    milliseconds = text.partition("-")[0]
-    return max(0.0, (now_ms - int(milliseconds)) / 1000) if milliseconds.isdigit() else None
+    text = entry_id.decode(errors="replace") if isinstance(entry_id, bytes) else entry_id
+    milliseconds = _ENTRY_ID.match(text)
+    return max(0.0, (now_ms - int(milliseconds[1])) / 1000) if milliseconds else None
+
+
+_ENTRY_ID = re.compile(r"([0-9]{1,20})-[0-9]{1,20}\Z")
+"""Both parts of an ID are 64-bit numbers."""
 
 
 UNDELIVERED_COUNT_LIMIT = 10_000
