@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workerfleet.backends.analysis import MetricsUnavailableError, value_of
+from workerfleet.backends.analysis import MAX_COUNT, MetricsUnavailableError, value_of
 from workerfleet.backends.base import QueueUnreachableError, envelope_age_seconds
 from workerfleet.backends.bounds import MAX_ANSWER_NESTING, AnswerOutOfBoundsError, decode_json
 from workerfleet.backends.prometheus import depth_from_response
@@ -53,6 +52,19 @@ prometheus_like = st.fixed_dictionaries(
 )
 """Answers shaped like a query result, with anything in their places."""
 
+sample_values = st.sampled_from(["NaN", "+Inf", "-Inf", "1e400", "1e300", "12", "-0"]) | st.floats().map(str)
+well_formed = st.builds(
+    lambda value, scalar: {
+        "status": "success",
+        "data": {"resultType": "scalar", "result": [0, value]}
+        if scalar
+        else {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
+    },
+    sample_values | st.text(max_size=10),
+    st.booleans(),
+)
+"""Well-formed answers of one sample, with any value Prometheus could send (and some it would not)."""
+
 
 @DEADLINE
 @given(st.binary(max_size=4096) | st.text(max_size=4096).map(str.encode))
@@ -70,7 +82,7 @@ def test_any_nesting_past_the_bound_is_refused_before_decoding(depth: int, pair:
 
 
 @DEADLINE
-@given(json_values | prometheus_like)
+@given(json_values | prometheus_like | well_formed)
 def test_the_sample_of_any_answer_is_a_number_none_or_a_prometheus_error(body: object) -> None:
     try:
         number = single_sample(body)
@@ -80,7 +92,7 @@ def test_the_sample_of_any_answer_is_a_number_none_or_a_prometheus_error(body: o
 
 
 @DEADLINE
-@given(json_values | prometheus_like)
+@given(json_values | prometheus_like | well_formed)
 def test_the_depth_of_any_answer_is_a_count_or_a_queue_error(body: object) -> None:
     try:
         depth = depth_from_response(body)
@@ -91,13 +103,13 @@ def test_the_depth_of_any_answer_is_a_count_or_a_queue_error(body: object) -> No
 
 
 @DEADLINE
-@given(json_values | prometheus_like)
+@given(json_values | prometheus_like | well_formed)
 def test_the_analysis_value_of_any_answer_is_a_number_none_or_unavailable(body: object) -> None:
     try:
         value = value_of(body)
     except MetricsUnavailableError:
         return
-    assert value is None or (value >= 0 and not math.isnan(value))
+    assert value is None or (0 <= value <= MAX_COUNT)  # a count of jobs, as status records it
 
 
 @DEADLINE

@@ -37,6 +37,11 @@ RESTARTS_QUERY = f'sum(changes({WORKER_START_TIME_METRIC}{{pool="$pool",revision
 time series changes once per restart."""
 
 
+MAX_COUNT = 2**53
+"""The largest count of jobs an analysis takes (a float counts exactly up to here); status records
+counts as 64-bit integers."""
+
+
 class MetricsUnavailableError(RuntimeError):
     """Prometheus could not be asked, or gave an answer that is not one number."""
 
@@ -57,7 +62,11 @@ def value_of(body: object) -> float | None:
         number = single_sample(body)
     except PrometheusError as error:
         raise MetricsUnavailableError(str(error)) from None
-    return None if number is None or math.isnan(number) else max(number, 0.0)
+    if number is None or math.isnan(number):
+        return None
+    if number > MAX_COUNT:
+        raise MetricsUnavailableError(f"query returned {number:g}: not a count of jobs (at most 2^53)")
+    return max(number, 0.0)
 
 
 def render(query: str, *, pool: str, namespace: str, revision: str, window_seconds: int) -> str:
