@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workerfleet.backends.analysis import MAX_COUNT, MetricsUnavailableError, value_of
+from workerfleet.api.base import MAX_COUNT
+from workerfleet.backends.analysis import MetricsUnavailableError, value_of
 from workerfleet.backends.base import QueueUnreachableError, envelope_age_seconds
 from workerfleet.backends.bounds import MAX_ANSWER_NESTING, AnswerOutOfBoundsError, decode_json
 from workerfleet.backends.prometheus import depth_from_response

@@ -12,6 +12,7 @@ import math
 from string import Template
 from typing import Protocol
 
+from workerfleet.api.base import MAX_COUNT
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.worker_contract import (
     ERROR_OUTCOMES,
@@ -37,11 +38,6 @@ RESTARTS_QUERY = f'sum(changes({WORKER_START_TIME_METRIC}{{pool="$pool",revision
 time series changes once per restart."""
 
 
-MAX_COUNT = 2**53
-"""The largest count of jobs an analysis takes (a float counts exactly up to here); status records
-counts as 64-bit integers."""
-
-
 class MetricsUnavailableError(RuntimeError):
     """Prometheus could not be asked, or gave an answer that is not one number."""
 
@@ -65,7 +61,7 @@ def value_of(body: object) -> float | None:
     if number is None or math.isnan(number):
         return None
     if number > MAX_COUNT:
-        raise MetricsUnavailableError(f"query returned {number:g}: not a count of jobs (at most 2^53)")
+        raise MetricsUnavailableError(f"query returned {number:g}: not a count of jobs (at most 2^53 - 1)")
     return max(number, 0.0)
 
 
