@@ -13,8 +13,8 @@ from redis import exceptions as redis_errors
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
-from workerfleet.backends.base import QueueSample, QueueUnreachableError, envelope_age_seconds, failure
-from workerfleet.backends.redis_common import connect, release
+from workerfleet.backends.base import QueueSample, envelope_age_seconds
+from workerfleet.backends.redis_common import connect, release, unreadable
 
 
 class RedisListDepth:
@@ -39,7 +39,7 @@ class RedisListDepth:
                     lengths: list[Any] = await pipeline.execute()
                 in_flight = sum(int(length) for length in lengths)
         except (redis_errors.RedisError, OSError) as error:
-            raise QueueUnreachableError(f"redis list {self._key!r}: {failure(error)}") from error
+            raise unreadable(f"redis list {self._key!r}", error) from error
         return QueueSample(
             depth=int(waiting) + in_flight + int(delayed),
             oldest_age_seconds=envelope_age_seconds(oldest, datetime.now(UTC)),

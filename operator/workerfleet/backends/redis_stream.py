@@ -21,8 +21,8 @@ from redis import exceptions as redis_errors
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
-from workerfleet.backends.base import QueueSample, QueueUnreachableError, failure
-from workerfleet.backends.redis_common import connect, release
+from workerfleet.backends.base import QueueSample
+from workerfleet.backends.redis_common import connect, release, unreadable
 
 
 def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
@@ -58,9 +58,9 @@ class RedisStreamDepth:
         except redis_errors.ResponseError as error:
             if "no such key" in str(error).lower():
                 return QueueSample(depth=int(await self._delayed()))
-            raise QueueUnreachableError(f"redis stream {self._stream!r}: {failure(error)}") from error
+            raise unreadable(f"redis stream {self._stream!r}", error) from error
         except (redis_errors.RedisError, OSError) as error:
-            raise QueueUnreachableError(f"redis stream {self._stream!r}: {failure(error)}") from error
+            raise unreadable(f"redis stream {self._stream!r}", error) from error
 
     async def _delayed(self) -> int:
         return int(await self._redis.zcard(f"{self._stream}:delayed"))
