@@ -11,11 +11,13 @@ import threading
 import pytest
 import redis
 
-from devenv.servers import RedisServer
+from devenv.servers import RabbitMQServer, RedisServer
+from e2e.autoscaled_pools import RabbitMQBacklog
 from workerfleet.api.credentials import Credentials
-from workerfleet.api.workerpool import RedisList
+from workerfleet.api.workerpool import RabbitMQ, RedisList
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
 from workerfleet.backends.bounds import BoundReason
+from workerfleet.backends.rabbitmq import RabbitMQDepth
 from workerfleet.backends.redis_common import shared_clients
 from workerfleet.backends.redis_list import RedisListDepth
 from workerfleet.backends.redis_replies import MAX_REDIS_REPLY_BYTES
@@ -132,3 +134,81 @@ def test_a_server_answering_past_the_bounds_is_a_queue_error_naming_the_bound(
         thread.join(timeout=5)
     assert isinstance(read, QueueUnreachableError), read
     assert read.reason == reason, read
+
+
+class HostileAmqp(socketserver.ThreadingTCPServer):
+    """An 'AMQP broker' on loopback answering the protocol header with a frame that announces 2 GiB and
+    sends up to 200 MB of it, or never answering; `sent` counts the bytes the reader took."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, behaviour: str) -> None:
+        stopping = self.stopping = threading.Event()
+        self.sent = 0
+        server = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with contextlib.suppress(OSError):
+                    self.request.recv(8)  # b"AMQP\x00\x00\x09\x01"
+                    if behaviour == "never":
+                        stopping.wait(30)
+                        return
+                    self.request.sendall(b"\x01\x00\x00" + (2**31 - 1).to_bytes(4, "big"))
+                    while server.sent < HUGE_AMQP_BYTES and not stopping.is_set():
+                        self.request.sendall(PADDING)
+                        server.sent += len(PADDING)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+HUGE_AMQP_BYTES = 200 * 2**20
+PADDING = b"\x00" * 65536
+
+
+def _read_rabbitmq(address: str, queue: str) -> QueueSample | QueueUnreachableError:
+    async def read() -> QueueSample | QueueUnreachableError:
+        source = RabbitMQDepth(RabbitMQ.model_validate({"address": address, "queue": queue}), Credentials())
+        try:
+            return await source.read()
+        except QueueUnreachableError as error:
+            return error
+        finally:
+            await source.close()
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"), [("oversized", BoundReason.TOO_LARGE), ("never", BoundReason.TIMED_OUT)]
+)
+def test_an_amqp_endpoint_answering_past_the_bounds_is_a_queue_error_naming_the_bound(
+    behaviour: str, reason: str
+) -> None:
+    server = HostileAmqp(behaviour)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        read = _read_rabbitmq(f"127.0.0.1:{server.server_address[1]}", "jobs")
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert isinstance(read, QueueUnreachableError), read
+    assert (read.reason, server.sent < HUGE_AMQP_BYTES / 2) == (reason, True), (read, server.sent)
+
+
+def test_a_rabbitmq_queue_is_read_within_the_bounds(rabbitmq_server: RabbitMQServer) -> None:
+    backlog = RabbitMQBacklog(rabbitmq_server)
+    backlog.push(7)
+    try:
+        read = _read_rabbitmq(rabbitmq_server.address, backlog.name)
+        missing = _read_rabbitmq(rabbitmq_server.address, "no-such-queue")
+    finally:
+        backlog.drain()
+    assert isinstance(read, QueueSample), read
+    assert read.depth == 7
+    assert isinstance(missing, QueueUnreachableError), missing
+    assert "does not exist" in str(missing)

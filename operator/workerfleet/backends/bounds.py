@@ -35,10 +35,10 @@ class AnswerOutOfBoundsError(RuntimeError):
         self.reason = reason
 
 
-def too_large() -> AnswerOutOfBoundsError:
+def too_large(hint: str = "") -> AnswerOutOfBoundsError:
+    """`hint`: what the pool's author can do about it, after a colon."""
     return AnswerOutOfBoundsError(
-        f"answer larger than {MAX_ANSWER_BYTES // 1024} KiB, the operator's bound: make the query"
-        " return one sample (aggregate it with sum)",
+        f"answer larger than {MAX_ANSWER_BYTES // 1024} KiB, the operator's bound{hint}",
         BoundReason.TOO_LARGE,
     )
 

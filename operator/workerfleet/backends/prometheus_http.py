@@ -83,15 +83,18 @@ class PrometheusClient:
             await session.close()
 
 
+ONE_SAMPLE_HINT = ": make the query return one sample (aggregate it with sum)"
+
+
 async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
     """The body, or AnswerOutOfBoundsError as soon as it passes MAX_ANSWER_BYTES (the rest is never read)."""
     if (response.content_length or 0) > MAX_ANSWER_BYTES:
-        raise too_large()
+        raise too_large(ONE_SAMPLE_HINT)
     body = bytearray()
     async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
         body += chunk
         if len(body) > MAX_ANSWER_BYTES:
-            raise too_large()
+            raise too_large(ONE_SAMPLE_HINT)
     return bytes(body)
 
 
