@@ -136,9 +136,32 @@ def test_a_server_answering_past_the_bounds_is_a_queue_error_naming_the_bound(
     assert read.reason == reason, read
 
 
+def _nested_start_frame(depth: int) -> bytes:
+    """Connection.Start whose server properties nest `depth` tables deep (AMQP 0-9-1 field tables)."""
+    table = b""
+    for _ in range(depth):
+        entry = b"\x01t" + b"F" + len(table).to_bytes(4, "big") + table
+        table = entry
+    properties = len(table).to_bytes(4, "big") + table
+    mechanisms = b"PLAIN"
+    locales = b"en_US"
+    payload = (
+        (10).to_bytes(2, "big")
+        + (10).to_bytes(2, "big")
+        + b"\x00\x09"
+        + properties
+        + len(mechanisms).to_bytes(4, "big")
+        + mechanisms
+        + len(locales).to_bytes(4, "big")
+        + locales
+    )
+    return b"\x01\x00\x00" + len(payload).to_bytes(4, "big") + payload + b"\xce"
+
+
 class HostileAmqp(socketserver.ThreadingTCPServer):
     """An 'AMQP broker' on loopback answering the protocol header with a frame that announces 2 GiB and
-    sends up to 200 MB of it, or never answering; `sent` counts the bytes the reader took."""
+    sends up to 200 MB of it, with server properties nested 5,000 deep, or never; `sent` counts the
+    bytes the reader took."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -153,6 +176,10 @@ class HostileAmqp(socketserver.ThreadingTCPServer):
                 with contextlib.suppress(OSError):
                     self.request.recv(8)  # b"AMQP\x00\x00\x09\x01"
                     if behaviour == "never":
+                        stopping.wait(30)
+                        return
+                    if behaviour == "nested":
+                        self.request.sendall(_nested_start_frame(5_000))
                         stopping.wait(30)
                         return
                     self.request.sendall(b"\x01\x00\x00" + (2**31 - 1).to_bytes(4, "big"))
@@ -181,7 +208,12 @@ def _read_rabbitmq(address: str, queue: str) -> QueueSample | QueueUnreachableEr
 
 
 @pytest.mark.parametrize(
-    ("behaviour", "reason"), [("oversized", BoundReason.TOO_LARGE), ("never", BoundReason.TIMED_OUT)]
+    ("behaviour", "reason"),
+    [
+        ("oversized", BoundReason.TOO_LARGE),
+        ("nested", BoundReason.TOO_DEEP),
+        ("never", BoundReason.TIMED_OUT),
+    ],
 )
 def test_an_amqp_endpoint_answering_past_the_bounds_is_a_queue_error_naming_the_bound(
     behaviour: str, reason: str

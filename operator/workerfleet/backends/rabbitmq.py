@@ -20,7 +20,7 @@ from workerfleet.api.common import split_host_port
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
-from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, timed_out
+from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, BoundReason, timed_out
 from workerfleet.tls import client_context, tls_problem
 
 if TYPE_CHECKING:
@@ -80,6 +80,12 @@ class RabbitMQDepth:
             await self.close()
             bound = timed_out()
             raise QueueUnreachableError(f"{self._what()}: {bound}", bound.reason) from error
+        except RecursionError as error:  # the AMQP decoder recurses into nested field tables
+            await self.close()
+            raise QueueUnreachableError(
+                f"{self._what()}: answer nested too deep to decode, the operator's bound",
+                BoundReason.TOO_DEEP,
+            ) from error
         except (AMQPError, OSError) as error:
             await self.close()
             too_large = frame_too_large(error)
