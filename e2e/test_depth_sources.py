@@ -14,13 +14,14 @@ import redis
 from devenv.servers import RabbitMQServer, RedisServer
 from e2e.autoscaled_pools import RabbitMQBacklog
 from workerfleet.api.credentials import Credentials
-from workerfleet.api.workerpool import RabbitMQ, RedisList
+from workerfleet.api.workerpool import RabbitMQ, RedisList, RedisStream
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
 from workerfleet.backends.bounds import BoundReason
 from workerfleet.backends.rabbitmq import RabbitMQDepth
 from workerfleet.backends.redis_common import shared_clients
 from workerfleet.backends.redis_list import RedisListDepth
 from workerfleet.backends.redis_replies import MAX_REDIS_REPLY_BYTES
+from workerfleet.backends.redis_stream import RedisStreamDepth
 
 POOLS = 200
 
@@ -95,8 +96,29 @@ def test_a_job_past_the_bound_at_the_head_of_a_list_fails_that_pool_alone(redis_
     assert small.depth == 3
 
 
+def _commands(data: bytes) -> list[bytes]:
+    """The names of the RESP commands in `data` (arrays of bulk strings, as clients send them)."""
+    names, lines = [], data.split(b"\r\n")
+    index = 0
+    while index < len(lines) and lines[index].startswith(b"*"):
+        count = int(lines[index][1:])
+        names.append(lines[index + 2].upper())
+        index += 1 + 2 * count
+    return names
+
+
+def _not_a_count(command: bytes) -> bytes:
+    """Handshake answers a client accepts, then a word where every count should be."""
+    if command == b"HELLO":
+        return b"-ERR unknown command 'HELLO'\r\n"
+    if command == b"CLIENT":
+        return b"+OK\r\n"
+    return b"+many\r\n"
+
+
 class HostileRedis(socketserver.ThreadingTCPServer):
-    """A 'Redis' on loopback answering every command with arrays nested 100,000 deep, or never."""
+    """A 'Redis' on loopback answering every command with arrays nested 100,000 deep, with words where
+    counts should be, or never."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -107,9 +129,11 @@ class HostileRedis(socketserver.ThreadingTCPServer):
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 with contextlib.suppress(OSError):
-                    while self.request.recv(65536) and not stopping.is_set():
+                    while (data := self.request.recv(65536)) and not stopping.is_set():
                         if behaviour == "nested":
                             self.request.sendall(b"*1\r\n" * 100_000 + b":1\r\n")
+                        elif behaviour == "words":
+                            self.request.sendall(b"".join(map(_not_a_count, _commands(data))))
                         else:
                             stopping.wait(30)
 
@@ -197,6 +221,37 @@ PADDING = b"\x00" * 65536
 def _read_rabbitmq(address: str, queue: str) -> QueueSample | QueueUnreachableError:
     async def read() -> QueueSample | QueueUnreachableError:
         source = RabbitMQDepth(RabbitMQ.model_validate({"address": address, "queue": queue}), Credentials())
+        try:
+            return await source.read()
+        except QueueUnreachableError as error:
+            return error
+        finally:
+            await source.close()
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("kind", ["list", "stream"])
+def test_a_server_answering_words_for_counts_is_a_queue_error(kind: str) -> None:
+    server = HostileRedis("words")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        read = _read_list(address, "jobs") if kind == "list" else _read_stream(address, "jobs")
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert isinstance(read, QueueUnreachableError), read
+    assert "not a count" in str(read), read
+
+
+def _read_stream(address: str, stream: str) -> QueueSample | QueueUnreachableError:
+    async def read() -> QueueSample | QueueUnreachableError:
+        spec = {"address": address, "stream": stream, "consumerGroup": "workers"}
+        source = RedisStreamDepth(RedisStream.model_validate(spec), Credentials())
         try:
             return await source.read()
         except QueueUnreachableError as error:

@@ -75,9 +75,18 @@ async def release(client: Redis) -> None:
     await client.aclose()
 
 
+MALFORMED_ANSWER = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+"""What redis-py's reply callbacks, and int() on a count, raise on an answer Redis would not give: an
+endpoint that only pretends to be Redis fails that pool's read, not its poll."""
+
+
 def unreadable(what: str, error: BaseException) -> QueueUnreachableError:
     """A failed read of `what` (e.g. "redis list 'jobs'") as the pool's error: the bound it passed as
     reason, else the kind of failure."""
+    if isinstance(error, MALFORMED_ANSWER):
+        return QueueUnreachableError(
+            f"{what}: the answer is not a count as Redis gives it: is the address a Redis server?"
+        )
     if isinstance(error, ReplyOutOfBoundsError):
         return QueueUnreachableError(f"{what}: {error}", error.reason)
     if isinstance(error, redis_errors.TimeoutError):

@@ -22,7 +22,7 @@ from redis import exceptions as redis_errors
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
 from workerfleet.backends.base import QueueSample
-from workerfleet.backends.redis_common import connect, release, unreadable
+from workerfleet.backends.redis_common import MALFORMED_ANSWER, connect, release, unreadable
 
 
 def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
@@ -54,12 +54,13 @@ class RedisStreamDepth:
 
     async def read(self) -> QueueSample:
         try:
-            return await self._read()
-        except redis_errors.ResponseError as error:
-            if "no such key" in str(error).lower():
-                return QueueSample(depth=int(await self._delayed()))
-            raise unreadable(f"redis stream {self._stream!r}", error) from error
-        except (redis_errors.RedisError, OSError) as error:
+            try:
+                return await self._read()
+            except redis_errors.ResponseError as error:
+                if "no such key" not in str(error).lower():
+                    raise
+                return QueueSample(depth=await self._delayed())  # no stream yet: only retries wait
+        except (redis_errors.RedisError, OSError, *MALFORMED_ANSWER) as error:
             raise unreadable(f"redis stream {self._stream!r}", error) from error
 
     async def _delayed(self) -> int:
