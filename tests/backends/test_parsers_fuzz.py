@@ -1,9 +1,10 @@
 """The parsers of what Prometheus and the queue servers answer, on arbitrary bytes and values: each
-raises only its own error (which the poller turns into a condition), never another exception that
-would end a poll, and each stays fast (Hypothesis's deadline) within the operator's bounds."""
+raises only its own error (which the depth source turns into a condition), never another exception
+that would end a poll, and each stays fast (Hypothesis's deadline) within the operator's bounds."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis import exceptions as redis_errors
+from redis._parsers import Encoder
 
 from workerfleet.api.base import MAX_COUNT
 from workerfleet.backends.analysis import MetricsUnavailableError, value_of
@@ -18,6 +21,12 @@ from workerfleet.backends.base import QueueUnreachableError, envelope_age_second
 from workerfleet.backends.bounds import MAX_ANSWER_NESTING, AnswerOutOfBoundsError, decode_json
 from workerfleet.backends.prometheus import depth_from_response
 from workerfleet.backends.prometheus_http import PrometheusError, single_sample
+from workerfleet.backends.redis_common import MALFORMED_ANSWER
+from workerfleet.backends.redis_replies import (
+    MAX_REDIS_REPLY_BYTES,
+    BoundedRESP3Parser,
+    ReplyOutOfBoundsError,
+)
 from workerfleet.backends.redis_stream import entry_age_seconds
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -136,3 +145,63 @@ def test_the_age_of_any_job_at_the_head_of_a_list_is_an_age_or_unknown(raw: byte
 def test_the_age_of_any_stream_entry_id_is_an_age_or_unknown(entry_id: bytes | str | None) -> None:
     age = entry_age_seconds(entry_id, int(NOW.timestamp() * 1000))
     assert age is None or age >= 0
+
+
+class _Wire:
+    """What a redis-py parser reads from: a stream holding `data`, then the end."""
+
+    def __init__(self, data: bytes) -> None:
+        self._reader = asyncio.StreamReader()
+        self._reader.feed_data(data)
+        self._reader.feed_eof()
+        # redis-py's parser classes are untyped
+        self.encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)  # type: ignore[no-untyped-call]
+
+
+def _parse_reply(data: bytes) -> object:
+    async def parse() -> object:
+        parser = BoundedRESP3Parser(socket_read_size=65536)  # type: ignore[no-untyped-call]
+        parser.on_connect(_Wire(data))  # type: ignore[no-untyped-call]
+        return await parser.read_response()
+
+    return asyncio.run(parse())
+
+
+resp_replies = st.recursive(
+    st.sampled_from([b"+OK\r\n", b":12\r\n", b"$-1\r\n", b"_\r\n", b",1.5\r\n", b"#t\r\n", b"-ERR no\r\n"])
+    | st.builds(lambda text: b"$%d\r\n%s\r\n" % (len(text), text), st.binary(max_size=20)),
+    lambda children: st.builds(
+        lambda kind, items: kind + b"%d\r\n" % len(items) + b"".join(items),
+        st.sampled_from([b"*", b"~", b">"]),
+        st.lists(children, max_size=4),
+    ),
+    max_leaves=20,
+)
+"""RESP2 and RESP3 replies, well-formed or cut short by the fuzzing around them."""
+
+
+@DEADLINE
+@given(
+    st.binary(max_size=4096) | resp_replies | st.builds(bytes.__add__, resp_replies, st.binary(max_size=16))
+)
+def test_a_redis_reply_of_any_bytes_parses_or_fails_as_the_depth_sources_handle(data: bytes) -> None:
+    with contextlib.suppress(redis_errors.RedisError, *MALFORMED_ANSWER):
+        _parse_reply(data)
+
+
+@DEADLINE
+@given(st.integers(min_value=MAX_REDIS_REPLY_BYTES, max_value=2**62), st.sampled_from([b"$", b"=", b"!"]))
+def test_a_redis_reply_announcing_more_than_the_bound_is_refused_before_it_is_read(
+    length: int, kind: bytes
+) -> None:
+    with pytest.raises(ReplyOutOfBoundsError, match="larger than"):
+        _parse_reply(kind + b"%d\r\n" % length)
+
+
+@DEADLINE
+@given(
+    st.integers(min_value=MAX_ANSWER_NESTING + 1, max_value=50_000), st.sampled_from([b"*", b"~", b">", b"%"])
+)
+def test_a_redis_reply_nested_past_the_bound_is_refused(depth: int, kind: bytes) -> None:
+    with pytest.raises(ReplyOutOfBoundsError, match="nested deeper"):
+        _parse_reply((kind + b"1\r\n") * depth + b":1\r\n")
