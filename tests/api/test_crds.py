@@ -11,6 +11,7 @@ import yaml
 
 from tests.api.crd_checks import evaluate_rule, openapi_schema, rule_failures, schema_errors, walk
 from workerfleet.api import crdgen
+from workerfleet.api.base import MAX_COUNT
 from workerfleet.api.crdgen import JOB_TYPE, KINDS, WORKER_POOL, Kind, custom_resource_definition
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -128,6 +129,22 @@ def test_every_string_and_list_is_bounded(kind: Kind) -> None:
         )
     ]
     assert unbounded == []
+
+
+@kinds
+def test_every_number_is_bounded(kind: Kind) -> None:
+    # A number without a range lets a manifest (or a status write) say what nothing downstream can
+    # hold; inside free-form objects the Pod API's own validation applies.
+    free_form = _free_form_paths(kind)
+    unbounded = [
+        path
+        for path, node in _non_root_nodes(kind)
+        if not any(path.startswith(prefix) and path != prefix for prefix in free_form)
+        and node.get("type") in ("integer", "number")
+        and not ("minimum" in node and "maximum" in node and node["maximum"] <= MAX_COUNT)
+        and not path.startswith(".metadata")
+    ]
+    assert unbounded == []  # and the API server refuses a maximum past 2^53 - 1
 
 
 @kinds

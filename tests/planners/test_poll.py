@@ -35,6 +35,7 @@ def facts(replicas: int, depth: int | None, **overrides: Any) -> PollFacts:
         "depth": depth,
         "oldest_age_seconds": None,
         "error": None if depth is not None else "connection refused",
+        "error_reason": None,
         "refusal": None,
         "deadline_seconds": None,
         "now": START,
@@ -151,6 +152,16 @@ def test_a_read_resets_the_failures_and_a_failed_read_counts_one_more() -> None:
     assert read.memory.failures == 0
     assert read.queue_status == {"consecutiveFailures": 0, "depth": 7}
     assert read.conditions.queue_reachable == ("True", ScalingReason.DEPTH_READ, "7 jobs waiting")
+
+
+def test_a_read_stopped_at_a_bound_names_the_bound_as_the_reason() -> None:
+    message = "prometheus at http://p/api/v1/query: answer larger than 1024 KiB, the operator's bound"
+    plan = plan_poll(facts(2, None, error=message, error_reason="AnswerTooLarge"), ScalingMemory())
+    assert plan.conditions.queue_reachable == (
+        "False",
+        "AnswerTooLarge",
+        f"1 failed reads in a row: {message}",
+    )
 
 
 def test_the_idle_clock_starts_at_the_first_idle_poll_and_stops_with_work() -> None:

@@ -35,6 +35,11 @@ API_VERSION: Final = "workerfleet.dev/v1alpha1"
 
 VALIDATIONS_KEY = "x-kubernetes-validations"
 
+MAX_COUNT = 2**53 - 1
+"""The largest integer every JSON reader holds exactly (the API server takes no larger bound)."""
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+"""A count or generation in status."""
+
 Checked = TypeVar("Checked")
 Item = TypeVar("Item")
 

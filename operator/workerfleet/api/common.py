@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar
 
 from pydantic import Field
@@ -16,13 +17,41 @@ ADDRESS_MAX_LENGTH = 255
 URL_MAX_LENGTH = 2048
 QUEUE_NAME_MAX_LENGTH = 255
 MESSAGE_MAX_LENGTH = 1024
+MIN_PORT, MAX_PORT = 1, 65_535
 
 ObjectName = Annotated[
     str, Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX_LENGTH, pattern=DNS_SUBDOMAIN_PATTERN)
 ]
 """The name of a Kubernetes object in the same namespace (a DNS subdomain)."""
 
-HostPort = Annotated[str, Field(min_length=1, max_length=ADDRESS_MAX_LENGTH, pattern=HOST_PORT_PATTERN)]
+
+PORT_NUMBER_PATTERN = (
+    r"0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+"""A number from 1 to 65535 (leading zeros allowed, as a number's text may have them)."""
+_HOST_PORT_IN_RANGE = f":{PORT_NUMBER_PATTERN}$"
+_URL_WITH_PORT = r"^https?://[^/?#]*:[0-9]*([/?#]|$)"
+_URL_PORT_IN_RANGE = rf"^https?://[^/?#]*:{PORT_NUMBER_PATTERN}([/?#]|$)"
+
+
+def _host_port_in_range(address: str) -> bool:
+    return re.search(_HOST_PORT_IN_RANGE, address) is not None
+
+
+def _url_port_in_range(url: str) -> bool:
+    return re.search(_URL_WITH_PORT, url) is None or re.search(_URL_PORT_IN_RANGE, url) is not None
+
+
+HostPort = Annotated[
+    str,
+    Field(min_length=1, max_length=ADDRESS_MAX_LENGTH, pattern=HOST_PORT_PATTERN),
+    Rule(
+        # A regular expression, not int(): CEL and Python then read the number the same way.
+        cel=f"self.matches('{_HOST_PORT_IN_RANGE}')",
+        message=f"the port must be between {MIN_PORT} and {MAX_PORT}, e.g. redis:6379 or rabbitmq:5672",
+        holds=_host_port_in_range,
+    ),
+]
 """`host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
 
 
@@ -34,7 +63,15 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-HttpUrl = Annotated[str, Field(min_length=1, max_length=URL_MAX_LENGTH, pattern=HTTP_URL_PATTERN)]
+HttpUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=URL_MAX_LENGTH, pattern=HTTP_URL_PATTERN),
+    Rule(
+        cel=f"!self.matches('{_URL_WITH_PORT}') || self.matches('{_URL_PORT_IN_RANGE}')",
+        message=f"the port must be between {MIN_PORT} and {MAX_PORT}, e.g. http://prometheus:9090",
+        holds=_url_port_in_range,
+    ),
+]
 """An http:// or https:// URL."""
 
 QueueName = Annotated[str, Field(min_length=1, max_length=QUEUE_NAME_MAX_LENGTH)]

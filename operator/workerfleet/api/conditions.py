@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from workerfleet.api.base import ApiModel, Timestamp, first_repeated
+from workerfleet.api.base import ApiModel, Count, Timestamp, first_repeated
 
 CONDITION_TYPE_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -45,7 +45,7 @@ class Condition(ApiModel):
     """Aspect this condition describes, in CamelCase, e.g. Ready or QueueReachable."""
     status: Annotated[ConditionStatus, Field(strict=False)]
     """Whether the condition holds: True, False, or Unknown."""
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    observed_generation: Count | None = None
     """metadata.generation of the object this condition was judged against."""
     last_transition_time: Timestamp
     """When the status last changed from one value to another."""
@@ -84,7 +84,7 @@ class ConditionUpdate(ApiModel):
     """Programmatic identifier of why."""
     message: ConditionMessage = ""
     """Human-readable details."""
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    observed_generation: Count | None = None
     """metadata.generation this judgement was made against."""
 
 

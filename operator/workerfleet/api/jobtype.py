@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from workerfleet.api.base import API_VERSION, ApiModel, FieldErrorReason, ListSet, Rule
+from workerfleet.api.base import API_VERSION, ApiModel, Count, FieldErrorReason, ListSet, Rule
 from workerfleet.api.common import DNS_SUBDOMAIN_MAX_LENGTH, QueueName
 from workerfleet.api.conditions import Conditions
 from workerfleet.api.meta import ObjectMeta
@@ -249,7 +249,7 @@ class JobTypeSpec(ApiModel):
 class JobTypeStatus(ApiModel):
     """What the operator last observed about a JobType."""
 
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    observed_generation: Count | None = None
     """metadata.generation the operator last acted on."""
     conditions: Conditions = Field(default_factory=list)
     """Current state: Accepted is False, with a reason, when the job type cannot be served as

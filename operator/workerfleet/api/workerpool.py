@@ -8,9 +8,11 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from workerfleet.api.base import API_VERSION, ApiModel, ListSet, Rule, Timestamp
+from workerfleet.api.base import API_VERSION, ApiModel, Count, ListSet, Rule, Timestamp
 from workerfleet.api.common import (
+    MAX_PORT,
     MESSAGE_MAX_LENGTH,
+    MIN_PORT,
     HostPort,
     ObjectName,
     PrometheusServer,
@@ -385,7 +387,7 @@ class Worker(ApiModel):
     """`workerfleet`: the first container runs `workerfleet worker`, which serves /metrics, /healthz
     and /readyz on `port`; the pods get that port (named `metrics`) and liveness and readiness
     probes against it. `none`: the image runs something else; no port and no probes are added."""
-    port: Annotated[int, Field(ge=1, le=65_535)] = 8000
+    port: Annotated[int, Field(ge=MIN_PORT, le=MAX_PORT)] = 8000
     """The worker runtime's port for metrics and probes (WORKERFLEET_METRICS_PORT in the pod)."""
 
 
@@ -498,9 +500,9 @@ class AnalysisResult(ApiModel):
     """When the verdict was taken."""
     verdict: Annotated[Verdict, Field(strict=False)]
     """Pass, Fail, Inconclusive (too few samples or no metrics), or Error (Prometheus unreachable)."""
-    canary_samples: Annotated[int, Field(ge=0)] = 0
+    canary_samples: Count = 0
     """Jobs the canary finished in the interval."""
-    stable_samples: Annotated[int, Field(ge=0)] = 0
+    stable_samples: Count = 0
     """Jobs the stable revision finished in the interval."""
     canary_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
     """Share of the canary's jobs that failed; absent without samples."""
@@ -554,11 +556,11 @@ class RolloutStatus(ApiModel):
 class QueueStatus(ApiModel):
     """The queue as last read."""
 
-    depth: Annotated[int, Field(ge=0)] | None = None
+    depth: Count | None = None
     """Jobs waiting at the last successful read. The age of the oldest job and the time of the last
     read change at every poll, so they are metrics (workerfleet_queue_oldest_age_seconds,
     workerfleet_queue_last_poll_timestamp_seconds), not status."""
-    consecutive_failures: Annotated[int, Field(ge=0)] = 0
+    consecutive_failures: Count = 0
     """Failed reads since the last successful one; compared with fallback.failureThreshold."""
 
 
@@ -577,7 +579,7 @@ class WorkerPoolConditionType(StrEnum):
 class WorkerPoolStatus(ApiModel):
     """What the operator last observed and did."""
 
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    observed_generation: Count | None = None
     """metadata.generation the operator last acted on."""
     replicas: Replicas | None = None
     """Worker pods that exist, stable and canary together (read by the scale subresource)."""

@@ -12,6 +12,7 @@ import math
 from string import Template
 from typing import Protocol
 
+from workerfleet.api.base import MAX_COUNT
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.worker_contract import (
     ERROR_OUTCOMES,
@@ -57,7 +58,11 @@ def value_of(body: object) -> float | None:
         number = single_sample(body)
     except PrometheusError as error:
         raise MetricsUnavailableError(str(error)) from None
-    return None if number is None or math.isnan(number) else max(number, 0.0)
+    if number is None or math.isnan(number):
+        return None
+    if number > MAX_COUNT:
+        raise MetricsUnavailableError(f"query returned {number:g}: not a count of jobs (at most 2^53 - 1)")
+    return max(number, 0.0)
 
 
 def render(query: str, *, pool: str, namespace: str, revision: str, window_seconds: int) -> str:

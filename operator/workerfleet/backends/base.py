@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from workerfleet.backends.bounds import AnswerOutOfBoundsError, decode_json
+from workerfleet.planners.scaling import ScalingReason
 from workerfleet.tls import tls_problem
 
 
 class QueueUnreachableError(RuntimeError):
-    """The backend could not be read; the message says why, without credentials."""
+    """The backend could not be read; the message says why, without credentials. `reason`: the
+    condition reason: QueueUnreachable, or the BoundReason of an answer past one of the operator's bounds."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or ScalingReason.QUEUE_UNREACHABLE
 
 
 def failure(error: BaseException) -> str:
@@ -42,13 +48,16 @@ class DepthSource(Protocol):
 
 
 def envelope_age_seconds(raw: bytes | str | None, now: datetime) -> float | None:
-    """Age of a job from its envelope's enqueuedAt; None when the message is not an envelope."""
+    """Age of a job from its envelope's enqueuedAt; None when the message is not an envelope (or nests
+    past the operator's bound)."""
     if raw is None:
         return None
     try:
-        enqueued = datetime.fromisoformat(json.loads(raw)["enqueuedAt"])
-    except (ValueError, KeyError, TypeError):
+        envelope = decode_json(raw.encode() if isinstance(raw, str) else raw)
+        stamp = envelope.get("enqueuedAt") if isinstance(envelope, dict) else None
+        enqueued = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+    except (AnswerOutOfBoundsError, ValueError):
         return None
-    if enqueued.tzinfo is None:
+    if enqueued is None or enqueued.tzinfo is None:
         return None
     return max(0.0, (now - enqueued).total_seconds())

@@ -22,6 +22,8 @@ def depth_from_response(body: object) -> int:
         raise QueueUnreachableError(f"prometheus {error}") from None
     if number is None or math.isnan(number) or number < 0:
         return 0
+    if math.isinf(number):
+        raise QueueUnreachableError("prometheus query returned +Inf: a depth must be a finite number")
     return math.ceil(number)
 
 
@@ -34,7 +36,7 @@ class PrometheusDepth:
         try:
             body = await self._client.query(self._queue.query)
         except PrometheusError as error:
-            raise QueueUnreachableError(str(error)) from error
+            raise QueueUnreachableError(str(error), error.reason) from error
         return QueueSample(depth=depth_from_response(body))
 
     async def close(self) -> None:

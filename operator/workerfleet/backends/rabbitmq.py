@@ -20,12 +20,11 @@ from workerfleet.api.common import split_host_port
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
+from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, BoundReason, timed_out
 from workerfleet.tls import client_context, tls_problem
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
-
-TIMEOUT_SECONDS = 5.0
 
 
 class RabbitMQDepth:
@@ -41,10 +40,18 @@ class RabbitMQDepth:
         scheme = "amqps" if self._queue.tls is not None else "amqp"
         return f"{scheme}://{user}:{password}@{host}:{port}/{quote(self._queue.vhost, safe='')}"
 
+    def _what(self) -> str:
+        return f"rabbitmq queue {self._queue.queue!r}"
+
     async def read(self) -> QueueSample:
         # Imported on the first read: the AMQP client is 8 MiB of memory, for pools on RabbitMQ only.
         import aio_pika  # noqa: PLC0415
         from aiormq.exceptions import AMQPError, ChannelNotFoundEntity  # noqa: PLC0415
+
+        from workerfleet.backends.amqp_transport import (  # noqa: PLC0415
+            BoundedRobustConnection,
+            frame_too_large,
+        )
 
         try:
             if self._connection is None or self._connection.is_closed:
@@ -54,23 +61,39 @@ class RabbitMQDepth:
                     else None
                 )
                 self._connection = await aio_pika.connect_robust(
-                    self._url(), timeout=TIMEOUT_SECONDS, ssl_context=context
+                    self._url(),
+                    timeout=ANSWER_TIMEOUT_SECONDS,
+                    ssl_context=context,
+                    connection_class=BoundedRobustConnection,
                 )
             async with self._connection.channel() as channel:
                 declared = await channel.declare_queue(
-                    self._queue.queue, passive=True, timeout=TIMEOUT_SECONDS
+                    self._queue.queue, passive=True, timeout=ANSWER_TIMEOUT_SECONDS
                 )
                 count = declared.declaration_result.message_count
         except ChannelNotFoundEntity as error:
             raise QueueUnreachableError(
-                f"rabbitmq queue {self._queue.queue!r} does not exist in vhost {self._queue.vhost!r}:"
+                f"{self._what()} does not exist in vhost {self._queue.vhost!r}:"
                 " declare it, or correct spec.queue.rabbitmq.queue"
             ) from error
-        except (AMQPError, OSError, TimeoutError) as error:
+        except TimeoutError as error:
             await self.close()
+            bound = timed_out()
+            raise QueueUnreachableError(f"{self._what()}: {bound}", bound.reason) from error
+        except RecursionError as error:  # the AMQP decoder recurses into nested field tables
+            await self.close()
+            raise QueueUnreachableError(
+                f"{self._what()}: answer nested too deep to decode, the operator's bound",
+                BoundReason.TOO_DEEP,
+            ) from error
+        except (AMQPError, OSError) as error:
+            await self.close()
+            too_large = frame_too_large(error)
+            if too_large is not None:
+                raise QueueUnreachableError(f"{self._what()}: {too_large}", too_large.reason) from error
             # The URL holds the password: name only the queue and the kind of failure.
             raise QueueUnreachableError(
-                f"rabbitmq queue {self._queue.queue!r}: {tls_problem(error) or type(error).__name__}"
+                f"{self._what()}: {tls_problem(error) or type(error).__name__}"
             ) from error
         return QueueSample(depth=int(count or 0))
 

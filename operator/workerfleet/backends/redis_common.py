@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 
+from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from workerfleet.api.common import TLSConfig, split_host_port
 from workerfleet.api.credentials import Credentials
+from workerfleet.backends.base import QueueUnreachableError, failure
+from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, timed_out
+from workerfleet.backends.redis_replies import ReplyOutOfBoundsError, bounded
 from workerfleet.redis_options import connection_options, server_options
 
-TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS_PER_SERVER = 8
 """Connections one server gets from the operator at most, however many pools poll it at once (a poll
 is two commands in one round trip: more connections would only add load to the server)."""
@@ -49,11 +52,11 @@ def connect(address: str, database: int, credentials: Credentials, tls: TLSConfi
         host, port = split_host_port(address)
         pool = BlockingConnectionPool(
             max_connections=MAX_CONNECTIONS_PER_SERVER,
-            timeout=TIMEOUT_SECONDS,
-            socket_timeout=TIMEOUT_SECONDS,
-            socket_connect_timeout=TIMEOUT_SECONDS,
+            timeout=ANSWER_TIMEOUT_SECONDS,
+            socket_timeout=ANSWER_TIMEOUT_SECONDS,
+            socket_connect_timeout=ANSWER_TIMEOUT_SECONDS,
             **server_options(host, port, database, credentials),
-            **connection_options(tls, credentials),
+            **bounded(connection_options(tls, credentials)),
         )
         client = Redis.from_pool(pool)
     _shared[key] = (client, users + 1)
@@ -70,6 +73,26 @@ async def release(client: Redis) -> None:
             del _shared[key]
             break
     await client.aclose()
+
+
+MALFORMED_ANSWER = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+"""What redis-py's reply callbacks, and int() on a count, raise on an answer Redis would not give: an
+endpoint that only pretends to be Redis fails that pool's read, not its poll."""
+
+
+def unreadable(what: str, error: BaseException) -> QueueUnreachableError:
+    """A failed read of `what` (e.g. "redis list 'jobs'") as the pool's error: the bound it passed as
+    reason, else the kind of failure."""
+    if isinstance(error, MALFORMED_ANSWER):
+        return QueueUnreachableError(
+            f"{what}: the answer is not a count as Redis gives it: is the address a Redis server?"
+        )
+    if isinstance(error, ReplyOutOfBoundsError):
+        return QueueUnreachableError(f"{what}: {error}", error.reason)
+    if isinstance(error, redis_errors.TimeoutError):
+        bound = timed_out()
+        return QueueUnreachableError(f"{what}: {bound}", bound.reason)
+    return QueueUnreachableError(f"{what}: {failure(error)}")
 
 
 def shared_clients() -> int:

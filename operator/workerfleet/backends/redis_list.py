@@ -13,8 +13,8 @@ from redis import exceptions as redis_errors
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
-from workerfleet.backends.base import QueueSample, QueueUnreachableError, envelope_age_seconds, failure
-from workerfleet.backends.redis_common import connect, release
+from workerfleet.backends.base import QueueSample, envelope_age_seconds
+from workerfleet.backends.redis_common import MALFORMED_ANSWER, connect, release, unreadable
 
 
 class RedisListDepth:
@@ -34,16 +34,14 @@ class RedisListDepth:
             if workers:
                 async with self._redis.pipeline(transaction=False) as pipeline:
                     for worker in workers:
-                        name = worker.decode() if isinstance(worker, bytes) else str(worker)
+                        name = worker.decode(errors="replace") if isinstance(worker, bytes) else str(worker)
                         pipeline.llen(f"{self._key}:processing:{name}")
                     lengths: list[Any] = await pipeline.execute()
                 in_flight = sum(int(length) for length in lengths)
-        except (redis_errors.RedisError, OSError) as error:
-            raise QueueUnreachableError(f"redis list {self._key!r}: {failure(error)}") from error
-        return QueueSample(
-            depth=int(waiting) + in_flight + int(delayed),
-            oldest_age_seconds=envelope_age_seconds(oldest, datetime.now(UTC)),
-        )
+            depth = int(waiting) + in_flight + int(delayed)
+        except (redis_errors.RedisError, OSError, *MALFORMED_ANSWER) as error:
+            raise unreadable(f"redis list {self._key!r}", error) from error
+        return QueueSample(depth=depth, oldest_age_seconds=envelope_age_seconds(oldest, datetime.now(UTC)))
 
     async def close(self) -> None:
         await release(self._redis)

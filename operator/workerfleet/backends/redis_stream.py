@@ -13,6 +13,7 @@ The oldest age comes from entry IDs, whose first part is the time the entry was 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -20,16 +21,21 @@ from redis import exceptions as redis_errors
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
-from workerfleet.backends.base import QueueSample, QueueUnreachableError, failure
-from workerfleet.backends.redis_common import connect, release
+from workerfleet.backends.base import QueueSample
+from workerfleet.backends.redis_common import MALFORMED_ANSWER, connect, release, unreadable
 
 
 def entry_age_seconds(entry_id: bytes | str | None, now_ms: int) -> float | None:
+    """Age of a stream entry from its ID (`<milliseconds>-<sequence>`); None when it is not one."""
     if entry_id is None:
         return None
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    milliseconds = text.partition("-")[0]
-    return max(0.0, (now_ms - int(milliseconds)) / 1000) if milliseconds.isdigit() else None
+    text = entry_id.decode(errors="replace") if isinstance(entry_id, bytes) else entry_id
+    milliseconds = _ENTRY_ID.match(text)
+    return max(0.0, (now_ms - int(milliseconds[1])) / 1000) if milliseconds else None
+
+
+_ENTRY_ID = re.compile(r"([0-9]{1,20})-[0-9]{1,20}\Z")
+"""Both parts of an ID are 64-bit numbers."""
 
 
 UNDELIVERED_COUNT_LIMIT = 10_000
@@ -48,13 +54,14 @@ class RedisStreamDepth:
 
     async def read(self) -> QueueSample:
         try:
-            return await self._read()
-        except redis_errors.ResponseError as error:
-            if "no such key" in str(error).lower():
-                return QueueSample(depth=int(await self._delayed()))
-            raise QueueUnreachableError(f"redis stream {self._stream!r}: {failure(error)}") from error
-        except (redis_errors.RedisError, OSError) as error:
-            raise QueueUnreachableError(f"redis stream {self._stream!r}: {failure(error)}") from error
+            try:
+                return await self._read()
+            except redis_errors.ResponseError as error:
+                if "no such key" not in str(error).lower():
+                    raise
+                return QueueSample(depth=await self._delayed())  # no stream yet: only retries wait
+        except (redis_errors.RedisError, OSError, *MALFORMED_ANSWER) as error:
+            raise unreadable(f"redis stream {self._stream!r}", error) from error
 
     async def _delayed(self) -> int:
         return int(await self._redis.zcard(f"{self._stream}:delayed"))

@@ -26,6 +26,7 @@ from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.queue_kinds import kind_of
 from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
 from workerfleet.backends.base import DepthSource, QueueSample, QueueUnreachableError
+from workerfleet.backends.bounds import timed_out
 from workerfleet.backends.sources import open_source
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.metrics_api import READINGS
@@ -152,13 +153,14 @@ def _grant_hint(namespace: str, error: CredentialsNotGrantedError) -> str:
     )
 
 
-async def _read(source: DepthSource) -> tuple[QueueSample | None, str | None]:
+async def _read(source: DepthSource) -> QueueSample | QueueUnreachableError:
     try:
-        return await asyncio.wait_for(source.read(), READ_TIMEOUT_SECONDS), None
+        return await asyncio.wait_for(source.read(), READ_TIMEOUT_SECONDS)
     except QueueUnreachableError as error:
-        return None, str(error)
+        return error
     except TimeoutError:
-        return None, f"no answer within {READ_TIMEOUT_SECONDS:.0f}s"
+        bound = timed_out(READ_TIMEOUT_SECONDS)
+        return QueueUnreachableError(str(bound), bound.reason)
 
 
 def _record_failure(namespace: str, name: str, message: str) -> None:
@@ -297,13 +299,21 @@ async def _poll_once(
 ) -> None:
     """`unusable`: why there is no source to read; `refusal`: (reason, message) when none may be opened."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    sample, error = await _read(source) if source is not None else (None, unusable)
+    failed = None if unusable is None else QueueUnreachableError(unusable)
+    sample: QueueSample | None = None
+    if source is not None:
+        read = await _read(source)
+        sample, failed = (read, None) if isinstance(read, QueueSample) else (None, read)
     QUEUE_POLLS.labels("read" if sample is not None else "failed").inc()
     if not ACTIVITY.is_active():
         return  # turned standby while reading: the active replica decides and writes
     job_types = tuple(spec.job_types)
-    read = memory.deadline_read
-    if read is None or read[0] != job_types or time.monotonic() - read[1] >= DEADLINE_REFRESH_SECONDS:
+    deadline_read = memory.deadline_read
+    if (
+        deadline_read is None
+        or deadline_read[0] != job_types
+        or time.monotonic() - deadline_read[1] >= DEADLINE_REFRESH_SECONDS
+    ):
         memory.deadline = await asyncio.to_thread(_strictest_deadline, namespace, list(job_types))
         memory.deadline_read = (job_types, time.monotonic())
     POOL_METRICS.observe_deadline(namespace, name, memory.deadline)
@@ -314,7 +324,8 @@ async def _poll_once(
         annotations=body["metadata"].get("annotations") or {},
         depth=sample.depth if sample else None,
         oldest_age_seconds=sample.oldest_age_seconds if sample else None,
-        error=error,
+        error=str(failed) if failed is not None else None,
+        error_reason=failed.reason if failed is not None else None,
         refusal=refusal,
         deadline_seconds=memory.deadline,
         now=now,

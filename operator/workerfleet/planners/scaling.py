@@ -204,12 +204,18 @@ def judge_queue(
     *,
     paused: bool = False,
     refusal: tuple[str, str] | None = None,
+    error_reason: str | None = None,
 ) -> QueueConditions:
-    """`refusal`: (reason, message) when the queue was not even tried: an address or a Secret not allowed."""
+    """`refusal`: (reason, message) when the queue was not even tried: an address or a Secret not allowed.
+    `error_reason`: the failed read's own reason (an answer past one of the operator's bounds)."""
     if refusal is not None:
         reachable = ("False", *refusal)
     elif depth is None:
-        reachable = ("False", ScalingReason.QUEUE_UNREACHABLE, f"{failures} failed reads in a row: {error}")
+        reachable = (
+            "False",
+            error_reason or ScalingReason.QUEUE_UNREACHABLE,
+            f"{failures} failed reads in a row: {error}",
+        )
     else:
         reachable = ("True", ScalingReason.DEPTH_READ, f"{depth} jobs waiting")
     if paused:
@@ -377,6 +383,8 @@ class PollFacts:
     oldest_age_seconds: float | None
     error: str | None
     """Why the read failed, or why there was nothing to read."""
+    error_reason: str | None
+    """The failed read's condition reason, when not QueueUnreachable (a bound of the operator's)."""
     refusal: tuple[str, str] | None
     """(reason, message) when the queue may not be contacted at all."""
     deadline_seconds: int | None
@@ -431,6 +439,7 @@ def plan_poll(facts: PollFacts, memory: ScalingMemory) -> PollPlan:
         decision.replicas or facts.replicas,
         paused=pause is not None,
         refusal=facts.refusal,
+        error_reason=facts.error_reason,
     )
     if pause_problem is not None:
         judged = replace(
