@@ -267,6 +267,133 @@ def test_a_queue_off_the_allowlist_is_never_contacted(operator: Cluster, team: s
     assert "allowedAddresses.queues" in reachable["message"]
 
 
+KEDA_AUTOSCALING: dict[str, Any] = {
+    "autoscaling": {"engine": "keda", "minReplicas": 0, "maxReplicas": 2, "targetDepthPerReplica": 5}
+}
+
+
+def _redis_queue(address: str, secret: str) -> dict[str, Any]:
+    return {
+        "redis": {
+            "address": address,
+            "list": "jobs",
+            "auth": {"passwordSecretRef": {"name": secret, "key": "password"}},
+        }
+    }
+
+
+def _keda_objects(cluster: Cluster, namespace: str, pool: str) -> list[str]:
+    """The ScaledObject and TriggerAuthentication of a KEDA pool that exist."""
+    found = [
+        kind
+        for kind, name in (("scaledobject.keda.sh", pool), ("triggerauthentication.keda.sh", f"{pool}-queue"))
+        if cluster.get(f"{kind}/{name}", namespace=namespace) is not None
+    ]
+    return found
+
+
+def _refused(cluster: Cluster, namespace: str, pool: str, reason: str) -> dict[str, Any]:
+    """The pool's QueueReachable condition once it says `reason`, with ScalingActive saying it too."""
+    reachable: dict[str, Any] = eventually(
+        lambda: (
+            (c := cluster.condition(f"workerpool/{pool}", "QueueReachable", namespace=namespace))
+            and c["reason"] == reason
+            and c
+        ),
+        what=f"QueueReachable reason {reason}",
+        timeout=20,
+    )
+    assert reachable["status"] == "False", reachable
+    active = cluster.condition(f"workerpool/{pool}", "ScalingActive", namespace=namespace)
+    assert active is not None and (active["status"], active["reason"]) == ("False", reason), active
+    eventually(
+        lambda: any(event.startswith(f"{reason}: ") for event in _warnings(cluster, namespace, pool)),
+        what=f"a Warning Event {reason}",
+        timeout=10,
+    )
+    return reachable
+
+
+def test_a_keda_pool_pointed_off_the_allowlist_hands_keda_nothing(operator: Cluster, team: str) -> None:
+    cluster = operator
+    _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
+    assert _tenant(cluster, team, pools.job_type("plain", [])).returncode == 0
+    # Given a KEDA pool on an allowed queue, with a Secret the chart lets the operator read
+    allowed = pools.pool(
+        "courier", ["plain"], queue=_redis_queue("127.0.0.1:6379", "redis-credentials"), **KEDA_AUTOSCALING
+    )
+    assert _tenant(cluster, team, allowed).returncode == 0
+    eventually(
+        lambda: len(_keda_objects(cluster, team, "courier")) == 2,
+        what="the ScaledObject and TriggerAuthentication",
+        timeout=20,
+    )
+
+    # When the tenant points it at a host of their choosing, keeping the password
+    moved = pools.pool(
+        "courier",
+        ["plain"],
+        queue=_redis_queue("collector.example:6379", "redis-credentials"),
+        **KEDA_AUTOSCALING,
+    )
+    assert _tenant(cluster, team, moved).returncode == 0
+
+    # Then KEDA is given neither the address nor the Secret: both objects are deleted
+    eventually(
+        lambda: _keda_objects(cluster, team, "courier") == [],
+        what="the KEDA objects deleted (KEDA would send the password to collector.example)",
+        timeout=20,
+    )
+    # And the pool says why, as with the built-in engine, with a Warning Event
+    reachable = _refused(cluster, team, "courier", "AddressNotAllowed")
+    assert "collector.example:6379" in reachable["message"], reachable
+    assert "allowedAddresses.queues" in reachable["message"], reachable
+
+
+def test_a_keda_pool_names_a_secret_only_where_the_namespace_opted_in(operator: Cluster, team: str) -> None:
+    cluster = operator
+    _bind(cluster, team, "tenant-uses-job-types", JOB_TYPE_USER, "--user=tenant")
+    cluster.kubectl("create", "secret", "generic", "team-redis", "-n", team, "--from-literal=password=x")
+    assert _tenant(cluster, team, pools.job_type("plain", [])).returncode == 0
+    # Given a KEDA pool on an allowed address whose queue authenticates with the tenant's own Secret
+    pool = pools.pool(
+        "keyed", ["plain"], queue=_redis_queue("127.0.0.1:6379", "team-redis"), **KEDA_AUTOSCALING
+    )
+
+    # When the pool is created in a namespace that granted the operator nothing
+    assert _tenant(cluster, team, pool).returncode == 0
+
+    # Then the pool is reconciled, but KEDA is given no object naming the Secret
+    eventually(
+        lambda: cluster.condition("workerpool/keyed", "Ready", namespace=team),
+        what="the pool reconciled",
+        timeout=20,
+    )
+    assert _keda_objects(cluster, team, "keyed") == [], "KEDA was handed a Secret nobody opted in"
+    # And the pool says so, naming the grant, with a Warning Event
+    reachable = _refused(cluster, team, "keyed", "CredentialsNotGranted")
+    assert QUEUE_CREDENTIALS_READER in reachable["message"], reachable
+    assert "team-redis" in reachable["message"], reachable
+
+    # When the namespace's admin opts in
+    _bind(
+        cluster, team, "workerfleet-queue-credentials", QUEUE_CREDENTIALS_READER,
+        f"--serviceaccount=workerfleet-system:{RELEASE}",
+    )  # fmt: skip
+
+    # Then the objects are written and the refusal is gone (KEDA reports on its ScaledObject)
+    eventually(
+        lambda: len(_keda_objects(cluster, team, "keyed")) == 2,
+        what="the KEDA objects written after the opt-in",
+        timeout=20,
+    )
+    eventually(
+        lambda: cluster.condition("workerpool/keyed", "QueueReachable", namespace=team) is None,
+        what="the refusal cleared",
+        timeout=10,
+    )
+
+
 @pytest.fixture
 def narrow_author(crds: Cluster, namespace: str) -> str:
     """A namespace where `author` may write WorkerPools and JobTypes, `use` JobType team-job only,
