@@ -284,12 +284,11 @@ def _redis_queue(address: str, secret: str) -> dict[str, Any]:
 
 def _keda_objects(cluster: Cluster, namespace: str, pool: str) -> list[str]:
     """The ScaledObject and TriggerAuthentication of a KEDA pool that exist."""
-    found = [
+    return [
         kind
         for kind, name in (("scaledobject.keda.sh", pool), ("triggerauthentication.keda.sh", f"{pool}-queue"))
         if cluster.get(f"{kind}/{name}", namespace=namespace) is not None
     ]
-    return found
 
 
 def _refused(cluster: Cluster, namespace: str, pool: str, reason: str) -> dict[str, Any]:
@@ -305,7 +304,8 @@ def _refused(cluster: Cluster, namespace: str, pool: str, reason: str) -> dict[s
     )
     assert reachable["status"] == "False", reachable
     active = cluster.condition(f"workerpool/{pool}", "ScalingActive", namespace=namespace)
-    assert active is not None and (active["status"], active["reason"]) == ("False", reason), active
+    assert active is not None, "no ScalingActive condition"
+    assert (active["status"], active["reason"]) == ("False", reason), active
     eventually(
         lambda: any(event.startswith(f"{reason}: ") for event in _warnings(cluster, namespace, pool)),
         what=f"a Warning Event {reason}",

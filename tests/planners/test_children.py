@@ -221,6 +221,37 @@ def test_autoscaler_targets_the_pool_scale_subresource(
     assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "50"}
 
 
+KEDA_QUEUE = {
+    "redis": {
+        "address": "redis:6379",
+        "list": "jobs",
+        "auth": {"passwordSecretRef": {"name": "s", "key": "p"}},
+    }
+}
+KEDA_SCALING = {"engine": "keda", "minReplicas": 0, "maxReplicas": 10, "targetDepthPerReplica": 50}
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "refused", "written"),
+    [
+        (KEDA_SCALING, False, ["TriggerAuthentication", "ScaledObject"]),
+        # KEDA may not be given the address or the Secret: neither object, and any left is deleted
+        (KEDA_SCALING, True, []),
+        ({**KEDA_SCALING, "engine": "builtin"}, False, []),
+        (None, False, []),
+    ],
+)
+def test_keda_objects_only_in_keda_mode_and_only_when_not_refused(
+    autoscaling: dict[str, Any] | None, refused: bool, written: list[str]
+) -> None:
+    overrides = {"autoscaling": autoscaling} if autoscaling else {}
+    spec = pool_spec(queue=KEDA_QUEUE, **overrides)
+    plan = plan_children(POOL, spec, {"resize-image": job_type()}, keda_refused=refused)
+    assert [m["kind"] for m in plan.apply if m["apiVersion"] == "keda.sh/v1alpha1"] == written
+    deleted = [key.kind for key in plan.delete if key.api_version == "keda.sh/v1alpha1"]
+    assert deleted == [kind for kind in ("ScaledObject", "TriggerAuthentication") if kind not in written]
+
+
 def test_behavior_is_passed_to_the_hpa_as_written() -> None:
     behavior = {
         "scaleDown": {

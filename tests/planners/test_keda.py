@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from workerfleet.api.workerpool import Autoscaling, Queue
-from workerfleet.planners.keda import keda_objects
+from workerfleet.planners.keda import keda_objects, keda_secret_names
 
 OWNED = {
     "labels": {"workerfleet.dev/pool": "thumbs"},
@@ -177,3 +177,64 @@ def test_scaled_object_carries_the_pool_settings_and_targets_the_pool() -> None:
     }
     assert scaled["metadata"]["ownerReferences"] == OWNED["ownerReferences"]
     assert scaled["metadata"]["namespace"] == "media"
+
+
+@pytest.mark.parametrize(
+    ("queue", "secrets"),
+    [
+        ({"redis": {"address": "redis:6379", "list": "jobs"}}, []),
+        (
+            {"redis": {"address": "redis:6379", "list": "jobs", "auth": {"passwordSecretRef": SECRET}}},
+            ["queue-secret"],
+        ),
+        # a Secret holding both user and password is named once
+        (
+            {
+                "rabbitmq": {
+                    "address": "rabbit:5672",
+                    "queue": "jobs",
+                    "auth": {"usernameSecretRef": USER, "passwordSecretRef": SECRET},
+                }
+            },
+            ["queue-secret"],
+        ),
+        (
+            {
+                "redisStream": {
+                    "address": "redis:6379",
+                    "stream": "s",
+                    "consumerGroup": "g",
+                    "auth": {"passwordSecretRef": SECRET},
+                    "tls": {"caSecretRef": {"name": "queue-ca", "key": "ca.crt"}},
+                }
+            },
+            ["queue-ca", "queue-secret"],
+        ),
+        # the idempotency store's Secret is the workers', never KEDA's
+        (
+            {
+                "rabbitmq": {
+                    "address": "rabbit:5672",
+                    "queue": "jobs",
+                    "idempotencyStore": {
+                        "address": "redis:6379",
+                        "auth": {"passwordSecretRef": {"name": "store", "key": "password"}},
+                    },
+                }
+            },
+            [],
+        ),
+    ],
+)
+def test_the_secrets_keda_would_be_given_are_those_its_trigger_authentication_names(
+    queue: dict[str, Any], secrets: list[str]
+) -> None:
+    parsed = Queue.model_validate(queue)
+    assert keda_secret_names(parsed, SCALING) == secrets
+    named = [
+        reference["name"]
+        for manifest in keda_objects("thumbs", "media", OWNED, parsed, SCALING)
+        if manifest["kind"] == "TriggerAuthentication"
+        for reference in manifest["spec"]["secretTargetRef"]
+    ]
+    assert sorted(set(named)) == secrets

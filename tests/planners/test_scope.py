@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from workerfleet.api.workerpool import Queue
+from workerfleet.planners.scaling import ScalingReason
 from workerfleet.planners.scope import (
+    address_refusal,
+    credentials_refusal,
     prometheus_allowed,
     queue_address_allowed,
     refused_queue_address,
@@ -78,3 +81,40 @@ def test_a_refused_address_names_it_and_the_chart_value() -> None:
     prometheus = Queue.model_validate({"prometheus": {"address": "http://evil:9090", "query": "q"}})
     assert "allowedAddresses.prometheus" in (refused_queue_address(prometheus, [], ["https://prom"]) or "")
     assert refused_queue_address(queue, [], []) is None
+
+
+def test_an_address_refusal_carries_the_reason_the_conditions_give() -> None:
+    queue = Queue.model_validate({"redis": {"address": "evil:6379", "list": "jobs"}})
+    refusal = address_refusal(queue, ["redis.team-a"], [])
+    assert refusal == (ScalingReason.ADDRESS_NOT_ALLOWED, refused_queue_address(queue, ["redis.team-a"], []))
+    assert address_refusal(queue, ["evil"], []) is None
+
+
+ROLE = "workerfleet-queue-credentials"
+
+
+@pytest.mark.parametrize(
+    ("secrets", "readable", "denied"),
+    [
+        ([], {}, None),
+        (["team-redis"], {"team-redis": True}, None),
+        (["team-redis"], {"team-redis": False}, "Secret team-a/team-redis."),
+        # one not readable of two is enough to refuse; only that one is named
+        (["ca", "team-redis"], {"ca": True, "team-redis": False}, "Secret team-a/team-redis."),
+        (["ca", "team-redis"], {"ca": False, "team-redis": False}, "Secret team-a/ca, team-a/team-redis."),
+        # a Secret nobody looked at counts as not readable
+        (["team-redis"], {}, "Secret team-a/team-redis."),
+    ],
+)
+def test_keda_is_given_only_secrets_of_a_namespace_that_opted_in(
+    secrets: list[str], readable: dict[str, bool], denied: str | None
+) -> None:
+    refusal = credentials_refusal("team-a", secrets, readable, ROLE)
+    if denied is None:
+        assert refusal is None
+        return
+    assert refusal is not None
+    reason, message = refusal
+    assert reason == ScalingReason.CREDENTIALS_NOT_GRANTED
+    assert f"the operator may not read {denied}" in message
+    assert f"a RoleBinding in team-a of ClusterRole {ROLE}" in message

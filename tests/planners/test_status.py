@@ -303,3 +303,77 @@ def test_a_pool_unguarded_by_admission_is_not_ready_whatever_else_holds() -> Non
     [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
     assert ready["message"] == missing
     assert [(e.type, e.reason) for e in events] == [("Warning", PoolReason.ADMISSION_POLICY_MISSING)]
+
+
+KEDA_REFUSAL = ("AddressNotAllowed", "queue address evil:6379 is not in the operator's allowlist")
+POLLER_LEFT = [
+    {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": "",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    for kind, status, reason in (
+        ("QueueReachable", "True", "DepthRead"),
+        ("ScalingActive", "True", "ScalingOnQueueDepth"),
+        ("Fallback", "False", "QueueReadable"),
+    )
+]
+
+
+@pytest.mark.parametrize(
+    ("keda", "refusal", "expected"),
+    [
+        # KEDA refused: the same conditions and reason the built-in engine gives, no Fallback of ours
+        (
+            True,
+            KEDA_REFUSAL,
+            {
+                "QueueReachable": ("False", "AddressNotAllowed"),
+                "ScalingActive": ("False", "AddressNotAllowed"),
+            },
+        ),
+        (
+            True,
+            ("CredentialsNotGranted", "queue credentials: the operator may not read Secret a/b"),
+            {
+                "QueueReachable": ("False", "CredentialsNotGranted"),
+                "ScalingActive": ("False", "CredentialsNotGranted"),
+            },
+        ),
+        # KEDA given the queue: it reports on its ScaledObject; the built-in poller's are dropped
+        (True, None, {}),
+        # the built-in engine's poller owns them: left as they are
+        (False, None, {c["type"]: (c["status"], c["reason"]) for c in POLLER_LEFT}),
+    ],
+)
+def test_keda_mode_says_what_keda_was_refused_and_nothing_else_of_the_queue(
+    keda: bool, refusal: tuple[str, str] | None, expected: dict[str, tuple[str, str]]
+) -> None:
+    current = {"conditions": POLLER_LEFT}
+    status, events, _ = plan_status(observe(scaled_by_keda=keda, queue_refusal=refusal), current, NOW)
+    queue_conditions = {
+        kind: value
+        for kind, value in conditions(status).items()
+        if kind in ("QueueReachable", "ScalingActive", "Fallback")
+    }
+    assert queue_conditions == expected
+    warnings = [(event.reason, event.message) for event in events if event.type == "Warning"]
+    assert warnings == ([refusal] if refusal else [])
+
+
+def test_a_keda_refusal_warns_once_and_clears_when_lifted() -> None:
+    refused, events, _ = plan_status(observe(scaled_by_keda=True, queue_refusal=KEDA_REFUSAL), None, NOW)
+    assert [(e.type, e.reason) for e in events] == [
+        ("Warning", "AddressNotAllowed"),
+        ("Normal", "WorkersReady"),
+    ]
+    again, events, changed = plan_status(
+        observe(scaled_by_keda=True, queue_refusal=KEDA_REFUSAL), refused, NOW + timedelta(minutes=1)
+    )
+    assert (events, changed) == ([], False)
+    lifted, events, changed = plan_status(observe(scaled_by_keda=True), again, NOW)
+    assert changed
+    assert events == []
+    assert "QueueReachable" not in conditions(lifted)

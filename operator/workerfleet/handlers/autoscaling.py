@@ -46,7 +46,7 @@ from workerfleet.planners.scaling import (
     plan_polling_failure,
     plan_queue_status,
 )
-from workerfleet.planners.scope import refused_queue_address
+from workerfleet.planners.scope import Refusal, address_refusal, credentials_hint
 from workerfleet.planners.status import Event
 from workerfleet.planners.supervision import reading_lifetime_seconds
 
@@ -138,19 +138,10 @@ def _record(
     return plan.events
 
 
-def _refusal(queue: Queue) -> tuple[str, str] | None:
+def _refusal(queue: Queue) -> Refusal | None:
     """Why the queue may not be contacted at all (before any Secret is read); None when it may."""
     settings = tenancy()
-    refused = refused_queue_address(queue, settings.queue_addresses, settings.prometheus_addresses)
-    return None if refused is None else (ScalingReason.ADDRESS_NOT_ALLOWED, refused)
-
-
-def _grant_hint(namespace: str, error: CredentialsNotGrantedError) -> str:
-    return (
-        f"queue credentials: {error.args[0]}. A namespace admin grants it with a RoleBinding in {namespace}"
-        f" of ClusterRole {tenancy().queue_credentials_role} to the operator's ServiceAccount"
-        " (README: Security model)"
-    )
+    return address_refusal(queue, settings.queue_addresses, settings.prometheus_addresses)
 
 
 async def _read(source: DepthSource) -> QueueSample | QueueUnreachableError:
@@ -274,7 +265,9 @@ class Pollers(PoolTasks):
                         try:
                             credentials = await asyncio.to_thread(_credentials, namespace, spec.queue)
                         except CredentialsNotGrantedError as error:  # reported; tried again next poll
-                            refusal = (ScalingReason.CREDENTIALS_NOT_GRANTED, _grant_hint(namespace, error))
+                            role = tenancy().queue_credentials_role
+                            hint = credentials_hint(namespace, error.args[0], role)
+                            refusal = (ScalingReason.CREDENTIALS_NOT_GRANTED, hint)
                         except LookupError as error:  # a missing Secret: report it, try again next poll
                             unusable = f"queue credentials: {error.args[0]}"
                         else:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.jobtype import JobTypeSpec
-from workerfleet.api.workerpool import WorkerPoolSpec
+from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, WorkerPoolSpec
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.admission import admission_problem
 from workerfleet.handlers.job_type_index import JobTypeIndex
@@ -35,6 +35,7 @@ from workerfleet.planners.children import (
     ChildPlan,
     Manifest,
     PoolRef,
+    keda_keys,
     names,
     plan_children,
     restricted_spec,
@@ -43,11 +44,13 @@ from workerfleet.planners.children import (
     worker_role,
 )
 from workerfleet.planners.job_type import input_schema_problem, plan_job_type_status
-from workerfleet.planners.keda import KEDA_KINDS
+from workerfleet.planners.keda import KEDA_KINDS, keda_secret_names
 from workerfleet.planners.ownership import controller_uid
 from workerfleet.planners.permissions import describe, not_delegable
 from workerfleet.planners.revocation import granted_rules, kept_rules
 from workerfleet.planners.rollout import Measurement
+from workerfleet.planners.scaling import ScalingReason
+from workerfleet.planners.scope import Refusal, address_refusal, credentials_refusal
 from workerfleet.planners.status import Event, Observation, PlannedRollout, merge_patch, plan_status
 from workerfleet.planners.workers import plan_workers
 
@@ -152,12 +155,56 @@ def _revoke_first(api: Kube, pool: PoolRef, granted: list[Manifest], *, verify: 
     return None
 
 
+def _keda_refusal(api: Kube, namespace: str, spec: WorkerPoolSpec, scaling: Autoscaling) -> Refusal | None:
+    """Why KEDA may not be given the pool's queue, as the built-in engine would not contact it: an
+    address off the allowlist (then no Secret is looked at), or a Secret its TriggerAuthentication
+    would name that the operator may not read (the namespace did not opt in); None when it may."""
+    settings = tenancy()
+    refusal = address_refusal(spec.queue, settings.queue_addresses, settings.prometheus_addresses)
+    if refusal is not None:
+        return refusal
+    secrets = keda_secret_names(spec.queue, scaling)
+    readable = {secret: api.secret_readable(namespace, secret) for secret in secrets}
+    return credentials_refusal(namespace, secrets, readable, settings.queue_credentials_role)
+
+
+def _withhold_from_keda(api: Kube, pool: PoolRef, spec: WorkerPoolSpec) -> tuple[Refusal | None, str | None]:
+    """In KEDA mode, whether or not the rest can be applied: why KEDA may not be given the queue, its
+    objects then deleted; and why deleting them failed. (None, None) when it may, or not in KEDA mode."""
+    scaling = spec.autoscaling
+    if scaling is None or scaling.engine != AutoscalingEngine.KEDA:
+        return None, None
+    refusal = _keda_refusal(api, pool.namespace, spec, scaling)
+    if refusal is None:
+        return None, None
+    try:
+        for key in keda_keys(pool.name):
+            api.delete(pool.namespace, key, pool.uid)
+    except ApiError as error:
+        return refusal, f"deleting the pool's KEDA objects failed: {error.message or error}"
+    return refusal, None
+
+
+def _take_away_first(
+    api: Kube, pool: PoolRef, spec: WorkerPoolSpec, granted: list[Manifest], *, verify: bool
+) -> tuple[Refusal | None, str | None]:
+    """What `_revoke_first` and `_withhold_from_keda` do: KEDA's refusal, and why taking away failed."""
+    revoke_error = _revoke_first(api, pool, granted, verify=verify)
+    refusal, withhold_error = _withhold_from_keda(api, pool, spec)
+    return refusal, withhold_error or revoke_error
+
+
+def _awaits_opt_in(refusal: Refusal | None) -> bool:
+    """KEDA was refused a Secret: retried with backoff, since the opt-in is a RoleBinding no watch brings."""
+    return refusal is not None and refusal[0] == ScalingReason.CREDENTIALS_NOT_GRANTED
+
+
 def _reconcile_locked(
     namespace: str, name: str, api: Kube, measurement: Measurement | None, *, verify: bool = False
 ) -> bool:
-    """One reconcile; False when it must be retried (a child could not be applied, or a permission not
-    revoked). A missing or invalid JobType is not retried: the JobType's own watch event brings the
-    pool back."""
+    """One reconcile; False when it must be retried (a child could not be applied, a permission not
+    revoked, or KEDA refused a Secret: the namespace's opt-in is a RoleBinding, which no watch brings).
+    A missing or invalid JobType is not retried: the JobType's own watch event brings the pool back."""
     # The pool as stored now, not as the triggering event saw it: the autoscaler writes status too.
     pool = api.get(API_VERSION, "WorkerPool", namespace, name)
     if pool is None or pool["metadata"].get("deletionTimestamp"):
@@ -192,8 +239,11 @@ def _reconcile_locked(
         )
     ]
     pool_ref = PoolRef(name, namespace, metadata["uid"])
-    # Before anything else, whether or not the rest can be applied: workers lose what is no longer granted.
-    apply_error = _revoke_first(api, pool_ref, granted_rules(job_types, ceiling), verify=verify)
+    # Before anything else, whether or not the rest can be applied: workers lose what is no longer
+    # granted, and KEDA an address or a Secret it may not be given.
+    queue_refusal, apply_error = _take_away_first(
+        api, pool_ref, spec, granted_rules(job_types, ceiling), verify=verify
+    )
     name_conflict = None
     stable_revision = current.get("stableRevision") or revision_of(spec.template.to_dict())
     desired_stable = spec.replicas
@@ -210,7 +260,7 @@ def _reconcile_locked(
         stable_revision, desired_stable = rollout.stable_revision, rollout.stable_replicas
         planned_rollout = PlannedRollout(rollout.stable_revision, rollout.canary_revision, rollout.rollout)
         rollout_events = rollout.events
-        plan = plan_children(pool_ref, spec, job_types, workers)
+        plan = plan_children(pool_ref, spec, job_types, workers, keda_refused=queue_refusal is not None)
         apply_error, name_conflict = _apply_children(api, plan, namespace, metadata["uid"], verify=verify)
         if apply_error is not None or name_conflict is not None:
             planned_rollout, rollout_events = (
@@ -233,13 +283,15 @@ def _reconcile_locked(
         name_conflict=name_conflict,
         canary_deployment=api.get("apps/v1", "Deployment", namespace, names(name).canary),
         rollout=planned_rollout,
+        scaled_by_keda=spec.autoscaling is not None and spec.autoscaling.engine == AutoscalingEngine.KEDA,
+        queue_refusal=queue_refusal,
     )
     status, events, changed = plan_status(observation, current, now)
     if changed:
         api.patch_pool_status(namespace, name, merge_patch(current, status))
     for event in [*rollout_events, *events]:
         post_event(pool, event)
-    return apply_error is None and name_conflict is None
+    return apply_error is None and name_conflict is None and not _awaits_opt_in(queue_refusal)
 
 
 def reconcile_by_name(

@@ -26,6 +26,7 @@ from workerfleet.kube.rest import ApiError, KindNotServedError, Rest
 from workerfleet.kube.store import ABSENT, AppliedChildren, ObjectKey, WatchedObjects
 from workerfleet.planners.children import ChildKey, Manifest
 from workerfleet.planners.ownership import as_applied, controller_uid, holder, holds_applied
+from workerfleet.planners.scope import secret_not_granted
 
 logger = logging.getLogger(__name__)
 
@@ -484,20 +485,30 @@ class Kube:
         A Secret the operator may not read raises CredentialsNotGrantedError: the chart names the
         Secrets it may read (rbac.queueCredentialSecrets), or a namespace admin granted it there.
         """
-        try:
-            secret = self.read("v1", "Secret", namespace, name)
-        except ApiError as error:
-            if error.status != 403:
-                raise
-            raise CredentialsNotGrantedError(
-                f"the operator may not read Secret {namespace}/{name}"
-            ) from error
+        secret = self._read_secret(namespace, name)
         if secret is None:
             raise LookupError(f"Secret {namespace}/{name} not found")
         encoded = (secret.get("data") or {}).get(key)
         if encoded is None:
             raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(encoded).decode()
+
+    def secret_readable(self, namespace: str, name: str) -> bool:
+        """Whether the operator may read this Secret (it need not exist): where it may not, nobody opted
+        the namespace in to queue credentials, so KEDA is not to be given it either."""
+        try:
+            self._read_secret(namespace, name)
+        except CredentialsNotGrantedError:
+            return False
+        return True
+
+    def _read_secret(self, namespace: str, name: str) -> Manifest | None:
+        try:
+            return self.read("v1", "Secret", namespace, name)
+        except ApiError as error:
+            if error.status != 403:
+                raise
+            raise CredentialsNotGrantedError(secret_not_granted(namespace, [name])) from error
 
 
 class CredentialsNotGrantedError(LookupError):

@@ -603,15 +603,26 @@ def role_keys(pool: str) -> list[ChildKey]:
     ]
 
 
+def keda_keys(pool: str) -> list[ChildKey]:
+    """The KEDA objects a pool in KEDA mode has: its ScaledObject and TriggerAuthentication."""
+    return [
+        ChildKey(KEDA_API_VERSION, "ScaledObject", pool),
+        ChildKey(KEDA_API_VERSION, "TriggerAuthentication", f"{pool}-queue"),
+    ]
+
+
 def plan_children(
     pool: PoolRef,
     spec: WorkerPoolSpec,
     job_types: Mapping[str, JobTypeSpec],
     workers: Workers | None = None,
+    *,
+    keda_refused: bool = False,
 ) -> ChildPlan:
     """Every child the pool should have, and those it must no longer have.
 
-    Without `workers`, the spec's template runs on spec.replicas with no canary.
+    Without `workers`, the spec's template runs on spec.replicas with no canary. `keda_refused`: KEDA
+    may not be given the pool's queue address or Secrets, so a KEDA pool has no KEDA objects.
     """
     child = names(pool.name)
     if workers is None:
@@ -690,14 +701,10 @@ def plan_children(
     else:
         delete.append(autoscaler_key)
     keda: list[Manifest] = []
-    if spec.autoscaling is not None and engine == AutoscalingEngine.KEDA:
+    if spec.autoscaling is not None and engine == AutoscalingEngine.KEDA and not keda_refused:
         owned = {"labels": common_labels(pool.name), "ownerReferences": [owner_reference(pool)]}
         keda = keda_objects(pool.name, pool.namespace, owned, spec.queue, spec.autoscaling)
         apply += keda
     kept = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in keda}
-    delete += [
-        ChildKey(KEDA_API_VERSION, kind, name)
-        for kind, name in (("ScaledObject", pool.name), ("TriggerAuthentication", f"{pool.name}-queue"))
-        if (kind, name) not in kept
-    ]
+    delete += [key for key in keda_keys(pool.name) if (key.kind, key.name) not in kept]
     return ChildPlan(apply=apply, delete=delete)

@@ -27,6 +27,12 @@ def _trigger(queue: Queue, scaling: Autoscaling) -> tuple[Manifest, list[tuple[s
     return {"type": trigger.type, "metadata": trigger.metadata}, trigger.secrets
 
 
+def keda_secret_names(queue: Queue, scaling: Autoscaling) -> list[str]:
+    """The Secrets the pool's TriggerAuthentication would hand to KEDA, each once."""
+    _, secrets = _trigger(queue, scaling)
+    return sorted({secret.name for _, secret in secrets})
+
+
 def keda_objects(
     pool: str, namespace: str, metadata: Manifest, queue: Queue, scaling: Autoscaling
 ) -> list[Manifest]:

@@ -28,7 +28,7 @@ from workerfleet.api.conditions import (
     set_condition,
 )
 from workerfleet.api.workerpool import Autoscaling, WorkerPoolConditionType
-from workerfleet.planners.status import Event
+from workerfleet.planners.status import Event, queue_refused_event
 
 
 @dataclass(frozen=True)
@@ -282,15 +282,8 @@ def plan_queue_status(
 
 def _flips(before: list[Condition], after: list[Condition]) -> list[Event]:
     """Events for the conditions a user acts on: the queue became unreachable, fallback began or ended."""
-    events = []
-    old_reach = find_condition(before, WorkerPoolConditionType.QUEUE_REACHABLE)
-    new_reach = find_condition(after, WorkerPoolConditionType.QUEUE_REACHABLE)
-    if (
-        new_reach is not None
-        and new_reach.status == "False"
-        and (old_reach is None or (old_reach.status, old_reach.reason) != ("False", new_reach.reason))
-    ):
-        events.append(Event("Warning", new_reach.reason, new_reach.message))
+    refused = queue_refused_event(before, after)
+    events = [] if refused is None else [refused]
     old_fallback = find_condition(before, WorkerPoolConditionType.FALLBACK)
     new_fallback = find_condition(after, WorkerPoolConditionType.FALLBACK)
     if new_fallback is not None and old_fallback is not None and new_fallback.status != old_fallback.status:

@@ -87,6 +87,11 @@ class Observation:
     canary_deployment: Mapping[str, Any] | None = None
     rollout: PlannedRollout | None = None
     """The canary rollout as planned; None when it was not carried out (its children not applied)."""
+    scaled_by_keda: bool = False
+    """autoscaling.engine keda: the queue conditions say only what KEDA may not be given."""
+    queue_refusal: tuple[str, str] | None = None
+    """KEDA mode: (reason, message) why KEDA is given no ScaledObject (an address off the allowlist, a
+    Secret of a namespace that did not opt in), reported as the built-in engine reports it."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,31 @@ def _with_rollout(observation: Observation, judged: list[ConditionUpdate]) -> li
     return result
 
 
+POLLER_CONDITIONS = frozenset({Type.QUEUE_REACHABLE, Type.SCALING_ACTIVE, Type.FALLBACK})
+"""What the built-in engine's poller says of the queue; in KEDA mode, KEDA's ScaledObject says it."""
+KEDA_REFUSED = "KEDA is given no ScaledObject, so nothing scales the pool: its replicas are held"
+
+
+def _keda_queue_conditions(
+    observation: Observation, conditions: list[Condition], now: datetime
+) -> list[Condition]:
+    """KEDA mode: QueueReachable and ScalingActive False with the refusal's reason, as the built-in
+    engine says it; with no refusal, none of the poller's conditions (left from the built-in engine)."""
+    if not observation.scaled_by_keda:
+        return conditions
+    if observation.queue_refusal is None:
+        return [condition for condition in conditions if condition.type not in POLLER_CONDITIONS]
+    reason, message = observation.queue_refusal
+    update = _updater(observation.generation)
+    kept = [condition for condition in conditions if condition.type != Type.FALLBACK]
+    for judged in (
+        update(Type.QUEUE_REACHABLE, FALSE, reason, message),
+        update(Type.SCALING_ACTIVE, FALSE, reason, KEDA_REFUSED),
+    ):
+        kept = set_condition(kept, judged, now)
+    return kept
+
+
 def plan_status(
     observation: Observation, current: Mapping[str, Any] | None, now: datetime
 ) -> tuple[dict[str, Any], list[Event], bool]:
@@ -240,6 +270,7 @@ def plan_status(
     conditions = previous
     for judged in _judge(observation):
         conditions = set_condition(conditions, judged, now.replace(microsecond=0))
+    conditions = _keda_queue_conditions(observation, conditions, now.replace(microsecond=0))
     deployment_status = (observation.deployment or {}).get("status", {})
     canary_status = (observation.canary_deployment or {}).get("status", {})
 
@@ -278,8 +309,20 @@ def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[
     return patch
 
 
+def queue_refused_event(before: Sequence[Condition], after: Sequence[Condition]) -> Event | None:
+    """A Warning when QueueReachable turns False, or False for a new reason: the user acts on it."""
+    old = find_condition(before, Type.QUEUE_REACHABLE)
+    new = find_condition(after, Type.QUEUE_REACHABLE)
+    if new is None or new.status != FALSE:
+        return None
+    if old is not None and (old.status, old.reason) == (FALSE, new.reason):
+        return None
+    return Event("Warning", new.reason, new.message)
+
+
 def _events(before: Sequence[Condition], after: Sequence[Condition]) -> list[Event]:
-    events = []
+    refused = queue_refused_event(before, after)
+    events = [] if refused is None else [refused]
     for kind in (Type.DEGRADED, Type.READY):
         old = find_condition(before, kind.value)
         new = find_condition(after, kind.value)
