@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -43,6 +43,9 @@ from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
 from workerfleet.worker.runtime import build_validators, input_problem
 from workerfleet.worker.settings import ConfigurationError, WorkerSettings
+
+if TYPE_CHECKING:
+    from workerfleet.kube.client import Kube
 
 PRODUCER_COMPONENT = "producer"
 """The User-Agent's component of a program enqueueing through `from_cluster`."""
@@ -170,11 +173,17 @@ def describe(queue: Queue) -> str:
     return kind.describe(backend)
 
 
-def _environment_credentials() -> Credentials:
+def _environment_credentials(*, store: bool = False) -> Credentials:
+    """WORKERFLEET_QUEUE_* (with `store`, WORKERFLEET_STORE_*: the idempotency store's) as set."""
+    username, password, ca = (
+        (WorkerEnv.STORE_USERNAME, WorkerEnv.STORE_PASSWORD, WorkerEnv.STORE_CA)
+        if store
+        else (WorkerEnv.QUEUE_USERNAME, WorkerEnv.QUEUE_PASSWORD, WorkerEnv.QUEUE_CA)
+    )
     return Credentials(
-        username=os.environ.get(WorkerEnv.QUEUE_USERNAME) or None,
-        password=os.environ.get(WorkerEnv.QUEUE_PASSWORD) or None,
-        ca_pem=os.environ.get(WorkerEnv.QUEUE_CA) or None,
+        username=os.environ.get(username) or None,
+        password=os.environ.get(password) or None,
+        ca_pem=os.environ.get(ca) or None,
     )
 
 
@@ -261,34 +270,8 @@ def from_cluster(
         if found is None:
             raise InvalidJob(f"JobType {namespace}/{job_type} not found")
         _, spec = _job_type_spec(found, f"JobType {namespace}/{job_type}")
-    credentials = _environment_credentials()
     queue = pool_spec.queue
-    kind, backend = kind_of(queue)
-    worker_needs = kind.worker_needs(backend)
-    needs = worker_needs.queue if worker_needs is not None else CredentialNeeds()
-    if needs.password is not None and credentials.password is None:
-
-        def value(reference: SecretKeySelector | None) -> str | None:
-            if reference is None:
-                return None
-            try:
-                return api.secret_value(namespace, reference.name, reference.key)
-            except LookupError as error:
-                raise InvalidJob(
-                    f"{error}; set WORKERFLEET_QUEUE_USERNAME / WORKERFLEET_QUEUE_PASSWORD instead"
-                ) from None
-
-        credentials = Credentials(
-            username=value(needs.username),
-            password=value(needs.password),
-            ca_pem=credentials.ca_pem,
-        )
-    if needs.ca is not None and credentials.ca_pem is None:
-        try:
-            ca_pem = api.secret_value(namespace, needs.ca.name, needs.ca.key)
-        except LookupError as error:
-            raise InvalidJob(f"{error}; set WORKERFLEET_QUEUE_CA to the queue's CA bundle instead") from None
-        credentials = replace(credentials, ca_pem=ca_pem)
+    credentials = cluster_credentials(api, namespace, pool, queue).queue
     return Target(
         pool=pool,
         queue=_with_address(queue, address),
@@ -296,6 +279,55 @@ def from_cluster(
         job_type=job_type,
         spec=spec,
         credentials=credentials,
+    )
+
+
+@dataclass(frozen=True)
+class PoolCredentials:
+    """What a client of a pool's queue needs: the queue's credentials, and its idempotency store's."""
+
+    queue: Credentials
+    store: Credentials
+
+
+def cluster_credentials(api: Kube, namespace: str, pool: str, queue: Queue) -> PoolCredentials:
+    """The pool's queue credentials as the caller may read them: from the environment
+    (WORKERFLEET_QUEUE_*), else from the Secrets the queue's auth and TLS name, read with the caller's
+    own RBAC. InvalidJob names a Secret the caller may not read, and how to get access."""
+    from workerfleet.kube.client import CredentialsNotGrantedError  # noqa: PLC0415  (cluster only)
+
+    def value(reference: SecretKeySelector, variable: str) -> str:
+        try:
+            return api.secret_value(namespace, reference.name, reference.key)
+        except CredentialsNotGrantedError:
+            raise InvalidJob(
+                f"you may not read Secret {namespace}/{reference.name}, which holds the credentials of "
+                f"WorkerPool {namespace}/{pool}'s queue: ask for `get` on it (a Role in {namespace}), "
+                f"or set {variable}"
+            ) from None
+        except LookupError as error:
+            raise InvalidJob(f"{error}; set {variable} instead") from None
+
+    def read(needs: CredentialNeeds, given: Credentials, prefix: str) -> Credentials:
+        credentials = given
+        if needs.password is not None and credentials.password is None:
+            variables = f"{prefix}_USERNAME / {prefix}_PASSWORD"
+            credentials = Credentials(
+                username=value(needs.username, variables) if needs.username is not None else None,
+                password=value(needs.password, variables),
+                ca_pem=credentials.ca_pem,
+            )
+        if needs.ca is not None and credentials.ca_pem is None:
+            credentials = replace(credentials, ca_pem=value(needs.ca, f"{prefix}_CA to the CA bundle"))
+        return credentials
+
+    kind, backend = kind_of(queue)
+    worker_needs = kind.worker_needs(backend)
+    queue_needs = worker_needs.queue if worker_needs is not None else CredentialNeeds()
+    store_needs = (worker_needs.store if worker_needs is not None else None) or CredentialNeeds()
+    return PoolCredentials(
+        queue=read(queue_needs, _environment_credentials(), "WORKERFLEET_QUEUE"),
+        store=read(store_needs, _environment_credentials(store=True), "WORKERFLEET_STORE"),
     )
 
 

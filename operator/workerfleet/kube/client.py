@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -477,6 +478,45 @@ class Kube:
         """Name to labels of the pods in `namespace` that `label_selector` selects."""
         pods = self._list(self._rest.path("v1", "Pod", namespace), labelSelector=label_selector)
         return {str(pod["metadata"]["name"]): dict(pod["metadata"].get("labels") or {}) for pod in pods}
+
+    def whoami(self) -> str:
+        """The username the API server sees for these credentials (a SelfSubjectReview)."""
+        review = self._send(
+            "create",
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        return str(((review.get("status") or {}).get("userInfo") or {}).get("username") or "unknown")
+
+    def record_event(self, involved: Mapping[str, Any], *, reason: str, message: str, component: str) -> None:
+        """A Normal Event on `involved` (an object as read), from `component`."""
+        metadata = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._send(
+            "create",
+            "POST",
+            f"/api/v1/namespaces/{metadata['namespace']}/events",
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+                "involvedObject": {
+                    "apiVersion": involved["apiVersion"],
+                    "kind": involved["kind"],
+                    "name": metadata["name"],
+                    "namespace": metadata["namespace"],
+                    "uid": metadata.get("uid"),
+                },
+                "type": "Normal",
+                "reason": reason,
+                "message": message,
+                "source": {"component": component},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret, decoded; the caller keeps it in memory only.
