@@ -10,16 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess
 from devenv.queues import QueueUnderTest, RabbitMQQueue, RedisListQueue, RedisStreamQueue
 from devenv.waiting import eventually
 from e2e.worker.conftest import POOL, Workers, probe_policies
@@ -253,3 +256,58 @@ def test_a_user_who_may_not_read_the_queue_secret_is_refused(
         f"you may not read Secret {namespace}/{secret}, which holds the credentials of "
         f"WorkerPool {namespace}/{POOL}'s queue: ask for `get` on it"
     ) in refused.stderr
+
+
+@pytest.mark.parametrize("queue", ["redis-list"], indirect=True)
+def test_review_and_dead_letter_depths_show_in_status_get_wide_and_metrics(
+    operator_process: OperatorProcess, namespace: str, queue: QueueUnderTest
+) -> None:
+    # Given a pool with two jobs waiting for review, one for five minutes, and one dead letter
+    cluster = operator_process.cluster
+    _apply_pool(cluster, namespace, queue)
+    waited = timedelta(minutes=5)
+    for job_id, age, destination in (
+        ("r1", waited, "review"),
+        ("r2", timedelta(0), "review"),
+        ("d1", waited, "dlq"),
+    ):
+        envelope = new_envelope("probe", {"id": job_id}, now=_now() - age, job_id=job_id)
+        failure = FailureRecord(reason="NeedsReview", attempt=1, at=_now() - age)
+        assert isinstance(queue, RedisListQueue)
+        host, port = queue.address.split(":")
+        with redis.Redis(host=host, port=int(port)) as client:
+            client.lpush(
+                f"{queue.name}.{destination}", encode(with_failure(envelope, failure, next_attempt=False))
+            )
+
+    # When the operator reads them
+    def counted() -> dict[str, Any] | None:
+        pool = cluster.get("workerpool", POOL, namespace=namespace) or {}
+        counts = (pool.get("status") or {}).get("queue") or {}
+        return counts if counts.get("reviewDepth") == 2 else None
+
+    # Then status.queue says so, `kubectl get wp -o wide` shows it, and so do the operator's metrics
+    counts = eventually(counted, what="status.queue.reviewDepth", timeout=30)
+    assert counts["deadLetterDepth"] == 1
+    wide = cluster.kubectl("get", "wp", POOL, "-n", namespace, "-o", "wide").stdout.splitlines()
+    header, row = wide
+
+    def cell(column: str) -> str:
+        start = header.index(column)
+        return row[start:].split()[0]
+
+    assert cell("REVIEW") == "2", wide
+    assert cell("DEAD LETTERS") == "1", wide
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator_process.metrics_port}/metrics", timeout=5
+    ) as answer:
+        metrics = answer.read().decode()
+    labels = f'{{namespace="{namespace}",pool="{POOL}"}}'
+    assert f"workerfleet_review_depth{labels} 2.0" in metrics
+    assert f"workerfleet_dead_letter_depth{labels} 1.0" in metrics
+    age = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith(f"workerfleet_review_oldest_age_seconds{labels}")
+    )
+    assert waited.total_seconds() <= float(age.split()[1]) < waited.total_seconds() + 60, age

@@ -33,6 +33,7 @@ from workerfleet.api.base import API_VERSION
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.workerpool import Queue, WorkerPoolSpec
 from workerfleet.kube.options import ClusterOptions
+from workerfleet.planners.held import dead_letter_queues, pool_dead_letter_queue, review_queues
 from workerfleet.producer import InvalidJob, PoolCredentials, cluster_credentials
 from workerfleet.worker.envelope import (
     Approval,
@@ -88,19 +89,13 @@ class Pool:
 
     @property
     def pool_dead_letter_queue(self) -> str:
-        """Where the workers put messages no JobType can take (see backend_factory)."""
-        return f"{self.main_queue}.dlq"
+        return pool_dead_letter_queue(self.queue)
 
     def queues(self, box: Box) -> list[str]:
         """The queues of `box`, each once, in a fixed order."""
         if box == Box.REVIEW:
-            names = [spec.review.queue for spec in self.job_types.values() if spec.review is not None]
-        else:
-            names = [
-                spec.dead_letter.queue for spec in self.job_types.values() if spec.dead_letter is not None
-            ]
-            names.append(self.pool_dead_letter_queue)
-        return list(dict.fromkeys(names))
+            return review_queues(self.job_types)
+        return dead_letter_queues(self.queue, self.job_types)
 
     def dead_letter_queue_of(self, job_type: str) -> str:
         spec = self.job_types.get(job_type)

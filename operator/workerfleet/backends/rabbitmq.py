@@ -34,7 +34,8 @@ class RabbitMQDepth:
         self._credentials = credentials
         self._connection: AbstractRobustConnection | None = None
 
-    def _url(self) -> str:
+    def url(self) -> str:
+        """The AMQP URL, credentials included: never to be logged."""
         host, port = split_host_port(self._queue.address)
         user = quote(self._credentials.username or "guest", safe="")
         password = quote(self._credentials.password or "guest", safe="")
@@ -54,7 +55,7 @@ class RabbitMQDepth:
                     else None
                 )
                 self._connection = await aio_pika.connect_robust(
-                    self._url(), timeout=TIMEOUT_SECONDS, ssl_context=context
+                    self.url(), timeout=TIMEOUT_SECONDS, ssl_context=context
                 )
             async with self._connection.channel() as channel:
                 declared = await channel.declare_queue(
