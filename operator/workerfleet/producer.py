@@ -5,6 +5,7 @@
     target = producer.from_cluster("media", pool="thumbs", job_type="resize-image")
     # or: producer.from_files("pool.yaml", ["jobtype.yaml"], job_type="resize-image")
     envelope = producer.build(target, {"id": "img-1", "width": 64}, key="img-1", deadline="10m")
+    # delay="10m" or at=datetime(...): the job waits until then
     asyncio.run(producer.send(target, [envelope]))
 
 `build` refuses, with `InvalidJob` naming the field, data that the worker runtime would dead-letter
@@ -23,7 +24,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from workerfleet.api.workerpool import Queue, WorkerPoolSpec
 from workerfleet.kube.options import ClusterOptions
 from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
+from workerfleet.worker.inbox import main_queue_name, open_inbox
 from workerfleet.worker.runtime import build_validators, input_problem
 from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
@@ -102,6 +104,26 @@ def _with_key(payload: Any, key_field: str, key: str) -> Any:
     return result
 
 
+def due_time(now: datetime, *, delay: str | int | None = None, at: datetime | str | None = None) -> datetime:
+    """When a job asked to wait (`delay`: seconds or 90s/10m/2h; `at`: a time with its zone, or ISO
+    8601 text) becomes due; `now` when it did not ask. InvalidJob names the flag that is wrong."""
+    if delay is not None and at is not None:
+        raise InvalidJob("give --delay or --at, not both")
+    if delay is not None:
+        try:
+            return now + timedelta(seconds=parse_duration(delay) if isinstance(delay, str) else delay)
+        except InvalidJob:
+            raise InvalidJob(f"--delay {delay!r} is not a duration such as 90s, 10m, 2h or 1h30m") from None
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidJob(f"--at {at!r} is not a time such as 2026-05-01T03:00:00Z") from None
+    if at is not None and at.tzinfo is None:
+        raise InvalidJob(f"--at {at.isoformat()} has no time zone: add Z or an offset such as +02:00")
+    return max(at, now) if at is not None else now
+
+
 def build(
     target: Target,
     data: Any,
@@ -110,8 +132,12 @@ def build(
     deadline: str | int | None = None,
     job_id: str | None = None,
     now: datetime | None = None,
+    delay: str | int | None = None,
+    at: datetime | str | None = None,
 ) -> Envelope:
-    """The envelope the runtime reads, or InvalidJob naming what the worker would refuse."""
+    """The envelope the runtime reads, or InvalidJob naming what the worker would refuse. A job with
+    `delay` or `at` waits until then: its enqueuedAt is that time (deadlines count from it), and `send`
+    holds it back until it comes."""
     if target.job_type not in target.served:
         raise InvalidJob(
             f"pool {target.pool} does not serve job type {target.job_type} "
@@ -142,14 +168,32 @@ def build(
     return new_envelope(
         target.job_type,
         data,
-        now=now or datetime.now(UTC),
+        now=due_time(now or datetime.now(UTC), delay=delay, at=at),
         job_id=job_id or str(uuid.uuid4()),
         deadline_seconds=deadline_seconds,
     )
 
 
 async def send(target: Target, envelopes: Sequence[Envelope]) -> None:
-    """Write the envelopes, in order, to the pool's queue; raises BackendUnavailable when it cannot."""
+    """Write the envelopes, in order, to the pool's queue; raises BackendUnavailable when it cannot.
+    An envelope enqueued in the future (`build`'s delay or at) waits where the workers keep retries for
+    their backoff (a Redis `<queue>:delayed` set, a RabbitMQ delay queue) and reaches the queue when
+    due; on Redis a running worker moves it there, within a heartbeat of its time."""
+    now = datetime.now(UTC)
+    later = [envelope for envelope in envelopes if envelope.enqueued_at > now]
+    if later:
+        inbox = open_inbox(target.queue, target.credentials)
+        await inbox.connect()
+        try:
+            for envelope in later:
+                await inbox.enqueue_later(
+                    main_queue_name(target.queue), encode(envelope), envelope.enqueued_at
+                )
+        finally:
+            await inbox.close()
+    envelopes = [envelope for envelope in envelopes if envelope.enqueued_at <= now]
+    if not envelopes:
+        return
     settings = WorkerSettings(
         pool=target.pool,
         revision="",
@@ -346,6 +390,7 @@ __all__ = [
     "Target",
     "build",
     "describe",
+    "due_time",
     "from_cluster",
     "from_files",
     "parse_duration",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aio_pika
@@ -42,6 +43,8 @@ from workerfleet.worker.rabbitmq import (
     CONNECT_TIMEOUT_SECONDS,
     GUEST,
     _unavailable_on_connection_errors,
+    delay_queue,
+    quantized_delay_ms,
 )
 from workerfleet.worker.redis_stream import JOB_FIELD
 from workerfleet.worker.redis_support import redis_client, split_host_port, unavailable_on_connection_errors
@@ -78,6 +81,10 @@ class Inbox(Protocol):
 
     async def depth(self, queue: str) -> int:
         """How many jobs `queue` holds (0 when it does not exist)."""
+
+    async def enqueue_later(self, queue: str, body: bytes, due: datetime) -> None:
+        """Put `body` on `queue` (the pool's own) once `due` comes: where the workers keep retries
+        waiting for their backoff, which they move onto the queue when due."""
 
     async def completed(self, key: str) -> bool | None:
         """Whether a job with idempotency key `key` (`<type>:<value>`) completed within its TTL; None when
@@ -123,6 +130,11 @@ class _RedisInbox:
     async def completed(self, key: str) -> bool | None:
         with unavailable_on_connection_errors():
             return bool(await self._redis.exists(f"{self._key}:done:{key}"))
+
+    async def enqueue_later(self, queue: str, body: bytes, due: datetime) -> None:
+        # `<queue>:delayed`, scored by due time in ms: a running worker's upkeep promotes it when due.
+        with unavailable_on_connection_errors():
+            await self._redis.zadd(f"{queue}:delayed", {body: int(due.timestamp() * 1000)})
 
     async def _run_transfer(self, held: Held, destination: str | None, body: bytes, how: str) -> bool:
         keys = [held.queue, destination or held.queue]
@@ -268,6 +280,22 @@ class RabbitMQInbox:
             await message.ack()
             await transaction.commit()
         return True
+
+    async def enqueue_later(self, queue: str, body: bytes, due: datetime) -> None:
+        # A delay queue whose TTL dead-letters the message onto `queue` when due (the delay rounded up to
+        # two significant digits, as the workers' retries are).
+        _, channel, transaction = self._live()
+        seconds = (due - datetime.now(UTC)).total_seconds()
+        waiting, arguments = delay_queue(queue, quantized_delay_ms(max(seconds, 0.001)))
+        with _unavailable_on_connection_errors():
+            await channel.declare_queue(waiting, durable=True, arguments=arguments)
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
+                ),
+                routing_key=waiting,
+            )
+            await transaction.commit()
 
     async def depth(self, queue: str) -> int:
         with _unavailable_on_connection_errors():
