@@ -123,6 +123,7 @@ JOB_TYPE = Kind(
             '.status.conditions[?(@.type=="Accepted")].status',
             "False when the job type cannot be served as written (see its Accepted condition).",
         ),
+        PrinterColumn("Next Run", "string", ".status.nextScheduleTime", "When the schedule runs next."),
         AGE,
         PrinterColumn("Deadline", "integer", ".spec.deadlineSeconds", "Seconds before a job expires.", 1),
         PrinterColumn("Dead Letter", "string", ".spec.deadLetter.queue", "Queue of failed jobs.", 1),

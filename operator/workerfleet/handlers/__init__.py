@@ -10,6 +10,7 @@ from workerfleet.handlers import (
     metrics_api,
     pool_metrics,
     rollout,
+    schedules,
     startup,
     workerpool,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "metrics_api",
     "pool_metrics",
     "rollout",
+    "schedules",
     "startup",
     "workerpool",
 ]

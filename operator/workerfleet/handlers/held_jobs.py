@@ -47,7 +47,7 @@ def _job_types(namespace: str, names: list[str]) -> dict[str, JobTypeSpec]:
     return found
 
 
-def _credentials(namespace: str, queue: Queue) -> Credentials | None:
+def queue_credentials(namespace: str, queue: Queue) -> Credentials | None:
     """The queue's credentials as the operator may read them; None when it may not (or they are gone)."""
     kind, backend = kind_of(queue)
     try:
@@ -80,7 +80,7 @@ async def read_once(body: dict[str, Any]) -> HeldSample | None:
     settings = tenancy()
     if refused_queue_address(spec.queue, settings.queue_addresses, settings.prometheus_addresses):
         return None
-    credentials = await asyncio.to_thread(_credentials, namespace, spec.queue)
+    credentials = await asyncio.to_thread(queue_credentials, namespace, spec.queue)
     if credentials is None:
         return None
     job_types = await asyncio.to_thread(_job_types, namespace, list(spec.job_types))

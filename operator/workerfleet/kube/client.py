@@ -354,6 +354,25 @@ class Kube:
         self._count_write()
         self.watched.remember(patched)
 
+    def claim_job_type_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> str | None:
+        """A status merge patch that names the resourceVersion it was planned on: the new
+        resourceVersion, or None when the JobType changed since (409: another writer came first)."""
+        try:
+            patched = self._send(
+                "patch",
+                "PATCH",
+                self._rest.path(API_VERSION, "JobType", namespace, name, "status"),
+                body=dict(patch),
+                content_type=MERGE_PATCH,
+            )
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
+        self._count_write()
+        self.watched.remember(patched)
+        return str(patched["metadata"]["resourceVersion"])
+
     def patch_job_type_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         patched = self._send(
             "patch",
