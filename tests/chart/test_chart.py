@@ -153,6 +153,8 @@ def test_grafana_dashboard_is_valid_json() -> None:
     ]
     panels = json.loads(dashboard["data"]["workerfleet.json"])["panels"]
     assert any("workerfleet_queue_depth" in target["expr"] for panel in panels for target in panel["targets"])
+    expressions = {target["expr"] for panel in panels for target in panel["targets"]}
+    assert {"workerfleet_review_depth", "workerfleet_dead_letter_depth"} <= expressions
 
 
 @pytest.mark.parametrize(
