@@ -262,9 +262,9 @@ def test_a_user_who_may_not_read_the_queue_secret_is_refused(
 def test_review_and_dead_letter_depths_show_in_status_get_wide_and_metrics(
     operator_process: OperatorProcess, namespace: str, queue: QueueUnderTest
 ) -> None:
-    # Given a pool with two jobs waiting for review, one for five minutes, and one dead letter
+    # Given two jobs waiting for review, one for five minutes, and one dead letter, of a pool created
+    # after them (the operator reads a new pool at once, then every 30 s)
     cluster = operator_process.cluster
-    _apply_pool(cluster, namespace, queue)
     waited = timedelta(minutes=5)
     for job_id, age, destination in (
         ("r1", waited, "review"),
@@ -279,6 +279,7 @@ def test_review_and_dead_letter_depths_show_in_status_get_wide_and_metrics(
             client.lpush(
                 f"{queue.name}.{destination}", encode(with_failure(envelope, failure, next_attempt=False))
             )
+    _apply_pool(cluster, namespace, queue)
 
     # When the operator reads them
     def counted() -> dict[str, Any] | None:
@@ -311,3 +312,26 @@ def test_review_and_dead_letter_depths_show_in_status_get_wide_and_metrics(
         if line.startswith(f"workerfleet_review_oldest_age_seconds{labels}")
     )
     assert waited.total_seconds() <= float(age.split()[1]) < waited.total_seconds() + 60, age
+
+
+def test_purge_drops_only_the_matching_dead_letters_and_only_when_confirmed(
+    crds: Cluster, namespace: str, queue: QueueUnderTest
+) -> None:
+    # Given three dead letters
+    _apply_pool(crds, namespace, queue)
+    ids = _dead_letters(queue, 3)
+    dlq = f"{queue.name}.dlq"
+
+    # When one is purged without --yes, with no terminal to ask on
+    unconfirmed = _plugin(crds, namespace, "dlq", "purge", POOL, "--id", ids[1])
+    # Then nothing is removed, and the command says how to confirm
+    assert unconfirmed.returncode == 1, unconfirmed
+    assert "purge cancelled, nothing removed (on no terminal, confirm with --yes)" in unconfirmed.stdout
+    assert sorted(_ids(queue, dlq)) == ids
+
+    # When it is purged with --yes
+    purged = _plugin(crds, namespace, "dlq", "purge", POOL, "--id", ids[1], "--yes")
+    # Then exactly that one is gone, for good
+    assert purged.returncode == 0, purged.stderr
+    assert sorted(_ids(queue, dlq)) == [ids[0], ids[2]]
+    assert _ids(queue, queue.name) == []
