@@ -171,8 +171,8 @@ def test_review_and_replay_move_exactly_the_jobs_named(
     assert "approved 1 review jobs (r1)" in messages["ReviewApproved"], messages
 
 
-def _dead_letters(queue: QueueUnderTest, count: int) -> list[str]:
-    """`count` dead letters put straight onto the pool's dead-letter queue."""
+def _dead_letters(queue: QueueUnderTest, count: int, ids: list[str] | None = None) -> list[str]:
+    """`count` dead letters (or those with `ids`) put straight onto the pool's dead-letter queue."""
     dlq: QueueUnderTest
     if isinstance(queue, RabbitMQQueue):
         dlq = RabbitMQQueue(queue.address, f"{queue.name}.dlq", queue.server)
@@ -181,7 +181,7 @@ def _dead_letters(queue: QueueUnderTest, count: int) -> list[str]:
     else:
         assert isinstance(queue, RedisListQueue)
         dlq = RedisListQueue(queue.address, f"{queue.name}.dlq")
-    ids = [f"dead-{n:03d}" for n in range(count)]
+    ids = ids or [f"dead-{n:03d}" for n in range(count)]
 
     async def send() -> None:
         pool_queue = queue.producer()
@@ -335,3 +335,37 @@ def test_purge_drops_only_the_matching_dead_letters_and_only_when_confirmed(
     assert purged.returncode == 0, purged.stderr
     assert sorted(_ids(queue, dlq)) == [ids[0], ids[2]]
     assert _ids(queue, queue.name) == []
+
+
+def test_a_dead_letter_whose_key_completed_is_replayed_only_with_force(
+    crds: Cluster, namespace: str, queue: QueueUnderTest, workers: Workers, probe_log: Path
+) -> None:
+    # Given a keyed job (the probe JobType's key is its id) that completed, and a dead letter of it
+    _apply_pool(crds, namespace, queue)
+    workers.start(queue)
+    _enqueue(queue, [{"id": "k1"}])
+    eventually(lambda: "k1" in _finished(probe_log), what="k1 to complete")
+    _dead_letters(queue, 1, ids=["k1"])
+
+    # When the dead letters are replayed
+    replay = _plugin(crds, namespace, "dlq", "replay", POOL)
+    assert replay.returncode == 0, replay.stderr
+    if isinstance(queue, RabbitMQQueue):
+        # Then, on RabbitMQ without an idempotencyStore, the command says it cannot tell, and replays
+        assert "keeps no completed idempotency keys" in replay.stdout, replay.stdout
+        assert "1 replayed" in replay.stdout, replay.stdout
+        return
+    # Then the completed key keeps it a dead letter, saying why
+    assert "skipped k1: idempotency key probe:k1 completed already (--force replays it)" in replay.stdout
+    assert _ids(queue, f"{queue.name}.dlq") == ["k1"]
+    # And --force replays it; the worker, knowing the key, acknowledges it without running it again
+    forced = _plugin(crds, namespace, "dlq", "replay", POOL, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "1 replayed" in forced.stdout, forced.stdout
+    eventually(
+        lambda: _ids(queue, f"{queue.name}.dlq") == [] and queue.held() == 0, what="the replay settled"
+    )
+    eventually(lambda: _ids(queue, queue.name) == [], what="the replayed job taken")
+    time.sleep(1)
+    starts = [line for line in probe_log.read_text().splitlines() if '"k1"' in line and '"start"' in line]
+    assert len(starts) == 1, starts
