@@ -104,6 +104,16 @@ def _finished(probe_log: Path) -> dict[str, dict[str, Any]]:
     return {line["id"]: line for line in lines if line["event"] == "finish"}
 
 
+def _shows_r3_and_names_r9_missing(crds: Cluster, namespace: str) -> None:
+    shown = _plugin(crds, namespace, "review", "show", POOL, "r3")
+    assert shown.returncode == 0, shown.stderr
+    assert '"id": "r3"' in shown.stdout, shown.stdout
+    assert shown.stdout.split("payload:")[1].split() == ["{", '"fail":', '"review",', '"id":', '"r3"', "}"]
+    missing = _plugin(crds, namespace, "review", "show", POOL, "r9")
+    assert missing.returncode == 2, missing
+    assert f"no job r9 in the review of WorkerPool {namespace}/{POOL}" in missing.stdout
+
+
 def test_review_and_replay_move_exactly_the_jobs_named(
     crds: Cluster, namespace: str, queue: QueueUnderTest, workers: Workers, probe_log: Path
 ) -> None:
@@ -124,6 +134,8 @@ def test_review_and_replay_move_exactly_the_jobs_named(
         (f"r{n}", "probe", "1", "NeedsReview") for n in (1, 2, 3)
     ], listed.stdout
     assert "probe cannot tell" in listed.stdout
+    # And one job's envelope, with its payload as JSON; an id not there is named
+    _shows_r3_and_names_r9_missing(crds, namespace)
 
     # When r1 is approved and r2 rejected
     approved = _plugin(crds, namespace, "review", "approve", POOL, "r1", "--note", "checked by hand")
