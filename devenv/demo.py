@@ -41,6 +41,7 @@ from workerfleet.api.worker_contract import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES
 from workerfleet.planners.rollout import RolloutReason
 from workerfleet.planners.scaling import ScalingReason
 from workerfleet.report import Chart, Marker, Page, Panel, Series, render_html
+from workerfleet.triage import TriageReason
 from workerfleet.worker.envelope import encode, new_envelope
 
 NAMESPACE = "workerfleet-demo"
@@ -61,6 +62,8 @@ MARKED_REASONS = (
     RolloutReason.STARTED,
     RolloutReason.ANALYSIS_FAILED,
     RolloutReason.ROLLED_BACK,
+    TriageReason.REVIEW_APPROVED,
+    TriageReason.DEAD_LETTERS_REPLAYED,
 )
 """The pool's Events the report marks on its time axis, besides the HPA's rescales."""
 ERROR_RATE_WINDOW = "10s"
@@ -99,6 +102,7 @@ def job_type() -> dict[str, Any]:
             "deadlineSeconds": 900,
             "retry": {"maxAttempts": 3, "backoff": {"initialSeconds": 1, "maxSeconds": 10, "multiplier": 2}},
             "deadLetter": {"queue": f"{QUEUE}.dlq"},
+            "review": {"queue": f"{QUEUE}.review"},
             "idempotency": {"keyField": "image"},
         },
     }
@@ -565,6 +569,57 @@ def bad_revision_rolls_back(demo: Demo) -> None:
     demo.say(demo.plugin("status", POOL).rstrip())
 
 
+REVIEWED = ("ambiguous-1.jpg", "ambiguous-2.jpg", "ambiguous-3.jpg")
+BROKEN = ("broken-1.jpg", "broken-2.jpg")
+
+
+def review_and_replay(demo: Demo) -> None:
+    """Jobs a handler cannot decide wait for a person; failed ones are replayed once fixed."""
+    demo.step(
+        f"Day 2: {len(REVIEWED)} jobs the handler cannot decide go to review, {len(BROKEN)} broken ones"
+        " to the dead letters; a person approves, rejects and replays with kubectl workerfleet"
+    )
+    assert demo.redis is not None
+    client = redis.Redis(host="127.0.0.1", port=demo.redis.port)
+    now = datetime.now(UTC)
+    jobs = [
+        new_envelope(JOB_TYPE, {"image": image, "ambiguous": True}, now=now, job_id=image)
+        for image in REVIEWED
+    ]
+    jobs += [
+        new_envelope(JOB_TYPE, {"image": image, "broken": True}, now=now, job_id=image) for image in BROKEN
+    ]
+    try:
+        client.lpush(QUEUE, *(encode(job) for job in jobs))
+        demo.watch_until(
+            lambda: (
+                client.llen(f"{QUEUE}.review") == len(REVIEWED) and client.llen(f"{QUEUE}.dlq") >= len(BROKEN)
+            ),
+            "the jobs to reach review and the dead letters",
+        )
+        first, second, third = REVIEWED
+        for command in (
+            ("review", "ls", POOL),
+            ("review", "approve", POOL, first, second, "--note", "both faces are fine"),
+            ("review", "reject", POOL, third, "--reason", "not a photo"),
+            ("dlq", "ls", POOL, "--reason", "PermanentError"),
+            ("dlq", "replay", POOL, "--reason", "PermanentError", "--dry-run"),
+            ("dlq", "replay", POOL, "--reason", "PermanentError", "--rate", "20"),
+        ):
+            demo.say(f"\n$ kubectl workerfleet {' '.join(command)}")
+            demo.say(demo.plugin(*command).rstrip())
+        demo.watch_until(
+            lambda: client.llen(f"{QUEUE}.review") == 0 and demo.queue_depth() == 0,
+            "the approved and replayed jobs to run",
+        )
+        left = sorted(json.loads(raw)["id"] for raw in client.lrange(f"{QUEUE}.dlq", 0, -1))
+    finally:
+        client.close()
+    demo.say(
+        f"review inbox empty; the dead letters hold {left} (the rejected job, and any the bad canary left)"
+    )
+
+
 def error_rates(demo: Demo, stable_revision: str | None) -> dict[str, list[tuple[float, float]]]:
     """The stable and canary workers' error rates over the run, from the demo's Prometheus.
 
@@ -668,6 +723,7 @@ SCENARIO: list[Callable[[Demo], None]] = [
     apply_pool,
     burst_and_scale,
     bad_revision_rolls_back,
+    review_and_replay,
 ]
 
 

@@ -125,7 +125,24 @@ class ChartQueries:
             )
 
 
-def test_the_demo_scales_with_a_burst_and_rolls_a_bad_revision_back(
+def _review_and_replay_shown(text: str) -> None:
+    """The jobs asking for review are listed, two approved and one rejected; the broken ones are
+    replayed (after a dry run naming them) and run, and the rejected one stays a dead letter."""
+    _, review = text.split("$ kubectl workerfleet review ls")
+    assert all(
+        re.search(rf"{image}\s+{demo.JOB_TYPE}\s+\S+\s+1\s+NeedsReview", review) for image in demo.REVIEWED
+    )
+    assert "approved ambiguous-1.jpg" in review, review
+    assert "rejected ambiguous-3.jpg" in review, review
+    _, replay = text.split("$ kubectl workerfleet dlq replay", 1)
+    assert {f"would replay {image}" for image in demo.BROKEN} <= {
+        " ".join(line.split()[:3]) for line in replay.splitlines()
+    }, replay
+    assert re.search(r"2 replayed, \d+ skipped, 0 gone meanwhile", replay), replay
+    assert re.search(r"the dead letters hold \[.*'ambiguous-3.jpg'.*\]", text), text
+
+
+def test_the_demo_scales_rolls_a_bad_revision_back_and_reviews_and_replays(
     demo_namespace: Cluster, tmp_path: Path
 ) -> None:
     out = io.StringIO()
@@ -137,7 +154,14 @@ def test_the_demo_scales_with_a_burst_and_rolls_a_bad_revision_back(
     # the same functions the demo's first steps call.
     demo.run(
         shown,
-        [demo.start_servers, demo.apply_pool, demo.burst_and_scale, demo.bad_revision_rolls_back, queries],
+        [
+            demo.start_servers,
+            demo.apply_pool,
+            demo.burst_and_scale,
+            demo.bad_revision_rolls_back,
+            demo.review_and_replay,
+            queries,
+        ],
     )
 
     print(f"chart queries and the Degraded alert checked in {queries.seconds:.1f}s")
@@ -169,6 +193,7 @@ def test_the_demo_scales_with_a_burst_and_rolls_a_bad_revision_back(
     assert canary.stdout == "0"
     _, plugin_output = text.split("$ kubectl workerfleet status")
     assert "Degraded" in plugin_output, plugin_output
+    _review_and_replay_shown(text)
     assert "Stop it" in text
     # The picture of the run: each series drawn, and a marker for each of these Events that happened
     page = ET.fromstring(shown.report.read_text().removeprefix("<!DOCTYPE html>\n"))  # noqa: S314  (ours)
@@ -181,7 +206,14 @@ def test_the_demo_scales_with_a_burst_and_rolls_a_bad_revision_back(
     assert max(s.desired for s in shown.samples) == peak
     markers = {g.get("data-label") for g in page.iter(f"{SVG}g") if g.get("class") == "marker"}
     happened = {e.reason for e in shown.events}
-    assert {"Activated", "Deactivated", "RolloutStarted", "RolledBack"} <= markers, (markers, happened)
+    assert {
+        "Activated",
+        "Deactivated",
+        "RolloutStarted",
+        "RolledBack",
+        "ReviewApproved",
+        "DeadLettersReplayed",
+    } <= (markers), (markers, happened)
     if demo.HPA_RESCALE in happened:
         assert demo.SCALED_UP in markers, (markers, happened)
     # Everything the demo started is stopped: its worker processes, Redis and Prometheus

@@ -66,6 +66,7 @@ def probe_policies(queue_name: str, extra_job_types: dict[str, Any] | None = Non
                             "sleep": {"type": "number"},
                             "block": {"type": "number"},
                             "fail": {"enum": ["transient", "permanent", "review", "crash"]},
+                            "failUnless": {"type": "string"},
                         },
                     }
                 },

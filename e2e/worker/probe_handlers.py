@@ -2,9 +2,11 @@
 
 Job types `probe` and `slow-probe` (one handler; tests give them different timeouts). The payload says
 what to do: {"id": "...", "sleep": seconds, "block": seconds, "gate": path,
-"fail": "transient" | "permanent" | "review" | "crash"};
+"fail": "transient" | "permanent" | "review" | "crash", "failUnless": path};
 "gate" holds the handler (at most GATE_SECONDS) until a file exists at that path, so a test can act
 between the start of a job and its end;
+"review" asks for review unless a person approved the job (job.approval); "failUnless" fails
+permanently while no file exists at that path (a bug not fixed yet, for dead letters to replay);
 "crash" kills the worker process with SIGKILL mid-job, as the OOM killer would; "block" holds the event
 loop (a blocking call in an async handler, a classic bug). Every start and finish
 is appended as a JSON line to $WORKERFLEET_PROBE_LOG, so a test can tell which process ran which
@@ -26,7 +28,10 @@ GATE_SECONDS = 60.0
 
 
 def record(event: str, job: worker.Job) -> None:
-    line = json.dumps({"event": event, "id": job.id, "attempt": job.attempt, "pid": os.getpid()}) + "\n"
+    entry: dict[str, Any] = {"event": event, "id": job.id, "attempt": job.attempt, "pid": os.getpid()}
+    if job.approval is not None:
+        entry["approval"] = {"by": job.approval.by, "note": job.approval.note}
+    line = json.dumps(entry) + "\n"
     with open(os.environ["WORKERFLEET_PROBE_LOG"], "a", encoding="utf-8") as log:
         log.write(line)
 
@@ -42,12 +47,14 @@ async def probe(job: worker.Job) -> None:
         deadline = time.monotonic() + GATE_SECONDS
         while not os.path.exists(gate) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+    if (fixed := payload.get("failUnless")) is not None and not os.path.exists(fixed):
+        raise worker.PermanentError("probe fails until its fix is in")
     match payload.get("fail"):
         case "transient":
             raise worker.TransientError("probe asked for a transient failure")
         case "permanent":
             raise worker.PermanentError("probe asked for a permanent failure")
-        case "review":
+        case "review" if job.approval is None:
             raise worker.NeedsReview("probe cannot tell")
         case "crash":
             os.kill(os.getpid(), signal.SIGKILL)

@@ -88,3 +88,36 @@ def test_enqueued_jobs_are_what_the_worker_runs_and_bad_ones_never_reach_the_que
     dead = eventually(lambda: queue.entries(f"{queue.name}.dlq"), what="the late job to expire", timeout=30)
     assert describe(dead) == [("late-1", "DeadlineExceeded")]
     assert [job_id for job_id, _ in events(probe_log, "start")] == ["good-1"]
+
+
+DELAY_SECONDS = 3.0
+
+
+def test_a_delayed_job_runs_at_its_time_not_before(
+    queue: QueueUnderTest, workers: Workers, probe_log: Path, tmp_path: Path
+) -> None:
+    # Given a running worker
+    files = manifests(tmp_path, queue)
+    workers.start(queue)
+
+    # When one job is enqueued with --delay and another without
+    asked = time.monotonic()
+    later = enqueue(
+        files, "--data", '{"id": "later-1"}', "--id", "later-1", "--delay", f"{DELAY_SECONDS:.0f}s"
+    )
+    now = enqueue(files, "--data", '{"id": "now-1"}', "--id", "now-1")
+    assert later.returncode == 0, later.stderr
+    assert now.returncode == 0, now.stderr
+    assert "due at" in later.stderr
+
+    # Then the other runs at once, and the delayed one only when its time has come, soon after
+    def started(job_id: str) -> float | None:
+        begun = any(started_id == job_id for started_id, _ in events(probe_log, "start"))
+        return time.monotonic() - asked if begun else None
+
+    eventually(lambda: started("now-1"), what="the job without a delay to start", timeout=10, interval=0.05)
+    assert started("later-1") is None
+    waited = eventually(
+        lambda: started("later-1"), what="the delayed job to start", timeout=15, interval=0.05
+    )
+    assert DELAY_SECONDS <= waited < DELAY_SECONDS + 4, waited

@@ -5,6 +5,7 @@
     target = producer.from_cluster("media", pool="thumbs", job_type="resize-image")
     # or: producer.from_files("pool.yaml", ["jobtype.yaml"], job_type="resize-image")
     envelope = producer.build(target, {"id": "img-1", "width": 64}, key="img-1", deadline="10m")
+    # delay="10m" or at=datetime(...): the job waits until then
     asyncio.run(producer.send(target, [envelope]))
 
 `build` refuses, with `InvalidJob` naming the field, data that the worker runtime would dead-letter
@@ -23,9 +24,9 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -41,8 +42,12 @@ from workerfleet.api.workerpool import Queue, WorkerPoolSpec
 from workerfleet.kube.options import ClusterOptions
 from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
+from workerfleet.worker.inbox import main_queue_name, open_inbox
 from workerfleet.worker.runtime import build_validators, input_problem
 from workerfleet.worker.settings import ConfigurationError, WorkerSettings
+
+if TYPE_CHECKING:
+    from workerfleet.kube.client import Kube
 
 PRODUCER_COMPONENT = "producer"
 """The User-Agent's component of a program enqueueing through `from_cluster`."""
@@ -99,6 +104,26 @@ def _with_key(payload: Any, key_field: str, key: str) -> Any:
     return result
 
 
+def due_time(now: datetime, *, delay: str | int | None = None, at: datetime | str | None = None) -> datetime:
+    """When a job asked to wait (`delay`: seconds or 90s/10m/2h; `at`: a time with its zone, or ISO
+    8601 text) becomes due; `now` when it did not ask. InvalidJob names the flag that is wrong."""
+    if delay is not None and at is not None:
+        raise InvalidJob("give --delay or --at, not both")
+    if delay is not None:
+        try:
+            return now + timedelta(seconds=parse_duration(delay) if isinstance(delay, str) else delay)
+        except InvalidJob:
+            raise InvalidJob(f"--delay {delay!r} is not a duration such as 90s, 10m, 2h or 1h30m") from None
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidJob(f"--at {at!r} is not a time such as 2026-05-01T03:00:00Z") from None
+    if at is not None and at.tzinfo is None:
+        raise InvalidJob(f"--at {at.isoformat()} has no time zone: add Z or an offset such as +02:00")
+    return max(at, now) if at is not None else now
+
+
 def build(
     target: Target,
     data: Any,
@@ -107,8 +132,12 @@ def build(
     deadline: str | int | None = None,
     job_id: str | None = None,
     now: datetime | None = None,
+    delay: str | int | None = None,
+    at: datetime | str | None = None,
 ) -> Envelope:
-    """The envelope the runtime reads, or InvalidJob naming what the worker would refuse."""
+    """The envelope the runtime reads, or InvalidJob naming what the worker would refuse. A job with
+    `delay` or `at` waits until then: its enqueuedAt is that time (deadlines count from it), and `send`
+    holds it back until it comes."""
     if target.job_type not in target.served:
         raise InvalidJob(
             f"pool {target.pool} does not serve job type {target.job_type} "
@@ -139,14 +168,32 @@ def build(
     return new_envelope(
         target.job_type,
         data,
-        now=now or datetime.now(UTC),
+        now=due_time(now or datetime.now(UTC), delay=delay, at=at),
         job_id=job_id or str(uuid.uuid4()),
         deadline_seconds=deadline_seconds,
     )
 
 
 async def send(target: Target, envelopes: Sequence[Envelope]) -> None:
-    """Write the envelopes, in order, to the pool's queue; raises BackendUnavailable when it cannot."""
+    """Write the envelopes, in order, to the pool's queue; raises BackendUnavailable when it cannot.
+    An envelope enqueued in the future (`build`'s delay or at) waits where the workers keep retries for
+    their backoff (a Redis `<queue>:delayed` set, a RabbitMQ delay queue) and reaches the queue when
+    due; on Redis a running worker moves it there, within a heartbeat of its time."""
+    now = datetime.now(UTC)
+    later = [envelope for envelope in envelopes if envelope.enqueued_at > now]
+    if later:
+        inbox = open_inbox(target.queue, target.credentials)
+        await inbox.connect()
+        try:
+            for envelope in later:
+                await inbox.enqueue_later(
+                    main_queue_name(target.queue), encode(envelope), envelope.enqueued_at
+                )
+        finally:
+            await inbox.close()
+    envelopes = [envelope for envelope in envelopes if envelope.enqueued_at <= now]
+    if not envelopes:
+        return
     settings = WorkerSettings(
         pool=target.pool,
         revision="",
@@ -170,11 +217,17 @@ def describe(queue: Queue) -> str:
     return kind.describe(backend)
 
 
-def _environment_credentials() -> Credentials:
+def _environment_credentials(*, store: bool = False) -> Credentials:
+    """WORKERFLEET_QUEUE_* (with `store`, WORKERFLEET_STORE_*: the idempotency store's) as set."""
+    username, password, ca = (
+        (WorkerEnv.STORE_USERNAME, WorkerEnv.STORE_PASSWORD, WorkerEnv.STORE_CA)
+        if store
+        else (WorkerEnv.QUEUE_USERNAME, WorkerEnv.QUEUE_PASSWORD, WorkerEnv.QUEUE_CA)
+    )
     return Credentials(
-        username=os.environ.get(WorkerEnv.QUEUE_USERNAME) or None,
-        password=os.environ.get(WorkerEnv.QUEUE_PASSWORD) or None,
-        ca_pem=os.environ.get(WorkerEnv.QUEUE_CA) or None,
+        username=os.environ.get(username) or None,
+        password=os.environ.get(password) or None,
+        ca_pem=os.environ.get(ca) or None,
     )
 
 
@@ -261,34 +314,8 @@ def from_cluster(
         if found is None:
             raise InvalidJob(f"JobType {namespace}/{job_type} not found")
         _, spec = _job_type_spec(found, f"JobType {namespace}/{job_type}")
-    credentials = _environment_credentials()
     queue = pool_spec.queue
-    kind, backend = kind_of(queue)
-    worker_needs = kind.worker_needs(backend)
-    needs = worker_needs.queue if worker_needs is not None else CredentialNeeds()
-    if needs.password is not None and credentials.password is None:
-
-        def value(reference: SecretKeySelector | None) -> str | None:
-            if reference is None:
-                return None
-            try:
-                return api.secret_value(namespace, reference.name, reference.key)
-            except LookupError as error:
-                raise InvalidJob(
-                    f"{error}; set WORKERFLEET_QUEUE_USERNAME / WORKERFLEET_QUEUE_PASSWORD instead"
-                ) from None
-
-        credentials = Credentials(
-            username=value(needs.username),
-            password=value(needs.password),
-            ca_pem=credentials.ca_pem,
-        )
-    if needs.ca is not None and credentials.ca_pem is None:
-        try:
-            ca_pem = api.secret_value(namespace, needs.ca.name, needs.ca.key)
-        except LookupError as error:
-            raise InvalidJob(f"{error}; set WORKERFLEET_QUEUE_CA to the queue's CA bundle instead") from None
-        credentials = replace(credentials, ca_pem=ca_pem)
+    credentials = cluster_credentials(api, namespace, pool, queue).queue
     return Target(
         pool=pool,
         queue=_with_address(queue, address),
@@ -296,6 +323,55 @@ def from_cluster(
         job_type=job_type,
         spec=spec,
         credentials=credentials,
+    )
+
+
+@dataclass(frozen=True)
+class PoolCredentials:
+    """What a client of a pool's queue needs: the queue's credentials, and its idempotency store's."""
+
+    queue: Credentials
+    store: Credentials
+
+
+def cluster_credentials(api: Kube, namespace: str, pool: str, queue: Queue) -> PoolCredentials:
+    """The pool's queue credentials as the caller may read them: from the environment
+    (WORKERFLEET_QUEUE_*), else from the Secrets the queue's auth and TLS name, read with the caller's
+    own RBAC. InvalidJob names a Secret the caller may not read, and how to get access."""
+    from workerfleet.kube.client import CredentialsNotGrantedError  # noqa: PLC0415  (cluster only)
+
+    def value(reference: SecretKeySelector, variable: str) -> str:
+        try:
+            return api.secret_value(namespace, reference.name, reference.key)
+        except CredentialsNotGrantedError:
+            raise InvalidJob(
+                f"you may not read Secret {namespace}/{reference.name}, which holds the credentials of "
+                f"WorkerPool {namespace}/{pool}'s queue: ask for `get` on it (a Role in {namespace}), "
+                f"or set {variable}"
+            ) from None
+        except LookupError as error:
+            raise InvalidJob(f"{error}; set {variable} instead") from None
+
+    def read(needs: CredentialNeeds, given: Credentials, prefix: str) -> Credentials:
+        credentials = given
+        if needs.password is not None and credentials.password is None:
+            variables = f"{prefix}_USERNAME / {prefix}_PASSWORD"
+            credentials = Credentials(
+                username=value(needs.username, variables) if needs.username is not None else None,
+                password=value(needs.password, variables),
+                ca_pem=credentials.ca_pem,
+            )
+        if needs.ca is not None and credentials.ca_pem is None:
+            credentials = replace(credentials, ca_pem=value(needs.ca, f"{prefix}_CA to the CA bundle"))
+        return credentials
+
+    kind, backend = kind_of(queue)
+    worker_needs = kind.worker_needs(backend)
+    queue_needs = worker_needs.queue if worker_needs is not None else CredentialNeeds()
+    store_needs = (worker_needs.store if worker_needs is not None else None) or CredentialNeeds()
+    return PoolCredentials(
+        queue=read(queue_needs, _environment_credentials(), "WORKERFLEET_QUEUE"),
+        store=read(store_needs, _environment_credentials(store=True), "WORKERFLEET_STORE"),
     )
 
 
@@ -314,6 +390,7 @@ __all__ = [
     "Target",
     "build",
     "describe",
+    "due_time",
     "from_cluster",
     "from_files",
     "parse_duration",

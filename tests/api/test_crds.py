@@ -229,7 +229,7 @@ def test_worker_pool_columns_show_rollout_and_queue() -> None:
 
 def test_job_type_columns_and_selectable_lane() -> None:
     names = [column.name for column in JOB_TYPE.printer_columns if column.priority == 0]
-    assert names == ["Lane", "Timeout", "Max Attempts", "Accepted", "Age"]
+    assert names == ["Lane", "Timeout", "Max Attempts", "Accepted", "Next Run", "Age"]
     version = custom_resource_definition(JOB_TYPE)["spec"]["versions"][0]
     assert version["selectableFields"] == [{"jsonPath": ".spec.lane"}]
     assert _schema_at(openapi_schema(JOB_TYPE), ".spec.lane")["type"] == "string"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from workerfleet.api.common import split_host_port
-from workerfleet.backends.base import QueueUnreachableError, envelope_age_seconds
+from workerfleet.backends.base import QueueSample, QueueUnreachableError, envelope_age_seconds
 from workerfleet.backends.prometheus import depth_from_response
 from workerfleet.backends.redis_stream import entry_age_seconds
 
@@ -102,3 +102,10 @@ def test_a_prometheus_answer_is_never_copied_into_the_error(body: object) -> Non
     with pytest.raises(QueueUnreachableError) as raised:
         depth_from_response(body)
     assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("answered", "held"), [(-3, 0), (0, 0), (41, 41), (2**53 - 1, 2**53 - 1), (2**64, 2**53 - 1)]
+)
+def test_a_depth_is_held_to_what_status_can_hold(answered: int, held: int) -> None:
+    assert QueueSample(depth=answered).depth == held

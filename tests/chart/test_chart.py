@@ -124,7 +124,7 @@ def test_one_pod_monitor_scrapes_every_worker_pod_on_its_metrics_port(
     assert (endpoint["port"], endpoint["path"]) == (METRICS_PORT_NAME, "/metrics")
 
 
-def test_prometheus_rule_has_the_four_alerts() -> None:
+def test_prometheus_rule_has_the_five_alerts() -> None:
     [rule] = [d for d in _render(VALUE_SETS["every-toggle-on"]) if d["kind"] == "PrometheusRule"]
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
     assert set(alerts) == {
@@ -132,8 +132,10 @@ def test_prometheus_rule_has_the_four_alerts() -> None:
         "WorkerfleetJobsNearDeadline",
         "WorkerfleetPoolDegraded",
         "WorkerfleetFallbackActive",
+        "WorkerfleetReviewBacklog",
     }
     assert alerts["WorkerfleetQueueBacklog"]["for"] == "10m"
+    assert alerts["WorkerfleetReviewBacklog"]["expr"] == "workerfleet_review_oldest_age_seconds > 14400"
     assert alerts["WorkerfleetPoolDegraded"]["for"] == "5m"
 
 
@@ -151,6 +153,8 @@ def test_grafana_dashboard_is_valid_json() -> None:
     ]
     panels = json.loads(dashboard["data"]["workerfleet.json"])["panels"]
     assert any("workerfleet_queue_depth" in target["expr"] for panel in panels for target in panel["targets"])
+    expressions = {target["expr"] for panel in panels for target in panel["targets"]}
+    assert {"workerfleet_review_depth", "workerfleet_dead_letter_depth"} <= expressions
 
 
 @pytest.mark.parametrize(

@@ -54,3 +54,16 @@ def test_a_deleted_pool_disappears_and_an_unknown_depth_is_not_reported_as_zero(
     metrics.observe_queue("media", "thumbs", 3, None, datetime(2026, 1, 1, tzinfo=UTC))
     metrics.forget("media", "thumbs")
     assert 'pool="thumbs"' not in _scrape(metrics)
+
+
+def test_review_and_dead_letter_depths_come_from_status_and_the_review_age_from_the_last_read() -> None:
+    metrics = PoolMetrics()
+    metrics.observe("media", "thumbs", {"queue": {"reviewDepth": 4, "deadLetterDepth": 9}})
+    metrics.observe_held("media", "thumbs", 3600.0)
+    text = _scrape(metrics)
+    assert 'workerfleet_review_depth{namespace="media",pool="thumbs"} 4.0' in text
+    assert 'workerfleet_dead_letter_depth{namespace="media",pool="thumbs"} 9.0' in text
+    assert 'workerfleet_review_oldest_age_seconds{namespace="media",pool="thumbs"} 3600.0' in text
+    # An empty review queue has no oldest job: the age goes, rather than staying at its last value
+    metrics.observe_held("media", "thumbs", None)
+    assert "workerfleet_review_oldest_age_seconds{" not in _scrape(metrics)

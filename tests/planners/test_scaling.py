@@ -252,6 +252,13 @@ def test_polls_of_an_unchanged_queue_write_nothing_however_long_it_stays_so() ->
         assert plan == QueueStatusPlan(None, [])
 
 
+def test_review_and_dead_letter_depths_beside_the_depth_do_not_make_every_poll_a_write() -> None:
+    status = _status_after({"depth": 1, "consecutiveFailures": 0}, READABLE, AGO_1H)
+    status["queue"] = {**status["queue"], "reviewDepth": 3, "deadLetterDepth": 0}
+    plan = plan_queue_status(status, 1, {"depth": 1, "consecutiveFailures": 0}, READABLE, NOW)
+    assert plan == QueueStatusPlan(None, [])
+
+
 @pytest.mark.parametrize(
     ("queue", "judged", "events"),
     [

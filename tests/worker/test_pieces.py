@@ -6,13 +6,15 @@ import asyncio
 import io
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from workerfleet.cli.main import build_parser
-from workerfleet.worker import TransientError
+from workerfleet.worker import NeedsReview, PermanentError, TransientError
 from workerfleet.worker.demo import DemoBehaviour, behaviour_from_env, make_handler, register
+from workerfleet.worker.envelope import Approval, FailureRecord
 from workerfleet.worker.handlers import HandlerRegistry, Job
 from workerfleet.worker.jsonlog import JsonFormatter
 from workerfleet.worker.rabbitmq import quantized_delay_ms
@@ -59,6 +61,20 @@ def test_the_demo_handler_fails_its_share_of_attempts(sample: float, fails: bool
             asyncio.run(handler(JOB))
     else:
         asyncio.run(handler(JOB))
+
+
+def test_the_demo_asks_for_review_until_approved_and_fails_broken_jobs_until_replayed() -> None:
+    handler = make_handler(DemoBehaviour(("demo",), 0.0, 0.0))
+    ambiguous = replace(JOB, payload={"ambiguous": True})
+    with pytest.raises(NeedsReview):
+        asyncio.run(handler(ambiguous))
+    approval = Approval(by="jane", at=datetime(2024, 5, 2, tzinfo=UTC))
+    asyncio.run(handler(replace(ambiguous, approval=approval)))
+    broken = replace(JOB, payload={"broken": True})
+    with pytest.raises(PermanentError):
+        asyncio.run(handler(broken))
+    failed = FailureRecord(reason="PermanentError", attempt=1, at=datetime(2024, 5, 2, tzinfo=UTC))
+    asyncio.run(handler(replace(broken, last_failure=failed)))
 
 
 def test_the_demo_registers_for_each_named_job_type() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,39 @@ def test_targets_from_files_name_what_is_wrong(tmp_path: Path) -> None:
         producer.from_files(str(tmp_path / "pool.yaml"), [str(tmp_path / "types.yaml")], job_type="missing")
     with pytest.raises(producer.InvalidJob, match="is not a WorkerPool manifest"):
         producer.from_files(str(tmp_path / "types.yaml"), [str(tmp_path / "types.yaml")], job_type="resize")
+
+
+WHEN = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("delay", "at", "due"),
+    [
+        (None, None, WHEN),
+        ("10m", None, WHEN + timedelta(minutes=10)),
+        (90, None, WHEN + timedelta(seconds=90)),
+        (None, "2026-05-01T13:00:00Z", WHEN + timedelta(hours=1)),
+        (None, "2026-05-01T15:00:00+02:00", WHEN + timedelta(hours=1)),
+        (None, "2026-05-01T11:00:00Z", WHEN),  # a time past: due at once
+    ],
+)
+def test_a_job_asked_to_wait_is_due_at_its_time(
+    delay: str | int | None, at: str | None, due: datetime
+) -> None:
+    assert producer.due_time(WHEN, delay=delay, at=at) == due
+
+
+@pytest.mark.parametrize(
+    ("delay", "at", "message"),
+    [
+        ("soon", None, "--delay 'soon' is not a duration such as 90s, 10m, 2h or 1h30m"),
+        (None, "tomorrow", "--at 'tomorrow' is not a time such as 2026-05-01T03:00:00Z"),
+        (None, "2026-05-01T13:00:00", "--at 2026-05-01T13:00:00 has no time zone: add Z or an offset"),
+        ("10m", "2026-05-01T13:00:00Z", "give --delay or --at, not both"),
+    ],
+)
+def test_a_wait_that_cannot_be_read_is_refused_naming_the_flag(
+    delay: str | None, at: str | None, message: str
+) -> None:
+    with pytest.raises(producer.InvalidJob, match=re.escape(message)):
+        producer.due_time(WHEN, delay=delay, at=at)

@@ -97,6 +97,10 @@ WORKER_POOL = Kind(
         PrinterColumn("Step", "integer", ".status.rollout.step", "Canary step being run, from 1."),
         PrinterColumn("Weight", "integer", ".status.rollout.weight", "Percent of replicas on the canary."),
         PrinterColumn("Queue Depth", "integer", ".status.queue.depth", "Jobs waiting at the last read."),
+        PrinterColumn("Review", "integer", ".status.queue.reviewDepth", "Jobs waiting for a person.", 1),
+        PrinterColumn(
+            "Dead Letters", "integer", ".status.queue.deadLetterDepth", "Jobs that failed for good.", 1
+        ),
         AGE,
         PrinterColumn("Stable", "string", ".status.stableRevision", "Revision of the stable workers.", 1),
         PrinterColumn("Canary", "string", ".status.canaryRevision", "Revision of the canary workers.", 1),
@@ -119,6 +123,7 @@ JOB_TYPE = Kind(
             '.status.conditions[?(@.type=="Accepted")].status',
             "False when the job type cannot be served as written (see its Accepted condition).",
         ),
+        PrinterColumn("Next Run", "string", ".status.nextScheduleTime", "When the schedule runs next."),
         AGE,
         PrinterColumn("Deadline", "integer", ".spec.deadlineSeconds", "Seconds before a job expires.", 1),
         PrinterColumn("Dead Letter", "string", ".spec.deadLetter.queue", "Queue of failed jobs.", 1),

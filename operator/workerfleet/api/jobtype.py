@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from workerfleet.api.base import API_VERSION, ApiModel, Count, FieldErrorReason, ListSet, Rule
+from workerfleet.api.base import API_VERSION, ApiModel, Count, FieldErrorReason, ListSet, Rule, Timestamp
 from workerfleet.api.common import DNS_SUBDOMAIN_MAX_LENGTH, QueueName
 from workerfleet.api.conditions import Conditions
 from workerfleet.api.meta import ObjectMeta
@@ -199,6 +199,32 @@ class Permission(ApiModel):
     )
 
 
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    """Every run is enqueued on time."""
+    FORBID = "Forbid"
+    """A run is skipped while the pool's queue still has jobs waiting at the operator's last read, so
+    runs never pile up behind a backlog."""
+
+
+class Schedule(ApiModel):
+    """Enqueue this job type on a schedule, to every pool serving it, from the active operator."""
+
+    cron: Annotated[str, Field(min_length=9, max_length=200)]
+    """Cron syntax: five fields (minute hour day-of-month month day-of-week), or six with seconds last
+    (`* * * * * */10`: every 10 s)."""
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    """IANA time zone the cron fields are read in (Europe/Berlin); daylight saving is honoured."""
+    concurrency_policy: Annotated[ConcurrencyPolicy, Field(strict=False)] = ConcurrencyPolicy.ALLOW
+    """Allow: every run on time. Forbid: skip a run while the pool still has jobs waiting."""
+    starting_deadline_seconds: Annotated[int, Field(ge=1, le=86_400)] = 300
+    """A run missed (the operator down, a failover) is enqueued late while at most this old; older
+    runs are skipped with an Event. Each run is enqueued once."""
+    payload: dict[str, Any] = Field(default_factory=dict)
+    """The job's payload, a JSON object; `$(scheduledTime)` in any string in it becomes the run's time
+    (RFC 3339, UTC). It must match the input schema, as any job's payload."""
+
+
 class JobTypeSpec(ApiModel):
     """What a kind of job is: its lane, payload shape, time limits, retries, and the API access it needs."""
 
@@ -224,6 +250,8 @@ class JobTypeSpec(ApiModel):
     being retried or dead-lettered."""
     idempotency: Idempotency | None = None
     """How redelivered jobs are recognised; absent means a redelivered job runs again."""
+    schedule: Schedule | None = None
+    """Enqueue a job of this type on a schedule (a cron expression) to every pool that serves it."""
     permissions: Annotated[list[Permission], Field(max_length=MAX_PERMISSION_RULES)] = Field(
         default_factory=list
     )
@@ -254,6 +282,11 @@ class JobTypeStatus(ApiModel):
     conditions: Conditions = Field(default_factory=list)
     """Current state: Accepted is False, with a reason, when the job type cannot be served as
     written (for example an input schema that is not valid JSON Schema)."""
+    last_schedule_time: Timestamp | None = None
+    """The latest scheduled run enqueued (or skipped): each run is enqueued at most once, also across
+    an operator failover."""
+    next_schedule_time: Timestamp | None = None
+    """When the schedule runs next."""
 
 
 class JobType(ApiModel):

@@ -562,6 +562,12 @@ class QueueStatus(ApiModel):
     workerfleet_queue_last_poll_timestamp_seconds), not status."""
     consecutive_failures: Count = 0
     """Failed reads since the last successful one; compared with fallback.failureThreshold."""
+    review_depth: Count | None = None
+    """Jobs waiting for a person in the review queues of the pool's JobTypes, at the last read
+    (`kubectl workerfleet review ls`)."""
+    dead_letter_depth: Count | None = None
+    """Jobs in the pool's dead-letter queues (its JobTypes' and `<queue>.dlq`), at the last read
+    (`kubectl workerfleet dlq ls`)."""
 
 
 class WorkerPoolConditionType(StrEnum):

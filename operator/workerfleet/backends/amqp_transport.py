@@ -17,7 +17,7 @@ from aiormq.connection import TransportFactory
 from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
 
-from workerfleet.backends.bounds import MAX_ANSWER_BYTES, too_large
+from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, MAX_ANSWER_BYTES, too_large
 
 
 class FrameTooLargeError(AMQPConnectionError):
@@ -81,3 +81,11 @@ class BoundedRobustConnection(RobustConnection):
     ) -> None:
         super().__init__(url, *args, ssl_context=ssl_context, **kwargs)
         self.kwargs["transport_factory"] = BoundedTransport(ssl_context)
+
+
+async def connect_bounded(url: str, ssl_context: ssl.SSLContext | None) -> RobustConnection:
+    """A connection to a tenant's RabbitMQ read within the operator's bounds, for any one-off use
+    (review and dead-letter depths, a scheduled job's publish) as for the depth source."""
+    connection = BoundedRobustConnection(URL(url), ssl_context=ssl_context, timeout=ANSWER_TIMEOUT_SECONDS)
+    await connection.connect(timeout=ANSWER_TIMEOUT_SECONDS)
+    return connection

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from workerfleet.api.base import MAX_COUNT
 from workerfleet.backends.bounds import AnswerOutOfBoundsError, decode_json
 from workerfleet.planners.scaling import ScalingReason
 from workerfleet.tls import tls_problem
@@ -39,6 +40,16 @@ class QueueSample:
     backoff (RabbitMQ tells only the ready ones; see backends.rabbitmq)."""
     oldest_age_seconds: float | None = None
     """Age of the oldest waiting job, where the backend can tell."""
+
+    def __post_init__(self) -> None:
+        # A server may answer any integer; status holds 0..MAX_COUNT, and a refused status patch would
+        # leave the pool's reading stuck.
+        object.__setattr__(self, "depth", within_count(self.depth))
+
+
+def within_count(number: int) -> int:
+    """`number` held to what a status count can hold (0..MAX_COUNT)."""
+    return min(max(number, 0), MAX_COUNT)
 
 
 class DepthSource(Protocol):

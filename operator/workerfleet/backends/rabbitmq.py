@@ -33,7 +33,8 @@ class RabbitMQDepth:
         self._credentials = credentials
         self._connection: AbstractRobustConnection | None = None
 
-    def _url(self) -> str:
+    def url(self) -> str:
+        """The AMQP URL, credentials included: never to be logged."""
         host, port = split_host_port(self._queue.address)
         user = quote(self._credentials.username or "guest", safe="")
         password = quote(self._credentials.password or "guest", safe="")
@@ -61,7 +62,7 @@ class RabbitMQDepth:
                     else None
                 )
                 self._connection = await aio_pika.connect_robust(
-                    self._url(),
+                    self.url(),
                     timeout=ANSWER_TIMEOUT_SECONDS,
                     ssl_context=context,
                     connection_class=BoundedRobustConnection,

@@ -1,4 +1,5 @@
-"""`workerfleet enqueue`: put one job on a pool's queue, checked against its JobType first.
+"""`workerfleet enqueue`: put one job on a pool's queue, checked against its JobType first; with
+--delay or --at, it reaches the queue at that time.
 
 Prints the envelope enqueued (JSON) on stdout and where it went on stderr. Exit 2, with nothing
 enqueued, when the job would not run as given (the message names the field); exit 1 when the queue
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--deadline", help="the job's own deadline (90s, 10m, 2h): shorter than the JobType's"
     )
     parser.add_argument("--id", dest="job_id", help="the job's id (default: a random UUID)")
+    parser.add_argument("--delay", help="run the job no sooner than this from now (90s, 10m, 2h)")
+    parser.add_argument("--at", help="run the job no sooner than this time (2026-05-01T03:00:00Z)")
     add_cluster_arguments(parser, namespace_help="namespace of the pool (default: the context's)")
     parser.add_argument("--pool-file", help="read the WorkerPool from this manifest instead of the cluster")
     parser.add_argument(
@@ -89,7 +92,15 @@ def run(args: argparse.Namespace) -> int:
             except rest.ApiError as error:
                 print(f"error: the API server: {error}; nothing enqueued", file=sys.stderr)
                 return EXIT_UNREACHABLE
-        envelope = producer.build(target, data, key=args.key, deadline=args.deadline, job_id=args.job_id)
+        envelope = producer.build(
+            target,
+            data,
+            key=args.key,
+            deadline=args.deadline,
+            job_id=args.job_id,
+            delay=args.delay,
+            at=args.at,
+        )
         asyncio.run(producer.send(target, [envelope]))
     except (producer.InvalidJob, producer.ConfigurationError) as error:
         print(f"error: {error}; nothing enqueued", file=sys.stderr)
@@ -101,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_UNREACHABLE
     print(encode(envelope).decode())
+    due = f", due at {envelope.enqueued_at.isoformat()}" if args.delay or args.at else ""
     print(
-        f"enqueued job {envelope.id} of type {envelope.type} on {producer.describe(target.queue)}",
+        f"enqueued job {envelope.id} of type {envelope.type} on {producer.describe(target.queue)}{due}",
         file=sys.stderr,
     )
     return 0

@@ -1,4 +1,5 @@
-"""`kubectl workerfleet`: watch and steer a WorkerPool's canary rollout.
+"""`kubectl workerfleet`: watch and steer a WorkerPool's canary rollout, its review inbox and its dead
+letters (`review` and `dlq`: see `workerfleet.cli.triage_commands`).
 
     kubectl workerfleet status NAME [--watch]   revisions, step i of n, weight, time left in the pause,
                                                 last analysis against its thresholds
@@ -21,6 +22,7 @@ is piped.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +31,7 @@ from typing import Any
 
 from workerfleet.api.base import API_VERSION
 from workerfleet.api.workerpool import RolloutPhase, WorkerPoolConditionType
+from workerfleet.cli import triage_commands
 from workerfleet.cli.cluster_flags import add_cluster_arguments, cluster_options
 from workerfleet.kube.client import Kube
 from workerfleet.kube.credentials import ConfigError, current_namespace
@@ -228,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in commands.choices.values():
         sub.add_argument("name", help="name of the WorkerPool")
         add_cluster_arguments(sub, namespace_help="namespace of the pool", repeated=True)
+    triage_commands.add_commands(
+        commands,
+        lambda sub: add_cluster_arguments(sub, namespace_help="namespace of the pool", repeated=True),
+    )
     return parser
 
 
@@ -241,6 +248,9 @@ def main(argv: Sequence[str] | None = None, api: Kube | None = None) -> int:
     try:
         args.namespace = current_namespace(options)
         api = api or Kube(Rest(options))
+        if args.command in triage_commands.COMMANDS:
+            # Each line as it happens: a command cut short has said what it did.
+            return triage_commands.run(args, api, functools.partial(print, flush=True))
         if args.command == "status":
             return show_status(args, api, print, terminal=sys.stdout.isatty())
         return _act(args, api, print)

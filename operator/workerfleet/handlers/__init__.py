@@ -6,11 +6,23 @@ Importing this package registers the handlers with kopf's default registry.
 from workerfleet.handlers import (
     activity,
     autoscaling,
+    held_jobs,
     metrics_api,
     pool_metrics,
     rollout,
+    schedules,
     startup,
     workerpool,
 )
 
-__all__ = ["activity", "autoscaling", "metrics_api", "pool_metrics", "rollout", "startup", "workerpool"]
+__all__ = [
+    "activity",
+    "autoscaling",
+    "held_jobs",
+    "metrics_api",
+    "pool_metrics",
+    "rollout",
+    "schedules",
+    "startup",
+    "workerpool",
+]

@@ -44,6 +44,8 @@ class PoolMetrics(Collector):
         self._status: dict[tuple[str, str], dict[str, Any]] = {}
         self._deadlines: dict[tuple[str, str], int] = {}
         self._queues: dict[tuple[str, str], QueueReading] = {}
+        self._review_ages: dict[tuple[str, str], float] = {}
+        """How long the oldest review job of each pool has waited, as last read."""
 
     def observe(self, namespace: str, pool: str, status: dict[str, Any]) -> None:
         with self._lock:
@@ -63,8 +65,17 @@ class PoolMetrics(Collector):
         with self._lock:
             self._queues[(namespace, pool)] = QueueReading(depth, oldest_age_seconds, when.timestamp())
 
+    def observe_held(self, namespace: str, pool: str, review_oldest_age_seconds: float | None) -> None:
+        """A read of the pool's review queues (their depths come from status)."""
+        with self._lock:
+            if review_oldest_age_seconds is None:
+                self._review_ages.pop((namespace, pool), None)
+            else:
+                self._review_ages[(namespace, pool)] = review_oldest_age_seconds
+
     def forget(self, namespace: str, pool: str) -> None:
         with self._lock:
+            self._review_ages.pop((namespace, pool), None)
             self._status.pop((namespace, pool), None)
             self._deadlines.pop((namespace, pool), None)
             self._queues.pop((namespace, pool), None)
@@ -75,6 +86,7 @@ class PoolMetrics(Collector):
             self._status.clear()
             self._deadlines.clear()
             self._queues.clear()
+            self._review_ages.clear()
         for pool in pools if active else []:
             metadata = pool["metadata"]
             self.observe(metadata["namespace"], metadata["name"], dict(pool.get("status") or {}))
@@ -84,6 +96,7 @@ class PoolMetrics(Collector):
             statuses = dict(self._status)
             deadlines = dict(self._deadlines)
             queues = dict(self._queues)
+            review_ages = dict(self._review_ages)
         depth = GaugeMetricFamily(
             "workerfleet_queue_depth", "Jobs waiting in the pool's queue.", labels=POOL_LABELS
         )
@@ -108,6 +121,19 @@ class PoolMetrics(Collector):
             "1 for each condition of the pool with its current status.",
             labels=[*POOL_LABELS, "condition", "status", "reason"],
         )
+        review = GaugeMetricFamily(
+            "workerfleet_review_depth",
+            "Jobs waiting for a person in the pool's review queues.",
+            labels=POOL_LABELS,
+        )
+        review_age = GaugeMetricFamily(
+            "workerfleet_review_oldest_age_seconds",
+            "How long the oldest job in the pool's review queues has waited for a person.",
+            labels=POOL_LABELS,
+        )
+        dead_letters = GaugeMetricFamily(
+            "workerfleet_dead_letter_depth", "Jobs in the pool's dead-letter queues.", labels=POOL_LABELS
+        )
         active = GaugeMetricFamily(
             "workerfleet_operator_active",
             "1 on the operator replica that acts, 0 on a standby (kopf peering).",
@@ -119,6 +145,10 @@ class PoolMetrics(Collector):
                 depth.add_metric([namespace, pool], queue["depth"])
             if "replicas" in status:
                 replicas.add_metric([namespace, pool], status["replicas"])
+            if "reviewDepth" in queue:
+                review.add_metric([namespace, pool], queue["reviewDepth"])
+            if "deadLetterDepth" in queue:
+                dead_letters.add_metric([namespace, pool], queue["deadLetterDepth"])
             for item in status.get("conditions") or []:
                 labels = [namespace, pool, item["type"], item["status"], item.get("reason", "")]
                 condition.add_metric(labels, 1)
@@ -129,7 +159,20 @@ class PoolMetrics(Collector):
                 oldest.add_metric([namespace, pool], reading.oldest_age_seconds)
         for (namespace, pool), seconds in sorted(deadlines.items()):
             deadline.add_metric([namespace, pool], seconds)
-        yield from (active, depth, oldest, polled, replicas, deadline, condition)
+        for (namespace, pool), waited in sorted(review_ages.items()):
+            review_age.add_metric([namespace, pool], waited)
+        yield from (
+            active,
+            depth,
+            oldest,
+            polled,
+            replicas,
+            deadline,
+            condition,
+            review,
+            review_age,
+            dead_letters,
+        )
 
 
 POOL_METRICS = PoolMetrics()

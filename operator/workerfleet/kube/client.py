@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -354,6 +355,25 @@ class Kube:
         self._count_write()
         self.watched.remember(patched)
 
+    def claim_job_type_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> str | None:
+        """A status merge patch that names the resourceVersion it was planned on: the new
+        resourceVersion, or None when the JobType changed since (409: another writer came first)."""
+        try:
+            patched = self._send(
+                "patch",
+                "PATCH",
+                self._rest.path(API_VERSION, "JobType", namespace, name, "status"),
+                body=dict(patch),
+                content_type=MERGE_PATCH,
+            )
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
+        self._count_write()
+        self.watched.remember(patched)
+        return str(patched["metadata"]["resourceVersion"])
+
     def patch_job_type_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         patched = self._send(
             "patch",
@@ -478,6 +498,45 @@ class Kube:
         """Name to labels of the pods in `namespace` that `label_selector` selects."""
         pods = self._list(self._rest.path("v1", "Pod", namespace), labelSelector=label_selector)
         return {str(pod["metadata"]["name"]): dict(pod["metadata"].get("labels") or {}) for pod in pods}
+
+    def whoami(self) -> str:
+        """The username the API server sees for these credentials (a SelfSubjectReview)."""
+        review = self._send(
+            "create",
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        return str(((review.get("status") or {}).get("userInfo") or {}).get("username") or "unknown")
+
+    def record_event(self, involved: Mapping[str, Any], *, reason: str, message: str, component: str) -> None:
+        """A Normal Event on `involved` (an object as read), from `component`."""
+        metadata = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._send(
+            "create",
+            "POST",
+            f"/api/v1/namespaces/{metadata['namespace']}/events",
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+                "involvedObject": {
+                    "apiVersion": involved["apiVersion"],
+                    "kind": involved["kind"],
+                    "name": metadata["name"],
+                    "namespace": metadata["namespace"],
+                    "uid": metadata.get("uid"),
+                },
+                "type": "Normal",
+                "reason": reason,
+                "message": message,
+                "source": {"component": component},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret, decoded; the caller keeps it in memory only.

@@ -275,7 +275,12 @@ def plan_queue_status(
         )
         conditions = set_condition(conditions, update, now.replace(microsecond=0))
     new_conditions = [c.to_dict() for c in conditions]
-    if new_conditions == [c.to_dict() for c in previous] and current.get("queue") == dict(queue):
+    # Only the fields a poll writes count: status.queue also holds the review and dead-letter depths,
+    # which another reader keeps.
+    stored = current.get("queue") or {}
+    if new_conditions == [c.to_dict() for c in previous] and all(
+        stored.get(k) == v for k, v in queue.items()
+    ):
         return QueueStatusPlan(None, [])
     return QueueStatusPlan({"queue": dict(queue), "conditions": new_conditions}, _flips(previous, conditions))
 

@@ -7,6 +7,10 @@ Import it as a handler module (`workerfleet worker --handlers workerfleet.worker
     WORKERFLEET_DEMO_FAILURE_RATE     share of attempts, 0 to 1, that fail with a TransientError (default 0)
 
 A canary image with a higher failure rate than the stable one is what rollback tests roll back.
+
+Two payload fields show the day-2 paths: `"ambiguous": true` asks for review (NeedsReview) until a
+person approved the job; `"broken": true` fails for good (PermanentError, so it is dead-lettered) on
+a job that never failed before, and succeeds once replayed from the dead letters (the fix is in).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workerfleet.worker.errors import TransientError
+from workerfleet.worker.errors import NeedsReview, PermanentError, TransientError
 from workerfleet.worker.handlers import HandlerRegistry, Job, default_registry
 from workerfleet.worker.settings import ConfigurationError
 
@@ -57,6 +61,11 @@ def make_handler(
 ) -> Callable[[Job], Coroutine[Any, Any, None]]:
     async def demo(job: Job) -> None:
         await asyncio.sleep(behaviour.duration_seconds)
+        payload = job.payload if isinstance(job.payload, dict) else {}
+        if payload.get("ambiguous") and job.approval is None:
+            raise NeedsReview("demo: cannot tell from the image alone; a person decides")
+        if payload.get("broken") and job.last_failure is None:
+            raise PermanentError("demo: the image is broken (until the fix is in)")
         if sample() < behaviour.failure_rate:
             raise TransientError(f"demo failure (failure rate {behaviour.failure_rate:g})")
 

@@ -15,6 +15,9 @@ a Redis stream entry, a RabbitMQ message body):
       "lastFailure": {                   # absent until an attempt fails
         "reason": "AttemptsExhausted", "failureClass": "transient", "message": "...",
         "attempt": 3, "at": "...", "pool": "thumbs", "revision": "5d8c7"
+      },
+      "approval": {                      # absent unless a person approved the job in review
+        "by": "jane@example.com", "note": "looks right", "at": "..."
       }
     }
 
@@ -131,6 +134,15 @@ class FailureRecord(_Model):
     revision: str = ""
 
 
+class Approval(_Model):
+    """A person approved a job the handler sent to review (`kubectl workerfleet review approve`): the
+    handler sees it as `job.approval` and can act on the decision instead of asking again."""
+
+    by: str
+    note: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] = ""
+    at: AwareDatetime
+
+
 class Envelope(_Model):
     """One job as it travels through the queues."""
 
@@ -141,6 +153,7 @@ class Envelope(_Model):
     attempt: Annotated[int, Field(ge=1)] = 1
     deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     last_failure: FailureRecord | None = None
+    approval: Approval | None = None
 
 
 def new_envelope(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from workerfleet.worker.envelope import Envelope, FailureRecord
+from workerfleet.worker.envelope import Approval, Envelope, FailureRecord
 
 Handler = Callable[["Job"], Awaitable[None]] | Callable[["Job"], None]
 RegisteredHandler = TypeVar("RegisteredHandler", bound=Handler)
@@ -29,6 +29,9 @@ class Job:
     attempt: int
     enqueued_at: datetime
     last_failure: FailureRecord | None
+    approval: Approval | None = None
+    """Set when a person approved this job in review: the handler asked for review before, and may now
+    act on the decision."""
 
     @classmethod
     def from_envelope(cls, envelope: Envelope) -> Job:
@@ -39,6 +42,7 @@ class Job:
             attempt=envelope.attempt,
             enqueued_at=envelope.enqueued_at,
             last_failure=envelope.last_failure,
+            approval=envelope.approval,
         )
 
 

@@ -72,6 +72,17 @@ def quantized_delay_ms(delay_seconds: float) -> int:
     return math.ceil(milliseconds / step) * step
 
 
+def delay_queue(queue: str, delay_ms: int) -> tuple[str, FieldTable]:
+    """The delay queue for `delay_ms` in front of `queue`, and the arguments it is declared with (the
+    same wherever it is declared: the broker refuses a redeclaration with other arguments)."""
+    return f"{queue}.retry.{delay_ms}ms", {
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-expires": delay_ms + DELAY_QUEUE_EXPIRY_MARGIN_MS,
+    }
+
+
 def deliveries_of(message: AbstractIncomingMessage) -> int:
     """How often this job was handed out unsettled, this time included (see the module's docstring)."""
     headers = message.headers or {}
@@ -362,21 +373,11 @@ class RabbitMQBackend:
     ) -> None:
         """`body` through a delay queue back onto the queue; `deliveries`: the crash count it carries."""
         message = self._message(delivery)
-        delay_ms = quantized_delay_ms(delay_seconds)
-        delay_queue = f"{self._queue_name}.retry.{delay_ms}ms"
+        waiting, arguments = delay_queue(self._queue_name, quantized_delay_ms(delay_seconds))
         with _unavailable_on_connection_errors():
             # Declared on every use: it renews the queue's expiry, so it cannot vanish under a message.
-            await self._live_channel().declare_queue(
-                delay_queue,
-                durable=True,
-                arguments={
-                    "x-message-ttl": delay_ms,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": self._queue_name,
-                    "x-expires": delay_ms + DELAY_QUEUE_EXPIRY_MARGIN_MS,
-                },
-            )
-            await self._publish(delay_queue, body, deliveries=deliveries)
+            await self._live_channel().declare_queue(waiting, durable=True, arguments=arguments)
+            await self._publish(waiting, body, deliveries=deliveries)
             await message.ack()
 
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:

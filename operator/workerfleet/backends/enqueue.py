@@ -1,0 +1,60 @@
+"""Put one job on a pool's queue from the operator (a scheduled JobType's run), the way the workers'
+producers do: LPUSH onto a Redis list, XADD (field `job`) onto a Redis stream, a persistent publish
+with confirms onto a RabbitMQ queue."""
+
+from __future__ import annotations
+
+from redis import exceptions as redis_errors
+
+from workerfleet.api.credentials import Credentials
+from workerfleet.api.queue_kinds import kind_of, rabbitmq, redis_list, redis_stream
+from workerfleet.api.workerpool import Queue, RabbitMQ
+from workerfleet.backends.base import QueueUnreachableError, failure
+from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS
+from workerfleet.backends.rabbitmq import RabbitMQDepth
+from workerfleet.backends.redis_common import connect, release
+from workerfleet.tls import client_context
+
+
+async def _publish(queue: RabbitMQ, credentials: Credentials, body: bytes) -> None:
+    import aio_pika  # noqa: PLC0415  (the AMQP client is large: loaded for RabbitMQ pools only)
+    from aiormq.exceptions import AMQPError  # noqa: PLC0415
+
+    from workerfleet.backends.amqp_transport import connect_bounded  # noqa: PLC0415
+
+    context = client_context(credentials.ca_pem, queue.tls.server_name) if queue.tls is not None else None
+    try:
+        connection = await connect_bounded(RabbitMQDepth(queue, credentials).url(), context)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
+                ),
+                routing_key=queue.queue,
+                timeout=ANSWER_TIMEOUT_SECONDS,
+            )
+        finally:
+            await connection.close()
+    except (AMQPError, OSError, TimeoutError, RecursionError) as error:
+        raise QueueUnreachableError(f"rabbitmq queue {queue.queue!r}: {type(error).__name__}") from error
+
+
+async def enqueue(queue: Queue, credentials: Credentials, body: bytes) -> None:
+    """`body` onto the pool's queue; QueueUnreachableError when the server does not take it."""
+    kind, backend = kind_of(queue)
+    if kind.name == rabbitmq.KIND.name:
+        await _publish(backend, credentials, body)
+        return
+    if kind.name not in (redis_list.KIND.name, redis_stream.KIND.name):
+        raise QueueUnreachableError(f"queue.{kind.name} is not a queue the operator can write to")
+    client = connect(backend.address, backend.database, credentials, tls=backend.tls)
+    try:
+        if kind.name == redis_list.KIND.name:
+            await client.lpush(backend.list_key, body)
+        else:
+            await client.xadd(backend.stream, {"job": body})
+    except (redis_errors.RedisError, OSError) as error:
+        raise QueueUnreachableError(f"{kind.describe(backend)}: {failure(error)}") from error
+    finally:
+        await release(client)
