@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import socketserver
 import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 import redis
@@ -14,9 +16,11 @@ import redis
 from devenv.servers import RabbitMQServer, RedisServer
 from e2e.autoscaled_pools import RabbitMQBacklog
 from workerfleet.api.credentials import Credentials
-from workerfleet.api.workerpool import RabbitMQ, RedisList, RedisStream
+from workerfleet.api.workerpool import Queue, RabbitMQ, RedisList, RedisStream
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
 from workerfleet.backends.bounds import BoundReason
+from workerfleet.backends.enqueue import enqueue
+from workerfleet.backends.held import HeldSample, read_held
 from workerfleet.backends.rabbitmq import RabbitMQDepth
 from workerfleet.backends.redis_common import shared_clients
 from workerfleet.backends.redis_list import RedisListDepth
@@ -299,3 +303,66 @@ def test_a_rabbitmq_queue_is_read_within_the_bounds(rabbitmq_server: RabbitMQSer
     assert read.depth == 7
     assert isinstance(missing, QueueUnreachableError), missing
     assert "does not exist" in str(missing)
+
+
+def test_a_scheduled_publish_and_the_held_counts_reach_a_real_rabbitmq(
+    rabbitmq_server: RabbitMQServer,
+) -> None:
+    # Given a pool's queue and a review queue with two jobs on a real RabbitMQ
+    jobs, review = RabbitMQBacklog(rabbitmq_server), RabbitMQBacklog(rabbitmq_server)
+    jobs.create()
+    review.push(2)
+    queue = Queue.model_validate(jobs.queue_spec)
+
+    # When the operator publishes a scheduled job and reads the review and dead-letter depths
+    async def publish_then_count() -> HeldSample | None:
+        await enqueue(queue, Credentials(), b'{"id": "nightly"}')
+        return await read_held(queue, Credentials(), [review.name], [f"{jobs.name}.dlq"])
+
+    try:
+        held = asyncio.run(publish_then_count())
+        read = _read_rabbitmq(rabbitmq_server.address, jobs.name)
+    finally:
+        jobs.drain()
+        review.drain()
+
+    # Then the job is on the queue, and the counts are the server's
+    assert isinstance(read, QueueSample), read
+    assert read.depth == 1
+    assert held is not None
+    assert (held.review_depth, held.dead_letter_depth) == (2, 0), held
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [("oversized", BoundReason.TOO_LARGE), ("never", BoundReason.TIMED_OUT)],
+)
+def test_held_counts_and_publishes_to_a_hostile_amqp_endpoint_fail_naming_the_bound(
+    behaviour: str, reason: str
+) -> None:
+    server = HostileAmqp(behaviour)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    queue = Queue.model_validate(
+        {"rabbitmq": {"address": f"127.0.0.1:{server.server_address[1]}", "queue": "jobs"}}
+    )
+
+    async def attempt(step: Coroutine[Any, Any, object]) -> QueueUnreachableError | None:
+        try:
+            await step
+        except QueueUnreachableError as error:
+            return error
+        return None
+
+    try:
+        counted = asyncio.run(attempt(read_held(queue, Credentials(), ["jobs.review"], ["jobs.dlq"])))
+        published = asyncio.run(attempt(enqueue(queue, Credentials(), b"{}")))
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert counted is not None
+    assert counted.reason == reason, counted
+    assert published is not None
+    assert published.reason == reason, published

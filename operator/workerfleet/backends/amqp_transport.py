@@ -17,7 +17,15 @@ from aiormq.connection import TransportFactory
 from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
 
-from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, MAX_ANSWER_BYTES, too_large
+from workerfleet.backends.base import QueueUnreachableError
+from workerfleet.backends.bounds import (
+    ANSWER_TIMEOUT_SECONDS,
+    MAX_ANSWER_BYTES,
+    BoundReason,
+    timed_out,
+    too_large,
+)
+from workerfleet.tls import tls_problem
 
 
 class FrameTooLargeError(AMQPConnectionError):
@@ -89,3 +97,19 @@ async def connect_bounded(url: str, ssl_context: ssl.SSLContext | None) -> Robus
     connection = BoundedRobustConnection(URL(url), ssl_context=ssl_context, timeout=ANSWER_TIMEOUT_SECONDS)
     await connection.connect(timeout=ANSWER_TIMEOUT_SECONDS)
     return connection
+
+
+def amqp_failure(what: str, error: BaseException) -> QueueUnreachableError:
+    """A failed AMQP exchange about `what` as the pool's error: the bound it passed as reason, else the
+    kind of failure (never the URL, which holds the password)."""
+    too_large_frame = frame_too_large(error)
+    if too_large_frame is not None:
+        return QueueUnreachableError(f"{what}: {too_large_frame}", too_large_frame.reason)
+    if isinstance(error, TimeoutError):
+        bound = timed_out()
+        return QueueUnreachableError(f"{what}: {bound}", bound.reason)
+    if isinstance(error, RecursionError):  # the AMQP decoder recurses into nested field tables
+        return QueueUnreachableError(
+            f"{what}: answer nested too deep to decode, the operator's bound", BoundReason.TOO_DEEP
+        )
+    return QueueUnreachableError(f"{what}: {tls_problem(error) or type(error).__name__}")

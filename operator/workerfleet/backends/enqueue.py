@@ -20,7 +20,7 @@ async def _publish(queue: RabbitMQ, credentials: Credentials, body: bytes) -> No
     import aio_pika  # noqa: PLC0415  (the AMQP client is large: loaded for RabbitMQ pools only)
     from aiormq.exceptions import AMQPError  # noqa: PLC0415
 
-    from workerfleet.backends.amqp_transport import connect_bounded  # noqa: PLC0415
+    from workerfleet.backends.amqp_transport import amqp_failure, connect_bounded  # noqa: PLC0415
 
     context = client_context(credentials.ca_pem, queue.tls.server_name) if queue.tls is not None else None
     try:
@@ -37,7 +37,7 @@ async def _publish(queue: RabbitMQ, credentials: Credentials, body: bytes) -> No
         finally:
             await connection.close()
     except (AMQPError, OSError, TimeoutError, RecursionError) as error:
-        raise QueueUnreachableError(f"rabbitmq queue {queue.queue!r}: {type(error).__name__}") from error
+        raise amqp_failure(f"rabbitmq queue {queue.queue!r}", error) from error
 
 
 async def enqueue(queue: Queue, credentials: Credentials, body: bytes) -> None:

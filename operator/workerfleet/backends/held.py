@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.queue_kinds import kind_of, rabbitmq, redis_list, redis_stream
 from workerfleet.api.workerpool import Queue, RabbitMQ
-from workerfleet.backends.base import QueueUnreachableError, within_count
+from workerfleet.backends.base import within_count
 from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, AnswerOutOfBoundsError, decode_json
 from workerfleet.backends.rabbitmq import RabbitMQDepth
 from workerfleet.backends.redis_common import MALFORMED_ANSWER, connect, release, unreadable
@@ -86,7 +86,7 @@ async def _rabbitmq(
 ) -> HeldSample:
     from aiormq.exceptions import AMQPError, ChannelNotFoundEntity  # noqa: PLC0415
 
-    from workerfleet.backends.amqp_transport import connect_bounded  # noqa: PLC0415
+    from workerfleet.backends.amqp_transport import amqp_failure, connect_bounded  # noqa: PLC0415
 
     url = RabbitMQDepth(queue, credentials).url()
     context = client_context(credentials.ca_pem, queue.tls.server_name) if queue.tls is not None else None
@@ -106,7 +106,7 @@ async def _rabbitmq(
         finally:
             await connection.close()
     except (AMQPError, OSError, TimeoutError, RecursionError) as error:
-        raise QueueUnreachableError(f"review and dead-letter queues: {type(error).__name__}") from error
+        raise amqp_failure("review and dead-letter queues", error) from error
     return HeldSample(
         review_depth=within_count(sum(counts[name] for name in review)),
         dead_letter_depth=within_count(sum(counts[name] for name in dead)),

@@ -20,8 +20,8 @@ from workerfleet.api.common import split_host_port
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
-from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS, BoundReason, timed_out
-from workerfleet.tls import client_context, tls_problem
+from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS
+from workerfleet.tls import client_context
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
@@ -51,7 +51,7 @@ class RabbitMQDepth:
 
         from workerfleet.backends.amqp_transport import (  # noqa: PLC0415
             BoundedRobustConnection,
-            frame_too_large,
+            amqp_failure,
         )
 
         try:
@@ -77,25 +77,9 @@ class RabbitMQDepth:
                 f"{self._what()} does not exist in vhost {self._queue.vhost!r}:"
                 " declare it, or correct spec.queue.rabbitmq.queue"
             ) from error
-        except TimeoutError as error:
+        except (AMQPError, OSError, TimeoutError, RecursionError) as error:
             await self.close()
-            bound = timed_out()
-            raise QueueUnreachableError(f"{self._what()}: {bound}", bound.reason) from error
-        except RecursionError as error:  # the AMQP decoder recurses into nested field tables
-            await self.close()
-            raise QueueUnreachableError(
-                f"{self._what()}: answer nested too deep to decode, the operator's bound",
-                BoundReason.TOO_DEEP,
-            ) from error
-        except (AMQPError, OSError) as error:
-            await self.close()
-            too_large = frame_too_large(error)
-            if too_large is not None:
-                raise QueueUnreachableError(f"{self._what()}: {too_large}", too_large.reason) from error
-            # The URL holds the password: name only the queue and the kind of failure.
-            raise QueueUnreachableError(
-                f"{self._what()}: {tls_problem(error) or type(error).__name__}"
-            ) from error
+            raise amqp_failure(self._what(), error) from error
         return QueueSample(depth=int(count or 0))
 
     async def close(self) -> None:
