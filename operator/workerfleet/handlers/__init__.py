@@ -6,6 +6,7 @@ Importing this package registers the handlers with kopf's default registry.
 from workerfleet.handlers import (
     activity,
     autoscaling,
+    breaker,
     metrics_api,
     pool_metrics,
     rollout,
@@ -13,4 +14,13 @@ from workerfleet.handlers import (
     workerpool,
 )
 
-__all__ = ["activity", "autoscaling", "metrics_api", "pool_metrics", "rollout", "startup", "workerpool"]
+__all__ = [
+    "activity",
+    "autoscaling",
+    "breaker",
+    "metrics_api",
+    "pool_metrics",
+    "rollout",
+    "startup",
+    "workerpool",
+]

@@ -24,7 +24,13 @@ from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.queue_kinds import kind_of
-from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
+from workerfleet.api.workerpool import (
+    Autoscaling,
+    AutoscalingEngine,
+    BreakerState,
+    Queue,
+    WorkerPoolSpec,
+)
 from workerfleet.backends.base import DepthSource, QueueSample, QueueUnreachableError
 from workerfleet.backends.sources import open_source
 from workerfleet.handlers.activity import ACTIVITY, Pools
@@ -318,6 +324,7 @@ async def _poll_once(
         refusal=refusal,
         deadline_seconds=memory.deadline,
         now=now,
+        circuit_open=_circuit_open(body),
     )
     plan = plan_poll(facts, memory.scaling)
     memory.scaling = plan.memory
@@ -333,6 +340,11 @@ async def _poll_once(
     memory.failing = False
     for event in events:
         post_event(body, event)
+
+
+def _circuit_open(body: Mapping[str, Any]) -> bool:
+    breaker = (body.get("status") or {}).get("circuitBreaker") or {}
+    return bool(breaker.get("state", BreakerState.CLOSED) != BreakerState.CLOSED)
 
 
 def _describe(error: Exception) -> str:

@@ -184,6 +184,7 @@ class ScalingReason:
     ACTIVATED = "Activated"
     POLLING_FAILED = "PollingFailed"
     DEACTIVATED = "Deactivated"
+    CIRCUIT_OPEN = "CircuitOpen"
 
 
 @dataclass(frozen=True)
@@ -382,6 +383,9 @@ class PollFacts:
     deadline_seconds: int | None
     """The strictest deadline of the pool's JobTypes."""
     now: datetime
+    circuit_open: bool = False
+    """The pool's circuit breaker is open or probing: its workers take few or no jobs, so the growing
+    backlog says nothing about the replicas needed; they are held."""
 
 
 @dataclass(frozen=True)
@@ -409,6 +413,9 @@ def plan_poll(facts: PollFacts, memory: ScalingMemory) -> PollPlan:
         pause_problem = None
     except PauseAnnotationError as problem:
         pause, pause_problem = Pause(), str(problem)  # hold still rather than guess
+    held_by_breaker = facts.circuit_open and pause is None
+    if held_by_breaker:
+        pause = Pause()
     state = QueueState(
         replicas=facts.replicas,
         depth=facts.depth,
@@ -436,6 +443,9 @@ def plan_poll(facts: PollFacts, memory: ScalingMemory) -> PollPlan:
         judged = replace(
             judged, scaling_active=(judged.scaling_active[0], ScalingReason.PAUSED, pause_problem)
         )
+    if held_by_breaker:
+        message = f"circuit breaker open; holding {facts.replicas} replicas"
+        judged = replace(judged, scaling_active=("False", ScalingReason.CIRCUIT_OPEN, message))
     return PollPlan(
         served_value=decision.served_value,
         scale_to=scale_to,

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     """Consume until SIGTERM or SIGINT, drain, exit 0; exit 2 when the configuration is unusable."""
     # Imported here, not at the top: `workerfleet run` (the operator) parses the same command line and
     # needs none of the worker's queue clients (about 13 MiB of its memory).
+    from workerfleet.api.worker_contract import BREAKER_FILE  # noqa: PLC0415
     from workerfleet.worker import health as probes  # noqa: PLC0415
     from workerfleet.worker import jsonlog  # noqa: PLC0415
     from workerfleet.worker.backend_factory import (  # noqa: PLC0415
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         open_backend,
         pool_dead_letter_queue,
     )
+    from workerfleet.worker.breaker import BreakerGate  # noqa: PLC0415
     from workerfleet.worker.handlers import default_registry  # noqa: PLC0415
     from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
     from workerfleet.worker.runtime import Runtime  # noqa: PLC0415
@@ -117,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             pool_dead_letter_queue=pool_dead_letter_queue(settings),
             maintenance_interval_seconds=settings.heartbeat_seconds / MAINTENANCE_PER_HEARTBEAT,
             limits=settings.limits,
+            breaker=BreakerGate(settings.policies_path.parent / BREAKER_FILE),
         )
     except ConfigurationError as error:
         log.error("cannot start the worker", extra={"error": str(error)})
