@@ -647,3 +647,16 @@ def test_metrics_exposed_by_mistake_are_refused_at_install(values: list[str], na
     result = _helm("template", "wf", str(CHART), *values)
     assert result.returncode != 0
     assert named in result.stderr
+
+
+def test_the_operator_may_list_and_patch_pods_but_not_create_delete_or_exec_them() -> None:
+    documents = _render(VALUE_SETS["defaults"])
+    namespaced = next(
+        document
+        for document in documents
+        if document["kind"] == "ClusterRole" and document["metadata"]["name"].endswith("-namespaced")
+    )
+    pod_verbs = {
+        verb for rule in namespaced["rules"] if "pods" in rule["resources"] for verb in rule["verbs"]
+    }
+    assert pod_verbs == {"list", "patch"}
