@@ -44,4 +44,5 @@ def test_outcomes_are_summed_over_job_types_and_in_flight_jobs_counted() -> None
 
 def test_text_without_the_runtime_series_counts_nothing() -> None:
     counters = parse_worker_metrics("# HELP other x\n# TYPE other counter\nother_total 5\n")
-    assert counters.outcomes == {} and counters.in_flight == 0
+    assert counters.outcomes == {}
+    assert counters.in_flight == 0

@@ -70,7 +70,8 @@ def test_duplicates_are_no_sample_and_only_the_chosen_outcomes_are_failures() ->
 
 def test_one_scrape_is_no_window_yet() -> None:
     counts = counts_since(scrapes((0, {"a": worker(succeeded=100, retried=100)})), at(-30), FAILURES)
-    assert counts.total == 0 and counts.ratio is None
+    assert counts.total == 0
+    assert counts.ratio is None
 
 
 def test_trim_keeps_the_newest_scrape_before_the_window_as_its_start() -> None:
@@ -162,7 +163,8 @@ def test_transitions(
 
 def test_tripping_says_the_measured_ratio() -> None:
     decision = decide_breaker(BREAKER, BreakerStatus(since=at(0)), FAILING, at(10))
-    assert decision.status.failure_ratio == pytest.approx(0.8) and decision.status.samples == 20
+    assert decision.status.failure_ratio == pytest.approx(0.8)
+    assert decision.status.samples == 20
     assert decision.events[0].type == "Warning"
     assert "80.0% of 20 jobs failed in the last 30s" in decision.events[0].message
     status, reason, message = circuit_open_condition(BREAKER, decision.status)

@@ -73,7 +73,7 @@ async def test_an_open_breaker_lets_held_jobs_finish_and_takes_no_new_ones(tmp_p
     harness = Harness(
         recording(calls, slow), concurrency=1, spec=SPEC.model_copy(update={"timeout_seconds": 10})
     )
-    harness.runtime._breaker = BreakerGate(path)  # noqa: SLF001  (the gate the CLI passes)
+    harness.runtime._breaker = BreakerGate(path)  # the gate the CLI passes
     await harness.put({"id": "held"})
     stop = asyncio.Event()
     loop = asyncio.create_task(harness.runtime.run(stop))

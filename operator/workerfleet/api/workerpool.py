@@ -401,7 +401,8 @@ class CircuitBreaker(ApiModel):
     window_seconds: Annotated[int, Field(ge=10, le=3_600)] = 60
     """How far back the ratio looks."""
     failure_outcomes: Annotated[
-        ListSet[Annotated[BreakerOutcome, Field(strict=False)]], Field(min_length=1)
+        ListSet[Annotated[BreakerOutcome, Field(strict=False)]],
+        Field(min_length=1, max_length=len(BreakerOutcome)),
     ] = Field(default_factory=lambda: list(DEFAULT_BREAKER_FAILURES))
     """Which outcomes count as failures: retried, dead_lettered, failed (the default, what canary
     analysis counts), expired, review. Every outcome but duplicate is a sample."""
