@@ -203,6 +203,7 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
         with following(workers):
             eventually(lambda: len(workers.workers) == 2 and serving(workers), what="2 workers", timeout=30)
             # Given a downstream that fails every job
+            broke_at = time.monotonic()
             push(redis_server, queue, 20, 0.05)
             # Then the breaker trips within its window, with the measured ratio
             eventually(
@@ -213,6 +214,7 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
                 what="CircuitOpen=True",
                 timeout=30,
             )
+            tripped_after = time.monotonic() - broke_at
             status = pool_body(operator, namespace, name)["status"]
             assert status["circuitBreaker"]["failureRatio"] >= 0.5
             assert BreakerReason.TRIPPED in event_reasons(operator, namespace, name)
@@ -237,6 +239,7 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
             assert workers.outcomes() == before, "no job is taken while open"
             # When the downstream recovers, the probe after the cool-down closes the breaker
             broken.unlink()
+            mended_at = time.monotonic()
             eventually(
                 lambda: (
                     pool_condition(operator, namespace, name, "CircuitOpen")
@@ -244,6 +247,10 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
                 ),
                 what="the probe to close the breaker",
                 timeout=40,
+            )
+            print(
+                f"breaker tripped {tripped_after:.1f} s after the downstream broke (window 10 s), closed"
+                f" {time.monotonic() - mended_at:.1f} s after it was mended (cool-down 10 s, 3 probe jobs)"
             )
             reasons = event_reasons(operator, namespace, name)
             assert BreakerReason.PROBING in reasons
