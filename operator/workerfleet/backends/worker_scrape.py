@@ -12,7 +12,12 @@ import asyncio
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from workerfleet.api.worker_contract import JOBS_IN_FLIGHT_METRIC, JOBS_METRIC, METRICS_PATH
+from workerfleet.api.worker_contract import (
+    JOB_DURATION_METRIC,
+    JOBS_IN_FLIGHT_METRIC,
+    JOBS_METRIC,
+    METRICS_PATH,
+)
 from workerfleet.planners.breaker import WorkerCounters
 
 SCRAPE_TIMEOUT_SECONDS = 2.0
@@ -20,9 +25,10 @@ PARALLEL_SCRAPES = 32
 
 
 def parse_worker_metrics(text: str) -> WorkerCounters:
-    """Sum `workerfleet_jobs_total` by outcome and `workerfleet_jobs_in_flight` over job types."""
+    """Sum `workerfleet_jobs_total` by outcome, `workerfleet_jobs_in_flight` and the handler duration
+    histogram's sum and count over job types."""
     outcomes: dict[str, float] = {}
-    in_flight = 0.0
+    in_flight = handler_seconds = handled = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == JOBS_METRIC:
@@ -30,7 +36,11 @@ def parse_worker_metrics(text: str) -> WorkerCounters:
                 outcomes[outcome] = outcomes.get(outcome, 0.0) + sample.value
             elif sample.name == JOBS_IN_FLIGHT_METRIC:
                 in_flight += sample.value
-    return WorkerCounters(outcomes, in_flight)
+            elif sample.name == f"{JOB_DURATION_METRIC}_sum":
+                handler_seconds += sample.value
+            elif sample.name == f"{JOB_DURATION_METRIC}_count":
+                handled += sample.value
+    return WorkerCounters(outcomes, in_flight, handler_seconds, handled)
 
 
 class WorkerScraper:

@@ -1,13 +1,14 @@
 """Watch each pool's workers through their own metrics ports: the circuit breaker and deletion costs.
 
-One task per pool whose workers run the workerfleet runtime (and that has a breaker, or spares busy
-workers on scale-in). Every scrape interval it lists the pool's ready pods, reads each at
-podIP:spec.worker.port, then:
+One task per pool whose workers run the workerfleet runtime. Every scrape interval it lists the
+pool's ready pods, reads each at podIP:spec.worker.port, then:
 - sets each pod's `controller.kubernetes.io/pod-deletion-cost` to the jobs it holds (only where it
   changed), so whoever removes replicas next (the HPA through the pool, a rollout, a person) has the
   ReplicaSet remove idle workers first;
 - decides the breaker (`planners.breaker`) and writes its state to status (with the CircuitOpen
-  condition), to the workers (key breaker.json of the policies ConfigMap) and as Events.
+  condition), to the workers (key breaker.json of the policies ConfigMap) and as Events;
+- measures what one worker can run (its concurrency over its handlers' mean time in the last minute)
+  for the autoscaler's rate-limit ceiling.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -26,6 +27,7 @@ from workerfleet.api.worker_contract import BREAKER_FILE
 from workerfleet.api.workerpool import WorkerPoolConditionType, WorkerPoolSpec, WorkerRuntime
 from workerfleet.backends.worker_scrape import WorkerScraper
 from workerfleet.handlers.activity import ACTIVITY, Pools
+from workerfleet.handlers.capacity import WORKER_CAPACITY
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
 from workerfleet.handlers.tenancy import served
 from workerfleet.handlers.workerpool import pool_lock, post_event
@@ -41,8 +43,10 @@ from workerfleet.planners.breaker import (
     cost_patches,
     decide_breaker,
     deletion_costs,
+    handler_rate_per_worker,
     scrape_interval,
     trim,
+    worker_concurrency,
 )
 from workerfleet.planners.children import names, pool_selector, restricted_spec
 from workerfleet.planners.status import Event
@@ -50,16 +54,15 @@ from workerfleet.planners.status import Event
 logger = logging.getLogger(__name__)
 
 COST_FIELD_MANAGER = "workerfleet-deletion-cost"
+CAPACITY_WINDOW_SECONDS = 60.0
+"""How far back a worker's handler times are averaged for what it can run."""
 BREAKER_FIELD_MANAGER = "workerfleet-breaker"
 
 
 def _watched(body: Mapping[str, Any]) -> bool:
-    spec = body.get("spec") or {}
-    worker = spec.get("worker") or {}
-    if worker.get("runtime", WorkerRuntime.WORKERFLEET) != WorkerRuntime.WORKERFLEET:
-        return False
-    has_status = bool((body.get("status") or {}).get("circuitBreaker"))
-    return bool(spec.get("circuitBreaker")) or worker.get("spareBusyWorkers", True) is not False or has_status
+    """Pools whose workers run the workerfleet runtime: only those serve the counters read here."""
+    worker = (body.get("spec") or {}).get("worker") or {}
+    return bool(worker.get("runtime", WorkerRuntime.WORKERFLEET) == WorkerRuntime.WORKERFLEET)
 
 
 def _ready_addresses(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, str], dict[str, str | None]]:
@@ -142,6 +145,7 @@ class WorkerWatch(PoolTasks):
     def stop(self, key: PoolKey) -> None:
         self._bodies.pop(key, None)
         self._history.pop(key, None)
+        WORKER_CAPACITY.forget(*key)
         super().stop(key)
 
     async def on_activity(self, active: bool, pools: Pools) -> None:
@@ -176,14 +180,19 @@ class WorkerWatch(PoolTasks):
                         kube().annotate_pod, namespace, pod, annotation, COST_FIELD_MANAGER
                     )
             breaker = spec.circuit_breaker
+            since = BreakerStatus.from_status((body.get("status") or {}).get("circuitBreaker")).since
+            held_back = (now - since).total_seconds() if since and breaker else 0.0
+            window = float(breaker.window_seconds) if breaker else 0.0
+            keep = max(window, held_back, CAPACITY_WINDOW_SECONDS) + HISTORY_MARGIN_SECONDS
+            history = trim([*self._history.get(key, []), Scrape(now, counters)], now, keep)
+            self._history[key] = history
+            capacity_since = now - timedelta(seconds=CAPACITY_WINDOW_SECONDS)
+            concurrency = worker_concurrency(spec.template.to_dict())
+            WORKER_CAPACITY.observe(
+                namespace, name, handler_rate_per_worker(history, capacity_since, concurrency)
+            )
             if breaker is not None or (body.get("status") or {}).get("circuitBreaker"):
-                history = [*self._history.get(key, []), Scrape(now, counters)]
-                since = BreakerStatus.from_status((body.get("status") or {}).get("circuitBreaker")).since
-                held_back = (now - since).total_seconds() if since else 0.0
-                window = float(breaker.window_seconds) if breaker else 0.0
-                keep = max(window, held_back) + HISTORY_MARGIN_SECONDS
-                self._history[key] = trim(history, now, keep)
-                events = await asyncio.to_thread(_write_breaker, namespace, name, spec, self._history[key])
+                events = await asyncio.to_thread(_write_breaker, namespace, name, spec, history)
                 for event in events:
                     post_event(body, event)
             self.succeeded(key)

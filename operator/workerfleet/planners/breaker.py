@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from workerfleet.api.worker_contract import UNCOUNTED_OUTCOMES
+from workerfleet.api.worker_contract import UNCOUNTED_OUTCOMES, WorkerEnv
 from workerfleet.api.workerpool import BreakerState, CircuitBreaker
 from workerfleet.planners.status import Event
 
@@ -51,10 +51,13 @@ class BreakerAction:
 
 @dataclass(frozen=True)
 class WorkerCounters:
-    """One scrape of one worker: its outcome counters (summed over job types) and the jobs it holds."""
+    """One scrape of one worker: its outcome counters (summed over job types), the jobs it holds, and
+    the time its handlers ran (the duration histogram's sum and count)."""
 
     outcomes: Mapping[str, float]
     in_flight: float
+    handler_seconds: float = 0.0
+    handled: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -111,11 +114,34 @@ def counts_since(
             if outcome in UNCOUNTED_OUTCOMES:
                 continue
             previous = before.outcomes.get(outcome, 0.0) if before is not None else 0.0
-            increase = value - previous if value >= previous else value
+            increase = _increase(value, previous)
             total += increase
             if outcome in failure_outcomes:
                 failures += increase
     return OutcomeCounts(total, failures)
+
+
+def _increase(now: float, before: float) -> float:
+    """A counter's increase; one that went down restarted from zero."""
+    return now - before if now >= before else now
+
+
+def handler_rate_per_worker(history: Sequence[Scrape], since: datetime, concurrency: int) -> float | None:
+    """Jobs per second one worker can run, from the mean time its handlers took since `since`:
+    `concurrency / mean`. None before any handler finished in that time."""
+    if len(history) < 2:
+        return None
+    newest = history[-1]
+    starts = [scrape for scrape in history if scrape.time <= since]
+    start = starts[-1] if starts else history[0]
+    seconds = handled = 0.0
+    for pod, counters in newest.workers.items():
+        before = start.workers.get(pod)
+        seconds += _increase(counters.handler_seconds, before.handler_seconds if before else 0.0)
+        handled += _increase(counters.handled, before.handled if before else 0.0)
+    if handled <= 0 or seconds <= 0:
+        return None
+    return concurrency / (seconds / handled)
 
 
 @dataclass(frozen=True)
@@ -274,6 +300,16 @@ def breaker_document(breaker: CircuitBreaker | None, status: BreakerStatus) -> s
     return json.dumps(
         {"state": status.state.value, "since": since, "probeJobs": breaker.probe_jobs}, sort_keys=True
     )
+
+
+def worker_concurrency(template: Mapping[str, Any]) -> int:
+    """WORKERFLEET_CONCURRENCY of the first container, as the runtime reads it (default 1)."""
+    containers = (template.get("spec") or {}).get("containers") or [{}]
+    for variable in containers[0].get("env") or []:
+        if variable.get("name") == WorkerEnv.CONCURRENCY:
+            value = str(variable.get("value", ""))
+            return int(value) if value.isdigit() and int(value) > 0 else 1
+    return 1
 
 
 def deletion_costs(workers: Mapping[str, WorkerCounters]) -> dict[str, str]:

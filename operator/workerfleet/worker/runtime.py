@@ -76,6 +76,7 @@ from workerfleet.worker.policy import (
     reject_invalid,
     with_job_deadline,
 )
+from workerfleet.worker.rate_limit import Pacer
 from workerfleet.worker.settings import ConfigurationError
 
 log = logging.getLogger("workerfleet.worker")
@@ -201,6 +202,7 @@ class Runtime:
         clock: Callable[[], datetime] = utc_now,
         sample: Callable[[], float] = random.random,
         breaker: BreakerGate | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._backend = backend
         self._policies = dict(policies)
@@ -225,6 +227,7 @@ class Runtime:
         self._clock = clock
         self._sample = sample
         self._breaker = breaker
+        self._pacer = pacer
         self._in_flight: set[asyncio.Task[None]] = set()
         self._abandon = asyncio.Event()
         self._abandon_future: asyncio.Future[None] | None = None
@@ -504,6 +507,9 @@ class Runtime:
                 else None
             )
             await self._settle(delivery, envelope, admission, failure=failure)
+            return False
+        if self._pacer is not None and not await self._pacer.take_turn(envelope.type):
+            await self._settle(delivery, envelope, Release())  # its JobType's rate limit cannot be asked
             return False
         started = time.monotonic()
         result = await self._attempt(handler, Job.from_envelope(envelope), spec.timeout_seconds)
