@@ -49,14 +49,21 @@ def job_type(max_attempts: int = 3) -> dict[str, Any]:
     }
 
 
-def pool(name: str, redis_address: str, queue: str, port: int, **spec: Any) -> dict[str, Any]:
+def pool(
+    name: str, redis_address: str, queue: str, port: int, env: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    container = {
+        "name": "worker",
+        "image": "worker:1",
+        "env": [{"name": key, "value": value} for key, value in (env or {}).items()],
+    }
     return {
         "apiVersion": "workerfleet.dev/v1alpha1",
         "kind": "WorkerPool",
         "metadata": {"name": name},
         "spec": {
             "jobTypes": ["work"],
-            "template": {"spec": {"containers": [{"name": "worker", "image": "worker:1"}]}},
+            "template": {"spec": {"containers": [container]}},
             "queue": {"redis": {"address": redis_address, "list": queue}},
             **spec,
             "worker": {"port": port, **spec.get("worker", {})},
@@ -117,9 +124,17 @@ def interrupted_by_scale_in(
     the jobs held by the workers whose pods the ReplicaSet removed."""
     name = f"pool-{uuid.uuid4().hex[:6]}"
     queue, port = f"jobs-{name}", free_port()
-    manifest = pool(name, redis_server.address, queue, port, replicas=2, worker={"spareBusyWorkers": spare})
+    manifest = pool(
+        name,
+        redis_server.address,
+        queue,
+        port,
+        env={"WORKERFLEET_CONCURRENCY": "1"},
+        replicas=2,
+        worker={"spareBusyWorkers": spare},
+    )
     cluster.apply(job_type(), manifest, namespace=namespace)
-    workers = PodWorkers(cluster, namespace, name, port, directory / name, {"WORKERFLEET_CONCURRENCY": "1"})
+    workers = PodWorkers(cluster, namespace, name, port, directory / name, {})
     try:
         oldest = set(ready_pods(workers, 2))
         # The ReplicaSet compares how long pods have been ready on a log2 scale: the oldest pods'
@@ -188,7 +203,7 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
     autoscaling = {
         "minReplicas": 2,
         "maxReplicas": 6,
-        "targetDepthPerReplica": 5,
+        "targetDepthPerReplica": 20,
         "pollingIntervalSeconds": 1,
         "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0}},
     }
@@ -218,8 +233,8 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
             status = pool_body(operator, namespace, name)["status"]
             assert status["circuitBreaker"]["failureRatio"] >= 0.5
             assert BreakerReason.TRIPPED in event_reasons(operator, namespace, name)
-            # While open: a growing backlog, the workers take nothing and replicas hold
-            push(redis_server, queue, 100, 0.05)
+            # While open: a backlog that would ask for all 6 replicas; the workers take nothing, replicas hold
+            push(redis_server, queue, 200, 0.05)
             eventually(
                 lambda: (
                     pool_condition(operator, namespace, name, "ScalingActive") == ("False", "CircuitOpen")
@@ -260,3 +275,68 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
     finally:
         workers.stop_all()
         client.close()
+
+
+def test_a_rate_limit_holds_across_workers_and_the_hpa_stops_where_it_binds(
+    operator: Cluster, namespace: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Workers run 2 jobs of 0.25 s at once: 8 jobs/s each, so a limit of 20 jobs/s keeps 3 busy.
+    name, port = "limited", free_port()
+    queue = f"jobs-{uuid.uuid4().hex[:8]}"
+    limited = job_type()
+    limited["spec"]["rateLimit"] = {"jobsPerSecond": 20}
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 8,
+        "targetDepthPerReplica": 10,
+        "pollingIntervalSeconds": 1,
+        "behavior": {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 8, "periodSeconds": 5}],
+            }
+        },
+    }
+    manifest = pool(
+        name, redis_server.address, queue, port, env={"WORKERFLEET_CONCURRENCY": "2"}, autoscaling=autoscaling
+    )
+    operator.apply(limited, manifest, namespace=namespace)
+    workers = PodWorkers(operator, namespace, name, port, tmp_path / "workers", {})
+    try:
+        ready_pods(workers, 1)
+        with following(workers):
+            eventually(
+                lambda: len(workers.workers) == 1 and serving(workers), what="the first worker", timeout=30
+            )
+            # A few jobs first, fewer than one replica's target: the operator measures what a worker runs
+            push(redis_server, queue, 8, 0.25)
+            eventually(lambda: workers.outcomes().get("succeeded", 0) >= 8, what="the first jobs", timeout=30)
+            time.sleep(6.0)  # a scrape (every 5 s) after them
+            # Then a backlog that alone would ask for all 8 replicas
+            push(redis_server, queue, 1_000, 0.25)
+            eventually(
+                lambda: pool_condition(operator, namespace, name, "ScalingActive") == ("True", "RateLimited"),
+                what="the rate limit to bind the autoscaler",
+                timeout=30,
+            )
+
+            def scaling_message() -> str:
+                conditions = pool_body(operator, namespace, name)["status"]["conditions"]
+                return str([c["message"] for c in conditions if c["type"] == "ScalingActive"])
+
+            eventually(
+                lambda: len(workers.workers) == 3 and serving(workers),
+                what=f"3 workers ({scaling_message()})",
+                timeout=30,
+            )
+            highest = 0
+            before, started = workers.outcomes().get("succeeded", 0), time.monotonic()
+            for _ in range(12):
+                highest = max(highest, pool_body(operator, namespace, name)["spec"]["replicas"])
+                time.sleep(0.5)
+            rate = (workers.outcomes().get("succeeded", 0) - before) / (time.monotonic() - started)
+            print(f"rate limit 20 jobs/s across 3 workers: {rate:.1f} jobs/s; replicas stopped at {highest}")
+            assert highest == 3, "the HPA stops at the replicas the limit keeps busy (3 of 8)"
+            assert abs(rate - 20) <= 2, f"{rate:.1f} jobs/s against a limit of 20"
+    finally:
+        workers.stop_all()
