@@ -1,7 +1,8 @@
 """Watch each pool's workers through their own metrics ports: the circuit breaker and deletion costs.
 
-One task per pool whose workers run the workerfleet runtime. Every scrape interval it lists the
-pool's ready pods, reads each at podIP:spec.worker.port, then:
+One task per pool whose workers run the workerfleet runtime and that has a breaker, autoscaling, a
+rollout or more than one replica. Every scrape interval it lists the pool's ready pods, reads each at
+podIP:spec.worker.port, then:
 - sets each pod's `controller.kubernetes.io/pod-deletion-cost` to the jobs it holds (only where it
   changed), so whoever removes replicas next (the HPA through the pool, a rollout, a person) has the
   ReplicaSet remove idle workers first;
@@ -60,9 +61,15 @@ BREAKER_FIELD_MANAGER = "workerfleet-breaker"
 
 
 def _watched(body: Mapping[str, Any]) -> bool:
-    """Pools whose workers run the workerfleet runtime: only those serve the counters read here."""
-    worker = (body.get("spec") or {}).get("worker") or {}
-    return bool(worker.get("runtime", WorkerRuntime.WORKERFLEET) == WorkerRuntime.WORKERFLEET)
+    """Pools whose workers run the workerfleet runtime (only those serve the counters read here) and
+    that can lose replicas or have a breaker: a fixed pool of one worker costs no reads at all."""
+    spec = body.get("spec") or {}
+    worker = spec.get("worker") or {}
+    if worker.get("runtime", WorkerRuntime.WORKERFLEET) != WorkerRuntime.WORKERFLEET:
+        return False
+    has_breaker = bool(spec.get("circuitBreaker") or (body.get("status") or {}).get("circuitBreaker"))
+    can_shrink = bool(spec.get("autoscaling") or spec.get("rollout")) or spec.get("replicas", 1) > 1
+    return has_breaker or can_shrink
 
 
 def _ready_addresses(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, str], dict[str, str | None]]:
