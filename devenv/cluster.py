@@ -286,9 +286,7 @@ def _components(layout: Layout, certs: pki.ClusterPki) -> list[Component]:
                 "--manage-nodes-with-label-selector=",
                 "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
                 "--disregard-status-with-label-selector=",
-                # Pod IPs on loopback: a host process standing in for a pod listens on its IP, so the operator
-                # reaches a worker's port at podIP:port as in a real cluster.
-                "--cidr=127.244.0.1/16",
+                "--cidr=10.244.0.1/16",
                 # Anything that dials a node (kubectl logs, exec) must stay on loopback.
                 "--node-ip=127.0.0.1",
                 "--node-lease-duration-seconds=40",

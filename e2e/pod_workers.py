@@ -1,31 +1,55 @@
 """Worker processes standing in for a pool's pods, reachable where the pods would be.
 
-kwok runs nothing, and its pod IPs are on loopback (devenv/cluster.py), so for every Ready pod of the
-pool one `workerfleet worker` process runs on this host listening on that pod's IP and the pool's
-worker port: the operator reads it at podIP:port exactly as in a real cluster. Playing the kubelet,
-`sync` also copies the pool's policies ConfigMap (policies.json and breaker.json) into the directory
-the processes read, as a ConfigMap volume is updated in place.
+kwok runs nothing. Inside `on_loopback_node` the pods land on a fake node whose pod CIDR is on
+loopback (kwok gives pods IPs from their node's spec.podCIDR), so for every Ready pod of the pool one
+`workerfleet worker` process runs on this host listening on that pod's IP and the pool's worker port:
+the operator reads it at podIP:port exactly as in a real cluster. (Only there: Services refuse
+loopback endpoints, so the other nodes keep their usual pod CIDR.) Playing the kubelet, `sync` also
+copies the pool's policies ConfigMap (policies.json and breaker.json) into the directory the
+processes read, as a ConfigMap volume is updated in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from devenv.cluster import Cluster
+from devenv.cluster import FAKE_NODES, Cluster, _fake_node
 from workerfleet.api.worker_contract import BREAKER_FILE, JOBS_IN_FLIGHT_METRIC, JOBS_METRIC, POLICIES_FILE
 
 WORKERFLEET = Path(sys.executable).parent / "workerfleet"
 STOP_SECONDS = 10.0
+LOOPBACK_NODE = "kwok-loopback"
+LOOPBACK_POD_CIDR = "127.244.0.0/24"
+
+
+@contextmanager
+def on_loopback_node(cluster: Cluster) -> Iterator[None]:
+    """New pods go to the loopback node alone (the usual nodes cordoned) until the block ends; then the
+    node goes (the pod garbage collector takes what is left on it)."""
+    node = {**_fake_node(LOOPBACK_NODE), "spec": {"podCIDR": LOOPBACK_POD_CIDR}}
+    cluster.kubectl("apply", "-f", "-", input_text=json.dumps(node))
+    cluster.kubectl("wait", "--for=condition=Ready", "--timeout=60s", f"node/{LOOPBACK_NODE}")
+    for name in FAKE_NODES:
+        cluster.kubectl("cordon", name)
+    try:
+        yield
+    finally:
+        for name in FAKE_NODES:
+            cluster.kubectl("uncordon", name)
+        cluster.kubectl("delete", "node", LOOPBACK_NODE, "--wait=false")
 
 
 def read_metrics(address: str) -> tuple[dict[str, float], float]:

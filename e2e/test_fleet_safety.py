@@ -3,7 +3,8 @@ the circuit breaker trips on a failing downstream, holds replicas, probes and cl
 idle workers first once the operator sets their pod-deletion-cost.
 
 The operator reads the workers' own metrics ports (no Prometheus); `PodWorkers` stands in for the
-kubelet (pods on kwok run nothing, see e2e/pod_workers.py).
+kubelet (pods on kwok run nothing, see e2e/pod_workers.py), the pods on a node whose pod IPs are on
+loopback.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from devenv.cluster import Cluster
 from devenv.servers import RedisServer, free_port
 from devenv.waiting import eventually
 from e2e.autoscaled_pools import event_reasons, pool_body, pool_condition
-from e2e.pod_workers import PodWorkers
+from e2e.pod_workers import PodWorkers, on_loopback_node
 from workerfleet.planners.breaker import DELETION_COST_ANNOTATION, BreakerReason
 from workerfleet.worker.envelope import encode, new_envelope
 
@@ -95,6 +97,12 @@ def following(workers: PodWorkers) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def pods_on_loopback(operator: Cluster) -> Iterator[None]:
+    with on_loopback_node(operator):
+        yield
 
 
 def scale(cluster: Cluster, namespace: str, name: str, replicas: int) -> None:
@@ -170,22 +178,20 @@ def interrupted_by_scale_in(
         cluster.kubectl("delete", "workerpool", name, "-n", namespace, "--wait=false", check=False)
 
 
+@pytest.mark.usefixtures("pods_on_loopback")
 def test_scale_in_removes_idle_workers_first_with_deletion_costs(
     operator: Cluster, namespace: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    # One node: the ReplicaSet removes pods on crowded nodes first, which would blur the comparison.
-    operator.kubectl("cordon", "kwok-node-1")
-    try:
-        without = interrupted_by_scale_in(operator, namespace, redis_server, tmp_path, spare=False)
-        with_costs = interrupted_by_scale_in(operator, namespace, redis_server, tmp_path, spare=True)
-    finally:
-        operator.kubectl("uncordon", "kwok-node-1")
+    # One node, too: the ReplicaSet removes pods on crowded nodes first, which would blur the comparison.
+    without = interrupted_by_scale_in(operator, namespace, redis_server, tmp_path, spare=False)
+    with_costs = interrupted_by_scale_in(operator, namespace, redis_server, tmp_path, spare=True)
     print(f"jobs interrupted by one scale-in 6 -> 4: {without} without deletion costs, {with_costs} with")
     assert without >= 1, "without costs the ReplicaSet removes the newest pods, here the busy ones"
     assert with_costs <= without / 2, f"with deletion costs {with_costs} jobs were cut off, without {without}"
     assert with_costs == 0
 
 
+@pytest.mark.usefixtures("pods_on_loopback")
 def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
     operator: Cluster, namespace: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -277,6 +283,7 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
         client.close()
 
 
+@pytest.mark.usefixtures("pods_on_loopback")
 def test_a_rate_limit_holds_across_workers_and_the_hpa_stops_where_it_binds(
     operator: Cluster, namespace: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
