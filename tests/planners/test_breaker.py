@@ -22,6 +22,7 @@ from workerfleet.planners.breaker import (
     deletion_costs,
     scrape_interval,
     trim,
+    unreadable_workers,
 )
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -225,3 +226,13 @@ def test_deletion_costs_are_the_jobs_held_and_only_changes_are_written() -> None
     assert costs == {"busy": "3", "idle": "0"}
     assert cost_patches(costs, {"busy": "1", "idle": "0", "other": None}) == {"busy": "3"}
     assert cost_patches(costs, {"busy": None}) == {"busy": "3"}, "a pod gone since the scrape is left out"
+
+
+def test_a_breaker_that_reads_no_worker_says_so() -> None:
+    problem = unreadable_workers(ready=3, answered=0, port=8000)
+    assert problem is not None
+    assert "none of the 3 ready workers answered at podIP:8000/metrics" in problem
+    status, reason, _ = circuit_open_condition(BREAKER, BreakerStatus(), problem)
+    assert (status, reason) == ("False", BreakerReason.WORKERS_UNREADABLE)
+    assert unreadable_workers(ready=3, answered=1, port=8000) is None
+    assert unreadable_workers(ready=0, answered=0, port=8000) is None, "no ready worker: nothing to read"

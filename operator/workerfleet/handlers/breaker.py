@@ -37,6 +37,7 @@ from workerfleet.planners.breaker import (
     BREAKER_ACTION_ANNOTATION,
     DELETION_COST_ANNOTATION,
     HISTORY_MARGIN_SECONDS,
+    BreakerReason,
     BreakerStatus,
     Scrape,
     breaker_document,
@@ -47,6 +48,7 @@ from workerfleet.planners.breaker import (
     handler_rate_per_worker,
     scrape_interval,
     trim,
+    unreadable_workers,
     worker_concurrency,
 )
 from workerfleet.planners.children import names, pool_selector, restricted_spec
@@ -88,7 +90,9 @@ def _ready_addresses(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, s
     return addresses, costs
 
 
-def _write_breaker(namespace: str, name: str, spec: WorkerPoolSpec, history: list[Scrape]) -> list[Event]:
+def _write_breaker(
+    namespace: str, name: str, spec: WorkerPoolSpec, history: list[Scrape], unreadable: str | None
+) -> list[Event]:
     """Decide the breaker on the freshest pool and write status and the workers' file when they change."""
     api = kube()
     with pool_lock(namespace, name):
@@ -99,16 +103,18 @@ def _write_breaker(namespace: str, name: str, spec: WorkerPoolSpec, history: lis
         current = BreakerStatus.from_status(status.get("circuitBreaker"))
         now = datetime.now(UTC)
         action = (pool["metadata"].get("annotations") or {}).get(BREAKER_ACTION_ANNOTATION)
-        if spec.circuit_breaker is None:
-            decided = BreakerStatus()
-            events: list[Event] = []
-        else:
+        events: list[Event] = []
+        decided = BreakerStatus()
+        if spec.circuit_breaker is not None:
             decision = decide_breaker(spec.circuit_breaker, current, history, now, action)
-            decided, events = decision.status, decision.events
+            decided, events = decision.status, list(decision.events)
         document = breaker_document(spec.circuit_breaker, decided)
         api.set_config_map_key(namespace, names(name).policies, BREAKER_FILE, document, BREAKER_FIELD_MANAGER)
         previous = [Condition.model_validate(c) for c in status.get("conditions") or []]
-        condition_status, reason, message = circuit_open_condition(spec.circuit_breaker, decided)
+        condition_status, reason, message = circuit_open_condition(spec.circuit_breaker, decided, unreadable)
+        was = next((c for c in previous if c.type == WorkerPoolConditionType.CIRCUIT_OPEN), None)
+        if reason == BreakerReason.WORKERS_UNREADABLE and (was is None or was.reason != reason):
+            events.append(Event("Warning", reason, message))
         conditions = set_condition(
             previous,
             ConditionUpdate(
@@ -199,7 +205,8 @@ class WorkerWatch(PoolTasks):
                 namespace, name, handler_rate_per_worker(history, capacity_since, concurrency)
             )
             if breaker is not None or (body.get("status") or {}).get("circuitBreaker"):
-                events = await asyncio.to_thread(_write_breaker, namespace, name, spec, history)
+                unreadable = unreadable_workers(len(addresses), len(counters), spec.worker.port)
+                events = await asyncio.to_thread(_write_breaker, namespace, name, spec, history, unreadable)
                 for event in events:
                     post_event(body, event)
             self.succeeded(key)

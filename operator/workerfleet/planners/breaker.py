@@ -42,6 +42,7 @@ class BreakerReason:
     HELD_OPEN = "CircuitHeldOpen"
     RESET = "CircuitReset"
     ACTION_IGNORED = "BreakerActionIgnored"
+    WORKERS_UNREADABLE = "WorkersUnreadable"
 
 
 class BreakerAction:
@@ -273,8 +274,22 @@ def _when_half_open(
     return BreakerDecision(closed, [Event("Normal", BreakerReason.CLOSED, message)])
 
 
-def circuit_open_condition(breaker: CircuitBreaker | None, status: BreakerStatus) -> tuple[str, str, str]:
+def unreadable_workers(ready: int, answered: int, port: int) -> str | None:
+    """Why the breaker cannot judge: ready workers exist but none answered at its metrics port."""
+    if ready == 0 or answered > 0:
+        return None
+    return (
+        f"none of the {ready} ready workers answered at podIP:{port}/metrics, so the breaker cannot"
+        " judge: let the operator reach that port (NetworkPolicy), or check spec.worker.port"
+    )
+
+
+def circuit_open_condition(
+    breaker: CircuitBreaker | None, status: BreakerStatus, unreadable: str | None = None
+) -> tuple[str, str, str]:
     """CircuitOpen as (status, reason, message): True while workers are held back, open or probing."""
+    if breaker is not None and status.state == BreakerState.CLOSED and unreadable is not None:
+        return ("False", BreakerReason.WORKERS_UNREADABLE, unreadable)
     if breaker is None or status.state == BreakerState.CLOSED:
         ratio = "" if status.failure_ratio is None else f": {_percent(status.failure_ratio)} failed"
         return ("False", BreakerReason.CLOSED, f"jobs flow{ratio} over {status.samples} jobs")
