@@ -50,7 +50,7 @@ E2E_VALUES: dict[str, Any] = {
 }
 
 
-ADMISSION_POLICIES = ("pool-author", "jobtype-use", "operator-bounds")
+ADMISSION_POLICIES = ("pool-author", "jobtype-use", "operator-bounds", "deletion-cost-only")
 """The chart's admission policies (named <release>-<policy>) the operator requires before serving pools."""
 
 

@@ -617,6 +617,49 @@ def test_a_leaked_operator_token_writes_nothing_but_pool_children(
         )
 
 
+def test_a_leaked_operator_token_may_change_only_a_workers_deletion_cost(
+    operator_chart: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    cluster = operator_chart
+    # Given a worker's pod and a pod of someone else, and a leaked token of the operator's ServiceAccount
+    leaked = chart.service_account_kubeconfig(cluster, tmp_path / "leaked.kubeconfig")
+    for name, labels in (("worker", {"app.kubernetes.io/managed-by": "workerfleet"}), ("theirs", {})):
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "main", "image": "app:1"}]},
+        }
+        cluster.apply(pod, namespace=namespace)
+
+    def with_leaked_token(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(binaries()["kubectl"].path), f"--kubeconfig={leaked}", "-n", namespace, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    cost = "controller.kubernetes.io/pod-deletion-cost"
+    # When its holder sets the worker's deletion cost, the one write scale-in needs
+    allowed = with_leaked_token("annotate", "pod", "worker", f"{cost}=7")
+    # Then it is admitted
+    assert allowed.returncode == 0, allowed.stderr
+    assert cluster.get("pod/worker", namespace=namespace)["metadata"]["annotations"][cost] == "7"
+    # And every other change of a pod is refused by admission, though RBAC grants `patch` on pods
+    attempts = {
+        "another annotation": (("annotate", "pod", "worker", "evil=1"), "only the controller.kubernetes.io"),
+        "a label": (("label", "pod", "worker", "app=evil"), "only the controller.kubernetes.io"),
+        "someone else's pod": (("annotate", "pod", "theirs", f"{cost}=7"), "only annotate workers' pods"),
+    }
+    for attempt, (args, message) in attempts.items():
+        refused = with_leaked_token(*args)
+        assert refused.returncode != 0, f"{attempt}: admitted"
+        assert message in refused.stderr, f"{attempt}: {refused.stderr}"
+    assert "evil" not in (cluster.get("pod/worker", namespace=namespace)["metadata"].get("labels") or {})
+
+
 def test_without_its_admission_policy_the_operator_serves_no_pool(operator: Cluster, tmp_path: Path) -> None:
     cluster = operator
     # Given an operator told to require a policy the cluster does not have, serving kube-public only

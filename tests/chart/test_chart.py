@@ -264,12 +264,15 @@ def test_a_pool_author_must_hold_what_the_pool_gets_by_default() -> None:
     assert "--admission-policy=wf-workerfleet-pool-author" in args
     assert "--admission-policy=wf-workerfleet-jobtype-use" in args
     assert "--admission-policy=wf-workerfleet-operator-bounds" in args
+    assert "--admission-policy=wf-workerfleet-deletion-cost-only" in args
     off = _render(["--set", "admission.enabled=false"])
     assert not [
         d
         for d in off
         if d["kind"].startswith("ValidatingAdmissionPolicy")
-        and d["metadata"]["name"].endswith(("-pool-author", "-jobtype-use", "-operator-bounds"))
+        and d["metadata"]["name"].endswith(
+            ("-pool-author", "-jobtype-use", "-operator-bounds", "-deletion-cost-only")
+        )
     ]
 
 
@@ -768,3 +771,16 @@ def test_the_pool_author_policy_checks_every_secret_reference_of_the_crd() -> No
     assert len(paths) >= 16
     for path in paths:
         assert f"object.spec.{path}.name" in queue_secrets.replace(".?", "."), path
+
+
+def test_the_operator_may_list_and_patch_pods_but_not_create_delete_or_exec_them() -> None:
+    documents = _render(VALUE_SETS["defaults"])
+    namespaced = next(
+        document
+        for document in documents
+        if document["kind"] == "ClusterRole" and document["metadata"]["name"].endswith("-namespaced")
+    )
+    pod_verbs = {
+        verb for rule in namespaced["rules"] if "pods" in rule["resources"] for verb in rule["verbs"]
+    }
+    assert pod_verbs == {"list", "patch"}

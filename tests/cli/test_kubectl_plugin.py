@@ -262,3 +262,24 @@ def test_watch_prints_plain_lines_when_piped() -> None:
     assert len(written) == 2  # only when the pool changed
     assert not any("\x1b" in view for view in written)
     assert "step    3 of 3" in written[1]
+
+
+@pytest.mark.parametrize("verb", ["reset", "open"])
+def test_breaker_sets_the_action_annotation_with_a_fresh_token(verb: str) -> None:
+    stored = pool()
+    stored["spec"]["circuitBreaker"] = {"maxFailureRatio": 0.5}
+    fake = FakeKube(stored)
+    assert run(["breaker", verb, "thumbs"], fake) == 0
+    assert run(["breaker", verb, "thumbs"], fake) == 0
+    values = [
+        patch["metadata"]["annotations"]["workerfleet.dev/breaker-action"] for _, _, patch in fake.patches
+    ]
+    assert all(value.startswith(f"{verb}/") for value in values)
+    assert values[0] != values[1]
+
+
+def test_breaker_on_a_pool_without_one_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeKube(pool())
+    assert run(["breaker", "reset", "thumbs"], fake) == 3
+    assert fake.patches == []
+    assert "no spec.circuitBreaker" in capsys.readouterr().out

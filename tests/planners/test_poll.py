@@ -191,3 +191,20 @@ def test_a_paused_pool_without_a_count_holds_its_replicas() -> None:
     plan = plan_poll(facts(3, 500, annotations={PAUSED_ANNOTATION: "true"}), ScalingMemory())
     assert (plan.served_value, plan.scale_to, plan.scale_event) == (30, None, None)
     assert plan.conditions.scaling_active[1] == ScalingReason.PAUSED
+
+
+def test_an_open_circuit_breaker_holds_replicas_on_a_growing_backlog() -> None:
+    plan = plan_poll(facts(3, 5_000, circuit_open=True), ScalingMemory())
+    assert plan.served_value == 30, "the value that keeps the HPA at 3 replicas (10 per replica)"
+    assert plan.scale_to is None
+    status, reason, message = plan.conditions.scaling_active
+    assert (status, reason) == ("False", ScalingReason.CIRCUIT_OPEN)
+    assert "holding 3 replicas" in message
+
+
+def test_a_pause_annotation_still_wins_over_the_breaker() -> None:
+    plan = plan_poll(
+        facts(3, 90, circuit_open=True, annotations={PAUSED_REPLICAS_ANNOTATION: "2"}), ScalingMemory()
+    )
+    assert plan.scale_to == 2
+    assert plan.conditions.scaling_active[1] == ScalingReason.PAUSED

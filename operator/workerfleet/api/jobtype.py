@@ -225,6 +225,19 @@ class Schedule(ApiModel):
     (RFC 3339, UTC). It must match the input schema, as any job's payload."""
 
 
+MAX_JOBS_PER_SECOND = 100_000
+
+
+class RateLimit(ApiModel):
+    """At most so many jobs of the type start per second, counted across every worker of every pool
+    that serves the type on the same queue server, for a downstream that cannot take more."""
+
+    jobs_per_second: Annotated[float, Field(gt=0, le=MAX_JOBS_PER_SECOND)]
+    """Sustained rate, e.g. 20 or 0.5."""
+    burst: Annotated[int, Field(ge=1, le=MAX_JOBS_PER_SECOND)] = 1
+    """Jobs that may start at once after a quiet spell; 1 spaces every start by 1/jobsPerSecond."""
+
+
 class JobTypeSpec(ApiModel):
     """What a kind of job is: its lane, payload shape, time limits, retries, and the API access it needs."""
 
@@ -252,6 +265,11 @@ class JobTypeSpec(ApiModel):
     """How redelivered jobs are recognised; absent means a redelivered job runs again."""
     schedule: Schedule | None = None
     """Enqueue a job of this type on a schedule (a cron expression) to every pool that serves it."""
+    rate_limit: RateLimit | None = None
+    """Most jobs per second, shared through the queue server (Redis pools: that server; RabbitMQ
+    pools: their idempotencyStore, else each worker process alone). Workers wait for their turn
+    before the handler runs (the wait is not part of timeoutSeconds), and the autoscaler adds no
+    replicas past those the rate can keep busy. Absent: no limit."""
     permissions: Annotated[list[Permission], Field(max_length=MAX_PERMISSION_RULES)] = Field(
         default_factory=list
     )

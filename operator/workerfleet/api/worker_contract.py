@@ -47,6 +47,9 @@ POLICIES_DIRECTORY = "/etc/workerfleet"
 """Where the pool's policies ConfigMap is mounted."""
 POLICIES_FILE = "policies.json"
 POLICIES_PATH = f"{POLICIES_DIRECTORY}/{POLICIES_FILE}"
+BREAKER_FILE = "breaker.json"
+"""Beside the policies, from the same ConfigMap: the pool's circuit breaker state, read again every
+second (a ConfigMap volume is updated in place; the policies are read once, at start)."""
 
 METRICS_PORT_NAME = "metrics"
 """The container port serving the three paths below."""

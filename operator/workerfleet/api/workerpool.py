@@ -373,6 +373,47 @@ class Canary(ApiModel):
     )
 
 
+class BreakerOutcome(StrEnum):
+    """Outcomes of `workerfleet_jobs_total` a circuit breaker may count as failures."""
+
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REVIEW = "review"
+
+
+DEFAULT_BREAKER_FAILURES = (BreakerOutcome.RETRIED, BreakerOutcome.DEAD_LETTERED, BreakerOutcome.FAILED)
+
+
+class CircuitBreaker(ApiModel):
+    """Stop the whole pool taking jobs while too many of them fail, and probe before resuming.
+
+    The operator reads the outcome counters of every ready worker from its metrics port (no Prometheus
+    needed) every windowSeconds/5 (2-10 s). Closed: the failure ratio over the window reaches
+    maxFailureRatio with at least minSamples jobs, so it opens. Open: workers take no new jobs (they
+    finish the ones they hold; nothing is dead-lettered for it) for coolDownSeconds, then it is
+    half-open: each worker takes up to probeJobs jobs, and once probeJobs outcomes are in, a ratio
+    below maxFailureRatio closes it, else it opens again."""
+
+    max_failure_ratio: Annotated[float, Field(gt=0, le=1)]
+    """Share of finished jobs that failed at which the breaker opens, e.g. 0.5."""
+    min_samples: Annotated[int, Field(ge=1, le=MAX_DEPTH)] = 20
+    """Jobs that must have finished within the window before any verdict."""
+    window_seconds: Annotated[int, Field(ge=10, le=3_600)] = 60
+    """How far back the ratio looks."""
+    failure_outcomes: Annotated[
+        ListSet[Annotated[BreakerOutcome, Field(strict=False)]],
+        Field(min_length=1, max_length=len(BreakerOutcome)),
+    ] = Field(default_factory=lambda: list(DEFAULT_BREAKER_FAILURES))
+    """Which outcomes count as failures: retried, dead_lettered, failed (the default, what canary
+    analysis counts), expired, review. Every outcome but duplicate is a sample."""
+    cool_down_seconds: Annotated[int, Field(ge=1, le=86_400)] = 60
+    """How long the breaker stays open before it probes."""
+    probe_jobs: Annotated[int, Field(ge=1, le=1_000)] = 5
+    """Jobs each worker may take while half-open; also the outcomes the probe's verdict waits for."""
+
+
 class WorkerRuntime(StrEnum):
     """What runs in the worker containers."""
 
@@ -389,6 +430,10 @@ class Worker(ApiModel):
     probes against it. `none`: the image runs something else; no port and no probes are added."""
     port: Annotated[int, Field(ge=MIN_PORT, le=MAX_PORT)] = 8000
     """The worker runtime's port for metrics and probes (WORKERFLEET_METRICS_PORT in the pod)."""
+    spare_busy_workers: bool = True
+    """Before replicas are removed (by the HPA, a manual scale or a rollout), set each worker pod's
+    `controller.kubernetes.io/pod-deletion-cost` to the jobs it holds, read from its metrics port,
+    so the ReplicaSet removes idle workers first. Only with runtime `workerfleet`."""
 
 
 class Rollout(ApiModel):
@@ -423,8 +468,21 @@ class WorkerPoolSpec(ApiModel):
     """Rollout strategy; absent replaces workers with a plain rolling update."""
     worker: Worker = Field(default_factory=Worker)
     """The worker runtime in the pods: its port, probes, or none."""
+    circuit_breaker: CircuitBreaker | None = None
+    """Stop taking jobs while too many fail; absent never stops. Needs worker.runtime `workerfleet`."""
 
     validations: ClassVar[tuple[Rule[WorkerPoolSpec], ...]] = (
+        Rule(
+            cel="!has(self.circuitBreaker) || !has(self.worker) || !has(self.worker.runtime)"
+            " || self.worker.runtime == 'workerfleet'",
+            message="circuitBreaker needs worker.runtime workerfleet: the breaker reads the runtime's"
+            " outcome counters and the runtime stops taking jobs while it is open."
+            " Remove circuitBreaker or the runtime",
+            holds=lambda spec: (
+                spec.circuit_breaker is None or spec.worker.runtime == WorkerRuntime.WORKERFLEET
+            ),
+            field_path=".circuitBreaker",
+        ),
         Rule(
             cel=f"!({_KEDA_CEL}) || !("
             + " || ".join(
@@ -553,6 +611,31 @@ class RolloutStatus(ApiModel):
     """The latest analysis verdicts of this rollout, oldest first."""
 
 
+class BreakerState(StrEnum):
+    """Where a pool's circuit breaker stands."""
+
+    CLOSED = "Closed"
+    OPEN = "Open"
+    HALF_OPEN = "HalfOpen"
+
+
+class CircuitBreakerStatus(ApiModel):
+    """The breaker's state; kept in status so a restarted operator keeps it open or probing."""
+
+    state: Annotated[BreakerState, Field(strict=False)] = BreakerState.CLOSED
+    """Closed (jobs flow), Open (workers take no new jobs) or HalfOpen (each worker takes probeJobs)."""
+    since: Timestamp | None = None
+    """When the breaker entered this state; the cool-down and the probe count from here."""
+    held: bool = False
+    """Opened by `kubectl workerfleet breaker open`: stays open until reset, with no probe."""
+    failure_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Failed share of the jobs in the last verdict's window (or probe)."""
+    samples: Count = 0
+    """Jobs finished in that window."""
+    handled_action: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] | None = None
+    """The last `workerfleet.dev/breaker-action` annotation acted on, so an action is taken once."""
+
+
 class QueueStatus(ApiModel):
     """The queue as last read."""
 
@@ -580,6 +663,7 @@ class WorkerPoolConditionType(StrEnum):
     QUEUE_REACHABLE = "QueueReachable"
     SCALING_ACTIVE = "ScalingActive"
     FALLBACK = "Fallback"
+    CIRCUIT_OPEN = "CircuitOpen"
 
 
 class WorkerPoolStatus(ApiModel):
@@ -606,11 +690,14 @@ class WorkerPoolStatus(ApiModel):
     """Progress of the current or last rollout."""
     queue: QueueStatus | None = None
     """The queue as last read."""
+    circuit_breaker: CircuitBreakerStatus | None = None
+    """The circuit breaker's state; absent until the pool has one."""
     conditions: Conditions = Field(default_factory=list)
     """Current state, one entry per type: Ready (the pool serves its queue as specified), Available
     (at least one worker is ready), Progressing (a rollout is running), Degraded (a rollout was
     rolled back or children cannot be created), QueueReachable (the last depth read succeeded),
-    ScalingActive (the autoscaler can act) and Fallback (fallback replicas are in force)."""
+    ScalingActive (the autoscaler can act), Fallback (fallback replicas are in force) and CircuitOpen
+    (the circuit breaker keeps workers from taking jobs, with the measured failure ratio)."""
 
 
 class WorkerPoolMeta(ObjectMeta):

@@ -7,6 +7,8 @@ letters (`review` and `dlq`: see `workerfleet.cli.triage_commands`).
     kubectl workerfleet abort NAME              scale the canary to zero; the pool becomes Degraded
     kubectl workerfleet retry NAME              start a rolled-back or aborted rollout again from step 1
     kubectl workerfleet pause|resume NAME       hold or release the rollout (spec.paused)
+    kubectl workerfleet breaker reset|open NAME close the circuit breaker now, or open it and hold it
+                                                open until reset (annotation workerfleet.dev/breaker-action)
 
 promote, abort and retry set the annotation workerfleet.dev/rollout-action to
 `<action>/<revision>/<token>`, naming the canary revision running when asked: the operator acts on
@@ -36,6 +38,7 @@ from workerfleet.cli.cluster_flags import add_cluster_arguments, cluster_options
 from workerfleet.kube.client import Kube
 from workerfleet.kube.credentials import ConfigError, current_namespace
 from workerfleet.kube.rest import ApiError, Rest
+from workerfleet.planners.breaker import BREAKER_ACTION_ANNOTATION, BreakerAction
 from workerfleet.planners.rollout import ROLLOUT_ACTION_ANNOTATION, Action, action_value
 
 BAR_WIDTH = 20
@@ -212,6 +215,28 @@ def _act(args: argparse.Namespace, api: Kube, write: Callable[[str], None]) -> i
     return 0
 
 
+def _breaker(args: argparse.Namespace, api: Kube, write: Callable[[str], None]) -> int:
+    """Ask the operator to reset or open the pool's circuit breaker; it acts on each token once."""
+    pool = _get(api, args.namespace, args.name)
+    if pool is None:
+        write(f"WorkerPool {args.namespace}/{args.name} not found")
+        return EXIT_NOT_FOUND
+    if not (pool.get("spec") or {}).get("circuitBreaker"):
+        write(
+            f"workerpool {args.namespace}/{args.name}: no spec.circuitBreaker,"
+            f" so breaker {args.verb} has nothing to act on"
+        )
+        return EXIT_NO_ROLLOUT
+    token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    api.patch_pool(
+        args.namespace,
+        args.name,
+        {"metadata": {"annotations": {BREAKER_ACTION_ANNOTATION: f"{args.verb}/{token}"}}},
+    )
+    write(f"workerpool {args.namespace}/{args.name}: breaker {args.verb} requested")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl workerfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -228,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("retry", help="start a rolled-back or aborted rollout again")
     commands.add_parser("pause", help="hold the rollout at its step (spec.paused=true)")
     commands.add_parser("resume", help="release a held rollout (spec.paused=false)")
+    breaker = commands.add_parser("breaker", help="reset the circuit breaker, or open it until reset")
+    breaker.add_argument("verb", choices=[BreakerAction.RESET, BreakerAction.OPEN])
     for sub in commands.choices.values():
         sub.add_argument("name", help="name of the WorkerPool")
         add_cluster_arguments(sub, namespace_help="namespace of the pool", repeated=True)
@@ -242,18 +269,23 @@ PLUGIN_COMPONENT = "kubectl-workerfleet"
 EXIT_API_ERROR = 4
 
 
+def _dispatch(args: argparse.Namespace, api: Kube) -> int:
+    if args.command in triage_commands.COMMANDS:
+        # Each line as it happens: a command cut short has said what it did.
+        return triage_commands.run(args, api, functools.partial(print, flush=True))
+    if args.command == "status":
+        return show_status(args, api, print, terminal=sys.stdout.isatty())
+    if args.command == "breaker":
+        return _breaker(args, api, print)
+    return _act(args, api, print)
+
+
 def main(argv: Sequence[str] | None = None, api: Kube | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = cluster_options(args, PLUGIN_COMPONENT)
     try:
         args.namespace = current_namespace(options)
-        api = api or Kube(Rest(options))
-        if args.command in triage_commands.COMMANDS:
-            # Each line as it happens: a command cut short has said what it did.
-            return triage_commands.run(args, api, functools.partial(print, flush=True))
-        if args.command == "status":
-            return show_status(args, api, print, terminal=sys.stdout.isatty())
-        return _act(args, api, print)
+        return _dispatch(args, api or Kube(Rest(options)))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_API_ERROR

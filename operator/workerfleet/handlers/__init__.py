@@ -6,6 +6,7 @@ Importing this package registers the handlers with kopf's default registry.
 from workerfleet.handlers import (
     activity,
     autoscaling,
+    breaker,
     held_jobs,
     metrics_api,
     pool_metrics,
@@ -18,6 +19,7 @@ from workerfleet.handlers import (
 __all__ = [
     "activity",
     "autoscaling",
+    "breaker",
     "held_jobs",
     "metrics_api",
     "pool_metrics",

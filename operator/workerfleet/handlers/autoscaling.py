@@ -24,11 +24,18 @@ from workerfleet.api.base import API_VERSION, GROUP, VERSION
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.queue_kinds import kind_of
-from workerfleet.api.workerpool import Autoscaling, AutoscalingEngine, Queue, WorkerPoolSpec
+from workerfleet.api.workerpool import (
+    Autoscaling,
+    AutoscalingEngine,
+    BreakerState,
+    Queue,
+    WorkerPoolSpec,
+)
 from workerfleet.backends.base import DepthSource, QueueSample, QueueUnreachableError
 from workerfleet.backends.bounds import timed_out
 from workerfleet.backends.sources import open_source
 from workerfleet.handlers.activity import ACTIVITY, Pools
+from workerfleet.handlers.capacity import WORKER_CAPACITY
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
 from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
@@ -45,6 +52,7 @@ from workerfleet.planners.scaling import (
     plan_poll,
     plan_polling_failure,
     plan_queue_status,
+    pool_rate_cap,
 )
 from workerfleet.planners.scope import Refusal, address_refusal, credentials_hint
 from workerfleet.planners.status import Event
@@ -74,6 +82,8 @@ class PollMemory:
 
     scaling: ScalingMemory = field(default_factory=ScalingMemory)
     deadline: int | None = None
+    rate_limits: list[float | None] = field(default_factory=list)
+    """Each JobType's rateLimit.jobsPerSecond, read with the deadline."""
     deadline_read: tuple[tuple[str, ...], float] | None = None
     """Which JobTypes the deadline was read from, and when (monotonic seconds)."""
     failing: bool = False
@@ -90,15 +100,17 @@ def _credentials(namespace: str, queue: Queue) -> Credentials:
     return Credentials(**values)
 
 
-def _strictest_deadline(namespace: str, job_types: list[str]) -> int | None:
+def _job_type_limits(namespace: str, job_types: list[str]) -> tuple[int | None, list[float | None]]:
+    """The strictest deadline of the JobTypes, and each one's rate limit (None: unlimited or missing)."""
     deadlines = []
+    rates: list[float | None] = []
     for name in job_types:
         body = kube().get(API_VERSION, "JobType", namespace, name)
-        if body is not None:
-            deadline = JobTypeSpec.model_validate(body["spec"]).deadline_seconds
-            if deadline is not None:
-                deadlines.append(deadline)
-    return min(deadlines, default=None)
+        spec = JobTypeSpec.model_validate(body["spec"]) if body is not None else None
+        if spec is not None and spec.deadline_seconds is not None:
+            deadlines.append(spec.deadline_seconds)
+        rates.append(spec.rate_limit.jobs_per_second if spec is not None and spec.rate_limit else None)
+    return min(deadlines, default=None), rates
 
 
 def _record(
@@ -301,13 +313,15 @@ async def _poll_once(
     if not ACTIVITY.is_active():
         return  # turned standby while reading: the active replica decides and writes
     job_types = tuple(spec.job_types)
-    deadline_read = memory.deadline_read
+    limits_read = memory.deadline_read
     if (
-        deadline_read is None
-        or deadline_read[0] != job_types
-        or time.monotonic() - deadline_read[1] >= DEADLINE_REFRESH_SECONDS
+        limits_read is None
+        or limits_read[0] != job_types
+        or time.monotonic() - limits_read[1] >= DEADLINE_REFRESH_SECONDS
     ):
-        memory.deadline = await asyncio.to_thread(_strictest_deadline, namespace, list(job_types))
+        memory.deadline, memory.rate_limits = await asyncio.to_thread(
+            _job_type_limits, namespace, list(job_types)
+        )
         memory.deadline_read = (job_types, time.monotonic())
     POOL_METRICS.observe_deadline(namespace, name, memory.deadline)
     now = datetime.now(UTC)
@@ -322,6 +336,8 @@ async def _poll_once(
         refusal=refusal,
         deadline_seconds=memory.deadline,
         now=now,
+        circuit_open=_circuit_open(body),
+        rate_cap=pool_rate_cap(memory.rate_limits, WORKER_CAPACITY.get(namespace, name)),
     )
     plan = plan_poll(facts, memory.scaling)
     memory.scaling = plan.memory
@@ -337,6 +353,11 @@ async def _poll_once(
     memory.failing = False
     for event in events:
         post_event(body, event)
+
+
+def _circuit_open(body: Mapping[str, Any]) -> bool:
+    breaker = (body.get("status") or {}).get("circuitBreaker") or {}
+    return bool(breaker.get("state", BreakerState.CLOSED) != BreakerState.CLOSED)
 
 
 def _describe(error: Exception) -> str:

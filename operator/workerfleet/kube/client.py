@@ -494,6 +494,43 @@ class Kube:
         )
         self._count_write()
 
+    def pods(self, namespace: str, label_selector: str) -> list[Manifest]:
+        """The pods in `namespace` that `label_selector` selects, whole."""
+        return self._list(self._rest.path("v1", "Pod", namespace), labelSelector=label_selector)
+
+    def annotate_pod(
+        self, namespace: str, name: str, annotations: Mapping[str, str], field_manager: str
+    ) -> None:
+        """Set annotations on a pod (the workers' pod-deletion-cost), as `field_manager`."""
+        self._send(
+            "patch",
+            "PATCH",
+            self._rest.path("v1", "Pod", namespace, name),
+            query={"fieldManager": field_manager},
+            body={"metadata": {"annotations": dict(annotations)}},
+            content_type=MERGE_PATCH,
+        )
+        self._count_write()
+
+    def set_config_map_key(self, namespace: str, name: str, key: str, value: str, field_manager: str) -> bool:
+        """Set one key of an existing ConfigMap as `field_manager` (so the applier of the others leaves it
+        be); False when the ConfigMap does not exist yet."""
+        try:
+            self._send(
+                "patch",
+                "PATCH",
+                self._rest.path("v1", "ConfigMap", namespace, name),
+                query={"fieldManager": field_manager},
+                body={"data": {key: value}},
+                content_type=MERGE_PATCH,
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        self._count_write()
+        return True
+
     def pod_labels(self, namespace: str, label_selector: str) -> dict[str, dict[str, str]]:
         """Name to labels of the pods in `namespace` that `label_selector` selects."""
         pods = self._list(self._rest.path("v1", "Pod", namespace), labelSelector=label_selector)

@@ -15,7 +15,7 @@ yet, the deadline adds nothing (a formula cannot rescue a job that has already e
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -184,6 +184,8 @@ class ScalingReason:
     ACTIVATED = "Activated"
     POLLING_FAILED = "PollingFailed"
     DEACTIVATED = "Deactivated"
+    CIRCUIT_OPEN = "CircuitOpen"
+    RATE_LIMITED = "RateLimited"
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,28 @@ def policy_of(scaling: Autoscaling, deadline_seconds: int | None) -> ScalingSett
 
 
 @dataclass(frozen=True)
+class RateCap:
+    """A pool whose every JobType is rate limited: more replicas than the rates keep busy add nothing."""
+
+    jobs_per_second: float
+    """The sum of the JobTypes' rateLimit.jobsPerSecond."""
+    per_replica: float
+    """Jobs per second one worker runs at most (its concurrency over its handlers' mean time)."""
+
+    def replicas(self) -> int:
+        return max(math.ceil(self.jobs_per_second / self.per_replica - 1e-9), 1)
+
+
+def pool_rate_cap(rate_limits: Sequence[float | None], per_replica: float | None) -> RateCap | None:
+    """None unless every JobType has a rate limit and a worker's throughput has been measured."""
+    if not rate_limits or per_replica is None or per_replica <= 0:
+        return None
+    if any(limit is None for limit in rate_limits):
+        return None
+    return RateCap(sum(limit for limit in rate_limits if limit is not None), per_replica)
+
+
+@dataclass(frozen=True)
 class PollFacts:
     """What one poll gathered: the pool as watched, the queue's answer (or why there is none)."""
 
@@ -388,6 +412,11 @@ class PollFacts:
     deadline_seconds: int | None
     """The strictest deadline of the pool's JobTypes."""
     now: datetime
+    circuit_open: bool = False
+    """The pool's circuit breaker is open or probing: its workers take few or no jobs, so the growing
+    backlog says nothing about the replicas needed; they are held."""
+    rate_cap: RateCap | None = None
+    """The rate limits of the pool's JobTypes and what one worker can run, when every JobType has one."""
 
 
 @dataclass(frozen=True)
@@ -415,6 +444,9 @@ def plan_poll(facts: PollFacts, memory: ScalingMemory) -> PollPlan:
         pause_problem = None
     except PauseAnnotationError as problem:
         pause, pause_problem = Pause(), str(problem)  # hold still rather than guess
+    held_by_breaker = facts.circuit_open and pause is None
+    if held_by_breaker:
+        pause = Pause()
     state = QueueState(
         replicas=facts.replicas,
         depth=facts.depth,
@@ -443,8 +475,22 @@ def plan_poll(facts: PollFacts, memory: ScalingMemory) -> PollPlan:
         judged = replace(
             judged, scaling_active=(judged.scaling_active[0], ScalingReason.PAUSED, pause_problem)
         )
+    if held_by_breaker:
+        message = f"circuit breaker open; holding {facts.replicas} replicas"
+        judged = replace(judged, scaling_active=("False", ScalingReason.CIRCUIT_OPEN, message))
+    served = decision.served_value
+    cap = facts.rate_cap
+    if pause is None and cap is not None and served is not None:
+        ceiling = cap.replicas() * facts.scaling.target_depth_per_replica
+        if served > ceiling:
+            served = ceiling
+            message = (
+                f"the JobTypes' rate limit of {cap.jobs_per_second:g} jobs/s keeps {cap.replicas()} replicas"
+                f" busy ({cap.per_replica:.1f} jobs/s each); serving {served} to the HPA"
+            )
+            judged = replace(judged, scaling_active=("True", ScalingReason.RATE_LIMITED, message))
     return PollPlan(
-        served_value=decision.served_value,
+        served_value=served,
         scale_to=scale_to,
         scale_event=None if scale_to is None else _scale_event(facts, scale_to, paused=pause is not None),
         queue_status=queue_status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,8 +13,10 @@ from workerfleet.api.queue_kinds.base import CredentialNeeds
 from workerfleet.api.workerpool import PrometheusQueue, RabbitMQ, RedisList, RedisStream
 from workerfleet.worker.backend import QueueBackend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
+from workerfleet.worker.rate_limit import LocalPacer, Pacer, RedisPacer, limits_of
 from workerfleet.worker.redis_list import RedisListBackend
 from workerfleet.worker.redis_stream import RedisStreamBackend
+from workerfleet.worker.redis_support import redis_client
 from workerfleet.worker.runtime import CANCEL_GRACE_SECONDS
 from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
@@ -21,6 +24,8 @@ DEFAULT_TIMEOUT_SECONDS = 30
 CONSUMER_TIMEOUT_MARGIN_SECONDS = 60.0
 """Added to the longest timeoutSeconds for RabbitMQ's consumer timeout: the cancel grace, settling, and
 a message waiting in the prefetch buffer for a free slot."""
+
+log = logging.getLogger("workerfleet.worker")
 
 
 def check_credentials(
@@ -130,3 +135,24 @@ def open_backend(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) 
                 variable="WORKERFLEET_STORE",
             )
     return CONSUMERS[kind.name](backend, settings, policies)
+
+
+def open_pacer(settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]) -> Pacer | None:
+    """Where the pool's rate-limited JobTypes take their turns: the Redis server of a Redis queue, a
+    RabbitMQ pool's idempotency store, else this process alone; None when no JobType is limited."""
+    limits = limits_of(policies)
+    if not limits:
+        return None
+    queue = settings.queue
+    redis_queue = queue.redis or queue.redis_stream
+    if redis_queue is not None:
+        client = redis_client(
+            redis_queue.address, redis_queue.database, settings.credentials, redis_queue.tls
+        )
+        return RedisPacer(client, limits)
+    store = queue.rabbitmq.idempotency_store if queue.rabbitmq is not None else None
+    if store is not None:
+        return RedisPacer(
+            redis_client(store.address, store.database, settings.store_credentials, store.tls), limits
+        )
+    return LocalPacer(limits)

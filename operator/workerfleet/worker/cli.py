@@ -15,6 +15,7 @@ from workerfleet.api.worker_contract import WorkerEnv
 from workerfleet.worker.settings import ConfigurationError
 
 if TYPE_CHECKING:
+    from workerfleet.worker.rate_limit import Pacer
     from workerfleet.worker.runtime import Runtime
 
 log = logging.getLogger("workerfleet.worker")
@@ -59,7 +60,7 @@ def _import_handlers(modules: tuple[str, ...]) -> None:
             raise ConfigurationError(f"cannot import handler module {module!r}: {error}") from None
 
 
-async def _serve(runtime: Runtime) -> None:
+async def _serve(runtime: Runtime, pacer: Pacer | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -70,20 +71,27 @@ async def _serve(runtime: Runtime) -> None:
 
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, request_stop, signal_number.name)
-    await runtime.run(stop)
+    try:
+        await runtime.run(stop)
+    finally:
+        if pacer is not None:
+            await pacer.close()
 
 
 def run(args: argparse.Namespace) -> int:
     """Consume until SIGTERM or SIGINT, drain, exit 0; exit 2 when the configuration is unusable."""
     # Imported here, not at the top: `workerfleet run` (the operator) parses the same command line and
     # needs none of the worker's queue clients (about 13 MiB of its memory).
+    from workerfleet.api.worker_contract import BREAKER_FILE  # noqa: PLC0415
     from workerfleet.worker import health as probes  # noqa: PLC0415
     from workerfleet.worker import jsonlog  # noqa: PLC0415
     from workerfleet.worker.backend_factory import (  # noqa: PLC0415
         keys_per_process,
         open_backend,
+        open_pacer,
         pool_dead_letter_queue,
     )
+    from workerfleet.worker.breaker import BreakerGate  # noqa: PLC0415
     from workerfleet.worker.handlers import default_registry  # noqa: PLC0415
     from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
     from workerfleet.worker.runtime import Runtime  # noqa: PLC0415
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         policies = load_policies(settings.policies_path)
         _import_handlers(settings.handler_modules)
         backend = open_backend(settings, policies)
+        pacer = open_pacer(settings, policies)
         metrics = WorkerMetrics(settings.pool, settings.revision, policies)
         health = probes.Health(settings.stall_seconds)
         handlers = default_registry.handlers()
@@ -117,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
             pool_dead_letter_queue=pool_dead_letter_queue(settings),
             maintenance_interval_seconds=settings.heartbeat_seconds / MAINTENANCE_PER_HEARTBEAT,
             limits=settings.limits,
+            breaker=BreakerGate(settings.policies_path.parent / BREAKER_FILE),
+            pacer=pacer,
         )
     except ConfigurationError as error:
         log.error("cannot start the worker", extra={"error": str(error)})
@@ -151,5 +162,5 @@ def run(args: argparse.Namespace) -> int:
             "metrics_port": settings.metrics_port,
         },
     )
-    asyncio.run(_serve(runtime))
+    asyncio.run(_serve(runtime, pacer))
     return 0

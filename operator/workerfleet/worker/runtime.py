@@ -39,6 +39,7 @@ from workerfleet.worker.backend import (
     KeyState,
     QueueBackend,
 )
+from workerfleet.worker.breaker import BreakerGate
 from workerfleet.worker.envelope import (
     DEFAULT_LIMITS,
     Envelope,
@@ -75,6 +76,7 @@ from workerfleet.worker.policy import (
     reject_invalid,
     with_job_deadline,
 )
+from workerfleet.worker.rate_limit import Pacer
 from workerfleet.worker.settings import ConfigurationError
 
 log = logging.getLogger("workerfleet.worker")
@@ -199,6 +201,8 @@ class Runtime:
         limits: MessageLimits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = utc_now,
         sample: Callable[[], float] = random.random,
+        breaker: BreakerGate | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._backend = backend
         self._policies = dict(policies)
@@ -222,6 +226,8 @@ class Runtime:
         """Deliveries an unexpected error left claimed: on RabbitMQ each holds a prefetch slot."""
         self._clock = clock
         self._sample = sample
+        self._breaker = breaker
+        self._pacer = pacer
         self._in_flight: set[asyncio.Task[None]] = set()
         self._abandon = asyncio.Event()
         self._abandon_future: asyncio.Future[None] | None = None
@@ -288,6 +294,11 @@ class Runtime:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     continue
+                if self._breaker is not None:
+                    free = self._breaker.allowance(free)
+                    if free <= 0:  # the pool's circuit breaker is open: take nothing, finish what is held
+                        await _sleep_unless(stop, RECEIVE_WAIT_SECONDS)
+                        continue
                 receiving = asyncio.create_task(self._backend.receive(free, RECEIVE_WAIT_SECONDS))
                 await asyncio.wait({receiving, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if not receiving.done():
@@ -322,6 +333,8 @@ class Runtime:
                 backoff.reset()
                 self._health.receiving(ok=True)
                 self._health.connected(True)
+                if self._breaker is not None:
+                    self._breaker.took(len(deliveries))
                 for delivery in deliveries:
                     task = asyncio.create_task(self._process(delivery))
                     self._in_flight.add(task)
@@ -494,6 +507,9 @@ class Runtime:
                 else None
             )
             await self._settle(delivery, envelope, admission, failure=failure)
+            return False
+        if self._pacer is not None and not await self._pacer.take_turn(envelope.type):
+            await self._settle(delivery, envelope, Release())  # its JobType's rate limit cannot be asked
             return False
         started = time.monotonic()
         result = await self._attempt(handler, Job.from_envelope(envelope), spec.timeout_seconds)
