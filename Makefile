@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: footprint help install debian-packages binaries cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
+.PHONY: footprint help install debian-packages binaries images cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ install: $(INSTALLED) ## create .venv with workerfleet and its dev tools
 
 binaries: $(INSTALLED) ## build (or reuse) the pinned control-plane binaries
 	$(BIN)/python -m devenv.toolchain
+
+images: $(INSTALLED) debian-packages ## the operator, demo worker and pause images from Debian packages, as one OCI archive in build/images
+	$(BIN)/python -m devenv.images
 
 cluster-up: $(INSTALLED) ## start the local control plane (idempotent)
 	$(BIN)/python -m devenv.cluster up
