@@ -24,8 +24,8 @@ binaries: $(INSTALLED) ## build (or reuse) the pinned control-plane binaries
 images: $(INSTALLED) debian-packages ## the operator, demo worker and pause images from Debian packages, as one OCI archive in build/images
 	$(BIN)/python -m devenv.images
 
-cluster-up: $(INSTALLED) ## start the local control plane (idempotent)
-	$(BIN)/python -m devenv.cluster up
+cluster-up: $(INSTALLED) ## start the local control plane (idempotent); REAL_NODE=1 adds the real node (containerd, runc, kubelet)
+	$(BIN)/python -m devenv.cluster up $(if $(REAL_NODE),--real-node)
 
 cluster-down: $(INSTALLED) ## stop the local control plane and remove its state
 	$(BIN)/python -m devenv.cluster down

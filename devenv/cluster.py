@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from devenv import pki, toolchain
+from devenv import node, pki, toolchain
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -415,7 +415,8 @@ class Cluster:
             for name in COMPONENTS
         )
 
-    def up(self) -> None:
+    def up(self, *, real_node: bool = False) -> None:
+        """Start what is not running; with `real_node`, also the real node (devenv.node)."""
         toolchain.ensure()
         for directory in (self.layout.logs, self.layout.pids):
             directory.mkdir(parents=True, exist_ok=True)
@@ -432,6 +433,14 @@ class Cluster:
         for component in _components(self.layout, certs):
             self._start(component)
         self._ensure_fake_nodes()
+        if real_node:
+            self.start_real_node()
+
+    def start_real_node(self) -> None:
+        """The real node (containerd, runc, kubelet in a network namespace of its own), Ready."""
+        certs = pki.ensure_pki(self.layout.pki)
+        admin = [str(_binary("kubectl")), f"--kubeconfig={self.kubeconfig}"]
+        node.start(self.layout.root, certs, APISERVER_PORT, admin)
 
     def _start(self, component: Component) -> None:
         log = self.layout.log(component.name)
@@ -521,6 +530,7 @@ class Cluster:
         """Stop the processes this module started, last started first, then remove all state."""
         if not self.layout.root.exists():
             return
+        node.stop(self.layout.root)
         for name in reversed(COMPONENTS):
             pid = _running_pid(self.layout, name)
             if pid is not None:
@@ -587,11 +597,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--real-node", action="store_true", help="also start the real node (containerd, runc, kubelet)"
+    )
     args = parser.parse_args(argv)
     cluster = Cluster()
     if args.action == "up":
         started = time.monotonic()
-        cluster.up()
+        cluster.up(real_node=args.real_node)
         print(f"cluster ready in {time.monotonic() - started:.1f}s")
         print(f"kubeconfig: {cluster.kubeconfig}")
         print(f"logs:       {cluster.layout.logs}/")
@@ -602,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for name, state in cluster.status():
             print(f"{name:<24} {state}")
+        real_node = "running" if node.is_running(cluster.layout.root) else "stopped"
+        print(f"{'real node':<24} {real_node}, logs {cluster.layout.logs}/{{containerd,kubelet}}.log")
         if cluster.kubeconfig.exists():
             nodes = cluster.kubectl("get", "nodes", check=False)
             print(nodes.stdout or nodes.stderr)
@@ -611,6 +626,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except ClusterError as error:
+    except (ClusterError, node.NodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
