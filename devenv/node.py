@@ -112,6 +112,10 @@ disabled_plugins = [
     sandbox = "{images.PAUSE_IMAGE}"
 
 [{cri_runtime}]
+  # This machine withholds CAP_SYS_RESOURCE, so no process may lower its oom_score_adj: runc fails
+  # "failed to update /proc/self/oom_score_adj: Permission denied" on the sandbox's -998. Clamp every
+  # container's value to containerd's own instead (what rootless setups do).
+  restrict_oom_score_adj = true
   [{cri_runtime}.cni]
     bin_dirs = ["{CNI_PLUGINS}"]
     conf_dir = "{root}/cni"
