@@ -17,7 +17,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
@@ -32,26 +32,37 @@ def _setns(fd: int) -> None:
         raise OSError(error, os.strerror(error))
 
 
-def listen_in_namespace(namespace: Path, address: tuple[str, int]) -> socket.socket:
-    """A listening socket bound to `address` inside the network namespace at `namespace`."""
+def _socket_in_namespace(namespace: Path, make: Callable[[], socket.socket]) -> socket.socket:
+    """The socket `make` opens, opened inside the network namespace at `namespace`."""
     result: list[socket.socket | BaseException] = []
 
-    def bind() -> None:
+    def enter_and_make() -> None:
         try:
             with namespace.open("rb") as handle:
                 _setns(handle.fileno())
-            result.append(socket.create_server(address, reuse_port=False, backlog=128))
+            result.append(make())
         except BaseException as error:  # handed to the caller's thread
             result.append(error)
 
-    # A thread of its own: setns moves only the calling thread, which ends right after binding.
-    thread = threading.Thread(target=bind, name="enter-namespace")
+    # A thread of its own: setns moves only the calling thread, which ends right after; the socket
+    # stays in the namespace it was made in.
+    thread = threading.Thread(target=enter_and_make, name="enter-namespace")
     thread.start()
     thread.join()
     [outcome] = result
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
+
+
+def listen_in_namespace(namespace: Path, address: tuple[str, int]) -> socket.socket:
+    """A listening socket bound to `address` inside the network namespace at `namespace`."""
+    return _socket_in_namespace(namespace, lambda: socket.create_server(address, backlog=128))
+
+
+def connect_in_namespace(namespace: Path, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    """A connection to `address` as seen from inside the namespace (a pod's IP, say)."""
+    return _socket_in_namespace(namespace, lambda: socket.create_connection(address, timeout=timeout))
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:

@@ -16,6 +16,7 @@ land on it; what should run here tolerates the taint and selects the node by its
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from devenv import images, pki, toolchain
+from devenv import images, netns_forward, pki, toolchain
 
 NODE_NAME = pki.REAL_NODE_NAME
 NODE_IP = "10.250.0.1"
@@ -361,6 +362,41 @@ def import_images(cluster_root: Path) -> None:
     """Build the images (the base is cached) and import them into the node's containerd."""
     archive = images.build()
     _ctr(NodeLayout(cluster_root), "images", "import", "--all-platforms", str(archive))
+
+
+@dataclass(frozen=True)
+class ContainerProcess:
+    """What the kernel says of a container's main process: who it runs as, how its root is mounted."""
+
+    pid: int
+    uid: int
+    root_read_only: bool
+
+
+def container_process(cluster_root: Path, container_id: str) -> ContainerProcess:
+    """The running process of a container (its id from a pod's status, without `containerd://`)."""
+    tasks = _ctr(NodeLayout(cluster_root), "tasks", "list").stdout.splitlines()[1:]
+    [pid] = [int(fields[1]) for fields in (line.split() for line in tasks) if fields[0] == container_id]
+    status = Path(f"/proc/{pid}/status").read_text()
+    [uid] = [int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")]
+    root_options = [
+        line.split()[5].split(",")
+        for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        if line.split()[4] == "/"
+    ]
+    return ContainerProcess(pid=pid, uid=uid, root_read_only="ro" in root_options[-1])
+
+
+def http_get(address: tuple[str, int], path: str) -> tuple[int, str]:
+    """GET over plain HTTP to an address inside the node's namespace (a pod's port)."""
+    connection = http.client.HTTPConnection(*address, timeout=5)
+    connection.sock = netns_forward.connect_in_namespace(namespace_path(), address)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
 
 
 def is_running(cluster_root: Path) -> bool:
