@@ -442,6 +442,11 @@ class Cluster:
         admin = [str(_binary("kubectl")), f"--kubeconfig={self.kubeconfig}"]
         node.start(self.layout.root, certs, APISERVER_PORT, admin)
 
+    def stop_real_node(self) -> None:
+        """Stop the real node and remove its Node object; the control plane and kwok nodes stay."""
+        node.stop(self.layout.root)
+        self.kubectl("delete", "node", node.NODE_NAME, "--ignore-not-found", "--wait=false")
+
     def _start(self, component: Component) -> None:
         log = self.layout.log(component.name)
         process: subprocess.Popen[bytes] | None = None

@@ -54,13 +54,16 @@ class OperatorRelease:
 
 
 @pytest.fixture(scope="module")
-def real_node(cluster: Cluster) -> Cluster:
-    """The real node Ready, with the images of this checkout imported."""
+def real_node(cluster: Cluster) -> Iterator[Cluster]:
+    """The real node Ready, with the images of this checkout imported. A node this module started is
+    stopped after it, so the rest of the suite meets the cluster it always did."""
     was_running = node.is_running(cluster.layout.root)
     cluster.start_real_node()
     if was_running:
         node.import_images(cluster.layout.root)
-    return cluster
+    yield cluster
+    if not was_running:
+        cluster.stop_real_node()
 
 
 @pytest.fixture(scope="module")
