@@ -277,3 +277,90 @@ def test_real_worker_containers_consume_a_real_queue_and_drain_on_the_kubelets_s
     done = client.keys(f"{key}:done:*")
     dead = client.llen(f"{key}:dead") if client.exists(f"{key}:dead") else 0
     assert len(done) == JOBS, f"{len(done)} of {JOBS} jobs completed, {dead} dead-lettered"
+
+
+STALLING_HANDLER = '''"""A handler that blocks the worker's event loop: the consume loop stops turning."""
+import time
+
+from workerfleet.worker.handlers import handler
+
+
+@handler("stall")
+async def stall(job):
+    time.sleep(3600)
+'''
+STALL_SECONDS = 3
+LIVENESS_PERIOD_SECONDS = 2
+
+
+def _stalling_pool(name: str, address: str, key: str) -> dict[str, Any]:
+    """One demo-worker container whose handler module (from a ConfigMap) blocks on its first job,
+    with a quick liveness probe of its own on the runtime's /healthz (templates' probes are kept)."""
+    pool = _worker_pool(name, address, key, replicas=1)
+    [container] = pool["spec"]["template"]["spec"]["containers"]
+    container["env"] = [
+        {"name": "WORKERFLEET_HANDLERS", "value": "stalling_handler"},
+        {"name": "PYTHONPATH", "value": "/handlers"},
+        {"name": "WORKERFLEET_STALL_SECONDS", "value": str(STALL_SECONDS)},
+    ]
+    container["volumeMounts"] = [{"name": "handlers", "mountPath": "/handlers", "readOnly": True}]
+    container["livenessProbe"] = {
+        "httpGet": {"path": "/healthz", "port": "metrics"},
+        "periodSeconds": LIVENESS_PERIOD_SECONDS,
+        "failureThreshold": 2,
+        # A blocked event loop never handles SIGTERM: do not wait out the pod's grace period.
+        "terminationGracePeriodSeconds": 1,
+    }
+    pool["spec"]["jobTypes"] = ["stall"]
+    pool["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "handlers", "configMap": {"name": "stalling-handler"}}
+    ]
+    return pool
+
+
+def test_a_worker_whose_handler_stalls_is_restarted_by_the_kubelets_liveness_probe(
+    real_node: Cluster, operator_release: OperatorRelease, redis_server: RedisServer
+) -> None:
+    # Given a worker container whose handler blocks its event loop on the first job it takes
+    namespace = operator_release.namespace
+    key = f"stall:{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    with node.forwarded(real_node.layout.root, redis_server.port, redis_server.port) as address:
+        configmap = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "stalling-handler"},
+            "data": {"stalling_handler.py": STALLING_HANDLER},
+        }
+        real_node.apply(configmap, job_type("stall"), namespace=namespace)
+        real_node.apply(_stalling_pool("stalling", address, key), namespace=namespace)
+        selector = "workerfleet.dev/pool=stalling"
+        eventually(
+            lambda: any(_is_ready(pod) for pod in _pods(real_node, namespace, selector)),
+            what="the worker ready",
+            timeout=90,
+        )
+
+        # When it takes a job
+        started = time.monotonic()
+        client.lpush(key, json.dumps({**json.loads(envelope(0)), "type": "stall"}))
+
+        # Then the kubelet's liveness probe fails and the container is restarted
+        def restarted() -> dict[str, Any] | None:
+            for pod in _pods(real_node, namespace, selector):
+                for status in pod["status"].get("containerStatuses") or []:
+                    if status["restartCount"] >= 1:
+                        return dict(status)
+            return None
+
+        status = eventually(restarted, what="the stalled worker restarted", timeout=60)
+        print(f"\nstalled worker restarted by its liveness probe after {time.monotonic() - started:.1f}s")
+        assert status["lastState"]["terminated"]["exitCode"] != 0
+        events = real_node.get("events", "--field-selector", "reason=Unhealthy", namespace=namespace)
+        assert any("Liveness probe failed" in event["message"] for event in events["items"]), events["items"]
+        real_node.kubectl("delete", "workerpool", "stalling", "-n", namespace, "--wait=false")
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod["status"].get("conditions") or []
+    return any(condition["type"] == "Ready" and condition["status"] == "True" for condition in conditions)
