@@ -54,7 +54,9 @@ def test_every_component_listens_on_loopback_only() -> None:
 
 def _names_only_pki() -> pki.ClusterPki:
     pair = pki.Pair(Path("c.crt"), Path("c.key"))
-    return pki.ClusterPki(pair, pair, pair, pair, pair, pair, pair, pair, pair, Path("sa"), Path("sa.pub"))
+    return pki.ClusterPki(
+        pair, pair, pair, pair, pair, pair, pair, pair, pair, pair, Path("sa"), Path("sa.pub")
+    )
 
 
 def test_a_taken_port_is_detected_before_starting() -> None:
