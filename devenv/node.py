@@ -43,6 +43,7 @@ READY_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 20.0
 RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"
+CNI_RESULT_CACHE = "/var/lib/cni/results"
 # kubelet sets these host-wide at start; `stop` puts back the values it found.
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 
@@ -117,6 +118,9 @@ disabled_plugins = [
   # "failed to update /proc/self/oom_score_adj: Permission denied" on the sandbox's -998. Clamp every
   # container's value to containerd's own instead (what rootless setups do).
   restrict_oom_score_adj = true
+  # Pods' network namespaces are mounted under the state directory, not /run/netns: `stop`
+  # unmounts them with the rest, so none outlives the node.
+  netns_mounts_under_state_dir = true
   [{cri_runtime}.cni]
     bin_dirs = ["{CNI_PLUGINS}"]
     conf_dir = "{root}/cni"
@@ -131,7 +135,8 @@ disabled_plugins = [
 """
 
 
-def cni_config() -> dict[str, object]:
+def cni_config(layout: NodeLayout) -> dict[str, object]:
+    """A bridge in the node's namespace; addresses and results kept under the node's state."""
     return {
         "cniVersion": "1.0.0",
         "name": "workerfleet",
@@ -144,6 +149,7 @@ def cni_config() -> dict[str, object]:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
+                    "dataDir": str(layout.root / "cni-ipam"),
                     "ranges": [[{"subnet": POD_SUBNET}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
@@ -308,7 +314,7 @@ def start(cluster_root: Path, certs: pki.ClusterPki, apiserver_port: int, kubect
     containerd = toolchain.binaries()["containerd"].path
     if _alive(layout, "containerd", str(containerd)) is None:
         layout.file("containerd.toml").write_text(containerd_config(layout))
-        (layout.root / "cni" / "10-workerfleet.conflist").write_text(json.dumps(cni_config(), indent=2))
+        (layout.root / "cni" / "10-workerfleet.conflist").write_text(json.dumps(cni_config(layout), indent=2))
         shim_dir = toolchain.binaries()["containerd-shim-runc-v2"].path.parent
         env = {**os.environ, "PATH": f"{shim_dir}:{os.environ['PATH']}"}
         command = [str(containerd), f"--config={layout.file('containerd.toml')}"]
@@ -449,6 +455,10 @@ def stop(cluster_root: Path) -> None:
         print(f"stopped kubelet (pid {kubelet})", flush=True)
     containerd = _alive(layout, "containerd", str(toolchain.binaries()["containerd"].path))
     if containerd is not None:
+        for container in _ctr(layout, "containers", "list", "--quiet", check=False).stdout.split():
+            # The CNI library caches each sandbox's result on the host; teardown is skipped here.
+            for cached in Path(CNI_RESULT_CACHE).glob(f"*-{container}-*"):
+                cached.unlink(missing_ok=True)
         for task in _ctr(layout, "tasks", "list", "--quiet", check=False).stdout.split():
             _ctr(layout, "tasks", "kill", "--all", "--signal=SIGKILL", task, check=False)
             _ctr(layout, "tasks", "delete", "--force", task, check=False)

@@ -47,15 +47,17 @@ def test_containerd_keeps_its_state_in_the_cluster_directory_and_clamps_oom_scor
     assert config["grpc"]["address"] == str(LAYOUT.containerd_socket)
     runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
     assert runtime["restrict_oom_score_adj"] is True
+    assert runtime["netns_mounts_under_state_dir"] is True
     assert runtime["cni"]["conf_dir"] == "/state/node/cni"
     assert runtime["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
 
 
 def test_pods_get_addresses_from_the_node_subnet_behind_a_bridge_without_masquerading() -> None:
-    plugins = node.cni_config()["plugins"]
+    plugins = node.cni_config(LAYOUT)["plugins"]
     assert isinstance(plugins, list)
     [bridge] = plugins
 
     assert bridge["type"] == "bridge"
     assert bridge["ipMasq"] is False
     assert bridge["ipam"]["ranges"] == [[{"subnet": node.POD_SUBNET}]]
+    assert bridge["ipam"]["dataDir"] == "/state/node/cni-ipam"
