@@ -391,13 +391,16 @@ class Cluster:
         return None
 
     def audit_writes(self, *, user: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Write requests the API server recorded, optionally only one user's or in one namespace."""
+        """Write requests the API server recorded, optionally only one user's or in one namespace.
+
+        A request that failed authentication (a revoked token: its event has no user) wrote nothing
+        and has no author, so it is left out."""
         if not self.layout.audit_log.exists():
             return []
         events = []
         for line in self.layout.audit_log.read_text().splitlines():
             event = json.loads(line)
-            if event["verb"] in READ_VERBS:
+            if event["verb"] in READ_VERBS or "username" not in event["user"]:
                 continue
             if user is not None and event["user"]["username"] != user:
                 continue

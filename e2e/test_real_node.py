@@ -93,6 +93,11 @@ def operator_release(real_node: Cluster) -> Iterator[OperatorRelease]:
     try:
         yield OperatorRelease(namespace, cold_start)
     finally:
+        # The operator pods stop first, while their ServiceAccount still exists: uninstalling deletes
+        # it at once, and a replica still stopping would retry its peering cleanup on 401s.
+        selector = f"app.kubernetes.io/instance={RELEASE}"
+        real_node.kubectl("scale", "deployment", "-l", selector, "-n", namespace, "--replicas=0")
+        real_node.kubectl("wait", "--for=delete", "pod", "-l", selector, "-n", namespace, "--timeout=60s")
         chart.uninstall(real_node, release=RELEASE, namespace=namespace)
         real_node.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
