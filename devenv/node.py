@@ -474,7 +474,20 @@ def stop(cluster_root: Path) -> None:
     if namespace_path().exists():
         _run("ip", "netns", "delete", namespace_name(), check=False)
     _restore_sysctls(layout)
+    _remove_pod_cgroups()
     shutil.rmtree(layout.root, ignore_errors=True)
+
+
+def _remove_pod_cgroups() -> None:
+    """The kubelet's `kubepods` cgroups, deepest first; once their processes are gone they are empty."""
+    for top in Path("/sys/fs/cgroup").glob("*/kubepods"):
+        for directory in sorted(
+            (path for path in top.rglob("*") if path.is_dir()), key=lambda p: -len(p.parts)
+        ):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 @contextlib.contextmanager

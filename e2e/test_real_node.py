@@ -141,6 +141,8 @@ def test_the_operator_image_runs_under_the_charts_security_context_and_a_standby
 ) -> None:
     # Given the chart installed with the image built here, on the real node, in a restricted namespace
     namespace = operator_release.namespace
+    taints = real_node.get(f"node/{node.NODE_NAME}")["spec"]["taints"]
+    assert {"key": node.TAINT_KEY, "value": "true", "effect": "NoSchedule"} in taints, "kwok's pods stay off"
     pods = _operator_pods(real_node, namespace)
     assert len(pods) == 2
     assert {pod["spec"]["nodeName"] for pod in pods} == {node.NODE_NAME}
