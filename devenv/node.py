@@ -377,20 +377,30 @@ class ContainerProcess:
     pid: int
     uid: int
     root_read_only: bool
+    effective_capabilities: int
+    no_new_privileges: bool
+    seccomp_filtered: bool
 
 
 def container_process(cluster_root: Path, container_id: str) -> ContainerProcess:
     """The running process of a container (its id from a pod's status, without `containerd://`)."""
     tasks = _ctr(NodeLayout(cluster_root), "tasks", "list").stdout.splitlines()[1:]
     [pid] = [int(fields[1]) for fields in (line.split() for line in tasks) if fields[0] == container_id]
-    status = Path(f"/proc/{pid}/status").read_text()
-    [uid] = [int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")]
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    uid = int(status["Uid"].split()[0])
     root_options = [
         line.split()[5].split(",")
         for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
         if line.split()[4] == "/"
     ]
-    return ContainerProcess(pid=pid, uid=uid, root_read_only="ro" in root_options[-1])
+    return ContainerProcess(
+        pid=pid,
+        uid=uid,
+        root_read_only="ro" in root_options[-1],
+        effective_capabilities=int(status["CapEff"].strip(), 16),
+        no_new_privileges=status["NoNewPrivs"].strip() == "1",
+        seccomp_filtered=status["Seccomp"].strip() == "2",
+    )
 
 
 def http_get(address: tuple[str, int], path: str) -> tuple[int, str]:

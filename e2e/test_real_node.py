@@ -153,6 +153,10 @@ def test_the_operator_image_runs_under_the_charts_security_context_and_a_standby
         process = node.container_process(real_node.layout.root, _container_id(pod))
         assert process.uid == 65532, pod["metadata"]["name"]
         assert process.root_read_only, pod["metadata"]["name"]
+        # and `restricted` holds at runtime: no capabilities, no privilege gain, a seccomp filter
+        assert process.effective_capabilities == 0, pod["metadata"]["name"]
+        assert process.no_new_privileges, pod["metadata"]["name"]
+        assert process.seccomp_filtered, pod["metadata"]["name"]
         # and answers the kubelet's probes on its probes port
         assert node.http_get((pod["status"]["podIP"], PROBES_PORT), "/healthz")[0] == 200
         ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
@@ -252,6 +256,9 @@ def test_real_worker_containers_consume_a_real_queue_and_drain_on_the_kubelets_s
             process = node.container_process(real_node.layout.root, _container_id(pod))
             assert process.uid != 0
             assert process.root_read_only
+            assert process.effective_capabilities == 0
+            assert process.no_new_privileges
+            assert process.seccomp_filtered
         eventually(lambda: client.llen(key) < JOBS - 4, what="jobs taken by the workers", timeout=60)
 
         # And the pool is scaled in while both hold jobs: the kubelet sends one SIGTERM
