@@ -115,6 +115,8 @@ def base_rootfs() -> Path:
     partial = root.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    for stale in (root.with_suffix(".tar"), root.with_suffix(".digest")):
+        stale.unlink(missing_ok=True)
     _run(
         [
             "debootstrap",
