@@ -41,6 +41,7 @@ NODE_LABEL = TAINT_KEY
 API_SERVICE_PORT = 443
 READY_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 20.0
+KUBELET_EXIT_CHECKS = 3
 RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"
 CNI_RESULT_CACHE = "/var/lib/cni/results"
@@ -342,9 +343,16 @@ def start(cluster_root: Path, certs: pki.ClusterPki, apiserver_port: int, kubect
         ]
         _start(layout, "kubelet", _in_namespace(command))
 
+    misses: list[int] = []
+
     def ready() -> bool:
+        # One miss may be a look at /proc mid-exec (nsenter becoming kubelet); three in a row are not.
         if _alive(layout, "kubelet", str(kubelet)) is None:
-            raise NodeError(f"kubelet exited; see {layout.log('kubelet')}")
+            misses.append(1)
+            if len(misses) >= KUBELET_EXIT_CHECKS:
+                raise NodeError(f"kubelet exited; see {layout.log('kubelet')}")
+            return False
+        misses.clear()
         result = subprocess.run(
             [
                 *kubectl,
