@@ -90,6 +90,8 @@ def operator_release(real_node: Cluster) -> Iterator[OperatorRelease]:
     chart.install(real_node, values, release=RELEASE, namespace=namespace)
     cold_start = time.monotonic() - started
     print(f"\noperator cold start on the real node (helm install to both pods Ready): {cold_start:.1f}s")
+    eventually(lambda: _active(real_node, namespace), what="an active operator replica", timeout=120)
+    print(f"operator cold start to one replica active: {time.monotonic() - started:.1f}s")
     try:
         yield OperatorRelease(namespace, cold_start)
     finally:
@@ -163,7 +165,7 @@ def test_the_operator_image_runs_under_the_charts_security_context_and_a_standby
         assert ready[0]["status"] == "True"
 
     # And exactly one replica is active, having authenticated with its pod-bound projected token
-    active = eventually(lambda: _active(real_node, namespace), what="an active operator replica", timeout=60)
+    active = eventually(lambda: _active(real_node, namespace), what="an active operator replica", timeout=30)
     assert len(active) == 1
     bound_pods = {
         extra[0]
