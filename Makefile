@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: footprint help install debian-packages binaries cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
+.PHONY: footprint help install debian-packages binaries images cluster-up cluster-down cluster-status lint unit chart e2e test demo bench clean crds
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,8 +21,11 @@ install: $(INSTALLED) ## create .venv with workerfleet and its dev tools
 binaries: $(INSTALLED) ## build (or reuse) the pinned control-plane binaries
 	$(BIN)/python -m devenv.toolchain
 
-cluster-up: $(INSTALLED) ## start the local control plane (idempotent)
-	$(BIN)/python -m devenv.cluster up
+images: $(INSTALLED) debian-packages ## the operator, demo worker and pause images from Debian packages, as one OCI archive in build/images
+	$(BIN)/python -m devenv.images
+
+cluster-up: $(INSTALLED) ## start the local control plane (idempotent); REAL_NODE=1 adds the real node (containerd, runc, kubelet)
+	$(BIN)/python -m devenv.cluster up $(if $(REAL_NODE),--real-node)
 
 cluster-down: $(INSTALLED) ## stop the local control plane and remove its state
 	$(BIN)/python -m devenv.cluster down

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from devenv import pki, toolchain
+from devenv import node, pki, toolchain
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -391,13 +391,16 @@ class Cluster:
         return None
 
     def audit_writes(self, *, user: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Write requests the API server recorded, optionally only one user's or in one namespace."""
+        """Write requests the API server recorded, optionally only one user's or in one namespace.
+
+        A request that failed authentication (a revoked token: its event has no user) wrote nothing
+        and has no author, so it is left out."""
         if not self.layout.audit_log.exists():
             return []
         events = []
         for line in self.layout.audit_log.read_text().splitlines():
             event = json.loads(line)
-            if event["verb"] in READ_VERBS:
+            if event["verb"] in READ_VERBS or "username" not in event["user"]:
                 continue
             if user is not None and event["user"].get("username") != user:
                 continue
@@ -415,7 +418,8 @@ class Cluster:
             for name in COMPONENTS
         )
 
-    def up(self) -> None:
+    def up(self, *, real_node: bool = False) -> None:
+        """Start what is not running; with `real_node`, also the real node (devenv.node)."""
         toolchain.ensure()
         for directory in (self.layout.logs, self.layout.pids):
             directory.mkdir(parents=True, exist_ok=True)
@@ -432,6 +436,19 @@ class Cluster:
         for component in _components(self.layout, certs):
             self._start(component)
         self._ensure_fake_nodes()
+        if real_node:
+            self.start_real_node()
+
+    def start_real_node(self) -> None:
+        """The real node (containerd, runc, kubelet in a network namespace of its own), Ready."""
+        certs = pki.ensure_pki(self.layout.pki)
+        admin = [str(_binary("kubectl")), f"--kubeconfig={self.kubeconfig}"]
+        node.start(self.layout.root, certs, APISERVER_PORT, admin)
+
+    def stop_real_node(self) -> None:
+        """Stop the real node and remove its Node object; the control plane and kwok nodes stay."""
+        node.stop(self.layout.root)
+        self.kubectl("delete", "node", node.NODE_NAME, "--ignore-not-found", "--wait=false")
 
     def _start(self, component: Component) -> None:
         log = self.layout.log(component.name)
@@ -521,6 +538,7 @@ class Cluster:
         """Stop the processes this module started, last started first, then remove all state."""
         if not self.layout.root.exists():
             return
+        node.stop(self.layout.root)
         for name in reversed(COMPONENTS):
             pid = _running_pid(self.layout, name)
             if pid is not None:
@@ -587,11 +605,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--real-node", action="store_true", help="also start the real node (containerd, runc, kubelet)"
+    )
     args = parser.parse_args(argv)
     cluster = Cluster()
     if args.action == "up":
         started = time.monotonic()
-        cluster.up()
+        cluster.up(real_node=args.real_node)
         print(f"cluster ready in {time.monotonic() - started:.1f}s")
         print(f"kubeconfig: {cluster.kubeconfig}")
         print(f"logs:       {cluster.layout.logs}/")
@@ -602,6 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for name, state in cluster.status():
             print(f"{name:<24} {state}")
+        real_node = "running" if node.is_running(cluster.layout.root) else "stopped"
+        print(f"{'real node':<24} {real_node}, logs {cluster.layout.logs}/{{containerd,kubelet}}.log")
         if cluster.kubeconfig.exists():
             nodes = cluster.kubectl("get", "nodes", check=False)
             print(nodes.stdout or nodes.stderr)
@@ -611,6 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except ClusterError as error:
+    except (ClusterError, node.NodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

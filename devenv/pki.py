@@ -17,6 +17,7 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 FRONT_PROXY_CLIENT = "front-proxy-client"
 BENCH_OPERATOR_USER = "workerfleet-operator"
+REAL_NODE_NAME = "real-node-0"
 """The identity OperatorProcess runs as by default (system:masters), for benchmarks."""
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -139,6 +140,7 @@ class ClusterPki:
     scheduler: Pair
     kwok: Pair
     operator: Pair
+    real_node: Pair
     front_proxy_ca: Pair
     front_proxy_client: Pair
     service_account_key: Path
@@ -181,6 +183,8 @@ def ensure_pki(directory: Path) -> ClusterPki:
         kwok=ca.issue("kwok", "kwok-controller", organization="system:masters"),
         # The operator under test, as a user of its own so the audit log tells its writes apart.
         operator=ca.issue("operator", BENCH_OPERATOR_USER, organization="system:masters"),
+        # The real node's kubelet, in the Node authorizer's group: it may touch only its own node and pods.
+        real_node=ca.issue("real-node", f"system:node:{REAL_NODE_NAME}", organization="system:nodes"),
         front_proxy_ca=front_proxy.pair,
         front_proxy_client=front_proxy.issue("front-proxy-client", FRONT_PROXY_CLIENT),
         service_account_key=service_account_key,

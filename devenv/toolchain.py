@@ -26,7 +26,11 @@ HELM_VERSION = "v3.22.0"
 KEDA_VERSION = "v2.21.0"
 KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
 
-KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet")
+# The real node's runtime: kubelet 1.36 needs containerd 2 (the RuntimeConfig CRI call). runc and
+# the CNI plugins come from Debian (scripts/debian-packages).
+CONTAINERD_VERSION = "v2.4.2"
+CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
 # kwok does nothing without stages; these are the pinned release's own defaults (what kwokctl uses).
 KWOK_DEFAULT_STAGES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
@@ -58,6 +62,7 @@ def binaries() -> dict[str, Binary]:
         Binary("kwok", KWOK_VERSION),
         Binary("helm", HELM_VERSION),
     ]
+    pinned += [Binary(name, CONTAINERD_VERSION) for name in CONTAINERD_COMMANDS]
     return {binary.name: binary for binary in pinned}
 
 
@@ -163,6 +168,19 @@ def build_etcd(version: str) -> None:
     _install(workdir / "etcd", Binary("etcd", version))
 
 
+def build_containerd(version: str) -> None:
+    """containerd, its runc shim and ctr (which imports the images), in one `go install`."""
+    gobin = cache_root() / "build" / f"containerd-{version}"
+    gobin.mkdir(parents=True, exist_ok=True)
+    env = {**_go_env(), "GOBIN": str(gobin), "GOFLAGS": "-buildvcs=false"}
+    module = "github.com/containerd/containerd/v2"
+    flags = f"-s -w -X {module}/version.Version={version}"
+    packages = [f"{module}/cmd/{name}@{version}" for name in CONTAINERD_COMMANDS]
+    _run(["go", "install", "-trimpath", "-ldflags", flags, *packages], env=env)
+    for name in CONTAINERD_COMMANDS:
+        _install(gobin / name, Binary(name, version))
+
+
 def write_kwok_stages(version: str) -> None:
     info = json.loads(_run(["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{version}"]))
     module = Path(info["Dir"])
@@ -216,6 +234,8 @@ def ensure(names: list[str] | None = None) -> dict[str, Path]:
         build_kubernetes(KUBERNETES_VERSION)
     if "etcd" in missing:
         build_etcd(ETCD_VERSION)
+    if missing & set(CONTAINERD_COMMANDS):
+        build_containerd(CONTAINERD_VERSION)
     if "kwok" in missing:
         go_install(wanted["kwok"], "sigs.k8s.io/kwok/cmd/kwok")
     if wanted["kwok"] in selected and not kwok_stages_path().exists():

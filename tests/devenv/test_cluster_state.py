@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -54,7 +55,9 @@ def test_every_component_listens_on_loopback_only() -> None:
 
 def _names_only_pki() -> pki.ClusterPki:
     pair = pki.Pair(Path("c.crt"), Path("c.key"))
-    return pki.ClusterPki(pair, pair, pair, pair, pair, pair, pair, pair, pair, Path("sa"), Path("sa.pub"))
+    return pki.ClusterPki(
+        pair, pair, pair, pair, pair, pair, pair, pair, pair, pair, Path("sa"), Path("sa.pub")
+    )
 
 
 def test_a_taken_port_is_detected_before_starting() -> None:
@@ -64,3 +67,17 @@ def test_a_taken_port_is_detected_before_starting() -> None:
         port = listener.getsockname()[1]
         assert cluster._is_listening(port)
     assert not cluster._is_listening(port)
+
+
+def test_audit_writes_leave_out_requests_that_failed_authentication(tmp_path: Path) -> None:
+    # Given an audit log with a write by a user and a 401 from a revoked token (no user at all)
+    layout = cluster.Layout(tmp_path)
+    layout.logs.mkdir()
+    write = {"verb": "patch", "user": {"username": "alice"}, "objectRef": {"namespace": "a"}}
+    rejected = {"verb": "patch", "user": {}, "objectRef": {"namespace": "a"}, "responseStatus": {"code": 401}}
+    layout.audit_log.write_text("\n".join(json.dumps(event) for event in (write, rejected)) + "\n")
+
+    # Then only the authenticated write is listed, with or without a user filter
+    local = cluster.Cluster(tmp_path)
+    assert local.audit_writes(namespace="a") == [write]
+    assert local.audit_writes(user="alice") == [write]

@@ -55,8 +55,12 @@ def test_every_binary_is_cached_outside_the_repository_under_its_pin(
         "kube-controller-manager",
         "kube-scheduler",
         "kubectl",
+        "kubelet",
         "kwok",
         "helm",
+        "containerd",
+        "containerd-shim-runc-v2",
+        "ctr",
     }
     for binary in binaries.values():
         assert binary.path == tmp_path / "bin" / f"{binary.name}-{binary.version}" / binary.name
