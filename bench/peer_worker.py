@@ -124,6 +124,8 @@ def work_bare_xreadgroup(recorder: Recorder, concurrency: int) -> None:
     host, port = redis_host_port()
     client = redis.Redis(host=host, port=port)
     key = queue_name()
+    with contextlib.suppress(redis.ResponseError):  # the group exists
+        client.xgroup_create(key, "bench", id="0", mkstream=True)
     while not recorder.done.is_set():
         reply: Any = client.xreadgroup("bench", "bare", {key: ">"}, count=concurrency, block=1000)
         entries = [entry for _stream, found in reply or [] for entry in found]
