@@ -1,6 +1,6 @@
 """The worker runtime next to the floors and the Python job queues teams run today, in one run.
 
-    python -m bench.peers [--jobs 2000] [--rounds 1] [--concurrency 1,16,64] [--only NAME,...]
+    python -m bench.peers [--jobs 2000] [--rounds 2] [--concurrency 1,16,64] [--only NAME,...]
 
 The same no-op job on the same local redis-server (and a RabbitMQ node), one worker process at a time,
 at each concurrency, one contender after the other:
@@ -127,6 +127,7 @@ class Run:
     rss_mib: float
     p50_ms: float | None = None
     p99_ms: float | None = None
+    round: int = 1
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -169,6 +170,21 @@ def ratios(
     return found
 
 
+def ratio_spread(
+    runs: Iterable[Run], contenders: Sequence[Contender]
+) -> dict[tuple[str, int], tuple[float, float]]:
+    """workerfleet's ratio to its floor within each round (the two measured minutes apart, not hours),
+    as the lowest and highest over the rounds."""
+    by_round = {(run.contender, run.concurrency, run.round): run for run in runs}
+    found: dict[tuple[str, int], list[float]] = {}
+    for (name, concurrency, number), run in by_round.items():
+        floor_name = next((c.floor for c in contenders if c.name == name), None)
+        floor = by_round.get((floor_name, concurrency, number)) if floor_name else None
+        if floor is not None and floor.jobs_per_second > 0:
+            found.setdefault((name, concurrency), []).append(run.jobs_per_second / floor.jobs_per_second)
+    return {key: (min(values), max(values)) for key, values in found.items()}
+
+
 def fastest_peer(
     best: Mapping[tuple[str, int], Run], contenders: Sequence[Contender], concurrency: int
 ) -> Run | None:
@@ -178,15 +194,42 @@ def fastest_peer(
     return max(found, key=lambda run: run.jobs_per_second, default=None)
 
 
+def against_peers(
+    best: Mapping[tuple[str, int], Run], contenders: Sequence[Contender], concurrencies: Sequence[int]
+) -> list[str]:
+    """Per concurrency: the fastest peer, and each workerfleet backend's jobs/s as a multiple of it."""
+    labels = {c.name: c.label for c in contenders}
+    lines = []
+    for concurrency in concurrencies:
+        peer = fastest_peer(best, contenders, concurrency)
+        if peer is None:
+            continue
+        ours = [
+            f"{labels[name].removeprefix('workerfleet, ')} {run.jobs_per_second / peer.jobs_per_second:.2f}x"
+            for (name, c), run in sorted(best.items())
+            if c == concurrency and name.startswith("workerfleet-")
+        ]
+        lines.append(
+            f"concurrency {concurrency}: fastest peer {labels[peer.contender]} "
+            f"({peer.jobs_per_second:,.0f} jobs/s); workerfleet {', '.join(ours) or 'not run'}"
+        )
+    return lines
+
+
 def _milliseconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
 def table(
-    best: Mapping[tuple[str, int], Run], contenders: Sequence[Contender], concurrencies: Sequence[int]
+    best: Mapping[tuple[str, int], Run],
+    contenders: Sequence[Contender],
+    concurrencies: Sequence[int],
+    spread: Mapping[tuple[str, int], tuple[float, float]] | None = None,
 ) -> list[str]:
-    """The side-by-side table as Markdown rows: one per contender and concurrency that ran."""
+    """The side-by-side table as Markdown rows: one per contender and concurrency that ran. `spread`:
+    the ratio's range over the rounds, shown beside it when the rounds disagree."""
     found = ratios(best, contenders)
+    spread = spread or {}
     lines = [
         "| contender | conc. | jobs/s | ratio to floor | p50 ms | p99 ms | RSS MiB | start-up s "
         "| acked after handler | survives SIGKILL |",
@@ -198,9 +241,13 @@ def table(
             if run is None:
                 continue
             ratio = found.get((contender.name, concurrency))
+            low, high = spread.get((contender.name, concurrency), (ratio, ratio))
+            ratio_text = "-" if ratio is None else f"{ratio:.2f}"
+            if ratio is not None and low is not None and high is not None and low != high:
+                ratio_text += f" ({low:.2f}-{high:.2f})"
             lines.append(
                 f"| {contender.label} | {concurrency} | {run.jobs_per_second:,.0f} "
-                f"| {'-' if ratio is None else f'{ratio:.2f}'} | {_milliseconds(run.p50_ms)} "
+                f"| {ratio_text} | {_milliseconds(run.p50_ms)} "
                 f"| {_milliseconds(run.p99_ms)} | {run.rss_mib:.0f} | {run.startup_seconds:.2f} "
                 f"| {contender.acked_after_handler} | {contender.survives_sigkill} |"
             )
@@ -326,7 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs", type=int, default=2_000, help="jobs per throughput run")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds per contender; the best one counts")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds per contender; the best one counts, the ratios' range is shown",
+    )
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--only", default="", help="comma-separated contender names (default: all)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -353,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         run = bench.throughput(contender, concurrency, args.jobs)
                         p50, p99 = bench.latency(contender, concurrency, run.jobs_per_second)
-                        run = Run(**{**asdict(run), "p50_ms": p50, "p99_ms": p99})
+                        run = Run(**{**asdict(run), "p50_ms": p50, "p99_ms": p99, "round": round_number + 1})
                         runs.append(run)
                         print(
                             f"round {round_number + 1} {contender.name:<22} c={concurrency:<3}"
@@ -366,11 +418,12 @@ def main(argv: list[str] | None = None) -> int:
                 amqp.stop()
             redis_server.stop()
     best = best_runs(runs)
-    lines = table(best, chosen, concurrencies)
+    lines = table(best, chosen, concurrencies, ratio_spread(runs, chosen))
     print(
         f"\n{args.jobs} jobs per throughput run, best of {args.rounds} round(s); no-op handler, one process"
     )
     print("\n".join(lines))
+    print("\n".join(against_peers(best, chosen, concurrencies)))
     args.results.mkdir(parents=True, exist_ok=True)
     record = {
         "jobs": args.jobs,

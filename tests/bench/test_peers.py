@@ -8,8 +8,10 @@ from bench import peers
 from bench.peers import Run
 
 
-def run(name: str, concurrency: int, rate: float, p99: float | None = 5.0) -> Run:
-    return Run(name, concurrency, rate, startup_seconds=0.3, rss_mib=40.0, p50_ms=1.0, p99_ms=p99)
+def run(name: str, concurrency: int, rate: float, p99: float | None = 5.0, round_number: int = 1) -> Run:
+    return Run(
+        name, concurrency, rate, startup_seconds=0.3, rss_mib=40.0, p50_ms=1.0, p99_ms=p99, round=round_number
+    )
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -60,3 +62,32 @@ def test_every_contender_runs_in_a_known_environment_and_workerfleet_rows_name_a
     for contender in peers.CONTENDERS:
         if contender.name.startswith("workerfleet-"):
             assert contender.floor in names
+
+
+def test_ratios_are_taken_within_each_round_and_their_range_is_shown() -> None:
+    runs = [
+        run("bare-brpop", 16, 10000.0, round_number=1),
+        run("workerfleet-list", 16, 3000.0, round_number=1),
+        run("bare-brpop", 16, 5000.0, round_number=2),  # a busy moment hit the floor's second round
+        run("workerfleet-list", 16, 2000.0, round_number=2),
+    ]
+    spread = peers.ratio_spread(runs, peers.CONTENDERS)
+    assert list(spread) == [("workerfleet-list", 16)]
+    assert spread[("workerfleet-list", 16)] == pytest.approx((0.3, 0.4))
+    lines = peers.table(peers.best_runs(runs), peers.CONTENDERS, [16], spread)
+    assert "| workerfleet, Redis list | 16 | 3,000 | 0.30 (0.30-0.40) |" in lines[3]
+
+
+def test_each_workerfleet_backend_is_compared_with_the_fastest_peer() -> None:
+    best = peers.best_runs(
+        [
+            run("celery", 16, 1000.0),
+            run("dramatiq-rabbitmq", 16, 4000.0),
+            run("workerfleet-list", 16, 6000.0),
+            run("workerfleet-stream", 16, 2000.0),
+        ]
+    )
+    assert peers.against_peers(best, peers.CONTENDERS, [1, 16]) == [
+        "concurrency 16: fastest peer Dramatiq 2.2 (RabbitMQ) (4,000 jobs/s);"
+        " workerfleet Redis list 1.50x, Redis stream 0.50x"
+    ]
