@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import threading
@@ -184,9 +185,6 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
         from workerfleet.worker.backend import QueueBackend  # noqa: PLC0415
         from workerfleet.worker.handlers import Job  # noqa: PLC0415
         from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
-        from workerfleet.worker.rabbitmq import RabbitMQBackend  # noqa: PLC0415
-        from workerfleet.worker.redis_list import RedisListBackend  # noqa: PLC0415
-        from workerfleet.worker.redis_stream import RedisStreamBackend  # noqa: PLC0415
         from workerfleet.worker.runtime import Runtime  # noqa: PLC0415
 
         # Logs formatted as in production, then discarded, so their cost is in the numbers.
@@ -194,7 +192,10 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
         spec = JobTypeSpec.model_validate({"lane": "fast", "timeoutSeconds": 30})
         address = os.environ["BENCH_REDIS"]
         backend: QueueBackend
+        # Only the backend in use is imported, as a pool's worker does (start-up counts).
         if backend_kind == "list":
+            from workerfleet.worker.redis_list import RedisListBackend  # noqa: PLC0415
+
             backend = RedisListBackend(
                 RedisList.model_validate({"address": address, "list": queue_name()}),
                 Credentials(),
@@ -202,6 +203,8 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
                 heartbeat_seconds=15,
             )
         elif backend_kind == "stream":
+            from workerfleet.worker.redis_stream import RedisStreamBackend  # noqa: PLC0415
+
             backend = RedisStreamBackend(
                 RedisStream.model_validate(
                     {"address": address, "stream": queue_name(), "consumerGroup": "bench"}
@@ -212,6 +215,8 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
                 reclaim_interval_seconds=30,
             )
         else:
+            from workerfleet.worker.rabbitmq import RabbitMQBackend  # noqa: PLC0415
+
             backend = RabbitMQBackend(
                 RabbitMQ.model_validate({"address": os.environ["BENCH_AMQP"], "queue": queue_name()}),
                 Credentials(),
@@ -350,8 +355,8 @@ def work_rq(recorder: Recorder, concurrency: int) -> None:
     from redis import Redis  # noqa: PLC0415
     from rq import Queue, SimpleWorker  # noqa: PLC0415
 
-    global RQ_RECORDER  # noqa: PLW0603  (RQ calls a module-level function by name)
-    RQ_RECORDER = recorder
+    # RQ calls a module-level function by name, importing this module anew (it runs as __main__).
+    setattr(importlib.import_module("bench.peer_worker"), "RQ_RECORDER", recorder)  # noqa: B010
     host, port = redis_host_port()
     connection = Redis(host=host, port=port)
     worker = SimpleWorker([Queue(queue_name(), connection=connection)], connection=connection)
