@@ -30,6 +30,9 @@ from typing import Any
 TICK_SECONDS = 0.005
 """A paced producer sends the jobs due within each tick of this length together."""
 PREFILL_BATCH = 500
+ARQ_POLL_SECONDS = 0.005
+"""arq polls its queue (default every 0.5 s, one batch of up to max_jobs per poll): at 5 ms it is not
+held back by the default's wait."""
 WORK_LIMIT_SECONDS = 300.0
 """A worker that has not seen its jobs by then stops by itself (the orchestrator also kills it)."""
 
@@ -454,6 +457,7 @@ def work_arq(recorder: Recorder, concurrency: int) -> None:
             max_jobs=concurrency,
             keep_result=0,
             handle_signals=False,
+            poll_delay=ARQ_POLL_SECONDS,
         )
         running = asyncio.create_task(worker.async_run())
         while not recorder.done.is_set():
