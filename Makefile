@@ -61,8 +61,17 @@ DEMO_LINGER ?= 300
 demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
 	$(BIN)/python -m devenv.demo --linger $(DEMO_LINGER)
 
+# The peer job queues of `bench.peers`, each set in a virtualenv of its own (pyproject's `bench` extras).
+BENCH_VENVS := .venv-bench/.installed .venv-bench-arq/.installed
+$(BENCH_VENVS): .venv-%/.installed: pyproject.toml
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/pip install --quiet --upgrade pip
+	.venv-$*/bin/pip install --quiet -e '.[$*]'
+	touch $@
+
 BENCH_SCALE_SIZES ?= 100,300,1000
-bench: $(INSTALLED) binaries debian-packages ## worker jobs/s vs a bare BRPOP loop; autoscaling reaction; rollback latency; operator at scale; loss checker (5,000 jobs per backend)
+bench: $(INSTALLED) $(BENCH_VENVS) binaries debian-packages ## worker jobs/s next to bare loops, Celery, RQ, Dramatiq, arq, saq; autoscaling reaction; rollback latency; operator at scale; loss checker
+	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.autoscaling_reaction
 	$(BIN)/python -m bench.rollback_latency

@@ -6,9 +6,12 @@ Reads whichever of these the bench has written and draws each:
 - `autoscaling-reaction.json`: queue depth and replicas against time since the backlog was pushed,
   one line per round, with the activation and scale-up of the fastest round marked;
 - `rollback-latency.json`: each run's rollback latency next to the analysis interval;
-- `scale.json`: time to all Ready and the operator's memory against the number of pools.
+- `scale.json`: time to all Ready and the operator's memory against the number of pools;
+- `peers.json`: jobs/s and p99 enqueue-to-start latency of the worker runtime, the floors and the peer
+  job queues against concurrency (the best round of each).
 
-Writes `report.html` (every chart on one self-contained page) and `scale.svg` (for the README).
+Writes `report.html` (every chart on one self-contained page), `scale.svg` and `peers.svg` (for the
+README).
 """
 
 from __future__ import annotations
@@ -108,10 +111,44 @@ def scale_chart(record: dict[str, Any]) -> Chart:
     )
 
 
+def peers_chart(record: dict[str, Any]) -> Chart:
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    for run in record["runs"]:
+        key = (run["contender"], run["concurrency"])
+        if key not in best or run["jobs_per_second"] > best[key]["jobs_per_second"]:
+            best[key] = run
+
+    def series(key: str) -> list[Series]:
+        return [
+            Series(
+                contender["label"],
+                sorted(
+                    (concurrency, run[key])
+                    for (name, concurrency), run in best.items()
+                    if name == contender["name"] and run[key] is not None
+                ),
+            )
+            for contender in record["contenders"]
+            if any(name == contender["name"] for name, _ in best)
+        ]
+
+    return Chart(
+        f"Worker throughput, one process, no-op job ({record['jobs']} jobs per run)",
+        [
+            Panel("Jobs per second", series("jobs_per_second"), unit="jobs/s", y_format="{:,.0f}"),
+            Panel("p99 enqueue-to-start at half the peak", series("p99_ms"), unit="ms"),
+        ],
+        x_label="concurrency",
+        x_format=XFormat.NUMBER,
+        width=960,
+    )
+
+
 DRAWN = {
     "autoscaling-reaction.json": autoscaling_chart,
     "rollback-latency.json": rollback_chart,
     "scale.json": scale_chart,
+    "peers.json": peers_chart,
 }
 
 
@@ -136,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if "scale.json" in drawn:
         (args.results / "scale.svg").write_text(render_svg(drawn["scale.json"]) + "\n")
+    if "peers.json" in drawn:
+        (args.results / "peers.svg").write_text(render_svg(drawn["peers.json"]) + "\n")
     page = Page("workerfleet bench results", list(drawn.values()), [f"from {', '.join(drawn)}"])
     (args.results / "report.html").write_text(render_html(page))
     print(f"wrote {args.results / 'report.html'} ({', '.join(drawn)})")

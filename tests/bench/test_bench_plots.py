@@ -74,3 +74,32 @@ def test_missing_results_are_skipped_and_none_at_all_is_an_error(tmp_path: Path)
     assert plots.main(["--results", str(tmp_path)]) == 1
     (tmp_path / "rollback-latency.json").write_text(json.dumps(ROLLBACK))
     assert list(plots.charts(tmp_path)) == ["rollback-latency.json"]
+
+
+def test_peers_results_are_drawn_as_jobs_per_second_and_latency_against_concurrency(tmp_path: Path) -> None:
+    contenders = [
+        {"name": "bare-brpop", "label": "bare BRPOP loop"},
+        {"name": "workerfleet-list", "label": "workerfleet, Redis list"},
+    ]
+    runs = [
+        {"contender": name, "concurrency": c, "jobs_per_second": rate, "p99_ms": 5.0}
+        for name, c, rate in [
+            ("bare-brpop", 1, 9000.0),
+            ("bare-brpop", 16, 9500.0),
+            ("workerfleet-list", 1, 3000.0),
+            ("workerfleet-list", 16, 8000.0),
+            ("workerfleet-list", 16, 7000.0),  # a slower round: the best one is drawn
+        ]
+    ]
+    (tmp_path / "peers.json").write_text(json.dumps({"jobs": 2000, "contenders": contenders, "runs": runs}))
+
+    assert plots.main(["--results", str(tmp_path)]) == 0
+
+    chart = ET.fromstring((tmp_path / "peers.svg").read_text())
+    assert _groups(chart, "panel", "data-title") == [
+        "Jobs per second",
+        "p99 enqueue-to-start at half the peak",
+    ]
+    assert _groups(chart, "series", "data-name") == ["bare BRPOP loop", "workerfleet, Redis list"] * 2
+    drawn = plots.peers_chart(json.loads((tmp_path / "peers.json").read_text()))
+    assert list(drawn.panels[0].series[1].points) == [(1, 3000.0), (16, 8000.0)]

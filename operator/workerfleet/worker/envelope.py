@@ -106,6 +106,9 @@ def check_bounds(raw: bytes, limits: MessageLimits) -> None:
             f"the message has {len(raw)} bytes, more than the bound of {limits.max_bytes} "
             f"({limits.bytes_setting})"
         )
+    # Fewer opening brackets than the bound (strings' included) cannot nest past it: no scan needed.
+    if raw.count(b"[") + raw.count(b"{") <= limits.max_depth:
+        return
     depth = nesting_depth(raw)
     if depth > limits.max_depth:
         raise NestingTooDeep(

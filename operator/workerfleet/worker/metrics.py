@@ -83,13 +83,26 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.started.labels(pool, revision).set(time.time())
+        # Each job's series looked up once, not per job (labels() builds and hashes its key every call).
+        # Bounded: job types a pool does not serve all count under UNSERVED_JOB_TYPE.
+        self._outcome_series: dict[tuple[str, Outcome], tuple[Counter, Histogram]] = {}
+        self._in_flight_series: dict[str, Gauge] = {}
 
     def count(self, job_type: str, outcome: Outcome, handler_seconds: float | None) -> None:
         """One delivery ended; `handler_seconds` is set when its handler ran."""
-        labels = (self._pool, self._revision, job_type, outcome.value)
-        self.jobs.labels(*labels).inc()
+        key = (job_type, outcome)
+        series = self._outcome_series.get(key)
+        if series is None:
+            labels = (self._pool, self._revision, job_type, outcome.value)
+            series = self._outcome_series[key] = (self.jobs.labels(*labels), self.duration.labels(*labels))
+        series[0].inc()
         if handler_seconds is not None:
-            self.duration.labels(*labels).observe(handler_seconds)
+            series[1].observe(handler_seconds)
 
     def in_flight_gauge(self, job_type: str) -> Gauge:
-        return self.in_flight.labels(self._pool, self._revision, job_type)
+        gauge = self._in_flight_series.get(job_type)
+        if gauge is None:
+            gauge = self._in_flight_series[job_type] = self.in_flight.labels(
+                self._pool, self._revision, job_type
+            )
+        return gauge

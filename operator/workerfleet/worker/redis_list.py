@@ -2,7 +2,8 @@
 
 Keys, for a pool whose list is L:
     L                       waiting jobs; producers LPUSH, workers take from the right (FIFO)
-    L:processing:<worker>   jobs a worker holds, moved there atomically by BLMOVE
+    L:processing:<worker>   jobs a worker holds, moved there atomically (a script of LMOVEs, or BLMOVE
+                            when L is empty)
     L:worker:<worker>       the worker's heartbeat, expiring after the heartbeat interval
     L:workers               the workers that may hold jobs
     L:delayed               retries waiting for their backoff, scored by due time (ms since the epoch)
@@ -34,6 +35,7 @@ from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_LIST,
     SETTLE_LIST,
+    CompletionBatcher,
     RedisQueueKeys,
     now_ms,
     redis_client,
@@ -58,6 +60,28 @@ return moved
 """
 
 
+RECEIVE_BATCH_MAX = 1_000
+"""The most jobs one receive moves (Lua's stack bounds a script's HMGET arguments)."""
+
+# Taking up to ARGV[1] jobs at once, in one round trip: each moved onto the processing list as BLMOVE
+# would, then the crash counts of these and of the jobs in ARGV[2..] (already moved by a BLMOVE).
+# KEYS: queue, processing list, crash counts. Returns {jobs moved here, crash counts of ARGV[2..] and
+# of the jobs moved here, in that order}.
+TAKE_LIST = """
+local moved = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not job then break end
+  moved[#moved + 1] = job
+end
+local asked = {}
+for i = 2, #ARGV do asked[#asked + 1] = ARGV[i] end
+for _, job in ipairs(moved) do asked[#asked + 1] = job end
+if #asked == 0 then return {moved, {}} end
+return {moved, redis.call('HMGET', KEYS[3], unpack(asked))}
+"""
+
+
 def _remove_from(pipe: Pipeline, processing: str, body: bytes) -> None:
     """LREM one copy of the job (redis-py types the value as str; bytes go over the wire as they are)."""
     pipe.lrem(processing, 1, body)  # type: ignore[arg-type]
@@ -75,8 +99,10 @@ class RedisListBackend(RedisQueueKeys):
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_LIST)
         self._recover = self._redis.register_script(RECOVER)
+        self._take = self._redis.register_script(TAKE_LIST)
         self._started = False
         self._settle = self._redis.register_script(SETTLE_LIST)
+        self._completions = CompletionBatcher(self._redis)
         self._register_claim_scripts()
 
     def _processing(self, worker_id: str) -> str:
@@ -121,6 +147,7 @@ class RedisListBackend(RedisQueueKeys):
             await self._beat()
 
     async def close(self) -> None:
+        self._completions.cancel()
         with unavailable_on_connection_errors():
             try:
                 # Whatever is left after the drain was not given back for a reason (an outage): not a crash.
@@ -130,36 +157,41 @@ class RedisListBackend(RedisQueueKeys):
                 await self._redis.aclose()
 
     async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
+        """Jobs waiting are taken in one script call (moved and their crash counts read); only an empty
+        queue costs a blocking BLMOVE, then one script call for the rest."""
         processing = self._processing(self._worker_id)
+        keys = [self._key, processing, self._crashes]
+        count = min(max_count, RECEIVE_BATCH_MAX)
         with unavailable_on_connection_errors():
-            first: Any = await self._redis.blmove(
-                self._key, processing, math.ceil(wait_seconds), src="RIGHT", dest="LEFT"
-            )
-            if first is None:
-                return []
-            bodies: list[bytes] = [first]
-            if max_count > 1:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for _ in range(max_count - 1):
-                        pipe.lmove(self._key, processing, src="RIGHT", dest="LEFT")
-                    bodies.extend(body for body in await pipe.execute() if body is not None)
-            crashes: list[Any] = await self._redis.hmget(self._crashes, bodies)
+            taken: Any = await self._take(keys=keys, args=[count])
+            first: list[bytes] = []
+            if not taken[0]:
+                waited: Any = await self._redis.blmove(
+                    self._key, processing, math.ceil(wait_seconds), src="RIGHT", dest="LEFT"
+                )
+                if waited is None:
+                    return []
+                first = [waited]
+                taken = await self._take(keys=keys, args=[count - 1, waited])
+        bodies = [*first, *taken[0]]
         return [
-            Delivery(body=body, handle=None, deliveries=1 + int(count or 0))
-            for body, count in zip(bodies, crashes, strict=True)
+            Delivery(body=body, handle=None, deliveries=1 + int(crashes or 0))
+            for body, crashes in zip(bodies, taken[1], strict=True)
         ]
 
     async def stop_receiving(self) -> None:
         """Nothing to do: jobs are taken only by receive, and none wait in this process unhanded."""
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _remove_from(pipe, self._processing(self._worker_id), delivery.body)
-                if delivery.deliveries > 1:
-                    pipe.hdel(self._crashes, delivery.body)
-                self._record_completed(pipe, completed_key)
-                await pipe.execute()
+        processing = self._processing(self._worker_id)
+
+        def completion(pipe: Pipeline) -> None:
+            _remove_from(pipe, processing, delivery.body)
+            if delivery.deliveries > 1:
+                pipe.hdel(self._crashes, delivery.body)
+            self._record_completed(pipe, completed_key)
+
+        await self._completions.complete(completion)
 
     async def _settle_to(
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0

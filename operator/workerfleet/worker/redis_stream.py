@@ -32,6 +32,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
@@ -41,6 +42,7 @@ from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
     PROMOTE_TO_STREAM,
     SETTLE_STREAM,
+    CompletionBatcher,
     RedisQueueKeys,
     now_ms,
     redis_client,
@@ -108,6 +110,7 @@ class RedisStreamBackend(RedisQueueKeys):
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
+        self._completions = CompletionBatcher(self._redis)
         self._register_claim_scripts()
 
     async def connect(self) -> None:
@@ -123,6 +126,7 @@ class RedisStreamBackend(RedisQueueKeys):
             self._started = True
 
     async def close(self) -> None:
+        self._completions.cancel()
         with unavailable_on_connection_errors():
             try:
                 pending: list[Any] = await self._redis.xpending_range(
@@ -231,11 +235,13 @@ class RedisStreamBackend(RedisQueueKeys):
         """Nothing to do: jobs are taken only by receive, and none wait in this process unhanded."""
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
-        with unavailable_on_connection_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self._key, self._group, _entry_id(delivery))
-                self._record_completed(pipe, completed_key)
-                await pipe.execute()
+        entry_id = _entry_id(delivery)
+
+        def completion(pipe: Pipeline) -> None:
+            pipe.xack(self._key, self._group, entry_id)
+            self._record_completed(pipe, completed_key)
+
+        await self._completions.complete(completion)
 
     async def _settle_to(
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0

@@ -1,9 +1,11 @@
-"""What the two Redis backends share: the client, error translation, and due-retry promotion."""
+"""What the two Redis backends share: the client, error translation, due-retry promotion, and the
+batching of completions into one transaction per round trip."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -133,6 +135,79 @@ async def claim_in(script: AsyncScript, done: str, claimed: str, claim: KeyClaim
     lease_ms = max(int(claim.lease_seconds * 1000), 1)
     reply: int = await script(keys=[done, claimed], args=[claim.holder, lease_ms])
     return claim_answer(int(reply))
+
+
+Completion = Callable[[Pipeline], None]
+"""Queues the commands that complete one job onto a transaction."""
+
+
+class CompletionBatcher:
+    """Completions of jobs that finish while a batch is on the wire go out together in the next one: one
+    MULTI/EXEC (one round trip) for all of them instead of one each. Each job's commands stay atomic (the
+    whole batch is), and each caller returns only once the server has executed them, or gets its own
+    commands' error, or the batch's connection error (BackendUnavailable), as a lone call would. Once
+    every caller of the batch on the wire has stopped waiting (the runtime gave up on a silent server),
+    sending it is cancelled too, as a lone call's would be: nothing outlives the callers."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._waiting: list[tuple[Completion, asyncio.Future[None]]] = []
+        self._sending: list[tuple[Completion, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def complete(self, completion: Completion) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((completion, done))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all())
+        try:
+            await done
+        except asyncio.CancelledError:
+            if all(waiter.done() for _completion, waiter in self._sending + self._waiting):
+                self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Stop sending (the backend closes): callers still waiting are cancelled."""
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+        for _completion, done in self._waiting:
+            done.cancel()
+        self._waiting = []
+
+    async def _send_all(self) -> None:
+        while self._waiting:
+            self._sending, self._waiting = self._waiting, []
+            await self._send(self._sending)
+        self._sending = []
+
+    async def _send(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> None:
+        spans: list[tuple[int, int]] = []
+        try:
+            with unavailable_on_connection_errors():
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for completion, _done in batch:
+                        start = len(pipe)
+                        completion(pipe)
+                        spans.append((start, len(pipe)))
+                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for _completion, done in batch:
+                done.cancel()
+            raise
+        except Exception as error:
+            for _completion, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+            return
+        for (start, end), (_completion, done) in zip(spans, batch, strict=True):
+            failed = next((reply for reply in replies[start:end] if isinstance(reply, Exception)), None)
+            if done.done():
+                continue
+            if failed is None:
+                done.set_result(None)
+            else:
+                done.set_exception(failed)
 
 
 class RedisQueueKeys:

@@ -695,11 +695,11 @@ class Runtime:
             return
         label = job_type if job_type is not None else (envelope.type if envelope else "")
         self._metrics.count(label, decision.outcome, handler_seconds)
-        details = {**fields, **_outcome_details(decision, failure, handler_seconds)}
-        if decision.outcome in (Outcome.SUCCEEDED, Outcome.DUPLICATE):
-            log.info("job done", extra=details)
-        else:
-            log.warning("job not done", extra=details)
+        done = decision.outcome in (Outcome.SUCCEEDED, Outcome.DUPLICATE)
+        level = logging.INFO if done else logging.WARNING
+        if log.isEnabledFor(level):  # the record's fields are built only for a line that is written
+            details = {**fields, **_outcome_details(decision, failure, handler_seconds)}
+            log.log(level, "job done" if done else "job not done", extra=details)
 
     async def _give_back_later(self, delivery: Delivery, delay: float, fields: dict[str, Any]) -> None:
         """The job as it came, available again after `delay` (or at once, if even that write fails)."""
