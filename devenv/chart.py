@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from devenv import node
 from devenv.cluster import REPOSITORY, Cluster
 from devenv.toolchain import binaries
 
@@ -41,12 +42,27 @@ DELEGABLE_WORKER_PERMISSIONS = [
 ALLOWED_QUEUE_ADDRESSES = ["127.0.0.1", "localhost", "*.queues"]
 """Where the tests' and the examples' queues are: any other queue address is refused."""
 
+
+def _chart_node_label_keys() -> list[str]:
+    values = yaml.safe_load((REPOSITORY / "charts" / "workerfleet" / "values.yaml").read_text())
+    keys: list[str] = values["admission"]["nodeLabelKeys"]
+    return keys
+
+
+REAL_NODE_PLACEMENT: dict[str, Any] = {
+    "tolerationKeys": [node.TAINT_KEY],
+    "nodeLabelKeys": [*_chart_node_label_keys(), node.NODE_LABEL],
+}
+"""What the pool-author policy must admit for the tests' pools on the real node (its taint and label):
+every release in the cluster has that policy, and each holds every pool."""
+
 E2E_VALUES: dict[str, Any] = {
     "rbac": {
         "delegableWorkerPermissions": DELEGABLE_WORKER_PERMISSIONS,
         "queueCredentialSecrets": QUEUE_CREDENTIALS_SECRETS,
     },
     "allowedAddresses": {"queues": ALLOWED_QUEUE_ADDRESSES},
+    "admission": REAL_NODE_PLACEMENT,
 }
 
 

@@ -26,9 +26,12 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from devenv.toolchain import cache_root
 
@@ -204,6 +207,30 @@ def _offline_first(command: list[str], env: dict[str, str] | None = None) -> Non
         _run(command, env=env)
 
 
+def extra_requirements(wheel: Path, requirement: str) -> list[str]:
+    """What the extras of `requirement` (`.[operator]`) add to the wheel's dependencies, their `extra`
+    marker evaluated here. Debian's pip does not follow a local wheel's extras in `pip download`, so
+    the image's download names them itself."""
+    extras = re.findall(r"[\w-]+", requirement.partition("[")[2])
+    with zipfile.ZipFile(wheel) as archive:
+        [metadata] = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        lines = archive.read(metadata).decode().partition("\n\n")[0].splitlines()
+    added = []
+    for line in lines:
+        if not line.startswith("Requires-Dist: "):
+            continue
+        dependency = Requirement(line.removeprefix("Requires-Dist: "))
+        marker = dependency.marker
+        if (
+            marker is not None
+            and "extra" in str(marker)
+            and any(marker.evaluate({"extra": e}) for e in extras)
+        ):
+            dependency.marker = None
+            added.append(str(dependency))
+    return added
+
+
 @contextlib.contextmanager
 def _overlay(lower: Path, work: Path) -> Iterator[Path]:
     """The merged view of an overlay on `lower`: what is written there lands in `work/upper` alone."""
@@ -254,10 +281,30 @@ def application_layer(name: str, recipe: Recipe, work: Path) -> Layer:
         mounts.enter_context(_mounted(["--bind", "-o", "ro", str(_ca_bundle())], merged / "tmp" / "ca.crt"))
         in_root = [str(merged) if word == "{root}" else word for word in pip]
         _run(["chroot", str(merged), "python3", "-m", "venv", IMAGE_ROOT], env=clean)
-        download = [*in_root, "download", "--quiet", "--dest", "/tmp/wheels", "--find-links", "/tmp/wheels"]
-        _offline_first([*download, "--only-binary=:all:", target], env={**clean, "PIP_CERT": "/tmp/ca.crt"})
-        install = [*in_root, "install", "--quiet", "--no-cache-dir", "--no-index"]
-        _run([*install, "--find-links", "/tmp/wheels", target], env=clean)
+        install = [
+            *in_root,
+            "install",
+            "--quiet",
+            "--no-cache-dir",
+            "--no-index",
+            "--find-links",
+            "/tmp/wheels",
+        ]
+        # From the wheel cache alone when it holds everything; Debian's pip can report an offline
+        # `download` done while a pinned extra is missing, so the install itself is the test.
+        if subprocess.run([*install, target], check=False, capture_output=True, env=clean).returncode != 0:
+            download = [
+                *in_root,
+                "download",
+                "--quiet",
+                "--dest",
+                "/tmp/wheels",
+                "--find-links",
+                "/tmp/wheels",
+            ]
+            wanted = [target, *extra_requirements(wheel, recipe.requirement)]
+            _run([*download, "--only-binary=:all:", *wanted], env={**clean, "PIP_CERT": "/tmp/ca.crt"})
+            _run([*install, target], env=clean)
     shutil.rmtree(upper / "tmp", ignore_errors=True)
     shutil.rmtree(upper / "root", ignore_errors=True)
     layer = _tar_layer(upper, work / f"{name}.layer.tar")

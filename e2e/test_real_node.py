@@ -84,6 +84,7 @@ def operator_release(real_node: Cluster) -> Iterator[OperatorRelease]:
                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
             ]
         },
+        "admission": chart.REAL_NODE_PLACEMENT,
         **ON_THE_REAL_NODE,
     }
     started = time.monotonic()

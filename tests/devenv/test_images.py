@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 import pytest
 
 from devenv import images
+from devenv.images import extra_requirements
 
 
 @pytest.mark.parametrize(
@@ -46,3 +50,23 @@ def test_a_dockerfile_that_installs_something_else_is_refused_with_what_to_write
 
     with pytest.raises(images.ImageBuildError, match=r"pip install --no-cache-dir \."):
         images.parse_dockerfile(text)
+
+
+def test_the_image_download_names_what_the_extras_add(tmp_path: Path) -> None:
+    wheel = tmp_path / "workerfleet-0.1.0-py3-none-any.whl"
+    metadata = "\n".join(
+        [
+            "Metadata-Version: 2.1",
+            "Name: workerfleet",
+            "Requires-Dist: redis>=5",
+            'Requires-Dist: kopf>=1.44; extra == "operator"',
+            'Requires-Dist: croniter==7.0.0; extra == "operator"',
+            'Requires-Dist: pytest; extra == "dev"',
+            "",
+            "Requires-Dist: in-the-description; extra == 'operator'",
+        ]
+    )
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("workerfleet-0.1.0.dist-info/METADATA", metadata)
+    assert extra_requirements(wheel, ".[operator]") == ["kopf>=1.44", "croniter==7.0.0"]
+    assert extra_requirements(wheel, ".") == []
