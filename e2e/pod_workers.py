@@ -38,7 +38,7 @@ LOOPBACK_POD_CIDR = "127.244.0.0/24"
 @contextmanager
 def on_loopback_node(cluster: Cluster) -> Iterator[None]:
     """New pods go to the loopback node alone (the usual nodes cordoned) until the block ends; then the
-    node goes (the pod garbage collector takes what is left on it)."""
+    node goes, before the usual nodes are uncordoned."""
     node = {**_fake_node(LOOPBACK_NODE), "spec": {"podCIDR": LOOPBACK_POD_CIDR}}
     cluster.kubectl("apply", "-f", "-", input_text=json.dumps(node))
     cluster.kubectl("wait", "--for=condition=Ready", "--timeout=60s", f"node/{LOOPBACK_NODE}")
@@ -47,9 +47,11 @@ def on_loopback_node(cluster: Cluster) -> Iterator[None]:
     try:
         yield
     finally:
+        # Gone before the usual nodes take pods again, so no later test's pod lands on a loopback IP
+        # (Services refuse loopback endpoints); the pod garbage collector takes what is left on it.
+        cluster.kubectl("delete", "node", LOOPBACK_NODE, "--timeout=60s")
         for name in FAKE_NODES:
             cluster.kubectl("uncordon", name)
-        cluster.kubectl("delete", "node", LOOPBACK_NODE, "--wait=false")
 
 
 def read_metrics(address: str) -> tuple[dict[str, float], float]:
