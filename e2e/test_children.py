@@ -170,7 +170,13 @@ def test_hand_edits_to_every_kind_of_child_are_repaired_within_one_resync_period
     eventually(lambda: _children(cluster, ns) == applied, what="every child as applied", timeout=limit)
     print(f"every hand edit repaired {time.monotonic() - edited:.1f}s after it was made")
 
-    # When nothing changes for three resync periods
+    # When the workers the hand scale-up added are gone (the pool's status follows that change), and
+    # then nothing changes for three resync periods
+    def settled() -> bool:
+        deployment = cluster.get("deployment/thumbs", namespace=ns) or {}
+        return (deployment.get("status") or {}).get("replicas") == 2 and pools.ready(cluster, ns, "thumbs", 2)
+
+    eventually(settled, what="two workers again, and the pool's status saying so", timeout=60)
     time.sleep(3)
     before = len(cluster.audit_writes(user=OPERATOR_USER, namespace=ns))
     time.sleep(3 * RESYNC_SECONDS)

@@ -383,7 +383,7 @@ def test_the_metrics_api_service_routes_to_the_active_replica_pod_only(
     after_kill = _routes_to_exactly(cluster, pod_b, ip_b, since=killed_at, bound=LIFETIME + KILL_MARGIN)
     print(f"EndpointSlice switch-over after SIGKILL: {after_kill:.1f} s (peer lifetime {LIFETIME} s)")
     assert _labelled_active(cluster) == {pod_b}
-    assert b.process.is_active()
+    eventually(b.process.is_active, what="b reporting itself active", timeout=10)
     _wait_for_records(cluster, {"e2e-b"})
 
     # When a starts again in its pod, as a restarted container would (its priority is the higher)
