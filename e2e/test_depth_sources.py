@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import socketserver
 import threading
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -144,22 +144,31 @@ class HostileRedis(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
 
+Server = TypeVar("Server", "HostileRedis", "HostileAmqp")
+
+
+@contextlib.contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """The stand-in answering on loopback for the block; its handlers released and its thread ended after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @pytest.mark.parametrize(
     ("behaviour", "reason"), [("nested", BoundReason.TOO_DEEP), ("never", BoundReason.TIMED_OUT)]
 )
 def test_a_server_answering_past_the_bounds_is_a_queue_error_naming_the_bound(
     behaviour: str, reason: str
 ) -> None:
-    server = HostileRedis(behaviour)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(HostileRedis(behaviour)) as server:
         read = _read_list(f"127.0.0.1:{server.server_address[1]}", "jobs")
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert isinstance(read, QueueUnreachableError), read
     assert read.reason == reason, read
 
@@ -237,17 +246,9 @@ def _read_rabbitmq(address: str, queue: str) -> QueueSample | QueueUnreachableEr
 
 @pytest.mark.parametrize("kind", ["list", "stream"])
 def test_a_server_answering_words_for_counts_is_a_queue_error(kind: str) -> None:
-    server = HostileRedis("words")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    address = f"127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(HostileRedis("words")) as server:
+        address = f"127.0.0.1:{server.server_address[1]}"
         read = _read_list(address, "jobs") if kind == "list" else _read_stream(address, "jobs")
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert isinstance(read, QueueUnreachableError), read
     assert "not a count" in str(read), read
 
@@ -277,16 +278,8 @@ def _read_stream(address: str, stream: str) -> QueueSample | QueueUnreachableErr
 def test_an_amqp_endpoint_answering_past_the_bounds_is_a_queue_error_naming_the_bound(
     behaviour: str, reason: str
 ) -> None:
-    server = HostileAmqp(behaviour)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(HostileAmqp(behaviour)) as server:
         read = _read_rabbitmq(f"127.0.0.1:{server.server_address[1]}", "jobs")
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert isinstance(read, QueueUnreachableError), read
     assert (read.reason, server.sent < HUGE_AMQP_BYTES / 2) == (reason, True), (read, server.sent)
 
@@ -340,13 +333,6 @@ def test_a_scheduled_publish_and_the_held_counts_reach_a_real_rabbitmq(
 def test_held_counts_and_publishes_to_a_hostile_amqp_endpoint_fail_naming_the_bound(
     behaviour: str, reason: str
 ) -> None:
-    server = HostileAmqp(behaviour)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    queue = Queue.model_validate(
-        {"rabbitmq": {"address": f"127.0.0.1:{server.server_address[1]}", "queue": "jobs"}}
-    )
-
     async def attempt(step: Coroutine[Any, Any, object]) -> QueueUnreachableError | None:
         try:
             await step
@@ -354,14 +340,12 @@ def test_held_counts_and_publishes_to_a_hostile_amqp_endpoint_fail_naming_the_bo
             return error
         return None
 
-    try:
+    with serving(HostileAmqp(behaviour)) as server:
+        queue = Queue.model_validate(
+            {"rabbitmq": {"address": f"127.0.0.1:{server.server_address[1]}", "queue": "jobs"}}
+        )
         counted = asyncio.run(attempt(read_held(queue, Credentials(), ["jobs.review"], ["jobs.dlq"])))
         published = asyncio.run(attempt(enqueue(queue, Credentials(), b"{}")))
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert counted is not None
     assert counted.reason == reason, counted
     assert published is not None
