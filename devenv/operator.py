@@ -275,6 +275,11 @@ class OperatorProcess:
         return self._process.pid if self._process is not None else None
 
     @property
+    def exit_code(self) -> int | None:
+        """The exit status once the process ended by itself; None while it runs or when never started."""
+        return self._process.poll() if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

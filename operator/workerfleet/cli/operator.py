@@ -4,12 +4,15 @@ dependencies (kopf, the Kubernetes REST client), which a worker image does not i
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any, cast
 
 import kopf
 
 from workerfleet.cli.peering import default_identity, random_priority
+from workerfleet.kube.credentials import origin
+from workerfleet.kube.options import ClusterOptions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,14 +79,13 @@ def run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_period,
     )
     if args.standalone:
-        kopf.run(
+        return _run_until_refused(
             clusterwide=not namespaces,
             namespaces=namespaces,
             standalone=True,
             liveness_endpoint=args.liveness,
             memo=memo,
         )
-        return 0
     identity = args.identity or default_identity()
     priority = args.priority if args.priority is not None else random_priority()
     memo["peering"] = PeeringSettings(
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         pod=pod_from_environment() if args.label_active_pod else None,
         pod_selector=args.active_pod_selector or None,
     )
-    kopf.run(
+    return _run_until_refused(
         clusterwide=not namespaces,
         namespaces=namespaces,
         peering_name=args.peering,
@@ -104,4 +106,25 @@ def run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
         memo=memo,
     )
+
+
+EXIT_CREDENTIALS_REFUSED = 3
+"""The exit status when the API server refuses the operator's credentials and no others are found."""
+
+
+def _run_until_refused(**kopf_options: Any) -> int:
+    """kopf until it stops; when the API server refused the credentials and logging in again read the
+    same ones, one error naming where they come from, and an exit status that restarts the pod (the
+    kubelet's restart back-off then paces the attempts, not a loop of refused requests)."""
+    try:
+        kopf.run(**kopf_options)
+    except kopf.LoginError:
+        logging.getLogger("workerfleet").error(
+            "the API server refused the operator's credentials (401 Unauthorized) from %s, and reading"
+            " them again gave the same ones: exiting. A deleted ServiceAccount or revoked token must be"
+            " replaced (helm upgrade recreates the chart's ServiceAccount; then kubectl rollout restart"
+            " the operator, as the kubelet keeps the old token until it is due for renewal)",
+            origin(ClusterOptions()),
+        )
+        return EXIT_CREDENTIALS_REFUSED
     return 0

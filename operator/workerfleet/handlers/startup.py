@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from typing import Any
 
@@ -66,20 +67,35 @@ def kopf_session(credentials: ApiCredentials, user_agent: str) -> aiohttp.Client
     )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CredentialSession(kopf.AiohttpSession):
+    """kopf's session for one set of credentials, equal to another exactly when their credentials are.
+
+    kopf remembers the credentials the server refused (401) and does not take an equal one from a
+    login again: it runs out of credentials and the operator stops. Sessions that compared by identity
+    were always new to it, so a revoked token read again looped login and request, hundreds a second.
+    """
+
+    fingerprint: str
+    aiohttp_session: aiohttp.ClientSession = dataclasses.field(compare=False)
+    expiration: datetime.datetime | None = dataclasses.field(default=None, compare=False)
+
+
 @kopf.on.login()
-async def login(**_: Any) -> kopf.AiohttpSession:
+async def login(**_: Any) -> CredentialSession:
     """kopf's watches use the credentials the operator's own requests use, resolved in one place."""
     return await kopf_login()
 
 
-async def kopf_login() -> kopf.AiohttpSession:
+async def kopf_login() -> CredentialSession:
     """A session for kopf, from credentials resolved now (kopf logs in again on a 401 too)."""
     options = ClusterOptions()
     credentials = await asyncio.to_thread(resolve, options)
     seconds = LOGIN_SECONDS
     if credentials.expiring and credentials.valid_seconds is not None:
         seconds = min(seconds, max(credentials.valid_seconds, 1.0))
-    return kopf.AiohttpSession(
+    return CredentialSession(
+        fingerprint=credentials.fingerprint,
         server=credentials.server,
         aiohttp_session=kopf_session(credentials, options.user_agent),
         default_namespace=credentials.namespace,

@@ -12,6 +12,8 @@ generated API: the request path stays the project's own (`rest.py`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import ssl
 import tempfile
@@ -82,6 +84,21 @@ class ApiCredentials:
     """How long these are used before resolving again; None: until the server answers 401."""
     expiring: bool = False
     """The token itself expires (an exec plugin's, oidc): `valid_seconds` is its remaining life."""
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of everything these credentials present to the server: equal fingerprints are the
+        same credentials, whatever their validity says (a refused token read again is still refused)."""
+        presented = (
+            self.server,
+            self.authorization,
+            *self.tls_material,
+            self.tls_server_name,
+            self.proxy_url,
+            self.impersonate_user,
+            *self.impersonate_groups,
+        )
+        return hashlib.sha256(json.dumps(presented).encode()).hexdigest()
 
     @property
     def tls_material(self) -> tuple[str | None, ...]:
@@ -294,6 +311,14 @@ def resolve(options: ClusterOptions) -> ApiCredentials:
     if options.impersonate_groups and not options.impersonate_user and not uses_kubeconfig(options):
         raise ConfigError("--as-group needs --as: the user whose groups are impersonated")
     return from_kubeconfig(options) if uses_kubeconfig(options) else in_cluster(options)
+
+
+def origin(options: ClusterOptions) -> str:
+    """Where the credentials come from, for messages that tell an operator which one to replace."""
+    if not uses_kubeconfig(options):
+        return f"the pod's service-account token {SERVICE_ACCOUNT_DIRECTORY / 'token'}"
+    context = f"context {options.context!r}" if options.context else "its current context"
+    return f"kubeconfig {', '.join(map(str, kubeconfig_paths(options)))} ({context})"
 
 
 def current_namespace(options: ClusterOptions) -> str:
