@@ -129,6 +129,7 @@ class OperatorProcess:
         pod_selector: str | None = None,
         extra_args: Sequence[str] = (),
         register: bool = True,
+        serve_metrics_api: bool = True,
     ) -> None:
         """`peering`: run as one of several peering replicas instead of standalone. `port_shift`: moved
         ports, so a second process can run next to the first (the APIService targets the unshifted one).
@@ -137,7 +138,8 @@ class OperatorProcess:
         `pod_selector`: the chart's --active-pod-selector, so that on turning active it takes the label
         off the other pods it selects. `extra_args`: more options of `workerfleet run`. `register`: register
         the metrics APIService while active (routed to `register_metrics_api`'s Service; standalone, the
-        start waits until it is registered and Available)."""
+        start waits until it is registered and Available). `serve_metrics_api`: False serves no metrics
+        API at all, as the chart's operator with metricsApi.enabled=false (implies no registering)."""
         self.cluster = cluster
         self.log = log
         self.kubeconfig = kubeconfig or cluster.layout.component_kubeconfig("operator")
@@ -145,7 +147,8 @@ class OperatorProcess:
         self.pod = pod
         self.pod_selector = pod_selector
         self.extra_args = list(extra_args)
-        self.register = register
+        self.register = register and serve_metrics_api
+        self.serve_metrics_api = serve_metrics_api
         self.liveness_port = LIVENESS_PORT + port_shift
         self.metrics_api_port = METRICS_API_PORT + port_shift
         self.metrics_port = METRICS_PORT + port_shift
@@ -187,6 +190,17 @@ class OperatorProcess:
             f"--metrics-api-ca-file={ca.cert}",
         ]
 
+    def _metrics_api_args(self) -> list[str]:
+        if not self.serve_metrics_api:
+            return []
+        _, serving = metrics_api_certificate(self.cluster)
+        return [
+            f"--metrics-api-port={self.metrics_api_port}",
+            "--metrics-api-address=127.0.0.1",
+            f"--metrics-api-cert={serving.cert}",
+            f"--metrics-api-key={serving.key}",
+        ]
+
     def _environment(self) -> dict[str, str]:
         environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         for variable in ("POD_NAMESPACE", "POD_NAME"):
@@ -200,7 +214,6 @@ class OperatorProcess:
         APIService routes to it, unless `wait_registered` is False (a test that expects it not to)."""
         liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         environment = self._environment()
-        _, serving = metrics_api_certificate(self.cluster)
         with self.log.open("ab") as output:
             process = subprocess.Popen(
                 [
@@ -214,10 +227,7 @@ class OperatorProcess:
                     *self._admission_args(),
                     *self.extra_args,
                     f"--liveness={liveness}",
-                    f"--metrics-api-port={self.metrics_api_port}",
-                    "--metrics-api-address=127.0.0.1",
-                    f"--metrics-api-cert={serving.cert}",
-                    f"--metrics-api-key={serving.key}",
+                    *self._metrics_api_args(),
                     f"--metrics-port={self.metrics_port}",
                     "--metrics-address=127.0.0.1",
                 ],

@@ -19,6 +19,18 @@ def test_run_accepts_several_namespaces() -> None:
     assert args.namespace == ["media", "batch"]
 
 
+@pytest.mark.parametrize("pattern", ["team-*", "!kube-system", "media,batch", "Media", "media_jobs"])
+def test_run_names_each_namespace_exactly(pattern: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # kopf would read a pattern as one and need the cluster's namespace list to resolve it
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--namespace", pattern])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--namespace" in error
+    assert f"{pattern!r} is not a namespace name" in error
+    assert "name each namespace exactly" in error
+
+
 def test_a_sub_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([])

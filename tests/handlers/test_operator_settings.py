@@ -34,3 +34,12 @@ def test_api_retries_are_never_far_apart_and_last_about_a_minute() -> None:
     backoffs = list(settings.networking.error_backoffs)  # type: ignore[arg-type]
     assert max(backoffs) <= 2
     assert 50 <= sum(backoffs) <= 70
+
+
+def test_an_operator_bound_to_named_namespaces_never_asks_for_the_namespace_list() -> None:
+    # kopf retried the forbidden cluster-wide list for a minute before serving any namespace
+    namespaced, cluster_wide = kopf.OperatorSettings(), kopf.OperatorSettings()
+    apply_settings(namespaced, watch_namespaces=("media", "batch"))
+    apply_settings(cluster_wide)
+    assert namespaced.scanning.disabled is True
+    assert cluster_wide.scanning.disabled is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,20 @@ def _delegable(value: str) -> list[DelegableRule]:
         raise argparse.ArgumentTypeError(f"a JSON list of RBAC rules: {error}") from error
 
 
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _namespace_name(value: str) -> str:
+    """A namespace's exact name: the operator serves exactly the namespaces named, so kopf never needs
+    the cluster's namespace list (which a namespace-bound operator may not read)."""
+    if not NAMESPACE_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a namespace name (lowercase letters, digits and '-', at most 63): "
+            "name each namespace exactly, patterns are not supported"
+        )
+    return value
+
+
 def _namespaced_name(value: str) -> tuple[str, str]:
     namespace, _, name = value.partition("/")
     if not namespace or not name or "/" in name:
@@ -82,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace",
         action="append",
         default=[],
+        type=_namespace_name,
         help="watch only this namespace (repeatable); default: the whole cluster",
     )
     run.add_argument("--log-format", choices=["json", "text"], default="json")

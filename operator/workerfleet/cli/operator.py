@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         resync_seconds=args.resync_period,
+        watch_namespaces=namespaces,
     )
     if args.standalone:
         return _run_until_refused(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,7 @@ default, but never more than 2 s apart: kopf's default (1, 1, 2, 3, 5, 8, 13, 21
 between attempts, so a watch could come back half a minute after the API server did."""
 
 
-def apply_settings(settings: kopf.OperatorSettings) -> None:
+def apply_settings(settings: kopf.OperatorSettings, *, watch_namespaces: Sequence[str] = ()) -> None:
     """Tune kopf for a long-running, shared production API server."""
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
@@ -45,11 +46,15 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.reporting_component = "workerfleet"
+    # Bound to named namespaces, the operator serves exactly those: kopf then neither lists nor watches
+    # the cluster's namespaces (no right to, with the chart's watchNamespaces), which it would retry
+    # for the whole of error_backoffs, a minute, before serving any; nor watches CRDs after start-up.
+    settings.scanning.disabled = bool(watch_namespaces)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    apply_settings(settings)
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    apply_settings(settings, watch_namespaces=memo.get("watch_namespaces", ()))
 
 
 LOGIN_SECONDS = 600.0
