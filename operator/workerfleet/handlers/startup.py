@@ -78,7 +78,7 @@ class CredentialSession(kopf.AiohttpSession):
 
     kopf remembers the credentials the server refused (401) and does not take an equal one from a
     login again: it runs out of credentials and the operator stops. Sessions that compared by identity
-    were always new to it, so a revoked token read again looped login and request, hundreds a second.
+    were always new to it, so a revoked token read again looped login and request, over 100 a second.
     """
 
     fingerprint: str
