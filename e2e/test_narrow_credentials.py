@@ -170,8 +170,8 @@ def test_an_operator_bound_to_its_namespaces_acts_within_seconds(
 
         # Then within seconds this operator has acted on it (its identity in the audit log), and it is Ready
         eventually(
-            lambda: cluster.audit_writes(user=user, namespace=namespace),
-            what=f"a write by {user} in {namespace}",
+            lambda: _writes_for_pool(cluster, user, namespace, "narrow"),
+            what=f"a write by {user} for pool narrow (its status or Deployment)",
             timeout=ACT_SECONDS,
             interval=0.2,
         )
@@ -180,6 +180,16 @@ def test_an_operator_bound_to_its_namespaces_acts_within_seconds(
     finally:
         process.stop()
         cluster.kubectl("delete", "jobtype", f"{name}-jobs", "--ignore-not-found", "--wait=false")
+
+
+def _writes_for_pool(cluster: Cluster, user: str, namespace: str, pool: str) -> list[dict[str, Any]]:
+    """The user's writes of the pool's status and its Deployment (named after it), not its peering."""
+    return [
+        event
+        for event in cluster.audit_writes(user=user, namespace=namespace)
+        if event["objectRef"].get("name") == pool
+        and event["objectRef"].get("resource") in {"workerpools", "deployments"}
+    ]
 
 
 def _can(cluster: Cluster, user: str, *request: str) -> bool:
