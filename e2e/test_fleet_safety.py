@@ -3,7 +3,7 @@ the circuit breaker trips on a failing downstream, holds replicas, probes and cl
 idle workers first once the operator sets their pod-deletion-cost.
 
 The operator reads the workers' own metrics ports (no Prometheus); `PodWorkers` stands in for the
-kubelet (pods on kwok run nothing, see e2e/pod_workers.py), the pods on a node whose pod IPs are on
+kubelet (pods on kwok run nothing, see devenv/loopback.py), the pods on a node whose pod IPs are on
 loopback.
 """
 
@@ -22,14 +22,15 @@ import pytest
 import redis
 
 from devenv.cluster import Cluster
+from devenv.loopback import PodWorkers, on_loopback_node
 from devenv.servers import RedisServer, free_port
 from devenv.waiting import eventually
 from e2e.autoscaled_pools import event_reasons, pool_body, pool_condition
-from e2e.pod_workers import PodWorkers, on_loopback_node
 from workerfleet.planners.breaker import DELETION_COST_ANNOTATION, BreakerReason
 from workerfleet.worker.envelope import encode, new_envelope
 
 SYNC_SECONDS = 0.3
+HANDLERS = "e2e.fleet_handlers"
 REFUSED = 20
 SCRAPE_SECONDS = 2.0
 """How often the operator reads the workers of a breaker with a 10 s window."""
@@ -149,7 +150,7 @@ def interrupted_by_scale_in(
         worker={"spareBusyWorkers": spare},
     )
     cluster.apply(job_type(), manifest, namespace=namespace)
-    workers = PodWorkers(cluster, namespace, name, port, directory / name, {})
+    workers = PodWorkers(cluster, namespace, name, port, directory / name, {}, HANDLERS)
     try:
         oldest = set(ready_pods(workers, 2))
         # The ReplicaSet compares how long pods have been ready on a log2 scale: the oldest pods'
@@ -199,7 +200,7 @@ def test_scale_in_removes_idle_workers_first_with_deletion_costs(
 
 
 def flood_of_an_ignored_class_leaves_the_breaker_closed(
-    cluster: Cluster, namespace: str, name: str, queue: str, workers: PodWorkers, server: RedisServer
+    cluster: Cluster, namespace: str, name: str, *, queue: str, workers: PodWorkers, server: RedisServer
 ) -> None:
     # Given a flood of jobs the downstream refuses (class policy, which the breaker ignores)
     push(server, queue, REFUSED, 0.0, refused=True)
@@ -241,7 +242,7 @@ def test_breaker_trips_on_its_failure_class_holds_replicas_and_a_probe_closes_it
     manifest = pool(name, redis_server.address, queue, port, circuitBreaker=breaker, autoscaling=autoscaling)
     operator.apply(job_type(max_attempts=50), manifest, namespace=namespace)
     workers = PodWorkers(
-        operator, namespace, name, port, tmp_path / "workers", {"FLEET_FAIL_WHILE": str(broken)}
+        operator, namespace, name, port, tmp_path / "workers", {"FLEET_FAIL_WHILE": str(broken)}, HANDLERS
     )
     client = redis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
@@ -249,7 +250,7 @@ def test_breaker_trips_on_its_failure_class_holds_replicas_and_a_probe_closes_it
         with following(workers):
             eventually(lambda: len(workers.workers) == 2 and serving(workers), what="2 workers", timeout=30)
             flood_of_an_ignored_class_leaves_the_breaker_closed(
-                operator, namespace, name, queue, workers, redis_server
+                operator, namespace, name, queue=queue, workers=workers, server=redis_server
             )
             # Given a downstream that fails every job (class transient)
             broke_at = time.monotonic()
@@ -340,7 +341,7 @@ def test_a_rate_limit_holds_across_workers_and_the_hpa_stops_where_it_binds(
         name, redis_server.address, queue, port, env={"WORKERFLEET_CONCURRENCY": "2"}, autoscaling=autoscaling
     )
     operator.apply(limited, manifest, namespace=namespace)
-    workers = PodWorkers(operator, namespace, name, port, tmp_path / "workers", {})
+    workers = PodWorkers(operator, namespace, name, port, tmp_path / "workers", {}, HANDLERS)
     try:
         ready_pods(workers, 1)
         with following(workers):
