@@ -748,6 +748,7 @@ def breaker_trips_and_closes(demo: Demo) -> None:
         f" breaks, then mends"
     )
     assert demo.redis is not None
+    began = time.monotonic()
     switch = demo.directory / "downstream-broken"
     switch.unlink(missing_ok=True)
     port = free_port()
@@ -774,6 +775,7 @@ def breaker_trips_and_closes(demo: Demo) -> None:
                 f" {circuit.get('message')}"
             )
 
+            dead_at_break = watch.dead_letters()
             switch.touch()
             demo.say(
                 f"\n--- {datetime.now(UTC):%H:%M:%S}  the downstream breaks: every attempt fails (transient)"
@@ -786,8 +788,8 @@ def breaker_trips_and_closes(demo: Demo) -> None:
             demo.say(
                 f"opened {to_trip:.1f}s after the downstream broke: CircuitOpen=True"
                 f" ({opened.get('reason')}): {opened.get('message')}; measured failure ratio"
-                f" {ratio.get('failureRatio')}"
-                f" of {ratio.get('samples')} jobs"
+                f" {ratio.get('failureRatio')} of {ratio.get('samples')} jobs; dead-lettered before it"
+                f" opened: {dead_at_open - dead_at_break} (out of attempts, maxAttempts 3)"
             )
             demo.say(demo.kubectl("get", "wp", GUARDED_POOL, "-n", NAMESPACE).rstrip())
 
@@ -809,6 +811,7 @@ def breaker_trips_and_closes(demo: Demo) -> None:
                 f" dead-lettered while open; the probe closed it {to_close:.1f} s after the downstream was"
                 f" mended (cool-down {cool_down} s)."
             )
+            demo.say(f"(the breaker took {time.monotonic() - began:.0f}s of the demo)")
         finally:
             demo.cluster.kubectl(
                 "delete", "workerpool", GUARDED_POOL, "-n", NAMESPACE, "--wait=false", check=False

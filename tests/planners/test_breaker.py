@@ -327,7 +327,7 @@ def test_the_class_that_tripped_is_named_in_the_event_and_the_condition() -> Non
     assert (status, reason) == ("True", BreakerReason.TRIPPED)
     assert message == "transient failures: 40.0% of 20 jobs failed (maxFailureRatio 20.0%)"
     pooled = decide_breaker(BY_CLASS, BreakerStatus(since=at(0)), window(timeout=12), at(10))
-    assert "other failures: 60.0% of 20 jobs failed" in pooled.events[0].message
+    assert "failures of other classes: 60.0% of 20 jobs failed" in pooled.events[0].message
 
 
 @pytest.mark.parametrize(
@@ -351,3 +351,13 @@ def test_a_breaker_without_classes_judges_every_failure_together_as_before() -> 
     assert decision.status.failure_class is None
     assert "50.0% of 20 jobs failed" in decision.events[0].message
     assert "failures:" not in decision.events[0].message
+
+
+def test_a_closed_breaker_says_what_it_measured() -> None:
+    decision = decide_breaker(BY_CLASS, BreakerStatus(since=at(0)), window(), at(10))
+    _, reason, message = circuit_open_condition(BY_CLASS, decision.status)
+    assert (reason, message) == (
+        BreakerReason.CLOSED,
+        "jobs flow; failures of other classes: 0.0% of 20 jobs failed",
+    )
+    assert circuit_open_condition(BREAKER, BreakerStatus())[2] == "jobs flow over 0 jobs"

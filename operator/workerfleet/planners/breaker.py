@@ -271,7 +271,7 @@ def _which(breaker: CircuitBreaker | None, failure_class: FailureClass | None) -
     """How a message names the failures it counts: those of one class, or (None) the rest."""
     if failure_class is not None:
         return f"{failure_class.value} failures: "
-    return "other failures: " if breaker is not None and breaker.failure_classes else ""
+    return "failures of other classes: " if breaker is not None and breaker.failure_classes else ""
 
 
 def _worst(counts: OutcomeCounts, verdicts: Sequence[Threshold], min_samples: bool) -> Threshold:
@@ -403,8 +403,10 @@ def circuit_open_condition(
         return ("False", BreakerReason.WORKERS_UNREADABLE, unreadable)
     which = _which(breaker, status.failure_class)
     if breaker is None or status.state == BreakerState.CLOSED:
-        ratio = "" if status.failure_ratio is None else f": {which}{_percent(status.failure_ratio)} failed"
-        return ("False", BreakerReason.CLOSED, f"jobs flow{ratio} over {status.samples} jobs")
+        if status.failure_ratio is None:
+            return ("False", BreakerReason.CLOSED, f"jobs flow over {status.samples} jobs")
+        measured = f"{which}{_percent(status.failure_ratio)} of {status.samples} jobs failed"
+        return ("False", BreakerReason.CLOSED, f"jobs flow; {measured}")
     measured = f"{which}{_percent(status.failure_ratio)} of {status.samples} jobs failed"
     if status.state == BreakerState.HALF_OPEN:
         return ("True", BreakerReason.PROBING, f"probing: {measured} so far")
