@@ -685,6 +685,8 @@ class BreakerWatch:
 
     demo: Demo
     workers: PodWorkers
+    since: datetime
+    """Events before this are an earlier run's (the pool's name is the same each run)."""
 
     def circuit(self) -> dict[str, Any]:
         """The CircuitOpen condition, and beside it (key `breaker`) status.circuitBreaker."""
@@ -709,7 +711,8 @@ class BreakerWatch:
         demo = self.demo
         for event in demo.get("events", "--field-selector", f"involvedObject.name={GUARDED_POOL}")["items"]:
             uid = event["metadata"]["uid"]
-            if uid not in demo._events_seen and event["reason"] in BREAKER_REASONS:
+            fresh = _event_time(event) >= self.since
+            if uid not in demo._events_seen and fresh and event["reason"] in BREAKER_REASONS:
                 demo._events_seen.add(uid)
                 demo.say(f"    event {event['type']:<7} {event['reason']:<22} {event['message']}")
                 at = (_event_time(event) - demo._started).total_seconds()
@@ -763,7 +766,7 @@ def breaker_trips_and_closes(demo: Demo) -> None:
             {"WORKERFLEET_DEMO_FAIL_WHILE": str(switch)},
             "workerfleet.worker.demo",
         )
-        watch = BreakerWatch(demo, workers)
+        watch = BreakerWatch(demo, workers, datetime.now(UTC).replace(microsecond=0))
         try:
             watch.until(lambda _: len(workers.workers) == GUARDED_REPLICAS, "the guarded pool's workers")
             _push_guarded(demo, 0, GUARDED_JOBS // 2)
@@ -794,9 +797,12 @@ def breaker_trips_and_closes(demo: Demo) -> None:
             demo.say(demo.kubectl("get", "wp", GUARDED_POOL, "-n", NAMESPACE).rstrip())
 
             cool_down = timing.breaker_cool_down_seconds
-            time.sleep(max(cool_down - 2 * timing.breaker_window_seconds / 5, 0))  # open, nothing taken
+            # Open, and the workers (kept in step with breaker.json) take nothing; mended before the probe
+            mend_at = time.monotonic() + max(cool_down - 2 * timing.breaker_window_seconds / 5, 0)
+            watch.until(lambda _: time.monotonic() >= mend_at, "the time to mend the downstream")
             switch.unlink()
-            demo.say(f"\n--- {datetime.now(UTC):%H:%M:%S}  the downstream is mended")
+            demo.say(f"\n--- {datetime.now(UTC):%H:%M:%S}  the downstream is mended; new jobs keep coming")
+            _push_guarded(demo, GUARDED_JOBS * 3 // 2, GUARDED_JOBS // 4)
             to_close = watch.until(lambda c: c.get("status") == "False", "the probe to close the breaker")
             dead_while_open = watch.dead_letters() - dead_at_open
             closed = watch.circuit()
