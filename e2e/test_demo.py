@@ -151,6 +151,9 @@ def _breaker_shown(text: str, notes: list[str]) -> None:
     assert re.search(r"event Normal\s+CircuitClosed\s+probe passed", text), text
     assert "Dead-lettered while open: 0" in text, text
     assert any(note.startswith("Circuit breaker (") for note in notes), notes
+    took = re.search(r"the breaker took \d+s of the demo", text)
+    assert took is not None, text
+    print(took.group(0))
 
 
 def test_the_demo_scales_rolls_a_bad_revision_back_and_reviews_and_replays(
