@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,11 +33,13 @@ import yaml
 
 from devenv import chart
 from devenv.cluster import Cluster
+from devenv.loopback import PodWorkers, on_loopback_node
 from devenv.operator import METRICS_PORT, install_crds, operator_as_chart_identity
 from devenv.producer import SteadyProducer
 from devenv.prometheus import SCRAPE_INTERVAL_SECONDS, PrometheusServer
 from devenv.servers import RedisServer, free_port
 from workerfleet.api.worker_contract import ERROR_OUTCOMES, UNCOUNTED_OUTCOMES
+from workerfleet.planners.breaker import BreakerReason
 from workerfleet.planners.rollout import RolloutReason
 from workerfleet.planners.scaling import ScalingReason
 from workerfleet.report import Chart, Marker, Page, Panel, Series, render_html
@@ -64,6 +66,9 @@ MARKED_REASONS = (
     RolloutReason.ROLLED_BACK,
     TriageReason.REVIEW_APPROVED,
     TriageReason.DEAD_LETTERS_REPLAYED,
+    BreakerReason.TRIPPED,
+    BreakerReason.PROBING,
+    BreakerReason.CLOSED,
 )
 """The pool's Events the report marks on its time axis, besides the HPA's rescales."""
 ERROR_RATE_WINDOW = "10s"
@@ -88,6 +93,8 @@ class Timing:
     bad_failure_rate: float = 0.5
     analysis_interval_seconds: int = 10
     analysis_min_samples: int = 10
+    breaker_window_seconds: int = 10
+    breaker_cool_down_seconds: int = 10
 
 
 def job_type() -> dict[str, Any]:
@@ -307,6 +314,8 @@ class Demo:
         self.events: list[SeenEvent] = []
         self.report: Path | None = None
         """Where `write_report` writes the picture of the run."""
+        self.notes: list[str] = []
+        """What the steps measured, for the report's closing notes."""
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -620,6 +629,202 @@ def review_and_replay(demo: Demo) -> None:
     )
 
 
+# The circuit breaker. The operator reads each worker's own metrics port at its pod's IP, so the
+# guarded pool's pods run on a node whose pod IPs are on loopback and its host workers listen there
+# (devenv.loopback); its handler fails every attempt while a file is there: a downstream broken and
+# mended at will.
+GUARDED_POOL = "thumbs-guarded"
+GUARDED_QUEUE = f"{QUEUE}:guarded"
+GUARDED_REPLICAS = 2
+GUARDED_JOBS = 40
+GUARDED_JOB_SECONDS = 0.05
+BREAKER_POLL_SECONDS = 0.5
+BREAKER_TIMEOUT_SECONDS = 90.0
+BREAKER_REASONS = (BreakerReason.TRIPPED, BreakerReason.PROBING, BreakerReason.CLOSED)
+
+
+def guarded_pool(redis_address: str, port: int, timing: Timing) -> dict[str, Any]:
+    """A fixed pool of two workers on its own queue whose breaker opens when transient failures
+    reach half the jobs over its window, and whose probe follows a short cool-down."""
+    environment = {
+        "WORKERFLEET_DEMO_JOB_TYPES": JOB_TYPE,
+        "WORKERFLEET_DEMO_DURATION_SECONDS": str(GUARDED_JOB_SECONDS),
+    }
+    container = {
+        "name": "worker",
+        "image": f"workerfleet/demo-worker:{STABLE_VERSION}",
+        "args": ["worker"],
+        "env": [{"name": name, "value": value} for name, value in environment.items()],
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+    }
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": GUARDED_POOL},
+        "spec": {
+            "jobTypes": [JOB_TYPE],
+            "replicas": GUARDED_REPLICAS,
+            "template": {"spec": {"containers": [container]}},
+            "queue": {"redis": {"address": redis_address, "list": GUARDED_QUEUE}},
+            "worker": {"port": port},
+            "circuitBreaker": {
+                "maxFailureRatio": 0.5,
+                "minSamples": 10,
+                "windowSeconds": timing.breaker_window_seconds,
+                "coolDownSeconds": timing.breaker_cool_down_seconds,
+                "probeJobs": 3,
+                "failureClasses": [{"class": "transient", "maxFailureRatio": 0.5}],
+            },
+        },
+    }
+
+
+@dataclass
+class BreakerWatch:
+    """The guarded pool as the demo follows it: its host workers, its condition, its Events."""
+
+    demo: Demo
+    workers: PodWorkers
+    since: datetime
+    """Events before this are an earlier run's (the pool's name is the same each run)."""
+
+    def circuit(self) -> dict[str, Any]:
+        """The CircuitOpen condition, and beside it (key `breaker`) status.circuitBreaker."""
+        pool = self.demo.get("workerpool", GUARDED_POOL)
+        breaker = (pool.get("status") or {}).get("circuitBreaker") or {}
+        return {**(_condition(pool, "CircuitOpen") or {}), "breaker": breaker}
+
+    def until(self, done: Callable[[dict[str, Any]], bool], what: str) -> float:
+        """Follow the pods and print the pool's breaker Events until `done(self.circuit())`; the
+        seconds it took."""
+        started = time.monotonic()
+        deadline = started + BREAKER_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            self.workers.sync()
+            self.show_events()
+            if done(self.circuit()):
+                return time.monotonic() - started
+            time.sleep(BREAKER_POLL_SECONDS)
+        raise TimeoutError(f"gave up after {BREAKER_TIMEOUT_SECONDS:.0f}s waiting for {what}")
+
+    def show_events(self) -> None:
+        demo = self.demo
+        for event in demo.get("events", "--field-selector", f"involvedObject.name={GUARDED_POOL}")["items"]:
+            uid = event["metadata"]["uid"]
+            fresh = _event_time(event) >= self.since
+            if uid not in demo._events_seen and fresh and event["reason"] in BREAKER_REASONS:
+                demo._events_seen.add(uid)
+                demo.say(f"    event {event['type']:<7} {event['reason']:<22} {event['message']}")
+                at = (_event_time(event) - demo._started).total_seconds()
+                demo.events.append(SeenEvent(at, event["type"], event["reason"], event["message"]))
+
+    def dead_letters(self) -> int:
+        assert self.demo.redis is not None
+        client = redis.Redis(host="127.0.0.1", port=self.demo.redis.port)
+        try:
+            return int(client.llen(f"{QUEUE}.dlq"))
+        finally:
+            client.close()
+
+
+def _push_guarded(demo: Demo, first: int, count: int) -> None:
+    assert demo.redis is not None
+    client = redis.Redis(host="127.0.0.1", port=demo.redis.port)
+    now = datetime.now(UTC)
+    try:
+        jobs = (
+            new_envelope(JOB_TYPE, {"image": f"guarded-{n}.jpg"}, now=now)
+            for n in range(first, first + count)
+        )
+        client.lpush(GUARDED_QUEUE, *(encode(job) for job in jobs))
+    finally:
+        client.close()
+
+
+def breaker_trips_and_closes(demo: Demo) -> None:
+    """A downstream breaks: the breaker opens before the queue is burnt into the dead letters, and the
+    probe closes it once the downstream is mended."""
+    timing = demo.timing
+    demo.step(
+        f"Circuit breaker: pool {GUARDED_POOL} ({GUARDED_REPLICAS} workers, its own queue) opens when"
+        f" transient failures reach 50% of the jobs over {timing.breaker_window_seconds}s; its downstream"
+        f" breaks, then mends"
+    )
+    assert demo.redis is not None
+    began = time.monotonic()
+    switch = demo.directory / "downstream-broken"
+    switch.unlink(missing_ok=True)
+    port = free_port()
+    with on_loopback_node(demo.cluster):
+        demo.apply(guarded_pool(demo.redis.address, port, timing))
+        workers = PodWorkers(
+            demo.cluster,
+            NAMESPACE,
+            GUARDED_POOL,
+            port,
+            demo.directory / "guarded-workers",
+            {"WORKERFLEET_DEMO_FAIL_WHILE": str(switch)},
+            "workerfleet.worker.demo",
+        )
+        watch = BreakerWatch(demo, workers, datetime.now(UTC).replace(microsecond=0))
+        try:
+            watch.until(lambda _: len(workers.workers) == GUARDED_REPLICAS, "the guarded pool's workers")
+            _push_guarded(demo, 0, GUARDED_JOBS // 2)
+            healthy = GUARDED_JOBS // 2
+            watch.until(lambda c: c["breaker"].get("samples", 0) >= healthy, "the healthy jobs to be judged")
+            circuit = watch.circuit()
+            demo.say(
+                f"healthy: CircuitOpen={circuit.get('status')} ({circuit.get('reason')}):"
+                f" {circuit.get('message')}"
+            )
+
+            dead_at_break = watch.dead_letters()
+            switch.touch()
+            demo.say(
+                f"\n--- {datetime.now(UTC):%H:%M:%S}  the downstream breaks: every attempt fails (transient)"
+            )
+            _push_guarded(demo, GUARDED_JOBS // 2, GUARDED_JOBS)
+            to_trip = watch.until(lambda c: c.get("status") == "True", "the breaker to open")
+            opened = watch.circuit()
+            ratio = opened["breaker"]
+            dead_at_open = watch.dead_letters()
+            demo.say(
+                f"opened {to_trip:.1f}s after the downstream broke: CircuitOpen=True"
+                f" ({opened.get('reason')}): {opened.get('message')}; measured failure ratio"
+                f" {ratio.get('failureRatio')} of {ratio.get('samples')} jobs; dead-lettered before it"
+                f" opened: {dead_at_open - dead_at_break} (out of attempts, maxAttempts 3)"
+            )
+            demo.say(demo.kubectl("get", "wp", GUARDED_POOL, "-n", NAMESPACE).rstrip())
+
+            cool_down = timing.breaker_cool_down_seconds
+            # Open, and the workers (kept in step with breaker.json) take nothing; mended before the probe
+            mend_at = time.monotonic() + max(cool_down - 2 * timing.breaker_window_seconds / 5, 0)
+            watch.until(lambda _: time.monotonic() >= mend_at, "the time to mend the downstream")
+            switch.unlink()
+            demo.say(f"\n--- {datetime.now(UTC):%H:%M:%S}  the downstream is mended; new jobs keep coming")
+            _push_guarded(demo, GUARDED_JOBS * 3 // 2, GUARDED_JOBS // 4)
+            to_close = watch.until(lambda c: c.get("status") == "False", "the probe to close the breaker")
+            dead_while_open = watch.dead_letters() - dead_at_open
+            closed = watch.circuit()
+            demo.say(
+                f"closed {to_close:.1f}s after the downstream was mended (cool-down {cool_down}s, 3 probe"
+                f" jobs): {closed.get('message')}. Dead-lettered while open: {dead_while_open}"
+            )
+            demo.notes.append(
+                f"Circuit breaker ({GUARDED_POOL}): opened {to_trip:.1f} s after its downstream broke, at a"
+                f" measured failure ratio of {ratio.get('failureRatio')} over {ratio.get('samples')} jobs"
+                f" (maxFailureRatio 0.5, window {timing.breaker_window_seconds} s); {dead_while_open} jobs"
+                f" dead-lettered while open; the probe closed it {to_close:.1f} s after the downstream was"
+                f" mended (cool-down {cool_down} s)."
+            )
+            demo.say(f"(the breaker took {time.monotonic() - began:.0f}s of the demo)")
+        finally:
+            demo.cluster.kubectl(
+                "delete", "workerpool", GUARDED_POOL, "-n", NAMESPACE, "--wait=false", check=False
+            )
+            workers.stop_all()
+
+
 def error_rates(demo: Demo, stable_revision: str | None) -> dict[str, list[tuple[float, float]]]:
     """The stable and canary workers' error rates over the run, from the demo's Prometheus.
 
@@ -666,6 +871,7 @@ def report_page(
     events: list[SeenEvent],
     rates: dict[str, list[tuple[float, float]]],
     started: datetime,
+    measured: Sequence[str] = (),
 ) -> Page:
     """The run on one time axis: the queue, the replicas, the error rates, and the pool's Events."""
     chart_ = Chart(
@@ -694,6 +900,7 @@ def report_page(
         f" the WorkerPool as the demo polled them; error rates of the stable and canary workers from"
         f" Prometheus over {ERROR_RATE_WINDOW} windows (failed attempts over jobs), as the canary analysis"
         f" counts them; dashed lines are the pool's Events (hover for the message).",
+        *measured,
     ]
     return Page(f"workerfleet demo {started:%Y-%m-%d %H:%M} UTC", [chart_], notes)
 
@@ -711,7 +918,7 @@ def write_report(demo: Demo) -> None:
     except OSError as error:  # Prometheus gone: the picture without the error rates
         demo.say(f"(no error rates in the report: {error})")
         rates = {}
-    page = report_page(demo.samples, demo.events, rates, demo._started)
+    page = report_page(demo.samples, demo.events, rates, demo._started, demo.notes)
     demo.report.write_text(render_html(page))
     demo.say(f"\nreport: {demo.report.resolve()}  (open it in a browser: file://{demo.report.resolve()})")
 
@@ -724,6 +931,7 @@ SCENARIO: list[Callable[[Demo], None]] = [
     burst_and_scale,
     bad_revision_rolls_back,
     review_and_replay,
+    breaker_trips_and_closes,
 ]
 
 

@@ -35,6 +35,7 @@ SHORT = demo.Timing(
     steady_jobs_per_second=8,
     analysis_interval_seconds=5,
     analysis_min_samples=10,
+    breaker_cool_down_seconds=3,
 )
 
 
@@ -142,6 +143,19 @@ def _review_and_replay_shown(text: str) -> None:
     assert re.search(r"the dead letters hold \[.*'ambiguous-3.jpg'.*\]", text), text
 
 
+def _breaker_shown(text: str, notes: list[str]) -> None:
+    tripped = re.search(r"event Warning\s+CircuitTripped\s+transient failures: ([\d.]+)% of \d+ jobs", text)
+    assert tripped is not None, text
+    assert float(tripped.group(1)) >= 50, text
+    assert re.search(r"opened [\d.]+s after the downstream broke: CircuitOpen=True \(CircuitTripped\)", text)
+    assert re.search(r"event Normal\s+CircuitClosed\s+probe passed", text), text
+    assert "Dead-lettered while open: 0" in text, text
+    assert any(note.startswith("Circuit breaker (") for note in notes), notes
+    took = re.search(r"the breaker took \d+s of the demo", text)
+    assert took is not None, text
+    print(took.group(0))
+
+
 def test_the_demo_scales_rolls_a_bad_revision_back_and_reviews_and_replays(
     demo_namespace: Cluster, tmp_path: Path
 ) -> None:
@@ -160,6 +174,7 @@ def test_the_demo_scales_rolls_a_bad_revision_back_and_reviews_and_replays(
             demo.burst_and_scale,
             demo.bad_revision_rolls_back,
             demo.review_and_replay,
+            demo.breaker_trips_and_closes,
             queries,
         ],
     )
@@ -194,6 +209,7 @@ def test_the_demo_scales_rolls_a_bad_revision_back_and_reviews_and_replays(
     _, plugin_output = text.split("$ kubectl workerfleet status")
     assert "Degraded" in plugin_output, plugin_output
     _review_and_replay_shown(text)
+    _breaker_shown(text, shown.notes)
     assert "Stop it" in text
     # The picture of the run: each series drawn, and a marker for each of these Events that happened
     page = ET.fromstring(shown.report.read_text().removeprefix("<!DOCTYPE html>\n"))  # noqa: S314  (ours)
@@ -213,6 +229,8 @@ def test_the_demo_scales_rolls_a_bad_revision_back_and_reviews_and_replays(
         "RolledBack",
         "ReviewApproved",
         "DeadLettersReplayed",
+        "CircuitTripped",
+        "CircuitClosed",
     } <= (markers), (markers, happened)
     if demo.HPA_RESCALE in happened:
         assert demo.SCALED_UP in markers, (markers, happened)

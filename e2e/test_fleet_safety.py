@@ -3,7 +3,7 @@ the circuit breaker trips on a failing downstream, holds replicas, probes and cl
 idle workers first once the operator sets their pod-deletion-cost.
 
 The operator reads the workers' own metrics ports (no Prometheus); `PodWorkers` stands in for the
-kubelet (pods on kwok run nothing, see e2e/pod_workers.py), the pods on a node whose pod IPs are on
+kubelet (pods on kwok run nothing, see devenv/loopback.py), the pods on a node whose pod IPs are on
 loopback.
 """
 
@@ -22,14 +22,18 @@ import pytest
 import redis
 
 from devenv.cluster import Cluster
+from devenv.loopback import PodWorkers, on_loopback_node
 from devenv.servers import RedisServer, free_port
 from devenv.waiting import eventually
 from e2e.autoscaled_pools import event_reasons, pool_body, pool_condition
-from e2e.pod_workers import PodWorkers, on_loopback_node
 from workerfleet.planners.breaker import DELETION_COST_ANNOTATION, BreakerReason
 from workerfleet.worker.envelope import encode, new_envelope
 
 SYNC_SECONDS = 0.3
+HANDLERS = "e2e.fleet_handlers"
+REFUSED = 20
+SCRAPE_SECONDS = 2.0
+"""How often the operator reads the workers of a breaker with a 10 s window."""
 LONG_JOB_SECONDS = 90
 OLDEST_HEAD_START_SECONDS = 8.0
 
@@ -73,12 +77,10 @@ def pool(
     }
 
 
-def push(server: RedisServer, queue: str, count: int, seconds: float) -> None:
+def push(server: RedisServer, queue: str, count: int, seconds: float, **payload: Any) -> None:
     client = redis.Redis(host="127.0.0.1", port=server.port)
-    client.lpush(
-        queue,
-        *(encode(new_envelope("work", {"seconds": seconds}, now=datetime.now(UTC))) for _ in range(count)),
-    )
+    body = {"seconds": seconds, **payload}
+    client.lpush(queue, *(encode(new_envelope("work", body, now=datetime.now(UTC))) for _ in range(count)))
 
 
 @contextmanager
@@ -103,6 +105,12 @@ def following(workers: PodWorkers) -> Iterator[None]:
 def pods_on_loopback(operator: Cluster) -> Iterator[None]:
     with on_loopback_node(operator):
         yield
+
+
+def event_messages(cluster: Cluster, namespace: str, name: str, reason: str) -> list[str]:
+    selector = f"involvedObject.name={name},reason={reason}"
+    events = cluster.get("events", "--field-selector", selector, namespace=namespace) or {}
+    return [event["message"] for event in events.get("items") or []]
 
 
 def scale(cluster: Cluster, namespace: str, name: str, replicas: int) -> None:
@@ -142,7 +150,7 @@ def interrupted_by_scale_in(
         worker={"spareBusyWorkers": spare},
     )
     cluster.apply(job_type(), manifest, namespace=namespace)
-    workers = PodWorkers(cluster, namespace, name, port, directory / name, {})
+    workers = PodWorkers(cluster, namespace, name, port, directory / name, {}, HANDLERS)
     try:
         oldest = set(ready_pods(workers, 2))
         # The ReplicaSet compares how long pods have been ready on a log2 scale: the oldest pods'
@@ -191,8 +199,22 @@ def test_scale_in_removes_idle_workers_first_with_deletion_costs(
     assert with_costs == 0
 
 
+def flood_of_an_ignored_class_leaves_the_breaker_closed(
+    cluster: Cluster, namespace: str, name: str, *, queue: str, workers: PodWorkers, server: RedisServer
+) -> None:
+    # Given a flood of jobs the downstream refuses (class policy, which the breaker ignores)
+    push(server, queue, REFUSED, 0.0, refused=True)
+    eventually(lambda: workers.outcomes().get("dead_lettered", 0) == REFUSED, what="the refusals", timeout=15)
+    # Then the breaker, having judged them, stays closed
+    for _ in range(3):
+        threading.Event().wait(SCRAPE_SECONDS)
+        assert pool_condition(cluster, namespace, name, "CircuitOpen") == ("False", BreakerReason.CLOSED)
+    judged = pool_body(cluster, namespace, name)["status"]["circuitBreaker"]
+    assert judged["samples"] >= 10, f"the breaker judged the refusals: {judged}"
+
+
 @pytest.mark.usefixtures("pods_on_loopback")
-def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
+def test_breaker_trips_on_its_failure_class_holds_replicas_and_a_probe_closes_it(
     operator: Cluster, namespace: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     name, port = "guarded", free_port()
@@ -205,6 +227,10 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
         "windowSeconds": 10,
         "coolDownSeconds": 10,
         "probeJobs": 3,
+        "failureClasses": [
+            {"class": "transient", "maxFailureRatio": 0.5},
+            {"class": "policy", "trips": False},
+        ],
     }
     autoscaling = {
         "minReplicas": 2,
@@ -216,14 +242,17 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
     manifest = pool(name, redis_server.address, queue, port, circuitBreaker=breaker, autoscaling=autoscaling)
     operator.apply(job_type(max_attempts=50), manifest, namespace=namespace)
     workers = PodWorkers(
-        operator, namespace, name, port, tmp_path / "workers", {"FLEET_FAIL_WHILE": str(broken)}
+        operator, namespace, name, port, tmp_path / "workers", {"FLEET_FAIL_WHILE": str(broken)}, HANDLERS
     )
     client = redis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
         ready_pods(workers, 2)
         with following(workers):
             eventually(lambda: len(workers.workers) == 2 and serving(workers), what="2 workers", timeout=30)
-            # Given a downstream that fails every job
+            flood_of_an_ignored_class_leaves_the_breaker_closed(
+                operator, namespace, name, queue=queue, workers=workers, server=redis_server
+            )
+            # Given a downstream that fails every job (class transient)
             broke_at = time.monotonic()
             push(redis_server, queue, 20, 0.05)
             # Then the breaker trips within its window, with the measured ratio
@@ -238,7 +267,11 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
             tripped_after = time.monotonic() - broke_at
             status = pool_body(operator, namespace, name)["status"]
             assert status["circuitBreaker"]["failureRatio"] >= 0.5
-            assert BreakerReason.TRIPPED in event_reasons(operator, namespace, name)
+            assert status["circuitBreaker"]["failureClass"] == "transient"
+            [open_condition] = [c for c in status["conditions"] if c["type"] == "CircuitOpen"]
+            assert open_condition["message"].startswith("transient failures: "), open_condition
+            tripped = event_messages(operator, namespace, name, BreakerReason.TRIPPED)
+            assert any(message.startswith("transient failures: ") for message in tripped), tripped
             # While open: a backlog that would ask for all 6 replicas; the workers take nothing, replicas hold
             push(redis_server, queue, 200, 0.05)
             eventually(
@@ -276,8 +309,8 @@ def test_breaker_trips_holds_replicas_and_a_probe_closes_it(
             reasons = event_reasons(operator, namespace, name)
             assert BreakerReason.PROBING in reasons
             assert BreakerReason.CLOSED in reasons
-            assert client.llen("work.dlq") == 0, "no job was dead-lettered"
-            assert workers.outcomes().get("dead_lettered", 0) == 0
+            assert client.llen("work.dlq") == REFUSED, "no job but the refused ones was dead-lettered"
+            assert workers.outcomes().get("dead_lettered", 0) == REFUSED
     finally:
         workers.stop_all()
         client.close()
@@ -308,7 +341,7 @@ def test_a_rate_limit_holds_across_workers_and_the_hpa_stops_where_it_binds(
         name, redis_server.address, queue, port, env={"WORKERFLEET_CONCURRENCY": "2"}, autoscaling=autoscaling
     )
     operator.apply(limited, manifest, namespace=namespace)
-    workers = PodWorkers(operator, namespace, name, port, tmp_path / "workers", {})
+    workers = PodWorkers(operator, namespace, name, port, tmp_path / "workers", {}, HANDLERS)
     try:
         ready_pods(workers, 1)
         with following(workers):

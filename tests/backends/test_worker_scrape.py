@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import generate_latest
+
 from devenv.servers import free_port
 from workerfleet.api.worker_contract import Outcome
 from workerfleet.backends.worker_scrape import WorkerScraper, parse_worker_metrics
@@ -46,3 +48,12 @@ def test_text_without_the_runtime_series_counts_nothing() -> None:
     counters = parse_worker_metrics("# HELP other x\n# TYPE other counter\nother_total 5\n")
     assert counters.outcomes == {}
     assert counters.in_flight == 0
+
+
+def test_failures_are_read_by_outcome_and_class_summed_over_job_types() -> None:
+    metrics = WorkerMetrics("thumbs", "rev-1", ["resize", "crop"])
+    metrics.count_failure("resize", Outcome.RETRIED, "transient")
+    metrics.count_failure("crop", Outcome.RETRIED, "transient")
+    metrics.count_failure("crop", Outcome.DEAD_LETTERED, "validation")
+    counters = parse_worker_metrics(generate_latest(metrics.registry).decode())
+    assert counters.class_failures == {("retried", "transient"): 2, ("dead_lettered", "validation"): 1}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from workerfleet.api.jobtype import FailureClass
 from workerfleet.api.workerpool import BreakerState, CircuitBreaker
 from workerfleet.planners.breaker import (
     BreakerReason,
@@ -202,7 +203,7 @@ def test_an_unknown_action_is_dropped_with_a_warning() -> None:
 
 
 def test_status_round_trips() -> None:
-    status = BreakerStatus(BreakerState.HALF_OPEN, at(7), False, 0.25, 8, "reset/x")
+    status = BreakerStatus(BreakerState.HALF_OPEN, at(7), False, 0.25, 8, "reset/x", FailureClass.TIMEOUT)
     assert BreakerStatus.from_status(json.loads(json.dumps(status.to_status()))) == status
 
 
@@ -236,3 +237,127 @@ def test_a_breaker_that_reads_no_worker_says_so() -> None:
     assert (status, reason) == ("False", BreakerReason.WORKERS_UNREADABLE)
     assert unreadable_workers(ready=3, answered=1, port=8000) is None
     assert unreadable_workers(ready=0, answered=0, port=8000) is None, "no ready worker: nothing to read"
+
+
+BY_CLASS = CircuitBreaker.model_validate(
+    {
+        "maxFailureRatio": 0.5,
+        "minSamples": 10,
+        "windowSeconds": 30,
+        "coolDownSeconds": 20,
+        "probeJobs": 4,
+        "failureClasses": [
+            {"class": "transient", "maxFailureRatio": 0.2, "minSamples": 5},
+            {"class": "validation", "trips": False},
+        ],
+    }
+)
+
+
+def failing(succeeded: float, **by_class: float) -> WorkerCounters:
+    """A worker whose failed attempts were all retried, `by_class` of them with those classes."""
+    retried = sum(by_class.values())
+    return WorkerCounters(
+        {"succeeded": succeeded, "retried": retried},
+        0,
+        class_failures={("retried", name): value for name, value in by_class.items()},
+    )
+
+
+def window(**by_class: float) -> list[Scrape]:
+    """20 jobs over a window from zero: the failures given, the rest succeeded."""
+    return scrapes((0, {"a": failing(0)}), (10, {"a": failing(20 - sum(by_class.values()), **by_class)}))
+
+
+@pytest.mark.parametrize(
+    ("history", "state", "failure_class", "ratio"),
+    [
+        pytest.param(
+            window(transient=3), BreakerState.CLOSED, "transient", 0.15, id="transient-below-its-own"
+        ),
+        pytest.param(window(transient=4), BreakerState.OPEN, "transient", 0.2, id="transient-at-its-own"),
+        pytest.param(window(validation=20), BreakerState.CLOSED, None, 0.0, id="a-class-that-never-trips"),
+        pytest.param(window(timeout=9), BreakerState.CLOSED, None, 0.45, id="others-below-the-default"),
+        pytest.param(window(timeout=6, unknown=4), BreakerState.OPEN, None, 0.5, id="others-pooled-trip"),
+        pytest.param(
+            window(validation=9, timeout=3, transient=3),
+            BreakerState.CLOSED,
+            "transient",
+            0.15,
+            id="classes-judged-apart",
+        ),
+    ],
+)
+def test_each_listed_class_is_judged_on_its_own_and_the_rest_together(
+    history: list[Scrape], state: BreakerState, failure_class: str | None, ratio: float
+) -> None:
+    decision = decide_breaker(BY_CLASS, BreakerStatus(since=at(0)), history, at(10))
+    assert decision.status.state == state
+    assert decision.status.failure_class == failure_class
+    assert decision.status.failure_ratio == pytest.approx(ratio)
+
+
+def test_failures_without_a_class_count_with_the_rest() -> None:
+    # 6 failures by outcome, none of them in the class counter (a PermanentError, a crash loop)
+    history = scrapes((0, {"a": worker()}), (10, {"a": worker(succeeded=14, dead_lettered=6)}))
+    counts = counts_since(history, at(0), FAILURES, {"transient": True})  # type: ignore[dict-item]
+    assert counts.by_class == {None: 6}
+
+
+def test_a_class_below_its_own_min_samples_gives_no_verdict() -> None:
+    breaker = BY_CLASS.model_copy(update={"min_samples": 100})
+    few = scrapes((0, {"a": failing(0)}), (10, {"a": failing(2, transient=2)}))
+    assert (
+        decide_breaker(breaker, BreakerStatus(since=at(0)), few, at(10)).status.state == BreakerState.CLOSED
+    )
+    enough = scrapes((0, {"a": failing(0)}), (10, {"a": failing(3, transient=2)}))
+    assert (
+        decide_breaker(breaker, BreakerStatus(since=at(0)), enough, at(10)).status.state == BreakerState.OPEN
+    )
+
+
+def test_the_class_that_tripped_is_named_in_the_event_and_the_condition() -> None:
+    decision = decide_breaker(BY_CLASS, BreakerStatus(since=at(0)), window(transient=8), at(10))
+    [event] = decision.events
+    assert (event.type, event.reason) == ("Warning", BreakerReason.TRIPPED)
+    assert (
+        "transient failures: 40.0% of 20 jobs failed in the last 30s (maxFailureRatio 20.0%)" in event.message
+    )
+    status, reason, message = circuit_open_condition(BY_CLASS, decision.status)
+    assert (status, reason) == ("True", BreakerReason.TRIPPED)
+    assert message == "transient failures: 40.0% of 20 jobs failed (maxFailureRatio 20.0%)"
+    pooled = decide_breaker(BY_CLASS, BreakerStatus(since=at(0)), window(timeout=12), at(10))
+    assert "failures of other classes: 60.0% of 20 jobs failed" in pooled.events[0].message
+
+
+@pytest.mark.parametrize(
+    ("probe", "state"),
+    [
+        pytest.param({"transient": 1}, BreakerState.OPEN, id="one-transient-in-four-fails-it"),
+        pytest.param({"validation": 3}, BreakerState.CLOSED, id="a-class-that-never-trips-passes"),
+    ],
+)
+def test_the_probe_is_judged_per_class_too(probe: dict[str, float], state: BreakerState) -> None:
+    history = scrapes((0, {"a": failing(0)}), (5, {"a": failing(4 - sum(probe.values()), **probe)}))
+    decision = decide_breaker(BY_CLASS, BreakerStatus(BreakerState.HALF_OPEN, since=at(0)), history, at(5))
+    assert decision.status.state == state
+
+
+def test_a_breaker_without_classes_judges_every_failure_together_as_before() -> None:
+    decision = decide_breaker(
+        BREAKER, BreakerStatus(since=at(0)), window(transient=4, timeout=3, validation=3), at(10)
+    )
+    assert decision.status.state == BreakerState.OPEN
+    assert decision.status.failure_class is None
+    assert "50.0% of 20 jobs failed" in decision.events[0].message
+    assert "failures:" not in decision.events[0].message
+
+
+def test_a_closed_breaker_says_what_it_measured() -> None:
+    decision = decide_breaker(BY_CLASS, BreakerStatus(since=at(0)), window(), at(10))
+    _, reason, message = circuit_open_condition(BY_CLASS, decision.status)
+    assert (reason, message) == (
+        BreakerReason.CLOSED,
+        "jobs flow; failures of other classes: 0.0% of 20 jobs failed",
+    )
+    assert circuit_open_condition(BREAKER, BreakerStatus())[2] == "jobs flow over 0 jobs"

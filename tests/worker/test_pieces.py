@@ -8,6 +8,7 @@ import json
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,18 @@ def test_the_demo_asks_for_review_until_approved_and_fails_broken_jobs_until_rep
         asyncio.run(handler(broken))
     failed = FailureRecord(reason="PermanentError", attempt=1, at=datetime(2024, 5, 2, tzinfo=UTC))
     asyncio.run(handler(replace(broken, last_failure=failed)))
+
+
+def test_the_demo_fails_every_attempt_while_its_switch_file_is_there(tmp_path: Path) -> None:
+    switch = tmp_path / "broken"
+    behaviour = behaviour_from_env({"WORKERFLEET_DEMO_FAIL_WHILE": str(switch)})
+    handler = make_handler(behaviour, sample=lambda: 1.0)
+    asyncio.run(handler(JOB))
+    switch.touch()
+    with pytest.raises(TransientError):
+        asyncio.run(handler(JOB))
+    switch.unlink()
+    asyncio.run(handler(JOB))
 
 
 def test_the_demo_registers_for_each_named_job_type() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.worker.fakes import MemoryBackend, run_async
 from workerfleet.api.jobtype import JobTypeSpec
-from workerfleet.worker import NeedsReview, PermanentError, TransientError
+from workerfleet.worker import NeedsReview, PermanentError, PolicyError, TransientError
 from workerfleet.worker.envelope import decode, encode, new_envelope
 from workerfleet.worker.handlers import Handler, Job
 from workerfleet.worker.metrics import WorkerMetrics
@@ -93,6 +93,19 @@ class Harness:
         )
         return value or 0.0
 
+    def failures(self, outcome: str, failure_class: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "workerfleet_job_failures_total",
+            {
+                "pool": "thumbs",
+                "revision": "rev-1",
+                "job_type": "work",
+                "outcome": outcome,
+                "failure_class": failure_class,
+            },
+        )
+        return value or 0.0
+
 
 def recording(calls: list[Job], behaviour: Callable[[Job], Awaitable[None]] | None = None) -> Handler:
     async def handle(job: Job) -> None:
@@ -151,6 +164,28 @@ async def test_transient_failures_retry_with_backoff_then_dead_letter_when_attem
     assert queue == "work.dlq"
     assert decode(body).last_failure.reason == "AttemptsExhausted"  # type: ignore[union-attr]
     assert (harness.count("retried"), harness.count("dead_lettered")) == (2, 1)
+    assert (harness.failures("retried", "transient"), harness.failures("dead_lettered", "transient")) == (
+        2,
+        1,
+    )
+
+
+@run_async
+async def test_failures_are_counted_by_class_and_those_without_one_are_left_out() -> None:
+    # Given a handler that fails by the payload: policy, permanent (no class), and an invalid payload
+    async def fail(job: Job) -> None:
+        raise (PolicyError("quota") if job.payload["id"] == "quota" else PermanentError("gone"))
+
+    harness = Harness(recording([], fail))
+    await harness.put({"id": "quota"})
+    await harness.put({"id": "gone"})
+    await harness.put({"no-id": True})
+    await harness.run_until(3)
+    # Then each ends dead-lettered, and only the classified failures are in the class counter
+    assert harness.count("dead_lettered") == 3
+    assert harness.failures("dead_lettered", "policy") == 1
+    assert harness.failures("dead_lettered", "validation") == 1
+    assert sum(harness.failures("dead_lettered", name) for name in ("transient", "unknown", "timeout")) == 0
 
 
 @run_async

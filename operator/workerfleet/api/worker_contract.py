@@ -61,6 +61,10 @@ READYZ_PATH = "/readyz"
 
 JOBS_METRIC = "workerfleet_jobs_total"
 """Deliveries by pool, revision, job_type and outcome: what the canary analysis counts."""
+FAILURES_METRIC = "workerfleet_job_failures_total"
+"""Deliveries of failed attempts by pool, revision, job_type, outcome and failure_class (transient,
+timeout, validation, policy, unknown; failures without a class are not in it): what the circuit
+breaker's failureClasses judge."""
 JOB_DURATION_METRIC = "workerfleet_job_duration_seconds"
 JOBS_IN_FLIGHT_METRIC = "workerfleet_jobs_in_flight"
 WORKER_START_TIME_METRIC = "workerfleet_worker_start_time_seconds"

@@ -6,9 +6,9 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from workerfleet.api.base import API_VERSION, ApiModel, Count, ListSet, Rule, Timestamp
+from workerfleet.api.base import API_VERSION, ApiModel, Count, ListSet, Rule, Timestamp, first_repeated
 from workerfleet.api.common import (
     MAX_PORT,
     MESSAGE_MAX_LENGTH,
@@ -21,6 +21,7 @@ from workerfleet.api.common import (
     TLSConfig,
 )
 from workerfleet.api.conditions import Conditions
+from workerfleet.api.jobtype import FailureClass
 from workerfleet.api.meta import ObjectMeta
 from workerfleet.api.podtemplate import PodTemplate
 from workerfleet.api.queue_kinds import KINDS, spoken_list
@@ -386,20 +387,75 @@ class BreakerOutcome(StrEnum):
 DEFAULT_BREAKER_FAILURES = (BreakerOutcome.RETRIED, BreakerOutcome.DEAD_LETTERED, BreakerOutcome.FAILED)
 
 
+FailureRatio = Annotated[float, Field(gt=0, le=1)]
+BreakerSamples = Annotated[int, Field(ge=1, le=MAX_DEPTH)]
+
+
+class BreakerFailureClass(ApiModel):
+    """The breaker's thresholds for the failures of one failure class (the class the worker runtime
+    gives a failed attempt, as in a JobType's retry.retryOn)."""
+
+    failure_class: Annotated[FailureClass, Field(alias="class", strict=False)]
+    """transient, timeout, validation, policy or unknown."""
+    max_failure_ratio: FailureRatio | None = None
+    """Share of finished jobs that failed with this class at which the breaker opens; default the
+    breaker's maxFailureRatio."""
+    min_samples: BreakerSamples | None = None
+    """Jobs that must have finished within the window before this class's verdict; default the
+    breaker's minSamples."""
+    trips: bool = True
+    """false: failures of this class never open the breaker (a flood of invalid payloads says nothing
+    about the downstream); they still count as jobs finished."""
+
+    validations: ClassVar[tuple[Rule[BreakerFailureClass], ...]] = (
+        Rule(
+            cel="!has(self.trips) || self.trips || (!has(self.maxFailureRatio) && !has(self.minSamples))",
+            message="a failure class with trips false takes no maxFailureRatio or minSamples:"
+            " remove them, or set trips true",
+            holds=lambda entry: (
+                entry.trips or (entry.max_failure_ratio is None and entry.min_samples is None)
+            ),
+            field_path=".trips",
+        ),
+    )
+
+
+def _one_entry_per_class(entries: list[BreakerFailureClass]) -> list[BreakerFailureClass]:
+    classes = [entry.failure_class for entry in entries]
+    repeated = first_repeated(classes)
+    if repeated is not None:
+        raise ValueError(f"failureClasses names class {repeated} twice: keep one entry per class")
+    return entries
+
+
 class CircuitBreaker(ApiModel):
     """Stop the whole pool taking jobs while too many of them fail, and probe before resuming.
 
     The operator reads the outcome counters of every ready worker from its metrics port (no Prometheus
     needed) every windowSeconds/5 (2-10 s). Closed: the failure ratio over the window reaches
-    maxFailureRatio with at least minSamples jobs, so it opens. Open: workers take no new jobs (they
-    finish the ones they hold; nothing is dead-lettered for it) for coolDownSeconds, then it is
-    half-open: each worker takes up to probeJobs jobs, and once probeJobs outcomes are in, a ratio
-    below maxFailureRatio closes it, else it opens again."""
+    maxFailureRatio with at least minSamples jobs, so it opens. Each class listed in failureClasses
+    is judged on its own (its failures over all jobs finished, against its own thresholds); the
+    failures of every other class, and those without one, are judged together against maxFailureRatio
+    and minSamples. Open: workers take no new jobs (they finish the ones they hold; nothing is
+    dead-lettered for it) for coolDownSeconds, then it is half-open: each worker takes up to probeJobs
+    jobs, and once probeJobs outcomes are in, every ratio below its maximum closes it, else it opens
+    again."""
 
-    max_failure_ratio: Annotated[float, Field(gt=0, le=1)]
-    """Share of finished jobs that failed at which the breaker opens, e.g. 0.5."""
-    min_samples: Annotated[int, Field(ge=1, le=MAX_DEPTH)] = 20
+    max_failure_ratio: FailureRatio
+    """Share of finished jobs that failed at which the breaker opens, e.g. 0.5: failures of the
+    classes not listed in failureClasses, together."""
+    min_samples: BreakerSamples = 20
     """Jobs that must have finished within the window before any verdict."""
+    failure_classes: Annotated[
+        list[BreakerFailureClass],
+        AfterValidator(_one_entry_per_class),
+        Field(
+            max_length=len(FailureClass),
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["class"]},
+        ),
+    ] = Field(default_factory=list)
+    """Thresholds of their own for some failure classes, e.g. `[{class: transient, maxFailureRatio:
+    0.2}, {class: validation, trips: false}]`; one entry per class."""
     window_seconds: Annotated[int, Field(ge=10, le=3_600)] = 60
     """How far back the ratio looks."""
     failure_outcomes: Annotated[
@@ -632,6 +688,9 @@ class CircuitBreakerStatus(ApiModel):
     """Failed share of the jobs in the last verdict's window (or probe)."""
     samples: Count = 0
     """Jobs finished in that window."""
+    failure_class: Annotated[FailureClass, Field(strict=False)] | None = None
+    """The failure class failureRatio counts, when it has thresholds of its own (spec's
+    failureClasses); absent, failureRatio counts the failures of every other class together."""
     handled_action: Annotated[str, Field(max_length=MESSAGE_MAX_LENGTH)] | None = None
     """The last `workerfleet.dev/breaker-action` annotation acted on, so an action is taken once."""
 

@@ -13,6 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from workerfleet.api.worker_contract import (
+    FAILURES_METRIC,
     JOB_DURATION_METRIC,
     JOBS_IN_FLIGHT_METRIC,
     JOBS_METRIC,
@@ -25,22 +26,27 @@ PARALLEL_SCRAPES = 32
 
 
 def parse_worker_metrics(text: str) -> WorkerCounters:
-    """Sum `workerfleet_jobs_total` by outcome, `workerfleet_jobs_in_flight` and the handler duration
-    histogram's sum and count over job types."""
+    """Sum `workerfleet_jobs_total` by outcome, `workerfleet_job_failures_total` by outcome and failure
+    class, `workerfleet_jobs_in_flight` and the handler duration histogram's sum and count over job
+    types."""
     outcomes: dict[str, float] = {}
+    class_failures: dict[tuple[str, str], float] = {}
     in_flight = handler_seconds = handled = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == JOBS_METRIC:
                 outcome = sample.labels.get("outcome", "")
                 outcomes[outcome] = outcomes.get(outcome, 0.0) + sample.value
+            elif sample.name == FAILURES_METRIC:
+                key = (sample.labels.get("outcome", ""), sample.labels.get("failure_class", ""))
+                class_failures[key] = class_failures.get(key, 0.0) + sample.value
             elif sample.name == JOBS_IN_FLIGHT_METRIC:
                 in_flight += sample.value
             elif sample.name == f"{JOB_DURATION_METRIC}_sum":
                 handler_seconds += sample.value
             elif sample.name == f"{JOB_DURATION_METRIC}_count":
                 handled += sample.value
-    return WorkerCounters(outcomes, in_flight, handler_seconds, handled)
+    return WorkerCounters(outcomes, in_flight, handler_seconds, handled, class_failures)
 
 
 class WorkerScraper:

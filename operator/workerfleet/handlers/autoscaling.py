@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
 from prometheus_client import Counter
 
 from workerfleet.adapter.readings import Reading
-from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.base import API_VERSION
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.queue_kinds import kind_of
@@ -38,8 +37,9 @@ from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.capacity import WORKER_CAPACITY
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.tenancy import served, tenancy
+from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key
+from workerfleet.handlers.pool_watch import follow_pools
+from workerfleet.handlers.tenancy import tenancy
 from workerfleet.handlers.workerpool import pool_lock, post_event
 from workerfleet.kube.client import CredentialsNotGrantedError, kube
 from workerfleet.planners.children import restricted_spec
@@ -366,14 +366,4 @@ def _describe(error: Exception) -> str:
 
 
 POLLERS = Pollers()
-ACTIVITY.listen(POLLERS.on_activity)
-
-
-@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
-async def autoscaling_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    route_pool_event(POLLERS, type, body)
-
-
-@kopf.on.cleanup()
-async def stop_pollers(**_: Any) -> None:
-    await POLLERS.stop_all()
+follow_pools(POLLERS, POLLERS.on_activity, POLLERS.stop_all, "autoscaling")

@@ -20,17 +20,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kopf
-
-from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.base import API_VERSION
 from workerfleet.api.conditions import Condition, ConditionStatus, ConditionUpdate, set_condition
 from workerfleet.api.worker_contract import BREAKER_FILE
 from workerfleet.api.workerpool import WorkerPoolConditionType, WorkerPoolSpec, WorkerRuntime
 from workerfleet.backends.worker_scrape import WorkerScraper
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.capacity import WORKER_CAPACITY
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.tenancy import served
+from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key
+from workerfleet.handlers.pool_watch import follow_pools
 from workerfleet.handlers.workerpool import pool_lock, post_event
 from workerfleet.kube.client import kube
 from workerfleet.planners.breaker import (
@@ -218,14 +216,4 @@ class WorkerWatch(PoolTasks):
 
 
 WORKER_WATCH = WorkerWatch()
-ACTIVITY.listen(WORKER_WATCH.on_activity)
-
-
-@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
-async def workers_to_watch(type: str | None, body: kopf.Body, **_: Any) -> None:
-    route_pool_event(WORKER_WATCH, type, body)
-
-
-@kopf.on.cleanup()
-async def stop_watching_workers(**_: Any) -> None:
-    await WORKER_WATCH.close()
+follow_pools(WORKER_WATCH, WORKER_WATCH.on_activity, WORKER_WATCH.close, "worker-watch")

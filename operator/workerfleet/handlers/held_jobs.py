@@ -13,9 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-import kopf
-
-from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.base import API_VERSION
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec
 from workerfleet.api.queue_kinds import kind_of
@@ -24,8 +22,9 @@ from workerfleet.backends.base import QueueUnreachableError
 from workerfleet.backends.held import HeldSample, read_held
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_metrics import POOL_METRICS
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.tenancy import served, tenancy
+from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key
+from workerfleet.handlers.pool_watch import follow_pools
+from workerfleet.handlers.tenancy import tenancy
 from workerfleet.handlers.workerpool import pool_lock
 from workerfleet.kube.client import kube
 from workerfleet.planners.children import restricted_spec
@@ -138,14 +137,4 @@ class HeldReaders(PoolTasks):
 
 
 HELD_READERS = HeldReaders()
-ACTIVITY.listen(HELD_READERS.on_activity)
-
-
-@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
-async def held_jobs_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    route_pool_event(HELD_READERS, type, body)
-
-
-@kopf.on.cleanup()
-async def stop_held_readers(**_: Any) -> None:
-    await HELD_READERS.stop_all()
+follow_pools(HELD_READERS, HELD_READERS.on_activity, HELD_READERS.stop_all, "held-jobs")

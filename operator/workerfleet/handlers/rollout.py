@@ -12,16 +12,16 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
 from pydantic import ValidationError
 
-from workerfleet.api.base import API_VERSION, GROUP, VERSION
+from workerfleet.api.base import API_VERSION
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import Analysis, RolloutPhase, RolloutStatus, WorkerPoolSpec
 from workerfleet.backends.analysis import MetricProvider, PrometheusAnalysis
 from workerfleet.handlers.activity import ACTIVITY, Pools
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
-from workerfleet.handlers.tenancy import served, tenancy
+from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key
+from workerfleet.handlers.pool_watch import follow_pools
+from workerfleet.handlers.tenancy import tenancy
 from workerfleet.handlers.workerpool import post_event, reconcile_by_name
 from workerfleet.kube.client import kube
 from workerfleet.planners.children import restricted_spec
@@ -170,14 +170,4 @@ class RolloutClocks(PoolTasks):
 
 
 CLOCKS = RolloutClocks()
-ACTIVITY.listen(CLOCKS.on_activity)
-
-
-@kopf.on.event(GROUP, VERSION, "workerpools", when=served)
-async def rollout_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    route_pool_event(CLOCKS, type, body)
-
-
-@kopf.on.cleanup()
-async def stop_rollout_clocks(**_: Any) -> None:
-    await CLOCKS.stop_all()
+follow_pools(CLOCKS, CLOCKS.on_activity, CLOCKS.stop_all, "rollout")

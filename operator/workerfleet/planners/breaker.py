@@ -4,21 +4,27 @@ The operator scrapes every ready worker's outcome counters (`workerfleet_jobs_to
 canary analysis counts) and in-flight gauge; these functions turn the scrapes into a failure ratio over
 a window, the breaker's next state, and each pod's `controller.kubernetes.io/pod-deletion-cost`.
 
-    Closed --(ratio >= maxFailureRatio over the window, >= minSamples jobs)--> Open
+    Closed --(a ratio >= its maxFailureRatio over the window, >= its minSamples jobs)--> Open
     Open --(coolDownSeconds passed, not held)--> HalfOpen
-    HalfOpen --(probeJobs outcomes in, ratio < maxFailureRatio)--> Closed
-    HalfOpen --(probeJobs outcomes in, ratio >= maxFailureRatio)--> Open
+    HalfOpen --(probeJobs outcomes in, every ratio < its maxFailureRatio)--> Closed
+    HalfOpen --(probeJobs outcomes in, a ratio >= its maxFailureRatio)--> Open
     any --(action reset)--> Closed;  any --(action open)--> Open, held until reset
+
+"A ratio": the failures of each failure class with thresholds of its own (spec's failureClasses, from
+`workerfleet_job_failures_total`) over all jobs finished, and the failures of every other class and
+of none, together, against the breaker's own maxFailureRatio and minSamples. A class that does not
+trip counts in neither.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from workerfleet.api.jobtype import FailureClass
 from workerfleet.api.worker_contract import UNCOUNTED_OUTCOMES, WorkerEnv
 from workerfleet.api.workerpool import BreakerState, CircuitBreaker
 from workerfleet.planners.status import Event
@@ -52,13 +58,15 @@ class BreakerAction:
 
 @dataclass(frozen=True)
 class WorkerCounters:
-    """One scrape of one worker: its outcome counters (summed over job types), the jobs it holds, and
-    the time its handlers ran (the duration histogram's sum and count)."""
+    """One scrape of one worker: its outcome counters (summed over job types), the jobs it holds, the
+    time its handlers ran (the duration histogram's sum and count), and its failed attempts by
+    (outcome, failure class)."""
 
     outcomes: Mapping[str, float]
     in_flight: float
     handler_seconds: float = 0.0
     handled: float = 0.0
+    class_failures: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,14 +77,50 @@ class Scrape:
     workers: Mapping[str, WorkerCounters]
 
 
+_CLASSES = {failure_class.value: failure_class for failure_class in FailureClass}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One verdict of the breaker: the failures of one class with thresholds of its own, or (class
+    None) those of every other class and of none, together."""
+
+    failure_class: FailureClass | None
+    max_failure_ratio: float
+    min_samples: int
+
+
+def thresholds(breaker: CircuitBreaker) -> list[Threshold]:
+    """The breaker's verdicts: one per listed class that trips, then the rest together."""
+    listed = [
+        Threshold(
+            entry.failure_class,
+            entry.max_failure_ratio or breaker.max_failure_ratio,
+            entry.min_samples or breaker.min_samples,
+        )
+        for entry in breaker.failure_classes
+        if entry.trips
+    ]
+    return [*listed, Threshold(None, breaker.max_failure_ratio, breaker.min_samples)]
+
+
 @dataclass(frozen=True)
 class OutcomeCounts:
+    """Jobs finished in a window, and the failures of each verdict (by failure class, None the rest)."""
+
     total: float
-    failures: float
+    by_class: Mapping[FailureClass | None, float] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> float:
+        return sum(self.by_class.values())
 
     @property
     def ratio(self) -> float | None:
         return self.failures / self.total if self.total > 0 else None
+
+    def ratio_of(self, failure_class: FailureClass | None) -> float | None:
+        return self.by_class.get(failure_class, 0.0) / self.total if self.total > 0 else None
 
 
 def scrape_interval(breaker: CircuitBreaker | None) -> float:
@@ -95,20 +139,28 @@ def trim(history: Sequence[Scrape], now: datetime, keep_seconds: float) -> list[
 
 
 def counts_since(
-    history: Sequence[Scrape], since: datetime, failure_outcomes: Sequence[str]
+    history: Sequence[Scrape],
+    since: datetime,
+    failure_outcomes: Sequence[str],
+    classes: Mapping[FailureClass, bool] | None = None,
 ) -> OutcomeCounts:
     """Jobs finished and failed between the last scrape at or before `since` and the newest scrape.
 
-    Per pod: a pod first seen after the start counts from zero (the runtime creates its series at 0);
-    a counter that went down (the container restarted) counts from zero too."""
+    Failures (outcomes in `failure_outcomes`) of a class in `classes` count under that class when it
+    maps to True (it trips) and nowhere when False; all others count under None.
+    Per pod: a pod first seen after the start counts from zero (the runtime creates its series at 0,
+    or at its first failure of a class); a counter that went down (the container restarted) counts
+    from zero too."""
     if not history:
-        return OutcomeCounts(0, 0)
+        return OutcomeCounts(0)
     newest = history[-1]
     starts = [scrape for scrape in history if scrape.time <= since]
     start = starts[-1] if starts else history[0]
     if start is newest:
-        return OutcomeCounts(0, 0)
+        return OutcomeCounts(0)
+    classes = classes or {}
     total = failures = 0.0
+    by_class: dict[FailureClass | None, float] = {}
     for pod, counters in newest.workers.items():
         before = start.workers.get(pod)
         for outcome, value in counters.outcomes.items():
@@ -119,7 +171,23 @@ def counts_since(
             total += increase
             if outcome in failure_outcomes:
                 failures += increase
-    return OutcomeCounts(total, failures)
+        for (outcome, name), value in counters.class_failures.items():
+            failure_class = _CLASSES.get(name)
+            if outcome not in failure_outcomes or failure_class is None or failure_class not in classes:
+                continue
+            previous = before.class_failures.get((outcome, name), 0.0) if before is not None else 0.0
+            increase = _increase(value, previous)
+            failures -= increase
+            if classes[failure_class]:
+                by_class[failure_class] = by_class.get(failure_class, 0.0) + increase
+    # Never below zero: a worker whose class counter restarted within a scrape can lag its outcomes'.
+    by_class[None] = max(failures, 0.0)
+    return OutcomeCounts(total, by_class)
+
+
+def _breaker_counts(breaker: CircuitBreaker, history: Sequence[Scrape], since: datetime) -> OutcomeCounts:
+    classes = {entry.failure_class: entry.trips for entry in breaker.failure_classes}
+    return counts_since(history, since, breaker.failure_outcomes, classes)
 
 
 def _increase(now: float, before: float) -> float:
@@ -155,6 +223,7 @@ class BreakerStatus:
     failure_ratio: float | None = None
     samples: int = 0
     handled_action: str | None = None
+    failure_class: FailureClass | None = None
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> BreakerStatus:
@@ -168,6 +237,7 @@ class BreakerStatus:
             failure_ratio=status.get("failureRatio"),
             samples=int(status.get("samples", 0)),
             handled_action=status.get("handledAction"),
+            failure_class=_CLASSES.get(status.get("failureClass") or ""),
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -175,6 +245,7 @@ class BreakerStatus:
         body["since"] = self.since.strftime("%Y-%m-%dT%H:%M:%SZ") if self.since else None
         body["failureRatio"] = None if self.failure_ratio is None else round(self.failure_ratio, 4)
         body["handledAction"] = self.handled_action
+        body["failureClass"] = self.failure_class.value if self.failure_class else None
         return body
 
 
@@ -194,6 +265,39 @@ def parse_action(value: str | None) -> str | None:
 
 def _percent(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio * 100:.1f}%"
+
+
+def _which(breaker: CircuitBreaker | None, failure_class: FailureClass | None) -> str:
+    """How a message names the failures it counts: those of one class, or (None) the rest."""
+    if failure_class is not None:
+        return f"{failure_class.value} failures: "
+    return "failures of other classes: " if breaker is not None and breaker.failure_classes else ""
+
+
+def _worst(counts: OutcomeCounts, verdicts: Sequence[Threshold], min_samples: bool) -> Threshold:
+    """The verdict nearest its maximum (first a verdict that reached it with enough samples, when
+    `min_samples`): the one the status and the messages name."""
+
+    def rank(verdict: Threshold) -> tuple[bool, float, bool]:
+        ratio = counts.ratio_of(verdict.failure_class) or 0.0
+        reached = ratio >= verdict.max_failure_ratio and (
+            not min_samples or counts.total >= verdict.min_samples
+        )
+        return (reached, ratio / verdict.max_failure_ratio, verdict.failure_class is None)
+
+    return max(verdicts, key=rank)
+
+
+def _reached(counts: OutcomeCounts, verdict: Threshold) -> bool:
+    ratio = counts.ratio_of(verdict.failure_class)
+    return ratio is not None and ratio >= verdict.max_failure_ratio
+
+
+def _limit(breaker: CircuitBreaker, failure_class: FailureClass | None) -> float:
+    return next(
+        (v.max_failure_ratio for v in thresholds(breaker) if v.failure_class == failure_class),
+        breaker.max_failure_ratio,
+    )
 
 
 def decide_breaker(
@@ -232,15 +336,18 @@ def _when_closed(
     breaker: CircuitBreaker, current: BreakerStatus, history: Sequence[Scrape], now: datetime
 ) -> BreakerDecision:
     start = now - timedelta(seconds=breaker.window_seconds)
-    window = counts_since(history, start, breaker.failure_outcomes)
-    ratio = window.ratio
-    status = replace(current, failure_ratio=ratio, samples=int(window.total))
-    if window.total < breaker.min_samples or ratio is None or ratio < breaker.max_failure_ratio:
+    window = _breaker_counts(breaker, history, start)
+    verdict = _worst(window, thresholds(breaker), min_samples=True)
+    ratio = window.ratio_of(verdict.failure_class)
+    status = replace(
+        current, failure_ratio=ratio, samples=int(window.total), failure_class=verdict.failure_class
+    )
+    if window.total < verdict.min_samples or not _reached(window, verdict):
         return BreakerDecision(status, [])
+    measured = f"{_which(breaker, verdict.failure_class)}{_percent(ratio)} of {int(window.total)} jobs"
     message = (
-        f"{_percent(ratio)} of {int(window.total)} jobs failed in the last {breaker.window_seconds}s"
-        f" (maxFailureRatio {_percent(breaker.max_failure_ratio)}): workers take no new jobs"
-        f" for {breaker.cool_down_seconds}s"
+        f"{measured} failed in the last {breaker.window_seconds}s (maxFailureRatio"
+        f" {_percent(verdict.max_failure_ratio)}): workers take no new jobs for {breaker.cool_down_seconds}s"
     )
     opened = replace(status, state=BreakerState.OPEN, since=now)
     return BreakerDecision(opened, [Event("Warning", BreakerReason.TRIPPED, message)])
@@ -251,25 +358,29 @@ def _when_open(breaker: CircuitBreaker, current: BreakerStatus, now: datetime) -
     if current.held or now - since < timedelta(seconds=breaker.cool_down_seconds):
         return BreakerDecision(current, [])
     message = f"cool-down over: each worker takes up to {breaker.probe_jobs} probe jobs"
-    probing = replace(current, state=BreakerState.HALF_OPEN, since=now, samples=0, failure_ratio=None)
+    probing = replace(
+        current, state=BreakerState.HALF_OPEN, since=now, samples=0, failure_ratio=None, failure_class=None
+    )
     return BreakerDecision(probing, [Event("Normal", BreakerReason.PROBING, message)])
 
 
 def _when_half_open(
     breaker: CircuitBreaker, current: BreakerStatus, history: Sequence[Scrape], now: datetime
 ) -> BreakerDecision:
-    probe = counts_since(history, current.since or now, breaker.failure_outcomes)
-    status = replace(current, failure_ratio=probe.ratio, samples=int(probe.total))
-    if probe.total < breaker.probe_jobs or probe.ratio is None:
+    probe = _breaker_counts(breaker, history, current.since or now)
+    verdict = _worst(probe, thresholds(breaker), min_samples=False)
+    ratio = probe.ratio_of(verdict.failure_class)
+    status = replace(
+        current, failure_ratio=ratio, samples=int(probe.total), failure_class=verdict.failure_class
+    )
+    if probe.total < breaker.probe_jobs or ratio is None:
         return BreakerDecision(status, [])
-    if probe.ratio >= breaker.max_failure_ratio:
-        message = (
-            f"probe failed: {_percent(probe.ratio)} of {int(probe.total)} jobs failed; open again"
-            f" for {breaker.cool_down_seconds}s"
-        )
+    measured = f"{_which(breaker, verdict.failure_class)}{_percent(ratio)} of {int(probe.total)} jobs failed"
+    if _reached(probe, verdict):
+        message = f"probe failed: {measured}; open again for {breaker.cool_down_seconds}s"
         reopened = replace(status, state=BreakerState.OPEN, since=now)
         return BreakerDecision(reopened, [Event("Warning", BreakerReason.TRIPPED, message)])
-    message = f"probe passed: {_percent(probe.ratio)} of {int(probe.total)} jobs failed; jobs flow again"
+    message = f"probe passed: {measured}; jobs flow again"
     closed = replace(status, state=BreakerState.CLOSED, since=now)
     return BreakerDecision(closed, [Event("Normal", BreakerReason.CLOSED, message)])
 
@@ -290,10 +401,13 @@ def circuit_open_condition(
     """CircuitOpen as (status, reason, message): True while workers are held back, open or probing."""
     if breaker is not None and status.state == BreakerState.CLOSED and unreadable is not None:
         return ("False", BreakerReason.WORKERS_UNREADABLE, unreadable)
+    which = _which(breaker, status.failure_class)
     if breaker is None or status.state == BreakerState.CLOSED:
-        ratio = "" if status.failure_ratio is None else f": {_percent(status.failure_ratio)} failed"
-        return ("False", BreakerReason.CLOSED, f"jobs flow{ratio} over {status.samples} jobs")
-    measured = f"{_percent(status.failure_ratio)} of {status.samples} jobs failed"
+        if status.failure_ratio is None:
+            return ("False", BreakerReason.CLOSED, f"jobs flow over {status.samples} jobs")
+        measured = f"{which}{_percent(status.failure_ratio)} of {status.samples} jobs failed"
+        return ("False", BreakerReason.CLOSED, f"jobs flow; {measured}")
+    measured = f"{which}{_percent(status.failure_ratio)} of {status.samples} jobs failed"
     if status.state == BreakerState.HALF_OPEN:
         return ("True", BreakerReason.PROBING, f"probing: {measured} so far")
     if status.held:
@@ -302,7 +416,7 @@ def circuit_open_condition(
             BreakerReason.HELD_OPEN,
             "opened by request; `kubectl workerfleet breaker reset` closes it",
         )
-    limit = _percent(breaker.max_failure_ratio)
+    limit = _percent(_limit(breaker, status.failure_class))
     return ("True", BreakerReason.TRIPPED, f"{measured} (maxFailureRatio {limit})")
 
 

@@ -5,6 +5,8 @@ Import it as a handler module (`workerfleet worker --handlers workerfleet.worker
     WORKERFLEET_DEMO_JOB_TYPES        comma-separated job types it serves (default: demo)
     WORKERFLEET_DEMO_DURATION_SECONDS how long each attempt takes (default 0)
     WORKERFLEET_DEMO_FAILURE_RATE     share of attempts, 0 to 1, that fail with a TransientError (default 0)
+    WORKERFLEET_DEMO_FAIL_WHILE       a path: while a file is there, every attempt fails with a
+                                      TransientError (the demo breaks and mends a downstream with it)
 
 A canary image with a higher failure rate than the stable one is what rollback tests roll back.
 
@@ -20,6 +22,7 @@ import os
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from workerfleet.worker.errors import NeedsReview, PermanentError, TransientError
@@ -32,6 +35,7 @@ class DemoBehaviour:
     job_types: tuple[str, ...]
     duration_seconds: float
     failure_rate: float
+    fail_while: Path | None = None
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float, *, high: float) -> float:
@@ -53,6 +57,9 @@ def behaviour_from_env(env: Mapping[str, str]) -> DemoBehaviour:
         job_types=job_types,
         duration_seconds=_fraction(env, "WORKERFLEET_DEMO_DURATION_SECONDS", 0.0, high=86_400.0),
         failure_rate=_fraction(env, "WORKERFLEET_DEMO_FAILURE_RATE", 0.0, high=1.0),
+        fail_while=Path(env["WORKERFLEET_DEMO_FAIL_WHILE"])
+        if env.get("WORKERFLEET_DEMO_FAIL_WHILE")
+        else None,
     )
 
 
@@ -66,6 +73,8 @@ def make_handler(
             raise NeedsReview("demo: cannot tell from the image alone; a person decides")
         if payload.get("broken") and job.last_failure is None:
             raise PermanentError("demo: the image is broken (until the fix is in)")
+        if behaviour.fail_while is not None and behaviour.fail_while.exists():
+            raise TransientError("demo: the downstream is broken")
         if sample() < behaviour.failure_rate:
             raise TransientError(f"demo failure (failure rate {behaviour.failure_rate:g})")
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from workerfleet.api.worker_contract import (
+    FAILURES_METRIC,
     JOB_DURATION_METRIC,
     JOBS_IN_FLIGHT_METRIC,
     JOBS_METRIC,
@@ -61,6 +62,15 @@ class WorkerMetrics:
         for job_type in job_types:
             for outcome in Outcome:
                 self.jobs.labels(pool, revision, job_type, outcome.value)
+        # Created on the first failure of each class: only the operator's breaker reads it, from
+        # each worker directly, counting a series it has not seen before from zero.
+        self.failures = Counter(
+            FAILURES_METRIC,
+            "Deliveries whose attempt failed, by how they ended and the failure class (transient, timeout,"
+            " validation, policy, unknown); failures without a class are left out.",
+            ["pool", "revision", "job_type", "outcome", "failure_class"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             JOB_DURATION_METRIC,
             "Time one attempt's handler ran, by how the delivery ended.",
@@ -98,6 +108,10 @@ class WorkerMetrics:
         series[0].inc()
         if handler_seconds is not None:
             series[1].observe(handler_seconds)
+
+    def count_failure(self, job_type: str, outcome: Outcome, failure_class: str) -> None:
+        """A delivery ended with an attempt that failed with `failure_class`."""
+        self.failures.labels(self._pool, self._revision, job_type, outcome.value, failure_class).inc()
 
     def in_flight_gauge(self, job_type: str) -> Gauge:
         gauge = self._in_flight_series.get(job_type)

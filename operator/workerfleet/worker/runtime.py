@@ -695,6 +695,8 @@ class Runtime:
             return
         label = job_type if job_type is not None else (envelope.type if envelope else "")
         self._metrics.count(label, decision.outcome, handler_seconds)
+        if failure is not None and failure.failure_class is not None:
+            self._metrics.count_failure(label, decision.outcome, failure.failure_class.value)
         done = decision.outcome in (Outcome.SUCCEEDED, Outcome.DUPLICATE)
         level = logging.INFO if done else logging.WARNING
         if log.isEnabledFor(level):  # the record's fields are built only for a line that is written

@@ -1,4 +1,5 @@
-"""Worker processes standing in for a pool's pods, reachable where the pods would be.
+"""Worker processes standing in for a pool's pods, reachable where the pods would be: for the
+fleet-safety e2e tests and the demo's circuit breaker, whose operator reads the workers' own ports.
 
 kwok runs nothing. Inside `on_loopback_node` the pods land on a fake node whose pod CIDR is on
 loopback (kwok gives pods IPs from their node's spec.podCIDR), so for every Ready pod of the pool one
@@ -85,6 +86,8 @@ class PodWorkers:
     port: int
     directory: Path
     environment: dict[str, str]
+    handlers: str
+    """The handler module the processes import (`workerfleet worker --handlers`)."""
     workers: dict[str, PodWorker] = field(default_factory=dict)
     interrupted: int = 0
     """Jobs held by workers whose pods went away: the jobs a scale-in cut off."""
@@ -148,7 +151,7 @@ class PodWorkers:
         }
         with (self.directory / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [str(WORKERFLEET), "worker", "--handlers", "e2e.fleet_handlers"],
+                [str(WORKERFLEET), "worker", "--handlers", self.handlers],
                 env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
