@@ -35,8 +35,10 @@ from aio_pika.abc import (
 from redis.asyncio import Redis
 
 from workerfleet.api.credentials import Credentials
+from workerfleet.api.jobtype import Priority
 from workerfleet.api.queue_kinds import kind_of, rabbitmq, redis_list, redis_stream
 from workerfleet.api.workerpool import Queue, RabbitMQ, RedisList, RedisStream
+from workerfleet.planners.priority import RABBITMQ_SEPARATOR, REDIS_SEPARATOR, level_queue
 from workerfleet.tls import client_context
 from workerfleet.worker.backend import BackendUnavailable
 from workerfleet.worker.rabbitmq import (
@@ -338,3 +340,11 @@ def main_queue_name(queue: Queue) -> str:
     if name is None:
         raise ConfigurationError(f"queue.{kind.name} names no queue workerfleet can write to")
     return name
+
+
+def level_queue_name(queue: Queue, level: Priority) -> str:
+    """Where jobs of a JobType with priority `level` go on the pool's server (see
+    `workerfleet.planners.priority`): the pool's own queue for normal."""
+    kind, _ = kind_of(queue)
+    separator = RABBITMQ_SEPARATOR if kind.name == rabbitmq.KIND.name else REDIS_SEPARATOR
+    return level_queue(main_queue_name(queue), level, separator)
