@@ -95,6 +95,7 @@ class RedisStreamBackend(RedisQueueKeys):
         `limits`: the bounds within which a pending entry's job type is read (as the runtime reads it)."""
         self._limits = limits
         self._key = queue.stream
+        self._levels = {}
         self._group = queue.consumer_group
         self._consumer = worker_id
         self._reclaim_idle_ms = int(reclaim_idle_seconds * 1000)
@@ -258,7 +259,7 @@ class RedisStreamBackend(RedisQueueKeys):
 
     async def maintain(self) -> None:
         with unavailable_on_connection_errors():
-            await self._promote(keys=[self._delayed, self._key], args=[now_ms(), PROMOTE_BATCH])
+            await self._promote(keys=[f"{self._key}:delayed", self._key], args=[now_ms(), PROMOTE_BATCH])
 
     async def enqueue(self, body: bytes) -> None:
         with unavailable_on_connection_errors():
