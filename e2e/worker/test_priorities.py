@@ -1,0 +1,100 @@
+"""JobType priorities on real queue servers with a real worker process: a mixed backlog is served
+high first by the documented 4:2:1 weighting, low jobs are not starved, and the depth the autoscaler
+reads counts every level."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from devenv.queues import QueueUnderTest
+from devenv.waiting import eventually
+from e2e.worker.conftest import Workers
+from workerfleet import producer
+from workerfleet.api.credentials import Credentials
+from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.workerpool import Queue
+from workerfleet.backends.sources import open_source
+from workerfleet.planners.priority import WEIGHTS
+
+JOBS_PER_LEVEL = 20
+LEVEL_OF_TYPE = {"urgent-probe": "high", "routine-probe": "normal", "bulk-probe": "low"}
+WINDOW = sum(WEIGHTS.values())
+
+
+def job_types() -> dict[str, Any]:
+    return {
+        name: {"lane": "fast", "timeoutSeconds": 4, "priority": level} for name, level in LEVEL_OF_TYPE.items()
+    }
+
+
+def enqueue_backlog(queue: QueueUnderTest) -> None:
+    """Low first, then normal, then high: the order priorities must undo."""
+    spec = Queue.model_validate(queue.spec())
+
+    async def send() -> None:
+        for job_type in reversed(LEVEL_OF_TYPE):
+            target = producer.Target(
+                pool="probes",
+                queue=spec,
+                served=tuple(LEVEL_OF_TYPE),
+                job_type=job_type,
+                spec=JobTypeSpec.model_validate(job_types()[job_type]),
+                credentials=Credentials(),
+            )
+            envelopes = [
+                producer.build(target, {"id": f"{job_type}-{index}"}, job_id=f"{job_type}-{index}")
+                for index in range(JOBS_PER_LEVEL)
+            ]
+            await producer.send(target, envelopes)
+
+    asyncio.run(send())
+
+
+def depth_read_by_the_autoscaler(queue: QueueUnderTest) -> int:
+    async def read() -> int:
+        source = open_source(Queue.model_validate(queue.spec()), Credentials())
+        try:
+            return (await source.read()).depth
+        finally:
+            await source.close()
+
+    return asyncio.run(read())
+
+
+def levels_in_start_order(probe_log: Path) -> list[str]:
+    starts = [json.loads(line) for line in probe_log.read_text().splitlines()]
+    return [LEVEL_OF_TYPE[entry["id"].rsplit("-", 1)[0]] for entry in starts if entry["event"] == "start"]
+
+
+def test_a_mixed_backlog_is_served_by_priority_without_starving_low_jobs(
+    queue: QueueUnderTest, workers: Workers, probe_log: Path
+) -> None:
+    # Given a backlog of 20 jobs on each of three levels, enqueued low first
+    enqueue_backlog(queue)
+    # Then the autoscaler's depth counts every level
+    assert depth_read_by_the_autoscaler(queue) == 3 * JOBS_PER_LEVEL
+
+    # When one worker (one job at a time) serves the three JobTypes
+    worker = workers.start(queue, extra_job_types=job_types())
+    eventually(
+        lambda: len(levels_in_start_order(probe_log)) == 3 * JOBS_PER_LEVEL,
+        what="every job to start",
+        timeout=30,
+    )
+    order = levels_in_start_order(probe_log)
+    print("start order:", " ".join(level[0] for level in order))
+
+    # Then while every level has jobs, each window of 7 starts holds 4 high, 2 normal and 1 low
+    full_windows = JOBS_PER_LEVEL // WEIGHTS["high"]
+    for start in range(0, full_windows * WINDOW, WINDOW):
+        window = order[start : start + WINDOW]
+        counts = {level: window.count(level) for level in ("high", "normal", "low")}
+        assert counts == {"high": 4, "normal": 2, "low": 1}, f"starts {start}..{start + WINDOW}: {window}"
+    # And low jobs start long before the high backlog is empty
+    last_high = len(order) - 1 - order[::-1].index("high")
+    assert order.index("low") < WINDOW <= last_high, order
+    worker.process.terminate()
+    assert worker.wait_exit() == 0
