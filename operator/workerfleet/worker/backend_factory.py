@@ -96,6 +96,7 @@ def _redis_stream(
         reclaim_interval_seconds=settings.heartbeat_seconds,
         reclaim_idle_seconds_by_type={name: spec.timeout_seconds + margin for name, spec in policies.items()},
         limits=settings.limits,
+        levels=levels_of(policies),
     )
 
 
