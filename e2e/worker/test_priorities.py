@@ -14,7 +14,7 @@ from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
 from workerfleet import producer
 from workerfleet.api.credentials import Credentials
-from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.jobtype import JobTypeSpec, Priority
 from workerfleet.api.workerpool import Queue
 from workerfleet.backends.sources import open_source
 from workerfleet.planners.priority import WEIGHTS
@@ -88,7 +88,7 @@ def test_a_mixed_backlog_is_served_by_priority_without_starving_low_jobs(
     print("start order:", " ".join(level[0] for level in order))
 
     # Then while every level has jobs, each window of 7 starts holds 4 high, 2 normal and 1 low
-    full_windows = JOBS_PER_LEVEL // WEIGHTS["high"]
+    full_windows = JOBS_PER_LEVEL // WEIGHTS[Priority.HIGH]
     for start in range(0, full_windows * WINDOW, WINDOW):
         window = order[start : start + WINDOW]
         counts = {level: window.count(level) for level in ("high", "normal", "low")}
