@@ -111,6 +111,7 @@ def _rabbitmq(queue: RabbitMQ, settings: WorkerSettings, policies: Mapping[str, 
         # A message stays unacknowledged for at most its attempt, the cancel grace and the settling.
         consumer_timeout_seconds=_longest_attempt(policies) + CONSUMER_TIMEOUT_MARGIN_SECONDS,
         store_credentials=settings.store_credentials,
+        levels=levels_of(policies),
     )
 
 
