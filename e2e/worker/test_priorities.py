@@ -87,12 +87,16 @@ def test_a_mixed_backlog_is_served_by_priority_without_starving_low_jobs(
     order = levels_in_start_order(probe_log)
     print("start order:", " ".join(level[0] for level in order))
 
-    # Then while every level has jobs, each window of 7 starts holds 4 high, 2 normal and 1 low
-    full_windows = JOBS_PER_LEVEL // WEIGHTS[Priority.HIGH]
-    for start in range(0, full_windows * WINDOW, WINDOW):
+    # Then while every level has jobs, each window of 7 starts holds 4 high, 2 normal and 1 low (give
+    # or take the one job a consumer that was first to receive adds, on RabbitMQ), and so do all of them
+    windows = range(0, JOBS_PER_LEVEL // WEIGHTS[Priority.HIGH] * WINDOW, WINDOW)
+    for start in windows:
         window = order[start : start + WINDOW]
-        counts = {level: window.count(level) for level in ("high", "normal", "low")}
-        assert counts == {"high": 4, "normal": 2, "low": 1}, f"starts {start}..{start + WINDOW}: {window}"
+        for level, weight in WEIGHTS.items():
+            assert abs(window.count(level) - weight) <= 1, f"starts {start}..{start + WINDOW}: {window}"
+    served = order[: len(windows) * WINDOW]
+    for level, weight in WEIGHTS.items():
+        assert abs(served.count(level) - weight * len(windows)) <= 1, f"first {len(served)}: {served}"
     # And low jobs start long before the high backlog is empty
     last_high = len(order) - 1 - order[::-1].index("high")
     assert order.index("low") < WINDOW <= last_high, order
