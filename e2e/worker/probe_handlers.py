@@ -1,8 +1,8 @@
 """Handlers the integration tests run in real worker processes (`--handlers e2e.worker.probe_handlers`).
 
 Job types `probe` and `slow-probe` (one handler; tests give them different timeouts), and
-`urgent-probe`, `routine-probe` and `bulk-probe` (the same handler, for JobTypes of each priority). The payload says
-what to do: {"id": "...", "sleep": seconds, "block": seconds, "gate": path,
+`urgent-probe`, `routine-probe` and `bulk-probe` (the same handler, for JobTypes of each
+priority). The payload says what to do: {"id": "...", "sleep": seconds, "block": seconds, "gate": path,
 "fail": "transient" | "permanent" | "review" | "crash", "failUnless": path};
 "gate" holds the handler (at most GATE_SECONDS) until a file exists at that path, so a test can act
 between the start of a job and its end;

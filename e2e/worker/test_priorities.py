@@ -26,7 +26,8 @@ WINDOW = sum(WEIGHTS.values())
 
 def job_types() -> dict[str, Any]:
     return {
-        name: {"lane": "fast", "timeoutSeconds": 4, "priority": level} for name, level in LEVEL_OF_TYPE.items()
+        name: {"lane": "fast", "timeoutSeconds": 4, "priority": level}
+        for name, level in LEVEL_OF_TYPE.items()
     }
 
 
