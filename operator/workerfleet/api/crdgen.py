@@ -129,7 +129,7 @@ JOB_TYPE = Kind(
         PrinterColumn("Deadline", "integer", ".spec.deadlineSeconds", "Seconds before a job expires.", 1),
         PrinterColumn("Dead Letter", "string", ".spec.deadLetter.queue", "Queue of failed jobs.", 1),
     ),
-    selectable_fields=(".spec.lane",),
+    selectable_fields=(".spec.lane", ".spec.priority"),
 )
 
 KINDS = (WORKER_POOL, JOB_TYPE)
