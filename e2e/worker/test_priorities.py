@@ -1,15 +1,18 @@
 """JobType priorities on real queue servers with a real worker process: a mixed backlog is served
 high first by the documented 4:2:1 weighting, low jobs are not starved, and the depth the autoscaler
-reads counts every level."""
+reads counts every level; jobs a vanished worker held go back to their own level."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from devenv.queues import QueueUnderTest
+from devenv.servers import RedisServer
 from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
 from workerfleet import producer
@@ -17,7 +20,9 @@ from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec, Priority
 from workerfleet.api.workerpool import Queue
 from workerfleet.backends.sources import open_source
-from workerfleet.planners.priority import WEIGHTS
+from workerfleet.planners.priority import WEIGHTS, level_queue
+from workerfleet.worker.envelope import decode, encode, new_envelope
+from workerfleet.worker.redis_list import RedisListBackend
 
 JOBS_PER_LEVEL = 20
 LEVEL_OF_TYPE = {"urgent-probe": "high", "routine-probe": "normal", "bulk-probe": "low"}
@@ -103,3 +108,41 @@ def test_a_mixed_backlog_is_served_by_priority_without_starving_low_jobs(
     assert order.index("low") < WINDOW <= last_high, order
     worker.process.terminate()
     assert worker.wait_exit() == 0
+
+
+def test_jobs_of_a_vanished_list_worker_go_back_to_their_own_levels(redis_server: RedisServer) -> None:
+    name = f"jobs-{uuid.uuid4().hex[:8]}"
+    queue = Queue.model_validate({"redis": {"address": redis_server.address, "list": name}}).redis
+    assert queue is not None
+    levels = {job_type: Priority(level) for job_type, level in LEVEL_OF_TYPE.items()}
+
+    def worker(worker_id: str) -> RedisListBackend:
+        return RedisListBackend(queue, Credentials(), worker_id, heartbeat_seconds=0.2, levels=levels)
+
+    async def recovered() -> dict[str, list[str]]:
+        holder, other = worker("vanishing"), worker("survivor")
+        await holder.connect()
+        await other.connect()
+        try:
+            # Given a worker holding one job of each level
+            for job_type in LEVEL_OF_TYPE:
+                await holder.enqueue(
+                    encode(new_envelope(job_type, {}, now=datetime.now(UTC), job_id=job_type))
+                )
+            assert len(await holder.receive(3, 1)) == 3
+            # When its heartbeat expires and another worker's upkeep recovers its jobs
+            await asyncio.sleep(0.5)
+            await other.maintain()
+            with redis_server.client() as client:
+                return {
+                    level: [
+                        decode(body).type for body in client.lrange(level_queue(name, Priority(level)), 0, -1)
+                    ]
+                    for level in LEVEL_OF_TYPE.values()
+                }
+        finally:
+            await holder.close()
+            await other.close()
+
+    # Then each job waits on its own level's list again
+    assert asyncio.run(recovered()) == {level: [job_type] for job_type, level in LEVEL_OF_TYPE.items()}
