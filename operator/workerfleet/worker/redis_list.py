@@ -16,7 +16,8 @@ Keys, for a pool whose list is L:
 Dead-letter and review queues are lists on the same server (LPUSH).
 
 A worker that vanishes (SIGKILL, OOM, lost node) stops renewing its heartbeat; the next worker whose
-upkeep finds it expired moves its processing list back onto L, in one script, so the jobs run again.
+upkeep finds it expired moves its processing list back onto L (each job of a high or low JobType onto
+its level's list), in one script, so the jobs run again.
 A process recovers its own processing list only when it starts (a restarted container keeps its
 worker id, and what the earlier process held is orphaned); reconnecting after a connection blip leaves
 it alone, since the jobs in it are still running here.
@@ -50,12 +51,21 @@ from workerfleet.worker.redis_support import (
     unavailable_on_connection_errors,
 )
 
-# KEYS: heartbeat, processing list, queue, workers set, crash counts. ARGV: worker id, "force" to skip
-# the liveness check (a worker recovering its own list), "count" when the jobs' holder died (each moved
-# job's crash count goes up). Returns the number of jobs moved, or -1 for a live worker.
+# KEYS: heartbeat, processing list, queue, workers set, crash counts, then where each job of ARGV[4..]
+# goes. ARGV: worker id, "force" to skip the liveness check (a worker recovering its own list), "count"
+# when the jobs' holder died (each moved job's crash count goes up), then jobs of a priority level's own
+# list (each moved only if still held, so two workers recovering one list move it once). The rest go to
+# the queue. Returns the number of jobs moved, or -1 for a live worker.
 RECOVER = """
 if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local moved = 0
+for i = 4, #ARGV do
+  if redis.call('LREM', KEYS[2], -1, ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[i + 2], ARGV[i])
+    if ARGV[3] == 'count' then redis.call('HINCRBY', KEYS[5], ARGV[i], 1) end
+    moved = moved + 1
+  end
+end
 while true do
   local job = redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT')
   if not job then break end
@@ -156,7 +166,12 @@ class RedisListBackend(RedisQueueKeys):
             self._workers,
             self._crashes,
         ]
-        args = [worker_id, "force" if force else "", "count" if crashed else ""]
+        args: list[Any] = [worker_id, "force" if force else "", "count" if crashed else ""]
+        if self._levels and (force or not await self._redis.exists(keys[0])):
+            held: list[Any] = await self._redis.lrange(keys[1], 0, -1)
+            routed = [(job, queue) for job in held if (queue := self._queue_of(job)) != self._key]
+            keys += [queue for _job, queue in routed]
+            args += [job for job, _queue in routed]
         moved: int = await self._recover(keys=keys, args=args)
         return moved
 
