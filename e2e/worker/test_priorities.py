@@ -1,6 +1,7 @@
 """JobType priorities on real queue servers with a real worker process: a mixed backlog is served
 high first by the documented 4:2:1 weighting, low jobs are not starved, and the depth the autoscaler
-reads counts every level; jobs a vanished worker held go back to their own level."""
+reads counts every level; jobs a vanished worker held, and scheduled runs the operator enqueues, go
+to their own level."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from devenv.queues import QueueUnderTest
+from devenv.queues import QueueUnderTest, RabbitMQQueue
 from devenv.servers import RedisServer
 from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
@@ -19,8 +20,9 @@ from workerfleet import producer
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import JobTypeSpec, Priority
 from workerfleet.api.workerpool import Queue
+from workerfleet.backends.enqueue import enqueue as operator_enqueue
 from workerfleet.backends.sources import open_source
-from workerfleet.planners.priority import WEIGHTS, level_queue
+from workerfleet.planners.priority import RABBITMQ_SEPARATOR, REDIS_SEPARATOR, WEIGHTS, level_queue
 from workerfleet.worker.envelope import decode, encode, new_envelope
 from workerfleet.worker.redis_list import RedisListBackend
 
@@ -146,3 +148,14 @@ def test_jobs_of_a_vanished_list_worker_go_back_to_their_own_levels(redis_server
 
     # Then each job waits on its own level's list again
     assert asyncio.run(recovered()) == {level: [job_type] for job_type, level in LEVEL_OF_TYPE.items()}
+
+
+def test_a_scheduled_run_goes_onto_its_job_types_level(queue: QueueUnderTest) -> None:
+    # Given a JobType of priority high whose schedule comes due before any worker of the pool ran
+    body = encode(new_envelope("urgent-probe", {}, now=datetime.now(UTC), job_id="scheduled"))
+    separator = RABBITMQ_SEPARATOR if isinstance(queue, RabbitMQQueue) else REDIS_SEPARATOR
+    # When the operator enqueues the run
+    asyncio.run(operator_enqueue(Queue.model_validate(queue.spec()), Credentials(), body, Priority.HIGH))
+    # Then it waits on the high level's queue (on RabbitMQ declared for it, as no worker did yet)
+    waiting = queue.entries(level_queue(queue.name, Priority.HIGH, separator))
+    assert [job.id for job in waiting] == ["scheduled"]
