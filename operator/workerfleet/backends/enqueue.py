@@ -20,7 +20,7 @@ from workerfleet.tls import client_context
 
 async def _publish(queue: RabbitMQ, credentials: Credentials, body: bytes, routing_key: str) -> None:
     import aio_pika  # noqa: PLC0415  (the AMQP client is large: loaded for RabbitMQ pools only)
-    from aiormq.exceptions import AMQPError  # noqa: PLC0415
+    from aiormq.exceptions import AMQPError, ChannelNotFoundEntity  # noqa: PLC0415
 
     from workerfleet.backends.amqp_transport import amqp_failure, connect_bounded  # noqa: PLC0415
 
@@ -29,6 +29,15 @@ async def _publish(queue: RabbitMQ, credentials: Credentials, body: bytes, routi
         connection = await connect_bounded(RabbitMQDepth(queue, credentials).url(), context)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            if routing_key != queue.queue:
+                # A priority level's queue is declared by the pool's workers; before any ran, by whoever
+                # first puts a job there (as they would: durable, no arguments). A passive declare of a
+                # missing queue closes its channel, so it gets one of its own.
+                try:
+                    async with connection.channel() as probe:
+                        await probe.declare_queue(routing_key, passive=True, timeout=ANSWER_TIMEOUT_SECONDS)
+                except ChannelNotFoundEntity:
+                    await channel.declare_queue(routing_key, durable=True, timeout=ANSWER_TIMEOUT_SECONDS)
             await channel.default_exchange.publish(
                 aio_pika.Message(
                     body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
@@ -39,7 +48,7 @@ async def _publish(queue: RabbitMQ, credentials: Credentials, body: bytes, routi
         finally:
             await connection.close()
     except (AMQPError, OSError, TimeoutError, RecursionError) as error:
-        raise amqp_failure(f"rabbitmq queue {queue.queue!r}", error) from error
+        raise amqp_failure(f"rabbitmq queue {routing_key!r}", error) from error
 
 
 async def enqueue(
