@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from devenv.queues import QueueUnderTest, RabbitMQQueue
-from devenv.servers import RedisServer
+from devenv.servers import RabbitMQServer, RedisServer
 from devenv.waiting import eventually
 from e2e.worker.conftest import Workers
 from workerfleet import producer
@@ -159,3 +159,23 @@ def test_a_scheduled_run_goes_onto_its_job_types_level(queue: QueueUnderTest) ->
     # Then it waits on the high level's queue (on RabbitMQ declared for it, as no worker did yet)
     waiting = queue.entries(level_queue(queue.name, Priority.HIGH, separator))
     assert [job.id for job in waiting] == ["scheduled"]
+
+
+def test_a_delayed_high_job_on_rabbitmq_reaches_its_level_when_due(rabbitmq_server: RabbitMQServer) -> None:
+    # Given a RabbitMQ pool whose workers never ran, so no level's queue was declared
+    queue = RabbitMQQueue(rabbitmq_server.address, f"jobs-{uuid.uuid4().hex[:8]}", rabbitmq_server)
+    target = producer.Target(
+        pool="probes",
+        queue=Queue.model_validate(queue.spec()),
+        served=("urgent-probe",),
+        job_type="urgent-probe",
+        spec=JobTypeSpec.model_validate(job_types()["urgent-probe"]),
+        credentials=Credentials(),
+    )
+    # When a high job is sent to wait a second
+    asyncio.run(producer.send(target, [producer.build(target, {}, job_id="later", delay=1)]))
+    # Then it is on the high level's queue once due, not dropped by the delay queue for want of one
+    high = level_queue(queue.name, Priority.HIGH, RABBITMQ_SEPARATOR)
+    eventually(
+        lambda: [job.id for job in queue.entries(high)] == ["later"], what="the job on its level", timeout=10
+    )
