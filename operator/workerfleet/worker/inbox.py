@@ -290,6 +290,10 @@ class RabbitMQInbox:
         seconds = (due - datetime.now(UTC)).total_seconds()
         waiting, arguments = delay_queue(queue, quantized_delay_ms(max(seconds, 0.001)))
         with _unavailable_on_connection_errors():
+            # The broker drops a due message whose queue is missing (a priority level's queue no worker
+            # has declared yet): declared here as a worker would.
+            if await self._existing(queue) is None:
+                await channel.declare_queue(queue, durable=True)
             await channel.declare_queue(waiting, durable=True, arguments=arguments)
             await channel.default_exchange.publish(
                 aio_pika.Message(
