@@ -1,7 +1,7 @@
 """JobType priorities on real queue servers with a real worker process: a mixed backlog is served
 high first by the documented 4:2:1 weighting, low jobs are not starved, and the depth the autoscaler
-reads counts every level; jobs a vanished worker held, and scheduled runs the operator enqueues, go
-to their own level."""
+reads counts every level; jobs a vanished worker held (list) or left pending (stream), scheduled runs
+the operator enqueues and delayed jobs go to their own level."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from workerfleet.backends.sources import open_source
 from workerfleet.planners.priority import RABBITMQ_SEPARATOR, REDIS_SEPARATOR, WEIGHTS, level_queue
 from workerfleet.worker.envelope import decode, encode, new_envelope
 from workerfleet.worker.redis_list import RedisListBackend
+from workerfleet.worker.redis_stream import RedisStreamBackend
 
 JOBS_PER_LEVEL = 20
 LEVEL_OF_TYPE = {"urgent-probe": "high", "routine-probe": "normal", "bulk-probe": "low"}
@@ -179,3 +180,49 @@ def test_a_delayed_high_job_on_rabbitmq_reaches_its_level_when_due(rabbitmq_serv
     eventually(
         lambda: [job.id for job in queue.entries(high)] == ["later"], what="the job on its level", timeout=10
     )
+
+
+def test_a_high_entry_of_a_vanished_stream_worker_is_reclaimed_from_its_level(
+    redis_server: RedisServer,
+) -> None:
+    spec = {
+        "address": redis_server.address,
+        "stream": f"jobs-{uuid.uuid4().hex[:8]}",
+        "consumerGroup": "workers",
+    }
+    queue = Queue.model_validate({"redisStream": spec}).redis_stream
+    assert queue is not None
+    levels = {job_type: Priority(level) for job_type, level in LEVEL_OF_TYPE.items()}
+
+    def worker(worker_id: str) -> RedisStreamBackend:
+        return RedisStreamBackend(
+            queue,
+            Credentials(),
+            worker_id,
+            reclaim_idle_seconds=0.2,
+            reclaim_interval_seconds=0.1,
+            levels=levels,
+        )
+
+    async def reclaimed() -> list[tuple[str, int]]:
+        holder, other = worker("vanishing"), worker("survivor")
+        await holder.connect()
+        await other.connect()
+        try:
+            # Given a worker holding a high job, which then stops settling anything
+            await holder.enqueue(
+                encode(new_envelope("urgent-probe", {}, now=datetime.now(UTC), job_id="held"))
+            )
+            assert len(await holder.receive(1, 1)) == 1
+            # When its entry has been pending past the limit and another worker receives
+            await asyncio.sleep(0.4)
+            taken = await other.receive(1, 1)
+            for delivery in taken:
+                await other.complete(delivery, None)
+            return [(decode(delivery.body).id, delivery.deliveries) for delivery in taken]
+        finally:
+            await holder.close()
+            await other.close()
+
+    # Then the other takes it over from the high level's stream, counted as a second delivery
+    assert asyncio.run(reclaimed()) == [("held", 2)]
