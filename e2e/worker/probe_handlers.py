@@ -1,7 +1,8 @@
 """Handlers the integration tests run in real worker processes (`--handlers e2e.worker.probe_handlers`).
 
-Job types `probe` and `slow-probe` (one handler; tests give them different timeouts). The payload says
-what to do: {"id": "...", "sleep": seconds, "block": seconds, "gate": path,
+Job types `probe` and `slow-probe` (one handler; tests give them different timeouts), and
+`urgent-probe`, `routine-probe` and `bulk-probe` (the same handler, for JobTypes of each
+priority). The payload says what to do: {"id": "...", "sleep": seconds, "block": seconds, "gate": path,
 "fail": "transient" | "permanent" | "review" | "crash", "failUnless": path};
 "gate" holds the handler (at most GATE_SECONDS) until a file exists at that path, so a test can act
 between the start of a job and its end;
@@ -36,6 +37,9 @@ def record(event: str, job: worker.Job) -> None:
         log.write(line)
 
 
+@worker.handler("bulk-probe")
+@worker.handler("routine-probe")
+@worker.handler("urgent-probe")
 @worker.handler("slow-probe")
 @worker.handler("probe")
 async def probe(job: worker.Job) -> None:

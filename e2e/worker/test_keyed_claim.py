@@ -26,7 +26,7 @@ from workerfleet.api.workerpool import Queue
 from workerfleet.worker.backend import CompletedKey, Delivery, KeyClaim, KeyState, QueueBackend
 from workerfleet.worker.rabbitmq import RabbitMQBackend
 from workerfleet.worker.redis_list import RedisListBackend
-from workerfleet.worker.redis_stream import RedisStreamBackend
+from workerfleet.worker.redis_stream import RedisStreamBackend, StreamEntry
 
 LEASE_SECONDS = 0.5
 
@@ -157,7 +157,9 @@ def test_completing_a_keyed_job_ends_its_claim_and_every_copy_is_then_a_duplicat
             opened(opener, redis_server.address, name, "worker-b") as other,
         ):
             assert (await holder.claim(KeyClaim("probe:k", "worker-a", 60))).state is KeyState.CLAIMED
-            await holder.complete(Delivery(body=b"{}", handle=b"0-1"), CompletedKey("probe:k", 3600))
+            # A stream delivery's handle names its entry and stream; a list's needs none.
+            handle = StreamEntry(name, b"0-1") if opener is _redis_stream else None
+            await holder.complete(Delivery(body=b"{}", handle=handle), CompletedKey("probe:k", 3600))
             with redis_server.client() as client:
                 assert not client.exists(f"{name}:claim:probe:k")
             answer = await other.claim(KeyClaim("probe:k", "worker-b", 60))

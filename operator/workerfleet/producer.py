@@ -11,10 +11,11 @@
 `build` refuses, with `InvalidJob` naming the field, data that the worker runtime would dead-letter
 (the JobType's input schema, its idempotency key), a job type the pool does not serve, and a deadline
 past the JobType's own; nothing is enqueued then. `send` writes each envelope as it is to the pool's
-queue (Redis list, Redis stream or RabbitMQ) and returns once the server has it. Queue credentials
-come from WORKERFLEET_QUEUE_USERNAME / WORKERFLEET_QUEUE_PASSWORD, or, from the cluster, from the
-Secrets the pool's queue auth references when the caller may read them; the CA bundle of a queue with
-TLS from WORKERFLEET_QUEUE_CA, else from the Secret its `tls.caSecretRef` names.
+queue (Redis list, Redis stream or RabbitMQ; the queue of the JobType's priority level) and returns
+once the server has it. Queue credentials come from WORKERFLEET_QUEUE_USERNAME /
+WORKERFLEET_QUEUE_PASSWORD, or, from the cluster, from the Secrets the pool's queue auth references
+when the caller may read them; the CA bundle of a queue with TLS from WORKERFLEET_QUEUE_CA, else from
+the Secret its `tls.caSecretRef` names.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from workerfleet.api.workerpool import Queue, WorkerPoolSpec
 from workerfleet.kube.options import ClusterOptions
 from workerfleet.worker.backend_factory import open_backend
 from workerfleet.worker.envelope import Envelope, encode, new_envelope
-from workerfleet.worker.inbox import main_queue_name, open_inbox
+from workerfleet.worker.inbox import level_queue_name, open_inbox
 from workerfleet.worker.runtime import build_validators, input_problem
 from workerfleet.worker.settings import ConfigurationError, WorkerSettings
 
@@ -187,7 +188,9 @@ async def send(target: Target, envelopes: Sequence[Envelope]) -> None:
         try:
             for envelope in later:
                 await inbox.enqueue_later(
-                    main_queue_name(target.queue), encode(envelope), envelope.enqueued_at
+                    level_queue_name(target.queue, target.spec.priority),
+                    encode(envelope),
+                    envelope.enqueued_at,
                 )
         finally:
             await inbox.close()

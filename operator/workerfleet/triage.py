@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from workerfleet.api.base import API_VERSION
-from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.jobtype import JobTypeSpec, Priority
 from workerfleet.api.workerpool import Queue, WorkerPoolSpec
 from workerfleet.kube.options import ClusterOptions
 from workerfleet.planners.held import dead_letter_queues, pool_dead_letter_queue, review_queues
@@ -45,7 +45,7 @@ from workerfleet.worker.envelope import (
     peek_fields,
     with_failure,
 )
-from workerfleet.worker.inbox import Held, Inbox, main_queue_name, open_inbox
+from workerfleet.worker.inbox import Held, Inbox, level_queue_name, open_inbox
 from workerfleet.worker.policy import idempotency_key
 
 if TYPE_CHECKING:
@@ -84,10 +84,6 @@ class Pool:
     credentials: PoolCredentials
 
     @property
-    def main_queue(self) -> str:
-        return main_queue_name(self.queue)
-
-    @property
     def pool_dead_letter_queue(self) -> str:
         return pool_dead_letter_queue(self.queue)
 
@@ -96,6 +92,11 @@ class Pool:
         if box == Box.REVIEW:
             return review_queues(self.job_types)
         return dead_letter_queues(self.queue, self.job_types)
+
+    def queue_of(self, job_type: str) -> str:
+        """Where a job of `job_type` goes back to: its JobType's priority level of the pool's queue."""
+        spec = self.job_types.get(job_type)
+        return level_queue_name(self.queue, spec.priority if spec is not None else Priority.NORMAL)
 
     def dead_letter_queue_of(self, job_type: str) -> str:
         spec = self.job_types.get(job_type)
@@ -273,7 +274,11 @@ def plan_review(
             skipped.append(Skip(entry, "not a job envelope: replay or purge it from the dead letters"))
         elif approve:
             moves.append(
-                Move(entry, pool.main_queue, encode(approved(entry.envelope, by=by, note=text, now=now)))
+                Move(
+                    entry,
+                    pool.queue_of(entry.job_type),
+                    encode(approved(entry.envelope, by=by, note=text, now=now)),
+                )
             )
         else:
             body = encode(rejected(entry.envelope, by=by, reason=text, now=now, pool=pool.name))
@@ -312,7 +317,7 @@ def plan_replay(
         if limit is not None and len(moves) >= limit:
             skipped.append(Skip(entry, f"past --limit {limit}"))
             continue
-        moves.append(Move(entry, pool.main_queue, encode(replayed(entry.envelope))))
+        moves.append(Move(entry, pool.queue_of(entry.job_type), encode(replayed(entry.envelope))))
     return Plan("replay", tuple(moves), tuple(skipped))
 
 

@@ -227,12 +227,13 @@ def test_worker_pool_columns_show_rollout_and_queue() -> None:
     assert names == ["Ready", "Replicas", "Available", "Phase", "Step", "Weight", "Queue Depth", "Age"]
 
 
-def test_job_type_columns_and_selectable_lane() -> None:
+def test_job_type_columns_and_selectable_lane_and_priority() -> None:
     names = [column.name for column in JOB_TYPE.printer_columns if column.priority == 0]
-    assert names == ["Lane", "Timeout", "Max Attempts", "Accepted", "Next Run", "Age"]
+    assert names == ["Lane", "Priority", "Timeout", "Max Attempts", "Accepted", "Next Run", "Age"]
     version = custom_resource_definition(JOB_TYPE)["spec"]["versions"][0]
-    assert version["selectableFields"] == [{"jsonPath": ".spec.lane"}]
+    assert version["selectableFields"] == [{"jsonPath": ".spec.lane"}, {"jsonPath": ".spec.priority"}]
     assert _schema_at(openapi_schema(JOB_TYPE), ".spec.lane")["type"] == "string"
+    assert _schema_at(openapi_schema(JOB_TYPE), ".spec.priority")["enum"] == ["high", "normal", "low"]
 
 
 @kinds

@@ -48,11 +48,17 @@ def pool(phase: str = "Progressing", **status: Any) -> dict[str, Any]:
 
 
 class FakeKube:
-    def __init__(self, stored: dict[str, Any] | None) -> None:
+    def __init__(
+        self, stored: dict[str, Any] | None, job_types: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.stored = stored
+        self.job_types = job_types or {}
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
 
     def read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "JobType":
+            assert namespace == "media"
+            return self.job_types.get(name)
         assert (kind, namespace, name) == ("WorkerPool", "media", "thumbs")
         return self.stored
 
@@ -149,6 +155,17 @@ def test_an_action_with_nothing_to_act_on_is_refused_and_not_sent(
     assert run(argv, fake) == 3
     assert fake.patches == []
     assert "nothing to act on" in capsys.readouterr().out
+
+
+def test_status_shows_each_job_type_served_with_its_priority(capsys: pytest.CaptureFixture[str]) -> None:
+    stored = pool()
+    stored["spec"]["jobTypes"] = ["resize", "thumbnail", "gone"]
+    job_types = {
+        "resize": {"spec": {"lane": "fast", "timeoutSeconds": 5, "priority": "high"}},
+        "thumbnail": {"spec": {"lane": "fast", "timeoutSeconds": 5}},
+    }
+    assert run(["status", "thumbs"], FakeKube(stored, job_types)) == 0
+    assert "job types  resize (high), thumbnail (normal), gone (not found)" in capsys.readouterr().out
 
 
 def _watched(views: list[dict[str, Any]], **options: Any) -> list[str]:

@@ -115,6 +115,7 @@ JOB_TYPE = Kind(
     short_names=("jt",),
     printer_columns=(
         PrinterColumn("Lane", "string", ".spec.lane", "fast, normal or heavy."),
+        PrinterColumn("Priority", "string", ".spec.priority", "high, normal or low: which jobs go first."),
         PrinterColumn("Timeout", "integer", ".spec.timeoutSeconds", "Seconds one attempt may run."),
         PrinterColumn("Max Attempts", "integer", ".spec.retry.maxAttempts", "Attempts before giving up."),
         PrinterColumn(
@@ -128,7 +129,7 @@ JOB_TYPE = Kind(
         PrinterColumn("Deadline", "integer", ".spec.deadlineSeconds", "Seconds before a job expires.", 1),
         PrinterColumn("Dead Letter", "string", ".spec.deadLetter.queue", "Queue of failed jobs.", 1),
     ),
-    selectable_fields=(".spec.lane",),
+    selectable_fields=(".spec.lane", ".spec.priority"),
 )
 
 KINDS = (WORKER_POOL, JOB_TYPE)

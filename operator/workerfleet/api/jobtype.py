@@ -44,6 +44,15 @@ _LANE_CEILINGS_TEXT = ", ".join(
 )
 
 
+class Priority(StrEnum):
+    """Which of a pool's jobs its workers take first: high before normal before low, weighted so that
+    lower levels still get their share (see `workerfleet.planners.priority`)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class FailureClass(StrEnum):
     """Why an attempt failed, as the worker runtime classifies it."""
 
@@ -265,6 +274,11 @@ class JobTypeSpec(ApiModel):
     """How redelivered jobs are recognised; absent means a redelivered job runs again."""
     schedule: Schedule | None = None
     """Enqueue a job of this type on a schedule (a cron expression) to every pool that serves it."""
+    priority: Annotated[Priority, Field(strict=False)] = Priority.NORMAL
+    """high, normal or low. Jobs wait on a queue of their level; a worker with jobs on several levels
+    takes them 4:2:1 (high:normal:low) in every 7 it takes, a level's turn going to the highest level
+    with jobs when it has none. normal jobs use the pool's queue itself, so queues written before
+    priorities keep working unchanged."""
     rate_limit: RateLimit | None = None
     """Most jobs per second, shared through the queue server (Redis pools: that server; RabbitMQ
     pools: their idempotencyStore, else each worker process alone). Workers wait for their turn

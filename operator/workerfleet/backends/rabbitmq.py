@@ -1,4 +1,5 @@
-"""Depth of a RabbitMQ queue: its ready messages, read with a passive declare over AMQP.
+"""Depth of a RabbitMQ queue: its ready messages and those of its priority levels' queues
+(`<queue>.priority.high|low`, where they exist), read with passive declares over AMQP.
 
 What RabbitMQ can give over AMQP is queue.declare-ok's message_count (ready messages) and
 consumer_count; messages_unacknowledged is only in the management HTTP API (a plugin, another port,
@@ -18,9 +19,11 @@ from urllib.parse import quote
 
 from workerfleet.api.common import split_host_port
 from workerfleet.api.credentials import Credentials
+from workerfleet.api.jobtype import Priority
 from workerfleet.api.workerpool import RabbitMQ
 from workerfleet.backends.base import QueueSample, QueueUnreachableError
 from workerfleet.backends.bounds import ANSWER_TIMEOUT_SECONDS
+from workerfleet.planners.priority import LEVELS, RABBITMQ_SEPARATOR, level_queue
 from workerfleet.tls import client_context
 
 if TYPE_CHECKING:
@@ -71,7 +74,18 @@ class RabbitMQDepth:
                 declared = await channel.declare_queue(
                     self._queue.queue, passive=True, timeout=ANSWER_TIMEOUT_SECONDS
                 )
-                count = declared.declaration_result.message_count
+                count = int(declared.declaration_result.message_count or 0)
+            for level in (level for level in LEVELS if level != Priority.NORMAL):
+                name = level_queue(self._queue.queue, level, RABBITMQ_SEPARATOR)
+                try:
+                    # A channel each: a passive declare of a missing queue closes its channel.
+                    async with self._connection.channel() as channel:
+                        found = await channel.declare_queue(
+                            name, passive=True, timeout=ANSWER_TIMEOUT_SECONDS
+                        )
+                        count += int(found.declaration_result.message_count or 0)
+                except ChannelNotFoundEntity:
+                    continue  # no JobType of this level has been served yet
         except ChannelNotFoundEntity as error:
             raise QueueUnreachableError(
                 f"{self._what()} does not exist in vhost {self._queue.vhost!r}:"
@@ -80,7 +94,7 @@ class RabbitMQDepth:
         except (AMQPError, OSError, TimeoutError, RecursionError) as error:
             await self.close()
             raise amqp_failure(self._what(), error) from error
-        return QueueSample(depth=int(count or 0))
+        return QueueSample(depth=count)
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -1,8 +1,9 @@
 """Depth of a Redis list pool: every job not yet done, as the worker runtime keeps them (see
-`workerfleet.worker.redis_list`): waiting in the list, in flight in the processing lists of the pool's
-workers, and retries waiting for their backoff in `<list>:delayed` (due or not: only a running worker
-moves them back onto the list, so a pool must not sleep at zero while any wait there). Oldest age from
-the envelope at the list's tail (the next to be taken)."""
+`workerfleet.worker.redis_list`): waiting in the list and in its priority levels' lists, in flight in
+the processing lists of the pool's workers, and retries waiting for their backoff in each level's
+`:delayed` (due or not: only a running worker moves them back onto the list, so a pool must not sleep
+at zero while any wait there). Oldest age: the oldest of the envelopes at the levels' tails (each the
+next of its level to be taken), so deadline-based scaling answers to the most urgent level."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisList
 from workerfleet.backends.base import QueueSample, envelope_age_seconds
 from workerfleet.backends.redis_common import MALFORMED_ANSWER, connect, release, unreadable
+from workerfleet.planners.priority import LEVELS, level_queue
 
 
 class RedisListDepth:
@@ -25,11 +27,17 @@ class RedisListDepth:
     async def read(self) -> QueueSample:
         try:
             async with self._redis.pipeline(transaction=False) as pipeline:
-                pipeline.llen(self._key)
-                pipeline.lindex(self._key, -1)
-                pipeline.zcard(f"{self._key}:delayed")
+                for level in LEVELS:
+                    key = level_queue(self._key, level)
+                    pipeline.llen(key)
+                    pipeline.lindex(key, -1)
+                    pipeline.zcard(f"{key}:delayed")
                 pipeline.smembers(f"{self._key}:workers")
-                waiting, oldest, delayed, workers = await pipeline.execute()
+                *per_level, workers = await pipeline.execute()
+            waiting = sum(int(length) for length in per_level[0::3])
+            delayed = sum(int(count) for count in per_level[2::3])
+            now = datetime.now(UTC)
+            ages = [age for tail in per_level[1::3] if (age := envelope_age_seconds(tail, now)) is not None]
             in_flight = 0
             if workers:
                 async with self._redis.pipeline(transaction=False) as pipeline:
@@ -38,10 +46,10 @@ class RedisListDepth:
                         pipeline.llen(f"{self._key}:processing:{name}")
                     lengths: list[Any] = await pipeline.execute()
                 in_flight = sum(int(length) for length in lengths)
-            depth = int(waiting) + in_flight + int(delayed)
+            depth = waiting + in_flight + delayed
         except (redis_errors.RedisError, OSError, *MALFORMED_ANSWER) as error:
             raise unreadable(f"redis list {self._key!r}", error) from error
-        return QueueSample(depth=depth, oldest_age_seconds=envelope_age_seconds(oldest, datetime.now(UTC)))
+        return QueueSample(depth=depth, oldest_age_seconds=max(ages, default=None))
 
     async def close(self) -> None:
         await release(self._redis)

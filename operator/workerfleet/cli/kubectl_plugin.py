@@ -2,7 +2,8 @@
 letters (`review` and `dlq`: see `workerfleet.cli.triage_commands`).
 
     kubectl workerfleet status NAME [--watch]   revisions, step i of n, weight, time left in the pause,
-                                                last analysis against its thresholds
+                                                last analysis against its thresholds, the JobTypes
+                                                served with their priority
     kubectl workerfleet promote NAME [--full]   end the current step now (--full: make the canary stable)
     kubectl workerfleet abort NAME              scale the canary to zero; the pool becomes Degraded
     kubectl workerfleet retry NAME              start a rolled-back or aborted rollout again from step 1
@@ -103,8 +104,17 @@ def degraded(pool: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def render_status(pool: Mapping[str, Any], now: datetime) -> str:
-    """A readable view of a pool's rollout, from the pool as stored."""
+def job_types_line(served: Sequence[str], priorities: Mapping[str, str | None]) -> str:
+    """The pool's JobTypes with their priority level (None: the JobType is not there)."""
+    shown = (f"{name} ({priorities.get(name) or 'not found'})" for name in served)
+    return "  job types  " + ", ".join(shown)
+
+
+def render_status(
+    pool: Mapping[str, Any], now: datetime, priorities: Mapping[str, str | None] | None = None
+) -> str:
+    """A readable view of a pool's rollout, from the pool as stored; `priorities`: each served
+    JobType's priority level, as read."""
     metadata, spec = pool["metadata"], pool.get("spec") or {}
     status = pool.get("status") or {}
     rollout = status.get("rollout") or {}
@@ -128,6 +138,8 @@ def render_status(pool: Mapping[str, Any], now: datetime) -> str:
         )
         if rollout.get("failedAnalyses"):
             lines.append(f"  failed analyses: {rollout['failedAnalyses']}")
+    if priorities is not None and spec.get("jobTypes"):
+        lines.append(job_types_line(spec["jobTypes"], priorities))
     if rollout.get("message"):
         lines.append(f"  {rollout['message']}")
     last = rollout.get("lastAnalysis")
@@ -163,6 +175,15 @@ def _get(api: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     return api.read(API_VERSION, "WorkerPool", namespace, name)
 
 
+def _priorities(api: Kube, namespace: str, pool: Mapping[str, Any]) -> dict[str, str | None]:
+    """Each served JobType's priority (normal when not set), None for one that is not there."""
+    priorities: dict[str, str | None] = {}
+    for name in (pool.get("spec") or {}).get("jobTypes") or []:
+        found = api.read(API_VERSION, "JobType", namespace, name)
+        priorities[name] = None if found is None else (found.get("spec") or {}).get("priority") or "normal"
+    return priorities
+
+
 def show_status(
     args: argparse.Namespace,
     api: Kube,
@@ -182,7 +203,7 @@ def show_status(
             write(f"WorkerPool {args.namespace}/{args.name} not found")
             return EXIT_NOT_FOUND
         if terminal or pool != shown:
-            view = render_status(pool, now())
+            view = render_status(pool, now(), _priorities(api, args.namespace, pool))
             write((f"\x1b[{drawn}F\x1b[J" if terminal and drawn else "") + view)
             shown, drawn = pool, view.count("\n") + 1
         if not args.watch:

@@ -20,7 +20,7 @@ import kopf
 from pydantic import ValidationError
 
 from workerfleet.api.base import API_VERSION, GROUP, VERSION
-from workerfleet.api.jobtype import ConcurrencyPolicy, JobTypeSpec, Schedule
+from workerfleet.api.jobtype import ConcurrencyPolicy, JobTypeSpec, Priority, Schedule
 from workerfleet.api.workerpool import WorkerPoolSpec
 from workerfleet.backends.base import QueueUnreachableError
 from workerfleet.backends.enqueue import enqueue
@@ -75,6 +75,7 @@ async def _enqueue_run(job_type: dict[str, Any], schedule: Schedule, at: datetim
     that did not get it (unreachable, Forbid with a backlog)."""
     namespace, name = job_type["metadata"]["namespace"], job_type["metadata"]["name"]
     body = json.dumps(run_envelope(name, schedule, at), separators=(",", ":")).encode()
+    level = Priority((job_type.get("spec") or {}).get("priority") or Priority.NORMAL)
     pools = await asyncio.to_thread(_pools_serving, namespace, name)
     settings = tenancy()
     for pool in pools:
@@ -91,7 +92,7 @@ async def _enqueue_run(job_type: dict[str, Any], schedule: Schedule, at: datetim
         try:
             if credentials is None:
                 raise QueueUnreachableError(refused or "the operator may not read the queue's credentials")
-            await enqueue(spec.queue, credentials, body)
+            await enqueue(spec.queue, credentials, body, level)
         except QueueUnreachableError as error:
             message = f"run {rfc3339(at)} not enqueued for pool {pool_name}: {error}"
             post_event(job_type, Event("Warning", ScheduleReason.RUN_FAILED, message))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from workerfleet.api.credentials import Credentials
-from workerfleet.api.jobtype import JobTypeSpec
+from workerfleet.api.jobtype import JobTypeSpec, Priority
 from workerfleet.api.queue_kinds import kind_of, prometheus, rabbitmq, redis_list, redis_stream
 from workerfleet.api.queue_kinds.base import CredentialNeeds
 from workerfleet.api.workerpool import PrometheusQueue, RabbitMQ, RedisList, RedisStream
@@ -62,6 +62,10 @@ def keys_per_process(settings: WorkerSettings, policies: Mapping[str, JobTypeSpe
     return sorted(name for name, spec in policies.items() if spec.idempotency is not None)
 
 
+def levels_of(policies: Mapping[str, JobTypeSpec]) -> dict[str, Priority]:
+    return {name: spec.priority for name, spec in policies.items()}
+
+
 def _longest_attempt(policies: Mapping[str, JobTypeSpec]) -> int:
     return max((spec.timeout_seconds for spec in policies.values()), default=DEFAULT_TIMEOUT_SECONDS)
 
@@ -70,7 +74,11 @@ def _redis_list(
     queue: RedisList, settings: WorkerSettings, policies: Mapping[str, JobTypeSpec]
 ) -> QueueBackend:
     return RedisListBackend(
-        queue, settings.credentials, settings.worker_id, heartbeat_seconds=settings.heartbeat_seconds
+        queue,
+        settings.credentials,
+        settings.worker_id,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        levels=levels_of(policies),
     )
 
 
@@ -88,6 +96,7 @@ def _redis_stream(
         reclaim_interval_seconds=settings.heartbeat_seconds,
         reclaim_idle_seconds_by_type={name: spec.timeout_seconds + margin for name, spec in policies.items()},
         limits=settings.limits,
+        levels=levels_of(policies),
     )
 
 
@@ -102,6 +111,7 @@ def _rabbitmq(queue: RabbitMQ, settings: WorkerSettings, policies: Mapping[str, 
         # A message stays unacknowledged for at most its attempt, the cancel grace and the settling.
         consumer_timeout_seconds=_longest_attempt(policies) + CONSUMER_TIMEOUT_MARGIN_SECONDS,
         store_credentials=settings.store_credentials,
+        levels=levels_of(policies),
     )
 
 

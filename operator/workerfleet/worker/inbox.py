@@ -35,8 +35,10 @@ from aio_pika.abc import (
 from redis.asyncio import Redis
 
 from workerfleet.api.credentials import Credentials
+from workerfleet.api.jobtype import Priority
 from workerfleet.api.queue_kinds import kind_of, rabbitmq, redis_list, redis_stream
 from workerfleet.api.workerpool import Queue, RabbitMQ, RedisList, RedisStream
+from workerfleet.planners.priority import RABBITMQ_SEPARATOR, REDIS_SEPARATOR, level_queue
 from workerfleet.tls import client_context
 from workerfleet.worker.backend import BackendUnavailable
 from workerfleet.worker.rabbitmq import (
@@ -288,6 +290,10 @@ class RabbitMQInbox:
         seconds = (due - datetime.now(UTC)).total_seconds()
         waiting, arguments = delay_queue(queue, quantized_delay_ms(max(seconds, 0.001)))
         with _unavailable_on_connection_errors():
+            # The broker drops a due message whose queue is missing (a priority level's queue no worker
+            # has declared yet): declared here as a worker would.
+            if await self._existing(queue) is None:
+                await channel.declare_queue(queue, durable=True)
             await channel.declare_queue(waiting, durable=True, arguments=arguments)
             await channel.default_exchange.publish(
                 aio_pika.Message(
@@ -338,3 +344,11 @@ def main_queue_name(queue: Queue) -> str:
     if name is None:
         raise ConfigurationError(f"queue.{kind.name} names no queue workerfleet can write to")
     return name
+
+
+def level_queue_name(queue: Queue, level: Priority) -> str:
+    """Where jobs of a JobType with priority `level` go on the pool's server (see
+    `workerfleet.planners.priority`): the pool's own queue for normal."""
+    kind, _ = kind_of(queue)
+    separator = RABBITMQ_SEPARATOR if kind.name == rabbitmq.KIND.name else REDIS_SEPARATOR
+    return level_queue(main_queue_name(queue), level, separator)

@@ -30,9 +30,11 @@ copy to the same process is caught; one to another process is not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -43,7 +45,9 @@ from pamqp.common import FieldTable
 from redis.asyncio import Redis
 
 from workerfleet.api.credentials import Credentials
+from workerfleet.api.jobtype import Priority
 from workerfleet.api.workerpool import IdempotencyStore, RabbitMQ
+from workerfleet.planners.priority import RABBITMQ_SEPARATOR, level_queue, levels_served, take_order, turns
 from workerfleet.tls import client_context, tls_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
@@ -55,6 +59,7 @@ from workerfleet.worker.backend import (
     KeyClaim,
     KeyState,
 )
+from workerfleet.worker.envelope import peek_job_type
 from workerfleet.worker.redis_support import CLAIM_KEY, RELEASE_CLAIM, claim_in, redis_client, split_host_port
 from workerfleet.worker.redis_support import unavailable_on_connection_errors as _store_unavailable
 
@@ -102,6 +107,13 @@ def _counted_by_broker(message: AbstractIncomingMessage) -> bool:
 class _Handle:
     connection_generation: int
     message: AbstractIncomingMessage
+    queue: str
+    """The queue (the pool's, or a priority level's) the message came from, and goes back to."""
+
+
+def _handle(delivery: Delivery) -> _Handle:
+    assert isinstance(delivery.handle, _Handle)
+    return delivery.handle
 
 
 @contextmanager
@@ -124,19 +136,31 @@ class RabbitMQBackend:
         prefetch: int,
         consumer_timeout_seconds: float | None = None,
         store_credentials: Credentials | None = None,
+        *,
+        levels: Mapping[str, Priority] | None = None,
     ) -> None:
         """`consumer_timeout_seconds`: asked of the broker as the consumer's x-consumer-timeout, so a long
         job does not get the channel closed under it (the broker's default is 30 minutes).
-        `store_credentials`: for the queue's idempotencyStore, when it names one."""
+        `store_credentials`: for the queue's idempotencyStore, when it names one. `levels`: the priority
+        of each JobType served (absent: normal)."""
         self._settings = queue
         self._queue_name = queue.queue
+        self._levels = {name: level for name, level in (levels or {}).items() if level != Priority.NORMAL}
+        self._served = levels_served((levels or {}).values())
+        self._level_queues = [level_queue(queue.queue, level, RABBITMQ_SEPARATOR) for level in self._served]
+        self._turn = 0
         self._credentials = credentials
-        self._prefetch = prefetch
+        # Serving several levels, each level's consumer keeps one job more than the concurrency, so
+        # the next job of a level is at hand when its turn comes (not still on its way from the broker).
+        self._prefetch = prefetch + 1 if len(self._served) > 1 else prefetch
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._consumer: tuple[AbstractQueue, str] | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
         self._generation = 0
-        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._buffer: asyncio.Queue[tuple[str, AbstractIncomingMessage]] = asyncio.Queue()
+        self._ready: dict[str, deque[AbstractIncomingMessage]] = {
+            name: deque() for name in self._level_queues
+        }
         self._known_queues: set[str] = set()
         self._completed: dict[str, float] = {}
         self._consumer_timeout_ms = (
@@ -211,11 +235,13 @@ class RabbitMQBackend:
             )
             self._generation += 1
             self._buffer = asyncio.Queue()
+            self._ready = {name: deque() for name in self._level_queues}
             self._known_queues.clear()
             # on_return_raises: an unroutable publish (no such queue) is an error, not a silent drop.
             self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._channel.set_qos(prefetch_count=self._prefetch)
-            await self._ensure_queue(self._queue_name)
+            for name in self._level_queues:
+                await self._ensure_queue(name)
         store = self._live_store()
         if store is not None:
             with self._store_call():
@@ -223,14 +249,21 @@ class RabbitMQBackend:
             self._store_down = False
 
     async def _start_consuming(self) -> None:
-        """Subscribe on the first receive, so a producer that only enqueues never takes jobs."""
-        with _unavailable_on_connection_errors():
-            queue = await self._ensure_queue(self._queue_name)
-            arguments: FieldTable | None = (
-                {"x-consumer-timeout": self._consumer_timeout_ms} if self._consumer_timeout_ms else None
-            )
-            tag = await queue.consume(self._buffer.put, no_ack=False, arguments=arguments)
-        self._consumer = (queue, tag)
+        """Subscribe on the first receive (one consumer per priority level's queue), so a producer that
+        only enqueues never takes jobs."""
+        arguments: FieldTable | None = (
+            {"x-consumer-timeout": self._consumer_timeout_ms} if self._consumer_timeout_ms else None
+        )
+        for name in self._level_queues:
+            with _unavailable_on_connection_errors():
+                queue = await self._ensure_queue(name)
+                tag = await queue.consume(
+                    functools.partial(self._arrived, name), no_ack=False, arguments=arguments
+                )
+            self._consumers.append((queue, tag))
+
+    async def _arrived(self, queue: str, message: AbstractIncomingMessage) -> None:
+        await self._buffer.put((queue, message))
 
     async def _ensure_queue(self, name: str) -> AbstractQueue:
         """The named queue as it exists (whatever its arguments), else created durable."""
@@ -254,7 +287,8 @@ class RabbitMQBackend:
         store, self._store = self._store, None
         if store is not None:
             await store.aclose()
-        connection, self._connection, self._channel, self._consumer = self._connection, None, None, None
+        connection, self._connection, self._channel = self._connection, None, None
+        self._consumers = []
         if connection is not None and not connection.is_closed:
             # Closing the connection requeues whatever it still holds unacknowledged.
             await connection.close()
@@ -263,10 +297,10 @@ class RabbitMQBackend:
         """Cancel the consumer (basic.cancel), then give back what was prefetched and not handed out."""
         self._receiving = False
         with _unavailable_on_connection_errors():
-            if self._consumer is not None and self._connection is not None and not self._connection.is_closed:
-                queue, tag = self._consumer
-                self._consumer = None
-                await queue.cancel(tag)
+            if self._connection is not None and not self._connection.is_closed:
+                consumers, self._consumers = self._consumers, []
+                for queue, tag in consumers:
+                    await queue.cancel(tag)
             await self._give_back_buffered()
 
     async def _give_back_buffered(self) -> None:
@@ -274,10 +308,12 @@ class RabbitMQBackend:
         would count as a redelivery), then acknowledged."""
         if self._channel is None or self._channel.is_closed:
             return  # the broker requeued them when the channel closed
-        while not self._buffer.empty():
-            message = self._buffer.get_nowait()
-            await self._publish(self._queue_name, message.body, deliveries=deliveries_of(message))
-            await message.ack()
+        self._sort_arrivals()
+        for queue, ready in self._ready.items():
+            while ready:
+                message = ready.popleft()
+                await self._publish(queue, message.body, deliveries=deliveries_of(message))
+                await message.ack()
 
     async def close(self) -> None:
         with _unavailable_on_connection_errors():
@@ -292,33 +328,54 @@ class RabbitMQBackend:
             await self._check_store()
         if not self._receiving:
             return []
-        if self._consumer is None:
+        if not self._consumers:
             await self._start_consuming()
-        try:
-            first = await asyncio.wait_for(self._buffer.get(), timeout=wait_seconds)
-        except TimeoutError:
-            self._live_channel()  # a dropped connection shows up here, as silence
-            return []
-        messages = [first]
-        while len(messages) < max_count and not self._buffer.empty():
-            messages.append(self._buffer.get_nowait())
+        if not any(self._ready.values()):
+            try:
+                queue, first = await asyncio.wait_for(self._buffer.get(), timeout=wait_seconds)
+            except TimeoutError:
+                self._live_channel()  # a dropped connection shows up here, as silence
+                return []
+            self._ready[queue].append(first)
         deliveries: list[Delivery] = []
-        for message in messages:
+        for queue, message in self._by_turns(max_count):
             count = deliveries_of(message)
             if message.redelivered and not _counted_by_broker(message):
                 # A classic queue cannot count: requeue a copy that carries the count, run that one.
                 with _unavailable_on_connection_errors():
-                    await self._publish(self._queue_name, message.body, deliveries=count)
+                    await self._publish(queue, message.body, deliveries=count)
                     await message.ack()
                 continue
             deliveries.append(
-                Delivery(body=message.body, handle=_Handle(self._generation, message), deliveries=count)
+                Delivery(
+                    body=message.body, handle=_Handle(self._generation, message, queue), deliveries=count
+                )
             )
         return deliveries
 
+    def _sort_arrivals(self) -> None:
+        while not self._buffer.empty():
+            queue, message = self._buffer.get_nowait()
+            self._ready[queue].append(message)
+
+    def _by_turns(self, max_count: int) -> list[tuple[str, AbstractIncomingMessage]]:
+        """Up to `max_count` of the messages at hand, by the turns of their priority levels; a turn whose
+        level has none goes to the highest level that has one."""
+        self._sort_arrivals()
+        taken: list[tuple[str, AbstractIncomingMessage]] = []
+        for turn in turns(self._served, self._turn, max_count):
+            for level in take_order(self._served, turn):
+                ready = self._ready[self._level_queues[self._served.index(level)]]
+                if ready:
+                    taken.append((self._level_queues[self._served.index(level)], ready.popleft()))
+                    break
+            else:
+                break
+        self._turn += len(taken)
+        return taken
+
     def _message(self, delivery: Delivery) -> AbstractIncomingMessage:
-        handle = delivery.handle
-        assert isinstance(handle, _Handle)
+        handle = _handle(delivery)
         if (
             handle.connection_generation != self._generation
             or self._channel is None
@@ -373,7 +430,7 @@ class RabbitMQBackend:
     ) -> None:
         """`body` through a delay queue back onto the queue; `deliveries`: the crash count it carries."""
         message = self._message(delivery)
-        waiting, arguments = delay_queue(self._queue_name, quantized_delay_ms(delay_seconds))
+        waiting, arguments = delay_queue(_handle(delivery).queue, quantized_delay_ms(delay_seconds))
         with _unavailable_on_connection_errors():
             # Declared on every use: it renews the queue's expiry, so it cannot vanish under a message.
             await self._live_channel().declare_queue(waiting, durable=True, arguments=arguments)
@@ -393,7 +450,7 @@ class RabbitMQBackend:
         message = self._message(delivery)
         with _unavailable_on_connection_errors():
             # A copy with the count as it is, then the ack: a nack would count the give-back as a crash.
-            await self._publish(self._queue_name, message.body, deliveries=delivery.deliveries)
+            await self._publish(_handle(delivery).queue, message.body, deliveries=delivery.deliveries)
             await message.ack()
 
     def _claimed(self, key: str) -> str:
@@ -429,5 +486,8 @@ class RabbitMQBackend:
             del self._completed[key]
 
     async def enqueue(self, body: bytes) -> None:
+        """Onto the queue of the job's priority level (the pool's own for normal)."""
+        job_type = peek_job_type(body) if self._levels else None
+        level = self._levels.get(job_type or "", Priority.NORMAL)
         with _unavailable_on_connection_errors():
-            await self._publish(self._queue_name, body)
+            await self._publish(level_queue(self._queue_name, level, RABBITMQ_SEPARATOR), body)

@@ -2,6 +2,9 @@
 
 Keys, for a pool whose list is L:
     L                       waiting jobs; producers LPUSH, workers take from the right (FIFO)
+    L:priority:high|low     waiting jobs of JobTypes of priority high or low (L holds normal ones),
+                            each with its own `:delayed`; taken by the turns of
+                            `workerfleet.planners.priority`
     L:processing:<worker>   jobs a worker holds, moved there atomically (a script of LMOVEs, or BLMOVE
                             when L is empty)
     L:worker:<worker>       the worker's heartbeat, expiring after the heartbeat interval
@@ -13,7 +16,8 @@ Keys, for a pool whose list is L:
 Dead-letter and review queues are lists on the same server (LPUSH).
 
 A worker that vanishes (SIGKILL, OOM, lost node) stops renewing its heartbeat; the next worker whose
-upkeep finds it expired moves its processing list back onto L, in one script, so the jobs run again.
+upkeep finds it expired moves its processing list back onto L (each job of a high or low JobType onto
+its level's list), in one script, so the jobs run again.
 A process recovers its own processing list only when it starts (a restarted container keeps its
 worker id, and what the earlier process held is orphaned); reconnecting after a connection blip leaves
 it alone, since the jobs in it are still running here.
@@ -21,15 +25,19 @@ it alone, since the jobs in it are still running here.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from workerfleet.api.credentials import Credentials
+from workerfleet.api.jobtype import Priority
 from workerfleet.api.workerpool import RedisList
+from workerfleet.planners.priority import level_queue, levels_served, turns
 from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
     PROMOTE_BATCH,
@@ -43,12 +51,21 @@ from workerfleet.worker.redis_support import (
     unavailable_on_connection_errors,
 )
 
-# KEYS: heartbeat, processing list, queue, workers set, crash counts. ARGV: worker id, "force" to skip
-# the liveness check (a worker recovering its own list), "count" when the jobs' holder died (each moved
-# job's crash count goes up). Returns the number of jobs moved, or -1 for a live worker.
+# KEYS: heartbeat, processing list, queue, workers set, crash counts, then where each job of ARGV[4..]
+# goes. ARGV: worker id, "force" to skip the liveness check (a worker recovering its own list), "count"
+# when the jobs' holder died (each moved job's crash count goes up), then jobs of a priority level's own
+# list (each moved only if still held, so two workers recovering one list move it once). The rest go to
+# the queue. Returns the number of jobs moved, or -1 for a live worker.
 RECOVER = """
 if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local moved = 0
+for i = 4, #ARGV do
+  if redis.call('LREM', KEYS[2], -1, ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[i + 2], ARGV[i])
+    if ARGV[3] == 'count' then redis.call('HINCRBY', KEYS[5], ARGV[i], 1) end
+    moved = moved + 1
+  end
+end
 while true do
   local job = redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT')
   if not job then break end
@@ -63,22 +80,34 @@ return moved
 RECEIVE_BATCH_MAX = 1_000
 """The most jobs one receive moves (Lua's stack bounds a script's HMGET arguments)."""
 
+LEVEL_POLL_SECONDS = 0.1
+"""How often a worker serving several priority levels asks again while all their queues are empty (a
+blocking move watches one list only)."""
+
 # Taking up to ARGV[1] jobs at once, in one round trip: each moved onto the processing list as BLMOVE
-# would, then the crash counts of these and of the jobs in ARGV[2..] (already moved by a BLMOVE).
-# KEYS: queue, processing list, crash counts. Returns {jobs moved here, crash counts of ARGV[2..] and
+# would, then the crash counts of these and of the jobs in ARGV[3..] (already moved by a BLMOVE).
+# KEYS: processing list, crash counts, then the queues of the priority levels served, highest first.
+# ARGV[2]: each turn's level, a digit per turn (1: the first level's queue); a turn whose queue is empty
+# takes from the highest level that has a job. Returns {jobs moved here, crash counts of ARGV[3..] and
 # of the jobs moved here, in that order}.
 TAKE_LIST = """
 local moved = {}
-for _ = 1, tonumber(ARGV[1]) do
-  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+for turn = 1, tonumber(ARGV[1]) do
+  local own = tonumber(string.sub(ARGV[2], turn, turn))
+  local job = redis.call('LMOVE', KEYS[2 + own], KEYS[1], 'RIGHT', 'LEFT')
+  local level = 1
+  while not job and level <= #KEYS - 2 do
+    if level ~= own then job = redis.call('LMOVE', KEYS[2 + level], KEYS[1], 'RIGHT', 'LEFT') end
+    level = level + 1
+  end
   if not job then break end
   moved[#moved + 1] = job
 end
 local asked = {}
-for i = 2, #ARGV do asked[#asked + 1] = ARGV[i] end
+for i = 3, #ARGV do asked[#asked + 1] = ARGV[i] end
 for _, job in ipairs(moved) do asked[#asked + 1] = job end
 if #asked == 0 then return {moved, {}} end
-return {moved, redis.call('HMGET', KEYS[3], unpack(asked))}
+return {moved, redis.call('HMGET', KEYS[2], unpack(asked))}
 """
 
 
@@ -91,9 +120,19 @@ class RedisListBackend(RedisQueueKeys):
     ADD_TO_QUEUE = "lpush"
 
     def __init__(
-        self, queue: RedisList, credentials: Credentials, worker_id: str, heartbeat_seconds: float
+        self,
+        queue: RedisList,
+        credentials: Credentials,
+        worker_id: str,
+        heartbeat_seconds: float,
+        levels: Mapping[str, Priority] | None = None,
     ) -> None:
+        """`levels`: the priority of each JobType served (absent: normal)."""
         self._key = queue.list_key
+        self._levels = {name: level for name, level in (levels or {}).items() if level != Priority.NORMAL}
+        self._served = levels_served((levels or {}).values())
+        self._level_keys = [level_queue(self._key, level) for level in self._served]
+        self._turn = 0
         self._worker_id = worker_id
         self._heartbeat_ms = int(heartbeat_seconds * 1000)
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
@@ -127,7 +166,12 @@ class RedisListBackend(RedisQueueKeys):
             self._workers,
             self._crashes,
         ]
-        args = [worker_id, "force" if force else "", "count" if crashed else ""]
+        args: list[Any] = [worker_id, "force" if force else "", "count" if crashed else ""]
+        if self._levels and (force or not await self._redis.exists(keys[0])):
+            held: list[Any] = await self._redis.lrange(keys[1], 0, -1)
+            routed = [(job, queue) for job in held if (queue := self._queue_of(job)) != self._key]
+            keys += [queue for _job, queue in routed]
+            args += [job for job, _queue in routed]
         moved: int = await self._recover(keys=keys, args=args)
         return moved
 
@@ -156,23 +200,43 @@ class RedisListBackend(RedisQueueKeys):
             finally:
                 await self._redis.aclose()
 
-    async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
-        """Jobs waiting are taken in one script call (moved and their crash counts read); only an empty
-        queue costs a blocking BLMOVE, then one script call for the rest."""
+    def _turns(self, count: int) -> str:
+        """The levels of the next `count` turns, as TAKE_LIST reads them."""
+        served = self._served
+        return "".join(str(served.index(level) + 1) for level in turns(served, self._turn, count))
+
+    async def _take_waiting(self, count: int, asked: Sequence[bytes] = ()) -> Any:
         processing = self._processing(self._worker_id)
-        keys = [self._key, processing, self._crashes]
+        keys = [processing, self._crashes, *self._level_keys]
+        taken: Any = await self._take(keys=keys, args=[count, self._turns(count), *asked])
+        self._turn += len(taken[0])
+        return taken
+
+    async def receive(self, max_count: int, wait_seconds: float) -> Sequence[Delivery]:
+        """Jobs waiting are taken in one script call (moved and their crash counts read), by the turns
+        of their priority levels; only empty queues cost a blocking BLMOVE (polling, every
+        LEVEL_POLL_SECONDS, when several levels are served), then one script call for the rest."""
+        processing = self._processing(self._worker_id)
         count = min(max_count, RECEIVE_BATCH_MAX)
         with unavailable_on_connection_errors():
-            taken: Any = await self._take(keys=keys, args=[count])
+            taken: Any = await self._take_waiting(count)
             first: list[bytes] = []
-            if not taken[0]:
+            if not taken[0] and len(self._level_keys) > 1:
+                deadline = time.monotonic() + wait_seconds
+                while not taken[0] and time.monotonic() < deadline:
+                    await asyncio.sleep(LEVEL_POLL_SECONDS)
+                    taken = await self._take_waiting(count)
+                if not taken[0]:
+                    return []
+            elif not taken[0]:
                 waited: Any = await self._redis.blmove(
-                    self._key, processing, math.ceil(wait_seconds), src="RIGHT", dest="LEFT"
+                    self._level_keys[0], processing, math.ceil(wait_seconds), src="RIGHT", dest="LEFT"
                 )
                 if waited is None:
                     return []
                 first = [waited]
-                taken = await self._take(keys=keys, args=[count - 1, waited])
+                self._turn += 1
+                taken = await self._take_waiting(count - 1, [waited])
         bodies = [*first, *taken[0]]
         return [
             Delivery(body=body, handle=None, deliveries=1 + int(crashes or 0))
@@ -203,13 +267,14 @@ class RedisListBackend(RedisQueueKeys):
             await self._settle(keys=keys, args=[delivery.body, body, how, due])
 
     async def release(self, delivery: Delivery) -> None:
-        # Onto the end workers take from: it runs next.
-        await self._settle_to(delivery, self._key, delivery.body, "rpush")
+        # Onto the end workers take from, of its level's queue: it runs next.
+        await self._settle_to(delivery, self._queue_of(delivery.body), delivery.body, "rpush")
 
     async def maintain(self) -> None:
         with unavailable_on_connection_errors():
             await self._beat()
-            await self._promote(keys=[self._delayed, self._key], args=[now_ms(), PROMOTE_BATCH])
+            for key in self._level_keys:
+                await self._promote(keys=[f"{key}:delayed", key], args=[now_ms(), PROMOTE_BATCH])
             members: set[Any] = await self._redis.smembers(self._workers)
             for member in members:
                 worker_id = member.decode() if isinstance(member, bytes) else str(member)
@@ -218,4 +283,4 @@ class RedisListBackend(RedisQueueKeys):
 
     async def enqueue(self, body: bytes) -> None:
         with unavailable_on_connection_errors():
-            await self._redis.lpush(self._key, body)
+            await self._redis.lpush(self._queue_of(body), body)

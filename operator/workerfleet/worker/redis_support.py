@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -19,6 +19,8 @@ from redis.commands.core import AsyncScript
 from workerfleet.api.common import TLSConfig
 from workerfleet.api.common import split_host_port as api_split_host_port
 from workerfleet.api.credentials import Credentials
+from workerfleet.api.jobtype import Priority
+from workerfleet.planners.priority import level_queue
 from workerfleet.redis_options import connection_options, server_options
 from workerfleet.tls import tls_problem
 from workerfleet.worker.backend import (
@@ -30,6 +32,7 @@ from workerfleet.worker.backend import (
     KeyClaim,
     KeyState,
 )
+from workerfleet.worker.envelope import DEFAULT_LIMITS, peek_job_type
 from workerfleet.worker.settings import ConfigurationError
 
 # Longer than the longest blocking read the backends issue, so a blocked read is not cut off.
@@ -216,10 +219,13 @@ class RedisQueueKeys:
     (`<key>:done:<type>:<key>`) and claims on keys whose job is running (`<key>:claim:<type>:<key>`,
     holding the worker id, expiring with the lease), and the settling that writes to them. A backend
     says how it adds a job to another queue of its kind (`ADD_TO_QUEUE`), runs its settle script
-    (`_settle_to`) and registers the claim scripts (`_register_claim_scripts`)."""
+    (`_settle_to`) and registers the claim scripts (`_register_claim_scripts`). Each priority level's
+    queue has its own retries (`<level's queue>:delayed`); `_levels` maps the JobTypes above or below
+    normal to their level."""
 
     ADD_TO_QUEUE: ClassVar[str]
     _key: str
+    _levels: Mapping[str, Priority]
     _redis: Redis
     _claim_script: AsyncScript
     _release_claim_script: AsyncScript
@@ -228,9 +234,16 @@ class RedisQueueKeys:
         self._claim_script = self._redis.register_script(CLAIM_KEY)
         self._release_claim_script = self._redis.register_script(RELEASE_CLAIM)
 
-    @property
-    def _delayed(self) -> str:
-        return f"{self._key}:delayed"
+    def _queue_of(self, body: bytes) -> str:
+        """The queue of the job's priority level: the pool's own for normal, an unknown type or a
+        message that is not an envelope."""
+        if not self._levels:
+            return self._key
+        job_type = peek_job_type(body, DEFAULT_LIMITS)
+        return level_queue(self._key, self._levels.get(job_type or "", Priority.NORMAL))
+
+    def _delayed_of(self, body: bytes) -> str:
+        return f"{self._queue_of(body)}:delayed"
 
     def _done(self, key: str) -> str:
         return f"{self._key}:done:{key}"
@@ -246,13 +259,15 @@ class RedisQueueKeys:
         raise NotImplementedError
 
     async def retry(self, delivery: Delivery, body: bytes, delay_seconds: float) -> None:
-        await self._settle_to(delivery, self._delayed, body, "zadd", due_ms(delay_seconds))
+        await self._settle_to(delivery, self._delayed_of(body), body, "zadd", due_ms(delay_seconds))
 
     async def move(self, delivery: Delivery, queue: str | None, body: bytes) -> None:
         await self._settle_to(delivery, queue, body, self.ADD_TO_QUEUE if queue is not None else "none")
 
     async def defer(self, delivery: Delivery, delay_seconds: float) -> None:
-        await self._settle_to(delivery, self._delayed, delivery.body, "defer", due_ms(delay_seconds))
+        await self._settle_to(
+            delivery, self._delayed_of(delivery.body), delivery.body, "defer", due_ms(delay_seconds)
+        )
 
     async def claim(self, claim: KeyClaim) -> ClaimAnswer:
         with unavailable_on_connection_errors():
