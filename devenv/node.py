@@ -6,8 +6,14 @@ the host's), the CNI bridge and every pod address are inside it. The namespace's
 two addresses: the node's (NODE_IP) and the `kubernetes` Service's
 (10.96.0.1), where a forwarder (devenv.netns_forward) passes connections to the API server on the
 host's loopback, so kubelet and in-cluster clients reach it as on any cluster. Queue servers a test
-starts on loopback are forwarded the same way (`forwarded`). No address outside the namespace is
-added, no route or rule of the host is touched.
+starts on loopback are forwarded the same way (`forwarded`).
+
+The other way, from the host into the node, goes over one veth pair (`wfn<port offset>` on the host,
+a /30 of VETH_NETWORK_BASE between the two ends): devenv.service_proxy puts the ClusterIPs of the
+node's Services on the namespace's loopback and routes each such /32 from the host over the veth, so
+the API server's aggregator reaches an operator pod's metrics API at its Service. Those routes go with
+their Service, and the veth (and with it every route over it) with the node. Nothing else of the
+host's addresses, routes or firewall rules is touched.
 
 The node is tainted (TAINT_KEY, NoSchedule): the kwok-simulated pods of the rest of the suite never
 land on it; what should run here tolerates the taint and selects the node by its label.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -39,6 +46,8 @@ TAINT_KEY = "workerfleet.dev/real-node"
 """The node's taint and label: pods tolerate the one and select the other to run here."""
 NODE_LABEL = TAINT_KEY
 API_SERVICE_PORT = 443
+VETH_NETWORK_BASE = "10.251.0.0"
+"""The host-to-node veth's /30 is the offset's slot from here (offset 100: 10.251.0.4/30)."""
 READY_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 20.0
 KUBELET_EXIT_CHECKS = 3
@@ -54,12 +63,38 @@ class NodeError(RuntimeError):
 
 
 def namespace_name() -> str:
-    offset = int(os.environ.get("WORKERFLEET_PORT_OFFSET", "0"))
-    return f"workerfleet-node-{offset}"
+    return f"workerfleet-node-{_port_offset()}"
 
 
 def namespace_path() -> Path:
     return Path("/run/netns") / namespace_name()
+
+
+def _port_offset() -> int:
+    return int(os.environ.get("WORKERFLEET_PORT_OFFSET", "0"))
+
+
+@dataclass(frozen=True)
+class Veth:
+    """The host's way into the node's namespace: two interface names and their /30's two addresses."""
+
+    host_name: str
+    node_name: str
+    host_address: str
+    node_address: str
+
+
+def veth(offset: int) -> Veth:
+    """One /30 per port offset (0, 100, 200, ... take slots 0, 1, 2, ...), so nodes of several
+    checkouts on one machine never share an address."""
+    slot = offset // 100 if offset % 100 == 0 else offset
+    base = int(ipaddress.IPv4Address(VETH_NETWORK_BASE)) + 4 * (slot % 16384)
+    return Veth(
+        host_name=f"wfn{offset}"[:15],
+        node_name="wfhost",
+        host_address=str(ipaddress.IPv4Address(base + 1)),
+        node_address=str(ipaddress.IPv4Address(base + 2)),
+    )
 
 
 @dataclass(frozen=True)
@@ -222,13 +257,23 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def ensure_namespace() -> None:
     """The node's network namespace, its loopback up and holding the node's and the API Service's
-    addresses (pods reach them over the CNI bridge; this kernel has no dummy interfaces)."""
+    addresses (pods reach them over the CNI bridge; this kernel has no dummy interfaces), and the
+    veth pair from the host into it."""
     name = namespace_name()
     if not namespace_path().exists():
         _run("ip", "netns", "add", name)
     _run("ip", "-n", name, "link", "set", "lo", "up")
     for address in (NODE_IP, pki.KUBERNETES_SERVICE_IP):
         _run("ip", "-n", name, "address", "replace", f"{address}/32", "dev", "lo")
+    pair = veth(_port_offset())
+    if not Path("/sys/class/net", pair.host_name).exists():
+        _run(
+            "ip", "link", "add", pair.host_name, "type", "veth", "peer", "name", pair.node_name, "netns", name
+        )
+    _run("ip", "address", "replace", f"{pair.host_address}/30", "dev", pair.host_name)
+    _run("ip", "-n", name, "address", "replace", f"{pair.node_address}/30", "dev", pair.node_name)
+    _run("ip", "link", "set", pair.host_name, "up")
+    _run("ip", "-n", name, "link", "set", pair.node_name, "up")
 
 
 def _alive(layout: NodeLayout, name: str, marker: str) -> int | None:
@@ -311,6 +356,23 @@ def start(cluster_root: Path, certs: pki.ClusterPki, apiserver_port: int, kubect
     if _alive(layout, "node-forwarder", "devenv.netns_forward") is None:
         command = [sys.executable, "-m", "devenv.netns_forward", str(namespace_path()), forward_rule]
         _start(layout, "node-forwarder", command, env={**os.environ, "PYTHONPATH": str(images.REPOSITORY)})
+    if _alive(layout, "node-service-proxy", "devenv.service_proxy") is None:
+        pair = veth(_port_offset())
+        command = [
+            sys.executable,
+            "-m",
+            "devenv.service_proxy",
+            str(namespace_path()),
+            pair.host_name,
+            pair.node_address,
+            POD_SUBNET,
+            f"https://127.0.0.1:{apiserver_port}",
+            str(certs.ca.cert),
+            str(certs.admin.cert),
+            str(certs.admin.key),
+        ]
+        environment = {**os.environ, "PYTHONPATH": str(images.REPOSITORY)}
+        _start(layout, "node-service-proxy", command, env=environment)
 
     containerd = toolchain.binaries()["containerd"].path
     if _alive(layout, "containerd", str(containerd)) is None:
@@ -463,7 +525,8 @@ def _shims(layout: NodeLayout) -> Iterator[int]:
 
 
 def stop(cluster_root: Path) -> None:
-    """Stop kubelet, every container, containerd and the forwarder; unmount; delete the namespace."""
+    """Stop kubelet, every container, containerd, the forwarder and the Service proxy; unmount; delete
+    the namespace and the veth into it."""
     layout = NodeLayout(cluster_root)
     if not layout.root.exists():
         return
@@ -487,10 +550,15 @@ def stop(cluster_root: Path) -> None:
     forwarder = _alive(layout, "node-forwarder", "devenv.netns_forward")
     if forwarder is not None:
         _stop_pid(forwarder)
+    service_proxy = _alive(layout, "node-service-proxy", "devenv.service_proxy")
+    if service_proxy is not None:
+        _stop_pid(service_proxy)
     for point in _mounts_under(layout.root):
         _run("umount", "--lazy", point, check=False)
     if namespace_path().exists():
         _run("ip", "netns", "delete", namespace_name(), check=False)
+    # The namespace's end goes with it and takes the pair (and each route over it) along; in case not:
+    _run("ip", "link", "delete", veth(_port_offset()).host_name, check=False)
     _restore_sysctls(layout)
     _remove_pod_cgroups()
     shutil.rmtree(layout.root, ignore_errors=True)

@@ -24,12 +24,14 @@ import redis
 
 from devenv import chart, images, node
 from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess
 from devenv.servers import RedisServer
 from devenv.waiting import eventually
-from e2e.autoscaled_pools import envelope
+from e2e.autoscaled_pools import autoscaled_pool, envelope, pool_condition, pool_replicas
 from e2e.pools import job_type
 
 RELEASE = "wf-real"
+API_SERVICE = "v1beta1.external.metrics.k8s.io"
 ON_THE_REAL_NODE = {
     "nodeSelector": {node.NODE_LABEL: "true"},
     "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
@@ -67,16 +69,37 @@ def real_node(cluster: Cluster) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def operator_release(real_node: Cluster) -> Iterator[OperatorRelease]:
+def metrics_api_free(real_node: Cluster, request: pytest.FixtureRequest) -> Iterator[None]:
+    """The external metrics APIService is one per cluster: while this module's operator pods serve it,
+    the suite's host-process operator (when it runs and holds the APIService) is stopped, and it is
+    started again afterwards."""
+    held = real_node.get("apiservice", API_SERVICE)
+    if held is None:
+        yield
+        return
+    suite_operator: OperatorProcess = request.getfixturevalue("operator_process")
+    suite_operator.stop()
+    eventually(
+        lambda: real_node.get("apiservice", API_SERVICE) is None,
+        what="the suite operator's APIService removed",
+        timeout=30,
+    )
+    try:
+        yield
+    finally:
+        suite_operator.start()
+
+
+@pytest.fixture(scope="module")
+def operator_release(real_node: Cluster, metrics_api_free: None) -> Iterator[OperatorRelease]:
     """The chart installed with the built image on the real node, watching its own namespace only
-    (the rest of the suite's operator watches everything; this one must not meet its pools)."""
+    (the rest of the suite's operator watches everything; this one must not meet its pools), serving
+    the external metrics API to the API server's aggregator."""
     namespace = f"real-{uuid.uuid4().hex[:6]}"
     values: dict[str, Any] = {
         "image": {"pullPolicy": "Never"},
         "replicaCount": 2,
         "watchNamespaces": [namespace],
-        # The external metrics APIService is one per cluster and the suite's own operator holds it.
-        "metricsApi": {"enabled": False},
         # Scraped by this test from inside the node's network, to read which replica is active.
         "metrics": {"address": "0.0.0.0"},  # noqa: S104  (the pod network of the real node only)
         "networkPolicy": {
@@ -294,6 +317,119 @@ def test_real_worker_containers_consume_a_real_queue_and_drain_on_the_kubelets_s
     done = client.keys(f"{key}:done:*")
     dead = client.llen(f"{key}:dead") if client.exists(f"{key}:dead") else 0
     assert len(done) == JOBS, f"{len(done)} of {JOBS} jobs completed, {dead} dead-lettered"
+
+
+BURST = 30
+BURST_PER_REPLICA = 10
+BURST_MAX_REPLICAS = 3
+METRICS_API_SERVICE = f"{RELEASE}-workerfleet-metrics-api"
+
+
+def _api_service_backend(cluster: Cluster, namespace: str) -> list[str]:
+    """The pod addresses the aggregator reaches: the APIService Available and routed to the release's
+    Service, and that Service's ready endpoints."""
+    body = cluster.get("apiservice", API_SERVICE) or {}
+    service = (body.get("spec") or {}).get("service") or {}
+    available = any(
+        c["type"] == "Available" and c["status"] == "True"
+        for c in (body.get("status") or {}).get("conditions") or []
+    )
+    if not available or (service.get("namespace"), service.get("name")) != (namespace, METRICS_API_SERVICE):
+        return []
+    slices = cluster.get(
+        "endpointslices", "-l", f"kubernetes.io/service-name={METRICS_API_SERVICE}", namespace=namespace
+    )
+    return sorted(
+        address
+        for item in (slices or {"items": []})["items"]
+        for endpoint in item.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+        for address in endpoint["addresses"]
+    )
+
+
+def _served_depth(cluster: Cluster, namespace: str, pool: str) -> int | None:
+    path = (
+        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/workerfleet_queue_depth"
+        f"?labelSelector=workerfleet.dev/pool%3D{pool}"
+    )
+    result = cluster.kubectl("get", "--raw", path, check=False)
+    if result.returncode != 0:
+        return None
+    items = json.loads(result.stdout)["items"]
+    return int(items[0]["value"]) if items else None
+
+
+def _ready_workers(cluster: Cluster, namespace: str, pool: str) -> int:
+    return sum(_is_ready(pod) for pod in _pods(cluster, namespace, f"workerfleet.dev/pool={pool}"))
+
+
+def test_a_burst_scales_real_worker_containers_through_the_metrics_api_served_from_the_operator_pod(
+    real_node: Cluster, operator_release: OperatorRelease, redis_server: RedisServer
+) -> None:
+    # Given the aggregator routed to the release's Service, whose one endpoint is the active operator pod
+    namespace = operator_release.namespace
+    active = eventually(lambda: _active(real_node, namespace), what="an active operator replica", timeout=60)
+    [active_ip] = [
+        pod["status"]["podIP"]
+        for pod in _operator_pods(real_node, namespace)
+        if pod["metadata"]["name"] in active
+    ]
+    backends = eventually(
+        lambda: _api_service_backend(real_node, namespace),
+        what="the APIService Available, routed to the operator pod",
+        timeout=60,
+    )
+    assert backends == [active_ip]
+
+    # And an autoscaled pool of demo-worker containers on the real node, at zero, over a real Redis list
+    key = f"burst:{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    with node.forwarded(real_node.layout.root, redis_server.port, redis_server.port) as address:
+        pool = _worker_pool("burst", address, key, replicas=0)
+        pool["spec"]["autoscaling"] = autoscaled_pool("burst", {}, maxReplicas=BURST_MAX_REPLICAS)["spec"][
+            "autoscaling"
+        ] | {"targetDepthPerReplica": BURST_PER_REPLICA}
+        real_node.apply(job_type("resize"), pool, namespace=namespace)
+        eventually(
+            lambda: pool_condition(real_node, namespace, "burst", "QueueReachable") == ("True", "DepthRead"),
+            what="the in-pod operator reading the queue",
+            timeout=60,
+        )
+
+        # When a burst of jobs arrives
+        started = time.monotonic()
+        client.lpush(key, *(envelope(number) for number in range(BURST)))
+
+        # Then the operator pod serves its depth through the aggregator
+        served = eventually(
+            lambda: _served_depth(real_node, namespace, "burst"), what="the depth served", timeout=30
+        )
+        assert 0 < served <= BURST
+
+        # And the HPA scales the pool up to real worker containers, ready on the real node
+        eventually(
+            lambda: _ready_workers(real_node, namespace, "burst") >= 2,
+            what="worker containers scaled up by the HPA",
+            timeout=90,
+            interval=1,
+        )
+        print(f"\nburst of {BURST} jobs to two ready worker containers: {time.monotonic() - started:.1f}s")
+        hpa = real_node.get("hpa", namespace=namespace)["items"]
+        assert [item["status"]["desiredReplicas"] > 1 for item in hpa] == [True]
+
+        # And once the workers have taken every job, back to zero
+        eventually(lambda: client.llen(key) == 0, what="the burst consumed", timeout=90, interval=1)
+        eventually(
+            lambda: (
+                pool_replicas(real_node, namespace, "burst") == 0
+                and not _pods(real_node, namespace, "workerfleet.dev/pool=burst")
+            ),
+            what="the pool back to zero, its containers gone",
+            timeout=90,
+            interval=1,
+        )
+        print(f"burst to the pool back at zero: {time.monotonic() - started:.1f}s")
 
 
 STALLING_HANDLER = '''"""A handler that blocks the worker's event loop: the consume loop stops turning."""
