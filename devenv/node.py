@@ -9,11 +9,11 @@ host's loopback, so kubelet and in-cluster clients reach it as on any cluster. Q
 starts on loopback are forwarded the same way (`forwarded`).
 
 The other way, from the host into the node, goes over one veth pair (`wfn<port offset>` on the host,
-a /30 of VETH_NETWORK_BASE between the two ends): devenv.service_proxy puts the ClusterIPs of the
-node's Services on the namespace's loopback and routes each such /32 from the host over the veth, so
-the API server's aggregator reaches an operator pod's metrics API at its Service. Those routes go with
-their Service, and the veth (and with it every route over it) with the node. Nothing else of the
-host's addresses, routes or firewall rules is touched.
+a /30 of VETH_NETWORK between the two ends), with two kinds of host route over it: the node's pod
+subnet (a /20 of POD_NETWORK per checkout), so a Prometheus on the host scrapes worker pods; and,
+from devenv.service_proxy, each ClusterIP of the node's Services (/32), so the API server's aggregator
+reaches an operator pod's metrics API at its Service. The veth, and every route over it, goes with
+the node. Nothing else of the host's addresses, routes or firewall rules is touched.
 
 The node is tainted (TAINT_KEY, NoSchedule): the kwok-simulated pods of the rest of the suite never
 land on it; what should run here tolerates the taint and selects the node by its label.
@@ -41,13 +41,14 @@ from devenv import images, netns_forward, pki, toolchain
 
 NODE_NAME = pki.REAL_NODE_NAME
 NODE_IP = "10.250.0.1"
-POD_SUBNET = "10.88.0.0/16"
+POD_NETWORK = "10.88.0.0/13"
+"""Each checkout's node takes a /20 of it for its pods (offset 0: 10.88.0.0/20, 100: 10.88.16.0/20)."""
 TAINT_KEY = "workerfleet.dev/real-node"
 """The node's taint and label: pods tolerate the one and select the other to run here."""
 NODE_LABEL = TAINT_KEY
 API_SERVICE_PORT = 443
-VETH_NETWORK_BASE = "10.251.0.0"
-"""The host-to-node veth's /30 is the offset's slot from here (offset 100: 10.251.0.4/30)."""
+VETH_NETWORK = "10.251.0.0/16"
+"""Each checkout's host-to-node veth takes a /30 of it (offset 100: 10.251.0.4/30)."""
 READY_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 20.0
 KUBELET_EXIT_CHECKS = 3
@@ -75,26 +76,35 @@ def _port_offset() -> int:
 
 
 @dataclass(frozen=True)
-class Veth:
-    """The host's way into the node's namespace: two interface names and their /30's two addresses."""
+class NodeNetwork:
+    """The node's addresses that differ per checkout: the pods' subnet, and the veth pair from the
+    host into the namespace (two interface names, its /30's two addresses)."""
 
+    pod_subnet: str
     host_name: str
     node_name: str
     host_address: str
     node_address: str
 
 
-def veth(offset: int) -> Veth:
-    """One /30 per port offset (0, 100, 200, ... take slots 0, 1, 2, ...), so nodes of several
-    checkouts on one machine never share an address."""
+def network(offset: int) -> NodeNetwork:
+    """One slot per port offset (0, 100, 200, ... take slots 0, 1, 2, ...): a /20 of POD_NETWORK
+    and a /30 of VETH_NETWORK, so the nodes of several checkouts on one machine, and the host's
+    routes to them, never overlap."""
     slot = offset // 100 if offset % 100 == 0 else offset
-    base = int(ipaddress.IPv4Address(VETH_NETWORK_BASE)) + 4 * (slot % 16384)
-    return Veth(
+    pods = int(ipaddress.ip_network(POD_NETWORK).network_address) + 4096 * (slot % 128)
+    veth = int(ipaddress.ip_network(VETH_NETWORK).network_address) + 4 * (slot % 16384)
+    return NodeNetwork(
+        pod_subnet=f"{ipaddress.IPv4Address(pods)}/20",
         host_name=f"wfn{offset}"[:15],
         node_name="wfhost",
-        host_address=str(ipaddress.IPv4Address(base + 1)),
-        node_address=str(ipaddress.IPv4Address(base + 2)),
+        host_address=str(ipaddress.IPv4Address(veth + 1)),
+        node_address=str(ipaddress.IPv4Address(veth + 2)),
     )
+
+
+def own_network() -> NodeNetwork:
+    return network(_port_offset())
 
 
 @dataclass(frozen=True)
@@ -186,7 +196,7 @@ def cni_config(layout: NodeLayout) -> dict[str, object]:
                 "ipam": {
                     "type": "host-local",
                     "dataDir": str(layout.root / "cni-ipam"),
-                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "ranges": [[{"subnet": own_network().pod_subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             }
@@ -265,7 +275,7 @@ def ensure_namespace() -> None:
     _run("ip", "-n", name, "link", "set", "lo", "up")
     for address in (NODE_IP, pki.KUBERNETES_SERVICE_IP):
         _run("ip", "-n", name, "address", "replace", f"{address}/32", "dev", "lo")
-    pair = veth(_port_offset())
+    pair = own_network()
     if not Path("/sys/class/net", pair.host_name).exists():
         _run(
             "ip", "link", "add", pair.host_name, "type", "veth", "peer", "name", pair.node_name, "netns", name
@@ -274,6 +284,10 @@ def ensure_namespace() -> None:
     _run("ip", "-n", name, "address", "replace", f"{pair.node_address}/30", "dev", pair.node_name)
     _run("ip", "link", "set", pair.host_name, "up")
     _run("ip", "-n", name, "link", "set", pair.node_name, "up")
+    # The pods' subnet from the host: a scrape of a worker pod's metrics, say. The namespace forwards
+    # between the veth and the pods' bridge; replies go back over the veth (its /30 is connected).
+    _run("nsenter", f"--net={namespace_path()}", "--", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    _run("ip", "route", "replace", pair.pod_subnet, "via", pair.node_address, "dev", pair.host_name)
 
 
 def _alive(layout: NodeLayout, name: str, marker: str) -> int | None:
@@ -357,7 +371,7 @@ def start(cluster_root: Path, certs: pki.ClusterPki, apiserver_port: int, kubect
         command = [sys.executable, "-m", "devenv.netns_forward", str(namespace_path()), forward_rule]
         _start(layout, "node-forwarder", command, env={**os.environ, "PYTHONPATH": str(images.REPOSITORY)})
     if _alive(layout, "node-service-proxy", "devenv.service_proxy") is None:
-        pair = veth(_port_offset())
+        pair = own_network()
         command = [
             sys.executable,
             "-m",
@@ -365,7 +379,7 @@ def start(cluster_root: Path, certs: pki.ClusterPki, apiserver_port: int, kubect
             str(namespace_path()),
             pair.host_name,
             pair.node_address,
-            POD_SUBNET,
+            pair.pod_subnet,
             f"https://127.0.0.1:{apiserver_port}",
             str(certs.ca.cert),
             str(certs.admin.cert),
@@ -558,7 +572,7 @@ def stop(cluster_root: Path) -> None:
     if namespace_path().exists():
         _run("ip", "netns", "delete", namespace_name(), check=False)
     # The namespace's end goes with it and takes the pair (and each route over it) along; in case not:
-    _run("ip", "link", "delete", veth(_port_offset()).host_name, check=False)
+    _run("ip", "link", "delete", own_network().host_name, check=False)
     _restore_sysctls(layout)
     _remove_pod_cgroups()
     shutil.rmtree(layout.root, ignore_errors=True)

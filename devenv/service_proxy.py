@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,16 @@ class Routes:
 
 
 def routes(
-    services: Sequence[Mapping[str, Any]], slices: Sequence[Mapping[str, Any]], pod_subnet: str
+    services: Sequence[Mapping[str, Any]],
+    slices: Sequence[Mapping[str, Any]],
+    pod_subnet: str,
+    serving: Collection[Address] = (),
 ) -> Routes:
     """The ClusterIP:port -> pod endpoints table for Services whose ready endpoints are on the node
-    (addresses in `pod_subnet`); Services with none there are left out (they are not this node's)."""
+    (addresses in `pod_subnet`); Services with none there are left out (they are not this node's).
+    A ClusterIP:port already `serving` stays, with no endpoint, while its Service exists: between an
+    operator pod's deletion and its successor's readiness the aggregator still dials it, and without
+    the host route its connections would leave for the host's default route."""
     subnet = ipaddress.ip_network(pod_subnet)
     ready: dict[tuple[str, str], list[tuple[str | None, str, int]]] = {}
     for endpoint_slice in slices:
@@ -81,8 +87,9 @@ def routes(
             backends = tuple(
                 sorted((ip, port) for port_name, ip, port in ready.get(key, []) if port_name == name)
             )
-            if backends:
-                table[(cluster_ip, int(service_port["port"]))] = backends
+            address = (cluster_ip, int(service_port["port"]))
+            if backends or address in serving:
+                table[address] = backends
     return Routes(table)
 
 
@@ -125,7 +132,11 @@ class ServiceProxy:
             self.addresses.add(address)
             print(f"routing {address} to the node over {self.veth}", flush=True)
         for key in set(wanted.backends) - set(self.listeners):
-            listener = netns_forward.listen_in_namespace(self.namespace, key)
+            try:
+                listener = netns_forward.listen_in_namespace(self.namespace, key)
+            except OSError as error:
+                print(f"cannot listen on {key[0]}:{key[1]} yet ({error}); trying again", flush=True)
+                continue
             self.listeners[key] = listener
             threading.Thread(target=self._accept, args=(listener, key), daemon=True).start()
             print(
@@ -133,7 +144,7 @@ class ServiceProxy:
                 flush=True,
             )
         for key in set(self.listeners) - set(wanted.backends):
-            self.listeners.pop(key).close()
+            _close(self.listeners.pop(key))
         for address in self.addresses - wanted.cluster_ips:
             self._forget(address)
 
@@ -149,7 +160,7 @@ class ServiceProxy:
 
     def close(self) -> None:
         for listener in self.listeners.values():
-            listener.close()
+            _close(listener)
         self.listeners.clear()
         for address in list(self.addresses):
             self._forget(address)
@@ -175,6 +186,14 @@ class ServiceProxy:
             client.close()
             return
         netns_forward.pipe(client, upstream)
+
+
+def _close(listener: socket.socket) -> None:
+    """Close a listener for good: shut down first, so the thread blocked in accept() lets go of it
+    (a plain close leaves the port bound until that accept returns)."""
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as error:
                 print(f"API server not read ({error}); keeping the last table", flush=True)
             else:
-                proxy.apply(routes(services, slices, args.pod_subnet))
+                proxy.apply(routes(services, slices, args.pod_subnet, serving=set(proxy.listeners)))
             stopping.wait(SYNC_SECONDS)
     finally:
         proxy.close()
