@@ -870,6 +870,11 @@ def _condition(body: dict[str, Any], condition_type: str) -> dict[str, Any] | No
 
 
 def farewell(demo: Demo) -> None:
+    stopped = (
+        "Redis and Prometheus (the operator and worker pods stay on the real node)"
+        if demo.real_node
+        else "the operator, the workers, Redis and Prometheus"
+    )
     kubeconfig = demo.cluster.kubeconfig
     prometheus = demo.prometheus.address if demo.prometheus else "(not started)"
     redis_port = demo.redis.port if demo.redis else 0
@@ -889,7 +894,7 @@ def farewell(demo: Demo) -> None:
   {prometheus}/graph?g0.expr=workerfleet_queue_depth   # metrics and the chart's alerts
 
 === Stop it
-  Ctrl-C (or the end of the linger time) stops the operator, the workers, Redis and Prometheus;
+  Ctrl-C (or the end of the linger time) stops {stopped};
   `make cluster-down` stops and removes the cluster."""
     )
 
