@@ -58,8 +58,8 @@ e2e: $(INSTALLED) binaries debian-packages ## tests against the local control pl
 test: lint unit chart e2e ## lint + unit + chart + e2e
 
 DEMO_LINGER ?= 300
-demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero
-	$(BIN)/python -m devenv.demo --linger $(DEMO_LINGER)
+demo: debian-packages cluster-up ## workerfleet on the local cluster: a burst of jobs, scaling up and back to zero; REAL_NODE=1: as containers on the real node
+	$(BIN)/python -m devenv.demo --linger $(DEMO_LINGER) $(if $(REAL_NODE),--real-node)
 
 # The peer job queues of `bench.peers`, each set in a virtualenv of its own (pyproject's `bench` extras).
 BENCH_VENVS := .venv-bench/.installed .venv-bench-arq/.installed

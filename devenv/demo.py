@@ -1,6 +1,6 @@
 """`make demo`: workerfleet doing real work on the local cluster, from a burst of jobs to an idle pool.
 
-    python -m devenv.demo [--linger SECONDS]
+    python -m devenv.demo [--linger SECONDS] [--real-node]
 
 It brings up the local cluster, installs the chart (CRDs, RBAC, the operator's Deployment) and runs
 the operator on this host under the chart's ServiceAccount token (pods are simulated, so the
@@ -9,12 +9,19 @@ and the workers, with the chart's alerts loaded. Worker pods are simulated too, 
 worker pod of the pool one `workerfleet worker` process runs on this host with that pod's
 environment and the pool's policies: when the HPA scales the pool, the work really speeds up.
 
+With `--real-node` (`make demo REAL_NODE=1`) the workers are real containers instead: the cluster
+gets its real node (devenv.node), the chart runs the operator image there as a pod, and the pool's
+demo-worker containers run beside it, reaching Redis and Prometheus through the node's forwarders;
+Prometheus scrapes the pods at their addresses. The review step is left out there: the kubectl
+plugin on this host cannot reach the queue at the address the pods use.
+
 The scenario is a list of steps (`SCENARIO`); each takes the running `Demo` and prints as it goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -31,7 +38,7 @@ from typing import Any, TextIO
 import redis
 import yaml
 
-from devenv import chart
+from devenv import chart, images, node
 from devenv.cluster import Cluster
 from devenv.loopback import PodWorkers, on_loopback_node
 from devenv.operator import METRICS_PORT, install_crds, operator_as_chart_identity
@@ -115,11 +122,24 @@ def job_type() -> dict[str, Any]:
     }
 
 
+ON_THE_REAL_NODE: dict[str, Any] = {
+    "nodeSelector": {node.NODE_LABEL: "true"},
+    "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+}
+BUILT_DEMO_WORKER = {
+    "image": images.image_reference("demo-worker").removeprefix("docker.io/"),
+    "imagePullPolicy": "Never",
+}
+"""The image `make images` built and imported into the real node's containerd (no registry)."""
 STABLE_VERSION = "0.1.0"
 BAD_VERSION = "0.2.0"
 STABLE_FAILURE_RATE = 0.02
 MAX_CANARY_ERROR_RATE = 0.1
 MAX_INCREASE_OVER_STABLE = 0.05
+
+
+REAL_NODE_TIMING = Timing(max_replicas=5, steady_replicas=3)
+"""Real containers on a machine of two shared cores: fewer at once than simulated pods."""
 
 
 def worker_pool(
@@ -130,11 +150,14 @@ def worker_pool(
     min_replicas: int = 0,
     version: str = STABLE_VERSION,
     failure_rate: float = STABLE_FAILURE_RATE,
+    real_node: bool = False,
 ) -> dict[str, Any]:
     """A pool that scales on queue depth, down to zero when idle; its workers run the demo handler.
 
     A new template rolls out as a canary on a quarter of the workers, judged every interval by the
-    error rate Prometheus scraped from them against the stable workers on the same queue.
+    error rate Prometheus scraped from them against the stable workers on the same queue. On the
+    real node the pods run the demo-worker image built here (one tag: the failure rate alone makes
+    the new revision).
     """
     environment = {
         "WORKERFLEET_HANDLERS": "workerfleet.worker.demo",
@@ -158,8 +181,10 @@ def worker_pool(
                             "args": ["worker"],
                             "env": [{"name": name, "value": value} for name, value in environment.items()],
                             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                            **(BUILT_DEMO_WORKER if real_node else {}),
                         }
-                    ]
+                    ],
+                    **(ON_THE_REAL_NODE if real_node else {}),
                 }
             },
             "queue": {"redis": {"address": redis_address, "list": QUEUE}},
@@ -264,6 +289,51 @@ class HostWorkers:
             self._stop(name)
 
 
+@dataclass
+class PodWorkers:
+    """The pool's Ready worker pods on the real node: their containers run the workers, so following
+    them is telling Prometheus where to scrape (pod addresses, routed from the host to the node)."""
+
+    prometheus: PrometheusServer | None
+    operator_target: str | None = None
+    """The operator pod's metrics address, scraped beside the workers."""
+    processes: dict[str, str] = field(default_factory=dict)
+    """Each Ready worker pod's revision, by pod name (named as HostWorkers' so the steps read both)."""
+
+    def follow(self, pods: list[dict[str, Any]], policies: str) -> None:
+        """`policies` are the pods' own, mounted from the pool's ConfigMap."""
+        ready = [pod for pod in pods if _pod_ready(pod) and pod["status"].get("podIP")]
+        self.processes = {
+            pod["metadata"]["name"]: pod["metadata"]["labels"].get("workerfleet.dev/revision", "")
+            for pod in ready
+        }
+        if self.prometheus is None:
+            return
+        labels = {}
+        if self.operator_target is not None:
+            labels[self.operator_target] = {"namespace": chart.RELEASE_NAMESPACE, "pod": "operator"}
+        for pod in ready:
+            [port] = [
+                p["containerPort"]
+                for p in pod["spec"]["containers"][0].get("ports", [])
+                if p["name"] == "metrics"
+            ]
+            labels[f"{pod['status']['podIP']}:{port}"] = {
+                "namespace": NAMESPACE,
+                "pod": pod["metadata"]["name"],
+            }
+        self.prometheus.set_targets(list(labels), labels)
+
+    def revisions(self) -> dict[str, str]:
+        return dict(self.processes)
+
+    def stop_all(self) -> None:
+        """The pods are the cluster's to stop; only the scrape targets go."""
+        self.processes = {}
+        if self.prometheus is not None:
+            self.prometheus.set_targets([])
+
+
 def _event_time(event: dict[str, Any]) -> datetime:
     """When an Event last happened (core/v1 Events carry one of these, from whichever client)."""
     stamp = event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"]
@@ -298,15 +368,28 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 class Demo:
     """The running parts of the demo and what it has shown so far."""
 
-    def __init__(self, cluster: Cluster, directory: Path, timing: Timing, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        directory: Path,
+        timing: Timing,
+        out: TextIO = sys.stdout,
+        *,
+        real_node: bool = False,
+    ) -> None:
         self.cluster = cluster
         self.directory = directory
         self.timing = timing
         self.out = out
+        self.real_node = real_node
         self.stack = ExitStack()
         self.redis: RedisServer | None = None
         self.prometheus: PrometheusServer | None = None
-        self.workers = HostWorkers(directory / "workers", None)
+        self.workers: HostWorkers | PodWorkers = (
+            PodWorkers(None) if real_node else HostWorkers(directory / "workers", None)
+        )
+        self.addresses: tuple[str, str] | None = None
+        """Redis's and Prometheus's addresses as the pool names them (the workers' and the operator's)."""
         self._events_seen: set[str] = set()
         self._last_table = ""
         self._started = datetime.now(UTC).replace(microsecond=0)
@@ -410,9 +493,11 @@ class Demo:
 
     def pool(self, **changes: Any) -> dict[str, Any]:
         """The demo's WorkerPool, on this demo's Redis and Prometheus."""
-        assert self.redis is not None
-        assert self.prometheus is not None
-        return worker_pool(self.redis.address, self.prometheus.address, self.timing, **changes)
+        assert self.addresses is not None
+        redis_address, prometheus_address = self.addresses
+        return worker_pool(
+            redis_address, prometheus_address, self.timing, real_node=self.real_node, **changes
+        )
 
     def apply(self, *documents: dict[str, Any]) -> None:
         text = "\n---\n".join(yaml.safe_dump(document) for document in documents)
@@ -420,6 +505,14 @@ class Demo:
 
 
 def start_cluster(demo: Demo) -> None:
+    if demo.real_node:
+        demo.step(
+            "Local cluster: etcd, kube-apiserver, controller-manager, scheduler, kwok nodes, and a real node"
+        )
+        if not demo.cluster.is_ready() or not node.is_running(demo.cluster.layout.root):
+            demo.cluster.up(real_node=True)
+        demo.say(demo.kubectl("get", "nodes", "-o", "wide").rstrip())
+        return
     demo.step("Local cluster: etcd, kube-apiserver, controller-manager, scheduler, kwok nodes")
     if not demo.cluster.is_ready():
         demo.cluster.up()
@@ -457,15 +550,52 @@ def start_servers(demo: Demo) -> None:
         f"redis at {demo.redis.address}, prometheus at {demo.prometheus.address}"
         " (alerts loaded from the chart)"
     )
+    demo.addresses = (demo.redis.address, demo.prometheus.address)
+    if demo.real_node:
+        root = demo.cluster.layout.root
+        redis_address = demo.stack.enter_context(node.forwarded(root, demo.redis.port, demo.redis.port))
+        prometheus = demo.stack.enter_context(
+            node.forwarded(root, demo.prometheus.port, demo.prometheus.port)
+        )
+        demo.addresses = (redis_address, f"http://{prometheus}")
+        demo.say(f"the real node's pods reach them at {redis_address} and {prometheus}")
 
 
 def install_operator(demo: Demo) -> None:
+    if demo.real_node:
+        install_operator_pod(demo)
+        return
     demo.step("helm install workerfleet; the operator runs under the chart's ServiceAccount")
     install_crds(demo.cluster)
     chart.install(demo.cluster, chart.E2E_VALUES)
     demo.say(chart.helm(demo.cluster, "status", chart.RELEASE, "-n", chart.RELEASE_NAMESPACE).stdout.rstrip())
     demo.stack.enter_context(operator_as_chart_identity(demo.cluster, demo.directory / "operator.log"))
     demo.say(f"operator running as {chart.OPERATOR_USER} (log: {demo.directory / 'operator.log'})")
+
+
+def install_operator_pod(demo: Demo) -> None:
+    """The chart with the operator image built here, its pod on the real node serving the metrics API."""
+    demo.step("helm install workerfleet with the operator image built here: its pod runs on the real node")
+    install_crds(demo.cluster)
+    allowed = chart.E2E_VALUES["allowedAddresses"]["queues"]
+    values = {
+        **chart.E2E_VALUES,
+        "image": {"pullPolicy": "Never"},
+        "replicaCount": 1,
+        "allowedAddresses": {"queues": [*allowed, node.NODE_IP]},
+        # Scraped by the demo's Prometheus over the pod network (the bridge enforces no NetworkPolicy).
+        "metrics": {"address": "0.0.0.0"},  # noqa: S104  (the real node's pod network only)
+        "networkPolicy": {"enabled": False},
+        **ON_THE_REAL_NODE,
+    }
+    chart.install(demo.cluster, values)
+    pods = demo.cluster.get(
+        "pods", "-l", f"app.kubernetes.io/instance={chart.RELEASE}", namespace=chart.RELEASE_NAMESPACE
+    )
+    [pod] = [p for p in pods["items"] if _pod_ready(p)]
+    assert isinstance(demo.workers, PodWorkers)
+    demo.workers.operator_target = f"{pod['status']['podIP']}:{METRICS_PORT}"
+    demo.say(demo.kubectl("get", "pods", "-n", chart.RELEASE_NAMESPACE, "-o", "wide").rstrip())
 
 
 def apply_pool(demo: Demo) -> None:
@@ -935,6 +1065,11 @@ SCENARIO: list[Callable[[Demo], None]] = [
 ]
 
 
+REAL_NODE_SCENARIO: list[Callable[[Demo], None]] = [
+    step for step in SCENARIO if step is not review_and_replay
+]
+
+
 def _condition(body: dict[str, Any], condition_type: str) -> dict[str, Any] | None:
     for condition in (body.get("status") or {}).get("conditions") or []:
         if condition["type"] == condition_type:
@@ -943,6 +1078,11 @@ def _condition(body: dict[str, Any], condition_type: str) -> dict[str, Any] | No
 
 
 def farewell(demo: Demo) -> None:
+    stopped = (
+        "Redis and Prometheus (the operator and worker pods stay on the real node)"
+        if demo.real_node
+        else "the operator, the workers, Redis and Prometheus"
+    )
     kubeconfig = demo.cluster.kubeconfig
     prometheus = demo.prometheus.address if demo.prometheus else "(not started)"
     redis_port = demo.redis.port if demo.redis else 0
@@ -962,7 +1102,7 @@ def farewell(demo: Demo) -> None:
   {prometheus}/graph?g0.expr=workerfleet_queue_depth   # metrics and the chart's alerts
 
 === Stop it
-  Ctrl-C (or the end of the linger time) stops the operator, the workers, Redis and Prometheus;
+  Ctrl-C (or the end of the linger time) stops {stopped};
   `make cluster-down` stops and removes the cluster."""
     )
 
@@ -996,15 +1136,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--linger", type=float, default=0.0, metavar="SECONDS", help="keep running afterwards"
     )
+    parser.add_argument(
+        "--real-node", action="store_true", help="workers (and the operator) as containers on the real node"
+    )
     args = parser.parse_args(argv)
     cluster = Cluster()
     directory = cluster.layout.root / "demo"
     directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    demo = Demo(cluster, directory, Timing(linger_seconds=args.linger))
+    timing = dataclasses.replace(REAL_NODE_TIMING if args.real_node else Timing(), linger_seconds=args.linger)
+    demo = Demo(cluster, directory, timing, real_node=args.real_node)
     demo.report = REPORT
     try:
-        run(demo, SCENARIO)
+        run(demo, REAL_NODE_SCENARIO if args.real_node else SCENARIO)
     except KeyboardInterrupt:
         demo.say("\ninterrupted: stopped the operator, the workers, Redis and Prometheus")
     demo.say(f"\ndemo took {time.monotonic() - started:.0f}s")

@@ -79,6 +79,11 @@ def _serve_connection(client: socket.socket, target: tuple[str, int]) -> None:
     except OSError:
         client.close()
         return
+    pipe(client, upstream)
+
+
+def pipe(client: socket.socket, upstream: socket.socket) -> None:
+    """Pass bytes both ways until both sides are done; then close both."""
     upstream.settimeout(None)
     back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
     back.start()

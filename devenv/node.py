@@ -6,8 +6,14 @@ the host's), the CNI bridge and every pod address are inside it. The namespace's
 two addresses: the node's (NODE_IP) and the `kubernetes` Service's
 (10.96.0.1), where a forwarder (devenv.netns_forward) passes connections to the API server on the
 host's loopback, so kubelet and in-cluster clients reach it as on any cluster. Queue servers a test
-starts on loopback are forwarded the same way (`forwarded`). No address outside the namespace is
-added, no route or rule of the host is touched.
+starts on loopback are forwarded the same way (`forwarded`).
+
+The other way, from the host into the node, goes over one veth pair (`wfn<port offset>` on the host,
+a /30 of VETH_NETWORK between the two ends), with two kinds of host route over it: the node's pod
+subnet (a /20 of POD_NETWORK per checkout), so a Prometheus on the host scrapes worker pods; and,
+from devenv.service_proxy, each ClusterIP of the node's Services (/32), so the API server's aggregator
+reaches an operator pod's metrics API at its Service. The veth, and every route over it, goes with
+the node. Nothing else of the host's addresses, routes or firewall rules is touched.
 
 The node is tainted (TAINT_KEY, NoSchedule): the kwok-simulated pods of the rest of the suite never
 land on it; what should run here tolerates the taint and selects the node by its label.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -34,11 +41,14 @@ from devenv import images, netns_forward, pki, toolchain
 
 NODE_NAME = pki.REAL_NODE_NAME
 NODE_IP = "10.250.0.1"
-POD_SUBNET = "10.88.0.0/16"
+POD_NETWORK = "10.88.0.0/13"
+"""Each checkout's node takes a /20 of it for its pods (offset 0: 10.88.0.0/20, 100: 10.88.16.0/20)."""
 TAINT_KEY = "workerfleet.dev/real-node"
 """The node's taint and label: pods tolerate the one and select the other to run here."""
 NODE_LABEL = TAINT_KEY
 API_SERVICE_PORT = 443
+VETH_NETWORK = "10.251.0.0/16"
+"""Each checkout's host-to-node veth takes a /30 of it (offset 100: 10.251.0.4/30)."""
 READY_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 20.0
 KUBELET_EXIT_CHECKS = 3
@@ -54,12 +64,47 @@ class NodeError(RuntimeError):
 
 
 def namespace_name() -> str:
-    offset = int(os.environ.get("WORKERFLEET_PORT_OFFSET", "0"))
-    return f"workerfleet-node-{offset}"
+    return f"workerfleet-node-{_port_offset()}"
 
 
 def namespace_path() -> Path:
     return Path("/run/netns") / namespace_name()
+
+
+def _port_offset() -> int:
+    return int(os.environ.get("WORKERFLEET_PORT_OFFSET", "0"))
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """The node's addresses that differ per checkout: the pods' subnet, and the veth pair from the
+    host into the namespace (two interface names, its /30's two addresses)."""
+
+    pod_subnet: str
+    host_name: str
+    node_name: str
+    host_address: str
+    node_address: str
+
+
+def network(offset: int) -> NodeNetwork:
+    """One slot per port offset (0, 100, 200, ... take slots 0, 1, 2, ...): a /20 of POD_NETWORK
+    and a /30 of VETH_NETWORK, so the nodes of several checkouts on one machine, and the host's
+    routes to them, never overlap."""
+    slot = offset // 100 if offset % 100 == 0 else offset
+    pods = int(ipaddress.ip_network(POD_NETWORK).network_address) + 4096 * (slot % 128)
+    veth = int(ipaddress.ip_network(VETH_NETWORK).network_address) + 4 * (slot % 16384)
+    return NodeNetwork(
+        pod_subnet=f"{ipaddress.IPv4Address(pods)}/20",
+        host_name=f"wfn{offset}"[:15],
+        node_name="wfhost",
+        host_address=str(ipaddress.IPv4Address(veth + 1)),
+        node_address=str(ipaddress.IPv4Address(veth + 2)),
+    )
+
+
+def own_network() -> NodeNetwork:
+    return network(_port_offset())
 
 
 @dataclass(frozen=True)
@@ -151,7 +196,7 @@ def cni_config(layout: NodeLayout) -> dict[str, object]:
                 "ipam": {
                     "type": "host-local",
                     "dataDir": str(layout.root / "cni-ipam"),
-                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "ranges": [[{"subnet": own_network().pod_subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             }
@@ -222,13 +267,27 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def ensure_namespace() -> None:
     """The node's network namespace, its loopback up and holding the node's and the API Service's
-    addresses (pods reach them over the CNI bridge; this kernel has no dummy interfaces)."""
+    addresses (pods reach them over the CNI bridge; this kernel has no dummy interfaces), and the
+    veth pair from the host into it."""
     name = namespace_name()
     if not namespace_path().exists():
         _run("ip", "netns", "add", name)
     _run("ip", "-n", name, "link", "set", "lo", "up")
     for address in (NODE_IP, pki.KUBERNETES_SERVICE_IP):
         _run("ip", "-n", name, "address", "replace", f"{address}/32", "dev", "lo")
+    pair = own_network()
+    if not Path("/sys/class/net", pair.host_name).exists():
+        _run(
+            "ip", "link", "add", pair.host_name, "type", "veth", "peer", "name", pair.node_name, "netns", name
+        )
+    _run("ip", "address", "replace", f"{pair.host_address}/30", "dev", pair.host_name)
+    _run("ip", "-n", name, "address", "replace", f"{pair.node_address}/30", "dev", pair.node_name)
+    _run("ip", "link", "set", pair.host_name, "up")
+    _run("ip", "-n", name, "link", "set", pair.node_name, "up")
+    # The pods' subnet from the host: a scrape of a worker pod's metrics, say. The namespace forwards
+    # between the veth and the pods' bridge; replies go back over the veth (its /30 is connected).
+    _run("nsenter", f"--net={namespace_path()}", "--", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    _run("ip", "route", "replace", pair.pod_subnet, "via", pair.node_address, "dev", pair.host_name)
 
 
 def _alive(layout: NodeLayout, name: str, marker: str) -> int | None:
@@ -311,6 +370,23 @@ def start(cluster_root: Path, certs: pki.ClusterPki, apiserver_port: int, kubect
     if _alive(layout, "node-forwarder", "devenv.netns_forward") is None:
         command = [sys.executable, "-m", "devenv.netns_forward", str(namespace_path()), forward_rule]
         _start(layout, "node-forwarder", command, env={**os.environ, "PYTHONPATH": str(images.REPOSITORY)})
+    if _alive(layout, "node-service-proxy", "devenv.service_proxy") is None:
+        pair = own_network()
+        command = [
+            sys.executable,
+            "-m",
+            "devenv.service_proxy",
+            str(namespace_path()),
+            pair.host_name,
+            pair.node_address,
+            pair.pod_subnet,
+            f"https://127.0.0.1:{apiserver_port}",
+            str(certs.ca.cert),
+            str(certs.admin.cert),
+            str(certs.admin.key),
+        ]
+        environment = {**os.environ, "PYTHONPATH": str(images.REPOSITORY)}
+        _start(layout, "node-service-proxy", command, env=environment)
 
     containerd = toolchain.binaries()["containerd"].path
     if _alive(layout, "containerd", str(containerd)) is None:
@@ -463,7 +539,8 @@ def _shims(layout: NodeLayout) -> Iterator[int]:
 
 
 def stop(cluster_root: Path) -> None:
-    """Stop kubelet, every container, containerd and the forwarder; unmount; delete the namespace."""
+    """Stop kubelet, every container, containerd, the forwarder and the Service proxy; unmount; delete
+    the namespace and the veth into it."""
     layout = NodeLayout(cluster_root)
     if not layout.root.exists():
         return
@@ -487,10 +564,15 @@ def stop(cluster_root: Path) -> None:
     forwarder = _alive(layout, "node-forwarder", "devenv.netns_forward")
     if forwarder is not None:
         _stop_pid(forwarder)
+    service_proxy = _alive(layout, "node-service-proxy", "devenv.service_proxy")
+    if service_proxy is not None:
+        _stop_pid(service_proxy)
     for point in _mounts_under(layout.root):
         _run("umount", "--lazy", point, check=False)
     if namespace_path().exists():
         _run("ip", "netns", "delete", namespace_name(), check=False)
+    # The namespace's end goes with it and takes the pair (and each route over it) along; in case not:
+    _run("ip", "link", "delete", own_network().host_name, check=False)
     _restore_sysctls(layout)
     _remove_pod_cgroups()
     shutil.rmtree(layout.root, ignore_errors=True)

@@ -38,6 +38,16 @@ def _job_type_spec() -> dict[str, Any]:
     }
 
 
+def demo_job_type() -> dict[str, Any]:
+    """The JobType the rig's workers serve: short timeouts, one quick retry."""
+    return {
+        "apiVersion": "workerfleet.dev/v1alpha1",
+        "kind": "JobType",
+        "metadata": {"name": JOB_TYPE},
+        "spec": _job_type_spec(),
+    }
+
+
 @dataclass
 class Rig:
     """One pool under canary test: its queue, producer, worker processes and Prometheus targets."""
@@ -70,13 +80,7 @@ class Rig:
 
     def create(self, canary: dict[str, Any]) -> str:
         """The pool at image v1, Ready; returns its stable revision."""
-        job_type = {
-            "apiVersion": "workerfleet.dev/v1alpha1",
-            "kind": "JobType",
-            "metadata": {"name": JOB_TYPE},
-            "spec": _job_type_spec(),
-        }
-        self.cluster.apply(job_type, self.pool("worker:1", canary), namespace=self.namespace)
+        self.cluster.apply(demo_job_type(), self.pool("worker:1", canary), namespace=self.namespace)
         status = eventually(
             lambda: (self.status().get("rollout") or {}).get("phase") == "Healthy" and self.status(),
             what="the pool to be Healthy",

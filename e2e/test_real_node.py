@@ -13,10 +13,12 @@ The times measured (cold start, hand-over, drain) are printed; README "What runs
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,12 +26,18 @@ import redis
 
 from devenv import chart, images, node
 from devenv.cluster import Cluster
+from devenv.operator import OperatorProcess
+from devenv.producer import SteadyProducer
+from devenv.prometheus import PrometheusServer
 from devenv.servers import RedisServer
 from devenv.waiting import eventually
-from e2e.autoscaled_pools import envelope
+from e2e.autoscaled_pools import autoscaled_pool, envelope, pool_condition, pool_replicas
+from e2e.canary_rig import JOB_TYPE as CANARY_JOB_TYPE
+from e2e.canary_rig import analysis, demo_job_type
 from e2e.pools import job_type
 
 RELEASE = "wf-real"
+API_SERVICE = "v1beta1.external.metrics.k8s.io"
 ON_THE_REAL_NODE = {
     "nodeSelector": {node.NODE_LABEL: "true"},
     "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
@@ -67,16 +75,37 @@ def real_node(cluster: Cluster) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def operator_release(real_node: Cluster) -> Iterator[OperatorRelease]:
+def metrics_api_free(real_node: Cluster, request: pytest.FixtureRequest) -> Iterator[None]:
+    """The external metrics APIService is one per cluster: while this module's operator pods serve it,
+    the suite's host-process operator (when it runs and holds the APIService) is stopped, and it is
+    started again afterwards."""
+    held = real_node.get("apiservice", API_SERVICE)
+    if held is None:
+        yield
+        return
+    suite_operator: OperatorProcess = request.getfixturevalue("operator_process")
+    suite_operator.stop()
+    eventually(
+        lambda: real_node.get("apiservice", API_SERVICE) is None,
+        what="the suite operator's APIService removed",
+        timeout=30,
+    )
+    try:
+        yield
+    finally:
+        suite_operator.start()
+
+
+@pytest.fixture(scope="module")
+def operator_release(real_node: Cluster, metrics_api_free: None) -> Iterator[OperatorRelease]:
     """The chart installed with the built image on the real node, watching its own namespace only
-    (the rest of the suite's operator watches everything; this one must not meet its pools)."""
+    (the rest of the suite's operator watches everything; this one must not meet its pools), serving
+    the external metrics API to the API server's aggregator."""
     namespace = f"real-{uuid.uuid4().hex[:6]}"
     values: dict[str, Any] = {
         "image": {"pullPolicy": "Never"},
         "replicaCount": 2,
         "watchNamespaces": [namespace],
-        # The external metrics APIService is one per cluster and the suite's own operator holds it.
-        "metricsApi": {"enabled": False},
         # Scraped by this test from inside the node's network, to read which replica is active.
         "metrics": {"address": "0.0.0.0"},  # noqa: S104  (the pod network of the real node only)
         "networkPolicy": {
@@ -91,8 +120,23 @@ def operator_release(real_node: Cluster) -> Iterator[OperatorRelease]:
     chart.install(real_node, values, release=RELEASE, namespace=namespace)
     cold_start = time.monotonic() - started
     print(f"\noperator cold start on the real node (helm install to both pods Ready): {cold_start:.1f}s")
+    # A pool waiting from the start, for the first reconcile (its queue's address answers nothing)
+    real_node.apply(
+        job_type("resize"),
+        _worker_pool("first", f"{node.NODE_IP}:1", "first", replicas=0),
+        namespace=namespace,
+    )
     eventually(lambda: _active(real_node, namespace), what="an active operator replica", timeout=120)
     print(f"operator cold start to one replica active: {time.monotonic() - started:.1f}s")
+    first_reconcile = eventually(
+        lambda: _first_condition_at(real_node, namespace, "first"),
+        what="the first pool reconciled",
+        timeout=60,
+    )
+    process_start = min(_container_started_at(pod) for pod in _operator_pods(real_node, namespace))
+    to_reconcile = (first_reconcile - process_start).total_seconds()
+    print(f"operator process start to its first pool reconciled: {to_reconcile:.0f}s")
+    real_node.kubectl("delete", "workerpool", "first", "-n", namespace, "--wait=false")
     try:
         yield OperatorRelease(namespace, cold_start)
     finally:
@@ -103,6 +147,18 @@ def operator_release(real_node: Cluster) -> Iterator[OperatorRelease]:
         real_node.kubectl("wait", "--for=delete", "pod", "-l", selector, "-n", namespace, "--timeout=60s")
         chart.uninstall(real_node, release=RELEASE, namespace=namespace)
         real_node.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _first_condition_at(cluster: Cluster, namespace: str, pool: str) -> datetime | None:
+    """When the operator first wrote a condition of the pool (the API's second resolution)."""
+    body = cluster.get(f"workerpool/{pool}", namespace=namespace) or {}
+    times = [c["lastTransitionTime"] for c in (body.get("status") or {}).get("conditions") or []]
+    return min(datetime.fromisoformat(t) for t in times) if times else None
+
+
+def _container_started_at(pod: dict[str, Any]) -> datetime:
+    [status] = pod["status"]["containerStatuses"]
+    return datetime.fromisoformat(status["state"]["running"]["startedAt"])
 
 
 def _pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -294,6 +350,260 @@ def test_real_worker_containers_consume_a_real_queue_and_drain_on_the_kubelets_s
     done = client.keys(f"{key}:done:*")
     dead = client.llen(f"{key}:dead") if client.exists(f"{key}:dead") else 0
     assert len(done) == JOBS, f"{len(done)} of {JOBS} jobs completed, {dead} dead-lettered"
+
+
+BURST = 30
+BURST_PER_REPLICA = 10
+BURST_MAX_REPLICAS = 3
+METRICS_API_SERVICE = f"{RELEASE}-workerfleet-metrics-api"
+
+
+def _api_service_backend(cluster: Cluster, namespace: str) -> list[str]:
+    """The pod addresses the aggregator reaches: the APIService Available and routed to the release's
+    Service, and that Service's ready endpoints."""
+    body = cluster.get("apiservice", API_SERVICE) or {}
+    service = (body.get("spec") or {}).get("service") or {}
+    available = any(
+        c["type"] == "Available" and c["status"] == "True"
+        for c in (body.get("status") or {}).get("conditions") or []
+    )
+    if not available or (service.get("namespace"), service.get("name")) != (namespace, METRICS_API_SERVICE):
+        return []
+    slices = cluster.get(
+        "endpointslices", "-l", f"kubernetes.io/service-name={METRICS_API_SERVICE}", namespace=namespace
+    )
+    return sorted(
+        address
+        for item in (slices or {"items": []})["items"]
+        for endpoint in item.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+        for address in endpoint["addresses"]
+    )
+
+
+def _served_depth(cluster: Cluster, namespace: str, pool: str) -> int | None:
+    path = (
+        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/workerfleet_queue_depth"
+        f"?labelSelector=workerfleet.dev/pool%3D{pool}"
+    )
+    result = cluster.kubectl("get", "--raw", path, check=False)
+    if result.returncode != 0:
+        return None
+    items = json.loads(result.stdout)["items"]
+    return int(items[0]["value"]) if items else None
+
+
+def _ready_workers(cluster: Cluster, namespace: str, pool: str) -> int:
+    return sum(_is_ready(pod) for pod in _pods(cluster, namespace, f"workerfleet.dev/pool={pool}"))
+
+
+def test_a_burst_scales_real_worker_containers_through_the_metrics_api_served_from_the_operator_pod(
+    real_node: Cluster, operator_release: OperatorRelease, redis_server: RedisServer
+) -> None:
+    # Given the aggregator routed to the release's Service, whose one endpoint is the active operator pod
+    namespace = operator_release.namespace
+    active = eventually(lambda: _active(real_node, namespace), what="an active operator replica", timeout=60)
+    [active_ip] = [
+        pod["status"]["podIP"]
+        for pod in _operator_pods(real_node, namespace)
+        if pod["metadata"]["name"] in active
+    ]
+    backends = eventually(
+        lambda: _api_service_backend(real_node, namespace),
+        what="the APIService Available, routed to the operator pod",
+        timeout=60,
+    )
+    assert backends == [active_ip]
+
+    # And an autoscaled pool of demo-worker containers on the real node, at zero, over a real Redis list
+    key = f"burst:{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    with node.forwarded(real_node.layout.root, redis_server.port, redis_server.port) as address:
+        pool = _worker_pool("burst", address, key, replicas=0)
+        pool["spec"]["autoscaling"] = autoscaled_pool("burst", {}, maxReplicas=BURST_MAX_REPLICAS)["spec"][
+            "autoscaling"
+        ] | {"targetDepthPerReplica": BURST_PER_REPLICA}
+        real_node.apply(job_type("resize"), pool, namespace=namespace)
+        eventually(
+            lambda: pool_condition(real_node, namespace, "burst", "QueueReachable") == ("True", "DepthRead"),
+            what="the in-pod operator reading the queue",
+            timeout=60,
+        )
+
+        # When a burst of jobs arrives
+        started = time.monotonic()
+        client.lpush(key, *(envelope(number) for number in range(BURST)))
+
+        # Then the operator pod serves its depth through the aggregator
+        served = eventually(
+            lambda: _served_depth(real_node, namespace, "burst"), what="the depth served", timeout=30
+        )
+        assert 0 < served <= BURST
+
+        # And the HPA scales the pool up to real worker containers, ready on the real node
+        eventually(
+            lambda: _ready_workers(real_node, namespace, "burst") >= 2,
+            what="worker containers scaled up by the HPA",
+            timeout=90,
+            interval=1,
+        )
+        print(f"\nburst of {BURST} jobs to two ready worker containers: {time.monotonic() - started:.1f}s")
+        rescales = real_node.get("events", "--field-selector=reason=SuccessfulRescale", namespace=namespace)
+        sizes = [
+            int(size)
+            for event in rescales["items"]
+            for size in re.findall(r"New size: (\d+)", event["message"])
+        ]
+        assert max(sizes, default=0) > 1, "the HPA (not the operator's 0 -> 1) scaled the pool up"
+
+        # And once the workers have taken every job, back to zero
+        eventually(lambda: client.llen(key) == 0, what="the burst consumed", timeout=90, interval=1)
+        eventually(
+            lambda: (
+                pool_replicas(real_node, namespace, "burst") == 0
+                and not _pods(real_node, namespace, "workerfleet.dev/pool=burst")
+            ),
+            what="the pool back to zero, its containers gone",
+            timeout=90,
+            interval=1,
+        )
+        print(f"burst to the pool back at zero: {time.monotonic() - started:.1f}s")
+
+
+CANARY_POOL = "flaky"
+CANARY_FAILURE_RATE = 0.5
+CANARY_JOBS_PER_SECOND = 40
+CANARY_INTERVAL_SECONDS = 5
+
+
+def _scrape_targets(cluster: Cluster, namespace: str, pool: str) -> list[str]:
+    """The metrics port of each running worker pod of the pool, at its pod address."""
+    targets = []
+    for pod in _pods(cluster, namespace, f"workerfleet.dev/pool={pool}"):
+        ports = [
+            port["containerPort"]
+            for container in pod["spec"]["containers"]
+            for port in container.get("ports") or []
+            if port.get("name") == "metrics"
+        ]
+        if pod["status"].get("podIP") and ports:
+            targets.append(f"{pod['status']['podIP']}:{ports[0]}")
+    return sorted(targets)
+
+
+def _canary_pool(
+    address: str, key: str, prometheus: PrometheusServer, prometheus_address: str, failure_rate: float
+) -> dict[str, Any]:
+    """Two demo-worker containers on the real node, half of them the canary of a new template; the
+    operator pod reads Prometheus at `prometheus_address` (forwarded into the node)."""
+    pool = _worker_pool(CANARY_POOL, address, key, replicas=2)
+    [container] = pool["spec"]["template"]["spec"]["containers"]
+    container["env"] = [
+        {"name": "WORKERFLEET_DEMO_JOB_TYPES", "value": CANARY_JOB_TYPE},
+        {"name": "WORKERFLEET_DEMO_DURATION_SECONDS", "value": "0.005"},
+        {"name": "WORKERFLEET_DEMO_FAILURE_RATE", "value": str(failure_rate)},
+    ]
+    pool["spec"]["jobTypes"] = [CANARY_JOB_TYPE]
+    settings = {
+        **analysis(prometheus, intervalSeconds=CANARY_INTERVAL_SECONDS),
+        "prometheus": {"address": f"http://{prometheus_address}"},
+    }
+    pool["spec"]["rollout"] = {
+        "canary": {"steps": [{"weight": 50, "pauseSeconds": 120}], "analysis": settings}
+    }
+    return pool
+
+
+def test_a_bad_canary_of_real_worker_containers_is_rolled_back(
+    real_node: Cluster,
+    operator_release: OperatorRelease,
+    redis_server: RedisServer,
+    prometheus_server: PrometheusServer,
+) -> None:
+    # Given a pool of two demo-worker containers under canary analysis, a steady flow of jobs, and
+    # Prometheus on the host scraping the pods at their addresses on the real node
+    namespace = operator_release.namespace
+    key = f"canary:{uuid.uuid4().hex[:8]}"
+    root = real_node.layout.root
+    producer = SteadyProducer(redis_server.port, key, CANARY_JOB_TYPE, CANARY_JOBS_PER_SECOND)
+    with (
+        node.forwarded(root, redis_server.port, redis_server.port) as address,
+        node.forwarded(root, prometheus_server.port, prometheus_server.port) as prometheus,
+    ):
+        real_node.apply(
+            demo_job_type(),
+            _canary_pool(address, key, prometheus_server, prometheus, 0.0),
+            namespace=namespace,
+        )
+        eventually(
+            lambda: (
+                _rollout(real_node, namespace).get("phase") == "Healthy"
+                and _ready_workers(real_node, namespace, CANARY_POOL) == 2
+            ),
+            what="the pool Healthy with two ready workers",
+            timeout=90,
+        )
+        producer.start()
+        try:
+            # When the template changes to workers that fail half their jobs
+            started = time.monotonic()
+            real_node.apply(
+                _canary_pool(address, key, prometheus_server, prometheus, CANARY_FAILURE_RATE),
+                namespace=namespace,
+            )
+
+            # Then the canary's containers run on the real node, and once the analysis reads their
+            # failures from Prometheus the canary is scaled to zero
+            def rolled_back() -> bool:
+                prometheus_server.set_targets(_scrape_targets(real_node, namespace, CANARY_POOL))
+                canary = real_node.get(f"deployment/{CANARY_POOL}-canary", namespace=namespace)
+                return canary is not None and canary["spec"]["replicas"] == 0
+
+            canary_nodes = eventually(
+                lambda: {
+                    pod["spec"].get("nodeName")
+                    for pod in _pods(
+                        real_node,
+                        namespace,
+                        f"workerfleet.dev/pool={CANARY_POOL},workerfleet.dev/track=canary",
+                    )
+                },
+                what="the canary's pod",
+                timeout=30,
+            )
+            assert canary_nodes == {node.NODE_NAME}
+            eventually(rolled_back, what="the canary rolled back", timeout=90, interval=1)
+            rollback = time.monotonic() - started
+            print(f"\nbad canary on real pods, template changed to canary at zero: {rollback:.1f}s")
+        finally:
+            producer.stop()
+            prometheus_server.set_targets([])
+
+    # And the pool is Degraded on its stable revision, with a Warning Event that gives the numbers
+    status = eventually(
+        lambda: _rollout(real_node, namespace).get("phase") == "Degraded" and _status(real_node, namespace),
+        what="the pool Degraded",
+        timeout=15,
+    )
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolloutFailed")
+    events = real_node.get(
+        "events", f"--field-selector=involvedObject.name={CANARY_POOL}", namespace=namespace
+    )["items"]
+    rolled = [event for event in events if event["reason"] == "RolledBack"]
+    assert rolled, [event["reason"] for event in events]
+    assert rolled[0]["type"] == "Warning"
+    assert "canary error rate" in rolled[0]["message"]
+    real_node.kubectl("delete", "workerpool", CANARY_POOL, "-n", namespace, "--wait=false")
+
+
+def _status(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    body = cluster.get(f"workerpool/{CANARY_POOL}", namespace=namespace) or {}
+    return dict(body.get("status") or {})
+
+
+def _rollout(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    return dict(_status(cluster, namespace).get("rollout") or {})
 
 
 STALLING_HANDLER = '''"""A handler that blocks the worker's event loop: the consume loop stops turning."""

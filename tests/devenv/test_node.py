@@ -59,5 +59,5 @@ def test_pods_get_addresses_from_the_node_subnet_behind_a_bridge_without_masquer
 
     assert bridge["type"] == "bridge"
     assert bridge["ipMasq"] is False
-    assert bridge["ipam"]["ranges"] == [[{"subnet": node.POD_SUBNET}]]
+    assert bridge["ipam"]["ranges"] == [[{"subnet": node.own_network().pod_subnet}]]
     assert bridge["ipam"]["dataDir"] == "/state/node/cni-ipam"
