@@ -47,7 +47,14 @@ from redis.asyncio import Redis
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import Priority
 from workerfleet.api.workerpool import IdempotencyStore, RabbitMQ
-from workerfleet.planners.priority import RABBITMQ_SEPARATOR, level_queue, levels_served, take_order, turns
+from workerfleet.planners.priority import (
+    RABBITMQ_SEPARATOR,
+    level_queue,
+    levels_served,
+    take_order,
+    turns,
+    window,
+)
 from workerfleet.tls import client_context, tls_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
@@ -150,9 +157,10 @@ class RabbitMQBackend:
         self._level_queues = [level_queue(queue.queue, level, RABBITMQ_SEPARATOR) for level in self._served]
         self._turn = 0
         self._credentials = credentials
-        # Serving several levels, each level's consumer keeps one job more than the concurrency, so
-        # the next job of a level is at hand when its turn comes (not still on its way from the broker).
-        self._prefetch = prefetch + 1 if len(self._served) > 1 else prefetch
+        # Serving several levels, each level's consumer keeps a whole window of turns more than the
+        # concurrency, so a level's jobs for the window are at hand when its turns come, not still on
+        # their way from the broker after the previous ack (one job more was not enough on a busy host).
+        self._prefetch = prefetch + len(window(self._served)) if len(self._served) > 1 else prefetch
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
