@@ -5,7 +5,7 @@
 
 Each job carries the wall-clock time it was enqueued; the handler notes when it starts. The worker writes
 PATH.ready at its first job, and PATH (JSON: first and last start, each job's enqueue-to-start latency,
-the process's RSS) once N jobs have started; `bench.peers` then kills it. Servers come from the
+the process's CPU time between the two, its RSS) once N jobs have started; `bench.peers` then kills it. Servers come from the
 environment: BENCH_REDIS (host:port), BENCH_AMQP (host:port), BENCH_QUEUE (a name fresh for each run).
 
 Imports only the contender's own library, inside the function that runs it, so the module loads in each
@@ -70,6 +70,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._starts: list[float] = []
         self._latencies: list[float] = []
+        self._first_cpu = 0.0
         self.done = threading.Event()
 
     def started(self, sent_at: float) -> None:
@@ -79,11 +80,13 @@ class Recorder:
             self._latencies.append(now - sent_at)
             count = len(self._starts)
         if count == 1:
+            self._first_cpu = time.process_time()
             self._result.with_suffix(".ready").write_text("")
         if count == self._expect:
             record = {
                 "first_start": self._starts[0],
                 "last_start": self._starts[-1],
+                "cpu_seconds": time.process_time() - self._first_cpu,
                 "latencies": self._latencies,
                 "rss_kib": rss_kib(),
             }

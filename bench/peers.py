@@ -10,9 +10,9 @@ at each concurrency, one contender after the other:
 - Celery (Redis broker, acks_late), RQ (SimpleWorker: one job at a time per process), Dramatiq (Redis
   and RabbitMQ brokers), arq and saq, each from its own virtualenv (pyproject's `bench` extras).
 
-Per run: jobs/s from the first job's start to the last one's over a queue filled beforehand, start-up
-(process start to first job), RSS of the worker process; then, in a second run, enqueue-to-start
-latency (p50, p99) while a producer enqueues at a steady half of that peak. Writes
+Per run: jobs/s from the first job's start to the last one's over a queue filled beforehand, the worker
+process's CPU time per job over that window, start-up (process start to first job), its RSS; then, in a
+second run, enqueue-to-start latency (p50, p99) while a producer enqueues at a steady half of that peak. Writes
 bench/results/peers.json (drawn by `python -m bench.plots`) and prints the table. Floors and peers come
 first in each round; rounds alternate, so a busy moment on the shared machine hits all alike.
 """
@@ -128,6 +128,9 @@ class Run:
     p50_ms: float | None = None
     p99_ms: float | None = None
     round: int = 1
+    cpu_us_per_job: float | None = None
+    """The worker process's CPU time (all its threads) per job over the same window as jobs/s: on a
+    machine shared with other work it moves far less than jobs/s does."""
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -220,6 +223,10 @@ def _milliseconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _whole(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def table(
     best: Mapping[tuple[str, int], Run],
     contenders: Sequence[Contender],
@@ -231,9 +238,9 @@ def table(
     found = ratios(best, contenders)
     spread = spread or {}
     lines = [
-        "| contender | conc. | jobs/s | ratio to floor | p50 ms | p99 ms | RSS MiB | start-up s "
+        "| contender | conc. | jobs/s | ratio to floor | CPU µs/job | p50 ms | p99 ms | RSS MiB | start-up s "
         "| acked after handler | survives SIGKILL |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for contender in contenders:
         for concurrency in concurrencies:
@@ -247,7 +254,7 @@ def table(
                 ratio_text += f" ({low:.2f}-{high:.2f})"
             lines.append(
                 f"| {contender.label} | {concurrency} | {run.jobs_per_second:,.0f} "
-                f"| {ratio_text} | {_milliseconds(run.p50_ms)} "
+                f"| {ratio_text} | {_whole(run.cpu_us_per_job)} | {_milliseconds(run.p50_ms)} "
                 f"| {_milliseconds(run.p99_ms)} | {run.rss_mib:.0f} | {run.startup_seconds:.2f} "
                 f"| {contender.acked_after_handler} | {contender.survives_sigkill} |"
             )
@@ -328,6 +335,7 @@ class Bench:
             jobs_per_second=jobs_per_second(record["first_start"], record["last_start"], jobs),
             startup_seconds=record["first_start"] - spawned,
             rss_mib=record["rss_kib"] / 1024,
+            cpu_us_per_job=record["cpu_seconds"] * 1e6 / (jobs - 1),
         )
 
     def latency(self, contender: Contender, concurrency: int, peak: float) -> tuple[float, float]:
@@ -414,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"round {round_number + 1} {contender.name:<22} c={concurrency:<3}"
                             f" {run.jobs_per_second:8,.0f} jobs/s  p50 {p50:6.1f} ms  p99 {p99:7.1f} ms"
-                            f"  rss {run.rss_mib:5.0f} MiB  start {run.startup_seconds:.2f} s",
+                            f"  rss {run.rss_mib:5.0f} MiB  start {run.startup_seconds:.2f} s"
+                            f"  cpu {run.cpu_us_per_job or 0:6.0f} µs/job",
                             flush=True,
                         )
         finally:
