@@ -5,8 +5,9 @@
 
 Each job carries the wall-clock time it was enqueued; the handler notes when it starts. The worker writes
 PATH.ready at its first job, and PATH (JSON: first and last start, each job's enqueue-to-start latency,
-the process's CPU time between the two, its RSS) once N jobs have started; `bench.peers` then kills it. Servers come from the
-environment: BENCH_REDIS (host:port), BENCH_AMQP (host:port), BENCH_QUEUE (a name fresh for each run).
+the process's CPU time between the two, its RSS) once N jobs have started; `bench.peers` then kills
+it. Servers come from the environment: BENCH_REDIS (host:port), BENCH_AMQP (host:port), BENCH_QUEUE (a
+name fresh for each run).
 
 Imports only the contender's own library, inside the function that runs it, so the module loads in each
 peer's virtualenv (see pyproject's `bench` extras) as well as in the project's.

@@ -12,8 +12,8 @@ at each concurrency, one contender after the other:
 
 Per run: jobs/s from the first job's start to the last one's over a queue filled beforehand, the worker
 process's CPU time per job over that window, start-up (process start to first job), its RSS; then, in a
-second run, enqueue-to-start latency (p50, p99) while a producer enqueues at a steady half of that peak. Writes
-bench/results/peers.json (drawn by `python -m bench.plots`) and prints the table. Floors and peers come
+second run, enqueue-to-start latency (p50, p99) while a producer enqueues at a steady half of that peak.
+Writes bench/results/peers.json (drawn by `python -m bench.plots`) and prints the table. Floors and peers come
 first in each round; rounds alternate, so a busy moment on the shared machine hits all alike.
 """
 
