@@ -229,6 +229,11 @@ class Runtime:
         self._breaker = breaker
         self._pacer = pacer
         self._in_flight: set[asyncio.Task[None]] = set()
+        """Every job taken and not yet settled (or given back): at most twice the concurrency."""
+        self._in_slots: set[int] = set()
+        """The deliveries (by id) still before their settle: at most `concurrency`. A job being settled
+        gives its slot up, so the next batch is received while the last one's settles are on the wire."""
+        self._slot_freed: asyncio.Future[None] | None = None
         self._abandon = asyncio.Event()
         self._abandon_future: asyncio.Future[None] | None = None
 
@@ -286,10 +291,11 @@ class Runtime:
         try:
             while not stop.is_set():
                 self._health.beat()
-                free = self._concurrency - len(self._in_flight)
+                free = self._free_slots()
                 if free <= 0:
+                    woken: set[asyncio.Future[Any]] = {self._next_free_slot(), stopped}
                     await asyncio.wait(
-                        {*self._in_flight, stopped},
+                        woken,
                         timeout=RECEIVE_WAIT_SECONDS,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
@@ -336,11 +342,36 @@ class Runtime:
                 if self._breaker is not None:
                     self._breaker.took(len(deliveries))
                 for delivery in deliveries:
-                    task = asyncio.create_task(self._process(delivery))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+                    self._take_slot(delivery)
         finally:
             stopped.cancel()
+
+    def _free_slots(self) -> int:
+        """How many jobs the next receive may take: the free handler slots, while the jobs held (running or
+        being settled) stay within twice the concurrency, the read-ahead's bound."""
+        return min(self._concurrency - len(self._in_slots), 2 * self._concurrency - len(self._in_flight))
+
+    def _next_free_slot(self) -> asyncio.Future[None]:
+        if self._slot_freed is None or self._slot_freed.done():
+            self._slot_freed = asyncio.get_running_loop().create_future()
+        return self._slot_freed
+
+    def _take_slot(self, delivery: Delivery) -> None:
+        key = id(delivery)
+        self._in_slots.add(key)
+        task = asyncio.create_task(self._process(delivery))
+        self._in_flight.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            self._free_slot(key)
+
+        task.add_done_callback(done)
+
+    def _free_slot(self, key: int) -> None:
+        self._in_slots.discard(key)
+        if self._slot_freed is not None and not self._slot_freed.done():
+            self._slot_freed.set_result(None)
 
     async def _reconnect(self) -> None:
         try:
@@ -645,6 +676,7 @@ class Runtime:
     ) -> None:
         """Carry out the decision on the backend, retrying while the queue is unreachable (not past the
         drain time: then the job is left to the backend's recovery); then count and log it."""
+        self._free_slot(id(delivery))  # its handler is done (or never runs): the next job may start
         fields: dict[str, Any] = {}
         if envelope is not None:
             fields = {"job_id": envelope.id, "job_type": envelope.type, "attempt": envelope.attempt}
