@@ -16,10 +16,10 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 from jsonschema.exceptions import best_match
@@ -173,11 +173,35 @@ def input_problem(validator: Validator | None, spec: JobTypeSpec, payload: Any) 
     return None
 
 
-async def _invoke(handler: Handler, job: Job) -> None:
-    if inspect.iscoroutinefunction(handler):
-        await handler(job)
-    else:
-        await asyncio.to_thread(handler, job)
+class _Continued:
+    """A handler's coroutine whose first step already ran and stopped at `waiting_on`, awaited from where
+    it stopped: what the awaiting task is sent or thrown (a cancel) goes on into the coroutine."""
+
+    __slots__ = ("_coroutine", "_waiting_on")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, waiting_on = self._coroutine, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except BaseException as error:  # a cancel, thrown into the coroutine as a task would
+                try:
+                    waiting_on = coroutine.throw(error)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coroutine.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _continue(continued: _Continued) -> None:
+    await continued
 
 
 class Runtime:
@@ -207,6 +231,7 @@ class Runtime:
         self._backend = backend
         self._policies = dict(policies)
         self._handlers = dict(handlers)
+        self._async_handlers: dict[Handler, bool] = {}
         self._validators = build_validators(policies)
         self._metrics = metrics
         self._health = health or Health(stall_seconds=float("inf"))
@@ -623,25 +648,37 @@ class Runtime:
                 },
             )
 
+    def _is_async(self, handler: Handler) -> bool:
+        found = self._async_handlers.get(handler)
+        if found is None:
+            found = self._async_handlers[handler] = inspect.iscoroutinefunction(handler)
+        return found
+
     async def _attempt(self, handler: Handler, job: Job, timeout_seconds: int) -> _AttemptResult:
-        call = asyncio.create_task(_invoke(handler, job))
+        """Run the handler within its timeout, cancelled once the drain time is up. An async handler's
+        first step runs here at once: one that finishes without waiting on anything (no I/O) needs no
+        task, timer or wait of its own; one that waits goes on in a task, as every handler did before."""
+        if self._abandon.is_set():
+            return _Abandoned()
+        call: asyncio.Task[None]
+        if self._is_async(handler):
+            coroutine = handler(job)
+            assert isinstance(coroutine, Coroutine)
+            try:
+                waiting_on = coroutine.send(None)
+            except StopIteration:
+                return _Succeeded()
+            except Exception as error:
+                return _handler_failure(error, job)
+            call = asyncio.create_task(_continue(_Continued(coroutine, waiting_on)))
+        else:
+            call = asyncio.create_task(asyncio.to_thread(cast(Callable[[Job], None], handler), job))
         await asyncio.wait(
             {call, self._abandoned()}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED
         )
         if call.done():
-            error = call.exception()
-            if error is None:
-                return _Succeeded()
-            if isinstance(error, NeedsReview):
-                return _ReviewRequested(str(error) or "the handler asked for review")
-            if isinstance(error, JobError):
-                return Failure(error.failure_class, f"{type(error).__name__}: {error}")
-            log.warning(
-                "handler raised",
-                exc_info=error,
-                extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
-            )
-            return Failure(FailureClass.UNKNOWN, f"{type(error).__name__}: {error}")
+            raised = call.exception()
+            return _Succeeded() if raised is None else _handler_failure(raised, job)
         call.cancel()
         await asyncio.wait({call}, timeout=CANCEL_GRACE_SECONDS)
         if self._abandon.is_set():
@@ -785,6 +822,20 @@ class Runtime:
             pool=self._pool,
             revision=self._revision,
         )
+
+
+def _handler_failure(error: BaseException, job: Job) -> _AttemptResult:
+    """What a handler's exception means for its job."""
+    if isinstance(error, NeedsReview):
+        return _ReviewRequested(str(error) or "the handler asked for review")
+    if isinstance(error, JobError):
+        return Failure(error.failure_class, f"{type(error).__name__}: {error}")
+    log.warning(
+        "handler raised",
+        exc_info=error,
+        extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
+    )
+    return Failure(FailureClass.UNKNOWN, f"{type(error).__name__}: {error}")
 
 
 def _outcome_details(
