@@ -32,16 +32,17 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.workerpool import RedisStream
 from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.envelope import DEFAULT_LIMITS, MessageLimits, peek_job_type
 from workerfleet.worker.redis_support import (
+    COMPLETE_STREAM,
     PROMOTE_BATCH,
     PROMOTE_TO_STREAM,
     SETTLE_STREAM,
+    Completion,
     CompletionBatcher,
     RedisQueueKeys,
     now_ms,
@@ -110,7 +111,12 @@ class RedisStreamBackend(RedisQueueKeys):
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
-        self._completions = CompletionBatcher(self._redis)
+        self._completions = CompletionBatcher(
+            self._redis.register_script(COMPLETE_STREAM),
+            (self._key, self._key),
+            self._group,
+            self._completed_key_names,
+        )
         self._register_claim_scripts()
 
     async def connect(self) -> None:
@@ -235,13 +241,7 @@ class RedisStreamBackend(RedisQueueKeys):
         """Nothing to do: jobs are taken only by receive, and none wait in this process unhanded."""
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
-        entry_id = _entry_id(delivery)
-
-        def completion(pipe: Pipeline) -> None:
-            pipe.xack(self._key, self._group, entry_id)
-            self._record_completed(pipe, completed_key)
-
-        await self._completions.complete(completion)
+        await self._completions.complete(Completion(_entry_id(delivery), False, completed_key))
 
     async def _settle_to(
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
