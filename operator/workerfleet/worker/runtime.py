@@ -19,15 +19,10 @@ import time
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
-
-import jsonschema
-from jsonschema.exceptions import best_match
-from jsonschema.protocols import Validator
+from typing import TYPE_CHECKING, Any, cast
 
 from workerfleet.api.jobtype import FailureClass, JobTypeSpec
 from workerfleet.api.worker_contract import Outcome
-from workerfleet.planners.job_type import input_schema_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
     ClaimAnswer,
@@ -78,6 +73,9 @@ from workerfleet.worker.policy import (
 )
 from workerfleet.worker.rate_limit import Pacer
 from workerfleet.worker.settings import ConfigurationError
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 log = logging.getLogger("workerfleet.worker")
 
@@ -149,6 +147,13 @@ def utc_now() -> datetime:
 def build_validators(policies: Mapping[str, JobTypeSpec]) -> dict[str, Validator]:
     """A JSON Schema validator per job type with an input schema; a broken schema stops the start."""
     validators: dict[str, Validator] = {}
+    if all(spec.input is None for spec in policies.values()):
+        return validators
+    # Imported only for JobTypes with an input schema: a worker without one starts without jsonschema.
+    import jsonschema  # noqa: PLC0415
+
+    from workerfleet.planners.job_type import input_schema_problem  # noqa: PLC0415
+
     for name, spec in policies.items():
         if spec.input is None:
             continue
@@ -165,6 +170,8 @@ def input_problem(validator: Validator | None, spec: JobTypeSpec, payload: Any) 
     """What is wrong with a job's payload for its JobType (schema, idempotency key), naming the field;
     None when it may run. Producers check with the same function before enqueueing."""
     if validator is not None:
+        from jsonschema.exceptions import best_match  # noqa: PLC0415  (loaded with the validator)
+
         error = best_match(validator.iter_errors(payload))
         if error is not None:
             return f"payload does not match the input schema at {error.json_path}: {error.message}"
