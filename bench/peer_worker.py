@@ -188,7 +188,7 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
         from workerfleet.api.credentials import Credentials  # noqa: PLC0415
         from workerfleet.api.jobtype import JobTypeSpec  # noqa: PLC0415
         from workerfleet.api.workerpool import RabbitMQ, RedisList, RedisStream  # noqa: PLC0415
-        from workerfleet.worker import jsonlog  # noqa: PLC0415
+        from workerfleet.worker import event_loop, jsonlog  # noqa: PLC0415
         from workerfleet.worker.backend import QueueBackend  # noqa: PLC0415
         from workerfleet.worker.handlers import Job  # noqa: PLC0415
         from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
@@ -254,7 +254,7 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
             stop.set()
             await running
 
-        asyncio.run(consume())
+        event_loop.run(consume())  # as the worker runs: on uvloop where the speedups extra is installed
 
     return work
 
@@ -540,8 +540,11 @@ WORKERS: dict[str, Callable[[Recorder, int], None]] = {
     "bare-xreadgroup": work_bare_xreadgroup,
     "bare-amqp": work_bare_amqp,
     "workerfleet-list": work_workerfleet("list"),
+    "workerfleet-list-uvloop": work_workerfleet("list"),
     "workerfleet-stream": work_workerfleet("stream"),
+    "workerfleet-stream-uvloop": work_workerfleet("stream"),
     "workerfleet-rabbitmq": work_workerfleet("rabbitmq"),
+    "workerfleet-rabbitmq-uvloop": work_workerfleet("rabbitmq"),
     "celery": work_celery,
     "rq": work_rq,
     "dramatiq-redis": work_dramatiq("redis"),
@@ -555,8 +558,11 @@ PRODUCERS: dict[str, Callable[[list[float]], None]] = {
     "bare-xreadgroup": produce_bare_xreadgroup,
     "bare-amqp": produce_amqp,
     "workerfleet-list": produce_workerfleet("list"),
+    "workerfleet-list-uvloop": produce_workerfleet("list"),
     "workerfleet-stream": produce_workerfleet("stream"),
+    "workerfleet-stream-uvloop": produce_workerfleet("stream"),
     "workerfleet-rabbitmq": produce_workerfleet("rabbitmq"),
+    "workerfleet-rabbitmq-uvloop": produce_workerfleet("rabbitmq"),
     "celery": produce_celery,
     "rq": produce_rq,
     "dramatiq-redis": produce_dramatiq("redis"),
