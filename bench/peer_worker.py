@@ -5,8 +5,9 @@
 
 Each job carries the wall-clock time it was enqueued; the handler notes when it starts. The worker writes
 PATH.ready at its first job, and PATH (JSON: first and last start, each job's enqueue-to-start latency,
-the process's RSS) once N jobs have started; `bench.peers` then kills it. Servers come from the
-environment: BENCH_REDIS (host:port), BENCH_AMQP (host:port), BENCH_QUEUE (a name fresh for each run).
+the process's CPU time between the two, its RSS) once N jobs have started; `bench.peers` then kills
+it. Servers come from the environment: BENCH_REDIS (host:port), BENCH_AMQP (host:port), BENCH_QUEUE (a
+name fresh for each run).
 
 Imports only the contender's own library, inside the function that runs it, so the module loads in each
 peer's virtualenv (see pyproject's `bench` extras) as well as in the project's.
@@ -70,6 +71,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._starts: list[float] = []
         self._latencies: list[float] = []
+        self._first_cpu = 0.0
         self.done = threading.Event()
 
     def started(self, sent_at: float) -> None:
@@ -79,11 +81,13 @@ class Recorder:
             self._latencies.append(now - sent_at)
             count = len(self._starts)
         if count == 1:
+            self._first_cpu = time.process_time()
             self._result.with_suffix(".ready").write_text("")
         if count == self._expect:
             record = {
                 "first_start": self._starts[0],
                 "last_start": self._starts[-1],
+                "cpu_seconds": time.process_time() - self._first_cpu,
                 "latencies": self._latencies,
                 "rss_kib": rss_kib(),
             }
@@ -184,7 +188,7 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
         from workerfleet.api.credentials import Credentials  # noqa: PLC0415
         from workerfleet.api.jobtype import JobTypeSpec  # noqa: PLC0415
         from workerfleet.api.workerpool import RabbitMQ, RedisList, RedisStream  # noqa: PLC0415
-        from workerfleet.worker import jsonlog  # noqa: PLC0415
+        from workerfleet.worker import event_loop, jsonlog  # noqa: PLC0415
         from workerfleet.worker.backend import QueueBackend  # noqa: PLC0415
         from workerfleet.worker.handlers import Job  # noqa: PLC0415
         from workerfleet.worker.metrics import WorkerMetrics  # noqa: PLC0415
@@ -250,7 +254,7 @@ def work_workerfleet(backend_kind: str) -> Callable[[Recorder, int], None]:
             stop.set()
             await running
 
-        asyncio.run(consume())
+        event_loop.run(consume())  # as the worker runs: on uvloop where the speedups extra is installed
 
     return work
 
@@ -536,8 +540,11 @@ WORKERS: dict[str, Callable[[Recorder, int], None]] = {
     "bare-xreadgroup": work_bare_xreadgroup,
     "bare-amqp": work_bare_amqp,
     "workerfleet-list": work_workerfleet("list"),
+    "workerfleet-list-uvloop": work_workerfleet("list"),
     "workerfleet-stream": work_workerfleet("stream"),
+    "workerfleet-stream-uvloop": work_workerfleet("stream"),
     "workerfleet-rabbitmq": work_workerfleet("rabbitmq"),
+    "workerfleet-rabbitmq-uvloop": work_workerfleet("rabbitmq"),
     "celery": work_celery,
     "rq": work_rq,
     "dramatiq-redis": work_dramatiq("redis"),
@@ -551,8 +558,11 @@ PRODUCERS: dict[str, Callable[[list[float]], None]] = {
     "bare-xreadgroup": produce_bare_xreadgroup,
     "bare-amqp": produce_amqp,
     "workerfleet-list": produce_workerfleet("list"),
+    "workerfleet-list-uvloop": produce_workerfleet("list"),
     "workerfleet-stream": produce_workerfleet("stream"),
+    "workerfleet-stream-uvloop": produce_workerfleet("stream"),
     "workerfleet-rabbitmq": produce_workerfleet("rabbitmq"),
+    "workerfleet-rabbitmq-uvloop": produce_workerfleet("rabbitmq"),
     "celery": produce_celery,
     "rq": produce_rq,
     "dramatiq-redis": produce_dramatiq("redis"),

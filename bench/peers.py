@@ -1,6 +1,6 @@
 """The worker runtime next to the floors and the Python job queues teams run today, in one run.
 
-    python -m bench.peers [--jobs 2000] [--rounds 2] [--concurrency 1,16,64] [--only NAME,...]
+    python -m bench.peers [--jobs 5000] [--rounds 2] [--concurrency 1,16,64] [--only NAME,...]
 
 The same no-op job on the same local redis-server (and a RabbitMQ node), one worker process at a time,
 at each concurrency, one contender after the other:
@@ -10,10 +10,10 @@ at each concurrency, one contender after the other:
 - Celery (Redis broker, acks_late), RQ (SimpleWorker: one job at a time per process), Dramatiq (Redis
   and RabbitMQ brokers), arq and saq, each from its own virtualenv (pyproject's `bench` extras).
 
-Per run: jobs/s from the first job's start to the last one's over a queue filled beforehand, start-up
-(process start to first job), RSS of the worker process; then, in a second run, enqueue-to-start
-latency (p50, p99) while a producer enqueues at a steady half of that peak. Writes
-bench/results/peers.json (drawn by `python -m bench.plots`) and prints the table. Floors and peers come
+Per run: jobs/s from the first job's start to the last one's over a queue filled beforehand, the worker
+process's CPU time per job over that window, start-up (process start to first job), its RSS; then, in a
+second run, enqueue-to-start latency (p50, p99) while a producer enqueues at a steady half of that peak.
+Writes bench/results/peers.json (drawn by `python -m bench.plots`) and prints the table. Floors and peers come
 first in each round; rounds alternate, so a busy moment on the shared machine hits all alike.
 """
 
@@ -90,6 +90,31 @@ CONTENDERS = (
         amqp=True,
     ),
     Contender(
+        "workerfleet-list-uvloop",
+        "workerfleet[speedups], Redis list",
+        ".venv-bench",
+        "yes",
+        "yes: heartbeat recovery",
+        floor="bare-brpop",
+    ),
+    Contender(
+        "workerfleet-stream-uvloop",
+        "workerfleet[speedups], Redis stream",
+        ".venv-bench",
+        "yes",
+        "yes: pending-entry reclaim",
+        floor="bare-xreadgroup",
+    ),
+    Contender(
+        "workerfleet-rabbitmq-uvloop",
+        "workerfleet[speedups], RabbitMQ",
+        ".venv-bench",
+        "yes",
+        "yes: broker redelivers",
+        floor="bare-amqp",
+        amqp=True,
+    ),
+    Contender(
         "celery",
         "Celery 5.7 (Redis, acks_late)",
         ".venv-bench",
@@ -128,6 +153,9 @@ class Run:
     p50_ms: float | None = None
     p99_ms: float | None = None
     round: int = 1
+    cpu_us_per_job: float | None = None
+    """The worker process's CPU time (all its threads) per job over the same window as jobs/s: on a
+    machine shared with other work it moves far less than jobs/s does."""
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -220,6 +248,10 @@ def _milliseconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _whole(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def table(
     best: Mapping[tuple[str, int], Run],
     contenders: Sequence[Contender],
@@ -231,9 +263,9 @@ def table(
     found = ratios(best, contenders)
     spread = spread or {}
     lines = [
-        "| contender | conc. | jobs/s | ratio to floor | p50 ms | p99 ms | RSS MiB | start-up s "
+        "| contender | conc. | jobs/s | ratio to floor | CPU µs/job | p50 ms | p99 ms | RSS MiB | start-up s "
         "| acked after handler | survives SIGKILL |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for contender in contenders:
         for concurrency in concurrencies:
@@ -247,7 +279,7 @@ def table(
                 ratio_text += f" ({low:.2f}-{high:.2f})"
             lines.append(
                 f"| {contender.label} | {concurrency} | {run.jobs_per_second:,.0f} "
-                f"| {ratio_text} | {_milliseconds(run.p50_ms)} "
+                f"| {ratio_text} | {_whole(run.cpu_us_per_job)} | {_milliseconds(run.p50_ms)} "
                 f"| {_milliseconds(run.p99_ms)} | {run.rss_mib:.0f} | {run.startup_seconds:.2f} "
                 f"| {contender.acked_after_handler} | {contender.survives_sigkill} |"
             )
@@ -328,6 +360,7 @@ class Bench:
             jobs_per_second=jobs_per_second(record["first_start"], record["last_start"], jobs),
             startup_seconds=record["first_start"] - spawned,
             rss_mib=record["rss_kib"] / 1024,
+            cpu_us_per_job=record["cpu_seconds"] * 1e6 / (jobs - 1),
         )
 
     def latency(self, contender: Contender, concurrency: int, peak: float) -> tuple[float, float]:
@@ -372,7 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--jobs", type=int, default=2_000, help="jobs per throughput run")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=5_000,
+        help="jobs per throughput run (at 2,000 the fastest floors ran for under 60 ms: a shared "
+        "machine's scheduling noise, not a rate)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -414,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"round {round_number + 1} {contender.name:<22} c={concurrency:<3}"
                             f" {run.jobs_per_second:8,.0f} jobs/s  p50 {p50:6.1f} ms  p99 {p99:7.1f} ms"
-                            f"  rss {run.rss_mib:5.0f} MiB  start {run.startup_seconds:.2f} s",
+                            f"  rss {run.rss_mib:5.0f} MiB  start {run.startup_seconds:.2f} s"
+                            f"  cpu {run.cpu_us_per_job or 0:6.0f} µs/job",
                             flush=True,
                         )
         finally:

@@ -10,7 +10,15 @@ from bench.peers import Run
 
 def run(name: str, concurrency: int, rate: float, p99: float | None = 5.0, round_number: int = 1) -> Run:
     return Run(
-        name, concurrency, rate, startup_seconds=0.3, rss_mib=40.0, p50_ms=1.0, p99_ms=p99, round=round_number
+        name,
+        concurrency,
+        rate,
+        startup_seconds=0.3,
+        rss_mib=40.0,
+        p50_ms=1.0,
+        p99_ms=p99,
+        round=round_number,
+        cpu_us_per_job=1e6 / rate,
     )
 
 
@@ -52,7 +60,7 @@ def test_table_has_a_row_per_run_with_its_guarantees() -> None:
     lines = peers.table(best, peers.CONTENDERS, [1, 16])
     assert len(lines) == 4
     assert lines[2].startswith("| bare BRPOP loop | 1 | 5,000 | - |")
-    assert "| workerfleet, Redis list | 1 | 2,500 | 0.50 | 1.0 | - |" in lines[3]
+    assert "| workerfleet, Redis list | 1 | 2,500 | 0.50 | 400 | 1.0 | - |" in lines[3]
     assert lines[3].endswith("| yes | yes: heartbeat recovery |")
 
 

@@ -221,6 +221,28 @@ async def test_an_unclassified_exception_is_retried_as_unknown() -> None:
 
 
 @run_async
+async def test_a_handler_that_waits_on_io_before_it_fails_is_retried_with_its_failure() -> None:
+    """Handlers that finish without waiting run without a task of their own; those that wait go on in
+    one, with what they raise after the wait still theirs."""
+    steps: list[str] = []
+
+    async def wait_then_fail(job: Job) -> None:
+        steps.append("before")
+        await asyncio.sleep(0.01)
+        steps.append("after")
+        raise TransientError("upstream 503")
+
+    harness = Harness(recording([], wait_then_fail))
+    await harness.put({"id": "a"})
+    await harness.run_until(1)
+    assert steps == ["before", "after"]
+    [(body, _delay)] = harness.backend.retried
+    failure = decode(body).last_failure
+    assert failure is not None
+    assert (failure.failure_class, failure.message) == ("transient", "TransientError: upstream 503")
+
+
+@run_async
 async def test_an_attempt_past_timeout_seconds_is_cancelled_and_retried_as_a_timeout() -> None:
     cancelled = asyncio.Event()
 

@@ -12,6 +12,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from workerfleet.api.worker_contract import WorkerEnv
+from workerfleet.worker import event_loop
 from workerfleet.worker.settings import ConfigurationError
 
 if TYPE_CHECKING:
@@ -160,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
             "worker_id": settings.worker_id,
             "job_types": sorted(set(policies) & set(handlers)),
             "metrics_port": settings.metrics_port,
+            "event_loop": event_loop.loop_name(),
         },
     )
-    asyncio.run(_serve(runtime, pacer))
+    event_loop.run(_serve(runtime, pacer))
     return 0

@@ -32,7 +32,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import Priority
@@ -40,9 +39,11 @@ from workerfleet.api.workerpool import RedisList
 from workerfleet.planners.priority import level_queue, levels_served, turns
 from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.redis_support import (
+    COMPLETE_LIST,
     PROMOTE_BATCH,
     PROMOTE_TO_LIST,
     SETTLE_LIST,
+    Completion,
     CompletionBatcher,
     RedisQueueKeys,
     now_ms,
@@ -111,11 +112,6 @@ return {moved, redis.call('HMGET', KEYS[2], unpack(asked))}
 """
 
 
-def _remove_from(pipe: Pipeline, processing: str, body: bytes) -> None:
-    """LREM one copy of the job (redis-py types the value as str; bytes go over the wire as they are)."""
-    pipe.lrem(processing, 1, body)  # type: ignore[arg-type]
-
-
 class RedisListBackend(RedisQueueKeys):
     ADD_TO_QUEUE = "lpush"
 
@@ -141,7 +137,12 @@ class RedisListBackend(RedisQueueKeys):
         self._take = self._redis.register_script(TAKE_LIST)
         self._started = False
         self._settle = self._redis.register_script(SETTLE_LIST)
-        self._completions = CompletionBatcher(self._redis)
+        self._completions = CompletionBatcher(
+            self._redis.register_script(COMPLETE_LIST),
+            (self._processing(worker_id), self._crashes),
+            "",
+            self._completed_key_names,
+        )
         self._register_claim_scripts()
 
     def _processing(self, worker_id: str) -> str:
@@ -247,15 +248,7 @@ class RedisListBackend(RedisQueueKeys):
         """Nothing to do: jobs are taken only by receive, and none wait in this process unhanded."""
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
-        processing = self._processing(self._worker_id)
-
-        def completion(pipe: Pipeline) -> None:
-            _remove_from(pipe, processing, delivery.body)
-            if delivery.deliveries > 1:
-                pipe.hdel(self._crashes, delivery.body)
-            self._record_completed(pipe, completed_key)
-
-        await self._completions.complete(completion)
+        await self._completions.complete(Completion(delivery.body, delivery.deliveries > 1, completed_key))
 
     async def _settle_to(
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0

@@ -38,7 +38,6 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from workerfleet.api.credentials import Credentials
 from workerfleet.api.jobtype import Priority
@@ -47,9 +46,11 @@ from workerfleet.planners.priority import level_queue, levels_served, turns
 from workerfleet.worker.backend import CompletedKey, Delivery
 from workerfleet.worker.envelope import DEFAULT_LIMITS, MessageLimits, peek_job_type
 from workerfleet.worker.redis_support import (
+    COMPLETE_STREAM,
     PROMOTE_BATCH,
     PROMOTE_TO_STREAM,
     SETTLE_STREAM,
+    Completion,
     CompletionBatcher,
     RedisQueueKeys,
     now_ms,
@@ -136,7 +137,12 @@ class RedisStreamBackend(RedisQueueKeys):
         self._redis: Redis = redis_client(queue.address, queue.database, credentials, queue.tls)
         self._promote = self._redis.register_script(PROMOTE_TO_STREAM)
         self._settle = self._redis.register_script(SETTLE_STREAM)
-        self._completions = CompletionBatcher(self._redis)
+        complete = self._redis.register_script(COMPLETE_STREAM)
+        # One batch per stream: a batch's script acknowledges its entries on the one stream it is given.
+        self._completions = {
+            stream: CompletionBatcher(complete, (stream, stream), self._group, self._completed_key_names)
+            for stream in self._streams
+        }
         self._register_claim_scripts()
 
     async def connect(self) -> None:
@@ -153,7 +159,8 @@ class RedisStreamBackend(RedisQueueKeys):
             self._started = True
 
     async def close(self) -> None:
-        self._completions.cancel()
+        for completions in self._completions.values():
+            completions.cancel()
         with unavailable_on_connection_errors():
             try:
                 for stream in self._streams:
@@ -308,12 +315,7 @@ class RedisStreamBackend(RedisQueueKeys):
 
     async def complete(self, delivery: Delivery, completed_key: CompletedKey | None) -> None:
         entry = _entry(delivery)
-
-        def completion(pipe: Pipeline) -> None:
-            pipe.xack(entry.stream, self._group, entry.entry_id)
-            self._record_completed(pipe, completed_key)
-
-        await self._completions.complete(completion)
+        await self._completions[entry.stream].complete(Completion(entry.entry_id, False, completed_key))
 
     async def _settle_to(
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0

@@ -7,11 +7,11 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -140,20 +140,70 @@ async def claim_in(script: AsyncScript, done: str, claimed: str, claim: KeyClaim
     return claim_answer(int(reply))
 
 
-Completion = Callable[[Pipeline], None]
-"""Queues the commands that complete one job onto a transaction."""
+@dataclass(frozen=True)
+class Completion:
+    """What completing one job takes: the job as the backend holds it (the body on the processing list,
+    or the stream entry id), whether a crash count of it is to be cleared, and the idempotency key to
+    record (and whose claim ends)."""
+
+    held: bytes
+    clear_crashes: bool
+    completed_key: CompletedKey | None
+
+
+# Completing a batch of jobs in one script call (one command, one reply: a transaction of the same
+# commands costs the client three to four times the work). Each command runs under pcall, so one job's
+# error (WRONGTYPE on its key) is its own and the other jobs' commands still run, as in MULTI/EXEC.
+# KEYS: the list's processing list or the stream, the crash counts (the list's), then per job with an
+# idempotency key its completed key and its claim, in the jobs' order. ARGV: the stream's group (unused
+# on a list), then per job the job as held, "1" to clear its crash count, the key's TTL in seconds (""
+# without a key). Returns per job "" or its first command's error.
+_COMPLETE_BATCH = """
+local function first_error(found, reply)
+  if found then return found end
+  if type(reply) == 'table' and reply.err then return reply.err end
+  return nil
+end
+local results = {}
+local key = 3
+for i = 2, #ARGV, 3 do
+  local found = first_error(nil, redis.pcall(%(remove)s))
+  if ARGV[i + 1] == '1' then found = first_error(found, redis.pcall('HDEL', KEYS[2], ARGV[i])) end
+  if ARGV[i + 2] ~= '' then
+    found = first_error(found, redis.pcall('SET', KEYS[key], '1', 'EX', ARGV[i + 2]))
+    found = first_error(found, redis.pcall('DEL', KEYS[key + 1]))
+    key = key + 2
+  end
+  results[#results + 1] = found or ''
+end
+return results
+"""
+COMPLETE_LIST = _COMPLETE_BATCH % {"remove": "'LREM', KEYS[1], 1, ARGV[i]"}
+COMPLETE_STREAM = _COMPLETE_BATCH % {"remove": "'XACK', KEYS[1], ARGV[1], ARGV[i]"}
 
 
 class CompletionBatcher:
     """Completions of jobs that finish while a batch is on the wire go out together in the next one: one
-    MULTI/EXEC (one round trip) for all of them instead of one each. Each job's commands stay atomic (the
+    script call (one round trip) for all of them instead of one each. Each job's commands stay atomic (the
     whole batch is), and each caller returns only once the server has executed them, or gets its own
     commands' error, or the batch's connection error (BackendUnavailable), as a lone call would. Once
     every caller of the batch on the wire has stopped waiting (the runtime gave up on a silent server),
-    sending it is cancelled too, as a lone call's would be: nothing outlives the callers."""
+    sending it is cancelled too, as a lone call's would be: nothing outlives the callers.
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+    `script`: COMPLETE_LIST or COMPLETE_STREAM, registered; `queue_keys`: its first two KEYS; `group`: its
+    ARGV[1]; `key_names`: a completed key's name and its claim's."""
+
+    def __init__(
+        self,
+        script: AsyncScript,
+        queue_keys: tuple[str, str],
+        group: str,
+        key_names: Callable[[CompletedKey], tuple[str, str]],
+    ) -> None:
+        self._script = script
+        self._queue_keys = queue_keys
+        self._group = group
+        self._key_names = key_names
         self._waiting: list[tuple[Completion, asyncio.Future[None]]] = []
         self._sending: list[tuple[Completion, asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -184,16 +234,22 @@ class CompletionBatcher:
             await self._send(self._sending)
         self._sending = []
 
+    def _arguments(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> tuple[list[str], list[Any]]:
+        keys: list[str] = [*self._queue_keys]
+        args: list[Any] = [self._group]
+        for completion, _done in batch:
+            ttl: Any = ""
+            if completion.completed_key is not None:
+                keys.extend(self._key_names(completion.completed_key))
+                ttl = completion.completed_key.ttl_seconds
+            args.extend((completion.held, b"1" if completion.clear_crashes else b"", ttl))
+        return keys, args
+
     async def _send(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> None:
-        spans: list[tuple[int, int]] = []
+        keys, args = self._arguments(batch)
         try:
             with unavailable_on_connection_errors():
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for completion, _done in batch:
-                        start = len(pipe)
-                        completion(pipe)
-                        spans.append((start, len(pipe)))
-                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+                replies: list[Any] = await self._script(keys=keys, args=args)
         except asyncio.CancelledError:
             for _completion, done in batch:
                 done.cancel()
@@ -203,14 +259,17 @@ class CompletionBatcher:
                 if not done.done():
                     done.set_exception(error)
             return
-        for (start, end), (_completion, done) in zip(spans, batch, strict=True):
-            failed = next((reply for reply in replies[start:end] if isinstance(reply, Exception)), None)
+        for reply, (_completion, done) in zip(replies, batch, strict=True):
             if done.done():
                 continue
-            if failed is None:
-                done.set_result(None)
+            if reply:
+                done.set_exception(redis_errors.ResponseError(_text(reply)))
             else:
-                done.set_exception(failed)
+                done.set_result(None)
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
 
 
 class RedisQueueKeys:
@@ -251,6 +310,11 @@ class RedisQueueKeys:
     def _claimed(self, key: str) -> str:
         return f"{self._key}:claim:{key}"
 
+    def _completed_key_names(self, completed_key: CompletedKey) -> tuple[str, str]:
+        """Where a completed job's idempotency key is kept, and its claim (which completing ends: from
+        then on the completed key answers every copy)."""
+        return self._done(completed_key.key), self._claimed(completed_key.key)
+
     async def _settle_to(
         self, delivery: Delivery, destination: str | None, body: bytes, how: str, due: int = 0
     ) -> None:
@@ -276,13 +340,6 @@ class RedisQueueKeys:
     async def release_claim(self, claim: KeyClaim) -> None:
         with unavailable_on_connection_errors():
             await self._release_claim_script(keys=[self._claimed(claim.key)], args=[claim.holder])
-
-    def _record_completed(self, pipe: Pipeline, completed_key: CompletedKey | None) -> None:
-        """In the transaction that settles a job: keep its idempotency key for the JobType's TTL, and end
-        its claim (whoever holds it: from here on the completed key answers every copy)."""
-        if completed_key is not None:
-            pipe.set(self._done(completed_key.key), b"1", ex=completed_key.ttl_seconds)
-            pipe.delete(self._claimed(completed_key.key))
 
 
 # KEYS[1]: sorted set of retries scored by due time in ms; KEYS[2]: the queue. ARGV: now (ms), batch.

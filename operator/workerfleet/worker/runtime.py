@@ -16,18 +16,13 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import best_match
-from jsonschema.protocols import Validator
+from typing import TYPE_CHECKING, Any, cast
 
 from workerfleet.api.jobtype import FailureClass, JobTypeSpec
 from workerfleet.api.worker_contract import Outcome
-from workerfleet.planners.job_type import input_schema_problem
 from workerfleet.worker.backend import (
     BackendUnavailable,
     ClaimAnswer,
@@ -78,6 +73,9 @@ from workerfleet.worker.policy import (
 )
 from workerfleet.worker.rate_limit import Pacer
 from workerfleet.worker.settings import ConfigurationError
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 log = logging.getLogger("workerfleet.worker")
 
@@ -149,6 +147,13 @@ def utc_now() -> datetime:
 def build_validators(policies: Mapping[str, JobTypeSpec]) -> dict[str, Validator]:
     """A JSON Schema validator per job type with an input schema; a broken schema stops the start."""
     validators: dict[str, Validator] = {}
+    if all(spec.input is None for spec in policies.values()):
+        return validators
+    # Imported only for JobTypes with an input schema: a worker without one starts without jsonschema.
+    import jsonschema  # noqa: PLC0415
+
+    from workerfleet.planners.job_type import input_schema_problem  # noqa: PLC0415
+
     for name, spec in policies.items():
         if spec.input is None:
             continue
@@ -165,6 +170,8 @@ def input_problem(validator: Validator | None, spec: JobTypeSpec, payload: Any) 
     """What is wrong with a job's payload for its JobType (schema, idempotency key), naming the field;
     None when it may run. Producers check with the same function before enqueueing."""
     if validator is not None:
+        from jsonschema.exceptions import best_match  # noqa: PLC0415  (loaded with the validator)
+
         error = best_match(validator.iter_errors(payload))
         if error is not None:
             return f"payload does not match the input schema at {error.json_path}: {error.message}"
@@ -173,11 +180,35 @@ def input_problem(validator: Validator | None, spec: JobTypeSpec, payload: Any) 
     return None
 
 
-async def _invoke(handler: Handler, job: Job) -> None:
-    if inspect.iscoroutinefunction(handler):
-        await handler(job)
-    else:
-        await asyncio.to_thread(handler, job)
+class _Continued:
+    """A handler's coroutine whose first step already ran and stopped at `waiting_on`, awaited from where
+    it stopped: what the awaiting task is sent or thrown (a cancel) goes on into the coroutine."""
+
+    __slots__ = ("_coroutine", "_waiting_on")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, waiting_on = self._coroutine, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except BaseException as error:  # a cancel, thrown into the coroutine as a task would
+                try:
+                    waiting_on = coroutine.throw(error)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coroutine.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _continue(continued: _Continued) -> None:
+    await continued
 
 
 class Runtime:
@@ -207,6 +238,7 @@ class Runtime:
         self._backend = backend
         self._policies = dict(policies)
         self._handlers = dict(handlers)
+        self._async_handlers: dict[Handler, bool] = {}
         self._validators = build_validators(policies)
         self._metrics = metrics
         self._health = health or Health(stall_seconds=float("inf"))
@@ -229,6 +261,11 @@ class Runtime:
         self._breaker = breaker
         self._pacer = pacer
         self._in_flight: set[asyncio.Task[None]] = set()
+        """Every job taken and not yet settled (or given back): at most twice the concurrency."""
+        self._in_slots: set[int] = set()
+        """The deliveries (by id) still before their settle: at most `concurrency`. A job being settled
+        gives its slot up, so the next batch is received while the last one's settles are on the wire."""
+        self._slot_freed: asyncio.Future[None] | None = None
         self._abandon = asyncio.Event()
         self._abandon_future: asyncio.Future[None] | None = None
 
@@ -286,10 +323,11 @@ class Runtime:
         try:
             while not stop.is_set():
                 self._health.beat()
-                free = self._concurrency - len(self._in_flight)
+                free = self._free_slots()
                 if free <= 0:
+                    woken: set[asyncio.Future[Any]] = {self._next_free_slot(), stopped}
                     await asyncio.wait(
-                        {*self._in_flight, stopped},
+                        woken,
                         timeout=RECEIVE_WAIT_SECONDS,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
@@ -336,11 +374,36 @@ class Runtime:
                 if self._breaker is not None:
                     self._breaker.took(len(deliveries))
                 for delivery in deliveries:
-                    task = asyncio.create_task(self._process(delivery))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+                    self._take_slot(delivery)
         finally:
             stopped.cancel()
+
+    def _free_slots(self) -> int:
+        """How many jobs the next receive may take: the free handler slots, while the jobs held (running or
+        being settled) stay within twice the concurrency, the read-ahead's bound."""
+        return min(self._concurrency - len(self._in_slots), 2 * self._concurrency - len(self._in_flight))
+
+    def _next_free_slot(self) -> asyncio.Future[None]:
+        if self._slot_freed is None or self._slot_freed.done():
+            self._slot_freed = asyncio.get_running_loop().create_future()
+        return self._slot_freed
+
+    def _take_slot(self, delivery: Delivery) -> None:
+        key = id(delivery)
+        self._in_slots.add(key)
+        task = asyncio.create_task(self._process(delivery))
+        self._in_flight.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            self._free_slot(key)
+
+        task.add_done_callback(done)
+
+    def _free_slot(self, key: int) -> None:
+        self._in_slots.discard(key)
+        if self._slot_freed is not None and not self._slot_freed.done():
+            self._slot_freed.set_result(None)
 
     async def _reconnect(self) -> None:
         try:
@@ -592,25 +655,37 @@ class Runtime:
                 },
             )
 
+    def _is_async(self, handler: Handler) -> bool:
+        found = self._async_handlers.get(handler)
+        if found is None:
+            found = self._async_handlers[handler] = inspect.iscoroutinefunction(handler)
+        return found
+
     async def _attempt(self, handler: Handler, job: Job, timeout_seconds: int) -> _AttemptResult:
-        call = asyncio.create_task(_invoke(handler, job))
+        """Run the handler within its timeout, cancelled once the drain time is up. An async handler's
+        first step runs here at once: one that finishes without waiting on anything (no I/O) needs no
+        task, timer or wait of its own; one that waits goes on in a task, as every handler did before."""
+        if self._abandon.is_set():
+            return _Abandoned()
+        call: asyncio.Task[None]
+        if self._is_async(handler):
+            coroutine = handler(job)
+            assert isinstance(coroutine, Coroutine)
+            try:
+                waiting_on = coroutine.send(None)
+            except StopIteration:
+                return _Succeeded()
+            except Exception as error:
+                return _handler_failure(error, job)
+            call = asyncio.create_task(_continue(_Continued(coroutine, waiting_on)))
+        else:
+            call = asyncio.create_task(asyncio.to_thread(cast(Callable[[Job], None], handler), job))
         await asyncio.wait(
             {call, self._abandoned()}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED
         )
         if call.done():
-            error = call.exception()
-            if error is None:
-                return _Succeeded()
-            if isinstance(error, NeedsReview):
-                return _ReviewRequested(str(error) or "the handler asked for review")
-            if isinstance(error, JobError):
-                return Failure(error.failure_class, f"{type(error).__name__}: {error}")
-            log.warning(
-                "handler raised",
-                exc_info=error,
-                extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
-            )
-            return Failure(FailureClass.UNKNOWN, f"{type(error).__name__}: {error}")
+            raised = call.exception()
+            return _Succeeded() if raised is None else _handler_failure(raised, job)
         call.cancel()
         await asyncio.wait({call}, timeout=CANCEL_GRACE_SECONDS)
         if self._abandon.is_set():
@@ -645,6 +720,7 @@ class Runtime:
     ) -> None:
         """Carry out the decision on the backend, retrying while the queue is unreachable (not past the
         drain time: then the job is left to the backend's recovery); then count and log it."""
+        self._free_slot(id(delivery))  # its handler is done (or never runs): the next job may start
         fields: dict[str, Any] = {}
         if envelope is not None:
             fields = {"job_id": envelope.id, "job_type": envelope.type, "attempt": envelope.attempt}
@@ -755,6 +831,20 @@ class Runtime:
             pool=self._pool,
             revision=self._revision,
         )
+
+
+def _handler_failure(error: BaseException, job: Job) -> _AttemptResult:
+    """What a handler's exception means for its job."""
+    if isinstance(error, NeedsReview):
+        return _ReviewRequested(str(error) or "the handler asked for review")
+    if isinstance(error, JobError):
+        return Failure(error.failure_class, f"{type(error).__name__}: {error}")
+    log.warning(
+        "handler raised",
+        exc_info=error,
+        extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
+    )
+    return Failure(FailureClass.UNKNOWN, f"{type(error).__name__}: {error}")
 
 
 def _outcome_details(
