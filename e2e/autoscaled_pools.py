@@ -17,6 +17,7 @@ from devenv.servers import RabbitMQServer, RedisServer
 
 BACKLOG = 400
 TARGET_PER_REPLICA = 50
+POLLING_INTERVAL_SECONDS = 1
 
 
 def envelope(number: int) -> str:
@@ -133,7 +134,7 @@ def autoscaled_pool(name: str, queue: dict[str, Any], **autoscaling: Any) -> dic
                 "minReplicas": 0,
                 "maxReplicas": 10,
                 "targetDepthPerReplica": TARGET_PER_REPLICA,
-                "pollingIntervalSeconds": 1,
+                "pollingIntervalSeconds": POLLING_INTERVAL_SECONDS,
                 "cooldownSeconds": 5,
                 "behavior": fast_behavior,
                 **autoscaling,

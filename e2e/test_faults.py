@@ -21,6 +21,7 @@ from devenv.servers import RedisServer
 from devenv.waiting import eventually
 from e2e.autoscaled_pools import (
     BACKLOG,
+    POLLING_INTERVAL_SECONDS,
     TARGET_PER_REPLICA,
     RedisListBacklog,
     autoscaled_pool,
@@ -29,14 +30,23 @@ from e2e.autoscaled_pools import (
     pool_replicas,
     resize_job_type,
 )
-from workerfleet.handlers.startup import WATCH_INACTIVITY_TIMEOUT_SECONDS
+from workerfleet.handlers.autoscaling import READ_TIMEOUT_SECONDS
+from workerfleet.handlers.startup import REQUEST_TIMEOUT_SECONDS, WATCH_INACTIVITY_TIMEOUT_SECONDS
+from workerfleet.planners.supervision import reading_lifetime_seconds
 
 OUTAGE_SECONDS = 10
-FREEZE_SECONDS = 60
-QUEUE_OUTAGE_SECONDS = 120
-"""Two minutes, as a real outage might last: well past every backoff cap in the code (the supervised
-poller's 4 s, the Redis client's reconnects) and the HPA's 5 s sync, so a recovery that waited on a
-grown backoff would show in the measured time."""
+FREEZE_SECONDS = REQUEST_TIMEOUT_SECONDS + 10
+"""Past the operator's request timeout, so requests sent into the freeze time out and their retries
+(2 s apart) meet a server that still does not answer; a minute only repeated those retries."""
+QUEUE_OUTAGE_SECONDS = 2 * reading_lifetime_seconds(POLLING_INTERVAL_SECONDS, READ_TIMEOUT_SECONDS)
+"""How long the fallback is held with the queue server down: twice the longest bound it could run
+out on, the life of a reading the metrics API serves (3 polls and a read timeout: 13 s at the 1 s
+poll), itself past the supervised poller's backoff cap (4 s), the Redis client's reconnects and the
+HPA's 5 s sync. A longer outage only repeats the same polls (two minutes took 136 s of every CI run)."""
+REACHABLE_AGAIN_WITHIN_SECONDS = 10
+"""Once Redis answers, the depth is read at the next 1 s poll (its shared client reconnecting) and
+written: the 10 s the operator keeps for every reaction once a server answers again. A poller or a
+client whose backoff grew through the outage fails here."""
 RECOVERY_BOUND_SECONDS = 30
 """Generous for CI on 2 shared cores; the measured times are printed (and in the README)."""
 
@@ -146,7 +156,7 @@ def test_a_frozen_api_server_is_followed_again_once_it_thaws(operator: Cluster, 
     operator.apply(resize_job_type(), _plain_pool("thumbs", 1), namespace=namespace)
     eventually(lambda: _ready(operator, namespace, "thumbs", 1), what="thumbs Ready", timeout=90)
 
-    # When the API server is frozen (SIGSTOP) for a minute: connections open, nothing answers
+    # When the API server is frozen (SIGSTOP) past the request timeout: connections open, nothing answers
     operator.freeze("kube-apiserver")
     try:
         time.sleep(FREEZE_SECONDS)
@@ -242,7 +252,7 @@ def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_a
         lambda: pool_replicas(operator, namespace, "thumbs") == target, what=f"{target} replicas", timeout=120
     )
 
-    # When the queue server is down for two minutes
+    # When the queue server stays down while the fallback is held for QUEUE_OUTAGE_SECONDS (26 s)
     own_redis.stop()
     try:
         # Then the pool says the queue is unreachable and holds the fallback replicas
@@ -271,6 +281,7 @@ def test_a_queue_server_down_mid_burst_holds_the_fallback_then_scales_on_depth_a
     reachable = _seconds_until(
         lambda: pool_condition(operator, namespace, "thumbs", "QueueReachable") == ("True", "DepthRead"),
         "QueueReachable=True",
+        timeout=REACHABLE_AGAIN_WITHIN_SECONDS,
     )
     _measured("queue server down", "QueueReachable=True", reachable)
     assert pool_condition(operator, namespace, "thumbs", "Fallback") == ("False", "QueueReadable")
