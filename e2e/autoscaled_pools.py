@@ -171,3 +171,16 @@ def event_reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
         ).stdout
     )["items"]
     return [event["reason"] for event in events]
+
+
+def served_depth(cluster: Cluster, namespace: str, pool: str) -> int | None:
+    """The pool's queue depth as the external metrics API serves it to the HPA; None while not served."""
+    path = (
+        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/workerfleet_queue_depth"
+        f"?labelSelector=workerfleet.dev/pool%3D{pool}"
+    )
+    result = cluster.kubectl("get", "--raw", path, check=False)
+    if result.returncode != 0:
+        return None
+    items = json.loads(result.stdout)["items"]
+    return int(items[0]["value"]) if items else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -21,6 +20,7 @@ from e2e.autoscaled_pools import (
     pool_condition,
     pool_replicas,
     resize_job_type,
+    served_depth,
 )
 
 SCALE_TIMEOUT_SECONDS = 150
@@ -32,18 +32,6 @@ def backlog(request: pytest.FixtureRequest) -> Backlog:
         return RabbitMQBacklog(request.getfixturevalue("rabbitmq_server"))
     server: RedisServer = request.getfixturevalue("redis_server")
     return RedisListBacklog(server) if request.param == "redis-list" else RedisStreamBacklog(server)
-
-
-def _served_depth(cluster: Cluster, namespace: str, pool: str) -> int | None:
-    path = (
-        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/workerfleet_queue_depth"
-        f"?labelSelector=workerfleet.dev/pool%3D{pool}"
-    )
-    result = cluster.kubectl("get", "--raw", path, check=False)
-    if result.returncode != 0:
-        return None
-    items = json.loads(result.stdout)["items"]
-    return int(items[0]["value"]) if items else None
 
 
 def test_backlog_scales_the_pool_from_zero_to_target_and_back(
@@ -65,7 +53,7 @@ def test_backlog_scales_the_pool_from_zero_to_target_and_back(
     # Then the external metrics API serves the live depth, the operator wakes the pool,
     # and the HPA takes it to 400 / 50 = 8 replicas
     eventually(
-        lambda: _served_depth(operator, namespace, "thumbs") == BACKLOG, what="depth 400 served", timeout=60
+        lambda: served_depth(operator, namespace, "thumbs") == BACKLOG, what="depth 400 served", timeout=60
     )
     eventually(
         lambda: pool_replicas(operator, namespace, "thumbs") == 8,

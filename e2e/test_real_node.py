@@ -31,7 +31,7 @@ from devenv.producer import SteadyProducer
 from devenv.prometheus import PrometheusServer
 from devenv.servers import RedisServer
 from devenv.waiting import eventually
-from e2e.autoscaled_pools import autoscaled_pool, envelope, pool_condition, pool_replicas
+from e2e.autoscaled_pools import autoscaled_pool, envelope, pool_condition, pool_replicas, served_depth
 from e2e.canary_rig import JOB_TYPE as CANARY_JOB_TYPE
 from e2e.canary_rig import analysis, demo_job_type
 from e2e.pools import job_type
@@ -381,18 +381,6 @@ def _api_service_backend(cluster: Cluster, namespace: str) -> list[str]:
     )
 
 
-def _served_depth(cluster: Cluster, namespace: str, pool: str) -> int | None:
-    path = (
-        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/workerfleet_queue_depth"
-        f"?labelSelector=workerfleet.dev/pool%3D{pool}"
-    )
-    result = cluster.kubectl("get", "--raw", path, check=False)
-    if result.returncode != 0:
-        return None
-    items = json.loads(result.stdout)["items"]
-    return int(items[0]["value"]) if items else None
-
-
 def _ready_workers(cluster: Cluster, namespace: str, pool: str) -> int:
     return sum(_is_ready(pod) for pod in _pods(cluster, namespace, f"workerfleet.dev/pool={pool}"))
 
@@ -436,7 +424,7 @@ def test_a_burst_scales_real_worker_containers_through_the_metrics_api_served_fr
 
         # Then the operator pod serves its depth through the aggregator
         served = eventually(
-            lambda: _served_depth(real_node, namespace, "burst"), what="the depth served", timeout=30
+            lambda: served_depth(real_node, namespace, "burst"), what="the depth served", timeout=30
         )
         assert 0 < served <= BURST
 
