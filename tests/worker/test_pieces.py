@@ -7,7 +7,7 @@ import io
 import json
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -132,6 +132,34 @@ def test_json_logs_carry_the_extra_fields() -> None:
         "retried",
     )
     assert "args" not in entry
+
+
+def test_json_log_lines_without_extras_and_with_an_exception_are_whole_objects() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.worker.jsonlog.plain")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.info("worker stopped")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.exception("receiving failed", extra={"retry_in_seconds": 0.5})
+    finally:
+        logger.removeHandler(handler)
+    plain, failed = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert plain.keys() == {"time", "level", "logger", "message"}
+    assert (plain["level"], plain["logger"], plain["message"]) == (
+        "info",
+        "tests.worker.jsonlog.plain",
+        "worker stopped",
+    )
+    assert datetime.fromisoformat(plain["time"]).utcoffset() == timedelta(0)
+    assert failed["retry_in_seconds"] == 0.5
+    assert "RuntimeError: boom" in failed["exception"]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,10 @@ whatever it reads). Keeping both halves side by side is what keeps them in step.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,11 +102,47 @@ def _add_model_validations(schema: dict[str, Any], model: type[Any]) -> None:
         schema[VALIDATIONS_KEY] = [rule.as_validation() for rule in rules]
 
 
+@functools.cache
+def _module_tree(module_name: str) -> ast.Module:
+    return ast.parse(inspect.getsource(sys.modules[module_name]))
+
+
+def attribute_docstrings(model: type[Any]) -> dict[str, str]:
+    """The string written under each annotated attribute in the class body, by attribute name.
+
+    Read from the module's source when a schema is wanted, not at import: parsing the source of
+    every model as its class is made was a third of a worker's start-up.
+    """
+    found = next(
+        (
+            node
+            for node in ast.walk(_module_tree(model.__module__))
+            if isinstance(node, ast.ClassDef) and node.name == model.__name__
+        ),
+        None,
+    )
+    docstrings: dict[str, str] = {}
+    if found is None:
+        return docstrings
+    for statement, following in zip(found.body, found.body[1:], strict=False):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docstrings[statement.target.id] = inspect.cleandoc(following.value.value)
+    return docstrings
+
+
 class ApiModel(BaseModel):
     """Base of every API type: camelCase on the wire, no unknown fields, no silent type coercion.
 
     Strictness matches the API server: `"5"` is not an integer there, so it is not one here either.
-    Attribute docstrings become the field descriptions that `kubectl explain` shows.
+    Attribute docstrings become the field descriptions that `kubectl explain` shows; they are read
+    when a JSON schema is made, and validators are built on first use, so a process that only
+    parses a few models (a worker) does not pay for all of them at import.
     """
 
     model_config = ConfigDict(
@@ -111,7 +151,7 @@ class ApiModel(BaseModel):
         extra="forbid",
         strict=True,
         frozen=True,
-        use_attribute_docstrings=True,
+        defer_build=True,
         json_schema_extra=_add_model_validations,
     )
 
@@ -122,6 +162,22 @@ class ApiModel(BaseModel):
         for rule in self.validations:
             rule.check(self)
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler, /
+    ) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        properties = handler.resolve_ref_schema(json_schema).get("properties", {})
+        documented = [model for model in reversed(cls.__mro__) if issubclass(model, ApiModel)]
+        docstrings = {
+            name: text for model in documented for name, text in attribute_docstrings(model).items()
+        }
+        for name, field in cls.model_fields.items():
+            shown = properties.get(field.serialization_alias or field.alias or name)
+            if shown is not None and name in docstrings and field.description is None:
+                shown.setdefault("description", docstrings[name])
+        return json_schema
 
     def to_dict(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase keys, unset optional fields left out."""

@@ -9,24 +9,55 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
+from itertools import islice
 from typing import Any, TextIO
 
-_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_SAMPLE_RECORD = logging.LogRecord("", 0, "", 0, "", (), None)
+_STANDARD_ATTRIBUTES = frozenset(vars(_SAMPLE_RECORD)) | {"message", "asctime"}
+_STANDARD_COUNT = len(vars(_SAMPLE_RECORD))
+"""A record's own attributes come first in its __dict__, `extra=` fields after them."""
+_encode = json.JSONEncoder(default=str).encode
+"""One encoder for every line: `json.dumps(..., default=str)` builds a new one per call."""
 
 
 class JsonFormatter(logging.Formatter):
+    """The line is assembled by hand around one encoding of the fields: at thousands of jobs a second,
+    formatting was a tenth of a worker's CPU per job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+        self._prefixes: dict[tuple[int, str], str] = {}
+
+    def _time(self, created: float) -> str:
+        """`2026-12-07T22:50:49.576+00:00`: the date and time part is computed once per second."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
+
+    def _prefix(self, record: logging.LogRecord) -> str:
+        key = (record.levelno, record.name)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = f', "level": {_encode(record.levelname.lower())}, "logger": {_encode(record.name)}'
+            self._prefixes[key] = prefix
+        return prefix
+
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
+        fields: dict[str, Any] = {
+            key: value
+            for key, value in islice(vars(record).items(), _STANDARD_COUNT, None)
+            if key not in _STANDARD_ATTRIBUTES
         }
-        entry.update((key, value) for key, value in vars(record).items() if key not in _STANDARD_ATTRIBUTES)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        head = f'{{"time": "{self._time(record.created)}"{self._prefix(record)}, "message": '
+        head += _encode(record.getMessage())
+        return f"{head}, {_encode(fields)[1:]}" if fields else head + "}"
 
 
 def configure(level: str, stream: TextIO | None = None) -> None:
