@@ -30,8 +30,9 @@ from workerfleet.worker.envelope import FailureRecord, encode, new_envelope, wit
 
 PLUGIN = Path(sys.executable).parent / "kubectl-workerfleet"
 REVIEWER = "e2e-reviewer"
-OLDER_THAN_SECONDS = 4
-"""Between the dead letters a replay takes and the one it leaves: longer than two plugin runs."""
+OLDER_THAN_SECONDS = 8
+"""Between the dead letters a replay takes and the one it leaves: longer than two plugin runs, also on a
+busy host (at 4 s, the dead letter to be left had grown old enough by the second run)."""
 
 
 def _apply_pool(
