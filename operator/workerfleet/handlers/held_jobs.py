@@ -24,7 +24,7 @@ from workerfleet.backends.base import QueueUnreachableError
 from workerfleet.backends.held import HeldSample, read_held
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_metrics import POOL_METRICS
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key, route_pool_event
+from workerfleet.handlers.pool_tasks import PoolBodies, PoolKey, PoolTasks, pool_key, route_pool_event
 from workerfleet.handlers.tenancy import served, tenancy
 from workerfleet.handlers.workerpool import pool_lock
 from workerfleet.kube.client import kube
@@ -106,7 +106,7 @@ class HeldReaders(PoolTasks):
 
     def __init__(self) -> None:
         super().__init__()
-        self._bodies: dict[PoolKey, dict[str, Any]] = {}
+        self._bodies = PoolBodies()
 
     def update(self, body: dict[str, Any]) -> None:
         key = pool_key(body)
