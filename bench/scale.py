@@ -197,10 +197,25 @@ def _raw_children(pools: int, prefix: str, redis_address: str) -> list[dict[str,
     return documents
 
 
+LIST_ATTEMPTS = 5
+"""A failed `kubectl get -A` (the API server busy on a loaded machine) is tried again this many times."""
+
+
+def _list_all(cluster: Cluster, resource: str) -> str:
+    """`kubectl get RESOURCE -A -o json`, tried again after a failure (its stderr printed)."""
+    for attempt in range(1, LIST_ATTEMPTS + 1):
+        result = cluster.kubectl("get", resource, "-A", "-o", "json", timeout=300, check=False)
+        if result.returncode == 0:
+            return result.stdout
+        print(f"  kubectl get {resource} -A failed ({attempt}/{LIST_ATTEMPTS}): {result.stderr.strip()}")
+        time.sleep(POLL_SECONDS)
+    raise RuntimeError(f"kubectl get {resource} -A failed {LIST_ATTEMPTS} times")
+
+
 def _ready_counts(
     cluster: Cluster, resource: str, prefix: str, is_ready: Callable[[dict[str, Any]], bool]
 ) -> int:
-    listing = json.loads(cluster.kubectl("get", resource, "-A", "-o", "json", timeout=300).stdout)
+    listing = json.loads(_list_all(cluster, resource))
     return sum(
         1
         for item in listing["items"]

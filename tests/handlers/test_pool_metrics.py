@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from workerfleet.handlers.pool_metrics import PoolMetrics
+from workerfleet.handlers.pool_metrics import PoolMetrics, shown_status
 
 
 def _scrape(metrics: PoolMetrics) -> str:
@@ -67,3 +68,31 @@ def test_review_and_dead_letter_depths_come_from_status_and_the_review_age_from_
     # An empty review queue has no oldest job: the age goes, rather than staying at its last value
     metrics.observe_held("media", "thumbs", None)
     assert "workerfleet_review_oldest_age_seconds{" not in _scrape(metrics)
+
+
+def test_only_what_the_metrics_show_of_a_status_is_kept() -> None:
+    status: dict[str, Any] = {
+        "replicas": 2,
+        "readyReplicas": 2,
+        "queue": {"depth": 4, "reviewDepth": 1, "lastPollTime": "2026-12-07T22:00:00Z"},
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "AsPlanned",
+                "message": "every replica is ready",
+                "lastTransitionTime": "2026-12-07T22:00:00Z",
+            }
+        ],
+        "rollout": {"phase": "Stable"},
+    }
+
+    shown = shown_status(status)
+
+    assert shown == {
+        "replicas": 2,
+        "queue": {"depth": 4, "reviewDepth": 1},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AsPlanned"}],
+    }
+    assert shown["conditions"][0] is not status["conditions"][0]
+    assert shown["queue"] is not status["queue"]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks
+import pytest
+
+from workerfleet.handlers import pool_tasks
+from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, TaskContext, route_pool_event
 
 KEY = ("media", "thumbs")
 
@@ -65,3 +69,39 @@ def test_stopping_cancels_a_task_waiting_to_run_again() -> None:
         return task.cancelled()
 
     assert asyncio.run(scenario())
+
+
+EVENT_BODY: contextvars.ContextVar[str] = contextvars.ContextVar("event_body")
+"""Stands in for kopf's cause of a watch event, which holds the event's whole body."""
+
+
+class ContextRecorder(PoolTasks):
+    """Starts one task per pool that records which event's body its context holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[PoolKey, str] = {}
+
+    def update(self, body: dict[str, Any]) -> None:
+        self.start((body["metadata"]["namespace"], body["metadata"]["name"]), self.run, "test")
+
+    async def run(self, key: PoolKey) -> None:
+        self.seen[key] = EVENT_BODY.get("none")
+
+
+def test_pool_tasks_keep_one_event_context_not_one_per_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_tasks, "TASK_CONTEXT", TaskContext())
+
+    async def scenario() -> dict[PoolKey, str]:
+        tasks = ContextRecorder()
+        for index in range(3):
+            handler_context = contextvars.copy_context()
+            handler_context.run(EVENT_BODY.set, f"the body of pool-{index}'s event")
+            pool = {"metadata": {"namespace": "media", "name": f"pool-{index}"}, "spec": {}}
+            handler_context.run(route_pool_event, tasks, "ADDED", pool)
+        await asyncio.gather(*tasks._tasks.values())
+        return tasks.seen
+
+    seen = asyncio.run(scenario())
+
+    assert set(seen.values()) == {"the body of pool-0's event"}, seen

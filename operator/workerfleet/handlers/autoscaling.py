@@ -37,7 +37,7 @@ from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.capacity import WORKER_CAPACITY
 from workerfleet.handlers.metrics_api import READINGS
 from workerfleet.handlers.pool_metrics import POOL_METRICS
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key
+from workerfleet.handlers.pool_tasks import PoolBodies, PoolKey, PoolTasks, pool_key
 from workerfleet.handlers.pool_watch import follow_pools
 from workerfleet.handlers.tenancy import tenancy
 from workerfleet.handlers.workerpool import pool_lock, post_event
@@ -199,7 +199,7 @@ class Pollers(PoolTasks):
 
     def __init__(self) -> None:
         super().__init__()
-        self._bodies: dict[PoolKey, dict[str, Any]] = {}
+        self._bodies = PoolBodies()
         self._memories: dict[PoolKey, PollMemory] = {}
         """Kept across a failed poller's restarts (the cooldown clock, the failures of the queue)."""
 
@@ -286,7 +286,9 @@ class Pollers(PoolTasks):
                             source, source_queue = open_source(spec.queue, credentials), spec.queue
                 await _poll_once(body, spec, scaling, source, memory, unusable=unusable, refusal=refusal)
                 self.succeeded(key)
-                await asyncio.sleep(scaling.polling_interval_seconds)
+                interval = scaling.polling_interval_seconds
+                del body, spec, scaling  # read again next round; not kept through the sleep
+                await asyncio.sleep(interval)
         finally:
             if source is not None:
                 await source.close()

@@ -27,7 +27,7 @@ from workerfleet.api.workerpool import WorkerPoolConditionType, WorkerPoolSpec, 
 from workerfleet.backends.worker_scrape import WorkerScraper
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.capacity import WORKER_CAPACITY
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key
+from workerfleet.handlers.pool_tasks import PoolBodies, PoolKey, PoolTasks, pool_key
 from workerfleet.handlers.pool_watch import follow_pools
 from workerfleet.handlers.workerpool import pool_lock, post_event
 from workerfleet.kube.client import kube
@@ -140,7 +140,7 @@ class WorkerWatch(PoolTasks):
 
     def __init__(self) -> None:
         super().__init__()
-        self._bodies: dict[PoolKey, dict[str, Any]] = {}
+        self._bodies = PoolBodies()
         self._history: dict[PoolKey, list[Scrape]] = {}
         self._scraper = WorkerScraper()
 
@@ -180,8 +180,10 @@ class WorkerWatch(PoolTasks):
         while key in self._bodies and ACTIVITY.is_active():
             body = self._bodies[key]
             spec = WorkerPoolSpec.model_validate(restricted_spec(body["spec"]))
-            pods = await asyncio.to_thread(kube().pods, namespace, pool_selector(name))
-            addresses, current_costs = _ready_addresses(pods, spec.worker.port)
+            # Not bound to a name: a listing of whole pods would otherwise live through the sleep below.
+            addresses, current_costs = _ready_addresses(
+                await asyncio.to_thread(kube().pods, namespace, pool_selector(name)), spec.worker.port
+            )
             counters = await self._scraper.scrape(addresses)
             now = datetime.now(UTC)
             if spec.worker.spare_busy_workers:

@@ -22,7 +22,7 @@ from workerfleet.backends.base import QueueUnreachableError
 from workerfleet.backends.held import HeldSample, read_held
 from workerfleet.handlers.activity import ACTIVITY, Pools
 from workerfleet.handlers.pool_metrics import POOL_METRICS
-from workerfleet.handlers.pool_tasks import PoolKey, PoolTasks, pool_key
+from workerfleet.handlers.pool_tasks import PoolBodies, PoolKey, PoolTasks, pool_key
 from workerfleet.handlers.pool_watch import follow_pools
 from workerfleet.handlers.tenancy import tenancy
 from workerfleet.handlers.workerpool import pool_lock
@@ -105,7 +105,7 @@ class HeldReaders(PoolTasks):
 
     def __init__(self) -> None:
         super().__init__()
-        self._bodies: dict[PoolKey, dict[str, Any]] = {}
+        self._bodies = PoolBodies()
 
     def update(self, body: dict[str, Any]) -> None:
         key = pool_key(body)

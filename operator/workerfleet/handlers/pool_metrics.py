@@ -9,7 +9,7 @@ pollers instead: it is a metric only, so that reading a queue never costs a stat
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,26 @@ class QueueReading:
     """Unix time."""
 
 
+QUEUE_FIELDS_SHOWN = ("depth", "reviewDepth", "deadLetterDepth")
+CONDITION_FIELDS_SHOWN = ("type", "status", "reason")
+
+
+def shown_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """What the metrics show of a pool's status, in objects of its own: the status as an event brings
+    it is part of kopf's parsed body (messages, timestamps), which a kept reference would keep whole."""
+    queue = status.get("queue") or {}
+    shown: dict[str, Any] = {
+        "queue": {field: queue[field] for field in QUEUE_FIELDS_SHOWN if field in queue},
+        "conditions": [
+            {field: condition[field] for field in CONDITION_FIELDS_SHOWN if field in condition}
+            for condition in status.get("conditions") or []
+        ],
+    }
+    if "replicas" in status:
+        shown["replicas"] = status["replicas"]
+    return shown
+
+
 class PoolMetrics(Collector):
     """The latest status of every pool and the deadline of its strictest JobType, as gauges."""
 
@@ -47,9 +67,10 @@ class PoolMetrics(Collector):
         self._review_ages: dict[tuple[str, str], float] = {}
         """How long the oldest review job of each pool has waited, as last read."""
 
-    def observe(self, namespace: str, pool: str, status: dict[str, Any]) -> None:
+    def observe(self, namespace: str, pool: str, status: Mapping[str, Any]) -> None:
+        shown = shown_status(status)
         with self._lock:
-            self._status[(namespace, pool)] = status
+            self._status[(namespace, pool)] = shown
 
     def observe_deadline(self, namespace: str, pool: str, deadline_seconds: int | None) -> None:
         with self._lock:
@@ -89,7 +110,7 @@ class PoolMetrics(Collector):
             self._review_ages.clear()
         for pool in pools if active else []:
             metadata = pool["metadata"]
-            self.observe(metadata["namespace"], metadata["name"], dict(pool.get("status") or {}))
+            self.observe(metadata["namespace"], metadata["name"], pool.get("status") or {})
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
@@ -196,4 +217,4 @@ async def pool_status_changed(body: kopf.Body, type: str | None, **_: Any) -> No
     if type == "DELETED":
         POOL_METRICS.forget(namespace, name)
     else:
-        POOL_METRICS.observe(namespace, name, dict(body.get("status") or {}))
+        POOL_METRICS.observe(namespace, name, body.get("status") or {})
