@@ -102,10 +102,10 @@ def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, namespace: str)
     assert wide[-2:] == ["5d8f7c", "7b9e21"]
 
     assert _header(cluster, namespace, "jt") == [
-        "NAME", "LANE", "TIMEOUT", "MAX ATTEMPTS", "ACCEPTED", "NEXT RUN", "AGE",
+        "NAME", "LANE", "PRIORITY", "TIMEOUT", "MAX ATTEMPTS", "ACCEPTED", "NEXT RUN", "AGE",
     ]  # fmt: skip
     row = cluster.kubectl("get", "jt/transcode-video", "-n", namespace, "--no-headers").stdout.split()
-    assert row[:4] == ["transcode-video", "heavy", "14400", "2"]
+    assert row[:5] == ["transcode-video", "heavy", "normal", "14400", "2"]
 
     names = cluster.kubectl("get", "workerfleet", "-n", namespace, "-o", "name").stdout.split()
     expected = {
