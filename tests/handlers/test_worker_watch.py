@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workerfleet.handlers.breaker import _ready_addresses, _watched
+from workerfleet.handlers.breaker import _ready_addresses, _watched, _workers_worth_reading
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,25 @@ from workerfleet.handlers.breaker import _ready_addresses, _watched
 )
 def test_watched_pools(spec: dict[str, Any], status: dict[str, Any], watched: bool) -> None:
     assert _watched({"spec": spec, "status": status}) is watched
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "capacity_wanted", "read"),
+    [
+        # An autoscaled pool resting at one worker: nothing to spare, no breaker, no rate limit.
+        ({"autoscaling": {"maxReplicas": 4}}, {"replicas": 1}, False, False),
+        ({"autoscaling": {"maxReplicas": 4}}, {}, False, False),
+        ({"autoscaling": {"maxReplicas": 4}}, {"replicas": 2}, False, True),
+        ({"autoscaling": {"maxReplicas": 4}}, {"replicas": 1}, True, True),
+        ({"circuitBreaker": {"maxFailureRatio": 0.5}}, {"replicas": 1}, False, True),
+        ({"replicas": 1}, {"replicas": 1, "circuitBreaker": {"state": "Open"}}, False, True),
+        ({"replicas": 1, "rollout": {"canary": {}}}, {"replicas": 2, "canaryReplicas": 1}, False, True),
+    ],
+)
+def test_a_round_reads_the_workers_only_when_there_is_something_to_read_for(
+    spec: dict[str, Any], status: dict[str, Any], capacity_wanted: bool, read: bool
+) -> None:
+    assert _workers_worth_reading({"spec": spec, "status": status}, capacity_wanted) is read
 
 
 def pod(name: str, ip: str | None, ready: bool, **metadata: Any) -> dict[str, Any]:

@@ -325,6 +325,7 @@ async def _poll_once(
             _job_type_limits, namespace, list(job_types)
         )
         memory.deadline_read = (job_types, time.monotonic())
+        WORKER_CAPACITY.want(namespace, name, any(limit is not None for limit in memory.rate_limits))
     POOL_METRICS.observe_deadline(namespace, name, memory.deadline)
     now = datetime.now(UTC)
     facts = PollFacts(

@@ -1,8 +1,9 @@
 """Watch each pool's workers through their own metrics ports: the circuit breaker and deletion costs.
 
 One task per pool whose workers run the workerfleet runtime and that has a breaker, autoscaling, a
-rollout or more than one replica. Every scrape interval it lists the pool's ready pods, reads each at
-podIP:spec.worker.port, then:
+rollout or more than one replica. Every scrape interval in which there is something to read for
+(a breaker, a rate limit's capacity, or two workers at least, so one can be spared), it lists the
+pool's ready pods, reads each at podIP:spec.worker.port, then:
 - sets each pod's `controller.kubernetes.io/pod-deletion-cost` to the jobs it holds (only where it
   changed), so whoever removes replicas next (the HPA through the pool, a rollout, a person) has the
   ReplicaSet remove idle workers first;
@@ -56,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 COST_FIELD_MANAGER = "workerfleet-deletion-cost"
 CAPACITY_WINDOW_SECONDS = 60.0
+RESTING_CHECK_SECONDS = 1.0
+"""How soon a pool with nothing to read its workers for is looked at again (in memory, no request): a
+rate limit's capacity needs a first scrape before the jobs it measures, soon after the limit is known."""
 """How far back a worker's handler times are averaged for what it can run."""
 BREAKER_FIELD_MANAGER = "workerfleet-breaker"
 
@@ -70,6 +74,17 @@ def _watched(body: Mapping[str, Any]) -> bool:
     has_breaker = bool(spec.get("circuitBreaker") or (body.get("status") or {}).get("circuitBreaker"))
     can_shrink = bool(spec.get("autoscaling") or spec.get("rollout")) or spec.get("replicas", 1) > 1
     return has_breaker or can_shrink
+
+
+def _workers_worth_reading(body: Mapping[str, Any], capacity_wanted: bool) -> bool:
+    """Whether this round reads the pool's pods and workers: for its breaker, for the capacity a rate
+    limit needs, or to spare busy workers at a scale-in, which needs two workers at least. A pool
+    resting at one worker (the usual idle autoscaled pool) costs no request; its status moves (and
+    with it this answer) as soon as a second pod exists."""
+    status = body.get("status") or {}
+    if body["spec"].get("circuitBreaker") or status.get("circuitBreaker") or capacity_wanted:
+        return True
+    return int(status.get("replicas") or 0) > 1
 
 
 def _ready_addresses(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, str], dict[str, str | None]]:
@@ -179,6 +194,10 @@ class WorkerWatch(PoolTasks):
         namespace, name = key
         while key in self._bodies and ACTIVITY.is_active():
             body = self._bodies[key]
+            if not _workers_worth_reading(body, WORKER_CAPACITY.wanted(namespace, name)):
+                self.succeeded(key)
+                await asyncio.sleep(RESTING_CHECK_SECONDS)
+                continue
             spec = WorkerPoolSpec.model_validate(restricted_spec(body["spec"]))
             # Not bound to a name: a listing of whole pods would otherwise live through the sleep below.
             addresses, current_costs = _ready_addresses(

@@ -10,6 +10,19 @@ class WorkerCapacity:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._per_replica: dict[tuple[str, str], float] = {}
+        self._wanted: set[tuple[str, str]] = set()
+
+    def want(self, namespace: str, pool: str, wanted: bool) -> None:
+        """Whether the autoscaler needs the measure (the pool serves a rate-limited JobType)."""
+        with self._lock:
+            if wanted:
+                self._wanted.add((namespace, pool))
+            else:
+                self._wanted.discard((namespace, pool))
+
+    def wanted(self, namespace: str, pool: str) -> bool:
+        with self._lock:
+            return (namespace, pool) in self._wanted
 
     def observe(self, namespace: str, pool: str, per_replica: float | None) -> None:
         """The latest measure; None keeps the previous one (no job finished within the window)."""
@@ -24,6 +37,7 @@ class WorkerCapacity:
     def forget(self, namespace: str, pool: str) -> None:
         with self._lock:
             self._per_replica.pop((namespace, pool), None)
+            self._wanted.discard((namespace, pool))
 
 
 WORKER_CAPACITY = WorkerCapacity()
