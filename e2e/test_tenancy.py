@@ -385,12 +385,13 @@ def test_a_keda_pool_names_a_secret_only_where_the_namespace_opted_in(operator: 
     )  # fmt: skip
 
     # Then the objects are written and the refusal is gone (KEDA reports on its ScaledObject), at the
-    # pool's next retry: the backoff doubles from 2 s, so the wait can be as long as the refusal has
-    # lasted so far (20 s was too short for a busy host)
+    # pool's next retry: the backoff doubles from 2 s, and the retries of all pools run one at a time,
+    # so late in the full suite (many pools being deleted with their namespaces) the retry came 66 s
+    # after the opt-in
     eventually(
         lambda: len(_keda_objects(cluster, team, "keyed")) == 2,
         what="the KEDA objects written after the opt-in",
-        timeout=60,
+        timeout=150,
     )
     eventually(
         lambda: cluster.condition("workerpool/keyed", "QueueReachable", namespace=team) is None,
