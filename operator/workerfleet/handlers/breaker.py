@@ -156,6 +156,9 @@ class WorkerWatch(PoolTasks):
     def __init__(self) -> None:
         super().__init__()
         self._bodies = PoolBodies()
+        self._worth_reading: dict[PoolKey, bool] = {}
+        """Per pool, whether its body alone makes its workers worth reading: decided when the body
+        comes, so a resting pool's round decodes nothing."""
         self._history: dict[PoolKey, list[Scrape]] = {}
         self._scraper = WorkerScraper()
 
@@ -165,11 +168,13 @@ class WorkerWatch(PoolTasks):
             self.stop(key)
             return
         self._bodies[key] = body
+        self._worth_reading[key] = _workers_worth_reading(body, capacity_wanted=False)
         if ACTIVITY.is_active():
             self.start(key, self._watch, "workers")
 
     def stop(self, key: PoolKey) -> None:
         self._bodies.pop(key, None)
+        self._worth_reading.pop(key, None)
         self._history.pop(key, None)
         WORKER_CAPACITY.forget(*key)
         super().stop(key)
@@ -193,11 +198,11 @@ class WorkerWatch(PoolTasks):
     async def _watch(self, key: PoolKey) -> None:
         namespace, name = key
         while key in self._bodies and ACTIVITY.is_active():
-            body = self._bodies[key]
-            if not _workers_worth_reading(body, WORKER_CAPACITY.wanted(namespace, name)):
+            if not (self._worth_reading.get(key) or WORKER_CAPACITY.wanted(namespace, name)):
                 self.succeeded(key)
                 await asyncio.sleep(RESTING_CHECK_SECONDS)
                 continue
+            body = self._bodies[key]
             spec = WorkerPoolSpec.model_validate(restricted_spec(body["spec"]))
             # Not bound to a name: a listing of whole pods would otherwise live through the sleep below.
             addresses, current_costs = _ready_addresses(
